@@ -1,0 +1,41 @@
+# detailface — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+N ?= 1000
+OUT ?= shards
+WORKERS ?= 2
+SEED ?= 0
+SIZE ?= 224
+LIGHTS ?= sh9
+export PYOPENGL_PLATFORM ?= osmesa
+
+.DEFAULT_GOAL := help
+.PHONY: help install test dataset benchmark clean
+
+help: ## list the targets with one line each
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+install: .make/installed ## install system + Python dependencies (idempotent; a second run takes seconds)
+
+.make/installed: pyproject.toml Makefile
+	@if ! ldconfig -p | grep -q libOSMesa; then \
+	  echo "installing libosmesa6 (headless OpenGL for pyrender)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6; fi
+	$(PYTHON) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@# pyrender pins PyOpenGL==3.1.0, which cannot use OSMesa: upgrade it as a second step.
+	$(PYTHON) -m pip install -q --disable-pip-version-check 'PyOpenGL>=3.1.4'
+	@mkdir -p .make && touch $@
+
+test: install ## run the test suite (what CI runs)
+	$(PYTHON) -m pytest -q tests
+
+dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=2 SEED=0 SIZE=224 LIGHTS=sh9)
+	synth-cli render --out $(OUT) --n $(N) --workers $(WORKERS) --seed $(SEED) --size $(SIZE) --lights $(LIGHTS)
+
+benchmark: install ## print the speed benchmarks (ratios measured side by side)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+clean: ## remove the install stamp and caches (not the datasets)
+	rm -rf .make .pytest_cache build *.egg-info
