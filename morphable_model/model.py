@@ -1,0 +1,369 @@
+"""The morphable model: one frozen object holding the linear shape / expression / albedo bases.
+
+Conventions (docs/DESIGN.md):
+
+* geometry in millimetres, albedo in [0, 1];
+* vertex arrays are ``(N, 3)``, flattened bases are ``(3N, K)`` with row order
+  ``x0, y0, z0, x1, ...`` (BFM layout), so ``basis.reshape(N, 3, K)`` gives per-vertex xyz;
+* coefficients are in units of the prior standard deviation (prior N(0, I)):
+  ``shape = mean + id_basis @ (id_std * alpha_id) + exp_basis @ (exp_std * alpha_exp)``,
+  ``albedo = albedo_mean + albedo_basis @ (albedo_std * beta)``;
+* giving fewer than K coefficients uses only the first components (a truncated model).
+
+The bases are expected (not required) to have orthonormal columns, as in the BFM files; then
+``std`` is the standard deviation of the model along each component.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .geometry import check_vertices, vertex_face_incidence, vertex_normals
+
+if TYPE_CHECKING:  # torch is imported lazily, only by torch_module()
+    from .torch_model import MorphableModelModule
+
+__all__ = ["MorphableModel", "ModelSample", "N_LANDMARKS"]
+
+log = logging.getLogger(__name__)
+
+N_LANDMARKS = 68  # iBUG 300-W
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSample:
+    """Coefficients drawn from the model prior, in standard-deviation units.
+
+    ``alpha_id (n, Kid)``, ``alpha_exp (n, Kexp)``, ``beta (n, Kalb)``, all float32.
+    """
+
+    alpha_id: np.ndarray
+    alpha_exp: np.ndarray
+    beta: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.alpha_id.shape[0])
+
+    def __getitem__(self, i: int) -> "ModelSample":
+        """The i-th sample as 1-D coefficient vectors."""
+        return ModelSample(self.alpha_id[i], self.alpha_exp[i], self.beta[i])
+
+
+_FLOAT_FIELDS = (
+    "mean_shape",
+    "id_basis",
+    "id_std",
+    "exp_basis",
+    "exp_std",
+    "albedo_mean",
+    "albedo_basis",
+    "albedo_std",
+)
+# the order in which arrays enter the fingerprint; never reorder (it would change every hash)
+_FINGERPRINT_FIELDS = _FLOAT_FIELDS + ("triangles", "landmarks", "face_region")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MorphableModel:
+    """A linear 3D morphable model (identity + expression shape, albedo), frozen.
+
+    All arrays are copied and made read-only on construction: float arrays become float32,
+    ``triangles`` int32, ``landmarks`` int64, ``face_region`` bool. Shapes are validated and a
+    mismatch raises ``ValueError`` naming the field, the expected and the actual shape.
+    Equality is identity; compare models with :attr:`fingerprint`.
+    """
+
+    mean_shape: np.ndarray
+    """(N, 3) mean face in mm (for BFM2017 files: shape mean + expression mean)."""
+    id_basis: np.ndarray
+    """(3N, Kid) identity basis, rows x0, y0, z0, x1, ..."""
+    id_std: np.ndarray
+    """(Kid,) identity standard deviations (mm per unit-norm column)."""
+    exp_basis: np.ndarray
+    """(3N, Kexp) expression basis; Kexp may be 0 (model without expressions)."""
+    exp_std: np.ndarray
+    """(Kexp,) expression standard deviations."""
+    albedo_mean: np.ndarray
+    """(N, 3) mean albedo, linear RGB in [0, 1]."""
+    albedo_basis: np.ndarray
+    """(3N, Kalb) albedo basis, rows r0, g0, b0, r1, ..."""
+    albedo_std: np.ndarray
+    """(Kalb,) albedo standard deviations."""
+    triangles: np.ndarray
+    """(T, 3) 0-based vertex indices, counter-clockwise seen from outside."""
+    landmarks: np.ndarray | None = None
+    """(68,) vertex indices of the iBUG 300-W landmarks in iBUG order, or None."""
+    unit: str = "mm"
+    """length unit of the geometry; always "mm" after loading (loaders convert)."""
+    source: str = ""
+    """where the model came from (file path, "builtin", ...), informative only."""
+    face_region: np.ndarray | None = None
+    """(N,) bool, True for vertices of the inner face (for tests/metrics), or None."""
+
+    def __post_init__(self) -> None:
+        set_ = functools.partial(object.__setattr__, self)
+        for name in _FLOAT_FIELDS:
+            set_(name, _frozen(getattr(self, name), np.float32, name))
+        set_("triangles", _frozen(self.triangles, np.int32, "triangles"))
+        if self.landmarks is not None:
+            set_("landmarks", _frozen(self.landmarks, np.int64, "landmarks"))
+        if self.face_region is not None:
+            set_("face_region", _frozen(self.face_region, np.bool_, "face_region"))
+        if self.unit != "mm":
+            raise ValueError(f"unit must be 'mm' (loaders convert to mm), got {self.unit!r}")
+        self._validate()
+
+    def _validate(self) -> None:
+        n = _expect_shape(self.mean_shape, "mean_shape", (None, 3))[0]
+        if n < 3:
+            raise ValueError(f"mean_shape must have at least 3 vertices, got {n}")
+        for basis, std, label in (
+            ("id_basis", "id_std", "Kid"),
+            ("exp_basis", "exp_std", "Kexp"),
+            ("albedo_basis", "albedo_std", "Kalb"),
+        ):
+            k = _expect_shape(getattr(self, basis), basis, (3 * n, None), f"(3N={3 * n}, {label})")[1]
+            _expect_shape(getattr(self, std), std, (k,), f"({label}={k},)")
+            s = getattr(self, std)
+            if not np.all(np.isfinite(s)) or np.any(s < 0):
+                raise ValueError(f"{std} must be finite and >= 0, got min {s.min() if s.size else None}")
+        _expect_shape(self.albedo_mean, "albedo_mean", (n, 3))
+        for name in ("mean_shape", "albedo_mean"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be finite")
+        _expect_shape(self.triangles, "triangles", (None, 3))
+        if self.triangles.shape[0] == 0:
+            raise ValueError("triangles must be (T, 3) with T >= 1, got (0, 3)")
+        lo, hi = int(self.triangles.min()), int(self.triangles.max())
+        if lo < 0 or hi >= n:
+            raise ValueError(f"triangles indices must be in [0, {n}), got [{lo}, {hi}]")
+        if self.landmarks is not None:
+            _expect_shape(self.landmarks, "landmarks", (N_LANDMARKS,))
+            lo, hi = int(self.landmarks.min()), int(self.landmarks.max())
+            if lo < 0 or hi >= n:
+                raise ValueError(f"landmarks indices must be in [0, {n}), got [{lo}, {hi}]")
+        if self.face_region is not None:
+            _expect_shape(self.face_region, "face_region", (n,))
+
+    # ------------------------------------------------------------------ counts
+    @property
+    def n_vertices(self) -> int:
+        return int(self.mean_shape.shape[0])
+
+    @property
+    def n_triangles(self) -> int:
+        return int(self.triangles.shape[0])
+
+    @property
+    def n_id(self) -> int:
+        return int(self.id_basis.shape[1])
+
+    @property
+    def n_exp(self) -> int:
+        return int(self.exp_basis.shape[1])
+
+    @property
+    def n_albedo(self) -> int:
+        return int(self.albedo_basis.shape[1])
+
+    # ------------------------------------------------------------------ evaluation
+    def shape(self, alpha_id: np.ndarray, alpha_exp: np.ndarray | None = None) -> np.ndarray:
+        """Vertices for coefficients in std units.
+
+        ``alpha_id`` is ``(k_id,)`` or ``(B, k_id)`` with ``k_id <= n_id``; ``alpha_exp`` likewise
+        (``None`` = neutral expression). 1-D in gives ``(N, 3)``, 2-D gives ``(B, N, 3)``, float32.
+        """
+        a_id, batched = _coefficients(alpha_id, self.n_id, "alpha_id")
+        out = self._combine(self.mean_shape, self.id_basis, self.id_std, a_id)  # (B, 3N)
+        if alpha_exp is not None:
+            a_exp, batched_exp = _coefficients(alpha_exp, self.n_exp, "alpha_exp")
+            if batched_exp != batched or a_exp.shape[0] != a_id.shape[0]:
+                raise ValueError(
+                    "alpha_exp must match alpha_id's batch shape "
+                    f"{tuple(np.shape(alpha_id)[:-1])}, got {tuple(np.shape(alpha_exp)[:-1])}"
+                )
+            k = a_exp.shape[1]
+            # (B, k) * (k,) -> (B, k); (B, k) @ (k, 3N) -> (B, 3N)
+            out += (a_exp * self.exp_std[:k]) @ self.exp_basis[:, :k].T
+        out = out.reshape(out.shape[0], self.n_vertices, 3)  # (B, 3N) -> (B, N, 3), rows x0,y0,z0,...
+        return out if batched else out[0]
+
+    def albedo(self, beta: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Per-vertex albedo for coefficients ``beta`` ``(k,)`` or ``(B, k)``, ``k <= n_albedo``.
+
+        Returns ``(N, 3)`` or ``(B, N, 3)`` float32 linear RGB. The linear model can leave the
+        physical range [0, 1] for large coefficients; with ``clip=True`` (default) values are
+        clipped to [0, 1]. ``clip=False`` returns the raw linear combination (for tests, fitting).
+        """
+        b, batched = _coefficients(beta, self.n_albedo, "beta")
+        out = self._combine(self.albedo_mean, self.albedo_basis, self.albedo_std, b)  # (B, 3N)
+        out = out.reshape(out.shape[0], self.n_vertices, 3)  # (B, 3N) -> (B, N, 3), rows r0,g0,b0,...
+        if clip:
+            np.clip(out, 0.0, 1.0, out=out)
+        return out if batched else out[0]
+
+    @staticmethod
+    def _combine(mean: np.ndarray, basis: np.ndarray, std: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """``mean + basis[:, :k] @ (std[:k] * coef)`` for a batch of coefficients ``(B, k)`` -> ``(B, 3N)``."""
+        k = coef.shape[1]
+        # (B, k) * (k,) -> (B, k); (B, k) @ (k, 3N) -> (B, 3N); (N, 3) -> (3N,) broadcast over B
+        return (coef * std[:k]) @ basis[:, :k].T + mean.reshape(-1)
+
+    def sample(
+        self,
+        rng: np.random.Generator,
+        n: int,
+        scale: float = 1.0,
+        truncation: float | None = None,
+    ) -> ModelSample:
+        """Draw ``n`` coefficient sets from the prior N(0, scale^2 I).
+
+        Draws alpha_id, then alpha_exp, then beta from ``rng`` (in that order). ``truncation``
+        clips each coefficient to ``[-truncation, truncation]`` (in std units, after scaling).
+        """
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        if int(n) != n or n < 0:
+            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        if not (np.isfinite(scale) and scale >= 0):
+            raise ValueError(f"scale must be finite and >= 0, got {scale!r}")
+        if truncation is not None and not truncation > 0:
+            raise ValueError(f"truncation must be > 0 or None, got {truncation!r}")
+        n = int(n)
+        out = []
+        for k in (self.n_id, self.n_exp, self.n_albedo):
+            c = scale * rng.standard_normal((n, k))  # (n, K)
+            if truncation is not None:
+                np.clip(c, -truncation, truncation, out=c)
+            out.append(c.astype(np.float32))
+        return ModelSample(*out)
+
+    def landmark_points(self, vertices: np.ndarray) -> np.ndarray:
+        """Landmark positions ``(..., 68, 3)`` picked from vertices ``(..., N, 3)``."""
+        if self.landmarks is None:
+            raise ValueError(f"model {self.source!r} has no landmarks (landmarks is None)")
+        v = check_vertices(vertices)
+        if v.shape[-2] != self.n_vertices:
+            raise ValueError(f"vertices must be (..., {self.n_vertices}, 3), got {tuple(v.shape)}")
+        return v[..., self.landmarks, :]  # (..., N, 3)[..., (68,), :] -> (..., 68, 3)
+
+    def vertex_normals(self, vertices: np.ndarray | None = None) -> np.ndarray:
+        """Unit vertex normals ``(..., N, 3)`` of ``vertices`` (default: the mean shape)."""
+        v = self.mean_shape if vertices is None else check_vertices(vertices)
+        if v.shape[-2] != self.n_vertices:
+            raise ValueError(f"vertices must be (..., {self.n_vertices}, 3), got {tuple(v.shape)}")
+        return vertex_normals(v, self.triangles, incidence=self.incidence)
+
+    @functools.cached_property
+    def incidence(self):
+        """Sparse ``(N, T)`` vertex-triangle incidence matrix (cached), see
+        :func:`morphable_model.geometry.vertex_face_incidence`."""
+        return vertex_face_incidence(self.triangles, self.n_vertices)
+
+    # ------------------------------------------------------------------ derived data
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 hex digest of all arrays (name, dtype, shape and bytes, fixed order).
+
+        ``unit`` and ``source`` are not included: the same arrays loaded from another path
+        have the same fingerprint.
+        """
+        h = hashlib.sha256()
+        for name in _FINGERPRINT_FIELDS:
+            a = getattr(self, name)
+            h.update(name.encode())
+            if a is None:
+                h.update(b"None")
+                continue
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    @functools.cached_property
+    def pncc_colors(self) -> np.ndarray:
+        """``(N, 3)`` float32: the mean shape normalised to [0, 1] per axis (read-only)."""
+        lo = self.mean_shape.min(axis=0)  # (3,)
+        span = self.mean_shape.max(axis=0) - lo  # (3,)
+        span = np.where(span > 0, span, 1.0)
+        c = ((self.mean_shape - lo) / span).astype(np.float32)  # (N, 3)
+        c.setflags(write=False)
+        return c
+
+    def torch_module(self, dtype=None, device=None) -> "MorphableModelModule":
+        """A :class:`morphable_model.torch_model.MorphableModelModule` with these arrays as buffers."""
+        from .torch_model import MorphableModelModule  # lazy: torch only when asked for
+
+        return MorphableModelModule(self, dtype=dtype, device=device)
+
+    def replace(self, **changes) -> "MorphableModel":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def truncated(self, n_id: int | None = None, n_exp: int | None = None, n_albedo: int | None = None) -> "MorphableModel":
+        """A copy keeping only the first components of each basis (None = keep all)."""
+        def cut(basis: str, std: str, k: int | None, label: str) -> dict:
+            full = getattr(self, std).shape[0]
+            if k is None:
+                return {}
+            if not 0 <= k <= full:
+                raise ValueError(f"{label} must be in [0, {full}], got {k}")
+            return {basis: getattr(self, basis)[:, :k], std: getattr(self, std)[:k]}
+
+        return self.replace(
+            **cut("id_basis", "id_std", n_id, "n_id"),
+            **cut("exp_basis", "exp_std", n_exp, "n_exp"),
+            **cut("albedo_basis", "albedo_std", n_albedo, "n_albedo"),
+        )
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling (e.g. in a worker process) keeps the arrays read-only."""
+        for value in state.values():
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"MorphableModel(source={self.source!r}, n_vertices={self.n_vertices}, "
+            f"n_triangles={self.n_triangles}, n_id={self.n_id}, n_exp={self.n_exp}, "
+            f"n_albedo={self.n_albedo}, landmarks={'yes' if self.landmarks is not None else 'no'}, "
+            f"fingerprint={self.fingerprint[:12]})"
+        )
+
+
+def _frozen(value, dtype, name: str) -> np.ndarray:
+    """A read-only, C-contiguous copy of ``value`` as ``dtype``."""
+    a = np.asarray(value)
+    if dtype in (np.int32, np.int64):
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{name} must be an integer array, got dtype {a.dtype}")
+    a = np.array(a, dtype=dtype, order="C", copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _expect_shape(a: np.ndarray, name: str, expected: tuple, text: str | None = None) -> tuple:
+    """Check ``a.shape`` against ``expected`` (None = any size); return the shape."""
+    ok = a.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, a.shape))
+    if not ok:
+        if text is None:
+            text = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
+        raise ValueError(f"{name} must be {text}, got {tuple(a.shape)}")
+    return a.shape
+
+
+def _coefficients(coef, k_max: int, name: str) -> tuple[np.ndarray, bool]:
+    """Coefficients as a float32 ``(B, k)`` array plus whether the input was batched."""
+    c = np.asarray(coef, dtype=np.float32)
+    if c.ndim not in (1, 2):
+        raise ValueError(f"{name} must be (k,) or (B, k) with k <= {k_max}, got {tuple(c.shape)}")
+    if c.shape[-1] > k_max:
+        raise ValueError(f"{name} must have at most {k_max} coefficients, got {tuple(c.shape)}")
+    batched = c.ndim == 2
+    return (c if batched else c[None]), batched
