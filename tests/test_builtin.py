@@ -1,0 +1,301 @@
+"""Tests of the built-in procedural face model (morphable_model.builtin)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from morphable_model import builtin
+from morphable_model.builtin import build_face, build_face_model, builtin_model, cache_path
+from morphable_model.geometry import face_normals
+from morphable_model.landmarks import MIDLINE, MIRROR_PAIRS
+
+COARSE_MM = 6.0  # ~1400 vertices: fast, still resolves eyes / nose / mouth
+
+
+@pytest.fixture(scope="module")
+def coarse():
+    return build_face(COARSE_MM, seed=0)
+
+
+@pytest.fixture(scope="module")
+def full():
+    return build_face(1.0, seed=0)
+
+
+def _sha(model) -> str:
+    h = hashlib.sha256()
+    for name in ("mean_shape", "id_basis", "id_std", "exp_basis", "exp_std", "albedo_mean", "albedo_basis",
+                 "albedo_std", "triangles", "landmarks", "face_region"):
+        h.update(np.ascontiguousarray(getattr(model, name)).tobytes())
+    return h.hexdigest()
+
+
+def _region_triangles(model) -> np.ndarray:
+    """Triangles whose three corners are in the inner face region."""
+    return model.triangles[model.face_region[model.triangles].all(axis=1)]
+
+
+def _flipped(model, verts, tris) -> int:
+    """Number of triangles whose normal turned by more than 90 degrees from the mean's."""
+    n0 = face_normals(model.mean_shape.astype(np.float64), tris)
+    n1 = face_normals(np.asarray(verts, np.float64), tris)  # (..., T, 3)
+    return int(((n1 * n0).sum(-1) <= 0).sum())
+
+
+# ------------------------------------------------------------------------------------- counts
+def test_full_resolution_density(full):
+    m = full.model
+    assert m.n_vertices >= 20_000
+    e = m.mean_shape[np.concatenate([m.triangles[:, [0, 1]], m.triangles[:, [1, 2]], m.triangles[:, [2, 0]]])]
+    mean_edge = float(np.linalg.norm(e[:, 0] - e[:, 1], axis=1).mean())
+    assert mean_edge <= 1.5, mean_edge
+    assert m.n_id >= 80 and m.n_exp >= 29 and m.n_albedo >= 80
+
+
+@pytest.mark.parametrize("grid_mm, lo, hi", [(4.0, 1500, 4000), (8.0, 300, 1200), (12.0, 150, 600)])
+def test_coarse_sizes(grid_mm, lo, hi):
+    m = build_face_model(grid_mm)
+    assert lo <= m.n_vertices <= hi
+    assert m.landmarks.shape == (68,) and m.face_region.sum() > 0.3 * m.n_vertices
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="grid_mm"):
+        build_face_model(0.0)
+    with pytest.raises(ValueError, match="seed"):
+        build_face_model(8.0, seed=-1)
+    with pytest.raises(ValueError, match="n_exp"):
+        build_face_model(8.0, n_exp=0)
+
+
+# ------------------------------------------------------------------------------------- bases
+@pytest.mark.parametrize("which", ["id", "exp", "albedo"])
+def test_bases_orthonormal_with_decaying_std(coarse, which):
+    m = coarse.model
+    basis, std = getattr(m, f"{which}_basis"), getattr(m, f"{which}_std")
+    gram = basis.T.astype(np.float64) @ basis.astype(np.float64)  # (K, 3N) @ (3N, K) -> (K, K)
+    np.testing.assert_allclose(gram, np.eye(basis.shape[1]), atol=2e-5)  # float32 round-off
+    assert np.all(np.diff(std) <= 0) and std[-1] > 0
+
+
+def test_semantic_modes_are_named(coarse):
+    for name in ("nose_length", "nose_width", "nose_bridge_height", "jaw_width", "face_width", "face_height",
+                 "chin_protrusion", "cheek_fullness", "brow_ridge", "eye_spacing", "lip_thickness",
+                 "forehead_slope", "mouth_width"):
+        assert name in coarse.id_names
+    for name in ("jaw_open", "smile", "frown", "brow_raise", "brow_lower", "pucker", "lip_press",
+                 "mouth_stretch", "cheek_puff", "eye_close", "squint", "nose_wrinkle", "jaw_left_right",
+                 "smile_left_right", "eye_close_left_right"):
+        assert name in coarse.exp_names
+    assert coarse.albedo_names[0] == "melanin"  # the dominant albedo mode
+
+
+def _effect(built, kind, name, value=1.0):
+    m = built.model
+    a_id, a_exp = np.zeros(m.n_id, np.float32), np.zeros(m.n_exp, np.float32)
+    (a_id if kind == "id" else a_exp)[(built.id_names if kind == "id" else built.exp_names).index(name)] = value
+    return m.shape(a_id, a_exp)[m.landmarks] - m.mean_shape[m.landmarks]  # (68, 3) landmark motion
+
+
+def test_semantic_modes_do_what_they_say(coarse):
+    lm = coarse.model.mean_shape[coarse.model.landmarks]
+    d = _effect(coarse, "id", "face_width")
+    assert d[16, 0] > 0.5 and d[0, 0] < -0.5  # jaw contour moves outward
+    d = _effect(coarse, "id", "nose_length")
+    assert d[30, 1] < -1.0  # nose tip moves down
+    d = _effect(coarse, "id", "nose_protrusion")
+    assert d[30, 2] > 1.0  # nose tip comes forward
+    d = _effect(coarse, "exp", "jaw_open")
+    assert d[66, 1] < -3.0 and abs(d[62, 1]) < 0.5 * abs(d[66, 1])  # lower lip drops, upper stays
+    assert d[8, 1] < -3.0  # chin drops
+    d = _effect(coarse, "exp", "smile")
+    assert d[48, 1] > 1.0 and d[54, 1] > 1.0  # mouth corners up
+    d = _effect(coarse, "exp", "brow_raise")
+    assert np.all(d[[18, 19, 20, 23, 24, 25], 1] > 1.0) and np.all(d[17:27, 1] > 0.2)  # tails move less
+    d = _effect(coarse, "exp", "smile_left_right")
+    assert d[54, 1] > 0.5 and d[48, 1] < -0.5  # one corner up, the other down
+    assert lm[54, 0] > 0  # landmark 54 (subject's left corner) is at image right
+
+
+def test_eye_close_closes_the_fissure():
+    b = build_face(1.5)  # the fissure needs a fine grid
+    lm = b.model.mean_shape[b.model.landmarks]
+    gap0 = lm[37, 1] - lm[41, 1]
+    d = _effect(b, "exp", "eye_close", 3.0)
+    gap3 = (lm[37, 1] + d[37, 1]) - (lm[41, 1] + d[41, 1])
+    assert gap0 > 5.0 and gap3 < 0.6 * gap0, (gap0, gap3)  # 3 std closes the eye half-way
+
+
+def test_random_fields_are_smooth(coarse):
+    # neighbouring vertices move alike: the per-edge displacement difference of every unit-norm
+    # column is small compared with the column's RMS per vertex times the edge length ratio
+    m = coarse.model
+    e = np.concatenate([m.triangles[:, [0, 1]], m.triangles[:, [1, 2]]])
+    for basis in (m.id_basis, m.exp_basis):
+        b = basis.reshape(m.n_vertices, 3, -1)  # (3N, K) -> (N, 3, K)
+        diff = np.linalg.norm(b[e[:, 0]] - b[e[:, 1]], axis=1).mean(0)  # (K,)
+        rms = np.sqrt((b**2).sum(1).mean(0))  # (K,)
+        assert np.all(diff < 1.2 * rms)
+
+
+# ------------------------------------------------------------------------------------- validity
+def test_triangles_ccw_from_outside(coarse, full):
+    for b in (coarse, full):
+        m = b.model
+        n = face_normals(m.mean_shape.astype(np.float64), m.triangles)
+        c = m.mean_shape[m.triangles].mean(1)  # (T, 3, 3) -> (T, 3) centroids
+        radial = c * np.array([1.0, 0.0, 1.0])  # outward from the vertical axis
+        assert np.all((n * radial).sum(1) > 0)
+
+
+def test_no_flips_coarse_random_samples(coarse):
+    m = coarse.model
+    tris = _region_triangles(m)
+    rng = np.random.default_rng(0)
+    s = m.sample(rng, 50, truncation=3.0)
+    assert _flipped(m, m.shape(s.alpha_id, s.alpha_exp), tris) == 0
+    # and each component alone at +-3 std
+    for k in range(m.n_id):
+        a = np.zeros((2, m.n_id), np.float32)
+        a[:, k] = [3.0, -3.0]
+        assert _flipped(m, m.shape(a), tris) == 0, ("id", k, coarse.id_names[k])
+    for k in range(m.n_exp):
+        e = np.zeros((2, m.n_exp), np.float32)
+        e[:, k] = [3.0, -3.0]
+        assert _flipped(m, m.shape(np.zeros((2, m.n_id), np.float32), e), tris) == 0, ("exp", coarse.exp_names[k])
+
+
+def test_no_flips_full_random_samples(full):
+    m = full.model
+    tris = _region_triangles(m)
+    s = m.sample(np.random.default_rng(1), 3, truncation=3.0)
+    assert _flipped(m, m.shape(s.alpha_id, s.alpha_exp), tris) == 0
+    e = np.zeros((2, m.n_exp), np.float32)
+    e[:, full.exp_names.index("jaw_open")] = [3.0, -3.0]
+    e[:, full.exp_names.index("eye_close")] = [3.0, -3.0]
+    assert _flipped(m, m.shape(np.zeros((2, m.n_id), np.float32), e), tris) == 0
+
+
+# ------------------------------------------------------------------------------------- albedo
+def test_albedo_range_and_appearance(coarse, full):
+    for b in (coarse, full):
+        m = b.model
+        s = m.sample(np.random.default_rng(2), 50, truncation=3.0)
+        alb = m.albedo(s.beta, clip=False)
+        assert alb.min() >= 0.0 and alb.max() <= 1.0, (alb.min(), alb.max())
+        for v in (3.0, -3.0):  # the lightest and darkest skin, with random other modes
+            beta = s.beta.copy()
+            beta[:, 0] = v
+            a = m.albedo(beta, clip=False)
+            assert a.min() >= 0.0 and a.max() <= 1.0, (v, a.min(), a.max())
+    m = full.model
+    lm, a = m.landmarks, m.albedo_mean
+    skin = a[m.face_region].mean(0)
+    lips = a[lm[[50, 52, 56, 58]]].mean(0)
+    assert (lips[0] - lips[1]) > (skin[0] - skin[1]) + 0.05  # lips redder than skin
+    brow = a[lm[[19, 24]]].mean(0)
+    assert brow.sum() < 0.6 * skin.sum()  # dark brows
+    # melanin: +3 std is darker than -3 std everywhere on the skin
+    beta = np.zeros(m.n_albedo, np.float32)
+    beta[0] = 3.0
+    dark = m.albedo(beta)
+    beta[0] = -3.0
+    light = m.albedo(beta)
+    assert dark[m.face_region].mean() < 0.5 * light[m.face_region].mean()
+
+
+# ------------------------------------------------------------------------------------- landmarks
+@pytest.mark.parametrize("which", ["coarse", "full"])
+def test_landmarks(which, request):
+    b = request.getfixturevalue(which)
+    m = b.model
+    p = m.mean_shape[m.landmarks]  # (68, 3)
+    assert np.argmax(p[:, 2]) == 30  # nose tip is the most forward landmark
+    assert np.all(p[48:68, 1] < p[33, 1])  # mouth below the nose base
+    assert np.all(p[36:48, 1] > p[30, 1])  # eyes above the nose tip
+    assert np.all(p[17:27, 1] > p[36:48, 1].max())  # brows above the eyes
+    assert p[8, 1] < p[57, 1]  # chin below the lower lip
+    for i, j in MIRROR_PAIRS:  # mirror pairs: (x, y, z) -> (-x, y, z); tolerance: float32 round-off
+        np.testing.assert_allclose(p[i] * [-1, 1, 1], p[j], atol=1e-4)
+    assert np.all(np.abs(p[list(MIDLINE), 0]) < 1e-4)
+    assert np.all(p[[0, 36, 48, 17], 0] < 0)  # iBUG right side is at image left (x < 0)
+    slit = set(b.slit_upper.tolist()) | set(b.slit_lower.tolist())
+    assert all(int(v) in slit for v in m.landmarks[60:68])  # inner lips on the mouth slit
+    assert set(m.landmarks[[61, 62, 63]].tolist()) <= set(b.slit_upper.tolist())
+    assert set(m.landmarks[[65, 66, 67]].tolist()) <= set(b.slit_lower.tolist())
+
+
+def test_mouth_slit_is_open(coarse):
+    m = coarse.model
+    up, lo = set(coarse.slit_upper.tolist()), set(coarse.slit_lower.tolist())
+    # no triangle joins the upper and lower lip across the slit in the middle of the mouth
+    mid = np.abs(m.mean_shape[:, 0]) < 15
+    for t in m.triangles:
+        if mid[t].all():
+            assert not (any(v in up for v in t) and any(v in lo for v in t))
+    e = np.zeros(m.n_exp, np.float32)
+    e[coarse.exp_names.index("jaw_open")] = 2.0
+    v = m.shape(np.zeros(m.n_id, np.float32), e)
+    gap = v[m.landmarks[62], 1] - v[m.landmarks[66], 1]
+    gap0 = m.mean_shape[m.landmarks[62], 1] - m.mean_shape[m.landmarks[66], 1]
+    assert gap > gap0 + 8.0  # the lips part
+
+
+def test_mean_face_proportions(full):
+    p = full.model.mean_shape[full.model.landmarks]
+    pupils = 0.5 * (p[37] + p[40]), 0.5 * (p[43] + p[46])
+    ipd = pupils[1][0] - pupils[0][0]
+    assert 55 < ipd < 70  # interpupillary ~ 63 mm
+    assert 42 < p[54, 0] - p[48, 0] < 58  # mouth width ~ 50 mm
+    assert 105 < p[27, 1] - p[8, 1] < 135  # nasion-menton ~ 120 mm
+    assert 12 < p[30, 2] - p[33, 2] < 28  # nose protrusion ~ 20 mm
+
+
+# ------------------------------------------------------------------------------------- determinism, cache
+def test_deterministic_and_seeded():
+    a, b = build_face_model(8.0, seed=0), build_face_model(8.0, seed=0)
+    assert _sha(a) == _sha(b) and a.fingerprint == b.fingerprint
+    c = build_face_model(8.0, seed=1)
+    assert c.fingerprint != a.fingerprint
+    np.testing.assert_array_equal(c.mean_shape, a.mean_shape)  # the seed only drives random fields
+
+
+def test_builtin_model_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETAILFACE_CACHE", str(tmp_path / "env_cache"))
+    path = cache_path(grid_mm=8.0)
+    assert path.parent == tmp_path / "env_cache"
+    assert f"v{builtin.MODEL_VERSION}" in path.name
+    first = builtin_model(grid_mm=8.0)
+    assert path.exists()
+    assert not [p for p in path.parent.iterdir() if p != path]  # no temporary files left behind
+    mtime = path.stat().st_mtime_ns
+    second = builtin_model(grid_mm=8.0)  # loads from the cache
+    assert path.stat().st_mtime_ns == mtime
+    assert _sha(second) == _sha(first) == _sha(build_face_model(8.0))
+    assert second.fingerprint == first.fingerprint
+    # an explicit cache_dir wins over the environment; a corrupt file is rebuilt
+    other = tmp_path / "explicit"
+    other.mkdir()
+    cache_path(other, grid_mm=8.0).write_bytes(b"not an h5 file")
+    third = builtin_model(cache_dir=other, grid_mm=8.0)
+    assert third.fingerprint == first.fingerprint
+
+
+# Golden values of the grid-8 model for each MODEL_VERSION. If a change to the geometry or the
+# albedo makes this fail, bump builtin.MODEL_VERSION (cached models carry it in their file name,
+# so stale caches are not reused) and record the new values here.
+GOLDEN = {
+    1: dict(n_vertices=709, n_triangles=1316, landmark_sum=(0.0, -3099.08, 5313.11), albedo_sum=(436.17, 332.58, 273.65)),
+}
+
+
+def test_model_version_golden():
+    m = build_face_model(8.0)
+    g = GOLDEN[builtin.MODEL_VERSION]
+    assert (m.n_vertices, m.n_triangles) == (g["n_vertices"], g["n_triangles"])
+    # sums of float32 values; 0.05 is far above round-off and far below any real change
+    np.testing.assert_allclose(m.mean_shape[m.landmarks].astype(np.float64).sum(0), g["landmark_sum"], atol=0.05)
+    np.testing.assert_allclose(m.albedo_mean.astype(np.float64).sum(0), g["albedo_sum"], atol=0.05)
