@@ -1,0 +1,168 @@
+"""``synth-cli``: render synthetic face datasets into HDF5 shards, verify and preview them.
+
+    synth-cli render --out shards/ --n 100000 --lights sh9 --size 224 --workers 2 --seed 0
+    synth-cli verify shards/
+    synth-cli preview shards/shard-00000.h5 --out grid.png
+    synth-cli model info | export ...        (morphable model tools)
+"""
+from __future__ import annotations
+
+import os
+
+# Rendering parallelism comes from worker processes; multi-threaded BLAS on these small products
+# only adds contention. Set before numpy is first imported (the console script imports us first).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import logging  # noqa: E402
+from pathlib import Path
+
+import click  # noqa: E402
+
+from .lighting import LIGHT_MODES
+from .sampling import BACKGROUNDS
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log progress details")
+def main(verbose: bool) -> None:
+    """Synthetic training data for detailed face reconstruction."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+from synth.cli_model import model as model_group  # noqa: E402  (synth-cli model info|export)
+
+main.add_command(model_group)
+
+
+def _pair(text: str, flag: str) -> tuple[float, float]:
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected lo,hi numbers, got {text!r}", param_hint=flag) from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise click.BadParameter(f"expected lo,hi, got {text!r}", param_hint=flag)
+    return parts[0], parts[1]
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="output folder for the shards")
+@click.option("--n", "n", required=True, type=int, help="total number of samples N")
+@click.option("--lights", type=click.Choice(LIGHT_MODES), default="sh9", show_default=True,
+              help="sh9: 27 SH coefficients; ambient; point: directional + ambient")
+@click.option("--size", type=int, default=224, show_default=True, help="image side in pixels")
+@click.option("--workers", type=int, default=1, show_default=True, help="worker processes (each owns a renderer)")
+@click.option("--seed", type=int, default=0, show_default=True, help="global seed; sample i depends only on (seed, i)")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="BFM2017/2019 .h5 or BFM2009 .mat (default: built-in model)")
+@click.option("--detail/--no-detail", default=True, show_default=True, help="procedural wrinkles and pores")
+@click.option("--detail-scale", type=float, default=1.0, show_default=True, help="multiplies detail amplitudes")
+@click.option("--shard-size", type=int, default=1000, show_default=True, help="samples per shard")
+@click.option("--shard-range", default=None, help="render only shards a..b-1 (a:b); default: all, or the "
+              "SLURM_ARRAY_TASK_ID share")
+@click.option("--compression", type=click.Choice(["gzip", "lzf"]), default="gzip", show_default=True,
+              help="gzip: level 1 + shuffle (smaller); lzf: faster")
+@click.option("--projection", type=click.Choice(["perspective", "weak_perspective"]), default="perspective",
+              show_default=True)
+@click.option("--background", type=click.Choice(BACKGROUNDS), default="noise", show_default=True)
+@click.option("--background-dir", type=click.Path(path_type=Path), default=None,
+              help="image folder for --background images")
+@click.option("--occluders", type=float, default=0.0, show_default=True, help="probability of 1-3 occluding shapes")
+@click.option("--yaw", type=float, default=75.0, show_default=True, help="max |yaw| degrees")
+@click.option("--pitch", type=float, default=30.0, show_default=True, help="max |pitch| degrees")
+@click.option("--roll", type=float, default=20.0, show_default=True, help="max |roll| degrees")
+@click.option("--fov", default="12,45", show_default=True, help="field-of-view range lo,hi degrees")
+@click.option("--face-fraction", default="0.55,0.8", show_default=True, help="face width / image width lo,hi")
+@click.option("--jitter", type=float, default=0.05, show_default=True, help="translation jitter, fraction of size")
+@click.option("--id-scale", type=float, default=1.0, show_default=True, help="identity prior sigma scale")
+@click.option("--exp-scale", type=float, default=1.0, show_default=True, help="expression prior sigma scale")
+@click.option("--albedo-scale", type=float, default=1.0, show_default=True, help="albedo prior sigma scale")
+@click.option("--truncation", type=float, default=3.0, show_default=True, help="clip coefficients (std); 0 = off")
+@click.option("--platform", type=click.Choice(["osmesa", "egl"]), default="osmesa", show_default=True,
+              help="headless OpenGL platform")
+def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, shard_size, shard_range,
+           compression, projection, background, background_dir, occluders, yaw, pitch, roll, fov,
+           face_fraction, jitter, id_scale, exp_scale, albedo_scale, truncation, platform) -> None:
+    """Render N samples into OUT/shard-*.h5 (resumes: finished shards are skipped)."""
+    from tqdm import tqdm
+
+    from .dataset import DatasetConfig, parse_shard_range, render_dataset
+    from .sampling import SamplingConfig
+
+    try:
+        sampling = SamplingConfig(
+            lights=lights, id_scale=id_scale, exp_scale=exp_scale, albedo_scale=albedo_scale,
+            truncation=truncation if truncation > 0 else None, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
+            projection=projection, fov_deg=_pair(fov, "--fov"), face_fraction=_pair(face_fraction, "--face-fraction"),
+            jitter=jitter, detail=detail, detail_scale=detail_scale, background=background,
+            background_dir=str(background_dir) if background_dir else None, occluders=occluders)
+        config = DatasetConfig(out=str(out), n=n, size=size, seed=seed, shard_size=shard_size, workers=workers,
+                               compression=compression, platform=platform,
+                               model=str(model_path) if model_path else None,
+                               shard_range=parse_shard_range(shard_range) if shard_range else None,
+                               sampling=sampling)
+        bar = None
+
+        def on_start(todo: int, skipped: int) -> None:
+            nonlocal bar
+            if skipped:
+                click.echo(f"{skipped} samples already rendered in {out} (finished shards skipped)", err=True)
+            if todo:
+                bar = tqdm(total=todo, unit="sample", desc="render", dynamic_ncols=True)
+
+        def progress(k: int) -> None:
+            if bar is not None:
+                bar.update(k)
+
+        try:
+            summary = render_dataset(config, progress=progress, on_start=on_start)
+        finally:
+            if bar is not None:
+                bar.close()
+    except ValueError as e:  # includes morphable_model.ModelFileError
+        raise click.ClickException(str(e)) from None
+    rate = summary.samples_rendered / summary.seconds if summary.seconds > 0 else 0.0
+    click.echo(f"{summary.samples_rendered} samples in {summary.shards_rendered} shards written to {out} "
+               f"({rate:.1f} samples/s); {summary.shards_skipped} shards were already done")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+def verify(directory: Path) -> None:
+    """Check every shard in DIRECTORY (checksums, counts, NaNs, value ranges); exit 1 if any is bad."""
+    from .shards import verify_dir
+
+    try:
+        reports, problems = verify_dir(directory)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    bad = [r for r in reports if not r.ok]
+    for r in bad:
+        click.echo(f"BAD {r.name}: " + "; ".join(r.problems))
+    for p in problems:
+        click.echo(f"BAD dataset: {p}")
+    n = sum(r.n_samples for r in reports if r.ok)
+    click.echo(f"{len(reports) - len(bad)}/{len(reports)} shards ok, {n} valid samples")
+    if bad or problems:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("shard", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file to write")
+@click.option("--samples", "n_samples", type=int, default=4, show_default=True, help="rows in the grid")
+def preview(shard: Path, out: Path, n_samples: int) -> None:
+    """Draw a grid (image+landmarks / depth / normals / PNCC / mask) of the first samples of SHARD."""
+    from .shards import preview_grid
+
+    try:
+        preview_grid(shard, out, n_samples)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Spherical-harmonics lighting: the SH basis shared by the renderer and the training loss,
+Lambertian shading, and the lighting priors used by the synthetic-data generator.
+
+Convention (docs/DESIGN.md): ``sh_basis(n)`` maps unit normals ``(..., 3)`` (camera frame) to the
+9 real SH basis functions ``(..., 9)`` in the order
+
+    [Y00, Y1-1(y), Y10(z), Y11(x), Y2-2(xy), Y2-1(yz), Y20(3z^2-1), Y21(xz), Y22(x^2-y^2)]
+
+with the real SH constants. Lighting coefficients ``sh`` are ``(9, 3)`` *irradiance*
+coefficients (the Lambertian convolution is folded in), so ``shading = sh_basis(n) @ sh`` and
+``image = clip(albedo * shading, 0, 1)`` in linear RGB.
+
+Every lighting mode (``sh9``, ``ambient``, ``point``) produces such a ``(9, 3)`` array, so the
+renderer and the training loss always use exactly the same shading formula.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+
+# Real SH normalisation constants.
+C0 = 0.5 / math.sqrt(math.pi)  # 0.282095  Y00
+C1 = math.sqrt(3.0 / (4.0 * math.pi))  # 0.488603  Y1m
+C2 = 0.5 * math.sqrt(15.0 / math.pi)  # 1.092548  Y2-2, Y2-1, Y21
+C3 = 0.25 * math.sqrt(5.0 / math.pi)  # 0.315392  Y20
+C4 = 0.25 * math.sqrt(15.0 / math.pi)  # 0.546274  Y22
+SH_CONSTANTS = (C0, C1, C2, C3, C4)
+
+# Lambertian (clamped cosine) kernel per band, Ramamoorthi & Hanrahan 2001: A0 = pi,
+# A1 = 2 pi / 3, A2 = pi / 4. Irradiance coefficient = A_l * radiance coefficient.
+LAMBERT_BAND = (math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0)
+_BAND_OF = (0, 1, 1, 1, 2, 2, 2, 2, 2)
+
+LIGHT_MODES = ("sh9", "ambient", "point")
+
+
+def sh_basis(normals):
+    """The 9 real SH basis functions at unit ``normals`` ``(..., 3)`` -> ``(..., 9)``.
+
+    Works on numpy arrays and torch tensors (autograd-friendly, same dtype/device as the input).
+    Normals are used as given (not re-normalised); zero normals give ``[C0, 0, ..., -C3, 0]``.
+    """
+    if normals.shape[-1:] != (3,):
+        raise ValueError(f"normals must be (..., 3), got {tuple(normals.shape)}")
+    x = normals[..., 0]
+    y = normals[..., 1]
+    z = normals[..., 2]
+    one = x * 0 + 1  # same type/dtype/device as the input
+    terms = [
+        C0 * one,
+        C1 * y,
+        C1 * z,
+        C1 * x,
+        C2 * x * y,
+        C2 * y * z,
+        C3 * (3.0 * z * z - 1.0),
+        C2 * x * z,
+        C4 * (x * x - y * y),
+    ]
+    if isinstance(normals, np.ndarray):
+        return np.stack(terms, axis=-1)
+    import torch  # only reached with torch input
+
+    return torch.stack(terms, dim=-1)
+
+
+def sh_basis_reference(normals: np.ndarray) -> np.ndarray:
+    """Slow reference: real SH from the spherical angles via scipy's complex ``Y_l^m``.
+
+    Real SH: ``Y_l0 = Re Y_l^0``, ``Y_lm = sqrt(2) (-1)^m Re Y_l^m`` (m > 0),
+    ``Y_l-m = sqrt(2) (-1)^m Im Y_l^m`` (m > 0). Used by the tests to check :func:`sh_basis`.
+    """
+    from scipy.special import sph_harm_y  # scipy >= 1.15
+
+    n = np.asarray(normals, dtype=np.float64)
+    if n.shape[-1:] != (3,):
+        raise ValueError(f"normals must be (..., 3), got {n.shape}")
+    n = n / np.linalg.norm(n, axis=-1, keepdims=True)
+    theta = np.arccos(np.clip(n[..., 2], -1.0, 1.0))  # polar angle from +z
+    phi = np.arctan2(n[..., 1], n[..., 0])  # azimuth from +x towards +y
+
+    def real(l: int, m: int) -> np.ndarray:
+        if m == 0:
+            return sph_harm_y(l, 0, theta, phi).real
+        ylm = sph_harm_y(l, abs(m), theta, phi)
+        sign = (-1.0) ** abs(m)
+        return math.sqrt(2.0) * sign * (ylm.real if m > 0 else ylm.imag)
+
+    order = [(0, 0), (1, -1), (1, 0), (1, 1), (2, -2), (2, -1), (2, 0), (2, 1), (2, 2)]
+    return np.stack([real(l, m) for l, m in order], axis=-1)
+
+
+def shade(albedo, normals, sh):
+    """Lambertian SH shading: ``clip(albedo * (sh_basis(normals) @ sh), 0, 1)``.
+
+    ``albedo (..., 3)``, ``normals (..., 3)`` unit, camera frame, ``sh (9, 3)`` -> ``(..., 3)``.
+    numpy or torch (all inputs the same kind).
+    """
+    if tuple(sh.shape) != (9, 3):
+        raise ValueError(f"sh must be (9, 3), got {tuple(sh.shape)}")
+    if albedo.shape[-1:] != (3,):
+        raise ValueError(f"albedo must be (..., 3), got {tuple(albedo.shape)}")
+    shading = sh_basis(normals) @ sh  # (..., 9) @ (9, 3) -> (..., 3)
+    out = albedo * shading
+    if isinstance(out, np.ndarray):
+        return np.clip(out, 0.0, 1.0)
+    return out.clamp(0.0, 1.0)
+
+
+def directional_sh(direction, color) -> np.ndarray:
+    """Irradiance SH ``(9, 3)`` of a distant light from unit ``direction`` (pointing *towards*
+    the light, camera frame) with RGB intensity ``color``: the order-2 projection of
+    ``color * max(0, n . direction)`` (``L_lm = color * Y_lm(direction)``, times ``A_l``)."""
+    d = np.asarray(direction, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    y = sh_basis(d)  # (9,)
+    a = np.array([LAMBERT_BAND[b] for b in _BAND_OF])  # (9,)
+    return (a * y)[:, None] * np.asarray(color, dtype=np.float64)[None, :]  # (9, 1) * (1, 3)
+
+
+def ambient_sh(color) -> np.ndarray:
+    """Irradiance SH ``(9, 3)`` of a constant irradiance ``color`` (RGB): only Y00 is non-zero."""
+    out = np.zeros((9, 3))
+    out[0] = np.asarray(color, dtype=np.float64) / C0
+    return out
+
+
+@dataclasses.dataclass
+class LightingConfig:
+    """Prior over the lighting; all colours linear RGB."""
+
+    mode: str = "sh9"  # --lights: sh9 | ambient | point
+    ambient: tuple[float, float] = (0.35, 0.75)  # --ambient: range of the ambient irradiance
+    intensity: tuple[float, float] = (0.3, 0.8)  # range of the directional light's irradiance
+    elevation_deg: tuple[float, float] = (-10.0, 60.0)  # light elevation above the horizon (+y up)
+    azimuth_deg: float = 60.0  # light azimuth |angle| from the optical axis (+z, towards camera)
+    color_jitter: float = 0.12  # relative per-channel colour variation
+    sh_noise: float = 0.06  # sh9 only: std of extra noise on the 27 coefficients (x ambient)
+
+    def __post_init__(self) -> None:
+        if self.mode not in LIGHT_MODES:
+            raise ValueError(f"--lights must be one of {', '.join(LIGHT_MODES)}, got {self.mode!r}")
+        for name in ("ambient", "intensity", "elevation_deg"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"{name} range must be (lo, hi) with lo <= hi, got {(lo, hi)}")
+        if self.ambient[0] < 0 or self.intensity[0] < 0:
+            raise ValueError("ambient and intensity ranges must be >= 0")
+        if self.color_jitter < 0 or self.sh_noise < 0:
+            raise ValueError("color_jitter and sh_noise must be >= 0")
+
+
+def sample_sh(rng: np.random.Generator, config: LightingConfig) -> np.ndarray:
+    """Draw irradiance SH coefficients ``(9, 3)`` float32 from the lighting prior.
+
+    - ``ambient``: constant irradiance with a colour tint.
+    - ``point``: ambient + one distant light, mostly from the front and above
+      (azimuth within ``azimuth_deg`` of the optical axis, elevation in ``elevation_deg``),
+      projected exactly onto the 9 SH coefficients.
+    - ``sh9``: the ``point`` light plus Gaussian noise on all 27 coefficients, giving
+      general low-frequency, coloured, mostly frontal-top illumination. Samples whose
+      shading would go negative over the front hemisphere are re-drawn (bounded retries).
+    """
+    c = config
+    tint = 1.0 + c.color_jitter * rng.uniform(-1.0, 1.0, 3)  # (3,)
+    amb = rng.uniform(*c.ambient) * tint
+    out = ambient_sh(amb)
+    if c.mode == "ambient":
+        return out.astype(np.float32)
+    az = math.radians(rng.uniform(-c.azimuth_deg, c.azimuth_deg))
+    el = math.radians(rng.uniform(*c.elevation_deg))
+    direction = np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
+    light_tint = 1.0 + c.color_jitter * rng.uniform(-1.0, 1.0, 3)
+    out = out + directional_sh(direction, rng.uniform(*c.intensity) * light_tint)
+    if c.mode == "point":
+        return out.astype(np.float32)
+    base = out
+    probe = _hemisphere_probe()
+    for _ in range(8):
+        noisy = base + c.sh_noise * amb.mean() / C0 * rng.standard_normal((9, 3))
+        if (sh_basis(probe) @ noisy).min() >= 0.02:  # (P, 9) @ (9, 3)
+            return noisy.astype(np.float32)
+    return base.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _hemisphere_probe() -> np.ndarray:
+    """Fixed unit directions on the camera-facing hemisphere (z > 0) for the positivity check."""
+    k = np.arange(200) + 0.5
+    z = k / 200.0
+    phi = k * math.pi * (3.0 - math.sqrt(5.0))  # golden-angle spiral
+    r = np.sqrt(1.0 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)  # (200, 3)

@@ -1,0 +1,175 @@
+"""synth-cli render/verify/preview end to end on tiny runs (32 px, a few samples)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from synth.cli import main
+from synth.dataset import DatasetConfig, assigned_shards
+from synth.shards import ShardReader, list_shards, verify_dir
+
+ARGS = ["--n", "5", "--size", "32", "--shard-size", "2", "--seed", "3"]
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _arrays(directory):
+    out = {}
+    for p in list_shards(directory):
+        with ShardReader(p) as r:
+            for i in range(len(r)):
+                raw = r.read_raw(i)
+                out[int(raw["index"])] = raw
+    return out
+
+
+def _assert_same(a, b):
+    assert sorted(a) == sorted(b)
+    for i in a:
+        assert a[i].keys() == b[i].keys()
+        for k in a[i]:
+            np.testing.assert_array_equal(a[i][k], b[i][k], err_msg=f"sample {i} key {k}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tmp_model_h5):
+    out = tmp_path_factory.mktemp("ref") / "shards"
+    res = _run("render", "--out", out, "--model", tmp_model_h5, *ARGS)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_render_writes_valid_shards(reference):
+    assert [p.name for p in list_shards(reference)] == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
+    reports, problems = verify_dir(reference)
+    assert all(r.ok for r in reports) and not problems
+    arrays = _arrays(reference)
+    assert sorted(arrays) == [0, 1, 2, 3, 4]
+    with ShardReader(reference / "shard-00002.h5") as r:
+        assert len(r) == 1 and r.attrs["size"] == 32 and r.attrs["seed"] == 3 and r.attrs["lights"] == "sh9"
+        d = r.read(0)
+        assert d["image"].shape == (32, 32, 3) and "depth_coarse" in d
+    res = _run("verify", reference)
+    assert res.exit_code == 0 and "3/3 shards ok, 5 valid samples" in res.output
+
+
+def test_same_arrays_with_two_workers(reference, tmp_path, tmp_model_h5):
+    res = _run("render", "--out", tmp_path / "w2", "--model", tmp_model_h5, "--workers", "2", *ARGS)
+    assert res.exit_code == 0, res.output
+    _assert_same(_arrays(reference), _arrays(tmp_path / "w2"))
+
+
+def test_rerun_skips_finished_and_fills_gaps(reference, tmp_path, tmp_model_h5):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    (out / "shard-00001.h5").unlink()
+    (out / ".tmp-shard-00001.h5.12345").write_bytes(b"half written")  # what a kill -9 leaves behind
+    before = (out / "shard-00000.h5").stat().st_mtime_ns
+    res = _run("render", "--out", out, "--model", tmp_model_h5, *ARGS)
+    assert res.exit_code == 0, res.output
+    assert "2 samples in 1 shards" in res.output and "2 shards were already done" in res.output
+    assert (out / "shard-00000.h5").stat().st_mtime_ns == before
+    assert not list(out.glob(".tmp-*"))
+    _assert_same(_arrays(reference), _arrays(out))
+
+
+def test_kill_minus_9_and_resume(tmp_path, tmp_model_h5):
+    out = tmp_path / "killed"
+    args = ["--out", str(out), "--model", str(tmp_model_h5), "--n", "40", "--size", "32", "--shard-size", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "synth.cli", "render", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not (out / "shard-00002.h5").exists():
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    print("shards finished before the kill:", len(list_shards(out)) if out.exists() else 0)
+    res = _run("render", *args)
+    assert res.exit_code == 0, res.output
+    reports, problems = verify_dir(out)
+    assert len(reports) == 20 and all(r.ok for r in reports) and not problems
+    arrays = _arrays(out)
+    assert sorted(arrays) == list(range(40))  # exactly N samples: no loss, no duplicate
+    assert not list(out.glob(".tmp-*"))
+    clean = tmp_path / "clean"
+    res = _run("render", "--out", clean, "--model", tmp_model_h5, "--n", "40", "--size", "32", "--shard-size", "2",
+               "--shard-range", "0:3")
+    assert res.exit_code == 0
+    _assert_same({i: arrays[i] for i in range(6)}, _arrays(clean))
+
+
+def test_shard_range_and_slurm_split_equal_single_run(reference, tmp_path, tmp_model_h5):
+    out = tmp_path / "split"
+    assert _run("render", "--out", out, "--model", tmp_model_h5, "--shard-range", "0:1", *ARGS).exit_code == 0
+    assert [p.name for p in list_shards(out)] == ["shard-00000.h5"]
+    assert _run("render", "--out", out, "--model", tmp_model_h5, "--shard-range", "1:", *ARGS).exit_code == 0
+    _assert_same(_arrays(reference), _arrays(out))
+    cfg = DatasetConfig(out=str(out), n=5, shard_size=2)
+    env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "0"}
+    assert assigned_shards(cfg, env) == [1]
+    assert assigned_shards(cfg, dict(env, SLURM_ARRAY_TASK_ID="0")) == [0, 2]
+    res = _run("render", "--out", out, "--model", tmp_model_h5, "--shard-range", "2:9", *ARGS)
+    assert res.exit_code == 1 and "--shard-range 2:9" in res.output
+
+
+def test_clear_errors_touch_nothing(reference, tmp_path, tmp_model_h5):
+    snapshot = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reference.iterdir()}
+    res = _run("render", "--out", reference, "--model", tmp_model_h5, "--lights", "laser", *ARGS)
+    assert res.exit_code == 2 and "Invalid value for '--lights'" in res.output
+    res = _run("render", "--out", reference, "--model", tmp_model_h5, "--n", "0")
+    assert res.exit_code == 1 and "--n must be a positive integer, got 0" in res.output
+    bad_model = tmp_path / "bad.h5"
+    bad_model.write_bytes(b"not hdf5")
+    res = _run("render", "--out", reference, "--model", bad_model, *ARGS)
+    assert res.exit_code == 1 and "bad.h5" in res.output and "Traceback" not in res.output
+    res = _run("render", "--out", reference, "--model", tmp_path / "missing.h5", *ARGS)
+    assert res.exit_code == 1 and "missing.h5" in res.output
+    res = _run("render", "--out", reference, "--model", tmp_model_h5, *ARGS[:-1], "4")  # another seed
+    assert res.exit_code == 1 and "another configuration" in res.output and "seed" in res.output
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    res = _run("render", "--out", a_file / "shards", "--model", tmp_model_h5, *ARGS)
+    assert res.exit_code == 1 and "not a directory" in res.output
+    res = _run("render", "--out", reference, "--model", tmp_model_h5, "--background", "images", *ARGS)
+    assert res.exit_code == 1 and "--background-dir" in res.output
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reference.iterdir()} == snapshot
+
+
+def test_verify_names_the_corrupted_shard(reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "corrupt"
+    shutil.copytree(reference, out)
+    p = out / "shard-00001.h5"
+    data = bytearray(p.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 200] = bytes(200)
+    p.write_bytes(bytes(data))
+    res = _run("verify", out)
+    assert res.exit_code == 1
+    assert "BAD shard-00001.h5" in res.output and "BAD shard-00000.h5" not in res.output
+
+
+def test_preview_draws_a_grid(reference, tmp_path):
+    from PIL import Image
+
+    res = _run("preview", reference / "shard-00000.h5", "--out", tmp_path / "grid.png")
+    assert res.exit_code == 0, res.output
+    with Image.open(tmp_path / "grid.png") as im:
+        assert im.size[0] > 500 and im.size[1] > 300
+    res = _run("preview", tmp_path / "none.h5", "--out", tmp_path / "g.png")
+    assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_model_group_is_registered():
+    res = _run("model", "--help")
+    assert res.exit_code == 0 and "info" in res.output

@@ -1,0 +1,115 @@
+"""synth.lighting: SH basis (vs scipy's complex Y_lm), shading formula, lighting priors."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from synth.lighting import (C0, C1, C2, C3, C4, LIGHT_MODES, LightingConfig, ambient_sh, directional_sh,
+                            sample_sh, sh_basis, sh_basis_reference, shade)
+
+
+def _unit(n, seed=0):
+    v = np.random.default_rng(seed).standard_normal((n, 3))
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_constants_are_the_real_sh_constants():
+    np.testing.assert_allclose([C0, C1, C2, C3, C4], [0.282095, 0.488603, 1.092548, 0.315392, 0.546274], atol=1e-6)
+
+
+def test_basis_matches_scipy_reference():
+    n = _unit(50)
+    np.testing.assert_allclose(sh_basis(n), sh_basis_reference(n), atol=1e-12)
+
+
+def test_basis_golden_values_and_order():
+    # +z: [C0, 0, C1, 0, 0, 0, 2 C3, 0, 0]; +x: Y11 = C1, Y22 = C4, Y20 = -C3; +y: Y1-1 = C1, Y22 = -C4
+    np.testing.assert_allclose(sh_basis(np.array([0.0, 0, 1])), [C0, 0, C1, 0, 0, 0, 2 * C3, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(sh_basis(np.array([1.0, 0, 0])), [C0, 0, 0, C1, 0, 0, -C3, 0, C4], atol=1e-12)
+    np.testing.assert_allclose(sh_basis(np.array([0.0, 1, 0])), [C0, C1, 0, 0, 0, 0, -C3, 0, -C4], atol=1e-12)
+    s = 1 / math.sqrt(2)  # xy, yz, xz products
+    np.testing.assert_allclose(sh_basis(np.array([s, s, 0]))[4], C2 / 2, atol=1e-12)
+    np.testing.assert_allclose(sh_basis(np.array([0, s, s]))[5], C2 / 2, atol=1e-12)
+    np.testing.assert_allclose(sh_basis(np.array([s, 0, s]))[7], C2 / 2, atol=1e-12)
+
+
+def test_basis_torch_matches_numpy_and_has_gradients():
+    n = _unit(7, 1).reshape(7, 1, 3)
+    t = torch.tensor(n, requires_grad=True)
+    out = sh_basis(t)
+    assert out.shape == (7, 1, 9) and out.dtype == torch.float64
+    np.testing.assert_allclose(out.detach().numpy(), sh_basis(n), atol=1e-12)
+    out.sum().backward()
+    assert torch.isfinite(t.grad).all()
+
+
+def test_basis_rejects_bad_shape():
+    with pytest.raises(ValueError, match=r"normals must be \(\.\.\., 3\)"):
+        sh_basis(np.zeros((4, 2)))
+
+
+def test_basis_is_orthonormal_on_the_sphere():
+    # Monte-Carlo integral of Y_i Y_j over the sphere = delta_ij (4 pi / M * sum); 200k samples -> ~1e-2
+    n = _unit(200_000, 3)
+    y = sh_basis(n)
+    gram = 4 * math.pi * (y.T @ y) / len(n)
+    np.testing.assert_allclose(gram, np.eye(9), atol=2e-2)
+
+
+def test_directional_sh_approximates_clamped_cosine():
+    # order-2 SH of max(0, n.d): known to be within ~0.1 of the exact irradiance everywhere (R&H 2001)
+    d = np.array([0.3, 0.5, 0.8])
+    d /= np.linalg.norm(d)
+    sh = directional_sh(d, [1.0, 0.5, 2.0])
+    n = _unit(2000, 4)
+    approx = sh_basis(n) @ sh  # (M, 3)
+    exact = np.clip(n @ d, 0, None)[:, None] * np.array([1.0, 0.5, 2.0])
+    assert np.abs(approx - exact).max() < 0.11 * 2.0
+    # facing the light: exact value 1 (x colour), SH approx within 10%
+    np.testing.assert_allclose(sh_basis(d) @ sh, [1.0, 0.5, 2.0], rtol=0.1)
+
+
+def test_ambient_sh_is_constant():
+    sh = ambient_sh([0.2, 0.4, 0.6])
+    np.testing.assert_allclose(sh_basis(_unit(10)) @ sh, np.tile([0.2, 0.4, 0.6], (10, 1)), atol=1e-12)
+
+
+def test_shade_formula_and_clip():
+    n = _unit(5, 2)
+    alb = np.random.default_rng(0).uniform(0, 1, (5, 3))
+    sh = directional_sh([0, 0, 1], [3.0, 3.0, 3.0])
+    np.testing.assert_allclose(shade(alb, n, sh), np.clip(alb * (sh_basis(n) @ sh), 0, 1))
+    with pytest.raises(ValueError, match="sh must be"):
+        shade(alb, n, np.zeros((9,)))
+
+
+@pytest.mark.parametrize("mode", LIGHT_MODES)
+def test_sample_sh_deterministic_plausible(mode):
+    cfg = LightingConfig(mode=mode)
+    a = sample_sh(np.random.default_rng([1, 3, 7]), cfg)
+    b = sample_sh(np.random.default_rng([1, 3, 7]), cfg)
+    assert a.shape == (9, 3) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    n = _unit(500, 5)
+    n[:, 2] = np.abs(n[:, 2])  # camera-facing hemisphere
+    for i in range(30):
+        sh = sample_sh(np.random.default_rng([0, 3, i]), cfg)
+        shading = sh_basis(n) @ sh
+        assert shading.min() > 0.0 and shading.max() < 3.0
+        if mode == "ambient":
+            assert np.count_nonzero(sh[1:]) == 0
+
+
+def test_sh9_is_mostly_frontal_top():
+    # the average over draws of the dipole (Y1-1 = y, Y10 = z) coefficients points up and toward the camera
+    cfg = LightingConfig(mode="sh9")
+    sh = np.stack([sample_sh(np.random.default_rng([0, 3, i]), cfg) for i in range(200)])
+    assert sh[:, 1].mean() > 0 and sh[:, 2].mean() > 0
+    # colour variation: channels differ
+    assert np.abs(sh[:, 0, 0] - sh[:, 0, 2]).mean() > 1e-3
+
+
+def test_lighting_config_validation():
+    with pytest.raises(ValueError, match="--lights must be one of"):
+        LightingConfig(mode="sun")

@@ -1,0 +1,262 @@
+"""synth.render: the id pass + numpy maps against hand-computed geometry and the reference rasterizer."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from morphable_model import MorphableModel
+from morphable_model.geometry import vertex_normals
+from synth import camera as cam
+from synth.detail import N_FIELDS, build_detail_bank
+from synth.lighting import shade
+from synth.render import FaceRenderer, LANDMARK_DEPTH_TOL_MM, rasterize_reference, vertex_normals_fast
+from synth.sampling import SamplingConfig, sample_params
+
+
+def _flat_model(vertices, triangles):
+    """A model with zero bases: its shape is exactly ``vertices``."""
+    v = np.asarray(vertices, np.float32)
+    n = len(v)
+    z = np.zeros((3 * n, 1), np.float32)
+    return MorphableModel(mean_shape=v, id_basis=z, id_std=np.ones(1), exp_basis=z, exp_std=np.ones(1),
+                          albedo_mean=np.full((n, 3), 0.5, np.float32), albedo_basis=z, albedo_std=np.ones(1),
+                          triangles=np.asarray(triangles, np.int32), source="test:flat")
+
+
+def _params(pose=(0.0, 0.0, 0.0), t=(0.0, 0.0, -200.0), k=None, projection="perspective", background="none",
+            sh=None):
+    from synth.sampling import SampleParams
+
+    sh_ = np.zeros((9, 3), np.float32) if sh is None else sh
+    if sh is None:
+        sh_[0] = 1.0 / 0.28209479  # constant irradiance 1
+    return SampleParams(index=0, alpha_id=np.zeros(1, np.float32), alpha_exp=np.zeros(1, np.float32),
+                        beta=np.zeros(1, np.float32), pose=np.asarray(pose, np.float32),
+                        translation=np.asarray(t, np.float32),
+                        intrinsics=cam.intrinsics_matrix(64, 64, 32, 32) if k is None else k, projection=projection,
+                        sh=sh_, detail_weights=None, background_kind=background,
+                        background_color=np.array([0.2, 0.4, 0.6]), background_seed=0, occluders=[])
+
+
+SQUARE = [[-50, -50, 0], [50, -50, 0], [50, 50, 0], [-50, 50, 0]]
+
+
+@pytest.fixture(scope="module")
+def square_renderer():
+    with FaceRenderer(_flat_model(SQUARE, [[0, 1, 2], [0, 2, 3]]), 64) as r:
+        yield r
+
+
+def test_golden_square(square_renderer):
+    out = square_renderer.render(_params())
+    # 100 mm at 200 mm with f = 64 px -> 32 px wide, centred: columns/rows 16..47 exactly
+    expected = np.zeros((64, 64), bool)
+    expected[16:48, 16:48] = True
+    np.testing.assert_array_equal(out.mask, expected)
+    np.testing.assert_allclose(out.depth[expected], 200.0, atol=1e-3)
+    assert np.all(out.depth[~expected] == 0)
+    np.testing.assert_allclose(out.normals[expected], np.tile([0, 0, 1.0], (1024, 1)), atol=1e-6)
+    # PNCC x = normalised model x = (u - 16) / 32 at pixel centres (x grows to the image right)
+    cols = np.arange(16, 48) + 0.5
+    np.testing.assert_allclose(out.pncc[20, 16:48, 0], (cols - 16) / 32, atol=1e-5)
+    rows = np.arange(16, 48) + 0.5
+    np.testing.assert_allclose(out.pncc[16:48, 20, 1], 1 - (rows - 16) / 32, atol=1e-5)  # y up
+    assert set(np.unique(out.tri_id)) == {-1, 0, 1}
+    np.testing.assert_allclose(out.image[expected], 128, atol=1)  # albedo 0.5 x irradiance 1
+    assert out.image.dtype == np.uint8 and out.depth.dtype == np.float32 and out.mask.dtype == bool
+
+
+def test_asymmetric_triangle_lands_upper_right():
+    # model triangle in x > 0, y > 0 (right, up) -> image columns > 32, rows < 32 (v grows down)
+    with FaceRenderer(_flat_model([[0, 0, 0], [50, 0, 0], [0, 50, 0]], [[0, 1, 2]]), 64) as r:
+        out = r.render(_params())
+    u, v = np.meshgrid(np.arange(64) + 0.5, np.arange(64) + 0.5)
+    s = (u - 32) + (32 - v)  # inside: u > 32, v < 32, s < 16
+    inside = (u > 32) & (v < 32) & (s < 16)
+    clear = (np.abs(s - 16) > 1e-6) & (np.abs(u - 32) > 1e-6) & (np.abs(v - 32) > 1e-6)  # no pixel on an edge
+    np.testing.assert_array_equal(out.mask[clear], inside[clear])
+    assert out.mask.sum() > 100
+
+
+def test_yaw_pushes_image_right_side_away(square_renderer):
+    out = square_renderer.render(_params(pose=(np.radians(30), 0, 0)))
+    row = out.depth[32][out.mask[32]]
+    assert np.all(np.diff(row) > 0)  # depth grows to the right: the face turned toward the image right
+    assert out.normals[32, 32, 0] > 0.4
+
+
+def test_weak_perspective_square(square_renderer):
+    out = square_renderer.render(_params(k=cam.intrinsics_matrix(0.24, 0.24, 32, 32), projection="weak_perspective"))
+    expected = np.zeros((64, 64), bool)
+    expected[20:44, 20:44] = True  # 100 mm * 0.24 px/mm = 24 px from 20 to 44
+    np.testing.assert_array_equal(out.mask, expected)
+    np.testing.assert_allclose(out.depth[expected], 200.0, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_renderer(tiny_model):
+    with FaceRenderer(tiny_model, 64) as r:
+        yield r
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_matches_reference_rasterizer(tiny_model, tiny_renderer, projection):
+    cfg = SamplingConfig(projection=projection)
+    for i in range(2):
+        p = sample_params(tiny_model, cfg, 64, 0, i)
+        out = tiny_renderer.render(p)
+        verts, _, _, _ = tiny_renderer.geometry(p)
+        tid, depth = rasterize_reference(verts, tiny_model.triangles, p.intrinsics, 64, projection)
+        # GL and the reference may disagree on pixels whose centre lies on a shared edge
+        assert (tid == out.tri_id).mean() > 0.995
+        same = (tid == out.tri_id) & (tid >= 0)
+        np.testing.assert_allclose(out.depth[same], depth[same], rtol=1e-5)
+
+
+def test_vertex_pixel_has_vertex_depth(tiny_model, tiny_renderer):
+    # a vertex's projected pixel, when covered by a triangle using that vertex, has the vertex's depth up
+    # to the surface slope over <= 0.71 px. For vertices facing the camera (normal z > 0.5, slope <= tan 60
+    # = 1.73) that is < 1.3 px worth of millimetres at that depth: tolerance 2 px
+    p = sample_params(tiny_model, SamplingConfig(detail=False), 64, 0, 4)
+    out = tiny_renderer.render(p)
+    verts, _, normals, _ = tiny_renderer.geometry(p)
+    uv, d = cam.project(verts.astype(np.float64), p.intrinsics.astype(np.float64))
+    col, row = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+    ok = (col >= 0) & (col < 64) & (row >= 0) & (row < 64) & (normals[:, 2] > 0.5)
+    checked = 0
+    for vi in np.flatnonzero(ok):
+        t = out.tri_id[row[vi], col[vi]]
+        if t >= 0 and vi in tiny_model.triangles[t]:
+            mm_per_px = d[vi] / p.intrinsics[0, 0]
+            assert abs(out.depth[row[vi], col[vi]] - d[vi]) < 2 * mm_per_px
+            checked += 1
+    assert checked > 50
+
+
+def test_landmarks_agree_with_mask_and_depth(tiny_model, tiny_renderer):
+    seen_hidden = False
+    for i, yaw in enumerate([0.0, 70.0, -70.0]):
+        cfg = SamplingConfig(yaw_deg=0, detail=False)
+        p = sample_params(tiny_model, cfg, 64, 0, i)
+        p = dataclasses.replace(p, pose=np.array([np.radians(yaw), 0, 0], np.float32))
+        out = tiny_renderer.render(p)
+        verts, _, _, _ = tiny_renderer.geometry(p)
+        uv, d = cam.project(verts[tiny_model.landmarks].astype(np.float64), p.intrinsics.astype(np.float64))
+        np.testing.assert_allclose(out.landmarks, uv, atol=1e-3)
+        for j in range(68):
+            r, c = int(np.floor(uv[j, 1])), int(np.floor(uv[j, 0]))
+            patch = out.depth[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+            face = patch[patch > 0]
+            if out.landmarks_visible[j]:  # on the mask (3x3) and not behind the rendered surface
+                assert 0 <= r < 64 and 0 <= c < 64 and face.size and face.max() >= d[j] - LANDMARK_DEPTH_TOL_MM
+                assert np.abs(face - d[j]).min() < 3 * d[j] / p.intrinsics[0, 0] + LANDMARK_DEPTH_TOL_MM
+            elif 0 <= r < 64 and 0 <= c < 64:  # hidden: whatever is drawn there is in front of it
+                assert np.all(face < d[j] - LANDMARK_DEPTH_TOL_MM)
+        if yaw == 0:
+            assert out.landmarks_visible.mean() > 0.9
+        seen_hidden |= not out.landmarks_visible.all()
+    assert seen_hidden  # at +-70 degrees some contour landmarks are hidden
+
+
+def test_shading_is_the_shared_formula(tiny_model, tiny_renderer):
+    p = sample_params(tiny_model, SamplingConfig(background="none"), 64, 1, 2)
+    out = tiny_renderer.render(p)
+    m = out.mask
+    expected = np.round(shade(out.albedo[m], out.normals[m], p.sh) * 255)
+    np.testing.assert_allclose(out.image[m].astype(float), expected, atol=1)
+    assert np.all(out.image[~m] == 0)
+
+
+def test_outputs_shapes_ranges_odd_size(tiny_model):
+    with FaceRenderer(tiny_model, 33) as r:
+        p = sample_params(tiny_model, SamplingConfig(), 33, 0, 3)
+        out = r.render(p)
+    m = out.mask
+    assert out.image.shape == (33, 33, 3) and out.depth.shape == (33, 33) and out.normals.shape == (33, 33, 3)
+    assert out.landmarks.shape == (68, 2) and out.landmarks_visible.shape == (68,)
+    assert m.sum() > 50 and np.all(out.depth[m] > 0) and np.all(out.depth[~m] == 0)
+    np.testing.assert_allclose(np.linalg.norm(out.normals[m], axis=-1), 1, atol=1e-5)
+    assert np.all(out.normals[~m] == 0)
+    for key in ("pncc", "albedo"):
+        a = getattr(out, key)
+        assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
+    assert np.mean(out.normals[m][:, 2] > 0) > 0.95  # visible surfaces face the camera
+
+
+def test_detail_changes_depth_within_amplitude(tiny_model, tiny_renderer):
+    p = sample_params(tiny_model, SamplingConfig(detail=True, detail_scale=3.0), 64, 0, 6)
+    out = tiny_renderer.render(p)
+    m = out.mask
+    diff = np.abs(out.depth_coarse[m] - out.depth[m])
+    assert diff.max() > 0.05  # something is displaced
+    # displacement along normals of at most sum(weights) mm; seen obliquely a bit more: generous 5x
+    assert np.median(diff) < float(p.detail_weights.sum()) + 1e-3
+    zero = dataclasses.replace(p, detail_weights=np.zeros(N_FIELDS, np.float32))
+    out0 = tiny_renderer.render(zero)
+    np.testing.assert_allclose(out0.depth_coarse[out0.mask], out0.depth[out0.mask], atol=1e-3)
+    off = tiny_renderer.render(dataclasses.replace(p, detail_weights=None))
+    assert off.depth_coarse is None
+
+
+def test_detail_bank_fields(tiny_model):
+    bank = build_detail_bank(tiny_model)
+    assert bank.fields.shape == (N_FIELDS, tiny_model.n_vertices)
+    np.testing.assert_allclose(np.abs(bank.fields).max(axis=1), 1.0)
+    brow_y = tiny_model.mean_shape[tiny_model.landmarks[17:27], 1].max()
+    forehead = np.abs(bank.fields[0]) > 0.5
+    assert forehead.any() and tiny_model.mean_shape[forehead, 1].min() > brow_y
+    np.testing.assert_array_equal(bank.fields, build_detail_bank(tiny_model).fields)  # deterministic
+
+
+def test_backgrounds_and_occluders(tiny_model, tiny_renderer, tmp_path):
+    from PIL import Image
+
+    from synth.sampling import Occluder
+
+    p = sample_params(tiny_model, SamplingConfig(background="solid"), 64, 0, 1)
+    out = tiny_renderer.render(p)
+    bg = ~out.mask
+    np.testing.assert_allclose(out.image[bg], np.tile(np.round(p.background_color * 255), (bg.sum(), 1)), atol=1)
+    noise = tiny_renderer.render(dataclasses.replace(p, background_kind="noise"))
+    assert noise.image[~noise.mask].std() > 1  # a texture, not a colour
+    occ = Occluder("rectangle", np.array([32.0, 32.0]), np.array([5.0, 5.0]), 0.0, np.array([1.0, 0.0, 0.0]))
+    o = tiny_renderer.render(dataclasses.replace(p, occluders=[occ]))
+    np.testing.assert_array_equal(o.image[30, 30], [255, 0, 0])
+    np.testing.assert_array_equal(o.depth, out.depth)  # occluders paint the image only
+    Image.fromarray(np.full((40, 50, 3), [10, 200, 30], np.uint8)).save(tmp_path / "a.png")
+    with FaceRenderer(tiny_model, 64, background_dir=str(tmp_path)) as r:
+        img = r.render(dataclasses.replace(p, background_kind="images"))
+    np.testing.assert_allclose(img.image[~img.mask], np.tile([10, 200, 30], ((~img.mask).sum(), 1)), atol=1)
+
+
+def test_vertex_normals_fast_matches_model_geometry(tiny_model):
+    v = tiny_model.shape(np.ones(5, np.float32))
+    np.testing.assert_allclose(vertex_normals_fast(v, tiny_model.triangles), vertex_normals(v, tiny_model.triangles),
+                               atol=1e-5)
+
+
+def test_bad_arguments(tiny_model):
+    with pytest.raises(ValueError, match="--platform"):
+        FaceRenderer(tiny_model, 64, platform="wgl")
+    with pytest.raises(ValueError, match="--size"):
+        FaceRenderer(tiny_model, 4)
+    with pytest.raises(ValueError, match="--background-dir"):
+        FaceRenderer(tiny_model, 64, background_dir="/nonexistent/dir")
+
+
+@pytest.mark.parametrize("kind", ["perspective", "weak_perspective"])
+def test_fast_weights_match_reference_barycentrics(kind):
+    from synth.render import _plane_depth, _weights_fast, barycentrics
+
+    rng = np.random.default_rng(0)
+    uv = rng.uniform(0, 64, (30, 2))
+    d = rng.uniform(200, 300, 30)
+    c = rng.integers(0, 30, (500, 3))
+    pix = rng.uniform(0, 64, (500, 2))
+    lam, z = barycentrics(pix, uv[c], d[c], kind)
+    l0, l1, l2, zf = _weights_fast(pix[:, 0], pix[:, 1], uv, d, c[:, 0], c[:, 1], c[:, 2], kind, clip=True)
+    np.testing.assert_allclose(np.stack([l0, l1, l2], -1), lam, atol=1e-9)
+    np.testing.assert_allclose(zf, z, rtol=1e-12)
+    _, zp = _plane_depth(pix, uv[c], d[c], kind)
+    np.testing.assert_allclose(_weights_fast(pix[:, 0], pix[:, 1], uv, d, c[:, 0], c[:, 1], c[:, 2], kind, clip=False)[3],
+                               zp, rtol=1e-12)
