@@ -1,0 +1,134 @@
+"""Benchmark: ShardDataset loader throughput vs CoarseNet training consumption (img/s), same run.
+
+The loader must deliver at least 5x what training consumes, so the GPU (or CPU) never waits for
+data. Measures, side by side:
+
+* loader img/s (DataLoader over ``make_train_loader``, with augmentation, resizing to ``--size``)
+  for each worker count in ``--workers``, in the steady state (after the start-up prefetch);
+* training consumption img/s: full CoarseNet steps (feedback rendering, CNN, loss, backward,
+  AdamW; bf16 autocast on CUDA) on batches already in memory;
+* the ratio loader / training for each worker count.
+
+    python benchmarks/loader.py [--data DIR] [--n 256] [--native 128] [--size 128] [--batch 64|16]
+                                [--workers 0,1,2] [--batches 30] [--device auto] [--iters 4]
+                                [--width-mult 1] [--train-steps 5|1] [--feedback-cell 0]
+
+Without ``--data`` it renders ``--n`` samples at ``--native`` px with the built-in model into a
+temporary folder first (synth; a few seconds per hundred samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def render_tmp(n: int, size: int, out: str) -> str:
+    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+    from synth.dataset import DatasetConfig, render_dataset
+
+    render_dataset(DatasetConfig(out=out, n=n, size=size, seed=0, shard_size=max(1, n // 4), workers=0))
+    return out
+
+
+def loader_rate(ds, batch: int, workers: int, batches: int) -> float:
+    from train.data import make_train_loader
+
+    idx = np.arange(len(ds))
+    # start-up (worker spawn, file opening) and the batches prefetched meanwhile (prefetch_factor 4
+    # per worker) are not throughput: measure the steady state after them
+    skip = 2 + 4 * workers
+    loader = make_train_loader(ds, idx, batch, seed=0, total_steps=skip + batches, workers=workers)
+    it = iter(loader)
+    for _ in range(skip):
+        next(it)
+    t = time.perf_counter()
+    n = sum(int(b["image"].shape[0]) for b in it)
+    return n / (time.perf_counter() - t)
+
+
+def train_rate(ds, args, device) -> float:
+    from morphable_model import load_model
+
+    from train.coarse_net import CoarseTask, ParamLayout, ParamStats
+
+    model = load_model(args.model)  # speed only: the shards' model is not enforced here
+    arr = ds.param_arrays(256)
+    stats = ParamStats.from_samples(arr["pose"], arr["translation"], arr["intrinsics"], (ds.size, ds.size), ds.projection)
+    task = CoarseTask(model, ParamLayout(min(80, model.n_id), model.n_exp), stats, iters=args.iters,
+                      width_mult=args.width_mult, projection=ds.projection, feedback_cell=args.feedback_cell).to(device)
+    opt = torch.optim.AdamW(task.model.parameters(), lr=1e-4)
+    batch = torch.utils.data.default_collate([ds[(i % len(ds), 0)] for i in range(args.batch)])
+    batch = task.prepare_batch(batch, device)
+    amp = device.type == "cuda"
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+
+    def step():
+        with ctx():
+            out = task.forward(task.model, batch)
+        loss = task.loss(out, batch).total
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(args.train_steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return args.train_steps * args.batch / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--model", default=None, help="model trained for the consumption figure (default: built-in)")
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--native", type=int, default=128)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 16 on CPU")
+    ap.add_argument("--workers", default="0,1,2")
+    ap.add_argument("--batches", type=int, default=30, help="batches timed per worker count (steady state)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--iters", type=int, default=4)
+    ap.add_argument("--width-mult", type=float, default=1.0)
+    ap.add_argument("--train-steps", type=int, default=None, help="default: 5 on CUDA, 1 on CPU")
+    ap.add_argument("--feedback-cell", type=float, default=0.0, help="as train-cli coarse --feedback-cell")
+    args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    args.batch = args.batch or (64 if device.type == "cuda" else 16)
+    args.train_steps = args.train_steps or (5 if device.type == "cuda" else 1)
+    from train.data import Augment, ShardDataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if data is None:
+            t = time.perf_counter()
+            data = render_tmp(args.n, args.native, os.path.join(tmp, "shards"))
+            print(f"rendered {args.n} samples at {args.native}^2 in {time.perf_counter() - t:.1f} s")
+        # a throughput benchmark: any shards will do, so the model fingerprint is not checked
+        ds = ShardDataset(data, size=args.size, augment=Augment(0.1, 0.02))
+        rates = {w: loader_rate(ds, args.batch, w, args.batches) for w in (int(x) for x in args.workers.split(","))}
+        consume = train_rate(ds, args, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"shards {ds.native_size}^2 -> input {args.size}^2, batch {args.batch}, {len(ds)} samples; "
+          f"training on {name}, {args.iters} iterations, width x{args.width_mult}, --feedback-cell "
+          f"{args.feedback_cell}; {os.cpu_count()} CPU cores")
+    print(f"training consumes {consume:10.1f} img/s")
+    for w, r in rates.items():
+        verdict = "ok" if r >= 5 * consume else "below the 5x target"
+        print(f"loader, {w} workers {r:10.1f} img/s   = {r / consume:6.1f}x training ({verdict})")
+
+
+if __name__ == "__main__":
+    main()

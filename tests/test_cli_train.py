@@ -1,0 +1,122 @@
+"""``train-cli``: a tiny end-to-end ``coarse`` job, ``evaluate`` on its checkpoint, and the error
+messages for bad flags, a mismatched model and an existing run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from train.cli import main
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def shards(tiny_model, tmp_path_factory):
+    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+    from synth.dataset import DatasetConfig, render_dataset
+
+    out = tmp_path_factory.mktemp("cli_shards")
+    render_dataset(DatasetConfig(out=str(out), n=24, size=SIZE, seed=4, shard_size=12, workers=0), model=tiny_model)
+    return out
+
+
+def _tiny_flags(shards, model_h5, out):
+    return ["coarse", "--data", str(shards), "--out", str(out), "--model", str(model_h5), "--iters", "2",
+            "--size", "32", "--batch-size", "6", "--steps", "4", "--width-mult", "0.125", "--workers", "0",
+            "--threads", "1", "--log-every", "1", "--val-data", str(shards), "--val-every", "2",
+            "--val-samples", "6", "--no-progress"]
+
+
+def test_coarse_end_to_end_then_evaluate(shards, tmp_model_h5, tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, _tiny_flags(shards, tmp_model_h5, out))
+    assert res.exit_code == 0, res.output
+    assert "done: step 4" in res.output and "vertex_rmse_mm/it2" in res.output
+    for name in ("train.csv", "val.csv", "log.jsonl", "config.json", "curves.png", "checkpoints/last.pt"):
+        assert (out / name).exists(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["iters"] == 2 and cfg["size"] == 32 and cfg["width_mult"] == 0.125  # flags -> config fields
+    train_rows = (out / "train.csv").read_text().splitlines()
+    assert train_rows[0].startswith("step,loss,") and len(train_rows) == 5
+    assert "img_per_s" in train_rows[0]
+
+    again = CliRunner().invoke(main, _tiny_flags(shards, tmp_model_h5, out))
+    assert again.exit_code != 0 and "already holds a run" in again.output
+
+    metrics = tmp_path / "m.json"
+    ev = CliRunner().invoke(main, ["evaluate", "--ckpt", str(out / "checkpoints" / "last.pt"), "--data", str(shards),
+                                   "--model", str(tmp_model_h5), "--samples", "6", "--device", "cpu",
+                                   "--json-out", str(metrics)])
+    assert ev.exit_code == 0, ev.output
+    got = json.loads(metrics.read_text())
+    val = (out / "val.csv").read_text().splitlines()
+    header, last = val[0].split(","), val[-1].split(",")
+    # evaluate on the same 6 samples reproduces the run's final validation
+    want = float(last[header.index("depth_err_mean_pct/it2")])
+    assert got["depth_err_mean_pct/it2"] == pytest.approx(want, rel=1e-4)
+
+
+def test_reconstruct_from_checkpoint(shards, tmp_model_h5, tiny_model, tmp_path):
+    import torch
+
+    from train.coarse_net import load_coarse, reconstruct
+    from train.data import ShardDataset, image_to_float
+
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, _tiny_flags(shards, tmp_model_h5, out)).exit_code == 0
+    net = load_coarse(out / "checkpoints" / "last.pt", model=tiny_model)
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32)
+    b = torch.utils.data.default_collate([ds[i] for i in range(3)])
+    rec = reconstruct(net, image_to_float(b["image"]), b["intrinsics"], b["mask"])
+    assert len(rec.params) == 2 and rec.depth.shape == (3, 32, 32)
+    assert np.isfinite(rec.vertices.numpy()).all() and rec.mask.any()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--iters", "0", "--iters must be >= 1, got 0"),
+    ("--size", "8", "--size must be >= 16, got 8"),
+    ("--lr", "-1", "--lr must be > 0, got -1.0"),
+    ("--crop-jitter", "0.5", "--crop-jitter must be in [0, 0.25], got 0.5"),
+])
+def test_bad_flags_are_named(flag, value, message, tmp_path):
+    res = CliRunner().invoke(main, ["coarse", "--data", str(tmp_path), "--out", str(tmp_path / "o"), flag, value])
+    assert res.exit_code != 0
+    assert message in res.output
+
+
+def test_model_mismatch_names_the_shard(shards, ellipsoid_model, tmp_path):
+    from morphable_model import save_bfm2017
+
+    other = tmp_path / "other.h5"
+    save_bfm2017(ellipsoid_model, other)
+    res = CliRunner().invoke(main, ["coarse", "--data", str(shards), "--out", str(tmp_path / "o"), "--model", str(other),
+                                    "--steps", "1", "--no-progress"])
+    assert res.exit_code != 0
+    assert "shard-00000.h5 was made with morphable model" in res.output
+
+
+def test_missing_data_dir(tmp_path, tmp_model_h5):
+    res = CliRunner().invoke(main, ["coarse", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
+                                    "--model", str(tmp_model_h5), "--no-progress"])
+    assert res.exit_code != 0 and "does not exist" in res.output
+
+
+def test_coarse_flags_map_one_to_one_to_the_config():
+    import dataclasses
+
+    from train.cli import coarse
+    from train.config import CoarseConfig
+
+    params = {p.name for p in coarse.params}
+    fields = {f.name for f in dataclasses.fields(CoarseConfig)}
+    assert params == fields
+    defaults = {f.name: f.default for f in dataclasses.fields(CoarseConfig)}
+    for p in coarse.params:  # --batch-size <-> batch_size, same default
+        assert any(opt == "--" + p.name.replace("_", "-") for opt in p.opts), p.opts
+        if defaults[p.name] is not dataclasses.MISSING:
+            assert p.default == defaults[p.name], p.name

@@ -1,0 +1,238 @@
+"""CoarseNet: camera/geometry helpers against the numpy references, parameter encoding, the
+network's shapes, and the feedback renderer against shards rendered by synth (pyrender)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from morphable_model.geometry import vertex_normals as np_vertex_normals
+from synth import camera as np_cam
+from train.coarse_net import (
+    CoarseNet,
+    CoarseParams,
+    FeedbackRenderer,
+    IterativeCoarseNet,
+    ParamLayout,
+    ParamStats,
+    cam_to_translation,
+    cluster_decimate,
+    decode_params,
+    encode_params,
+    project,
+    reconstruct,
+    rotation_matrix,
+    to_camera,
+    translation_to_cam,
+    vertex_normals,
+)
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def shards(tiny_model, tmp_path_factory):
+    """24 samples at 64 px rendered by synth (2 shards)."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+    from synth.dataset import DatasetConfig, render_dataset
+
+    out = tmp_path_factory.mktemp("coarse_net_shards")
+    render_dataset(DatasetConfig(out=str(out), n=24, size=SIZE, seed=3, shard_size=12, workers=0), model=tiny_model)
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch(shards, tiny_model):
+    from train.data import ShardDataset
+
+    from train.data import image_to_float
+
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
+    b = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    b["image"] = image_to_float(b["image"], b.pop("color"))
+    return b, ds
+
+
+def test_rotation_matrix_matches_synth_camera():
+    rng = np.random.default_rng(0)
+    pose = rng.uniform(-1.2, 1.2, (5, 3))
+    r = rotation_matrix(torch.tensor(pose))
+    for i in range(5):
+        np.testing.assert_allclose(r[i].numpy(), np_cam.rotation_matrix(*pose[i]), atol=1e-12)
+    # positive yaw turns the face normal (+z) toward +x (image right)
+    rz = rotation_matrix(torch.tensor([[0.3, 0.0, 0.0]])) @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float32)
+    assert rz[0, 0] > 0
+
+
+@pytest.mark.parametrize("kind", ["perspective", "weak_perspective"])
+def test_project_matches_synth_camera(kind):
+    rng = np.random.default_rng(1)
+    pts = rng.normal(0, 30, (2, 7, 3))
+    pts[..., 2] -= 500.0
+    k = np.stack([np_cam.intrinsics_matrix(300.0 + 50 * b, 310.0, 31.0, 33.0) for b in range(2)]).astype(np.float64)
+    got = project(torch.tensor(pts), torch.tensor(k), kind).numpy()
+    want, _ = np_cam.project(pts, k, kind)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_project_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="points_cam must be"):
+        project(torch.zeros(2, 3), torch.eye(3)[None])
+    with pytest.raises(ValueError, match="intrinsics must be"):
+        project(torch.zeros(2, 4, 3), torch.eye(3)[None])
+
+
+def test_vertex_normals_match_numpy_reference(tiny_model):
+    rng = np.random.default_rng(2)
+    verts = tiny_model.shape(rng.normal(size=(3, tiny_model.n_id)), rng.normal(size=(3, tiny_model.n_exp)))
+    want = np_vertex_normals(verts.astype(np.float64), tiny_model.triangles)
+    got = vertex_normals(torch.tensor(verts, dtype=torch.float64), torch.tensor(tiny_model.triangles.astype(np.int64)))
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["perspective", "weak_perspective"])
+def test_cam_vector_round_trip_and_golden(kind):
+    k = torch.tensor([[[400.0, 0, 30.0], [0, 400.0, 34.0], [0, 0, 1]]] * 2, dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.0, -800.0], [12.0, -7.0, -650.0]], dtype=torch.float64)
+    c = translation_to_cam(t, k, (64, 60), kind)
+    np.testing.assert_allclose(cam_to_translation(c, k, (64, 60), kind).numpy(), t.numpy(), rtol=1e-12)
+    # the model origin on the optical axis lands on the principal point
+    assert c[0, 0].item() == pytest.approx(30.0 / 60) and c[0, 1].item() == pytest.approx(34.0 / 64)
+    if kind == "perspective":  # apparent scale = fx / (d W) of the image width per mm
+        assert c[0, 2].item() == pytest.approx(np.log(400.0 / (800.0 * 60)))
+        assert c[1, 0].item() == pytest.approx((30.0 + 400.0 * 12 / 650) / 60)
+
+
+def test_encode_decode_round_trip(batch, tiny_model):
+    b, ds = batch
+    stats = ParamStats.from_samples(b["pose"], b["translation"], b["intrinsics"], (SIZE, SIZE), ds.projection, b["sh"])
+    layout = ParamLayout(tiny_model.n_id, tiny_model.n_exp, n_alb=3, n_sh=27)
+    vec = encode_params(b, layout, stats, ds.projection)
+    assert vec.shape == (8, layout.dim)
+    # normalised pose/camera of the very samples the stats came from: mean 0, std 1
+    s = layout.slices()
+    np.testing.assert_allclose(vec[:, s["pose"]].mean(0).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(vec[:, s["cam"]].std(0, unbiased=False).numpy(), 1, atol=1e-4)
+    p = decode_params(vec, layout, stats, b["intrinsics"], (SIZE, SIZE), ds.projection)
+    np.testing.assert_allclose(p.translation.numpy(), b["translation"].numpy(), rtol=1e-4)
+    np.testing.assert_allclose(p.pose.numpy(), b["pose"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(p.sh.numpy(), b["sh"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(p.beta.numpy(), b["beta"][:, :3].numpy())
+    with pytest.raises(ValueError, match=r"vec must be \(B, "):
+        decode_params(vec[:, 1:], layout, stats, b["intrinsics"], (SIZE, SIZE))
+
+
+def test_param_stats_dict_round_trip_and_fixed_components():
+    st = ParamStats.from_samples(np.zeros((4, 3)), [[0, 0, -500.0]] * 4, [np.diag([100.0, 100.0, 1.0])] * 4, (32, 32))
+    np.testing.assert_array_equal(st.pose_std.numpy(), 1.0)  # a fixed component keeps unit scale
+    st2 = ParamStats.from_dict(st.to_dict())
+    for name in ("pose_mean", "cam_mean", "cam_std", "sh_std"):
+        np.testing.assert_array_equal(getattr(st2, name).numpy(), getattr(st, name).numpy())
+
+
+@pytest.mark.parametrize("bsz,size", [(1, 32), (3, 37)])
+def test_coarse_net_shapes_and_zero_initial_update(bsz, size):
+    torch.manual_seed(0)
+    net = CoarseNet(in_channels=9, out_dim=21, width_mult=0.125)
+    y = net(torch.randn(bsz, 9, size, size))
+    assert y.shape == (bsz, 21)
+    assert torch.count_nonzero(y) == 0  # last FC layer starts at 0: the first estimate is the mean
+    with pytest.raises(ValueError, match=r"x must be \(B, 9, H, W\)"):
+        net(torch.randn(bsz, 3, size, size))
+
+
+def test_coarse_net_architecture_widths():
+    net = CoarseNet(in_channels=9, out_dim=50)
+    assert net.stem[0].kernel_size == (7, 7) and net.stem[0].stride == (2, 2) and net.stem[0].out_channels == 32
+    assert [b.conv1.out_channels for b in net.blocks] == [32, 32, 64, 64, 128, 128, 256, 256]
+    assert [b.conv1.stride[0] for b in net.blocks] == [1, 1, 2, 1, 2, 1, 2, 1]
+    assert net.head_conv[0].out_channels == 50 and net.head_conv[0].kernel_size == (3, 3)
+    assert sum(isinstance(m, torch.nn.Linear) for m in net.fc) == 3
+
+
+def test_feedback_render_of_ground_truth_matches_synth_shards(batch, tiny_model):
+    """The torch camera + rasterizer reproduce pyrender's mask, normals, PNCC and landmarks."""
+    b, ds = batch
+    from synth.shards import ShardReader
+
+    reader = ShardReader(ds.paths[0])  # samples 0..7 are in the first shard (12 per shard)
+    raw = [reader.read(i) for i in range(8)]
+    fr = FeedbackRenderer(tiny_model, projection=ds.projection)
+    p = CoarseParams(b["alpha_id"], b["alpha_exp"], b["pose"], b["translation"])
+    maps = fr(p, b["intrinsics"], (SIZE, SIZE))  # (B, 6, H, W)
+    assert maps.shape == (8, 6, SIZE, SIZE) and not maps.requires_grad
+    ours = maps[:, 3:].norm(dim=1) > 0.5
+    theirs = torch.tensor(np.stack([r["mask"] for r in raw]))
+    iou = (ours & theirs).sum() / (ours | theirs).sum()
+    assert iou > 0.98  # only edge pixels may differ (pixel-centre coverage rules)
+    both = ours & theirs
+    n_shard = torch.tensor(np.stack([r["normals"] for r in raw])).permute(0, 3, 1, 2)
+    cos = (maps[:, 3:] * n_shard).sum(1)[both]
+    assert cos.mean() > 0.99  # interpolated vertex normals vs pyrender's: same surface, same frame
+    pncc_shard = torch.tensor(np.stack([r["pncc"] for r in raw])).permute(0, 3, 1, 2)
+    assert (maps[:, :3] - pncc_shard).abs().permute(0, 2, 3, 1)[both].mean() < 0.02  # uint8 storage
+    cam = to_camera(fr.vertices(p.alpha_id, p.alpha_exp), p.pose, p.translation)
+    uv = project(cam[:, fr.landmarks], b["intrinsics"], ds.projection)
+    err = (uv - b["landmarks"]).norm(dim=-1)  # pixels; synth adds fine detail displacement to the
+    assert err.mean() < 0.05 and err.max() < 0.5  # surface, so landmarks may move by a fraction of a pixel
+
+
+def test_iterative_net_and_reconstruct(batch, tiny_model):
+    b, ds = batch
+    stats = ParamStats.from_samples(b["pose"], b["translation"], b["intrinsics"], (SIZE, SIZE), ds.projection)
+    torch.manual_seed(0)
+    net = IterativeCoarseNet(tiny_model, ParamLayout(4, 2), stats, iters=3, width_mult=0.125)
+    torch.nn.init.normal_(net.net.fc[-1].weight, std=0.1)  # a non-trivial update
+    ests = net(b["image"][:3], b["intrinsics"][:3], b["mask"][:3])
+    assert len(ests) == 3 and all(e.shape == (3, 4 + 2 + 6) for e in ests)
+    assert not torch.equal(ests[0], ests[1])  # the feedback changes between iterations
+    ests[-1].sum().backward()
+    assert net.net.stem[0].weight.grad is not None
+    rec = reconstruct(net, b["image"][:3], b["intrinsics"][:3], b["mask"][:3], iters=2)
+    assert len(rec.params) == 2
+    assert rec.vertices.shape == (3, tiny_model.n_vertices, 3) and rec.depth.shape == (3, SIZE, SIZE)
+    assert net.training  # reconstruct restores the mode
+    with pytest.raises(ValueError, match="iters must be >= 1"):
+        IterativeCoarseNet(tiny_model, ParamLayout(4, 2), stats, iters=0)
+
+
+def test_layout_validation():
+    with pytest.raises(ValueError, match="n_sh must be 0 or 27"):
+        ParamLayout(3, 2, n_sh=9)
+    lay = ParamLayout(3, 2, n_alb=4, n_sh=27)
+    assert lay.dim == 3 + 2 + 3 + 3 + 4 + 27
+    assert lay.slices()["cam"] == slice(8, 11)
+
+
+def test_cluster_decimate(tiny_model):
+    v, f = tiny_model.mean_shape, tiny_model.triangles
+    same = cluster_decimate(v, f, 0.0)
+    np.testing.assert_array_equal(same, f)
+    np.testing.assert_array_equal(cluster_decimate(v, f, 1e-3), f)  # cells far below the edge length
+    coarse = cluster_decimate(v, f, 20.0)
+    assert 0 < len(coarse) < len(f) and coarse.max() < len(v)
+    assert np.all(coarse[:, 0] != coarse[:, 1]) and len(np.unique(np.sort(coarse, 1), axis=0)) == len(coarse)
+    # winding kept: the decimated triangles face the same way as the surface around them
+    vn = np_vertex_normals(v.astype(np.float64), f)
+    a, b, c = (v[coarse[:, k]].astype(np.float64) for k in range(3))
+    fn = np.cross(b - a, c - a)
+    assert np.mean((fn * vn[coarse].sum(1)).sum(1) > 0) > 0.95
+    # a golden case: two triangles of a unit square, a cell larger than the square merges them
+    sq = np.array([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    tri = np.array([[0, 1, 2], [0, 2, 3]])
+    assert cluster_decimate(sq, tri, 0.5).tolist() == tri.tolist()
+    assert cluster_decimate(sq, tri, 5.0).shape == (0, 3)
+
+
+def test_decimated_feedback_close_to_full(batch, tiny_model):
+    b, ds = batch
+    p = CoarseParams(b["alpha_id"], b["alpha_exp"], b["pose"], b["translation"])
+    full = FeedbackRenderer(tiny_model)(p, b["intrinsics"], (SIZE, SIZE))
+    dec = FeedbackRenderer(tiny_model, cell_mm=8.0)  # tiny model: 12 mm grid, so 8 mm merges few
+    assert len(dec.render_faces) <= len(dec.faces)
+    maps = dec(p, b["intrinsics"], (SIZE, SIZE))
+    m_full, m_dec = full[:, 3:].norm(dim=1) > 0.5, maps[:, 3:].norm(dim=1) > 0.5
+    assert (m_full & m_dec).sum() / (m_full | m_dec).sum() > 0.9

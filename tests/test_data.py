@@ -1,0 +1,213 @@
+"""ShardDataset over shards rendered by synth: decoding, resizing with exact intrinsics, crop
+jitter geometry, determinism, error messages naming the file, samplers and rank splits."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from train.coarse_net import project, to_camera
+from train.data import (
+    Augment,
+    ShardDataset,
+    ShardError,
+    StepBatchSampler,
+    image_to_float,
+    make_train_loader,
+    rank_indices,
+)
+
+NATIVE = 64
+
+
+@pytest.fixture(scope="module")
+def shards(tiny_model, tmp_path_factory):
+    """36 samples at 64 px in 3 shards of 12, rendered by synth."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+    from synth.dataset import DatasetConfig, render_dataset
+
+    out = tmp_path_factory.mktemp("data_shards")
+    render_dataset(DatasetConfig(out=str(out), n=36, size=NATIVE, seed=5, shard_size=12, workers=0), model=tiny_model)
+    return out
+
+
+def _landmark_error(model, s) -> float:
+    """Max pixel distance between the sample's landmarks and its GT mesh projected with its intrinsics."""
+    verts = torch.tensor(model.shape(s["alpha_id"].numpy(), s["alpha_exp"].numpy()))[None]
+    cam = to_camera(verts, s["pose"][None], s["translation"][None])
+    uv = project(cam[:, torch.tensor(model.landmarks)], s["intrinsics"][None])
+    return float((uv[0] - s["landmarks"]).norm(dim=-1).max())
+
+
+def test_dataset_native_size(shards, tiny_model):
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
+    assert len(ds) == 36 and ds.size == NATIVE and ds.projection == "perspective"
+    s = ds[13]
+    assert s["image"].shape == (3, NATIVE, NATIVE) and s["image"].dtype == torch.uint8
+    assert s["mask"].shape == (NATIVE, NATIVE) and s["mask"].dtype == torch.bool
+    assert s["color"].tolist() == [1.0] * 5  # no augmentation: identity colour transform
+    assert s["alpha_id"].shape == (tiny_model.n_id,) and s["sh"].shape == (9, 3)
+    assert int(s["index"]) == 13  # global index across shards
+    raw = ds.read_raw(13)
+    np.testing.assert_array_equal(s["image"].permute(1, 2, 0).numpy(), raw["image"])
+    np.testing.assert_array_equal(s["mask"].numpy(), raw["mask"])
+    assert _landmark_error(tiny_model, s) < 0.5
+
+
+def test_resize_scales_intrinsics_and_landmarks_exactly(shards, tiny_model):
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40)
+    s = ds[5]
+    assert s["image"].shape == (3, 40, 40) and s["mask"].shape == (40, 40)
+    assert _landmark_error(tiny_model, s) < 0.5 * 40 / NATIVE + 1e-3  # the same geometry at 40 px
+    native = ShardDataset(shards, fingerprint=tiny_model.fingerprint)[5]
+    np.testing.assert_allclose(s["intrinsics"][:2].numpy(), native["intrinsics"][:2].numpy() * 40 / NATIVE, rtol=1e-6)
+    frac = s["mask"].float().mean().item()
+    assert frac == pytest.approx(native["mask"].float().mean().item(), abs=0.03)  # same face coverage
+
+
+def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
+    plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
+    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(crop_jitter=0.1), seed=1)
+    a, b = plain[7], jit[(7, 0)]
+    dx = int(round(float(b["intrinsics"][0, 2] - a["intrinsics"][0, 2])))
+    dy = int(round(float(b["intrinsics"][1, 2] - a["intrinsics"][1, 2])))
+    assert (dx, dy) != (0, 0) and abs(dx) <= 6 and abs(dy) <= 6
+    shifted = torch.roll(a["image"], shifts=(dy, dx), dims=(1, 2))
+    inner = (slice(None), slice(6, -6), slice(6, -6))  # away from the zero-filled border
+    torch.testing.assert_close(b["image"][inner], shifted[inner])
+    assert _landmark_error(tiny_model, b) < 0.5  # landmarks and intrinsics moved together
+
+
+def test_augmentation_is_a_function_of_seed_epoch_index(shards, tiny_model):
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05), seed=3)
+    for key in ("image", "color", "intrinsics"):
+        torch.testing.assert_close(ds[(4, 1)][key], ds[(4, 1)][key], rtol=0, atol=0)
+        assert not torch.equal(ds[(4, 1)][key], ds[(4, 2)][key])
+    plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)[4]
+    torch.testing.assert_close(ds[4]["image"], plain["image"])  # plain indices are never augmented
+    torch.testing.assert_close(ds[4]["color"], plain["color"])
+
+
+def test_image_to_float_applies_the_colour_jitter():
+    rng = np.random.default_rng(0)
+    img = torch.tensor(rng.integers(0, 256, (2, 3, 5, 4)), dtype=torch.uint8)
+    torch.testing.assert_close(image_to_float(img), img.float() / 255)
+    color = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0], [1.1, 0.9, 1.0, 0.8, 1.05]])
+    out = image_to_float(img, color)
+    torch.testing.assert_close(out[0], img[0].float() / 255)
+    x = img[1].double() / 255  # the formula by hand, one image
+    gain = torch.tensor([1.1, 0.9, 1.0], dtype=torch.float64)[:, None, None]
+    want = (((x * gain - x.mean()) * 0.8 + x.mean()) * 1.05).clamp(0, 1)
+    torch.testing.assert_close(out[1].double(), want, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"color must be \(2, 5\)"):
+        image_to_float(img, color[:1])
+
+
+def test_fingerprint_mismatch_names_the_file(shards):
+    with pytest.raises(ShardError, match=r"shard .*shard-00000\.h5 was made with morphable model"):
+        ShardDataset(shards, fingerprint="0" * 64)
+
+
+def test_corrupt_shard_names_the_file(shards, tiny_model, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(shards, bad)
+    data = (bad / "shard-00001.h5").read_bytes()
+    (bad / "shard-00001.h5").write_bytes(data[: len(data) // 3])  # truncated copy
+    with pytest.raises(ShardError, match=r"shard-00001\.h5"):
+        ShardDataset(bad, fingerprint=tiny_model.fingerprint)
+
+
+def test_corrupt_sample_names_file_and_sample(shards, tiny_model, tmp_path):
+    import h5py
+
+    bad = tmp_path / "bad_sample"
+    shutil.copytree(shards, bad)
+    with h5py.File(bad / "shard-00002.h5", "r+") as f:
+        del f["pose"]  # structurally valid file, a sample key missing
+    slow = ShardDataset(bad, fingerprint=tiny_model.fingerprint, fast=False)
+    slow[0]
+    with pytest.raises(ShardError, match=r"shard-00002\.h5: sample 1 lacks keys \['pose'\]"):
+        slow[25]
+    fast = ShardDataset(bad, fingerprint=tiny_model.fingerprint)
+    fast[0]
+    with pytest.raises(ShardError, match=r"shard .*shard-00002\.h5 is unreadable: KeyError"):
+        fast[25]
+
+
+def test_fast_column_reader_matches_shard_reader(shards, tiny_model):
+    fast = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05))
+    slow = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05), fast=False)
+    assert fast.fast and not slow.fast
+    for item in (0, 17, (30, 2)):
+        a, b = fast[item], slow[item]
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_unknown_layout_falls_back_to_the_shard_reader(shards, tiny_model, tmp_path, caplog):
+    import h5py
+
+    odd = tmp_path / "odd"
+    shutil.copytree(shards, odd)
+    with h5py.File(odd / "shard-00000.h5", "r+") as f:
+        f["image"].attrs["encoding"] = "some future encoding"
+    ds = ShardDataset(odd, fingerprint=tiny_model.fingerprint)
+    ref = ShardDataset(shards, fingerprint=tiny_model.fingerprint, fast=False)
+    for i in (0, 20):  # shard 0 falls back, shard 1 keeps the fast reader: same samples
+        for k, v in ds[i].items():
+            torch.testing.assert_close(v, ref[i][k], rtol=0, atol=0)
+    assert "fast column reader not usable" in caplog.text
+    assert type(ds._readers[0]).__name__ == "ShardReader" and type(ds._readers[1]).__name__ == "_ShardColumns"
+
+
+def test_missing_or_empty_directory(tmp_path):
+    with pytest.raises(ShardError, match="does not exist"):
+        ShardDataset(tmp_path / "nope")
+    with pytest.raises(ShardError, match="holds no shard"):
+        ShardDataset(tmp_path)
+
+
+def test_step_batch_sampler_epochs_and_resume():
+    idx = np.arange(10, 20)
+    full = list(StepBatchSampler(idx, 4, seed=7, total_steps=10))
+    assert len(full) == 10 and all(len(b) == 4 for b in full)
+    stream = [i for b in full for i, _ in b]
+    assert sorted(stream[:10]) == list(range(10, 20))  # epoch 0 covers every sample once
+    assert sorted(stream[10:20]) == list(range(10, 20))
+    assert stream[:10] != stream[10:20]  # reshuffled each epoch
+    assert [e for _, e in full[2]] == [0, 0, 1, 1]  # positions 8..11 straddle the epoch boundary
+    resumed = list(StepBatchSampler(idx, 4, seed=7, total_steps=10, start_step=6))
+    assert resumed == full[6:]
+
+
+def test_rank_indices_split_shards_or_samples(shards, tiny_model):
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
+    parts = [rank_indices(ds, r, 2) for r in range(2)]
+    assert set(parts[0]).isdisjoint(parts[1]) and len(parts[0]) + len(parts[1]) == 36
+    assert set(parts[1]) == set(range(12, 24))  # shard 1 goes to rank 1 (round-robin of whole shards)
+    parts4 = [rank_indices(ds, r, 4) for r in range(4)]  # fewer shards than ranks: sample slices
+    assert sorted(np.concatenate(parts4).tolist()) == list(range(36))
+    with pytest.raises(ValueError, match="rank must be in"):
+        rank_indices(ds, 2, 2)
+
+
+def test_loader_workers_match_in_process(shards, tiny_model):
+    """Per-worker lazy h5 handles: 2 workers return exactly what the main process reads."""
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32, augment=Augment(0.1, 0.05))
+    ds[0]  # opens a handle in the parent: workers must not reuse it
+    idx = np.arange(36)
+    a = list(make_train_loader(ds, idx, 6, seed=0, total_steps=4, workers=0))
+    b = list(make_train_loader(ds, idx, 6, seed=0, total_steps=4, workers=2))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x["image"], y["image"], rtol=0, atol=0)
+        torch.testing.assert_close(x["intrinsics"], y["intrinsics"], rtol=0, atol=0)
+
+
+def test_augment_validation_names_flag():
+    with pytest.raises(ValueError, match="--crop-jitter must be in"):
+        Augment(crop_jitter=0.5)
