@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import _face_albedo as fa
 from . import _face_bases as fb
@@ -51,7 +52,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: built with single-threaded BLAS (v1 arrays depended on the thread count)
 """Bump whenever the geometry, bases or albedo change: it is part of the cache file name."""
 
 DEFAULT_GRID_MM = 1.0
@@ -103,6 +104,13 @@ def build_face(
     seed, same arrays, bit for bit). Returns a :class:`BuiltFace` (model + mode names).
     """
     _check_args(grid_mm, seed, n_id, n_exp, n_albedo)
+    # Multi-threaded BLAS/LAPACK (the QR of the bases) rounds differently with each thread count;
+    # one thread makes the arrays, and so the fingerprint, identical on every machine.
+    with threadpool_limits(limits=1):
+        return _build_face(grid_mm, seed, n_id, n_exp, n_albedo)
+
+
+def _build_face(grid_mm: float, seed: int, n_id: int, n_exp: int, n_albedo: int) -> BuiltFace:
     t0 = time.perf_counter()
     grid = fg.make_grid(grid_mm)
     r = fg.face_radius(grid.theta, grid.h)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -289,7 +292,21 @@ def test_builtin_model_cache(tmp_path, monkeypatch):
 # so stale caches are not reused) and record the new values here.
 GOLDEN = {
     1: dict(n_vertices=709, n_triangles=1316, landmark_sum=(0.0, -3099.08, 5313.11), albedo_sum=(436.17, 332.58, 273.65)),
+    2: dict(n_vertices=709, n_triangles=1316, landmark_sum=(0.0, -3099.08, 5313.11), albedo_sum=(436.17, 332.58, 273.65)),
 }
+
+
+def test_fingerprint_independent_of_blas_threads():
+    # Regression: multi-threaded LAPACK QR gave a different model (and fingerprint) per thread
+    # count, so shards rendered on one machine were refused on another. Grid 2 mm is large
+    # enough for OpenBLAS to use several threads.
+    code = "from morphable_model.builtin import build_face_model; print(build_face_model(grid_mm=2.0).fingerprint)"
+    prints = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        prints.append(out.stdout.strip())
+    assert len(prints[0]) == 64 and prints[0] == prints[1]
 
 
 def test_model_version_golden():
