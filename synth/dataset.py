@@ -128,7 +128,8 @@ class RenderSummary:
     shards_skipped: int
     samples_rendered: int
     seconds: float
-    timings: dict[str, float]  # summed over workers: sampling, geometry, render, post, write
+    timings: dict[str, float]  # wall seconds summed over workers: sampling, geometry, render, post, write;
+    # cpu: CPU seconds of the rendering processes
 
 
 def _load(model):
@@ -224,6 +225,7 @@ class _ShardRenderer:
         start, stop = sh.shard_bounds(k, c.n, c.shard_size)
         timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0}
         before = dict(self.renderer.timings)
+        cpu0 = time.process_time()
         attrs = {
             "model_fingerprint": manifest["model_fingerprint"], "model_source": manifest["model_source"],
             "projection": c.sampling.projection, "size": c.size, "seed": c.seed, "shard_index": k,
@@ -238,15 +240,16 @@ class _ShardRenderer:
         pending = 0
         with sh.ShardWriter(out / sh.shard_name(k), stop - start, c.size, dims, c.sampling.detail, attrs,
                             c.compression) as writer:
+            batch: dict[int, tuple] = {}
             for j, index in enumerate(range(start, stop)):
-                t0 = time.perf_counter()
-                params = sample_params(self.model, c.sampling, c.size, c.seed, index, self.frame)
+                if index not in batch:  # parameters and model arrays of the next aligned block
+                    batch = self._model_batch(index, timings)
+                params, arrays = batch.pop(index)
                 t1 = time.perf_counter()
-                result = self.renderer.render(params)
+                result = self.renderer.render(params, arrays)
                 t2 = time.perf_counter()
                 writer.write(j, sh.encode_sample(params, result))
                 t3 = time.perf_counter()
-                timings["sampling"] += t1 - t0
                 timings["write"] += t3 - t2
                 pending += 1
                 if progress is not None and (pending >= 8 or j == stop - start - 1):
@@ -257,7 +260,25 @@ class _ShardRenderer:
             timings["write"] += time.perf_counter() - t0
         for key in ("geometry", "render", "post"):
             timings[key] += self.renderer.timings[key] - before[key]
+        timings["cpu"] = time.process_time() - cpu0  # this process's CPU seconds for the shard
         return timings
+
+    def _model_batch(self, index: int, timings: dict[str, float]) -> dict[int, tuple]:
+        """``{i: (params, model arrays)}`` for the aligned block of ``GEOMETRY_BATCH`` global indices
+        holding ``index``. Blocks ignore shard bounds (a boundary block is evaluated whole by both
+        shards), so a sample's values never depend on the shard size."""
+        from .render import GEOMETRY_BATCH
+
+        c = self.config
+        first = index - index % GEOMETRY_BATCH
+        t0 = time.perf_counter()
+        params = [sample_params(self.model, c.sampling, c.size, c.seed, i, self.frame)
+                  for i in range(first, first + GEOMETRY_BATCH)]
+        t1 = time.perf_counter()
+        arrays = self.renderer.model_arrays(params)
+        timings["sampling"] += t1 - t0
+        timings["geometry"] += time.perf_counter() - t1
+        return {p.index: (p, a) for p, a in zip(params, arrays)}
 
     def close(self) -> None:
         self.renderer.close()
@@ -328,7 +349,7 @@ def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], 
         on_start(n_todo, sum(n_in(k) for k in skipped))
     if skipped:
         log.info("skipping %d finished shards", len(skipped))
-    timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0}
+    timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0, "cpu": 0.0}
     if todo and config.workers <= 1:
         _render_in_process(config, model, manifest, todo, progress, timings)
     elif todo:

@@ -2,13 +2,17 @@
 
 How a sample is rendered
 ------------------------
-1. Geometry (numpy): coarse vertices from the model, optional detail displacement along the coarse
+1. Geometry (numpy): coarse vertices and albedo from the model (one GEMM per block of samples,
+   :meth:`FaceRenderer.model_arrays`), optional detail displacement along the coarse
    vertex normals, vertex normals, transform to the camera frame ``p = R v + t``.
-2. ONE pyrender pass, un-shaded (``RenderFlags.FLAT``), no anti-aliasing (pyrender's 4x MSAA
-   buffers are re-allocated with 0 samples), every triangle drawn with a unique flat colour
-   ``id + 1`` (24-bit RGB, vertices duplicated per triangle), back faces culled. The result is a
-   triangle-id image. The renderer, scene, mesh and GL buffers are created once and reused: per
-   sample only the vertex buffer is rewritten (``glBufferSubData``) and the camera updated.
+2. ONE triangle-id pass in pyrender's GL context (OSMesa or EGL, created and owned by
+   ``pyrender.OffscreenRenderer``): the indexed mesh drawn by a two-line GLSL program writing
+   ``gl_PrimitiveID + 1`` into an ``R32UI`` target of its own single-sample framebuffer, back faces
+   culled, depth test ``GL_LESS``; one ``glReadPixels`` of that target is the triangle-id image.
+   Context, program and buffers are created once; per sample only the vertex positions ``(N, 3)``
+   are uploaded and the projection set. ``id_pass="flat_colors"`` selects the previous pass
+   (pyrender's FLAT pipeline, vertices de-indexed, one 24-bit colour ``id + 1`` per triangle), kept
+   as a second implementation the tests compare against.
 3. Per pixel (numpy): exact barycentrics of the pixel centre in its triangle (perspective-correct,
    equivalent to the ray-triangle intersection of the camera model), then depth, normals, PNCC,
    albedo and the shading are interpolated / computed **per pixel**:
@@ -45,6 +49,11 @@ from .sampling import SampleParams
 log = logging.getLogger(__name__)
 
 PLATFORMS = ("osmesa", "egl")
+# triangle-id pass: "primitive_id" = own GLSL program writing gl_PrimitiveID + 1 into an R32UI target,
+# indexed mesh (default, fast); "flat_colors" = pyrender's FLAT pipeline on de-indexed vertices with
+# one colour per triangle (the original path, kept as a second implementation and tested against it)
+ID_PASSES = ("primitive_id", "flat_colors")
+GEOMETRY_BATCH = 16  # samples per model-evaluation GEMM (fixed: results do not depend on the batching)
 LANDMARK_DEPTH_TOL_MM = 5.0  # a landmark is hidden if the surface around its pixel is this much in front
 
 
@@ -84,12 +93,13 @@ def vertex_normals_fast(vertices: np.ndarray, triangles: np.ndarray, incidence=N
     # per-coordinate 1-D gathers (much faster than gathering (N, 3) rows)
     x, y, z = (np.ascontiguousarray(v[:, c]) for c in range(3))
     i0, i1, i2 = (np.ascontiguousarray(t[:, k]) for k in range(3))
-    ax, ay, az = x[i1] - x[i0], y[i1] - y[i0], z[i1] - z[i0]  # v1 - v0, (T,) each
-    bx, by, bz = x[i2] - x[i0], y[i2] - y[i0], z[i2] - z[i0]  # v2 - v0
+    x0, y0, z0 = x[i0], y[i0], z[i0]
+    ax, ay, az = x[i1] - x0, y[i1] - y0, z[i1] - z0  # v1 - v0, (T,) each
+    bx, by, bz = x[i2] - x0, y[i2] - y0, z[i2] - z0  # v2 - v0
     fn = np.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], axis=1)  # (T, 3), |fn| = 2 area
-    n = incidence @ fn  # (N, T) @ (T, 3) -> (N, 3)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0).astype(np.float32)
+    n = np.asarray(incidence @ fn, np.float32)  # (N, T) @ (T, 3) -> (N, 3)
+    norm = np.sqrt(np.einsum("nc,nc->n", n, n))[:, None]  # (N, 1)
+    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
 def barycentrics(pixels_uv: np.ndarray, tri_uv: np.ndarray, tri_depth: np.ndarray, kind: str):
@@ -230,6 +240,16 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
 
 
 # ------------------------------------------------------------------------------ the renderer
+@dataclasses.dataclass
+class _Geometry:
+    """Per-sample geometry (see :meth:`FaceRenderer.geometry`)."""
+
+    verts_cam: np.ndarray  # (N, 3) float32, drawn (detailed) surface, camera frame
+    coarse_cam: np.ndarray | None  # (N, 3) float32 model-only surface (detail on)
+    normals_cam: np.ndarray  # (N, 3) float32 unit vertex normals of the drawn surface
+    albedo: np.ndarray  # (N, 3) float32 in [0, 1]
+
+
 class FaceRenderer:
     """Renders :class:`~synth.sampling.SampleParams` of one model at one size; reuse it for many samples.
 
@@ -239,9 +259,12 @@ class FaceRenderer:
     """
 
     def __init__(self, model, size: int = 224, platform: str = "osmesa", detail_bank: DetailBank | None = None,
-                 background_dir: str | None = None):
+                 background_dir: str | None = None, id_pass: str = "primitive_id"):
         if platform not in PLATFORMS:
             raise ValueError(f"--platform must be one of {PLATFORMS}, got {platform!r}")
+        if id_pass not in ID_PASSES:
+            raise ValueError(f"id_pass must be one of {ID_PASSES}, got {id_pass!r}")
+        self.id_pass = id_pass
         if int(size) != size or size < 8:
             raise ValueError(f"--size must be an integer >= 8, got {size!r}")
         current = os.environ.get("PYOPENGL_PLATFORM", "osmesa")
@@ -263,6 +286,8 @@ class FaceRenderer:
         self._incidence = _incidence(self.triangles.tobytes(), self.n_tri, model.n_vertices)
         self._detail_bank = detail_bank
         self._pncc = np.asarray(model.pncc_colors, np.float32)
+        self._attrs = np.zeros((model.n_vertices, 9), np.float32)  # interpolation buffer, see render()
+        self._attrs[:, 6:9] = self._pncc
         self._mean_normals = vertex_normals_fast(model.mean_shape, self.triangles, self._incidence)
         self._landmarks = None if model.landmarks is None else np.asarray(model.landmarks)
         self._images = _ImageFolder(background_dir) if background_dir else None
@@ -270,9 +295,23 @@ class FaceRenderer:
         self._pixel_u, self._pixel_v = np.meshgrid(c, c)  # (H, W) pixel-centre coordinates
         self.timings = {"geometry": 0.0, "render": 0.0, "post": 0.0}
         self._gl = None
+        self._bases = None
 
     # -------------------------------------------------------------------------- GL setup
     def _setup_gl(self) -> None:
+        if self.id_pass == "flat_colors":
+            self._setup_gl_flat()
+            return
+        import pyrender
+        from OpenGL import GL
+
+        # pyrender owns the (OSMesa / EGL) context; the id pass draws with its own program and framebuffer
+        renderer = pyrender.OffscreenRenderer(self.size, self.size)
+        renderer._platform.make_current()
+        self._gl = {"GL": GL, "renderer": renderer, "camera": _MatrixCamera(),
+                    "pass": _PrimitiveIdPass(self.size, self.triangles, self.model.n_vertices)}
+
+    def _setup_gl_flat(self) -> None:
         import pyrender
         from OpenGL import GL
 
@@ -294,7 +333,7 @@ class FaceRenderer:
         _disable_msaa(renderer)
         # interleaved vertex buffer layout of pyrender (no normals): position (3), colour (4)
         interleaved = np.ascontiguousarray(np.concatenate([positions, color], axis=1), dtype=np.float32)
-        self._gl = {"GL": GL, "renderer": renderer, "scene": scene, "camera": camera, "prim": prim,
+        self._gl = {"GL": GL, "renderer": renderer, "pass": None, "scene": scene, "camera": camera, "prim": prim,
                     "flags": flags, "buffer": interleaved}
 
     def warm_up(self, detail: bool = True) -> None:
@@ -303,10 +342,14 @@ class FaceRenderer:
             self._setup_gl()
         if detail and self._detail_bank is None:
             self._detail_bank = build_detail_bank(self.model)
+        self._model_bases()
 
     def close(self) -> None:
         """Free the GL context (the renderer cannot be used afterwards)."""
         if self._gl is not None:
+            if self._gl["pass"] is not None:
+                self._gl["renderer"]._platform.make_current()
+                self._gl["pass"].delete()
             self._gl["renderer"].delete()
             self._gl = None
 
@@ -326,6 +369,9 @@ class FaceRenderer:
         if depth.min() <= 0:
             raise ValueError("every vertex must be in front of the camera (p_z < 0)")
         g["camera"].set(intrinsics, kind, self.size, znear=0.5 * float(depth.min()), zfar=2.0 * float(depth.max()) + 1.0)
+        if g["pass"] is not None:
+            g["renderer"]._platform.make_current()
+            return g["pass"].draw(verts_cam, g["camera"].get_projection_matrix())
         buf = g["buffer"]
         corners = self._corner_index  # (3T,): corner k of triangle i at row 3i + k
         for c in range(3):  # per coordinate: 1-D gathers into the strided column are ~6x faster
@@ -344,10 +390,62 @@ class FaceRenderer:
         return (c[..., 0] | (c[..., 1] << 8) | (c[..., 2] << 16)) - 1
 
     # -------------------------------------------------------------------------- one sample
-    def geometry(self, params: SampleParams):
-        """Coarse and detailed camera-frame vertices, camera-frame normals, per-vertex albedo."""
+    def _model_bases(self):
+        """Per-model float32 bases scaled by the standard deviations, stored transposed ``(K, 3N)``
+        (C-contiguous) so that one GEMM ``(B, K) @ (K, 3N)`` evaluates a whole batch."""
+        if self._bases is None:
+            m = self.model
+            shape = np.concatenate([np.asarray(m.id_basis, np.float32) * np.asarray(m.id_std, np.float32),
+                                    np.asarray(m.exp_basis, np.float32) * np.asarray(m.exp_std, np.float32)],
+                                   axis=1)  # (3N, Kid + Kexp)
+            albedo = np.asarray(m.albedo_basis, np.float32) * np.asarray(m.albedo_std, np.float32)  # (3N, Ka)
+            self._bases = (np.ascontiguousarray(shape.T), np.asarray(m.mean_shape, np.float32).reshape(-1),
+                           np.ascontiguousarray(albedo.T), np.asarray(m.albedo_mean, np.float32).reshape(-1))
+        return self._bases
+
+    def model_arrays(self, params_list) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Coarse vertices and clipped per-vertex albedo, ``(N, 3)`` float32 each, of up to
+        ``GEOMETRY_BATCH`` samples, evaluated as ONE padded GEMM per model part (the bases are read
+        once for the batch; the GEMM is memory bound, so this is ~B times cheaper than B GEMVs).
+
+        The batch is always padded to ``GEOMETRY_BATCH`` columns, so a sample's values do not depend
+        on the batch it is evaluated in (its position, its neighbours or the batch length; tested):
+        ``render(p)`` alone and the dataset's aligned batches give identical bits. Same values as
+        ``model.shape``/``model.albedo`` up to float32 rounding."""
+        params_list = list(params_list)
+        if not 1 <= len(params_list) <= GEOMETRY_BATCH:
+            raise ValueError(f"params_list must hold 1..{GEOMETRY_BATCH} samples, got {len(params_list)}")
         m = self.model
-        coarse = m.shape(params.alpha_id, params.alpha_exp).astype(np.float32)  # (N, 3)
+        shape_t, shape_mean, albedo_t, albedo_mean = self._model_bases()
+        c_shape = np.zeros((GEOMETRY_BATCH, m.n_id + m.n_exp), np.float32)
+        c_albedo = np.zeros((GEOMETRY_BATCH, m.n_albedo), np.float32)
+        for b, p in enumerate(params_list):  # shorter coefficient vectors = trailing zeros (as model.shape)
+            a_id, a_exp, beta = (np.asarray(x, np.float32).reshape(-1) for x in (p.alpha_id, p.alpha_exp, p.beta))
+            if a_id.size > m.n_id or a_exp.size > m.n_exp or beta.size > m.n_albedo:
+                raise ValueError(f"coefficients longer than the model's ({m.n_id}, {m.n_exp}, {m.n_albedo}): "
+                                 f"got ({a_id.size}, {a_exp.size}, {beta.size})")
+            c_shape[b, :a_id.size] = a_id
+            c_shape[b, m.n_id:m.n_id + a_exp.size] = a_exp
+            c_albedo[b, :beta.size] = beta
+        shapes = c_shape @ shape_t  # (B, Kid + Kexp) @ (Kid + Kexp, 3N) -> (B, 3N)
+        shapes += shape_mean
+        albedos = c_albedo @ albedo_t  # (B, Ka) @ (Ka, 3N) -> (B, 3N)
+        albedos += albedo_mean
+        np.clip(albedos, 0.0, 1.0, out=albedos)
+        n = m.n_vertices
+        return [(shapes[b].reshape(n, 3), albedos[b].reshape(n, 3)) for b in range(len(params_list))]
+
+    def geometry(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None):
+        """``(verts_cam, coarse_cam or None, normals_cam, albedo)``: detailed (drawn) and coarse
+        camera-frame vertices ``(N, 3)``, camera-frame unit vertex normals, per-vertex albedo.
+
+        ``arrays``: this sample's ``(coarse, albedo)`` from :meth:`model_arrays` (computed here if None)."""
+        g = self._geometry(params, arrays)
+        return g.verts_cam, g.coarse_cam, g.normals_cam, g.albedo
+
+    def _geometry(self, params: SampleParams, arrays=None) -> "_Geometry":
+        m = self.model
+        coarse, albedo = self.model_arrays([params])[0] if arrays is None else arrays
         detailed = None
         if params.detail_weights is not None:
             if self._detail_bank is None:
@@ -355,59 +453,71 @@ class FaceRenderer:
             disp = displacement(self._detail_bank, params.detail_weights)  # (N,)
             # along the mean shape's normals: sub-millimetre displacements, one normal pass saved
             detailed = apply_detail(coarse, self._mean_normals, disp)
-        normals = vertex_normals_fast(coarse if detailed is None else detailed, self.triangles, self._incidence)
+        drawn = coarse if detailed is None else detailed
+        normals = vertex_normals_fast(drawn, self.triangles, self._incidence)
         rot = params.rotation.astype(np.float32)
         t = params.translation.astype(np.float32)
         coarse_cam = coarse @ rot.T + t  # (N, 3) @ (3, 3)^T
         verts_cam = coarse_cam if detailed is None else detailed @ rot.T + t
         normals_cam = normals @ rot.T
-        albedo = m.albedo(params.beta).astype(np.float32)  # (N, 3), clipped to [0, 1]
-        return verts_cam, (coarse_cam if detailed is not None else None), normals_cam, albedo
+        return _Geometry(verts_cam, coarse_cam if detailed is not None else None, normals_cam, albedo)
 
-    def render(self, params: SampleParams) -> RenderOutput:
-        """All maps of one sample."""
+    def render(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None) -> RenderOutput:
+        """All maps of one sample (``arrays``: its :meth:`model_arrays` entry, computed here if None)."""
         size, kind = self.size, params.projection
         t0 = time.perf_counter()
-        verts_cam, coarse_cam, normals_cam, albedo_v = self.geometry(params)
+        geo = self._geometry(params, arrays)
+        verts_cam, coarse_cam, normals_cam, albedo_v = geo.verts_cam, geo.coarse_cam, geo.normals_cam, geo.albedo
         k = np.asarray(params.intrinsics, np.float64)
         t1 = time.perf_counter()
         tri_id = self.render_ids(verts_cam, k, kind)
         t2 = time.perf_counter()
 
-        mask = tri_id >= 0
-        tid = tri_id[mask]
+        flat_ids = tri_id.reshape(-1)
+        pix = np.flatnonzero(flat_ids >= 0)  # (P,) flat indices of the face pixels
+        mask = np.zeros(size * size, bool)
+        mask[pix] = True
+        mask = mask.reshape(size, size)
+        tid = flat_ids[pix]
         c0, c1, c2 = (self._tri_cols[j][tid] for j in range(3))  # (P,) corner vertex ids
-        px, py = self._pixel_u[mask], self._pixel_v[mask]  # (P,) pixel centres
+        px, py = self._pixel_u.reshape(-1)[pix], self._pixel_v.reshape(-1)[pix]  # (P,) pixel centres
         uv, d = cam.project(verts_cam.astype(np.float64), k, kind)  # (N, 2), (N,)
         l0, l1, l2, z = _weights_fast(px, py, uv, d, c0, c1, c2, kind, clip=True)  # (P,) each
 
-        attrs = np.concatenate([normals_cam, albedo_v, self._pncc], axis=1)  # (N, 9)
-        # sum_k lambda_k * attrs[corner_k]: (P, 1) * (P, 9) -> (P, 9)
-        values = (l0.astype(np.float32)[:, None] * attrs[c0] + l1.astype(np.float32)[:, None] * attrs[c1]
-                  + l2.astype(np.float32)[:, None] * attrs[c2])
+        attrs = self._attrs  # (N, 9) per-process buffer: normal, albedo, pncc (constant)
+        attrs[:, 0:3] = normals_cam
+        attrs[:, 3:6] = albedo_v
+        # sum_k lambda_k * attrs[corner_k]: (P, 1) * (P, 9) -> (P, 9), accumulated in place
+        values = attrs[c0]
+        values *= l0.astype(np.float32)[:, None]
+        tmp = attrs[c1]
+        tmp *= l1.astype(np.float32)[:, None]
+        values += tmp
+        tmp = attrs[c2]
+        tmp *= l2.astype(np.float32)[:, None]
+        values += tmp
         n = values[:, 0:3]
-        n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+        norm = np.sqrt(np.einsum("pc,pc->p", n, n))  # (P,)
+        n /= np.maximum(norm, 1e-12)[:, None]
         alb = np.clip(values[:, 3:6], 0.0, 1.0)
         pncc = np.clip(values[:, 6:9], 0.0, 1.0)
         face_rgb = shade(alb, n, np.asarray(params.sh, np.float32))  # (P, 3)
 
-        depth = np.zeros((size, size), np.float32)
-        depth[mask] = z
+        def full(values: np.ndarray) -> np.ndarray:  # (P, C) face values -> (H, W, C) map, 0 off-face
+            out = np.zeros((size * size,) + values.shape[1:], np.float32)
+            out[pix] = values
+            return out.reshape((size, size) + values.shape[1:])
+
+        depth = full(z.astype(np.float32))
         depth_coarse = None
         if coarse_cam is not None:
             uv_c, d_c = cam.project(coarse_cam.astype(np.float64), k, kind)
             # the coarse triangle's plane, cut by the same pixel ray (no clipping of the weights)
             zc = _weights_fast(px, py, uv_c, d_c, c0, c1, c2, kind, clip=False)[3]
-            depth_coarse = np.zeros((size, size), np.float32)
-            depth_coarse[mask] = zc
+            depth_coarse = full(zc.astype(np.float32))
 
-        def full(values: np.ndarray) -> np.ndarray:
-            out = np.zeros((size, size, values.shape[-1]), np.float32)
-            out[mask] = values
-            return out
-
-        image = self._background(params)
-        image[mask] = face_rgb
+        image = np.ascontiguousarray(self._background(params), dtype=np.float32)  # (H, W, 3), owned
+        image.reshape(-1, 3)[pix] = face_rgb  # a view: writes into image
         paint_occluders(image, params.occluders)
         image_u8 = np.round(image * 255.0).astype(np.uint8)
         lm, vis = self._landmarks_2d(verts_cam, k, kind, depth)
@@ -417,7 +527,7 @@ class FaceRenderer:
         self.timings["post"] += t3 - t2
         return RenderOutput(image=image_u8, depth=depth, depth_coarse=depth_coarse, normals=full(n),
                             pncc=full(pncc), albedo=full(alb), mask=mask, landmarks=lm,
-                            landmarks_visible=vis, tri_id=tri_id.astype(np.int32))
+                            landmarks_visible=vis, tri_id=tri_id)
 
     def _background(self, params: SampleParams) -> np.ndarray:
         size = self.size
@@ -509,6 +619,112 @@ def _plane_depth(pixels_uv, tri_uv, tri_depth, kind):
 
 
 # ------------------------------------------------------------------------------ pyrender glue
+_ID_VERTEX_SHADER = """#version 330 core
+layout(location = 0) in vec3 position;
+uniform mat4 projection;
+void main() { gl_Position = projection * vec4(position, 1.0); }
+"""
+_ID_FRAGMENT_SHADER = """#version 330 core
+out uint triangle_id;
+void main() { triangle_id = uint(gl_PrimitiveID + 1); }
+"""
+
+
+class _PrimitiveIdPass:
+    """Triangle-id pass in the current GL context (created by pyrender): the indexed mesh (vertex
+    positions ``(N, 3)`` float32, the only per-sample upload, plus a static index buffer) drawn by a
+    two-line GLSL program whose fragment shader writes ``gl_PrimitiveID + 1`` into a single-sample
+    ``R32UI`` colour attachment of its own framebuffer (with a 24-bit depth buffer, ``GL_LESS``,
+    back faces culled: the state of pyrender's forward pass). One ``glReadPixels`` of that attachment
+    gives the id image; nothing else is read back."""
+
+    def __init__(self, size: int, triangles: np.ndarray, n_vertices: int):
+        from OpenGL import GL
+        from OpenGL.GL import shaders
+
+        self.size = size
+        self.n_vertices = int(n_vertices)
+        self.program = shaders.compileProgram(shaders.compileShader(_ID_VERTEX_SHADER, GL.GL_VERTEX_SHADER),
+                                              shaders.compileShader(_ID_FRAGMENT_SHADER, GL.GL_FRAGMENT_SHADER),
+                                              validate=False)
+        self.u_projection = GL.glGetUniformLocation(self.program, "projection")
+        self.vao = GL.glGenVertexArrays(1)
+        GL.glBindVertexArray(self.vao)
+        self.vbo, self.ebo = GL.glGenBuffers(2)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.vbo)
+        GL.glBufferData(GL.GL_ARRAY_BUFFER, 12 * self.n_vertices, None, GL.GL_STREAM_DRAW)
+        GL.glEnableVertexAttribArray(0)
+        GL.glVertexAttribPointer(0, 3, GL.GL_FLOAT, GL.GL_FALSE, 12, None)
+        self.index = np.ascontiguousarray(triangles, dtype=np.uint32).reshape(-1)  # (3T,)
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.ebo)
+        GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, self.index.nbytes, self.index, GL.GL_STATIC_DRAW)
+        GL.glBindVertexArray(0)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+        self.color_rb, self.depth_rb = GL.glGenRenderbuffers(2)
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, self.color_rb)
+        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_R32UI, size, size)
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, self.depth_rb)
+        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_DEPTH_COMPONENT24, size, size)
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, 0)
+        self.fbo = GL.glGenFramebuffers(1)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
+        GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, GL.GL_RENDERBUFFER, self.color_rb)
+        GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, GL.GL_RENDERBUFFER, self.depth_rb)
+        status = GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
+        if status != GL.GL_FRAMEBUFFER_COMPLETE:
+            raise RuntimeError(f"triangle-id framebuffer incomplete (status {status:#x})")
+        self._ids = np.empty((size, size), np.uint32)  # read-back buffer, reused
+        self._clear = np.zeros(4, np.uint32)
+
+    def draw(self, verts_cam: np.ndarray, projection: np.ndarray) -> np.ndarray:
+        """Triangle ids ``(H, W)`` int32 (-1 off-mesh), row 0 at the top."""
+        from OpenGL import GL
+
+        pos = np.ascontiguousarray(verts_cam, dtype=np.float32)
+        if pos.shape != (self.n_vertices, 3):
+            raise ValueError(f"verts_cam must be ({self.n_vertices}, 3), got {pos.shape}")
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
+        GL.glViewport(0, 0, self.size, self.size)
+        GL.glDisable(GL.GL_BLEND)
+        GL.glDisable(GL.GL_MULTISAMPLE)
+        GL.glEnable(GL.GL_DEPTH_TEST)
+        GL.glDepthMask(GL.GL_TRUE)
+        GL.glDepthFunc(GL.GL_LESS)
+        GL.glDepthRange(0.0, 1.0)
+        GL.glEnable(GL.GL_CULL_FACE)
+        GL.glCullFace(GL.GL_BACK)
+        GL.glFrontFace(GL.GL_CCW)
+        GL.glClearBufferuiv(GL.GL_COLOR, 0, self._clear)
+        GL.glClearBufferfv(GL.GL_DEPTH, 0, np.ones(1, np.float32))
+        GL.glUseProgram(self.program)
+        # pyrender's convention: uniforms column-major, so pass the row-major matrix with transpose
+        GL.glUniformMatrix4fv(self.u_projection, 1, GL.GL_TRUE, np.ascontiguousarray(projection, np.float32))
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.vbo)
+        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, pos.nbytes, pos)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+        GL.glBindVertexArray(self.vao)
+        GL.glDrawElements(GL.GL_TRIANGLES, self.index.size, GL.GL_UNSIGNED_INT, None)
+        GL.glBindVertexArray(0)
+        GL.glUseProgram(0)
+        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self.fbo)
+        GL.glReadBuffer(GL.GL_COLOR_ATTACHMENT0)
+        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 4)
+        GL.glReadPixels(0, 0, self.size, self.size, GL.GL_RED_INTEGER, GL.GL_UNSIGNED_INT, self._ids)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
+        # GL rows start at the bottom; id 0 = background -> -1
+        return self._ids[::-1].astype(np.int32) - 1
+
+    def delete(self) -> None:
+        from OpenGL import GL
+
+        GL.glDeleteFramebuffers(1, [self.fbo])
+        GL.glDeleteRenderbuffers(2, [self.color_rb, self.depth_rb])
+        GL.glDeleteBuffers(2, [self.vbo, self.ebo])
+        GL.glDeleteVertexArrays(1, [self.vao])
+        GL.glDeleteProgram(self.program)
+
+
 def _disable_msaa(renderer) -> None:
     """Re-allocate pyrender's 4x multisample buffers with 0 samples: triangle ids must not be
     averaged at edges. The framebuffer objects keep their attachments."""

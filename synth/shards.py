@@ -100,13 +100,23 @@ def shard_bounds(k: int, n: int, shard_size: int) -> tuple[int, int]:
 def octahedral_encode(n: np.ndarray) -> np.ndarray:
     """Unit vectors ``(..., 3)`` -> int8 ``(..., 2)`` (octahedral map; zero vectors -> (0, 0))."""
     n = np.asarray(n, np.float32)
-    s = np.abs(n).sum(axis=-1, keepdims=True)
-    p = np.divide(n, s, out=np.zeros_like(n), where=s > 0)
-    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    ax, ay = np.abs(x), np.abs(y)
+    s = ax + ay + np.abs(z)  # L1 norm
+    inv = np.divide(np.float32(1.0), s, out=np.zeros_like(s), where=s > 0)
+    out = np.empty(n.shape[:-1] + (2,), np.float32)
+    ox, oy = out[..., 0], out[..., 1]
+    np.multiply(x, inv, out=ox)  # x / |n|_1
+    np.multiply(y, inv, out=oy)
     neg = z < 0
-    ox = np.where(neg, (1 - np.abs(y)) * np.where(x >= 0, 1.0, -1.0), x)
-    oy = np.where(neg, (1 - np.abs(x)) * np.where(y >= 0, 1.0, -1.0), y)
-    return np.clip(np.round(np.stack([ox, oy], axis=-1) * 127.0), -127, 127).astype(np.int8)
+    if neg.any():  # lower hemisphere: fold over the diagonals
+        px, py = ox[neg], oy[neg]
+        ox[neg] = (1 - np.abs(py)) * np.where(px >= 0, 1.0, -1.0)
+        oy[neg] = (1 - np.abs(px)) * np.where(py >= 0, 1.0, -1.0)
+    out *= 127.0
+    np.round(out, out=out)
+    np.clip(out, -127, 127, out=out)
+    return out.astype(np.int8)
 
 
 def octahedral_decode(e: np.ndarray) -> np.ndarray:
@@ -263,13 +273,16 @@ class ShardWriter:
         self._ds = {}
         for name, (shape, dtype) in shapes.items():
             extra = comp if name in MAP_DATASETS else {}
-            if name in MAP_DATASETS and compression == "gzip":
-                extra = dict(extra, shuffle=True)
+            if name in MAP_DATASETS and compression == "gzip" and np.dtype(dtype).itemsize > 1:
+                extra = dict(extra, shuffle=True)  # byte shuffle: a no-op (but a copy) for 1-byte types
             ds = self._f.create_dataset(name, shape=(self.n,) + shape, dtype=dtype, chunks=(1,) + shape,
                                         fletcher32=True, **extra)
             unit, encoding, description = DATASETS[name]
             ds.attrs.update({"unit": unit, "encoding": encoding, "description": description})
             self._ds[name] = ds
+        # small per-sample arrays are kept here and written in one call per dataset by commit()
+        self._small = {name: np.zeros((self.n,) + shape, dtype) for name, (shape, dtype) in shapes.items()
+                       if name not in MAP_DATASETS}
         keys = {name: {"dtype": np.dtype(dt).str, "shape": list(s), "unit": DATASETS[name][0],
                        "encoding": DATASETS[name][1]} for name, (s, dt) in shapes.items()}
         self._f.attrs.update({k: v for k, v in attrs.items()})
@@ -279,7 +292,10 @@ class ShardWriter:
     def write(self, i: int, encoded: dict[str, np.ndarray]) -> None:
         """Store the encoded sample (:func:`encode_sample`) at position ``i`` of the shard."""
         for name, ds in self._ds.items():
-            ds[i] = encoded[name]
+            if name in self._small:
+                self._small[name][i] = encoded[name]
+            else:
+                ds[i] = encoded[name]
         self._written[i] = True
 
     def commit(self) -> Path:
@@ -287,6 +303,8 @@ class ShardWriter:
         if not self._written.all():
             raise ValueError(f"shard {self.path.name}: samples {np.flatnonzero(~self._written)[:5].tolist()}... "
                              "were never written")
+        for name, values in self._small.items():
+            self._ds[name][...] = values
         self._f.attrs["complete"] = True
         self._f.flush()
         self._f.close()

@@ -66,6 +66,29 @@ def test_same_arrays_with_two_workers(reference, tmp_path, tmp_model_h5):
     _assert_same(_arrays(reference), _arrays(tmp_path / "w2"))
 
 
+def test_same_arrays_whatever_the_shard_size_and_equal_to_render(reference, tmp_path, tmp_model_h5):
+    """Model evaluation is batched over aligned blocks of global indices: the shard size (2 vs 5,
+    blocks cut differently by shard bounds) changes nothing, and the stored sample is the encoding
+    of FaceRenderer.render(params) on its own."""
+    args = [a if a != "2" else "5" for a in ARGS]  # --shard-size 5: one shard
+    res = _run("render", "--out", tmp_path / "one", "--model", tmp_model_h5, *args)
+    assert res.exit_code == 0, res.output
+    arrays = _arrays(tmp_path / "one")
+    _assert_same(_arrays(reference), arrays)
+
+    from morphable_model import load_model
+    from synth import shards as sh
+    from synth.render import FaceRenderer
+    from synth.sampling import SamplingConfig, face_frame, sample_params
+
+    model = load_model(str(tmp_model_h5))
+    p = sample_params(model, SamplingConfig(), 32, 3, 4, face_frame(model))
+    with FaceRenderer(model, 32) as r:
+        enc = sh.encode_sample(p, r.render(p))
+    for key, value in enc.items():
+        np.testing.assert_array_equal(arrays[4][key], value, err_msg=key)
+
+
 def test_rerun_skips_finished_and_fills_gaps(reference, tmp_path, tmp_model_h5):
     import shutil
 

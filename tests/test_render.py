@@ -260,3 +260,96 @@ def test_fast_weights_match_reference_barycentrics(kind):
     _, zp = _plane_depth(pix, uv[c], d[c], kind)
     np.testing.assert_allclose(_weights_fast(pix[:, 0], pix[:, 1], uv, d, c[:, 0], c[:, 1], c[:, 2], kind, clip=False)[3],
                                zp, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ fast paths vs their references
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_primitive_id_pass_matches_flat_colour_pass_and_reference(tiny_model, tiny_renderer, projection):
+    """The default id pass (GLSL gl_PrimitiveID on the indexed mesh) against pyrender's FLAT pipeline
+    on de-indexed vertices and against the numpy z-buffer, on the same vertices."""
+    assert tiny_renderer.id_pass == "primitive_id"
+    cfg = SamplingConfig(projection=projection)
+    with FaceRenderer(tiny_model, 64, id_pass="flat_colors") as flat:
+        for i in range(3):
+            p = sample_params(tiny_model, cfg, 64, 0, i)
+            verts = tiny_renderer.geometry(p)[0]
+            k = np.asarray(p.intrinsics, np.float64)
+            ids = tiny_renderer.render_ids(verts, k, projection)
+            ids_flat = flat.render_ids(verts, k, projection)
+            ref, _ = rasterize_reference(verts, tiny_model.triangles, p.intrinsics, 64, projection)
+            assert ids.dtype == np.int32 and ids.shape == (64, 64)
+            assert ids.min() == -1 and 0 <= ids.max() < tiny_model.n_triangles
+            assert (ids >= 0).sum() > 500  # the face covers a good part of the image
+            # both GL passes draw the same triangles in the same order with the same state
+            np.testing.assert_array_equal(ids, ids_flat)
+            # edge pixels (centre on a shared edge) may go either way
+            assert (ids == ref).mean() > 0.995
+
+
+def test_primitive_id_pass_golden_square(square_renderer):
+    """Two triangles of a square filling the middle of the image: ids 0 and 1 split along the diagonal."""
+    p = _params()
+    verts = square_renderer.geometry(p)[0]
+    ids = square_renderer.render_ids(verts, np.asarray(p.intrinsics, np.float64), "perspective")
+    ref, _ = rasterize_reference(verts, square_renderer.triangles, p.intrinsics, 64, "perspective")
+    assert set(np.unique(ids)) == {-1, 0, 1}
+    assert (ids == ref).mean() > 0.995
+
+
+def test_id_pass_argument(tiny_model):
+    with pytest.raises(ValueError, match="id_pass"):
+        FaceRenderer(tiny_model, 64, id_pass="magic")
+
+
+def test_model_arrays_match_model_and_do_not_depend_on_batching(tiny_model, tiny_renderer):
+    from synth.render import GEOMETRY_BATCH
+
+    cfg = SamplingConfig()
+    params = [sample_params(tiny_model, cfg, 64, 0, i) for i in range(GEOMETRY_BATCH)]
+    batch = tiny_renderer.model_arrays(params)
+    assert len(batch) == GEOMETRY_BATCH
+    for p, (coarse, albedo) in zip(params, batch):
+        assert coarse.shape == albedo.shape == (tiny_model.n_vertices, 3)
+        assert coarse.dtype == albedo.dtype == np.float32
+        # float32 GEMM vs the model's own evaluation: rounding only (coordinates ~100 mm)
+        np.testing.assert_allclose(coarse, tiny_model.shape(p.alpha_id, p.alpha_exp), atol=1e-3)
+        np.testing.assert_allclose(albedo, tiny_model.albedo(p.beta), atol=1e-5)
+    # a sample alone, at another position or among other neighbours: identical bits
+    alone = tiny_renderer.model_arrays([params[5]])[0]
+    np.testing.assert_array_equal(alone[0], batch[5][0])
+    np.testing.assert_array_equal(alone[1], batch[5][1])
+    shuffled = tiny_renderer.model_arrays(params[5:0:-1])
+    np.testing.assert_array_equal(shuffled[0][0], batch[5][0])
+    # render(p) computes its arrays the same way
+    out = tiny_renderer.render(params[5])
+    out_b = tiny_renderer.render(params[5], batch[5])
+    np.testing.assert_array_equal(out.depth, out_b.depth)
+    np.testing.assert_array_equal(out.image, out_b.image)
+    with pytest.raises(ValueError, match="params_list"):
+        tiny_renderer.model_arrays(params + params[:1])
+    with pytest.raises(ValueError, match="params_list"):
+        tiny_renderer.model_arrays([])
+
+
+def test_interpolated_maps_match_per_pixel_formula(tiny_model, tiny_renderer):
+    """The flat-index interpolation: every face pixel's normal / albedo / pncc is the barycentric
+    combination of its triangle's vertex values (recomputed here with the reference barycentrics)."""
+    from synth.render import barycentrics
+
+    p = sample_params(tiny_model, SamplingConfig(detail=False), 64, 0, 3)
+    out = tiny_renderer.render(p)
+    verts, _, normals, albedo = tiny_renderer.geometry(p)
+    k = np.asarray(p.intrinsics, np.float64)
+    uv, d = cam.project(verts.astype(np.float64), k, p.projection)
+    ii, jj = np.nonzero(out.mask)
+    tri = tiny_model.triangles[out.tri_id[ii, jj]]  # (P, 3)
+    pix = np.stack([jj + 0.5, ii + 0.5], -1)
+    lam, z = barycentrics(pix, uv[tri], d[tri], p.projection)  # (P, 3), (P,)
+    np.testing.assert_allclose(out.depth[ii, jj], z, rtol=1e-6)
+    n = np.einsum("pk,pkc->pc", lam, normals[tri])
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    np.testing.assert_allclose(out.normals[ii, jj], n, atol=1e-5)  # float32 interpolation
+    np.testing.assert_allclose(out.albedo[ii, jj], np.clip(np.einsum("pk,pkc->pc", lam, albedo[tri]), 0, 1), atol=1e-5)
+    pncc = np.asarray(tiny_model.pncc_colors)
+    np.testing.assert_allclose(out.pncc[ii, jj], np.clip(np.einsum("pk,pkc->pc", lam, pncc[tri]), 0, 1), atol=1e-5)
+    assert not out.normals[~out.mask].any() and not out.depth[~out.mask].any()

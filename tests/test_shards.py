@@ -19,6 +19,19 @@ def test_octahedral_roundtrip_error_below_one_degree():
     np.testing.assert_allclose(np.linalg.norm(back, axis=-1), 1, atol=1e-6)
 
 
+def test_octahedral_encode_golden_values_and_zero_vectors():
+    """Hand-computed codes: axes, a lower-hemisphere fold, zero vectors, any leading shape."""
+    v = np.array([[[0, 0, 1], [1, 0, 0], [0, -1, 0], [0, 0, -1]],
+                  [[0.6, 0, -0.8], [0, 0, 0], [-1, 1, 1], [0.5, -0.25, -0.25]]], np.float32)
+    e = sh.octahedral_encode(v)
+    assert e.dtype == np.int8 and e.shape == (2, 4, 2)
+    # z >= 0: (x, y) / |v|_1 * 127; z < 0: ((1 - |y'|) sign x', (1 - |x'|) sign y')
+    # e.g. (0.6, 0, -0.8): x' = 0.6 / 1.4, y' = 0 -> (1, 1 - 3/7) * 127 = (127, 72.6); 63.5 rounds to even
+    expected = [[[0, 0], [127, 0], [0, -127], [127, 127]],
+                [[127, 73], [0, 0], [-42, 42], [95, -64]]]
+    np.testing.assert_array_equal(e, expected)
+
+
 def test_depth_quantisation_error_half_a_step():
     d = np.zeros((10, 10), np.float32)
     d[2:8, 2:8] = np.random.default_rng(1).uniform(250, 400, (6, 6))
