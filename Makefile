@@ -11,7 +11,7 @@ LIGHTS ?= sh9
 export PYOPENGL_PLATFORM ?= osmesa
 
 .DEFAULT_GOAL := help
-.PHONY: help install test dataset benchmark clean
+.PHONY: help install test dataset preview train benchmark clean
 
 help: ## list the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,14 @@ test: install ## run the test suite (what CI runs)
 
 dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=2 SEED=0 SIZE=224 LIGHTS=sh9)
 	synth-cli render --out $(OUT) --n $(N) --workers $(WORKERS) --seed $(SEED) --size $(SIZE) --lights $(LIGHTS)
+
+preview: install ## re-render docs/builtin_preview.png (mean face + ±2σ samples of the built-in model)
+	$(PYTHON) scripts/make_model_preview.py
+
+DATA ?= shards
+RUN ?= runs/coarse
+train: install ## train CoarseNet on DATA/ into RUN/ (DATA=shards RUN=runs/coarse SIZE=224)
+	train-cli coarse --data $(DATA) --out $(RUN) --size $(SIZE)
 
 benchmark: install ## print the speed benchmarks (ratios measured side by side)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
