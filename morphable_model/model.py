@@ -55,6 +55,7 @@ class ModelSample:
         return ModelSample(self.alpha_id[i], self.alpha_exp[i], self.beta[i])
 
 
+# the float32 arrays of a model; torch_model.MorphableModelModule registers these (+ pncc_colors) as buffers
 _FLOAT_FIELDS = (
     "mean_shape",
     "id_basis",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .model import MorphableModel
+from .model import _FLOAT_FIELDS, MorphableModel
 
 __all__ = ["MorphableModelModule", "linear_combination"]
 
@@ -45,17 +45,7 @@ class MorphableModelModule(nn.Module):
         self.fingerprint = model.fingerprint
         self.n_vertices = model.n_vertices
         self.n_id, self.n_exp, self.n_albedo = model.n_id, model.n_exp, model.n_albedo
-        for name in (
-            "mean_shape",
-            "id_basis",
-            "id_std",
-            "exp_basis",
-            "exp_std",
-            "albedo_mean",
-            "albedo_basis",
-            "albedo_std",
-            "pncc_colors",
-        ):
+        for name in _FLOAT_FIELDS + ("pncc_colors",):
             t = torch.tensor(getattr(model, name), dtype=dtype, device=device)  # copies the read-only array
             self.register_buffer(name, t, persistent=False)
         self.register_buffer(

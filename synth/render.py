@@ -102,6 +102,18 @@ def vertex_normals_fast(vertices: np.ndarray, triangles: np.ndarray, incidence=N
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
+def _screen_weights(pixels_uv: np.ndarray, tri_uv: np.ndarray) -> np.ndarray:
+    """Unclipped screen-space barycentric weights ``(P, 3)`` of pixel points ``(P, 2)`` in the
+    projected triangles ``tri_uv (P, 3, 2)`` (degenerate triangles: area clamped to 1e-12)."""
+    a, b, c = tri_uv[:, 0], tri_uv[:, 1], tri_uv[:, 2]
+    ab, ac, ap = b - a, c - a, pixels_uv - a
+    den = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
+    den = np.where(np.abs(den) > 1e-12, den, 1e-12)
+    l1 = (ap[:, 0] * ac[:, 1] - ap[:, 1] * ac[:, 0]) / den
+    l2 = (ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0]) / den
+    return np.stack([1.0 - l1 - l2, l1, l2], axis=-1)  # (P, 3)
+
+
 def barycentrics(pixels_uv: np.ndarray, tri_uv: np.ndarray, tri_depth: np.ndarray, kind: str):
     """Barycentrics ``(P, 3)`` and depth ``(P,)`` of pixel points ``(P, 2)`` in triangles.
 
@@ -110,13 +122,7 @@ def barycentrics(pixels_uv: np.ndarray, tri_uv: np.ndarray, tri_depth: np.ndarra
     ``1 / sum(w)``), which equals intersecting the pixel ray with the 3-D triangle; for weak
     perspective screen-space weights are already 3-D weights and depth is interpolated linearly.
     """
-    a, b, c = tri_uv[:, 0], tri_uv[:, 1], tri_uv[:, 2]
-    ab, ac, ap = b - a, c - a, pixels_uv - a
-    den = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
-    den = np.where(np.abs(den) > 1e-12, den, 1e-12)
-    l1 = (ap[:, 0] * ac[:, 1] - ap[:, 1] * ac[:, 0]) / den
-    l2 = (ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0]) / den
-    lam = np.stack([1.0 - l1 - l2, l1, l2], axis=-1)  # (P, 3)
+    lam = _screen_weights(pixels_uv, tri_uv)  # (P, 3)
     # the GPU and numpy may disagree by a hair on which triangle owns an edge pixel
     lam = np.clip(lam, 0.0, 1.0)
     lam /= lam.sum(axis=-1, keepdims=True)
@@ -602,13 +608,7 @@ def _weights_fast(px, py, uv, d, c0, c1, c2, kind: str, clip: bool):
 def _plane_depth(pixels_uv, tri_uv, tri_depth, kind):
     """Like :func:`barycentrics` but without clipping: the depth where the pixel ray meets the
     triangle's plane (used for the coarse depth under a detailed pixel)."""
-    a, b, c = tri_uv[:, 0], tri_uv[:, 1], tri_uv[:, 2]
-    ab, ac, ap = b - a, c - a, pixels_uv - a
-    den = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
-    den = np.where(np.abs(den) > 1e-12, den, 1e-12)
-    l1 = (ap[:, 0] * ac[:, 1] - ap[:, 1] * ac[:, 0]) / den
-    l2 = (ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0]) / den
-    lam = np.stack([1.0 - l1 - l2, l1, l2], axis=-1)
+    lam = _screen_weights(pixels_uv, tri_uv)  # (P, 3)
     if kind == "perspective":
         w = (lam / tri_depth).sum(axis=-1)
         # a plane seen edge-on can give w ~ 0: fall back to the clipped interpolation there

@@ -1,6 +1,11 @@
-"""Shared fixtures: a tiny morphable model and the same model saved as a BFM2017 h5 file."""
+"""Shared fixtures: a tiny morphable model, the same model saved as a BFM2017 h5 file, and tiny
+shard sets rendered from it by synth (each rendered once per session)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -108,3 +113,29 @@ def tmp_model_h5(tiny_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny_model.h5"
     save_bfm2017(tiny_model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_model, tmp_path_factory) -> Callable[..., Path]:
+    """Factory ``tiny_shards(n, size, seed, shard_size=12) -> Path``: a directory of shards of
+    ``tiny_model`` rendered by synth (pyrender, in-process), rendered once per session per
+    ``(n, size, seed, shard_size)`` and shared by every test asking for the same key.
+
+    The directory is shared: use it read-only. A test that modifies shards (corrupts, rewrites)
+    must ``shutil.copytree`` it into its own ``tmp_path`` first.
+    """
+    cache: dict[tuple[int, int, int, int], Path] = {}
+
+    def make(n: int, size: int, seed: int, shard_size: int = 12) -> Path:
+        key = (n, size, seed, shard_size)
+        if key not in cache:
+            os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+            from synth.dataset import DatasetConfig, render_dataset
+
+            out = tmp_path_factory.mktemp(f"shards_n{n}_size{size}_seed{seed}_per{shard_size}")
+            config = DatasetConfig(out=str(out), n=n, size=size, seed=seed, shard_size=shard_size, workers=0)
+            render_dataset(config, model=tiny_model)
+            cache[key] = out
+        return cache[key]
+
+    return make

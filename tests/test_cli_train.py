@@ -4,7 +4,6 @@ messages for bad flags, a mismatched model and an existing run."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -16,13 +15,9 @@ SIZE = 48
 
 
 @pytest.fixture(scope="module")
-def shards(tiny_model, tmp_path_factory):
-    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
-    from synth.dataset import DatasetConfig, render_dataset
-
-    out = tmp_path_factory.mktemp("cli_shards")
-    render_dataset(DatasetConfig(out=str(out), n=24, size=SIZE, seed=4, shard_size=12, workers=0), model=tiny_model)
-    return out
+def shards(tiny_shards):
+    """24 samples at 48 px in 2 shards of 12, rendered by synth (shared: read-only)."""
+    return tiny_shards(n=24, size=SIZE, seed=4)
 
 
 def _tiny_flags(shards, model_h5, out):

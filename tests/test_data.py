@@ -3,7 +3,6 @@ jitter geometry, determinism, error messages naming the file, samplers and rank 
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
@@ -25,14 +24,10 @@ NATIVE = 64
 
 
 @pytest.fixture(scope="module")
-def shards(tiny_model, tmp_path_factory):
-    """36 samples at 64 px in 3 shards of 12, rendered by synth."""
-    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
-    from synth.dataset import DatasetConfig, render_dataset
-
-    out = tmp_path_factory.mktemp("data_shards")
-    render_dataset(DatasetConfig(out=str(out), n=36, size=NATIVE, seed=5, shard_size=12, workers=0), model=tiny_model)
-    return out
+def shards(tiny_shards):
+    """36 samples at 64 px in 3 shards of 12, rendered by synth (shared with tests/test_coarse_net.py:
+    read-only; tests that modify shards copy the directory first)."""
+    return tiny_shards(n=36, size=NATIVE, seed=3)
 
 
 def _landmark_error(model, s) -> float:
