@@ -58,14 +58,22 @@ def face_normals(vertices: np.ndarray, triangles: np.ndarray, normalize: bool = 
     """
     v = check_vertices(vertices)
     t = check_triangles(triangles, v.shape[-2])
-    # gather corners: (..., N, 3)[..., (T,), :] -> (..., T, 3) each
-    v0 = v[..., t[:, 0], :]
-    v1 = v[..., t[:, 1], :]
-    v2 = v[..., t[:, 2], :]
-    n = np.cross(v1 - v0, v2 - v0)  # (..., T, 3), |n| = 2 * area
+    n = np.stack(_cross_components(v, t), axis=-1)  # (..., T, 3), |n| = 2 * area
     if normalize:
         n = _normalize(n)
     return n
+
+
+def _cross_components(v: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The x, y, z components ``(..., T)`` of ``cross(v1 - v0, v2 - v0)`` for checked vertices
+    ``(..., N, 3)`` and triangles ``(T, 3)``. Per-coordinate 1-D gathers: much faster than
+    gathering ``(N, 3)`` rows; same arithmetic as ``np.cross``."""
+    x, y, z = (np.ascontiguousarray(v[..., c]) for c in range(3))  # (..., N) each
+    i0, i1, i2 = (np.ascontiguousarray(t[:, k]) for k in range(3))  # (T,) each
+    x0, y0, z0 = x[..., i0], y[..., i0], z[..., i0]
+    ax, ay, az = x[..., i1] - x0, y[..., i1] - y0, z[..., i1] - z0  # v1 - v0
+    bx, by, bz = x[..., i2] - x0, y[..., i2] - y0, z[..., i2] - z0  # v2 - v0
+    return ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
 
 
 def vertex_face_incidence(triangles: np.ndarray, n_vertices: int) -> scipy.sparse.csr_matrix:
@@ -95,7 +103,8 @@ def vertex_normals(
     """
     v = check_vertices(vertices)
     n_vert = v.shape[-2]
-    fn = face_normals(v, triangles, normalize=False)  # (..., T, 3)
+    t = check_triangles(triangles, n_vert)
+    fn = np.stack(_cross_components(v, t), axis=-1)  # (..., T, 3), |fn| = 2 * area
     batch_shape = fn.shape[:-2]
     n_tri = fn.shape[-2]
     if incidence is None:
@@ -126,5 +135,10 @@ def vertex_normals_reference(vertices: np.ndarray, triangles: np.ndarray) -> np.
 
 def _normalize(x: np.ndarray) -> np.ndarray:
     """Unit vectors along the last axis; zero vectors stay zero."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    # sqrt((x0^2 + x1^2) + x2^2): the sum np.linalg.norm does for 3 components, without its overhead
+    if x.shape[-1] == 3:
+        sq = x * x
+        norm = np.sqrt((sq[..., 0] + sq[..., 1]) + sq[..., 2])[..., None]
+    else:
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)

@@ -39,7 +39,7 @@ import numpy as np
 if not hasattr(np, "infty"):  # pyrender 0.1.45 still uses np.infty, removed in numpy 2
     np.infty = np.inf
 
-import scipy.sparse
+from morphable_model.geometry import vertex_normals
 
 from . import camera as cam
 from .detail import DetailBank, apply_detail, build_detail_bank, displacement
@@ -74,32 +74,11 @@ class RenderOutput:
 
 
 # ------------------------------------------------------------------------------ geometry helpers
-@functools.lru_cache(maxsize=4)
-def _incidence(triangles_bytes: bytes, n_tri: int, n_vert: int) -> scipy.sparse.csr_matrix:
-    t = np.frombuffer(triangles_bytes, dtype=np.int64).reshape(n_tri, 3)
-    rows = t.reshape(-1)
-    cols = np.repeat(np.arange(n_tri), 3)
-    return scipy.sparse.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n_vert, n_tri))
-
-
 def vertex_normals_fast(vertices: np.ndarray, triangles: np.ndarray, incidence=None) -> np.ndarray:
-    """Area-weighted unit vertex normals ``(N, 3)`` float32 (same definition as
-    :func:`morphable_model.geometry.vertex_normals`, with a cached incidence matrix)."""
-    v = np.asarray(vertices, dtype=np.float32)
-    t = np.asarray(triangles)
-    if incidence is None:
-        t64 = np.ascontiguousarray(t, dtype=np.int64)
-        incidence = _incidence(t64.tobytes(), t64.shape[0], v.shape[0])
-    # per-coordinate 1-D gathers (much faster than gathering (N, 3) rows)
-    x, y, z = (np.ascontiguousarray(v[:, c]) for c in range(3))
-    i0, i1, i2 = (np.ascontiguousarray(t[:, k]) for k in range(3))
-    x0, y0, z0 = x[i0], y[i0], z[i0]
-    ax, ay, az = x[i1] - x0, y[i1] - y0, z[i1] - z0  # v1 - v0, (T,) each
-    bx, by, bz = x[i2] - x0, y[i2] - y0, z[i2] - z0  # v2 - v0
-    fn = np.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], axis=1)  # (T, 3), |fn| = 2 area
-    n = np.asarray(incidence @ fn, np.float32)  # (N, T) @ (T, 3) -> (N, 3)
-    norm = np.sqrt(np.einsum("nc,nc->n", n, n))[:, None]  # (N, 1)
-    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+    """Area-weighted unit vertex normals ``(N, 3)`` float32: :func:`morphable_model.geometry.vertex_normals`
+    (the one implementation; per-coordinate gathers and one sparse product) on float32 vertices.
+    ``incidence``: the cached ``(N, T)`` vertex-face matrix (``MorphableModel.incidence``)."""
+    return vertex_normals(np.asarray(vertices, dtype=np.float32), triangles, incidence=incidence)
 
 
 def _screen_weights(pixels_uv: np.ndarray, tri_uv: np.ndarray) -> np.ndarray:
@@ -289,7 +268,7 @@ class FaceRenderer:
             raise ValueError(f"model has {self.n_tri} triangles; the id pass supports < 2^24")
         self._corner_index = self.triangles.reshape(-1)
         self._tri_cols = tuple(np.ascontiguousarray(self.triangles[:, j]) for j in range(3))
-        self._incidence = _incidence(self.triangles.tobytes(), self.n_tri, model.n_vertices)
+        self._incidence = model.incidence  # (N, T) sparse, cached on the model
         self._detail_bank = detail_bank
         self._pncc = np.asarray(model.pncc_colors, np.float32)
         self._attrs = np.zeros((model.n_vertices, 9), np.float32)  # interpolation buffer, see render()

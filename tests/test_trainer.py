@@ -144,7 +144,8 @@ def test_ddp_two_processes_gloo_under_torchrun(data, tmp_model_h5, tiny_model, t
            "--n-id", "10", "--workers", "0", "--threads", "1", "--log-every", "1", "--no-progress",
            "--device", "cpu", "--stats-samples", "16", "--val-data", str(data["val"]), "--val-every", "2",
            "--val-samples", "4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # gloo on the loopback interface: a single-machine test must not depend on how the host name resolves
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stderr

@@ -283,22 +283,25 @@ def to_camera(vertices: torch.Tensor, pose: torch.Tensor, translation: torch.Ten
 def project(points_cam: torch.Tensor, intrinsics: torch.Tensor, projection: str = "perspective") -> torch.Tensor:
     """Camera-frame points ``(B, N, 3)`` -> pixel ``(u, v)`` ``(B, N, 2)`` (docs/DESIGN.md).
 
-    perspective: ``u = cx + fx p_x / d``, ``v = cy - fy p_y / d`` with ``d = -p_z``;
-    weak_perspective: ``u = cx + fx p_x``, ``v = cy - fy p_y`` (``fx = fy = s``).
+    perspective: ``u = cx + fx p_x / d``, ``v = cy - fy p_y / d`` with ``d = -p_z`` clamped to
+    at least 1e-6 mm (points behind the camera stay finite); weak_perspective:
+    ``u = cx + fx p_x``, ``v = cy - fy p_y`` (``fx = fy = s``). The arithmetic is
+    :func:`train.depth_render.project` (the rasterizer's, tested against ``synth.camera``), run
+    in the promoted dtype of ``points_cam`` and ``intrinsics``.
     """
+    from . import depth_render
+
     if points_cam.ndim != 3 or points_cam.shape[-1] != 3:
         raise ValueError(f"points_cam must be (B, N, 3), got {tuple(points_cam.shape)}")
     if intrinsics.shape != (points_cam.shape[0], 3, 3):
         raise ValueError(f"intrinsics must be ({points_cam.shape[0]}, 3, 3), got {tuple(intrinsics.shape)}")
-    fx, fy = intrinsics[:, 0, 0, None], intrinsics[:, 1, 1, None]  # (B, 1)
-    cx, cy = intrinsics[:, 0, 2, None], intrinsics[:, 1, 2, None]
-    x, y = points_cam[..., 0], points_cam[..., 1]  # (B, N)
-    if projection == "perspective":
-        d = (-points_cam[..., 2]).clamp_min(1e-6)
-        x, y = x / d, y / d
-    elif projection != "weak_perspective":
+    if projection not in depth_render.PROJECTIONS:
         raise ValueError(f"projection must be 'perspective' or 'weak_perspective', got {projection!r}")
-    return torch.stack([cx + fx * x, cy - fy * y], dim=-1)
+    dtype = torch.promote_types(points_cam.dtype, intrinsics.dtype)
+    p = points_cam.to(dtype)
+    if projection == "perspective":  # d = -p_z >= 1e-6  <=>  p_z <= -1e-6
+        p = torch.cat([p[..., :2], p[..., 2:].clamp_max(-1e-6)], dim=-1)
+    return depth_render.project(p, intrinsics.to(dtype), projection)[..., :2]
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
