@@ -53,7 +53,7 @@ def main() -> None:
                     sums[name][k.split("/")[0]] = sums[name].get(k.split("/")[0], 0.0) + float(v.sum())
             n += gt.shape[0]
     rows = {name: {k: v / n for k, v in d.items()} for name, d in sums.items()}
-    trained = evaluate_checkpoint(args.ckpt, args.data, samples=args.samples, device="cpu")
+    trained = evaluate_checkpoint(args.ckpt, args.data, model=model, samples=args.samples, device="cpu")
     iters = sorted({int(k.split("/it")[1]) for k in trained if "/it" in k})
     for it in iters:
         rows[f"CoarseNet iteration {it}"] = {k.split("/")[0]: v for k, v in trained.items() if k.endswith(f"/it{it}")}
