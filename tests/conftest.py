@@ -86,19 +86,12 @@ def make_ellipsoid_model(
     )
 
 
-def _tiny_model() -> MorphableModel:
-    try:
-        from morphable_model.builtin import build_face_model
-    except ImportError:
-        # builtin.py not written yet: a deterministic stand-in. Any other error propagates.
-        return make_ellipsoid_model()
-    return build_face_model(grid_mm=TINY_GRID_MM, seed=0)
-
-
 @pytest.fixture(scope="session")
 def tiny_model() -> MorphableModel:
     """A small valid model (a few hundred vertices, 68 landmarks), shared by the whole session."""
-    return _tiny_model()
+    from morphable_model.builtin import build_face_model
+
+    return build_face_model(grid_mm=TINY_GRID_MM, seed=0)
 
 
 @pytest.fixture(scope="session")
