@@ -75,7 +75,7 @@ def main(verbose: int) -> None:
 @click.option("--ckpt-every", default=1000, show_default=True, help="Checkpoint every N steps.")
 @click.option("--stats-samples", default=2000, show_default=True, help="Samples for the pose/camera normalisation.")
 @click.option("--stop-at", default=0, show_default=True, help="Stop after this step (resume later); 0 = off.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
+@click.option("--resume", is_flag=True, default=False, help="Continue from OUT/checkpoints/last.pt.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar.")
 def coarse(**kwargs) -> None:
     """Phase 1: train CoarseNet on synthetic shards."""
