@@ -38,7 +38,7 @@ SKIN_DARK = np.array([0.045, 0.020, 0.012])
 """Linear albedo of very dark skin (melanin +3 std)."""
 SKIN = 0.5 * (SKIN_LIGHT + SKIN_DARK)
 """Mean skin (0.44, 0.29, 0.22): a medium tone, sRGB ~ (177, 147, 129)."""
-LIP = np.array([0.44, 0.145, 0.125])
+LIP = np.array([0.42, 0.16, 0.14])
 BROW = np.array([0.05, 0.035, 0.025])
 SCLERA = np.array([0.62, 0.575, 0.53])
 IRIS = np.array([0.07, 0.055, 0.05])
@@ -174,20 +174,21 @@ def albedo_modes(f: FaceFrame) -> dict:
     melanin = (skin + 0.5 * f.hair)[:, None] * mean * ((SKIN_DARK / SKIN - 1.0) / 3.0)[None, :]
     modes = {
         "melanin": melanin,
-        # redness and olive are relative to the local mean colour (so they stay small on dark skin)
-        "redness": (skin * (0.5 + 0.8 * gauss2(f.u, f.h, 42, -38, 16, 14)))[:, None] * mean * np.array([0.035, -0.012, -0.012]),
-        "olive": (skin * (1 - lips))[:, None] * mean * np.array([0.004, 0.014, -0.03]),
+        # hue modes are additive, so they are kept small: at the darkest skin (~0.02 in G) they still
+        # move a channel by only ~20 % per std
+        "redness": (skin * (0.5 + 0.8 * gauss2(f.u, f.h, 42, -38, 16, 14)))[:, None] * np.array([0.0085, -0.0025, -0.002]),
+        "olive": (skin * (1 - lips))[:, None] * np.array([0.001, 0.002, -0.0012]),
         "hair_lightness": f.hair[:, None] * np.array([0.0225, 0.0155, 0.0105]),
         "hair_warmth": f.hair[:, None] * np.array([0.006, 0.0, -0.004]),
         "brow_darkness": brows[:, None] * np.array([0.012, 0.008, 0.006]),
         "lip_colour": lips[:, None] * np.array([0.025, -0.012, -0.002]),
         "lip_darkness": lips[:, None] * np.array([-0.03, -0.012, -0.010]),
         "iris_colour": (iris - pupil)[:, None] * np.array([-0.015, 0.004, 0.016]),
-        "cheek_blush": (local * gauss2(f.u, f.h, 44, -42, 13, 11))[:, None] * np.array([0.014, -0.006, -0.004]),
-        "under_eye_darkness": (local * gauss2(f.u, f.h, EYE_U - 2, EYE_Y - 10, 11, 4))[:, None] * np.array([-0.022, -0.018, -0.010]),
-        "beard_shadow": (local * (1 - lips) * _beard(f))[:, None] * np.array([-0.025, -0.018, -0.012]),
-        "nose_redness": (local * gauss(f.u, f.h, 0, -42, 10, 8))[:, None] * np.array([0.022, -0.008, -0.006]),
-        "forehead_tone": (local * smoothstep((f.h - 10) / 50.0))[:, None] * np.array([0.015, 0.011, 0.008]),
+        "cheek_blush": (local * gauss2(f.u, f.h, 44, -42, 13, 11))[:, None] * np.array([0.008, -0.003, -0.002]),
+        "under_eye_darkness": (local * gauss2(f.u, f.h, EYE_U - 2, EYE_Y - 10, 11, 4))[:, None] * np.array([-0.010, -0.006, -0.004]),
+        "beard_shadow": (local * (1 - lips) * _beard(f))[:, None] * np.array([-0.012, -0.006, -0.004]),
+        "nose_redness": (local * gauss(f.u, f.h, 0, -42, 10, 8))[:, None] * np.array([0.010, -0.003, -0.002]),
+        "forehead_tone": (local * smoothstep((f.h - 10) / 50.0))[:, None] * np.array([0.010, 0.006, 0.004]),
     }
     return modes
 

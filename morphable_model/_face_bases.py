@@ -267,7 +267,7 @@ def id_head_size(f):
 # the head around the face: zero on the face, smooth everywhere
 def id_skull_length(f):
     # the back of the head (not the neck) longer or shorter
-    back = smoothstep((10.0 - f.z) / 70.0) * smoothstep((f.y + 120.0) / 60.0)
+    back = smoothstep((10.0 - f.z) / 70.0) * smoothstep((f.y + 120.0) / 60.0) * f.head_far
     return f.vec(dz=-3.5 * back)
 
 

@@ -200,19 +200,23 @@ def head_radius(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def hairline(theta: np.ndarray) -> np.ndarray:
-    """Height (mm) of the hairline at azimuth theta: the face's top outline in front, over the ears,
-    down behind them to the nape."""
+    """Height (mm) of the hairline at azimuth theta (+ HAIR_INSIDE_MM): the face's top outline in
+    front, over the ears, down behind them to the nape."""
     td = np.rad2deg(np.abs(theta))
     behind = _pchip([96, 100, 112, 123, 131, 140, 152, 166, 180], [14, 15, 16, 14, -8, -36, -60, -74, -79])(
         np.clip(td, 96, 180)
     )
-    return np.where(td <= fg.THETA_SIDE_DEG, fg._TOP(np.minimum(td, fg.THETA_SIDE_DEG)), behind)
+    return np.where(td <= fg.THETA_SIDE_DEG, fg._TOP(np.minimum(td, fg.THETA_SIDE_DEG)), behind + HAIR_INSIDE_MM)
+
+
+HAIR_INSIDE_MM = 5.0
+"""The hairline lies this far inside the face mesh's top border, so it is drawn on the fine grid."""
 
 
 def hair_mask(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """1 on the hair-covered scalp, 0 on skin (soft hairline a few mm wide), 0 on the ears."""
+    """1 on the hair-covered scalp, 0 on skin (a soft hairline ~4 mm wide), 0 on the ears."""
     _, ear = ear_height(theta, y)
-    return smoothstep((y - hairline(theta) - 0.5) / 4.0) * (1.0 - ear)
+    return smoothstep((y - hairline(theta) + HAIR_INSIDE_MM) / 4.0) * (1.0 - ear)
 
 
 def neck_line(theta: np.ndarray) -> np.ndarray:

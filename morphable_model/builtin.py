@@ -64,7 +64,7 @@ N_ID, N_EXP, N_ALBEDO = 80, 40, 80
 
 _ID_FIELD_RMS = 1.6  # mm, RMS displacement of a degree-1 random identity field (decays 1/degree)
 _EXP_FIELD_RMS = 0.6  # mm, same for the (masked) random expression fields
-_ALB_FIELD_RMS = 0.004  # albedo units, degree-1 random colour blotch (small: additive blotches dominate dark skin)
+_ALB_FIELD_RMS = 0.0015  # albedo units, degree-1 random colour blotch (small: additive, they would dominate dark skin)
 FADE_ID_MM = 35.0  # face identity modes, random fields and face-local albedo modes fade out over this on the
 # head (the crown, 46 mm above the face, is past it: radial fields are singular at the crown's pole)
 FADE_EXP_MM = 35.0  # expression modes likewise
@@ -166,7 +166,7 @@ def _build_face(grid_mm: float, seed: int, n_id: int, n_exp: int, n_albedo: int)
         ear_height=pad(head.ear_height),
         ear_a=np.where(on_head, ear_a, -100.0),
         ear_b=np.where(on_head, ear_b, 0.0),
-        hair=pad(head.hair),
+        hair=np.concatenate([fh.hair_mask(grid.theta, grid.h), head.hair]),
         normals=vertex_normals(verts, triangles),
         bag_depth=pad(head.bag_depth),
         bag_part=pad(head.bag_part),
@@ -208,6 +208,7 @@ def _build_face(grid_mm: float, seed: int, n_id: int, n_exp: int, n_albedo: int)
     face_region[:n_face] = inner & (fg.outline_distance(grid.theta, grid.h) > 4.0)
     regions = np.concatenate([np.full(n_face, fh.REGION["face"], np.uint8), head.regions])
     regions[:n_face][fg.fissure_mask(grid.u, grid.h) >= 0.5] = fh.REGION["eyes"]
+    regions[:n_face][frame.hair[:n_face] >= 0.5] = fh.REGION["scalp"]  # the hairline is on the face grid
     model = MorphableModel(
         mean_shape=verts,
         id_basis=id_basis.basis[:, :n_id],
@@ -267,7 +268,7 @@ def _colour_blotches(f: fb.FaceFrame, count: int, seed: int) -> np.ndarray:
     out = np.empty((count, f.u.shape[0], 3))
     for k in range(count):
         rng = np.random.default_rng([seed, fb.STREAM_ALB_FIELDS, 10_000 + k])
-        colour = np.array([0.55, 0.50, 0.42]) + 0.10 * rng.standard_normal(3)
+        colour = fa.SKIN / np.linalg.norm(fa.SKIN) + 0.06 * rng.standard_normal(3)  # mostly lighter / darker skin
         colour /= np.linalg.norm(colour)
         out[k] = (field[k] * skin)[:, None] * colour[None, :]
     return out * (_ALB_FIELD_RMS / np.sqrt(deg))[:, None, None]
