@@ -97,7 +97,9 @@ def coarse_metrics(task, estimates: list[torch.Tensor], batch: dict[str, Any]) -
     ``landmark_nme/it<k>`` (when the model has landmarks), each ``(B,)``.
 
     The ground-truth depth is rendered from the sample's full ground-truth parameters with the
-    same rasterizer and intrinsics (so both maps share resolution and mesh).
+    same rasterizer and intrinsics (so both maps share resolution and mesh). With a ``face_region``
+    the depth metrics count only ground-truth pixels on triangles of the inner face (not the head,
+    neck, ears or mouth interior of the built-in model v3).
     """
     from . import depth_render
     from .coarse_net import decode_params, project, to_camera
@@ -114,6 +116,10 @@ def coarse_metrics(task, estimates: list[torch.Tensor], batch: dict[str, Any]) -
         v_gt = render.vertices(batch["alpha_id"], batch["alpha_exp"])  # (B, N, 3)
         cam_gt = to_camera(v_gt, batch["pose"].float(), batch["translation"].float())
         fr_gt = depth_render.rasterize(cam_gt, render.faces, k, size, projection=render.projection)
+        gt_mask = fr_gt.mask
+        if region is not None:
+            face_tri = region[render.faces.long()].all(dim=1)  # (T,) triangles of the inner face
+            gt_mask = gt_mask & face_tri[fr_gt.tri_id.clamp_min(0)]
         out: dict[str, torch.Tensor] = {}
         has_lm = render.landmarks.numel() == 68 and "landmarks" in batch
         for it, est in enumerate(estimates, start=1):
@@ -122,7 +128,7 @@ def coarse_metrics(task, estimates: list[torch.Tensor], batch: dict[str, Any]) -
             out[f"vertex_rmse_mm/it{it}"] = vertex_rmse(v, v_gt, region)
             cam = to_camera(v, p.pose, p.translation)
             fr_p = depth_render.rasterize(cam, render.faces, k, size, projection=render.projection)
-            de = depth_error(fr_p.depth, fr_gt.depth, fr_gt.mask, fr_p.mask)
+            de = depth_error(fr_p.depth, fr_gt.depth, gt_mask, fr_p.mask)
             out[f"depth_err_mean_pct/it{it}"] = de.mean_pct
             out[f"depth_err_median_pct/it{it}"] = de.median_pct
             out[f"depth_coverage/it{it}"] = de.coverage
