@@ -11,8 +11,8 @@ interior: dark-red inner lips, off-white teeth, a red palate and tongue darkenin
 near-black back wall. The modes (one std each, RGB offsets) are:
 
 * ``melanin`` (dominant): multiplies the local mean colour per channel, so that -3 std gives very
-  light skin ``SKIN_LIGHT`` (sRGB ~ 236, 198, 173), +3 std very dark skin ``SKIN_DARK`` (sRGB
-  ~ 60, 39, 29), +-1 std light-medium / medium-dark skin; lips and brows scale with it, the hair
+  light skin (cheek sRGB ~ 240, 196, 172), +3 std very dark skin (~ 61, 38, 28), -1 / +1 std
+  light-medium (203, 165, 144) / medium-dark (153, 123, 106), +2 std dark brown (119, 92, 79); lips and brows scale with it, the hair
   by half as much (dark skin, darker hair), the eyes and the mouth interior not at all;
 * skin: redness, olive / yellow, cheek blush, under-eye darkness, beard shadow, nose-tip redness,
   forehead tone; lips: colour, darkness; brows: darkness; iris colour (brown <-> blue-grey);
@@ -37,7 +37,7 @@ SKIN_LIGHT = np.array([0.84, 0.565, 0.42])
 SKIN_DARK = np.array([0.045, 0.020, 0.012])
 """Linear albedo of very dark skin (melanin +3 std)."""
 SKIN = 0.5 * (SKIN_LIGHT + SKIN_DARK)
-"""Mean skin (0.44, 0.29, 0.22): a medium tone, sRGB ~ (177, 147, 129)."""
+"""Mean skin (0.44, 0.29, 0.22): a medium tone, sRGB ~ (177, 147, 129); with the cheeks' redness ~ (180, 146, 127)."""
 LIP = np.array([0.42, 0.16, 0.14])
 BROW = np.array([0.05, 0.035, 0.025])
 SCLERA = np.array([0.62, 0.575, 0.53])

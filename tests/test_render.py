@@ -197,7 +197,10 @@ def test_detail_changes_depth_within_amplitude(tiny_model, tiny_renderer):
     assert np.median(diff) < float(p.detail_weights.sum()) + 1e-3
     zero = dataclasses.replace(p, detail_weights=np.zeros(N_FIELDS, np.float32))
     out0 = tiny_renderer.render(zero)
-    np.testing.assert_allclose(out0.depth_coarse[out0.mask], out0.depth[out0.mask], atol=1e-3)
+    # same surface; depth clips the barycentrics, depth_coarse does not: on the few edge pixels whose
+    # centre the GPU and numpy place a hair outside the triangle they differ by slope x that hair
+    # (~2e-3 mm on the tiny model's steep 16 mm head triangles at ~650 mm)
+    np.testing.assert_allclose(out0.depth_coarse[out0.mask], out0.depth[out0.mask], atol=5e-3)
     off = tiny_renderer.render(dataclasses.replace(p, detail_weights=None))
     assert off.depth_coarse is None
 
