@@ -61,10 +61,10 @@ def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
     and the old pyrender flat-colour pass, side by side) and the full ``FaceRenderer.render``
     (model arrays batched as the dataset does)."""
     from synth.render import GEOMETRY_BATCH, FaceRenderer
-    from synth.sampling import SamplingConfig, face_frame, sample_params
+    from synth.sampling import SamplingConfig, face_framing, sample_params
 
     cfg = SamplingConfig()
-    frame = face_frame(model)
+    frame = face_framing(model)
     params = [sample_params(model, cfg, size, 0, i, frame) for i in range(n)]
     rates = {}
     for id_pass in ("primitive_id", "flat_colors"):

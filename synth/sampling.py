@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from . import camera as cam
+from .backgrounds import BACKGROUNDS
 from .detail import N_FIELDS, sample_detail_weights
 from .lighting import LIGHT_MODES, LightingConfig, sample_sh
 
 STREAMS = {"coefficients": 0, "pose": 1, "camera": 2, "lighting": 3, "detail": 4, "background": 5, "occluders": 6}
-BACKGROUNDS = ("none", "solid", "noise", "images")
 
 
 def sample_rng(seed: int, stream: str, index: int) -> np.random.Generator:
@@ -90,15 +90,18 @@ class SamplingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class FaceFrame:
-    """Model-level constants for camera framing: the face's centre and width (mm, model space)."""
+class FramingConstants:
+    """Model-level constants for camera framing: the face's centre and width (mm, model space).
+
+    (Not to be confused with ``morphable_model._face_bases.FaceFrame``, the built-in model's
+    per-vertex coordinate frame.)"""
 
     center: np.ndarray  # (3,) bounding-box centre of the (inner) face
     width: float  # x extent of the (inner) face
     radius: float = 0.0  # largest distance of any mean-shape vertex from ``center``
 
 
-def face_frame(model) -> FaceFrame:
+def face_framing(model) -> FramingConstants:
     """Centre and width of the model's mean face (its ``face_region`` when it has one)."""
     everything = np.asarray(model.mean_shape, dtype=np.float64)
     v = everything
@@ -108,7 +111,7 @@ def face_frame(model) -> FaceFrame:
     lo, hi = v.min(axis=0), v.max(axis=0)
     center = (lo + hi) / 2.0
     radius = float(np.linalg.norm(everything - center, axis=1).max())
-    return FaceFrame(center=center, width=float(max(hi[0] - lo[0], 1e-6)), radius=radius)
+    return FramingConstants(center=center, width=float(max(hi[0] - lo[0], 1e-6)), radius=radius)
 
 
 @dataclasses.dataclass
@@ -165,7 +168,7 @@ def sample_pose(rng: np.random.Generator, config: SamplingConfig) -> np.ndarray:
 
 
 def sample_camera(
-    rng: np.random.Generator, config: SamplingConfig, frame: FaceFrame, pose: np.ndarray, size: int
+    rng: np.random.Generator, config: SamplingConfig, framing: FramingConstants, pose: np.ndarray, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Intrinsics ``(3, 3)`` and translation ``(3,)`` so the face spans ``face_fraction`` of the image.
 
@@ -179,12 +182,12 @@ def sample_camera(
     fx = size / (2.0 * math.tan(fov / 2.0))
     frac = rng.uniform(*config.face_fraction)
     # never closer than 1.1 x the model's radius, so the whole mesh stays in front of the camera
-    distance = max(fx * frame.width / (frac * size), 1.1 * frame.radius)
+    distance = max(fx * framing.width / (frac * size), 1.1 * framing.radius)
     shift_px = rng.uniform(-1.0, 1.0, 2) * config.jitter * size  # (du, dv)
     # a shift of du pixels at distance d is du * d / fx millimetres; v grows downward
     offset = np.array([shift_px[0] * distance / fx, -shift_px[1] * distance / fx, -distance])
     rot = cam.rotation_matrix(*[float(a) for a in pose])
-    translation = offset - rot @ frame.center
+    translation = offset - rot @ framing.center
     c = size / 2.0
     focal = fx if config.projection == "perspective" else fx / distance
     return cam.intrinsics_matrix(focal, focal, c, c), translation.astype(np.float32)
@@ -207,12 +210,12 @@ def sample_occluders(rng: np.random.Generator, config: SamplingConfig, size: int
 
 
 def sample_params(model, config: SamplingConfig, size: int, seed: int, index: int,
-                  frame: FaceFrame | None = None) -> SampleParams:
+                  framing: FramingConstants | None = None) -> SampleParams:
     """All parameters of global sample ``index`` for generator ``seed`` (see module doc)."""
-    frame = face_frame(model) if frame is None else frame
+    framing = face_framing(model) if framing is None else framing
     alpha_id, alpha_exp, beta = sample_coefficients(sample_rng(seed, "coefficients", index), model, config)
     pose = sample_pose(sample_rng(seed, "pose", index), config)
-    intrinsics, translation = sample_camera(sample_rng(seed, "camera", index), config, frame, pose, size)
+    intrinsics, translation = sample_camera(sample_rng(seed, "camera", index), config, framing, pose, size)
     sh = sample_sh(sample_rng(seed, "lighting", index), config.lighting)
     detail_weights = None
     if config.detail:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from synth import camera as cam
-from synth.sampling import STREAMS, SamplingConfig, face_frame, sample_params, sample_rng
+from synth.sampling import STREAMS, SamplingConfig, face_framing, sample_params, sample_rng
 
 
 def _same(a, b):
@@ -54,7 +54,7 @@ def test_face_fills_the_requested_fraction(tiny_model, projection):
     size = 100
     cfg = SamplingConfig(yaw_deg=0, pitch_deg=0, roll_deg=0, jitter=0, face_fraction=(0.6, 0.6),
                          projection=projection, id_scale=0, exp_scale=0)
-    frame = face_frame(tiny_model)
+    frame = face_framing(tiny_model)
     p = sample_params(tiny_model, cfg, size, 0, 1, frame)
     v = tiny_model.mean_shape[tiny_model.face_region] if tiny_model.face_region is not None else tiny_model.mean_shape
     uv, d = cam.project(cam.to_camera(v, p.rotation, p.translation), p.intrinsics.astype(np.float64), projection)
@@ -86,7 +86,7 @@ def test_config_roundtrips_through_dict():
 def test_extreme_framing_keeps_the_mesh_in_front(tiny_model):
     # a face twice the image width at the widest field of view would need the camera inside the head
     cfg = SamplingConfig(face_fraction=(2.0, 2.0), fov_deg=(120, 120))
-    frame = face_frame(tiny_model)
+    frame = face_framing(tiny_model)
     for i in range(5):
         p = sample_params(tiny_model, cfg, 64, 0, i, frame)
         v = tiny_model.shape(p.alpha_id, p.alpha_exp)
