@@ -41,6 +41,8 @@ PARAMETER_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", 
 DECODED_KEYS = ("image", "depth", "depth_coarse", "normals", "pncc", "albedo", "mask", "landmarks",
                 "landmarks_visible") + PARAMETER_KEYS + ("index",)
 """Every key :func:`decode_sample` can return (``depth_coarse``, ``detail_weights``: detail on only)."""
+_DECODED = frozenset(DECODED_KEYS)
+_NEED_MASK = frozenset(("depth", "depth_coarse", "mask", "normals"))  # decoded from the quantised depth q
 
 
 def octahedral_encode(n: np.ndarray) -> np.ndarray:
@@ -179,18 +181,18 @@ def decode_sample(raw: dict[str, np.ndarray], keys=None) -> dict[str, np.ndarray
     detail = "depth_coarse" in raw
     if keys is None:
         keys = [k for k in DECODED_KEYS if (k not in PARAMETER_KEYS or k in raw) and (k != "depth_coarse" or detail)]
-    keys = list(keys)
-    stored_for(keys, detail)  # validates the names
+    wanted = set(keys)
+    if not wanted <= _DECODED:
+        stored_for(keys, detail)  # raises, naming the unknown key
     out: dict[str, np.ndarray] = {}
-    q = None
-    if {"depth", "depth_coarse", "mask", "normals"} & set(keys):
+    if wanted & _NEED_MASK:
         q = delta2d_decode(raw["depth_coarse" if detail else "depth"])
         mask = q > 0
-    if {"depth", "depth_coarse"} & set(keys):
+    if "depth" in wanted or "depth_coarse" in wanted:
         depth = decode_depth(q, float(raw["depth_offset"]), float(raw["depth_step"]))
         if detail:
             depth_coarse = depth
-            if "depth" in keys:
+            if "depth" in wanted:
                 depth = np.where(mask, depth_coarse + raw["depth_detail"].astype(np.float32)
                                  * np.float32(DETAIL_STEP_MM), 0.0).astype(np.float32)
     for key in keys:

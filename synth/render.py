@@ -100,6 +100,7 @@ class FaceRenderer:
         self.n_tri = self.triangles.shape[0]
         if self.n_tri >= 2 ** 32 - 1:
             raise ValueError(f"model has {self.n_tri} triangles; the id pass (R32UI, id + 1) supports < 2^32 - 1")
+        self._tri_cols = tuple(np.ascontiguousarray(self.triangles[:, j]) for j in range(3))  # (T,) corner j
         self._incidence = model.incidence  # (N, T) sparse, cached on the model
         self._detail_bank = detail_bank
         self._pncc = np.asarray(model.pncc_colors, np.float32)
@@ -244,11 +245,12 @@ class FaceRenderer:
         mask = np.zeros(size * size, bool)
         mask[pix] = True
         mask = mask.reshape(size, size)
-        corners = self.triangles[flat_ids[pix]]  # (P, 3) vertex ids of each face pixel's triangle
-        c0, c1, c2 = corners[:, 0], corners[:, 1], corners[:, 2]  # (P,) each
-        points = np.stack([self._pixel_u.reshape(-1)[pix], self._pixel_v.reshape(-1)[pix]], axis=-1)  # (P, 2)
+        tid = flat_ids[pix]
+        c0, c1, c2 = (self._tri_cols[j][tid] for j in range(3))  # (P,) corner vertex ids
+        # (P, 2) pixel centres as a view of (2, P) rows: barycentrics reads contiguous components
+        points = np.stack([self._pixel_u.reshape(-1)[pix], self._pixel_v.reshape(-1)[pix]]).T
         uv, d = cam.project(verts_cam.astype(np.float64), k, projection)  # (N, 2), (N,)
-        lam, z = barycentrics(points, uv[corners], d[corners], projection, clip=True)  # (P, 3), (P,)
+        lam, z = barycentrics(points, *_corners(uv, d, (c0, c1, c2)), projection, clip=True)  # (P, 3), (P,)
         l0, l1, l2 = lam[:, 0], lam[:, 1], lam[:, 2]
 
         attrs = self._attrs  # (N, 9) per-process buffer: normal, albedo, pncc (constant)
@@ -280,7 +282,7 @@ class FaceRenderer:
         if coarse_cam is not None:
             uv_c, d_c = cam.project(coarse_cam.astype(np.float64), k, projection)
             # the coarse triangle's plane, cut by the same pixel ray (no clipping of the weights)
-            zc = barycentrics(points, uv_c[corners], d_c[corners], projection, clip=False)[1]
+            zc = barycentrics(points, *_corners(uv_c, d_c, (c0, c1, c2)), projection, clip=False)[1]
             depth_coarse = full(zc.astype(np.float32))
 
         background = draw_background(params.background_kind, params.background_color, params.background_seed,
@@ -318,3 +320,18 @@ class FaceRenderer:
         patch = padded[r[:, None] + dr.ravel(), c[:, None] + dc.ravel()]  # (68, 9)
         not_in_front = (patch > 0) & (patch >= d[:, None] - LANDMARK_DEPTH_TOL_MM)
         return uv.astype(np.float32), inside & not_in_front.any(axis=1)
+
+
+def _corners(uv: np.ndarray, depth: np.ndarray, corner_ids) -> tuple[np.ndarray, np.ndarray]:
+    """``tri_uv (P, 3, 2)`` and ``tri_depth (P, 3)`` of the triangles with corner vertex ids
+    ``corner_ids`` (three ``(P,)`` arrays) from per-vertex ``uv (N, 2)`` and ``depth (N,)``, gathered
+    per coordinate (1-D gathers) into ``(3, 2, P)`` / ``(3, P)`` rows and returned as transposed
+    views, so every component :func:`synth.raster.barycentrics` reads is contiguous."""
+    u, v = np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1])
+    tri_uv = np.empty((3, 2, len(corner_ids[0])))
+    tri_d = np.empty((3, len(corner_ids[0])))
+    for j, c in enumerate(corner_ids):
+        np.take(u, c, out=tri_uv[j, 0])
+        np.take(v, c, out=tri_uv[j, 1])
+        np.take(depth, c, out=tri_d[j])
+    return tri_uv.transpose(2, 0, 1), tri_d.T

@@ -234,7 +234,9 @@ class ShardReader:
         if not self.path.is_file():
             raise ValueError(f"shard {str(self.path)!r} does not exist")
         self._f = None
-        self._columns: dict[str, np.ndarray] = {}
+        self._columns: dict[str, np.ndarray] = {}  # small per-sample datasets, read whole
+        self._maps: dict = {}  # h5py dataset objects of the maps (a lookup per read costs ~10x the read)
+        self._plans: dict[tuple, tuple] = {}  # keys -> the stored datasets they need (checked once)
         f = self._file()
         version = int(f.attrs.get("layout_version", -1))
         if version != LAYOUT_VERSION:
@@ -255,6 +257,7 @@ class ShardReader:
         state = dict(self.__dict__)
         state["_f"] = None
         state["_columns"] = {}
+        state["_maps"] = {}
         return state
 
     def __len__(self) -> int:
@@ -272,7 +275,10 @@ class ShardReader:
         out = {}
         for name in self.keys if names is None else names:
             if name in MAP_DATASETS:
-                out[name] = f[name][i]
+                ds = self._maps.get(name)
+                if ds is None:
+                    ds = self._maps[name] = f[name]
+                out[name] = ds[i]
             else:  # small per-sample dataset: read whole once, then from memory
                 column = self._columns.get(name)
                 if column is None:
@@ -285,10 +291,14 @@ class ShardReader:
         ``keys`` (``ValueError`` for a key this shard cannot have)."""
         if keys is None:
             return decode_sample(self.read_raw(i))
-        need = stored_for(keys, self.detail)
-        missing = [name for name in need if name not in self.keys]
-        if missing:
-            raise ValueError(f"shard {str(self.path)!r} lacks the datasets {missing} (needed for keys {list(keys)})")
+        keys = tuple(keys)
+        need = self._plans.get(keys)
+        if need is None:
+            need = stored_for(keys, self.detail)
+            missing = [name for name in need if name not in self.keys]
+            if missing:
+                raise ValueError(f"shard {str(self.path)!r} lacks the datasets {missing} (needed for keys {list(keys)})")
+            self._plans[keys] = need
         return decode_sample(self.read_raw(i, need), keys)
 
     def __iter__(self):
@@ -300,6 +310,7 @@ class ShardReader:
             self._f.close()
             self._f = None
         self._columns = {}
+        self._maps = {}
 
     def __enter__(self) -> "ShardReader":
         return self

@@ -1,7 +1,6 @@
 """Tests for train.depth_render: golden images, fast vs reference, gradients, pyrender agreement."""
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -396,10 +395,9 @@ def test_gradient_matches_finite_difference_of_reference():
 
 
 def _pyrender_depth(verts, faces, fx, fy, cx, cy, size):
-    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
-    if not hasattr(np, "infty"):
-        np.infty = np.inf  # pyrender 0.1.45 uses np.infty, removed in numpy 2
-    import pyrender
+    from synth.gl import import_pyrender
+
+    pyrender = import_pyrender("osmesa")  # the platform and pyrender's numpy-2 shim, in one place
     import trimesh
 
     h, w = size
