@@ -1,5 +1,5 @@
-"""train.photos: the photo pipeline on renders (the crop it finds is the rendered framing), on a real
-photo (scikit-image's astronaut), on bad files (each processed or skipped with its reason while the
+"""train.photos: the photo pipeline on renders (the crop it finds is the rendered framing), on real
+photos shipped in installed packages (scikit-image's astronaut, matplotlib's Grace Hopper), on bad files (each processed or skipped with its reason while the
 others go through), the detections cache, several faces, and PhotoDataset."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import math
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,36 +102,55 @@ def test_pipeline_on_renders_finds_the_rendered_framing(face_model_2mm, detector
 
 
 # ------------------------------------------------------------------------------ a real photo
-def test_real_photo_one_face_mapped_back_to_photo_pixels(astronaut, detector, tmp_path):
-    Image.fromarray(astronaut).save(tmp_path / "astronaut.png")
-    run = prepare_photos([tmp_path / "astronaut.png"], _config(tmp_path, size=128), detector=detector)
-    assert len(run.faces) == 1 and run.used == [tmp_path / "astronaut.png"], run.summary()
+def _real_photo(name: str) -> Path:
+    """Real portraits shipped inside installed packages: scikit-image's astronaut (NASA, public domain,
+    512 x 512) and matplotlib's Grace Hopper (US Navy, public domain, 512 x 600, a dependency already)."""
+    if name == "astronaut":
+        import skimage.data
+
+        return Path(skimage.data.__file__).parent / "astronaut.png"
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_real_photo_one_face_mapped_back_to_photo_pixels(name, detector, tmp_path):
+    path = _real_photo(name)
+    photo, _ = load_photo(path)
+    size = 256  # both crops shrink the photo by less than 2x: plain bilinear resampling (checked below)
+    run = prepare_photos([path], _config(tmp_path, size=size), detector=detector)
+    assert len(run.faces) == 1 and run.used == [path], run.summary()
     f = run.faces[0]
-    assert f.image.shape == (128, 128, 3) and f.image.dtype == np.uint8 and f.score > 0.8
+    h, w = photo.shape[:2]
+    assert f.photo_size == (w, h)
+    assert f.image.shape == (size, size, 3) and f.image.dtype == np.uint8 and f.score > 0.8
     x0, y0, x1, y1 = f.box
     pad = 0.15 * (x1 - x0)  # the inner points lie in the detector box, give or take 15 % (as test_detector)
     inner = f.landmarks[17:]
     assert np.all((inner[:, 0] > x0 - pad) & (inner[:, 0] < x1 + pad) & (inner[:, 1] > y0 - pad) & (inner[:, 1] < y1 + pad))
     # all 68 points inside the crop, with a margin: the framing holds the whole face
     lm_crop = f.landmarks_crop
-    assert lm_crop.min() > 0.1 * 128 and lm_crop.max() < 0.9 * 128
+    assert lm_crop.min() > 0.1 * size and lm_crop.max() < 0.9 * size
     np.testing.assert_allclose(f.to_photo(lm_crop), f.landmarks, atol=1e-9)
     # the crop's pixels are the photo's, sampled at the crop pixel centres mapped back to photo pixels:
     # an independent bilinear lookup (scipy, index = continuous coordinate - 0.5, grey outside the photo) agrees to < 1 grey
-    # level on average (rounding; the 1.8x shrink is below the box-filter threshold)
+    # level on average (rounding)
     from scipy.ndimage import map_coordinates
 
-    jj, ii = np.meshgrid(np.arange(128) + 0.5, np.arange(128) + 0.5)
-    uv = f.to_photo(np.stack([jj, ii], -1))  # (128, 128, 2) photo pixels
-    want = np.stack([map_coordinates(astronaut[..., c].astype(float), [uv[..., 1] - 0.5, uv[..., 0] - 0.5], order=1,
+    assert f.crop.side < 2 * size
+    jj, ii = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
+    uv = f.to_photo(np.stack([jj, ii], -1))  # (size, size, 2) photo pixels
+    want = np.stack([map_coordinates(photo[..., c].astype(float), [uv[..., 1] - 0.5, uv[..., 0] - 0.5], order=1,
                                      cval=NEUTRAL_BACKGROUND[0])
                      for c in range(3)], -1)
     assert np.abs(f.image - want).mean() < 1.0
-    # camera: 50 degrees on the 512 px side, principal point moved with the crop, focal scaled
-    k = photo_intrinsics(512, 512)
-    assert math.isclose(k[0, 0], 256 / math.tan(math.radians(DEFAULT_FOV_DEG / 2)))
-    np.testing.assert_allclose(f.intrinsics[:2, 2], f.crop.map_points([256.0, 256.0], 128))
-    assert math.isclose(f.intrinsics[0, 0], k[0, 0] * 128 / f.crop.side)
+    # camera: 50 degrees on the longer side, principal point at the photo's centre moved with the crop,
+    # focal scaled
+    k = photo_intrinsics(w, h)
+    assert math.isclose(k[0, 0], max(w, h) / 2 / math.tan(math.radians(DEFAULT_FOV_DEG / 2)))
+    np.testing.assert_allclose(f.intrinsics[:2, 2], f.crop.map_points([w / 2, h / 2], size))
+    assert math.isclose(f.intrinsics[0, 0], k[0, 0] * size / f.crop.side)
 
 
 def test_huge_and_padded_photos_map_back_to_their_own_pixels(astronaut, detector):
