@@ -330,3 +330,17 @@ def test_box_only_detection_is_framed_by_the_box_rule(astronaut, tmp_path):
     assert f.crop == framing.crop_from_box([170, 70, 280, 175])
     ds = PhotoDataset(run.faces)
     assert not bool(ds[0]["landmarks_valid"]) and torch.isnan(ds[0]["landmarks"]).all()
+
+
+def test_a_photo_the_detector_fails_on_is_skipped_and_the_rest_processed(astronaut, detector, tmp_path):
+    class FailsOnSmall:
+        def detect(self, rgb):
+            if rgb.shape[0] < 100:
+                raise RuntimeError("graph failed")
+            return detector.detect(rgb)
+
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    Image.fromarray(astronaut[::8, ::8]).save(tmp_path / "tiny.png")
+    run = prepare_photos([tmp_path], _config(tmp_path, size=32), detector=FailsOnSmall())
+    assert [p.name for p in run.used] == ["a.png"]
+    assert run.skipped == [(tmp_path / "tiny.png", "face detection failed (RuntimeError: graph failed)")]

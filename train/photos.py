@@ -62,7 +62,8 @@ DEFAULT_FOV_DEG = 50.0
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Largest decoded photo, pixels (a 100 MP camera's frame; 300 MB as RGB). A file declaring more is
-skipped before it is decoded (a small file can declare a huge image: a decompression bomb)."""
+skipped before it is decoded (a small file can declare a huge image: a decompression bomb). PIL's
+own hard limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP) still applies above it."""
 
 DEFAULT_DETECT_MAX_SIDE = 1280
 """Detection runs on a copy of the photo at most this many pixels on its longer side: mediapipe's
@@ -176,6 +177,8 @@ def load_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise PhotoError(f"{path}: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise PhotoError(f"{path}: cannot decode ({' '.join(str(e).split())})") from None
+    except Exception as e:  # untrusted bytes: any decoder failure (broken EXIF, odd modes) is this file's problem
+        raise PhotoError(f"{path}: cannot decode ({type(e).__name__}: {' '.join(str(e).split())})") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise PhotoError(f"{path}: decoded to an unusable array of shape {rgb.shape}")
     return np.ascontiguousarray(rgb), digest
@@ -402,7 +405,14 @@ def prepare_photos(inputs: Iterable[str | os.PathLike], config: PhotoConfig | No
                     from train.detector import FaceDetector
 
                     detector = own_detector = FaceDetector(min_score=config.min_score, max_faces=config.max_faces)
-                dets = detect_faces(rgb, detector, config.detect_max_side)
+                try:
+                    dets = detect_faces(rgb, detector, config.detect_max_side)
+                except Exception as e:  # one photo the detector chokes on must not stop the folder
+                    skipped.append((path, f"face detection failed ({type(e).__name__}: {' '.join(str(e).split())})"))
+                    log.warning("%s: face detection failed (%s)", path, e)
+                    if progress:
+                        progress(1)
+                    continue
                 detected += 1
                 if entry is not None:
                     _write_cache(entry, dets, (rgb.shape[1], rgb.shape[0]))
@@ -411,9 +421,17 @@ def prepare_photos(inputs: Iterable[str | os.PathLike], config: PhotoConfig | No
             if not dets:
                 skipped.append((path, "no face found"))
             else:
+                mine = []
                 for k, det in enumerate(dets[: config.max_faces if config.all_faces else 1]):
-                    faces.append(frame_face(rgb, det, config, path, k))
-                used.append(path)
+                    try:
+                        mine.append(frame_face(rgb, det, config, path, k))
+                    except ValueError as e:  # degenerate landmarks / box: this face cannot be framed
+                        log.warning("%s: face %d cannot be framed (%s)", path, k, e)
+                if mine:
+                    faces.extend(mine)
+                    used.append(path)
+                else:
+                    skipped.append((path, "no face could be framed (degenerate detection)"))
             if progress:
                 progress(1)
     finally:
