@@ -66,7 +66,7 @@ def test_resize_scales_intrinsics_and_landmarks_exactly(shards, tiny_model):
 
 def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
     plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
-    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(crop_jitter=0.1), seed=1)
+    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(color_jitter=0.0, crop_jitter=0.1), seed=1)
     a, b = plain[7], jit[(7, 0)]
     dx = int(round(float(b["intrinsics"][0, 2] - a["intrinsics"][0, 2])))
     dy = int(round(float(b["intrinsics"][1, 2] - a["intrinsics"][1, 2])))
@@ -205,4 +205,14 @@ def test_loader_workers_match_in_process(shards, tiny_model):
 
 def test_augment_validation_names_flag():
     with pytest.raises(ValueError, match="--crop-jitter must be in"):
-        Augment(crop_jitter=0.5)
+        Augment(color_jitter=0.0, crop_jitter=0.5)
+
+
+def test_augment_takes_the_job_config_values():
+    import dataclasses
+
+    from train.config import CoarseConfig
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Augment))  # no second defaults
+    cfg = CoarseConfig(data="d", out="o")
+    assert Augment.from_config(cfg) == Augment(cfg.color_jitter, cfg.crop_jitter)

@@ -53,11 +53,12 @@ class ShardError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """Optional training augmentations (0 = off)."""
+    """Training augmentations (0 = off); the fields are the job config's of the same names
+    (:meth:`from_config`), whose defaults they take."""
 
-    color_jitter: float = 0.0
+    color_jitter: float
     """per-channel gain, brightness and contrast each drawn from U(1 - c, 1 + c)."""
-    crop_jitter: float = 0.0
+    crop_jitter: float
     """shift the image by up to this fraction of its size in x and y (principal point follows)."""
 
     def __post_init__(self) -> None:
@@ -69,6 +70,11 @@ class Augment:
     @property
     def active(self) -> bool:
         return self.color_jitter > 0 or self.crop_jitter > 0
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Augment":
+        """The augmentations of a job config (fields ``color_jitter``, ``crop_jitter``)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 def _default_reader(path: str):
@@ -179,7 +185,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self.reader_factory = reader_factory or _default_reader
         # the fast column reader applies to synth's own layout-1 files (checked per shard below)
         self.fast = bool(fast) and reader_factory is None
-        self.augment = augment or Augment()
+        self.augment = augment or Augment(color_jitter=0.0, crop_jitter=0.0)  # None: no augmentation
         self.seed = int(seed)
         lengths, self.attrs = [], []
         for path in self.paths:

@@ -20,8 +20,8 @@ Phase 1 (CoarseNet), :class:`CoarseLoss`, summed over the iterations ``k = 1..K`
 * ``P`` projects the same vertices to pixels with each sample's known intrinsics: the image
   alignment term, which couples shape, pose and camera; normalised by 10 % of the image width.
 * pose / camera: squared error of the normalised parameters (``(x - mean) / std`` of the
-  training prior, see :class:`train.coarse_net.ParamStats`; the camera vector is the translation
-  as the image shows it, :func:`train.coarse_net.translation_to_cam`).
+  training prior, see :class:`train.params.ParamStats`; the camera vector is the translation
+  as the image shows it, :func:`train.params.translation_to_cam`).
 
 All terms are computed in float32 outside autocast.
 """
@@ -35,28 +35,35 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .coarse_net import ParamLayout, ParamStats, decode_params, encode_params, project, to_camera
+from .coarse_net import project, to_camera
+from .params import ParamLayout, ParamStats, decode_params, encode_params
 
 __all__ = ["LossWeights", "LossOutput", "CoarseLoss", "prior_vertex_variance"]
 
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-    """Weights of the CoarseNet loss terms (see the module docstring)."""
+    """Weights of the CoarseNet loss terms (see the module docstring); field ``x`` is the job
+    config's ``w_x`` (``--w-x``), whose default it takes through :meth:`from_config`."""
 
-    geo: float = 1.0
-    proj: float = 1.0
-    pose: float = 1.0
-    cam: float = 1.0
-    param: float = 0.0
-    alb: float = 1.0
-    sh: float = 1.0
+    geo: float
+    proj: float
+    pose: float
+    cam: float
+    param: float
+    alb: float
+    sh: float
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"--w-{f.name} must be finite and >= 0, got {v}")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "LossWeights":
+        """The weights of a job config (fields ``w_geo``, ``w_proj``, ...)."""
+        return cls(**{f.name: getattr(config, "w_" + f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass
@@ -88,7 +95,7 @@ class CoarseLoss(nn.Module):
     """The phase-1 loss (module docstring). ``forward(estimates, batch) -> LossOutput`` with
     ``estimates`` the list of normalised ``(B, dim)`` vectors after each iteration."""
 
-    def __init__(self, model, layout: ParamLayout, stats: ParamStats, weights: LossWeights = LossWeights(),
+    def __init__(self, model, layout: ParamLayout, stats: ParamStats, weights: LossWeights,
                  projection: str = "perspective", max_vertices: int = 2000):
         super().__init__()
         self.layout, self.stats, self.weights, self.projection = layout, stats, weights, projection
@@ -146,7 +153,7 @@ class CoarseLoss(nn.Module):
                 if w.param:
                     sl = slice(0, lay.n_id + lay.n_exp)
                     it["param"] = ((est[:, sl] - target[:, sl]) ** 2).mean()
-                if lay.n_alb:
+                if lay.n_albedo:
                     it["alb"] = ((est[:, s["beta"]] - target[:, s["beta"]]) ** 2).mean()
                 if lay.n_sh:
                     it["sh"] = ((est[:, s["sh"]] - target[:, s["sh"]]) ** 2).mean()
