@@ -24,7 +24,7 @@ from train.params import encode_params
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt", required=True, help="checkpoint (its layout, stats and input size are used)")
+    ap.add_argument("--ckpt", required=True, help="checkpoint, .pt or .safetensors (its layout, stats and input size are used)")
     ap.add_argument("--data", required=True, help="validation shards")
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--threads", type=int, default=0)

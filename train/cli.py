@@ -1,4 +1,5 @@
-"""``train-cli``: train CoarseNet on synthetic shards (phase 1) and evaluate checkpoints.
+"""``train-cli``: train CoarseNet on synthetic shards (phase 1), evaluate checkpoints, export
+inference weights (safetensors) and convert old pickled checkpoints.
 
 The options of each command are generated from its job config (:func:`options_from`): every
 field of :class:`train.config.CoarseConfig` is one ``coarse`` flag, every field of
@@ -125,6 +126,42 @@ def evaluate(**kwargs) -> None:
     if config.json_out:
         with open(config.json_out, "w") as f:
             json.dump(res, f, indent=2)
+
+
+
+@main.command()
+@click.argument("ckpt", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+def export(ckpt, out) -> None:
+    """Write the network weights of CKPT to OUT.safetensors (tensors only, no pickle; config,
+    task state, model fingerprint and format version as JSON metadata), for sharing and inference."""
+    from .checkpoint import CheckpointError, export_inference
+
+    if not out.endswith(".safetensors"):
+        raise click.BadParameter(f"must end in .safetensors, got {out}", param_hint="OUT")
+    try:
+        path = export_inference(ckpt, out)
+    except CheckpointError as e:
+        _fail(e)
+    click.echo(f"exported {ckpt} -> {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+
+
+@main.command("convert-checkpoint")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--i-trust-this-file", "trust", is_flag=True,
+              help="Required: OLD is unpickled, which runs any code it holds.")
+def convert_checkpoint(old, new, trust) -> None:
+    """Rewrite an old (format 1, pickled) checkpoint OLD as a format-2 checkpoint NEW that loads
+    without running code. Reading OLD runs the full unpickler: use it only on files you trust
+    (your own runs, a source you know); NEW may be OLD itself."""
+    from .checkpoint import CheckpointError, convert_checkpoint as convert
+
+    try:
+        path = convert(old, new, trust=trust)
+    except CheckpointError as e:
+        _fail(e)
+    click.echo(f"converted {old} -> {path} (format 2, loads with weights_only=True)")
 
 
 if __name__ == "__main__":  # python -m train.cli (torchrun -m train.cli ...)

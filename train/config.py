@@ -211,7 +211,7 @@ class EvaluateConfig:
     """``train-cli evaluate``: validation metrics of a checkpoint on shards, per iteration."""
 
     ckpt: str
-    """checkpoint (.pt) to evaluate."""
+    """checkpoint to evaluate: a run's .pt or exported .safetensors."""
     data: str
     """directory of shards to evaluate on."""
     model: str | None = None

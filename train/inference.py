@@ -1,6 +1,6 @@
 """Inference: a trained CoarseNet from its checkpoint, and the reconstruction of a batch of images.
 
-``load_coarse(path)`` rebuilds the :class:`train.coarse_net.IterativeCoarseNet` a checkpoint
+``load_coarse(path)`` (a run's ``.pt`` or exported ``.safetensors``) rebuilds the :class:`train.coarse_net.IterativeCoarseNet` a checkpoint
 describes (its ``task_state``) and loads its weights; ``reconstruct(net, image, intrinsics)``
 runs it and returns the physical parameters after each iteration, the final mesh in model and
 camera space and its rendered depth (:class:`Reconstruction`).
@@ -17,7 +17,7 @@ import torch
 from morphable_model import load_model
 
 from . import depth_render
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_inference_checkpoint
 from .coarse_net import IterativeCoarseNet, to_camera
 from .params import CoarseParams, decode_params
 
@@ -63,10 +63,12 @@ def reconstruct(model: IterativeCoarseNet, image: torch.Tensor, intrinsics: torc
 
 def load_checkpoint_and_model(path: str | os.PathLike, model=None, model_path: str | None = None
                               ) -> tuple[dict[str, Any], Any]:
-    """A checkpoint and the morphable model it was trained with: ``model`` when given, else
-    ``morphable_model.load_model(model_path or the checkpoint's config['model'])``.
-    ``CheckpointError`` naming the file when the model's fingerprint is not the checkpoint's."""
-    ck = load_checkpoint(path, map_location="cpu")
+    """A CoarseNet checkpoint (a run's ``.pt``, safe loader, or exported ``.safetensors``:
+    :func:`train.checkpoint.load_inference_checkpoint`) and the morphable model it was trained
+    with: ``model`` when given, else ``morphable_model.load_model(model_path or the checkpoint's
+    config['model'])``. ``CheckpointError`` naming the file when the model's fingerprint is not
+    the checkpoint's."""
+    ck = load_inference_checkpoint(path, task="coarse")
     if model is None:
         model = load_model(model_path if model_path is not None else ck["config"].get("model"))
     if model.fingerprint != ck["model_fingerprint"]:
@@ -76,9 +78,10 @@ def load_checkpoint_and_model(path: str | os.PathLike, model=None, model_path: s
 
 
 def load_coarse(path: str | os.PathLike, model=None, device: str | torch.device = "cpu") -> IterativeCoarseNet:
-    """An :class:`IterativeCoarseNet` loaded from a checkpoint, in eval mode, ready for
-    :func:`reconstruct`. ``model`` defaults to ``morphable_model.load_model(config['model'])``;
-    its fingerprint must match the checkpoint's."""
+    """An :class:`IterativeCoarseNet` loaded from a training checkpoint (``.pt``, safe loader) or
+    exported weights (``.safetensors``), in eval mode, ready for :func:`reconstruct`. ``model``
+    defaults to ``morphable_model.load_model(config['model'])``; its fingerprint must match the
+    checkpoint's."""
     ck, model = load_checkpoint_and_model(path, model)
     net = IterativeCoarseNet.from_hyperparameters(model, ck["task_state"])
     net.load_state_dict(ck["model"])
