@@ -1,14 +1,12 @@
 """The shared trainer, phase-agnostic: a toy regression task (a linear layer) is trained, logged,
 validated, checkpointed and resumed exactly; a non-finite loss stops with a clear error; the loop
-settings come from the job config; no global state is left behind (cudnn flag, matplotlib).
+settings come from the job config; the cudnn flag is scoped to the run.
 The trainer on CoarseNet is tested in tests/test_coarse_task.py."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ import torch
 from train.checkpoint import load_checkpoint
 from train.config import CoarseConfig
 from train.losses import LossOutput
-from train.trainer import LoopConfig, Trainer, cosine_lambda, cudnn_benchmark, plot_curves
+from train.trainer import LoopConfig, Trainer, cosine_lambda, cudnn_benchmark
 
 W_TRUE = torch.tensor([[1.5, -2.0, 0.5]])
 
@@ -149,16 +147,3 @@ def test_cudnn_benchmark_is_scoped():
     assert torch.backends.cudnn.benchmark == before
     with cudnn_benchmark(False):
         assert torch.backends.cudnn.benchmark == before
-
-
-def test_plot_curves_leaves_pyplot_alone(tmp_path):
-    """Curves are drawn without pyplot (no backend switch, no global figure state): checked in a
-    fresh interpreter, where nothing else could have imported pyplot."""
-    _fit(tmp_path, total_steps=10, val_every=5, ckpt_every=10)
-    (tmp_path / "curves.png").unlink()
-    code = ("import sys; from train.trainer import plot_curves; p = plot_curves(sys.argv[1]); "
-            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; print(p)")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "curves.png").stat().st_size > 0
-    assert plot_curves(tmp_path, metrics=[]).exists()  # the loss panel alone

@@ -21,8 +21,8 @@ checkpoint.
 
 Nothing here changes global state beyond the run: on CUDA, ``torch.backends.cudnn.benchmark``
 is switched on for the duration of :meth:`Trainer.fit` only (fixed input sizes: the fastest
-kernels are picked once) and restored afterwards; the curves are drawn on a
-``matplotlib.figure.Figure`` with the Agg canvas, without touching pyplot or the backend.
+kernels are picked once) and restored afterwards. The run directory's logs and curves are
+written by :mod:`train.logs`.
 
 Phase 1 is wired together in :mod:`train.coarse_task`.
 """
@@ -30,7 +30,6 @@ Phase 1 is wired together in :mod:`train.coarse_task`.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import logging
@@ -38,16 +37,16 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .logs import RunLog, plot_curves, truncate_logs
 
 __all__ = ["LoopConfig", "DistInfo", "init_distributed", "resolve_device", "Trainer", "TrainResult",
-           "cosine_lambda", "validate", "plot_curves", "read_csv"]
+           "cosine_lambda", "cudnn_benchmark", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +316,7 @@ class Trainer:
             set_rng_state(ck["rng"])
             log.info("resumed from %s at step %d", self.ckpt_path, run.step)
         if self.dist.is_main:
-            _truncate_logs(self.out, run.step)
+            truncate_logs(self.out, run.step)
         if run.step >= loop.total_steps:
             log.info("nothing to do: step %d >= --steps %d", run.step, loop.total_steps)
         run.result.step = run.step
@@ -338,7 +337,7 @@ class Trainer:
         run.step += 1
         return lo, gnorm, int(batch["image"].shape[0]) * self.dist.world
 
-    def _log(self, run: _Run, meter: _LossMeter, gnorm: torch.Tensor, writer: "_LogWriter", bar) -> None:
+    def _log(self, run: _Run, meter: _LossMeter, gnorm: torch.Tensor, writer: RunLog, bar) -> None:
         """Write the mean losses since the last row (averaged over ranks) to the logs; stop with
         a clear error on a non-finite loss."""
         names, vals = meter.means()
@@ -360,7 +359,7 @@ class Trainer:
             bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.1f}")
         meter.reset()
 
-    def _validate_and_checkpoint(self, run: _Run, last: bool, meter: _LossMeter, writer: "_LogWriter") -> None:
+    def _validate_and_checkpoint(self, run: _Run, last: bool, meter: _LossMeter, writer: RunLog) -> None:
         """Validation (rank 0) every --val-every steps and checkpoint every --ckpt-every steps,
         both at the last step; the other ranks wait at a barrier."""
         loop, main = self.loop, self.dist.is_main
@@ -387,7 +386,7 @@ class Trainer:
         with cudnn_benchmark(self.device.type == "cuda"):
             run = self._start()
             loader = self.train_loader_fn(run.step)
-            writer = _LogWriter(self.out, main)
+            writer = RunLog(self.out, main)
             bar = None
             if main and loop.progress:
                 from tqdm.auto import tqdm
@@ -423,116 +422,3 @@ class Trainer:
 
 def _short(d: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in d.items())
-
-
-class _LogWriter:
-    """``train.csv`` / ``val.csv`` (header from the first row) and ``log.jsonl`` (every row)."""
-
-    def __init__(self, out: Path, enabled: bool):
-        self.out, self.enabled = out, enabled
-        self._files: dict[str, Any] = {}
-        self._writers: dict[str, csv.DictWriter] = {}
-        self._jsonl = open(out / "log.jsonl", "a") if enabled else None
-
-    def _row(self, table: str, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        path = self.out / f"{table}.csv"
-        if table not in self._writers:
-            fields = list(row)
-            if path.exists() and path.stat().st_size > 0:
-                with open(path) as f:
-                    fields = next(csv.reader(f))
-            new = not path.exists() or path.stat().st_size == 0
-            self._files[table] = open(path, "a", newline="")
-            self._writers[table] = csv.DictWriter(self._files[table], fieldnames=fields, extrasaction="ignore",
-                                                 lineterminator="\n")
-            if new:
-                self._writers[table].writeheader()
-        self._writers[table].writerow(row)
-        self._files[table].flush()
-        self._jsonl.write(json.dumps({"kind": table, **row}) + "\n")
-        self._jsonl.flush()
-
-    def train_row(self, row: dict[str, Any]) -> None:
-        self._row("train", row)
-
-    def val_row(self, row: dict[str, Any]) -> None:
-        self._row("val", row)
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
-
-
-def _truncate_logs(out: Path, step: int) -> None:
-    """Drop log rows after ``step`` (written by a run that died after its last checkpoint)."""
-    for name in ("train.csv", "val.csv"):
-        path = out / name
-        if not path.exists():
-            continue
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            continue
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
-        with open(path, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows(keep)
-    path = out / "log.jsonl"
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
-
-
-def read_csv(path: Path) -> dict[str, np.ndarray]:
-    """Columns of a log CSV as float arrays (empty dict when the file is missing)."""
-    if not Path(path).exists():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
-
-
-def plot_curves(out: str | os.PathLike, metrics: Sequence[str] | None = None) -> Path:
-    """``OUT/curves.png``: training loss (log scale) and the validation metrics per iteration.
-
-    ``metrics``: the metric names to plot (columns ``<name>/it<k>`` of ``val.csv``); None = every
-    such name in the file. Drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, so the
-    process's pyplot state and matplotlib backend are left alone.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    out = Path(out)
-    tr, va = read_csv(out / "train.csv"), read_csv(out / "val.csv")
-    if metrics is None:
-        metrics = sorted({k.split("/it")[0] for k in va if "/it" in k})
-    fig = Figure(figsize=(5 * (1 + len(metrics)), 4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 1 + len(metrics), squeeze=False)[0]
-    ax = axes[0]
-    if tr:
-        ax.plot(tr["step"], tr["loss"], label="total")
-        for k in tr:
-            if k.startswith("loss_") and not k.startswith("loss_it"):
-                ax.plot(tr["step"], tr[k], label=k[5:], alpha=0.6)
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("step")
-    ax.set_title("training loss")
-    for ax, m in zip(axes[1:], metrics):
-        cols = sorted((k for k in va if k.startswith(m + "/it")), key=lambda k: int(k.rsplit("it", 1)[1]))
-        for k in cols:
-            ax.plot(va["step"], va[k], marker="o", label=k.split("/")[1])
-        ax.set_title(f"val {m}")
-        ax.set_xlabel("step")
-        if cols:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=80)
-    return path
