@@ -322,8 +322,9 @@ class Trainer:
         run.result.step = run.step
         return run
 
-    def _train_step(self, run: _Run, batch: Any):
-        """One optimisation step; returns the task's loss output and the gradient norm."""
+    def _train_step(self, run: _Run, batch: Any) -> tuple[Any, torch.Tensor, int]:
+        """One optimisation step; returns the task's loss output, the gradient norm and the
+        number of images the step trained on (all ranks)."""
         batch = self.task.prepare_batch(batch, self.device)
         with _autocast(self.amp):
             out = self.task.forward(run.model, batch)
