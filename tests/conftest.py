@@ -132,3 +132,12 @@ def tiny_shards(tiny_model, tmp_path_factory) -> Callable[..., Path]:
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def face_model_2mm() -> MorphableModel:
+    """The built-in model at a 2 mm grid (~11k vertices, ~12 s to build): face-like enough for the
+    real face detector (mediapipe) to find it in renders; built once per session."""
+    from morphable_model.builtin import build_face_model
+
+    return build_face_model(grid_mm=2.0, seed=0)
