@@ -1,6 +1,7 @@
-"""CoarseNet: camera/geometry helpers against the numpy references, the network's shapes, the
-feedback renderer against shards rendered by synth (pyrender), the iterative model and its
-hyperparameters, and the feedback-mesh decimation."""
+"""CoarseNet: the network's shapes, the feedback renderer against shards rendered by synth
+(pyrender), the iterative model and its hyperparameters, and the feedback-mesh decimation.
+(Rotation, projection and normals are tested in their one home: tests/test_camera.py,
+tests/test_geometry.py.)"""
 
 from __future__ import annotations
 
@@ -9,18 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from morphable_model.geometry import vertex_normals as np_vertex_normals
-from synth import camera as np_cam
-from train.coarse_net import (
-    CoarseNet,
-    FeedbackRenderer,
-    IterativeCoarseNet,
-    cluster_decimate,
-    project,
-    rotation_matrix,
-    to_camera,
-    vertex_normals,
-)
+from morphable_model.geometry import vertex_normals
+from synth import camera
+from train.coarse_net import CoarseNet, FeedbackRenderer, IterativeCoarseNet, cluster_decimate
 from train.data import ShardDataset, image_to_float
 from train.params import CoarseParams, ParamLayout, ParamStats
 
@@ -41,43 +33,6 @@ def batch(shards, tiny_model):
     b = torch.utils.data.default_collate([ds[i] for i in range(8)])
     b["image"] = image_to_float(b["image"], b.pop("color"))
     return b, ds
-
-
-def test_rotation_matrix_matches_synth_camera():
-    rng = np.random.default_rng(0)
-    pose = rng.uniform(-1.2, 1.2, (5, 3))
-    r = rotation_matrix(torch.tensor(pose))
-    for i in range(5):
-        np.testing.assert_allclose(r[i].numpy(), np_cam.rotation_matrix(*pose[i]), atol=1e-12)
-    # positive yaw turns the face normal (+z) toward +x (image right)
-    rz = rotation_matrix(torch.tensor([[0.3, 0.0, 0.0]])) @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float32)
-    assert rz[0, 0] > 0
-
-
-@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
-def test_project_matches_synth_camera(projection):
-    rng = np.random.default_rng(1)
-    pts = rng.normal(0, 30, (2, 7, 3))
-    pts[..., 2] -= 500.0
-    k = np.stack([np_cam.intrinsics_matrix(300.0 + 50 * b, 310.0, 31.0, 33.0) for b in range(2)]).astype(np.float64)
-    got = project(torch.tensor(pts), torch.tensor(k), projection).numpy()
-    want, _ = np_cam.project(pts, k, projection)
-    np.testing.assert_allclose(got, want, rtol=1e-10)
-
-
-def test_project_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="points_cam must be"):
-        project(torch.zeros(2, 3), torch.eye(3)[None])
-    with pytest.raises(ValueError, match="intrinsics must be"):
-        project(torch.zeros(2, 4, 3), torch.eye(3)[None])
-
-
-def test_vertex_normals_match_numpy_reference(tiny_model):
-    rng = np.random.default_rng(2)
-    verts = tiny_model.shape(rng.normal(size=(3, tiny_model.n_id)), rng.normal(size=(3, tiny_model.n_exp)))
-    want = np_vertex_normals(verts.astype(np.float64), tiny_model.triangles)
-    got = vertex_normals(torch.tensor(verts, dtype=torch.float64), torch.tensor(tiny_model.triangles.astype(np.int64)))
-    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
 
 
 @pytest.mark.parametrize("bsz,size", [(1, 32), (3, 37)])
@@ -121,8 +76,8 @@ def test_feedback_render_of_ground_truth_matches_synth_shards(batch, tiny_model)
     assert cos.mean() > 0.99  # interpolated vertex normals vs pyrender's: same surface, same frame
     pncc_shard = torch.tensor(np.stack([r["pncc"] for r in raw])).permute(0, 3, 1, 2)
     assert (maps[:, :3] - pncc_shard).abs().permute(0, 2, 3, 1)[both].mean() < 0.02  # uint8 storage
-    cam = to_camera(fr.vertices(p.alpha_id, p.alpha_exp), p.pose, p.translation)
-    uv = project(cam[:, fr.landmarks], b["intrinsics"], ds.projection)
+    cam = camera.to_camera(fr.vertices(p.alpha_id, p.alpha_exp), camera.rotation_matrix(p.pose), p.translation)
+    uv, _ = camera.project(cam[:, fr.landmarks], b["intrinsics"], ds.projection)
     err = (uv - b["landmarks"]).norm(dim=-1)  # pixels; synth adds fine detail displacement to the
     assert err.mean() < 0.05 and err.max() < 0.5  # surface, so landmarks may move by a fraction of a pixel
 
@@ -172,7 +127,7 @@ def test_cluster_decimate(tiny_model):
     assert 0 < len(coarse) < len(f) and coarse.max() < len(v)
     assert np.all(coarse[:, 0] != coarse[:, 1]) and len(np.unique(np.sort(coarse, 1), axis=0)) == len(coarse)
     # winding kept: the decimated triangles face the same way as the surface around them
-    vn = np_vertex_normals(v.astype(np.float64), f)
+    vn = vertex_normals(v.astype(np.float64), f)
     a, b, c = (v[coarse[:, k]].astype(np.float64) for k in range(3))
     fn = np.cross(b - a, c - a)
     assert np.mean((fn * vn[coarse].sum(1)).sum(1) > 0) > 0.95

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.coarse_net import to_camera
+from synth import camera
 from train.config import CoarseConfig
 from train.losses import CoarseLoss, LossWeights, prior_vertex_variance
 from train.params import ParamLayout, ParamStats, encode_params
@@ -104,7 +104,8 @@ def test_projection_term_in_pixels(tiny_model, setup):
     est = target.clone()
     est[:, layout.slices()["cam"].start] += (1.0 / SIZE) / stats.cam_std[0]
     got = loss([est], b).terms["proj"].item()
-    cam = to_camera(loss.subset_vertices(b["alpha_id"], b["alpha_exp"]), b["pose"], b["translation"])
+    cam = camera.to_camera(loss.subset_vertices(b["alpha_id"], b["alpha_exp"]), camera.rotation_matrix(b["pose"]),
+                           b["translation"])
     shift = -b["translation"][:, 2:3] / -cam[..., 2]  # (B, M) = d0 / d
     assert got == pytest.approx(float((shift**2).mean()) / (0.1 * SIZE) ** 2, rel=1e-3)
 

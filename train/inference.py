@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from morphable_model import load_model
+from synth import camera
 
 from . import depth_render
 from .checkpoint import CheckpointError, load_inference_checkpoint
-from .coarse_net import IterativeCoarseNet, to_camera
+from .coarse_net import IterativeCoarseNet
 from .params import CoarseParams, decode_params
 
 __all__ = ["Reconstruction", "reconstruct", "load_coarse", "load_checkpoint_and_model"]
@@ -55,7 +56,7 @@ def reconstruct(model: IterativeCoarseNet, image: torch.Tensor, intrinsics: torc
     params = [decode_params(e, model.layout, model.stats, intrinsics.float(), size, model.render.projection) for e in ests]
     last = params[-1]
     verts = model.render.vertices(last.alpha_id, last.alpha_exp)
-    cam = to_camera(verts, last.pose, last.translation)
+    cam = camera.to_camera(verts, camera.rotation_matrix(last.pose), last.translation)  # (B, N, 3)
     frags = depth_render.rasterize(cam, model.render.triangles, intrinsics.float(), size,
                                    projection=model.render.projection)
     return Reconstruction(params=params, vertices=verts, vertices_cam=cam, depth=frags.depth, mask=frags.mask)

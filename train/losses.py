@@ -35,8 +35,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .coarse_net import project, to_camera
-from .params import ParamLayout, ParamStats, decode_params, encode_params
+from synth import camera
+
+from .params import MIN_DEPTH_MM, ParamLayout, ParamStats, decode_params, encode_params
 
 __all__ = ["LossWeights", "LossOutput", "CoarseLoss", "prior_vertex_variance"]
 
@@ -91,6 +92,14 @@ def prior_vertex_variance(id_basis: np.ndarray, id_std: np.ndarray, exp_basis: n
     return total / max(m, 1)
 
 
+def _pixels(vertices: torch.Tensor, pose: torch.Tensor, translation: torch.Tensor, intrinsics: torch.Tensor,
+            projection: str) -> torch.Tensor:
+    """Model-space ``vertices (B, M, 3)`` posed by ``pose (B, 3)``, ``translation (B, 3)`` -> pixels
+    ``(B, M, 2)`` with ``intrinsics (B, 3, 3)`` (:mod:`synth.camera`)."""
+    cam = camera.to_camera(vertices, camera.rotation_matrix(pose), translation)  # (B, M, 3)
+    return camera.project(cam, intrinsics, projection, min_depth=MIN_DEPTH_MM)[0]
+
+
 class CoarseLoss(nn.Module):
     """The phase-1 loss (module docstring). ``forward(estimates, batch) -> LossOutput`` with
     ``estimates`` the list of normalised ``(B, dim)`` vectors after each iteration."""
@@ -134,7 +143,7 @@ class CoarseLoss(nn.Module):
             k = batch["intrinsics"].float()
             size = tuple(batch["image"].shape[-2:])
             width = size[1]
-            uv_gt = project(to_camera(v_gt, batch["pose"].float(), batch["translation"].float()), k, self.projection)
+            uv_gt = _pixels(v_gt, batch["pose"].float(), batch["translation"].float(), k, self.projection)
             proj_norm2 = (0.1 * width) ** 2
             terms: dict[str, torch.Tensor] = {}
             per_iter, total = [], None
@@ -148,7 +157,7 @@ class CoarseLoss(nn.Module):
                     "cam": ((est[:, s["cam"]] - target[:, s["cam"]]) ** 2).mean(),
                 }
                 if w.proj:
-                    uv = project(to_camera(v, p.pose, p.translation), k, self.projection)
+                    uv = _pixels(v, p.pose, p.translation, k, self.projection)
                     it["proj"] = ((uv - uv_gt) ** 2).sum(-1).mean() / proj_norm2
                 if w.param:
                     sl = slice(0, lay.n_id + lay.n_exp)

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from synth import camera
+
 from . import depth_render
-from .coarse_net import IterativeCoarseNet, project, to_camera
-from .params import decode_params
+from .coarse_net import IterativeCoarseNet
+from .params import MIN_DEPTH_MM, decode_params
 
 __all__ = ["vertex_rmse", "DepthError", "depth_error", "landmark_nme", "coarse_metrics", "IBUG_OUTER_EYE_CORNERS"]
 
@@ -114,7 +116,7 @@ def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch
     size = tuple(batch["image"].shape[-2:])
     with torch.autocast(device_type=k.device.type, enabled=False):
         v_gt = render.vertices(batch["alpha_id"], batch["alpha_exp"])  # (B, N, 3)
-        cam_gt = to_camera(v_gt, batch["pose"].float(), batch["translation"].float())
+        cam_gt = camera.to_camera(v_gt, camera.rotation_matrix(batch["pose"].float()), batch["translation"].float())
         fr_gt = depth_render.rasterize(cam_gt, render.triangles, k, size, projection=render.projection)
         out: dict[str, torch.Tensor] = {}
         has_lm = render.landmarks.numel() == 68 and "landmarks" in batch
@@ -122,14 +124,14 @@ def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch
             p = decode_params(est.float(), net.layout, net.stats, k, size, render.projection)
             v = render.vertices(p.alpha_id, p.alpha_exp)
             out[f"vertex_rmse_mm/it{it}"] = vertex_rmse(v, v_gt, region)
-            cam = to_camera(v, p.pose, p.translation)
+            cam = camera.to_camera(v, camera.rotation_matrix(p.pose), p.translation)  # (B, N, 3)
             fr_p = depth_render.rasterize(cam, render.triangles, k, size, projection=render.projection)
             de = depth_error(fr_p.depth, fr_gt.depth, fr_gt.mask, fr_p.mask)
             out[f"depth_err_mean_pct/it{it}"] = de.mean_pct
             out[f"depth_err_median_pct/it{it}"] = de.median_pct
             out[f"depth_coverage/it{it}"] = de.coverage
             if has_lm:
-                uv = project(cam[:, render.landmarks], k, render.projection)
+                uv = camera.project(cam[:, render.landmarks], k, render.projection, min_depth=MIN_DEPTH_MM)[0]
                 vis = batch.get("landmarks_visible")
                 out[f"landmark_nme/it{it}"] = landmark_nme(uv, batch["landmarks"].float(), vis)
     return out

@@ -28,6 +28,7 @@ import torch
 
 __all__ = [
     "N_SH",
+    "MIN_DEPTH_MM",
     "ParamLayout",
     "ParamStats",
     "CoarseParams",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 N_SH = 27  # 9 SH coefficients x RGB
+MIN_DEPTH_MM = 1e-6
+"""Perspective depth floor for projecting decoded estimates (``synth.camera.project(...,
+min_depth=MIN_DEPTH_MM)``): a predicted pose may put vertices behind the camera, whose pixels must
+stay finite in the losses and metrics."""
 
 
 @dataclasses.dataclass(frozen=True)
