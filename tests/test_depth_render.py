@@ -277,11 +277,11 @@ def test_project_matches_synth_camera():
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(2, 7, 3)) * 30.0 + np.array([0.0, 0.0, -400.0])
     k = np.array([[500.0, 0.0, 60.0], [0.0, 480.0, 70.0], [0.0, 0.0, 1.0]])
-    for kind in PROJECTIONS:
-        kk = k if kind == "perspective" else np.array([[1.3, 0, 60.0], [0, 1.3, 70.0], [0, 0, 1]])
-        ours = project(torch.from_numpy(pts), torch.from_numpy(kk), kind).numpy()
+    for projection in PROJECTIONS:
+        kk = k if projection == "perspective" else np.array([[1.3, 0, 60.0], [0, 1.3, 70.0], [0, 0, 1]])
+        ours = project(torch.from_numpy(pts), torch.from_numpy(kk), projection).numpy()
         for b in range(2):
-            uv, depth = synth_camera.project(pts[b], kk, kind)
+            uv, depth = synth_camera.project(pts[b], kk, projection)
             np.testing.assert_allclose(ours[b, :, :2], uv, rtol=1e-12)
             np.testing.assert_allclose(ours[b, :, 2], depth, rtol=1e-12)
 

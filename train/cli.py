@@ -58,7 +58,7 @@ def options_from(config_cls: type) -> Callable[[Callable], Callable]:
     def decorate(f: Callable) -> Callable:
         for field in reversed(dataclasses.fields(config_cls)):  # click lists options in decoration order
             flag = "--" + field.name.replace("_", "-")
-            kind, is_flag = _click_type(hints[field.name], f"{config_cls.__name__}.{field.name}")
+            click_type, is_flag = _click_type(hints[field.name], f"{config_cls.__name__}.{field.name}")
             doc = docs[field.name]
             kw: dict[str, Any] = {"help": doc}
             if field.default is dataclasses.MISSING:
@@ -69,7 +69,7 @@ def options_from(config_cls: type) -> Callable[[Callable], Callable]:
             if is_flag:
                 f = click.option(f"{flag}/--no-{flag[2:]}", field.name, **kw)(f)
             else:
-                f = click.option(flag, field.name, type=kind, **kw)(f)
+                f = click.option(flag, field.name, type=click_type, **kw)(f)
         return f
 
     return decorate

@@ -146,8 +146,8 @@ class ShardDataset(torch.utils.data.Dataset):
         except Exception as e:
             raise ShardError(f"shard {path} is unreadable: {type(e).__name__}: {e}") from e
 
-    def _common_attr(self, name: str, kind: type):
-        values = {kind(a[name].decode() if isinstance(a.get(name), bytes) else a[name]) for a in self.attrs if name in a}
+    def _common_attr(self, name: str, cast: type):
+        values = {cast(a[name].decode() if isinstance(a.get(name), bytes) else a[name]) for a in self.attrs if name in a}
         if len(values) != 1:
             raise ShardError(f"shards in {self.root} must share one '{name}' attribute, got {sorted(map(str, values)) or 'none'}")
         return values.pop()
