@@ -12,7 +12,9 @@ mediapipe 0.10.14 on every image (:class:`train.detector.FaceDetector`: BlazeFac
 * beside it a trivial baseline: the mean ground-truth shape in detector-box coordinates placed
   into each detection box (what the box alone tells; mediapipe must beat it to say anything).
 
-Usage: ``python benchmarks/render_realism.py [--n 96] [--seed 0] [--preview docs/render_realism.png]``.
+Usage: ``python benchmarks/render_realism.py [--n 96] [--seed 0] [--preview docs/render_realism.png]``;
+``--encode srgb`` (a diagnostic for renders stored as linear RGB) applies the sRGB transfer
+function before detection, as a photo would store the image.
 The script only uses the CLI, the documented shard layout (h5py) and ``train.detector``, so it
 runs unchanged on older commits (the before/after numbers in the README).
 """
@@ -61,6 +63,13 @@ def nme51(pred: np.ndarray, gt: np.ndarray) -> float:
     """Mean point error over the 51 inner points / ground-truth outer-eye-corner distance."""
     iod = np.linalg.norm(gt[36] - gt[45])
     return float(np.linalg.norm(pred[INNER] - gt[INNER], axis=1).mean() / max(iod, 1e-6))
+
+
+def srgb_encode(linear_u8: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function applied to linear uint8 images (what a photo stores)."""
+    c = linear_u8.astype(np.float64) / 255.0
+    out = np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+    return np.round(out * 255.0).astype(np.uint8)
 
 
 def evaluate(data: dict[str, np.ndarray]) -> list[dict]:
@@ -137,6 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preview", type=Path, default=None, help="write a grid of 12 renders here")
     ap.add_argument("--json", type=Path, default=None, help="write the summary here")
     ap.add_argument("--label", default="this checkout")
+    ap.add_argument("--encode", choices=("as-rendered", "srgb"), default="as-rendered",
+                    help="diagnostic: sRGB-encode renders stored as linear RGB before detection")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,6 +157,8 @@ def main(argv=None) -> int:
             render(folder, args.n, args.seed, args.size, args.workers)
         t1 = time.perf_counter()
         data = read_shards(folder)
+    if args.encode == "srgb":
+        data["image"] = srgb_encode(data["image"])
     rows = evaluate(data)
     t2 = time.perf_counter()
     summary = report(rows, args.label)

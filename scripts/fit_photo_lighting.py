@@ -12,9 +12,11 @@
    (colour), the directional part ``|L1| / L0`` of the luminance, and the light's elevation /
    azimuth; printed with the fit's percentile in the prior.
 
-The albedo is the model's mean (a medium skin); a lighter subject makes the fitted shading that
-much brighter (brightness and albedo are ambiguous in one photo) — the colour and direction
-statistics do not depend on it. Usage: ``python scripts/fit_photo_lighting.py [--image PATH]``
+The albedo is the model's mean (a medium skin; ``--melanin`` moves it along the skin axis); a
+lighter subject makes the fitted shading that much brighter (brightness and albedo are ambiguous
+in one photo) — the colour and direction statistics do not depend on it. The order-2
+coefficients get a small ridge penalty (``--ridge``): one face's normals span only a cap of the
+sphere. Only the skin below the brows is used (hair often covers the forehead). Usage: ``python scripts/fit_photo_lighting.py [--image PATH]``
 (default: scikit-image's ``astronaut``).
 """
 
@@ -89,6 +91,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default=None, help="photo (default: skimage.data.astronaut())")
     ap.add_argument("--fov", type=float, default=30.0, help="assumed horizontal field of view, degrees")
+    ap.add_argument("--melanin", type=float, default=0.0, help="albedo: melanin coefficient (std) of the mean face")
+    ap.add_argument("--ridge", type=float, default=0.1,
+                    help="ridge weight on the order-2 coefficients (x the mean diagonal of the normal equations)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.image is None:
@@ -113,15 +118,19 @@ def main(argv=None) -> int:
     k = cam.intrinsics_matrix(f, f, size / 2, size / 2)
     model = load_model(None)
     pose, t = fit_pose(model, faces[0].landmarks, k)
+    beta = np.zeros(model.n_albedo, np.float32)
+    beta[0] = args.melanin  # the built-in model's first albedo column is melanin
     params = SampleParams(
         index=0, alpha_id=np.zeros(model.n_id, np.float32), alpha_exp=np.zeros(model.n_exp, np.float32),
-        beta=np.zeros(model.n_albedo, np.float32), pose=pose, translation=t, intrinsics=k.astype(np.float32),
+        beta=beta, pose=pose, translation=t, intrinsics=k.astype(np.float32),
         projection="perspective", sh=np.zeros((9, 3), np.float32), detail_weights=None, background_kind="none",
         background_color=np.zeros(3, np.float32), background_seed=0, occluders=[],
     )
     with FaceRenderer(model, size=size) as renderer:
         out = renderer.render(params)
-    skin_vertex = model.face_region & model.region_mask("face")
+    # skin of the inner face below the brows (a fringe of hair often covers the forehead)
+    brow_y = model.mean_shape[model.landmarks[17:27], 1].min()
+    skin_vertex = model.face_region & model.region_mask("face") & (model.mean_shape[:, 1] < brow_y - 4.0)
     skin_tri = skin_vertex[model.triangles].all(axis=1)
     albedo = out.albedo
     sel = (out.tri_id >= 0) & skin_tri[np.maximum(out.tri_id, 0)]
@@ -132,7 +141,17 @@ def main(argv=None) -> int:
     y = sh_basis(out.normals[sel].astype(np.float64))  # (P, 9)
     a = albedo[sel].astype(np.float64)  # (P, 3)
     img = srgb_to_linear(canvas)[sel]  # (P, 3)
-    sh = np.stack([np.linalg.lstsq(a[:, c:c + 1] * y, img[:, c], rcond=None)[0] for c in range(3)], 1)  # (9, 3)
+    # ridge on the order-2 coefficients: normals of one face span a cap of the sphere, so the
+    # constant, z and 3z^2-1 terms are nearly collinear without it
+    penalty = np.zeros(9)
+    penalty[4:] = 1.0
+    sh = []
+    for c in range(3):
+        design = a[:, c:c + 1] * y  # (P, 9)
+        gram = design.T @ design  # (9, 9)
+        lam = args.ridge * np.trace(gram) / 9.0
+        sh.append(np.linalg.solve(gram + lam * np.diag(penalty), design.T @ img[:, c]))
+    sh = np.stack(sh, 1)  # (9, 3)
     fitted = a * (y @ sh)
     rel = np.sqrt(np.mean((fitted - img) ** 2)) / img.mean()
     print(f"fitted on {sel.sum()} skin pixels; relative RMS residual {rel:.3f}")

@@ -148,8 +148,10 @@ def light_color(warm: float, tint: float = 0.0, extra=None) -> np.ndarray:
 class LightingConfig:
     """Prior over the lighting; all colours linear RGB. Defaults (see :func:`sample_sh`):
 
-    * ambient irradiance a ~ U(0.35, 0.75) and one distant key light of irradiance k ~ U(0.3, 0.8)
-      from the front/top (azimuth within +-60 deg of the optical axis, elevation -10..60 deg);
+    * ambient irradiance a ~ U(0.2, 0.7) and one distant key light of irradiance k ~ U(0.3, 1.2)
+      from the front/top (azimuth within +-60 deg of the optical axis, elevation -10..60 deg):
+      key-to-ambient ratios from ~0.4 (overcast, flat) to 6 (a hard studio key; a least-squares SH
+      fit to scikit-image's astronaut photo gives ~5, scripts/fit_photo_lighting.py);
     * colours near white: each light's colour is ``light_color(warm, tint)`` with the key's
       warm <-> cool value ~ N(0, 0.18) (2 std: R/G x1.13, B/G x0.82, a mild tungsten / shade cast
       left after white balance), the ambient's = 0.5 x the key's + N(0, 0.12), and a green <->
@@ -162,8 +164,8 @@ class LightingConfig:
     """
 
     mode: str = "sh9"  # --lights: sh9 | ambient | point
-    ambient: tuple[float, float] = (0.35, 0.75)  # range of the ambient irradiance
-    intensity: tuple[float, float] = (0.3, 0.8)  # range of the directional (key) light's irradiance
+    ambient: tuple[float, float] = (0.2, 0.7)  # range of the ambient irradiance
+    intensity: tuple[float, float] = (0.3, 1.2)  # range of the directional (key) light's irradiance
     elevation_deg: tuple[float, float] = (-10.0, 60.0)  # key light elevation above the horizon (+y up)
     azimuth_deg: float = 60.0  # key light azimuth |angle| from the optical axis (+z, towards camera)
     warm_std: float = 0.18  # std of the key light's warm <-> cool value (see light_color)
