@@ -132,7 +132,8 @@ def preview(data: dict[str, np.ndarray], rows: list[dict], path: Path, count: in
         tiles.append(np.asarray(im))
     rows_img = [np.concatenate(tiles[k:k + cols], axis=1) for k in range(0, len(tiles), cols)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows_img, axis=0)).save(path)
+    grid = Image.fromarray(np.concatenate(rows_img, axis=0))
+    grid.quantize(colors=255, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     print(f"wrote {path}")
 
 
