@@ -110,6 +110,93 @@ def shade(albedo, normals, sh):
     return out.clamp(0.0, 1.0)
 
 
+# Rec. 709 luminance weights (linear RGB): how much each channel's band-1 vector counts for the direction
+LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def dominant_light(sh):
+    """The distant light that explains the band-1 (linear) part of SH lighting ``sh (..., 9, 3)``.
+
+    For :func:`directional_sh` ``(d, c)`` the band-1 coefficients of channel k are
+    ``A1 C1 c_k (d_x, d_y, d_z)`` (at indices 3, 1, 2), so this returns exactly ``d`` and ``c``:
+    ``direction (..., 3)`` = the luminance-weighted band-1 vector, normalised (towards the light,
+    camera frame; ``+z`` where band 1 vanishes), ``color (..., 3)`` = each channel's band-1 vector
+    projected on it, ``/ (A1 C1)``, at least 0 (the light's irradiance on a surface facing it; 0 for
+    ambient-only lighting). numpy or torch.
+    """
+    if tuple(sh.shape[-2:]) != (9, 3):
+        raise ValueError(f"sh must be (..., 9, 3), got {tuple(sh.shape)}")
+    scale = LAMBERT_BAND[1] * C1
+    b = sh[..., [3, 1, 2], :] / scale  # band-1 vectors per channel: (..., 3 coords x/y/z, 3 channels)
+    if isinstance(sh, np.ndarray):
+        v = b @ np.asarray(LUMA, b.dtype)  # (..., 3, 3) @ (3,) -> (..., 3)
+        norm = np.linalg.norm(v, axis=-1, keepdims=True)
+        ok = norm > 1e-9
+        up = np.zeros_like(v)
+        up[..., 2] = 1.0
+        direction = np.where(ok, v / np.where(ok, norm, 1.0), up)
+        color = np.maximum((b * direction[..., :, None]).sum(-2), 0.0)  # (..., 3, 3) * (..., 3, 1) -> (..., 3)
+        return direction, color
+    import torch
+
+    v = b @ b.new_tensor(LUMA)
+    norm = v.norm(dim=-1, keepdim=True)
+    ok = norm > 1e-9
+    up = torch.zeros_like(v)
+    up[..., 2] = 1.0
+    direction = torch.where(ok, v / torch.where(ok, norm, torch.ones_like(norm)), up)
+    color = (b * direction[..., :, None]).sum(-2).clamp(min=0.0)
+    return direction, color
+
+
+def view_directions(intrinsics, size: int, projection: str = "perspective"):
+    """Unit vectors ``(size, size, 3)`` from the surface seen at each pixel centre towards the camera
+    (camera frame): ``normalise((cx - u) / fx, (v - cy) / fy, 1)`` for perspective, ``(0, 0, 1)`` for
+    weak perspective (docs/DESIGN.md projection; numpy ``(3, 3)`` intrinsics)."""
+    k = np.asarray(intrinsics, np.float64)
+    if k.shape != (3, 3):
+        raise ValueError(f"intrinsics must be (3, 3), got {k.shape}")
+    if projection != "perspective":
+        out = np.zeros((size, size, 3), np.float32)
+        out[..., 2] = 1.0
+        return out
+    c = np.arange(size) + 0.5
+    u, v = np.meshgrid(c, c)  # (H, W) pixel centres
+    out = np.stack([(k[0, 2] - u) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
+    out /= np.linalg.norm(out, axis=-1, keepdims=True)
+    return out.astype(np.float32)
+
+
+def blinn_phong(normals, view, light_dir, light_color, strength, shininess):
+    """Blinn-Phong specular radiance ``(..., 3)``, linear RGB:
+
+        strength * light_color * max(0, n . h) ** shininess * [n . l > 0],   h = normalise(l + v)
+
+    ``normals (..., 3)`` and ``view (..., 3)`` unit (surface -> camera), ``light_dir (3,)`` unit
+    (towards the light), ``light_color (3,)`` (its irradiance, :func:`dominant_light`), ``strength``
+    and ``shininess`` scalars. numpy or torch (all inputs the same kind).
+
+    The Lambertian SH model of :func:`shade` (and of any loss built on it) does not contain this
+    term: a shape-from-shading loss must treat specular pixels as outliers (robust loss / masking).
+    """
+    if normals.shape[-1:] != (3,) or view.shape[-1:] != (3,):
+        raise ValueError(f"normals and view must be (..., 3), got {tuple(normals.shape)}, {tuple(view.shape)}")
+    h = view + light_dir  # (..., 3)
+    if isinstance(normals, np.ndarray):
+        h = h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+        nh = np.maximum((normals * h).sum(-1), 0.0)
+        lit = (normals * light_dir).sum(-1) > 0
+        lobe = np.where(lit, nh ** shininess, 0.0) * strength
+        return lobe[..., None] * light_color  # (..., 1) * (3,)
+    import torch
+
+    h = h / h.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    nh = (normals * h).sum(-1).clamp(min=0.0)
+    lit = (normals * light_dir).sum(-1) > 0
+    lobe = torch.where(lit, nh ** shininess, torch.zeros_like(nh)) * strength
+    return lobe[..., None] * light_color
+
+
 def directional_sh(direction, color) -> np.ndarray:
     """Irradiance SH ``(9, 3)`` of a distant light from unit ``direction`` (pointing *towards*
     the light, camera frame) with RGB intensity ``color``: the order-2 projection of
