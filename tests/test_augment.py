@@ -1,4 +1,6 @@
 """train.augment: photo-like degradations — each step in its intended direction, deterministic, off = identity."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,13 @@ def _smooth(size=64):
     return np.round(np.stack([0.2 + 0.6 * u, 0.3 + 0.4 * v, 0.5 + 0.3 * u * v], -1) * 255).astype(np.uint8)
 
 
+def _aug(**changes) -> PhotoAugment:
+    """The default prior of ``train-cli coarse`` (train.config holds the defaults), with changes."""
+    from train.config import CoarseConfig
+
+    return dataclasses.replace(PhotoAugment.from_config(CoarseConfig(data="d", out="o")), **changes)
+
+
 def _draw(**steps) -> PhotoAugmentDraw:
     base = dict(white_balance=None, blur=None, noise=None, gamma=None, contrast=None, jpeg=None)
     base.update(steps)
@@ -28,15 +37,15 @@ def _draw(**steps) -> PhotoAugmentDraw:
 
 def test_off_is_identity():
     img = _photo()
-    assert PhotoAugment(p=0.0)(img, np.random.default_rng(0)) is img  # no step drawn: the same array
-    zero = PhotoAugment(gamma=0, contrast=0, white_balance=0, noise=0, blur=0, jpeg=0, p=1.0)
+    assert _aug(p=0.0)(img, np.random.default_rng(0)) is img  # no step drawn: the same array
+    zero = _aug(gamma=0, contrast=0, white_balance=0, noise=0, blur=0, jpeg=0, p=1.0)
     np.testing.assert_array_equal(zero(img, np.random.default_rng(1)), img)
     np.testing.assert_array_equal(_draw().apply(img), img)
 
 
 def test_deterministic_per_generator_and_varies_between_seeds():
     img = _photo()
-    aug = PhotoAugment(p=1.0)
+    aug = _aug(p=1.0)
     a = aug(img, np.random.default_rng([0, 3, 7]))
     b = aug(img, np.random.default_rng([0, 3, 7]))
     c = aug(img, np.random.default_rng([0, 3, 8]))
@@ -47,14 +56,14 @@ def test_deterministic_per_generator_and_varies_between_seeds():
 
 def test_draw_order_is_fixed():
     # turning one step off leaves the other steps' parameters unchanged
-    full = PhotoAugment(p=1.0).draw(np.random.default_rng(5))
-    no_jpeg = PhotoAugment(p=1.0, jpeg=0).draw(np.random.default_rng(5))
+    full = _aug(p=1.0).draw(np.random.default_rng(5))
+    no_jpeg = _aug(p=1.0, jpeg=0).draw(np.random.default_rng(5))
     assert no_jpeg.jpeg is None and full.jpeg is not None
     assert full.gamma == no_jpeg.gamma and full.noise == no_jpeg.noise and full.blur == no_jpeg.blur
 
 
 def test_probability_of_each_step():
-    aug = PhotoAugment(p=0.3)
+    aug = _aug(p=0.3)
     draws = [aug.draw(np.random.default_rng(i)) for i in range(2000)]
     rate = np.mean([d.gamma is not None for d in draws])
     assert abs(rate - 0.3) < 0.04  # binomial std sqrt(.3 * .7 / 2000) = 0.01: 4 sigma
@@ -79,7 +88,7 @@ def test_contrast_scales_the_spread_about_the_mean():
 
 def test_white_balance_changes_colour_keeping_luminance():
     img = _photo()
-    draw = PhotoAugment(p=1.0).draw(np.random.default_rng(2))
+    draw = _aug(p=1.0).draw(np.random.default_rng(2))
     gains = draw.white_balance
     assert gains is not None and abs(float(gains @ [0.2126, 0.7152, 0.0722]) - 1) < 1e-6
     lin = srgb_u8_to_linear(img)
@@ -130,9 +139,14 @@ def test_low_quality_jpeg_adds_8x8_block_error():
 
 
 def test_validation_names_the_field():
-    with pytest.raises(ValueError, match="PhotoAugment.gamma"):
-        PhotoAugment(gamma=-1)
-    with pytest.raises(ValueError, match="PhotoAugment.jpeg"):
-        PhotoAugment(jpeg=99)
+    with pytest.raises(ValueError, match="--photo-gamma must be in"):
+        _aug(gamma=-1)
+    with pytest.raises(ValueError, match="--photo-jpeg must be 0 or in"):
+        _aug(jpeg=99)
+    from train.config import CoarseConfig
+
+    with pytest.raises(ValueError, match="--photo-white-balance"):
+        CoarseConfig(data="d", out="o", photo_white_balance=2.0)
+    assert PhotoAugment.from_config(CoarseConfig(data="d", out="o", photo_aug=False)) is None
     with pytest.raises(ValueError, match=r"image must be \(H, W, 3\) uint8"):
-        PhotoAugment(p=1.0)(np.zeros((4, 4, 3), np.float32), np.random.default_rng(0))
+        _aug(p=1.0)(np.zeros((4, 4, 3), np.float32), np.random.default_rng(0))

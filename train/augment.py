@@ -43,22 +43,31 @@ _MOTION_FRACTION = 1.0 / 3.0  # share of the blurs that are motion blurs
 
 @dataclasses.dataclass(frozen=True)
 class PhotoAugment:
-    """Photo degradation prior (a strength of 0 turns that step off)."""
+    """Photo degradation prior (a strength of 0 turns that step off). The values come from the job
+    config (:meth:`from_config`: ``train-cli coarse --photo-*`` flags), which holds the defaults."""
 
-    p: float = 0.5
+    p: float
     """probability of each step, independently."""
-    gamma: float = 0.25
-    """gamma exponent exp(U(-gamma, gamma)) on the sRGB values (0.78 .. 1.28 by default)."""
-    contrast: float = 0.25
+    gamma: float
+    """gamma exponent exp(U(-gamma, gamma)) on the sRGB values."""
+    contrast: float
     """contrast factor U(1 - contrast, 1 + contrast) about the image mean."""
-    white_balance: float = 0.15
+    white_balance: float
     """per-channel linear gains exp(U(-w, w)), luminance kept."""
-    noise: float = 0.04
+    noise: float
     """largest sensor-noise level s (noise std s * sqrt(x + 0.01) in linear light)."""
-    blur: float = 1.2
+    blur: float
     """largest Gaussian blur sigma in pixels (>= 0.3 when on); motion blur up to 2 + 2 blur px long."""
-    jpeg: int = 30
+    jpeg: int
     """lowest JPEG quality of the re-compression (quality ~ U(jpeg, 95)); 0 = off."""
+
+    @classmethod
+    def from_config(cls, config) -> "PhotoAugment | None":
+        """The prior of a job config (fields ``photo_aug``, ``photo_p``, ``photo_gamma``, ...);
+        None when ``photo_aug`` is off."""
+        if not config.photo_aug:
+            return None
+        return cls(**{f.name: getattr(config, "photo_" + f.name) for f in dataclasses.fields(cls)})
 
     def __post_init__(self) -> None:
         checks = (
@@ -73,7 +82,7 @@ class PhotoAugment:
         for name, ok, rule in checks:
             value = getattr(self, name)
             if not (ok and math.isfinite(value)):
-                raise ValueError(f"PhotoAugment.{name} must be {rule}, got {value!r}")
+                raise ValueError(f"--photo-{name.replace('_', '-')} must be {rule}, got {value!r}")
 
     def draw(self, rng: np.random.Generator) -> "PhotoAugmentDraw":
         """The parameters of one sample (fixed draw order; ``None`` = step not taken)."""
