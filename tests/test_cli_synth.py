@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from synth.cli import main
 from synth.dataset import DatasetConfig, assigned_shards
-from synth.shards import ShardReader, list_shards, verify_dir
+from synth.shards import ShardReader, list_shards
+from synth.verify import verify_dir
 
 ARGS = ["--n", "5", "--size", "32", "--shard-size", "2", "--seed", "3"]
 
@@ -77,14 +78,14 @@ def test_same_arrays_whatever_the_shard_size_and_equal_to_render(reference, tmp_
     _assert_same(_arrays(reference), arrays)
 
     from morphable_model import load_model
-    from synth import shards as sh
+    from synth.codecs import encode_sample
     from synth.render import FaceRenderer
-    from synth.sampling import SamplingConfig, face_frame, sample_params
+    from synth.sampling import SamplingConfig, face_framing, sample_params
 
     model = load_model(str(tmp_model_h5))
-    p = sample_params(model, SamplingConfig(), 32, 3, 4, face_frame(model))
+    p = sample_params(model, SamplingConfig(), 32, 3, 4, face_framing(model))
     with FaceRenderer(model, 32) as r:
-        enc = sh.encode_sample(p, r.render(p))
+        enc = encode_sample(p, r.render(p))
     for key, value in enc.items():
         np.testing.assert_array_equal(arrays[4][key], value, err_msg=key)
 
@@ -173,9 +174,13 @@ def test_verify_names_the_corrupted_shard(reference, tmp_path):
     out = tmp_path / "corrupt"
     shutil.copytree(reference, out)
     p = out / "shard-00001.h5"
+    import h5py
+
+    with h5py.File(p, "r") as f:  # the bytes of the first stored image chunk (not headers or free space)
+        info = f["image"].id.get_chunk_info(0)
     data = bytearray(p.read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + 200] = bytes(200)
+    a, b = info.byte_offset, info.byte_offset + min(info.size, 200)
+    data[a:b] = bytes(x ^ 0xFF for x in data[a:b])
     p.write_bytes(bytes(data))
     res = _run("verify", out)
     assert res.exit_code == 1
@@ -196,3 +201,12 @@ def test_preview_draws_a_grid(reference, tmp_path):
 def test_model_group_is_registered():
     res = _run("model", "--help")
     assert res.exit_code == 0 and "info" in res.output
+
+
+def test_retired_framing_flags_name_their_replacement(tmp_path):
+    for flag, value in (("--fov", "12,45"), ("--face-fraction", "0.6,0.8"), ("--jitter", "0.05")):
+        res = _run("render", "--out", tmp_path / "x", flag, value, *ARGS)
+        assert res.exit_code == 2 and f"{flag} was retired" in res.output and "--distance" in res.output
+    res = _run("render", "--out", tmp_path / "x", "--distance", "500,100", *ARGS)
+    assert res.exit_code == 1 and "--distance must be lo,hi" in res.output
+    assert not (tmp_path / "x").exists()
