@@ -148,22 +148,28 @@ def dominant_light(sh):
     return direction, color
 
 
-def view_directions(intrinsics, size: int, projection: str = "perspective"):
-    """Unit vectors ``(size, size, 3)`` from the surface seen at each pixel centre towards the camera
-    (camera frame): ``normalise((cx - u) / fx, (v - cy) / fy, 1)`` for perspective, ``(0, 0, 1)`` for
-    weak perspective (docs/DESIGN.md projection; numpy ``(3, 3)`` intrinsics)."""
-    k = np.asarray(intrinsics, np.float64)
-    if k.shape != (3, 3):
-        raise ValueError(f"intrinsics must be (3, 3), got {k.shape}")
-    if projection != "perspective":
-        out = np.zeros((size, size, 3), np.float32)
-        out[..., 2] = 1.0
-        return out
-    c = np.arange(size) + 0.5
-    u, v = np.meshgrid(c, c)  # (H, W) pixel centres
-    out = np.stack([(k[0, 2] - u) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
-    out /= np.linalg.norm(out, axis=-1, keepdims=True)
-    return out.astype(np.float32)
+def view_directions(uv, intrinsics, projection: str = "perspective"):
+    """Unit vectors ``(..., 3)`` from the surface seen at pixel points ``uv (..., 2)`` towards the
+    camera (camera frame): the reversed pixel ray ``normalise((cx - u) / fx, (v - cy) / fy, 1)`` for
+    perspective (docs/DESIGN.md projection), ``(0, 0, 1)`` for weak perspective. numpy or torch
+    (``intrinsics (3, 3)`` of the same kind or numpy)."""
+    if uv.shape[-1:] != (2,):
+        raise ValueError(f"uv must be (..., 2), got {tuple(uv.shape)}")
+    if tuple(intrinsics.shape) != (3, 3):
+        raise ValueError(f"intrinsics must be (3, 3), got {tuple(intrinsics.shape)}")
+    u, v = uv[..., 0], uv[..., 1]
+    one = u * 0 + 1  # same kind / dtype / device as uv
+    if projection == "perspective":
+        x, y = (intrinsics[0, 2] - u) / intrinsics[0, 0], (v - intrinsics[1, 2]) / intrinsics[1, 1]
+    else:
+        x, y = u * 0, u * 0
+    if isinstance(uv, np.ndarray):
+        out = np.stack([x, y, one], axis=-1)
+        return out / np.linalg.norm(out, axis=-1, keepdims=True)
+    import torch
+
+    out = torch.stack([x, y, one], dim=-1)
+    return out / out.norm(dim=-1, keepdim=True)
 
 
 def blinn_phong(normals, view, light_dir, light_color, strength, shininess):

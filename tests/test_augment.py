@@ -11,7 +11,7 @@ from train.augment import (PhotoAugment, PhotoAugmentDraw, adjust_contrast, adju
 
 def _photo(size=64):
     """A real photo crop (scikit-image's coffee cup) as uint8 sRGB."""
-    from synth.photo_bank import bank_image
+    from synth.backgrounds import bank_image
 
     return np.ascontiguousarray(bank_image("coffee").pixels[100:100 + size, 200:200 + size])
 

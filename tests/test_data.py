@@ -87,6 +87,32 @@ def test_augmentation_is_a_function_of_seed_epoch_index(shards, tiny_model):
     torch.testing.assert_close(ds[4]["color"], plain["color"])
 
 
+def test_photo_degradations_in_the_loader(shards, tiny_model):
+    """Photo augmentation: a pure function of (seed, epoch, index), applied to the image only, on
+    top of the shift/colour draws (its own stream), never on plain indices; off = identity."""
+    import dataclasses
+
+    from train.augment import PhotoAugment
+    from train.config import CoarseConfig
+
+    photo = dataclasses.replace(PhotoAugment.from_config(CoarseConfig(data="d", out="o")), p=1.0)
+    base = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05), seed=3)
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=photo), seed=3)
+    a, b = ds[(4, 1)], ds[(4, 1)]
+    torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
+    assert not torch.equal(a["image"], ds[(4, 2)]["image"]) and not torch.equal(a["image"], ds[(5, 1)]["image"])
+    plain = base[(4, 1)]
+    assert not torch.equal(a["image"], plain["image"])  # degraded ...
+    for key in ("color", "intrinsics", "landmarks", "mask"):  # ... and nothing else changed
+        torch.testing.assert_close(a[key], plain[key], rtol=0, atol=0)
+    want = photo(plain["image"].permute(1, 2, 0).numpy(), np.random.default_rng([3, 13, 1, 4]))
+    np.testing.assert_array_equal(a["image"].permute(1, 2, 0).numpy(), want)  # the documented stream
+    torch.testing.assert_close(ds[4]["image"], base[4]["image"], rtol=0, atol=0)  # plain index: never
+    off = ShardDataset(shards, fingerprint=tiny_model.fingerprint,
+                       augment=Augment(0.2, 0.05, photo=dataclasses.replace(photo, p=0.0)), seed=3)
+    torch.testing.assert_close(off[(4, 1)]["image"], plain["image"], rtol=0, atol=0)
+
+
 def test_image_to_float_applies_the_colour_jitter():
     rng = np.random.default_rng(0)
     img = torch.tensor(rng.integers(0, 256, (2, 3, 5, 4)), dtype=torch.uint8)

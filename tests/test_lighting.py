@@ -160,11 +160,15 @@ def test_view_directions_point_to_the_camera():
     from synth.lighting import view_directions
 
     k = cam.intrinsics_matrix(100.0, 100.0, 16.0, 16.0)
-    v = view_directions(k, 32, "perspective")
+    c = np.arange(32) + 0.5
+    uv = np.stack(np.meshgrid(c, c), axis=-1)  # (32, 32, 2) pixel centres (u, v)
+    v = view_directions(uv, k, "perspective")
     assert v.shape == (32, 32, 3)
-    np.testing.assert_allclose(np.linalg.norm(v, axis=-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=-1), 1.0, atol=1e-12)
     # a point on the ray of pixel (row 3, col 20) projects back to that pixel, and the view vector is -p / |p|
-    p = -v[3, 20].astype(np.float64) * 500.0
-    uv, _ = cam.project(p[None], k, "perspective")
-    np.testing.assert_allclose(uv[0], [20.5, 3.5], atol=1e-4)
-    np.testing.assert_array_equal(view_directions(k, 4, "weak_perspective")[..., 2], 1.0)
+    p = -v[3, 20] * 500.0
+    uv_p, _ = cam.project(p[None], k, "perspective")
+    np.testing.assert_allclose(uv_p[0], [20.5, 3.5], atol=1e-9)
+    np.testing.assert_array_equal(view_directions(uv, k, "weak_perspective")[..., 2], 1.0)
+    t = view_directions(torch.tensor(uv), torch.tensor(k), "perspective")
+    np.testing.assert_allclose(t.numpy(), v, atol=1e-12)

@@ -217,4 +217,4 @@ def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
     Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
     buf.seek(0)
     with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))  # a writable copy

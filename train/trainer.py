@@ -433,6 +433,7 @@ def train_coarse(config, model=None) -> TrainResult:
     ``model`` (a ``MorphableModel``) overrides ``config.model`` (tests pass the tiny model).
     Launch under ``torchrun --nproc-per-node N`` for DistributedDataParallel.
     """
+    from .augment import PhotoAugment
     from .coarse_net import CoarseTask, ParamLayout, ParamStats
     from .data import Augment, ShardDataset, make_eval_loader, make_train_loader, rank_indices
     from .losses import LossWeights
@@ -458,7 +459,8 @@ def train_coarse(config, model=None) -> TrainResult:
     elif ckpt_path.exists():
         raise ValueError(f"--out {config.out} already holds a run ({ckpt_path}); pass --resume or choose a new --out")
 
-    augment = Augment(color_jitter=config.color_jitter, crop_jitter=config.crop_jitter)
+    augment = Augment(color_jitter=config.color_jitter, crop_jitter=config.crop_jitter,
+                      photo=PhotoAugment.from_config(config))
     train_ds = ShardDataset(config.data, fingerprint=fp, size=config.size, augment=augment, seed=config.seed)
     indices = rank_indices(train_ds, dinfo.rank, dinfo.world)
     total = config.total_steps(len(indices))
