@@ -208,6 +208,12 @@ class PhotoBank:
     def __len__(self) -> int:
         return len(self.names)
 
+    def load(self) -> "PhotoBank":
+        """Decode every image of the bank now (~2 s once per process) rather than on first use."""
+        for name in self.names:
+            bank_image(name)
+        return self
+
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """A ``(size, size, 3)`` float32 linear-RGB background (every choice from ``rng``)."""
         from PIL import Image
