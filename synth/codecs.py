@@ -143,7 +143,7 @@ def encode_sample(params, out) -> dict[str, np.ndarray]:
         "depth_step": np.float32(step),
         "normals": octahedral_encode(out.normals),
         "pncc": np.round(out.pncc * 255.0).astype(np.uint8),
-        "albedo": linear_to_srgb_u8(out.albedo),
+        "albedo": _encode_albedo(out.albedo, out.mask),
         "landmarks": out.landmarks.astype(np.float32),
         "landmarks_visible": out.landmarks_visible.astype(np.uint8),
         "alpha_id": params.alpha_id.astype(np.float32),
@@ -166,6 +166,13 @@ def encode_sample(params, out) -> dict[str, np.ndarray]:
         if key in enc:
             enc[key] = delta2d_encode(enc[key])
     return enc
+
+
+def _encode_albedo(albedo: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Linear albedo ``(H, W, 3)`` (0 off the face) -> sRGB uint8, encoding only the face pixels."""
+    out = np.zeros(albedo.shape, np.uint8)
+    out[mask] = linear_to_srgb_u8(albedo[mask])
+    return out
 
 
 def stored_for(keys, detail: bool, layout: int = LAYOUT_VERSION) -> tuple[str, ...]:
