@@ -23,6 +23,7 @@ temporary folder first (synth; a few seconds per hundred samples).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import os
 import tempfile
@@ -70,13 +71,17 @@ def sample_ms(ds, n: int) -> float:
 def train_rate(ds, args, device) -> float:
     from morphable_model import load_model
 
-    from train.coarse_net import CoarseTask, ParamLayout, ParamStats
+    from train.coarse_task import build_task
+    from train.config import CoarseConfig
+    from train.params import ParamStats
 
     model = load_model(args.model)  # speed only: the shards' model is not enforced here
     arr = ds.param_arrays(256)
     stats = ParamStats.from_samples(arr["pose"], arr["translation"], arr["intrinsics"], (ds.size, ds.size), ds.projection)
-    task = CoarseTask(model, ParamLayout(min(80, model.n_id), model.n_exp), stats, iters=args.iters,
-                      width_mult=args.width_mult, projection=ds.projection, feedback_cell=args.feedback_cell).to(device)
+    # the task train-cli coarse builds with default flags but these
+    config = CoarseConfig(data="-", out="-", iters=args.iters, width_mult=args.width_mult,
+                          feedback_cell=args.feedback_cell)
+    task = build_task(config, model, stats, ds.projection).to(device)
     opt = torch.optim.AdamW(task.model.parameters(), lr=1e-4)
     batch = torch.utils.data.default_collate([ds[(i % len(ds), 0)] for i in range(args.batch)])
     batch = task.prepare_batch(batch, device)
@@ -122,11 +127,8 @@ def main() -> None:
                           ("cpu" if args.device == "auto" else args.device))
     args.batch = args.batch or (64 if device.type == "cuda" else 16)
     args.train_steps = args.train_steps or (5 if device.type == "cuda" else 1)
-    from train.augment import PhotoAugment
     from train.config import CoarseConfig
     from train.data import Augment, ShardDataset
-
-    photo = PhotoAugment.from_config(CoarseConfig(data="-", out="-"))  # train-cli coarse's defaults
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
@@ -135,8 +137,9 @@ def main() -> None:
             data = render_tmp(args.n, args.native, os.path.join(tmp, "shards"))
             print(f"rendered {args.n} samples at {args.native}^2 in {time.perf_counter() - t:.1f} s")
         # a throughput benchmark: any shards will do, so the model fingerprint is not checked
-        sets = {"photo-aug on ": ShardDataset(data, size=args.size, augment=Augment(0.1, 0.02, photo=photo)),
-                "photo-aug off": ShardDataset(data, size=args.size, augment=Augment(0.1, 0.02))}
+        augment = Augment.from_config(CoarseConfig(data="-", out="-"))  # train-cli coarse's defaults
+        sets = {"photo-aug on ": ShardDataset(data, size=args.size, augment=augment),
+                "photo-aug off": ShardDataset(data, size=args.size, augment=dataclasses.replace(augment, photo=None))}
         ds = sets["photo-aug on "]
         costs = {name: sample_ms(d, min(len(d), 200)) for name, d in sets.items()}
         rates = {(name, w): loader_rate(d, args.batch, w, args.batches)

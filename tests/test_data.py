@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.coarse_net import project, to_camera
+from synth import camera
 from train.data import (
     Augment,
     ShardDataset,
@@ -33,8 +33,8 @@ def shards(tiny_shards):
 def _landmark_error(model, s) -> float:
     """Max pixel distance between the sample's landmarks and its GT mesh projected with its intrinsics."""
     verts = torch.tensor(model.shape(s["alpha_id"].numpy(), s["alpha_exp"].numpy()))[None]
-    cam = to_camera(verts, s["pose"][None], s["translation"][None])
-    uv = project(cam[:, torch.tensor(model.landmarks)], s["intrinsics"][None])
+    cam = camera.to_camera(verts, camera.rotation_matrix(s["pose"][None]), s["translation"][None])
+    uv, _ = camera.project(cam[:, torch.tensor(model.landmarks)], s["intrinsics"][None])
     return float((uv[0] - s["landmarks"]).norm(dim=-1).max())
 
 
@@ -66,7 +66,7 @@ def test_resize_scales_intrinsics_and_landmarks_exactly(shards, tiny_model):
 
 def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
     plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
-    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(crop_jitter=0.1), seed=1)
+    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(color_jitter=0.0, crop_jitter=0.1, photo=None), seed=1)
     a, b = plain[7], jit[(7, 0)]
     dx = int(round(float(b["intrinsics"][0, 2] - a["intrinsics"][0, 2])))
     dy = int(round(float(b["intrinsics"][1, 2] - a["intrinsics"][1, 2])))
@@ -78,7 +78,7 @@ def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
 
 
 def test_augmentation_is_a_function_of_seed_epoch_index(shards, tiny_model):
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05), seed=3)
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=None), seed=3)
     for key in ("image", "color", "intrinsics"):
         torch.testing.assert_close(ds[(4, 1)][key], ds[(4, 1)][key], rtol=0, atol=0)
         assert not torch.equal(ds[(4, 1)][key], ds[(4, 2)][key])
@@ -96,7 +96,7 @@ def test_photo_degradations_in_the_loader(shards, tiny_model):
     from train.config import CoarseConfig
 
     photo = dataclasses.replace(PhotoAugment.from_config(CoarseConfig(data="d", out="o")), p=1.0)
-    base = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05), seed=3)
+    base = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=None), seed=3)
     ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=photo), seed=3)
     a, b = ds[(4, 1)], ds[(4, 1)]
     torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
@@ -160,7 +160,7 @@ def test_samples_match_the_full_shard_decoding(shards, tiny_model):
     decoding of ShardReader.read gives, augmented or not."""
     from synth.shards import ShardReader
 
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05))
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05, photo=None))
     for item in (0, 17, (30, 2)):
         i, epoch = item if isinstance(item, tuple) else (item, None)
         k, j = ds.locate(i)
@@ -206,7 +206,7 @@ def test_rank_indices_split_shards_or_samples(shards, tiny_model):
 
 def test_loader_workers_match_in_process(shards, tiny_model):
     """Per-worker lazy h5 handles: 2 workers return exactly what the main process reads."""
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32, augment=Augment(0.1, 0.05))
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32, augment=Augment(0.1, 0.05, photo=None))
     ds[0]  # opens a handle in the parent: workers must not reuse it
     idx = np.arange(36)
     a = list(make_train_loader(ds, idx, 6, seed=0, total_steps=4, workers=0))
@@ -218,4 +218,18 @@ def test_loader_workers_match_in_process(shards, tiny_model):
 
 def test_augment_validation_names_flag():
     with pytest.raises(ValueError, match="--crop-jitter must be in"):
-        Augment(crop_jitter=0.5)
+        Augment(color_jitter=0.0, crop_jitter=0.5, photo=None)
+
+
+def test_augment_takes_the_job_config_values():
+    import dataclasses
+
+    from train.config import CoarseConfig
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Augment))  # no second defaults
+    cfg = CoarseConfig(data="d", out="o")
+    from train.augment import PhotoAugment
+
+    assert Augment.from_config(cfg) == Augment(cfg.color_jitter, cfg.crop_jitter, PhotoAugment.from_config(cfg))
+    assert Augment.from_config(cfg).photo is not None  # photo degradations on by default
+    assert Augment.from_config(CoarseConfig(data="d", out="o", photo_aug=False)).photo is None
