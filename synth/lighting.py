@@ -1,5 +1,6 @@
 """Spherical-harmonics lighting: the SH basis shared by the renderer and the training loss,
-Lambertian shading, and the lighting priors used by the synthetic-data generator.
+Lambertian shading, the Blinn-Phong specular term of the lighting's dominant light, and the
+lighting priors used by the synthetic-data generator.
 
 Convention (docs/DESIGN.md): ``sh_basis(n)`` maps unit normals ``(..., 3)`` (camera frame) to the
 9 real SH basis functions ``(..., 9)`` in the order
@@ -8,7 +9,10 @@ Convention (docs/DESIGN.md): ``sh_basis(n)`` maps unit normals ``(..., 3)`` (cam
 
 with the real SH constants. Lighting coefficients ``sh`` are ``(9, 3)`` *irradiance*
 coefficients (the Lambertian convolution is folded in), so ``shading = sh_basis(n) @ sh`` and
-``image = clip(albedo * shading, 0, 1)`` in linear RGB.
+the Lambertian radiance is ``clip(albedo * shading, 0, 1)`` in linear RGB (:func:`shade`). The
+renderer adds a highlight, :func:`blinn_phong` of :func:`dominant_light` (``linear = clip(albedo *
+shading + specular, 0, 1)``), which the Lambertian model of the losses does not explain, and
+encodes the result to sRGB (:mod:`synth.color`).
 
 Every lighting mode (``sh9``, ``ambient``, ``point``) produces such a ``(9, 3)`` array, so the
 renderer and the training loss always use exactly the same shading formula.
