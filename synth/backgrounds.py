@@ -259,7 +259,8 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
         b = (-sa * du + ca * dv) / hy
         if o.kind == "ellipse":
             r2 = a * a + b * b
-            # first-order distance to the outline in pixels: (1 - r^2) / |grad r^2|, |grad r^2| = 2 sqrt(a^2/hx^2 + b^2/hy^2)
+            # first-order distance to the outline in pixels: (1 - r^2) / |grad r^2|,
+            # with |grad r^2| = 2 sqrt(a^2 / hx^2 + b^2 / hy^2)
             dist = (1.0 - r2) / np.maximum(2.0 * np.sqrt((a / hx) ** 2 + (b / hy) ** 2), 1e-9)
         else:
             dist = np.minimum((1.0 - np.abs(a)) * hx, (1.0 - np.abs(b)) * hy)

@@ -312,8 +312,8 @@ class FaceRenderer:
         self.timings["render"] += t2 - t1
         self.timings["post"] += t3 - t2
         return RenderOutput(image=image_u8, depth=depth, depth_coarse=depth_coarse, normals=full(n),
-                            pncc=full(pncc), albedo=full(alb), specular=None if spec is None else full(spec), mask=mask, landmarks=lm,
-                            landmarks_visible=vis, tri_id=tri_id)
+                            pncc=full(pncc), albedo=full(alb), specular=None if spec is None else full(spec),
+                            mask=mask, landmarks=lm, landmarks_visible=vis, tri_id=tri_id)
 
     def _landmarks_2d(self, verts_cam, k, projection, depth):
         """Projected landmarks ``(68, 2)`` and visibility ``(68,)``.
