@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from morphable_model.geometry import _normalize  # the normalisation of vertex_normals (same bits)
+
 __all__ = ["rasterize", "interpolate", "plane_depth", "vertex_normals"]
 
 _ZNEAR = 1e-6  # perspective: triangles with a corner this close to the camera plane are skipped (reference)
@@ -220,8 +222,6 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals ``(N, 3)`` (dtype of ``vertices (N, 3)``; zero where no
     triangle contributes): the result of :func:`morphable_model.geometry.vertex_normals` — cross
     products in the input precision, summed in float64 per vertex in triangle order, normalised."""
-    from morphable_model.geometry import _normalize
-
     v = np.asarray(vertices)
     if v.ndim != 2 or v.shape[1] != 3:
         raise ValueError(f"vertices must be (N, 3), got {v.shape}")
