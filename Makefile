@@ -16,9 +16,13 @@ export PYOPENGL_PLATFORM ?= osmesa
 help: ## list the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-install: .make/installed ## install system + Python dependencies (idempotent; a second run takes seconds)
+# one install stamp per Python environment: after switching to another venv `make` installs again
+ENV_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')
+STAMP := .make/installed-$(ENV_ID)
 
-.make/installed: pyproject.toml Makefile
+install: $(STAMP) ## install system + Python dependencies (idempotent; a second run takes seconds)
+
+$(STAMP): pyproject.toml Makefile
 	@if ! ldconfig -p | grep -q libOSMesa; then \
 	  echo "installing libosmesa6 (headless OpenGL for pyrender)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6; fi

@@ -4,8 +4,15 @@ the time split (sampling, geometry, render, post, write), bytes per sample, and 
 measured side by side on the same model.
 
     python benchmarks/synth_throughput.py [--n 48] [--model PATH] [--sizes 128,224] [--workers 1,2]
+                                          [--cli-n 400,4000] [--cli-only]
     # an older synth side by side (same script, same machine, one after the other):
     PYTHONPATH=/path/to/old/checkout python benchmarks/synth_throughput.py --skip-ceiling
+
+"As a user runs it" (``--cli-n``): ``synth-cli render --out DIR --n N --workers W`` with every other
+flag at its default (224 px, detail, sh9, the default shard size), in a subprocess with the
+caller's environment (no thread variables added): wall-clock samples/s including Python start-up
+and model loading, next to the steady rate read from the shard files' finishing times (from the
+moment a quarter of the samples is done to the last shard), and the 1 -> 2 worker ratio of both.
 
 "cpu ms" is the CPU time per sample of the rendering processes (robust when other jobs share the
 machine: 2 workers scale as 2 x cpu(1 worker) / cpu(2 workers) when both have a free core).
@@ -20,10 +27,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+_USER_ENV = dict(os.environ)  # what `synth-cli` gets in the "as a user runs it" runs
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_NUM_THREADS"):  # one core per worker
     os.environ.setdefault(_var, "1")
@@ -54,6 +64,33 @@ def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, worke
     nbytes = sum(p.stat().st_size for p in out.glob("shard-*.h5"))
     return {"wall": wall, "rate_wall": n / wall, "rate_steady": steady, "timings": summary.timings,
             "bytes_per_sample": nbytes / n}
+
+
+def run_cli(out: Path, n: int, workers: int) -> dict:
+    """``synth-cli render --out OUT --n N --workers W``, default flags, as a user runs it."""
+    exe = Path(sys.executable).with_name("synth-cli")
+    cmd = [str(exe) if exe.exists() else "synth-cli", "render", "--out", str(out), "--n", str(n),
+           "--workers", str(workers)]
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=_USER_ENV, capture_output=True, text=True)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    from synth.shards import ShardReader
+
+    done = []  # (finishing time, samples) per shard
+    for p in out.glob("shard-*.h5"):
+        with ShardReader(p) as r:
+            done.append((p.stat().st_mtime, len(r)))
+    done.sort()
+    count = 0
+    for t_q, k in done:
+        count += k
+        if count >= n // 4:
+            break
+    t_end = done[-1][0]
+    steady = (n - count) / (t_end - t_q) if t_end > t_q else float("nan")
+    return {"wall": wall, "rate_wall": n / wall, "rate_steady": steady, "shards": len(done)}
 
 
 def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
@@ -94,6 +131,8 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--skip-ceiling", action="store_true",
                     help="only the dataset jobs (e.g. to time an older synth on PYTHONPATH side by side)")
+    ap.add_argument("--cli-n", default="400,4000", help="N of the synth-cli runs with default flags ('' = none)")
+    ap.add_argument("--cli-only", action="store_true", help="only the synth-cli runs")
     args = ap.parse_args()
     from morphable_model import load_model
 
@@ -107,6 +146,26 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
     try:
+        cli_ns = [int(v) for v in args.cli_n.split(",") if v.strip()]
+        if cli_ns:
+            print(f"load average before the synth-cli runs: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+            print(f"{'synth-cli, default flags':>26} {'wall s':>7} {'samples/s':>10} {'steady/s':>9} {'shards':>6}")
+        for n in cli_ns:
+            res = {}
+            for w in workers:
+                out = tmp / f"cli-n{n}-w{w}"
+                res[w] = r = run_cli(out, n, w)
+                print(f"{f'--n {n} --workers {w}':>26} {r['wall']:>7.1f} {r['rate_wall']:>10.1f} "
+                      f"{r['rate_steady']:>9.1f} {r['shards']:>6}", flush=True)
+                shutil.rmtree(out)
+            if 1 in res and 2 in res:
+                print(f"synth-cli --n {n}, 1 -> 2 workers: wall-clock {res[2]['rate_wall'] / res[1]['rate_wall']:.2f}x "
+                      f"(target >= 1.7x at N = 400), steady {res[2]['rate_steady'] / res[1]['rate_steady']:.2f}x",
+                      flush=True)
+        if cli_ns:
+            print(f"load average after the synth-cli runs: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        if args.cli_only:
+            return
         print(f"{'size':>5} {'detail':>6} {'workers':>7} {'samples/s':>10} {'(wall)':>8} {'per core':>9} "
               f"{'kB/sample':>9} {'cpu ms':>7}  split ms/sample (sampling geometry render post write)")
         rates = {}

@@ -2,23 +2,31 @@
 
 - Everything that can fail on bad input (config, model file, output folder, an existing dataset
   with another configuration) is checked before anything is written.
-- ``OUT/dataset.json`` (the manifest: generator config, model fingerprint, N, shard size) is written
-  atomically first; a rerun with a different configuration is refused.
+- ``OUT/dataset.json`` (the manifest: generator config, model fingerprint, N, shard size and the
+  rule that chose it) is written atomically first; a rerun with a different configuration is refused.
 - Shard ``k`` holds samples ``[k S, min((k+1) S, N))``. It is written to a temporary name and
   renamed into place when complete (:class:`synth.shards.ShardWriter`), so a finished shard is
-  exactly a file named ``shard-*.h5``. A rerun skips finished shards and deletes stale temporary
-  files of the shards it renders: killing a run at any moment and rerunning it gives exactly N
-  valid samples.
+  exactly a file named ``shard-*.h5``. A rerun checks finished shards cheaply
+  (:func:`synth.shards.quick_check_shard`) and skips them, renders a damaged one again (with a
+  warning naming it), and deletes stale temporary files of the shards it renders: killing a run
+  at any moment and rerunning it gives exactly N valid samples.
+- The shard size S is ``--shard-size`` when given, else the existing dataset's (a rerun resumes),
+  else chosen from N alone (:func:`default_shard_size`: about 64 shards of 32..1000 samples), never
+  from the worker count: the files are the same for any ``--workers``.
 - Sample ``i`` depends only on (seed, i) (see :mod:`synth.sampling`), so the sample arrays are the
-  same for any worker count, shard order, machine or ``shard_range`` split.
-- Workers are ``spawn`` processes, each owning one renderer; shards are handed out one at a time;
-  progress (samples) flows back through a queue to the ``progress`` callback.
+  same for any worker count, shard size, shard order, machine or ``shard_range`` split.
+- Workers are ``spawn`` processes, each owning one renderer and running one BLAS thread and one
+  llvmpipe (OSMesa) thread, so W workers keep W cores busy; shards are handed out one at a time;
+  progress (samples) flows back through a queue to the ``progress`` callback. ``workers <= 1``
+  renders in the calling process, also with one BLAS and one llvmpipe thread.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -37,6 +45,19 @@ log = logging.getLogger(__name__)
 # fields of the manifest that must match for a rerun to resume into the same folder
 _IDENTITY_KEYS = ("n_total", "shard_size", "size", "seed", "model_fingerprint", "sampling", "layout_version")
 
+SHARD_SIZE_RULE = "min(1000, max(32, 16 * ceil(N / 1024)))"
+
+
+def default_shard_size(n: int) -> int:
+    """Samples per shard when ``--shard-size`` is not given: ``min(1000, max(32, 16 ceil(N / 1024)))``.
+
+    About 64 shards for 2048 <= N <= 64000 (fewer, of 32 samples, below; 1000-sample shards from
+    N = 64000 on), so up to dozens of workers all get shards for any N worth parallelising.
+    Multiples of ``GEOMETRY_BATCH`` = 16 (except the 1000 cap) keep the model-evaluation blocks
+    whole. Depends on N only: the files are identical for any worker count.
+    """
+    return min(1000, max(32, 16 * math.ceil(int(n) / 1024)))
+
 
 @dataclasses.dataclass
 class DatasetConfig:
@@ -46,7 +67,8 @@ class DatasetConfig:
     n: int  # --n: total number of samples N
     size: int = 224  # --size: image side in pixels
     seed: int = 0  # --seed: global seed
-    shard_size: int = 1000  # --shard-size: samples per shard
+    shard_size: int | None = None  # --shard-size: samples per shard (None: the existing dataset's, else
+    # default_shard_size(n))
     workers: int = 1  # --workers: worker processes (0 = render in this process)
     compression: str = "gzip"  # --compression: gzip (level 1 + shuffle) | lzf
     platform: str = "osmesa"  # --platform: osmesa | egl
@@ -61,7 +83,7 @@ class DatasetConfig:
             raise ValueError(f"--n must be a positive integer, got {self.n!r}")
         if not isinstance(self.size, (int, np.integer)) or not 8 <= self.size <= 4096:
             raise ValueError(f"--size must be an integer in [8, 4096], got {self.size!r}")
-        if not isinstance(self.shard_size, (int, np.integer)) or self.shard_size <= 0:
+        if self.shard_size is not None and (not isinstance(self.shard_size, (int, np.integer)) or self.shard_size <= 0):
             raise ValueError(f"--shard-size must be a positive integer, got {self.shard_size!r}")
         if not isinstance(self.workers, (int, np.integer)) or self.workers < 0:
             raise ValueError(f"--workers must be an integer >= 0, got {self.workers!r}")
@@ -74,7 +96,7 @@ class DatasetConfig:
 
     @property
     def n_shards(self) -> int:
-        return sh.shard_count(self.n, self.shard_size)
+        return sh.shard_count(self.n, self.shard_size or default_shard_size(self.n))
 
 
 def parse_shard_range(text: str) -> tuple[int, int | None]:
@@ -140,12 +162,13 @@ def _load(model):
     return model
 
 
-def manifest_for(config: DatasetConfig, model) -> dict[str, Any]:
-    """The ``dataset.json`` content of a job."""
+def manifest_for(config: DatasetConfig, model, shard_size_rule: str = "--shard-size") -> dict[str, Any]:
+    """The ``dataset.json`` content of a job (``config.shard_size`` resolved, see :func:`prepare`)."""
     return {
         "layout_version": sh.LAYOUT_VERSION,
         "n_total": int(config.n),
         "shard_size": int(config.shard_size),
+        "shard_size_rule": shard_size_rule,
         "n_shards": config.n_shards,
         "size": int(config.size),
         "seed": int(config.seed),
@@ -171,8 +194,34 @@ def _check_output_dir(out: Path) -> None:
         raise ValueError(f"--out {str(out)!r} is not writable (no write permission on {str(existing)!r})")
 
 
-def prepare(config: DatasetConfig, model=None):
-    """Validate a job without writing anything; returns (model, manifest, shards to render, skipped)."""
+@dataclasses.dataclass
+class Plan:
+    """What :func:`prepare` decided: the job with its shard size resolved, and the shards to render."""
+
+    config: DatasetConfig  # shard_size resolved
+    model: Any  # the MorphableModel
+    manifest: dict[str, Any]
+    todo: list[int]  # shards to render (missing or damaged)
+    skipped: list[int]  # finished shards that passed the quick check
+    damaged: dict[int, str]  # finished shards that failed it: shard -> one-line reason (also in todo)
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); remove it or use another --out") from None
+
+
+def prepare(config: DatasetConfig, model=None) -> Plan:
+    """Validate a job without writing anything and decide what to render.
+
+    The shard size is ``config.shard_size`` when given, else the one of the dataset already in
+    ``config.out`` (so rerunning the same command resumes it), else :func:`default_shard_size`.
+    Finished shards get :func:`synth.shards.quick_check_shard`; a damaged one is rendered again.
+    """
     out = Path(config.out)
     _check_output_dir(out)
     if config.sampling.background == "images":
@@ -182,27 +231,38 @@ def prepare(config: DatasetConfig, model=None):
     model = _load(config.model if model is None else model)
     if model.landmarks is None:
         log.warning("model %s has no landmarks: landmarks are stored as zeros, all invisible", model.source)
-    manifest = manifest_for(config, model)
     mpath = out / "dataset.json"
-    if mpath.exists():
-        try:
-            old = json.loads(mpath.read_text())
-        except ValueError as e:
-            raise ValueError(f"{mpath} is not valid JSON ({e}); remove it or use another --out") from None
+    old = _read_manifest(mpath)
+    rule = "--shard-size"
+    if config.shard_size is None:
+        if old is not None and old.get("n_total") == config.n and isinstance(old.get("shard_size"), int):
+            config = dataclasses.replace(config, shard_size=old["shard_size"])
+            rule = str(old.get("shard_size_rule", "--shard-size"))
+        else:
+            config = dataclasses.replace(config, shard_size=default_shard_size(config.n))
+            rule = f"from N: {SHARD_SIZE_RULE}"
+    manifest = manifest_for(config, model, rule)
+    if old is not None:
         diff = [k for k in _IDENTITY_KEYS if old.get(k) != json.loads(json.dumps(manifest[k]))]
         if diff:
             raise ValueError(f"--out {str(out)!r} already holds a dataset with another configuration "
                              f"(differs in: {', '.join(diff)}); use a new --out or remove it")
     elif out.exists() and sh.list_shards(out):
         raise ValueError(f"--out {str(out)!r} holds shards but no dataset.json; use a new --out")
-    todo, skipped = [], []
+    expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}
+    todo, skipped, damaged = [], [], {}
     for k in assigned_shards(config):
         path = out / sh.shard_name(k)
-        if path.exists():
+        if not path.exists():
+            todo.append(k)
+            continue
+        problem = sh.quick_check_shard(path, expected)
+        if problem is None:
             skipped.append(k)
         else:
+            damaged[k] = problem
             todo.append(k)
-    return model, manifest, todo, skipped
+    return Plan(config=config, model=model, manifest=manifest, todo=todo, skipped=skipped, damaged=damaged)
 
 
 # ---------------------------------------------------------------------------------- per process
@@ -284,6 +344,57 @@ class _ShardRenderer:
         self.renderer.close()
 
 
+# One thread per process: rendering parallelism comes from worker processes, and the small BLAS
+# products and llvmpipe's tile threads only add contention (measured in benchmarks/synth_throughput.py).
+_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """While inside: one BLAS/OpenMP thread (threadpoolctl, for the libraries already loaded) and
+    ``LP_NUM_THREADS=1`` (unless set) for OpenGL contexts created meanwhile. llvmpipe reads it when a
+    process creates its first context, so a renderer created inside keeps one thread for good."""
+    from threadpoolctl import threadpool_limits
+
+    saved = os.environ.get("LP_NUM_THREADS")
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("LP_NUM_THREADS", None)
+
+
+def _pin_worker_threads() -> None:
+    """A worker process, for its whole life: one BLAS/OpenMP thread and one llvmpipe thread. The
+    spawn environment (:func:`_spawn_environment`) already asked for it before numpy loaded; this
+    also holds when a library ignored the variables."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ.setdefault("LP_NUM_THREADS", "1")  # before the worker creates its OpenGL context
+    threadpool_limits(limits=1)  # not used as a context manager: never restored
+
+
+@contextlib.contextmanager
+def _spawn_environment(platform: str):
+    """The environment handed to spawned workers (restored afterwards): one BLAS/OpenMP thread,
+    read by those libraries when the worker first imports numpy, before any code of ours runs;
+    one llvmpipe thread unless the user set ``LP_NUM_THREADS``; the requested OpenGL platform."""
+    keys = _BLAS_ENV + ("PYOPENGL_PLATFORM", "LP_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: "1" for k in _BLAS_ENV}, PYOPENGL_PLATFORM=platform)
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 _WORKER: dict[str, Any] = {}  # per worker process: set once by _init_worker
 
 
@@ -295,6 +406,7 @@ def _init_worker(config_dict: dict, model, manifest: dict, progress_queue) -> No
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    _pin_worker_threads()
     _WORKER["manifest"] = manifest
     _WORKER["queue"] = progress_queue
     try:
@@ -311,6 +423,17 @@ def _worker_render(k: int) -> dict[str, float]:
     return _WORKER["state"].render_shard(k, _WORKER["manifest"], progress=q.put)
 
 
+def _worker_threads() -> dict[str, int]:
+    """This worker's BLAS and llvmpipe thread counts (for tests): ``{"blas": n, "llvmpipe": n}``."""
+    from threadpoolctl import threadpool_info
+
+    if "error" in _WORKER:
+        raise _WORKER["error"]
+    blas = max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"), default=0)
+    names = [Path(t, "comm").read_text().strip() for t in Path("/proc/self/task").iterdir()]
+    return {"blas": blas, "llvmpipe": sum(n.startswith("llvmpipe") for n in names)}
+
+
 def _config_dict(config: DatasetConfig) -> dict:
     d = dataclasses.asdict(config)
     d["sampling"] = config.sampling.to_dict()
@@ -323,12 +446,13 @@ def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], 
 
     ``model``: a ``MorphableModel`` (overrides ``config.model``) or None (load ``config.model``).
     ``progress(k)`` is called as k more samples are done; ``on_start(samples_todo, samples_skipped)``
-    once before rendering. Raises ``ValueError`` on bad input before writing anything.
+    once before rendering. Raises ``ValueError`` on bad input before writing anything. A finished
+    shard that fails :func:`synth.shards.quick_check_shard` is logged (one warning line naming it)
+    and rendered again.
     """
     t_start = time.perf_counter()
-    # what workers load: the caller's model object (pickled), else the file path / None = built-in
-    worker_model = model if model is not None else config.model
-    model, manifest, todo, skipped = prepare(config, model)
+    plan = prepare(config, model)
+    config, todo, skipped = plan.config, plan.todo, plan.skipped
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     probe = out / f"{sh.TEMP_PREFIX}probe.{os.getpid()}"
@@ -338,7 +462,9 @@ def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], 
     except OSError as e:
         raise ValueError(f"--out {str(out)!r} is not writable: {e}") from None
     if not (out / "dataset.json").exists():
-        sh.write_json_atomic(out / "dataset.json", manifest)
+        sh.write_json_atomic(out / "dataset.json", plan.manifest)
+    for k, problem in plan.damaged.items():
+        log.warning("%s is damaged (%s): rendering it again", out / sh.shard_name(k), problem)
 
     def n_in(k: int) -> int:
         a, b = sh.shard_bounds(k, config.n, config.shard_size)
@@ -351,9 +477,11 @@ def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], 
         log.info("skipping %d finished shards", len(skipped))
     timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0, "cpu": 0.0}
     if todo and config.workers <= 1:
-        _render_in_process(config, model, manifest, todo, progress, timings)
+        with _one_thread():
+            _render_in_process(config, plan.model, plan.manifest, todo, progress, timings)
     elif todo:
-        _render_with_pool(config, worker_model, manifest, todo, progress, timings)
+        # workers get the loaded model (pickled): cheaper than each of them loading or building it again
+        _render_with_pool(config, plan.model, plan.manifest, todo, progress, timings)
     return RenderSummary(out=out, n_total=config.n, shards_assigned=len(todo) + len(skipped),
                          shards_rendered=len(todo), shards_skipped=len(skipped), samples_rendered=n_todo,
                          seconds=time.perf_counter() - t_start, timings=timings)
@@ -373,28 +501,16 @@ def _render_in_process(config, model, manifest, todo, progress, timings) -> None
         state.close()
 
 
-_SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _render_with_pool(config, worker_model, manifest, todo, progress, timings) -> None:
+def _start_pool(config: DatasetConfig, model, manifest: dict, n_workers: int, progress_queue):
     ctx = mp.get_context("spawn")
-    # workers: one BLAS thread each, the requested OpenGL platform (inherited at spawn)
-    saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV + ("PYOPENGL_PLATFORM", "LP_NUM_THREADS")}
-    for k in _SINGLE_THREAD_ENV:
-        os.environ[k] = "1"
-    os.environ["PYOPENGL_PLATFORM"] = config.platform
-    if saved["LP_NUM_THREADS"] is None:
-        os.environ["LP_NUM_THREADS"] = "1"  # one llvmpipe (OSMesa) thread per worker process
-    q = ctx.Queue()
-    try:
-        pool = ctx.Pool(min(config.workers, len(todo)), initializer=_init_worker,
-                        initargs=(_config_dict(config), worker_model, manifest, q))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with _spawn_environment(config.platform):
+        return ctx.Pool(n_workers, initializer=_init_worker,
+                        initargs=(_config_dict(config), model, manifest, progress_queue))
+
+
+def _render_with_pool(config, model, manifest, todo, progress, timings) -> None:
+    q = mp.get_context("spawn").Queue()
+    pool = _start_pool(config, model, manifest, min(config.workers, len(todo)), q)
     try:
         results = [pool.apply_async(_worker_render, (k,)) for k in todo]
         pending = list(results)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "remove_stale_temporaries",
+           "rng_state", "set_rng_state"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             tmp.unlink()
     log.info("saved checkpoint %s (step %s)", path, state["step"])
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete ``path.tmp-*`` files: checkpoint writes of a process that was killed before its rename
+    (call it when no other process writes ``path``). Returns the deleted paths."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f"{path.name}.tmp-*")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+        log.info("removed %s (a checkpoint write cut short)", p)
+    return stale
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", fingerprint: str | None = None) -> dict[str, Any]:

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CheckpointError, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint,
+                         set_rng_state)
 
 __all__ = ["LoopConfig", "DistInfo", "init_distributed", "resolve_device", "Trainer", "TrainResult",
            "cosine_lambda", "train_coarse", "plot_curves"]
@@ -226,6 +227,7 @@ class Trainer:
             log.info("resumed from %s at step %d", self.ckpt_path, start)
         if main:
             _truncate_logs(self.out, start)
+            remove_stale_temporaries(self.ckpt_path)  # a checkpoint write cut short by a kill
         if start >= loop.total_steps:
             log.info("nothing to do: step %d >= --steps %d", start, loop.total_steps)
         loader = self.train_loader_fn(start)
@@ -360,22 +362,33 @@ class _LogWriter:
 
 
 def _truncate_logs(out: Path, step: int) -> None:
-    """Drop log rows after ``step`` (written by a run that died after its last checkpoint)."""
+    """Drop log rows after ``step`` (written by a run that died after its last checkpoint), and a
+    last line that a kill cut short (no newline). Each file is replaced atomically, so a kill
+    during the truncation leaves either the old or the new file."""
+    def complete_lines(path: Path) -> list[str]:
+        text = path.read_text()
+        lines = text.split("\n")
+        return [ln for ln in lines[:-1] if ln.strip()]  # lines[-1]: "" or a line cut short
+
+    def replace(path: Path, lines: list[str]) -> None:
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(ln + "\n" for ln in lines))
+        os.replace(tmp, path)
+
     for name in ("train.csv", "val.csv"):
         path = out / name
         if not path.exists():
             continue
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
+        lines = complete_lines(path)
+        if not lines:
             continue
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
-        with open(path, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows(keep)
+        width = len(next(csv.reader([lines[0]])))
+        keep = [lines[0]] + [ln for ln, row in zip(lines[1:], csv.reader(lines[1:]))
+                             if len(row) == width and int(float(row[0])) <= step]
+        replace(path, keep)
     path = out / "log.jsonl"
     if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+        replace(path, [ln for ln in complete_lines(path) if json.loads(ln).get("step", 0) <= step])
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
