@@ -4,7 +4,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 N ?= 1000
 OUT ?= shards
-WORKERS ?= 2
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SEED ?= 0
 SIZE ?= 224
 LIGHTS ?= sh9
@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml Makefile
 test: install ## run the test suite (what CI runs)
 	$(PYTHON) -m pytest -q tests
 
-dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=2 SEED=0 SIZE=224 LIGHTS=sh9)
+dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=<cores> SEED=0 SIZE=224 LIGHTS=sh9)
 	synth-cli render --out $(OUT) --n $(N) --workers $(WORKERS) --seed $(SEED) --size $(SIZE) --lights $(LIGHTS)
 
 preview: install ## re-render docs/builtin_preview.png (mean face + ±2σ samples of the built-in model)
