@@ -54,7 +54,7 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--detail-scale", type=float, default=1.0, show_default=True, help="multiplies detail amplitudes")
 @click.option("--shard-size", type=int, default=None,
               help="samples per shard [default: the existing dataset's in --out, else from N: "
-                   "min(1000, max(32, 16 ceil(N/1024))), about 64 shards; never from --workers]")
+                   "min(1000, max(32, 16 ceil(N/1024))), at most 64 shards below N = 64000; never from --workers]")
 @click.option("--shard-range", default=None, help="render only shards a..b-1 (a:b); default: all, or the "
               "SLURM_ARRAY_TASK_ID share")
 @click.option("--compression", type=click.Choice(["gzip", "lzf"]), default="gzip", show_default=True,

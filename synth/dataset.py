@@ -11,7 +11,7 @@
   warning naming it), and deletes stale temporary files of the shards it renders: killing a run
   at any moment and rerunning it gives exactly N valid samples.
 - The shard size S is ``--shard-size`` when given, else the existing dataset's (a rerun resumes),
-  else chosen from N alone (:func:`default_shard_size`: about 64 shards of 32..1000 samples), never
+  else chosen from N alone (:func:`default_shard_size`: at most 64 shards of 32..1000 samples), never
   from the worker count: the files are the same for any ``--workers``.
 - Sample ``i`` depends only on (seed, i) (see :mod:`synth.sampling`), so the sample arrays are the
   same for any worker count, shard size, shard order, machine or ``shard_range`` split.
@@ -51,8 +51,8 @@ SHARD_SIZE_RULE = "min(1000, max(32, 16 * ceil(N / 1024)))"
 def default_shard_size(n: int) -> int:
     """Samples per shard when ``--shard-size`` is not given: ``min(1000, max(32, 16 ceil(N / 1024)))``.
 
-    About 64 shards for 2048 <= N <= 64000 (fewer, of 32 samples, below; 1000-sample shards from
-    N = 64000 on), so up to dozens of workers all get shards for any N worth parallelising.
+    43 to 64 shards for 2048 <= N <= 64000 (fewer, of 32 samples, below; 1000-sample shards from
+    N ~ 63500 on), so up to dozens of workers all get shards for any N worth parallelising.
     Multiples of ``GEOMETRY_BATCH`` = 16 (except the 1000 cap) keep the model-evaluation blocks
     whole. Depends on N only: the files are identical for any worker count.
     """

@@ -12,7 +12,7 @@ from synth.shards import ShardReader, list_shards
 
 
 def test_default_shard_size_golden_values():
-    # min(1000, max(32, 16 ceil(N / 1024))): >= 13 shards from N = 400 on, ~64 from 2048 to 64000
+    # min(1000, max(32, 16 ceil(N / 1024))): >= 13 shards from N = 400 on, 43..64 from 2048 to 64000
     expected = {1: 32, 400: 32, 1000: 32, 1025: 32, 2048: 32, 2049: 48, 4000: 64, 20000: 320, 64000: 1000,
                 100000: 1000, 10**6: 1000}
     assert {n: default_shard_size(n) for n in expected} == expected
