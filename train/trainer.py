@@ -381,7 +381,8 @@ def _truncate_logs(out: Path, step: int) -> None:
         if not path.exists():
             continue
         lines = complete_lines(path)
-        if not lines:
+        if not lines:  # empty, or a header cut short: the next row writes a new header
+            replace(path, [])
             continue
         width = len(next(csv.reader([lines[0]])))
         keep = [lines[0]] + [ln for ln, row in zip(lines[1:], csv.reader(lines[1:]))
