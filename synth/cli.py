@@ -46,7 +46,7 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--lights", type=click.Choice(LIGHT_MODES), default="sh9", show_default=True,
               help="sh9: 27 SH coefficients; ambient; point: directional + ambient")
 @click.option("--size", type=int, default=224, show_default=True, help="image side in pixels")
-@click.option("--workers", type=int, default=1, show_default=True, help="worker processes, one core each (one BLAS and one llvmpipe thread); 1 = this process")
+@click.option("--workers", type=int, default=1, show_default=True, help="rendering processes (this one + W-1 spawned), one core each: one BLAS and one llvmpipe thread")
 @click.option("--seed", type=int, default=0, show_default=True, help="global seed; sample i depends only on (seed, i)")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="BFM2017/2019 .h5 or BFM2009 .mat (default: built-in model)")

@@ -15,10 +15,12 @@
   from the worker count: the files are the same for any ``--workers``.
 - Sample ``i`` depends only on (seed, i) (see :mod:`synth.sampling`), so the sample arrays are the
   same for any worker count, shard size, shard order, machine or ``shard_range`` split.
-- Workers are ``spawn`` processes, each owning one renderer and running one BLAS thread and one
-  llvmpipe (OSMesa) thread, so W workers keep W cores busy; shards are handed out one at a time;
-  progress (samples) flows back through a queue to the ``progress`` callback. ``workers <= 1``
-  renders in the calling process, also with one BLAS and one llvmpipe thread.
+- W workers = the calling process plus W - 1 ``spawn`` processes, each owning one renderer and
+  running one BLAS thread and one llvmpipe (OSMesa) thread, so W workers keep W cores busy. Each
+  takes the next shard when it is free (a counter in shared memory); the calling process starts
+  rendering as soon as a one-worker run would, the spawned ones join when they have started (so a
+  second worker never makes a small job slower). Progress (samples) and finished shards' timings
+  flow back through a queue to the ``progress`` callback; a worker's error stops the run.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import pickle
 import queue as queue_mod
 import time
 from pathlib import Path
@@ -395,10 +398,35 @@ def _spawn_environment(platform: str):
                 os.environ[k] = v
 
 
-_WORKER: dict[str, Any] = {}  # per worker process: set once by _init_worker
+def _thread_counts() -> dict[str, int]:
+    """This process's BLAS threads and llvmpipe threads: ``{"blas": n, "llvmpipe": n}``."""
+    from threadpoolctl import threadpool_info
+
+    blas = max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"), default=0)
+    names = [Path(t, "comm").read_text().strip() for t in Path("/proc/self/task").iterdir()]
+    return {"blas": blas, "llvmpipe": sum(n.startswith("llvmpipe") for n in names)}
 
 
-def _init_worker(config_dict: dict, model, manifest: dict, progress_queue) -> None:
+class _Shards:
+    """The shards to render, taken one at a time by the calling process and the spawned workers
+    (a counter in shared memory): whoever is free takes the next one."""
+
+    def __init__(self, ctx, todo: list[int]):
+        self.todo = list(todo)
+        self.next = ctx.Value("i", 0)
+
+    def take(self) -> int | None:
+        with self.next.get_lock():
+            i = self.next.value
+            if i >= len(self.todo):
+                return None
+            self.next.value = i + 1
+        return self.todo[i]
+
+
+def _worker_main(config_dict: dict, model, manifest: dict, shards: _Shards, results) -> None:
+    """A spawned worker: renders the shards it takes until none are left. Messages to the parent:
+    ``("progress", n)``, ``("done", k, timings)``, ``("exit", thread counts)`` or ``("error", exc)``."""
     try:  # die with the parent (Linux), so a killed run leaves no orphan writing shards
         import ctypes
         import signal
@@ -407,37 +435,42 @@ def _init_worker(config_dict: dict, model, manifest: dict, progress_queue) -> No
     except (OSError, AttributeError):
         pass
     _pin_worker_threads()
-    _WORKER["manifest"] = manifest
-    _WORKER["queue"] = progress_queue
+    state = None
     try:
         config = DatasetConfig(**config_dict)
-        _WORKER["state"] = _ShardRenderer(config, _load(model))
-    except Exception as e:  # reported by the first task instead of a silently respawning pool
-        _WORKER["error"] = e
-
-
-def _worker_render(k: int) -> dict[str, float]:
-    if "error" in _WORKER:
-        raise _WORKER["error"]
-    q = _WORKER["queue"]
-    return _WORKER["state"].render_shard(k, _WORKER["manifest"], progress=q.put)
-
-
-def _worker_threads() -> dict[str, int]:
-    """This worker's BLAS and llvmpipe thread counts (for tests): ``{"blas": n, "llvmpipe": n}``."""
-    from threadpoolctl import threadpool_info
-
-    if "error" in _WORKER:
-        raise _WORKER["error"]
-    blas = max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"), default=0)
-    names = [Path(t, "comm").read_text().strip() for t in Path("/proc/self/task").iterdir()]
-    return {"blas": blas, "llvmpipe": sum(n.startswith("llvmpipe") for n in names)}
+        model = _load(model)  # a path or None (built-in, cached by the parent's load): no 100 MB pickle
+        if model.fingerprint != manifest["model_fingerprint"]:
+            raise ValueError(f"morphable model {config.model or 'built-in'} changed while rendering "
+                             f"({model.fingerprint[:12]}... != {manifest['model_fingerprint'][:12]}...)")
+        state = _ShardRenderer(config, model)
+        while (k := shards.take()) is not None:
+            results.put(("done", k, state.render_shard(k, manifest, progress=lambda n: results.put(("progress", n)))))
+        results.put(("exit", _thread_counts()))
+    except BaseException as e:  # reported by the parent, which stops the run
+        try:
+            pickle.dumps(e)
+        except Exception:
+            e = RuntimeError(f"{type(e).__name__}: {e}")
+        results.put(("error", e))
+    finally:
+        if state is not None:
+            state.close()
 
 
 def _config_dict(config: DatasetConfig) -> dict:
     d = dataclasses.asdict(config)
     d["sampling"] = config.sampling.to_dict()
     return d
+
+
+def _spawn_workers(ctx, config: DatasetConfig, model, manifest: dict, shards: _Shards, results, n: int) -> list:
+    """Start ``n`` spawned worker processes (see :func:`_worker_main`)."""
+    procs = [ctx.Process(target=_worker_main, args=(_config_dict(config), model, manifest, shards, results),
+                         name=f"synth-worker-{i}", daemon=True) for i in range(n)]
+    with _spawn_environment(config.platform):
+        for p in procs:
+            p.start()
+    return procs
 
 
 def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], None] | None = None,
@@ -449,6 +482,9 @@ def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], 
     once before rendering. Raises ``ValueError`` on bad input before writing anything. A finished
     shard that fails :func:`synth.shards.quick_check_shard` is logged (one warning line naming it)
     and rendered again.
+
+    ``config.workers`` W > 1: this process renders too, beside W - 1 spawned workers, so it starts
+    as soon as a single-process run would and each worker adds its core once it is ready.
     """
     t_start = time.perf_counter()
     plan = prepare(config, model)
@@ -476,12 +512,11 @@ def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], 
     if skipped:
         log.info("skipping %d finished shards", len(skipped))
     timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0, "cpu": 0.0}
-    if todo and config.workers <= 1:
-        with _one_thread():
-            _render_in_process(config, plan.model, plan.manifest, todo, progress, timings)
-    elif todo:
-        # workers get the loaded model (pickled): cheaper than each of them loading or building it again
-        _render_with_pool(config, plan.model, plan.manifest, todo, progress, timings)
+    if todo:
+        # what spawned workers load: the caller's model object (pickled), else the file path / None =
+        # built-in (read from the cache that the load above wrote; cheaper than a 100 MB pickle each)
+        worker_model = model if model is not None else config.model
+        _render(config, plan.model, worker_model, plan.manifest, todo, progress, timings)
     return RenderSummary(out=out, n_total=config.n, shards_assigned=len(todo) + len(skipped),
                          shards_rendered=len(todo), shards_skipped=len(skipped), samples_rendered=n_todo,
                          seconds=time.perf_counter() - t_start, timings=timings)
@@ -492,52 +527,56 @@ def _add(total: dict, part: dict) -> None:
         total[k] = total.get(k, 0.0) + v
 
 
-def _render_in_process(config, model, manifest, todo, progress, timings) -> None:
-    state = _ShardRenderer(config, model)
-    try:
-        for k in todo:
-            _add(timings, state.render_shard(k, manifest, progress))
-    finally:
-        state.close()
-
-
-def _start_pool(config: DatasetConfig, model, manifest: dict, n_workers: int, progress_queue):
+def _render(config, model, worker_model, manifest, todo, progress, timings) -> None:
+    """Render ``todo`` in this process and ``min(W, len(todo)) - 1`` spawned workers."""
     ctx = mp.get_context("spawn")
-    with _spawn_environment(config.platform):
-        return ctx.Pool(n_workers, initializer=_init_worker,
-                        initargs=(_config_dict(config), model, manifest, progress_queue))
+    shards = _Shards(ctx, todo)
+    results = ctx.Queue()
+    n_spawn = max(0, min(config.workers, len(todo)) - 1)
+    procs = _spawn_workers(ctx, config, worker_model, manifest, shards, results, n_spawn) if n_spawn else []
+    running = [n_spawn]  # spawned workers that have not said "exit" yet
 
-
-def _render_with_pool(config, model, manifest, todo, progress, timings) -> None:
-    q = mp.get_context("spawn").Queue()
-    pool = _start_pool(config, model, manifest, min(config.workers, len(todo)), q)
-    try:
-        results = [pool.apply_async(_worker_render, (k,)) for k in todo]
-        pending = list(results)
-        while pending:
+    def poll(timeout: float | None = None) -> None:
+        """Handle the workers' messages (waiting up to ``timeout`` for the first); raise a worker's error."""
+        while True:
             try:
-                n = q.get(timeout=0.2)
+                msg = results.get(timeout=timeout) if timeout else results.get_nowait()
+            except queue_mod.Empty:
+                return
+            timeout = None
+            if msg[0] == "progress":
                 if progress is not None:
-                    progress(n)
-            except queue_mod.Empty:
-                pass
-            still = []
-            for r in pending:
-                if r.ready():
-                    _add(timings, r.get())  # re-raises a worker's exception
-                else:
-                    still.append(r)
-            pending = still
-        while True:  # drain the last progress messages
+                    progress(msg[1])
+            elif msg[0] == "done":
+                _add(timings, msg[2])
+            elif msg[0] == "exit":
+                running[0] -= 1
+                log.debug("a worker finished; its threads: %s", msg[1])
+            else:
+                raise msg[1]
+
+    def own_progress(n: int) -> None:
+        if progress is not None:
+            progress(n)
+        poll()  # the workers' progress, between this process's samples
+
+    try:
+        with _one_thread():
+            state = _ShardRenderer(config, model)
             try:
-                n = q.get_nowait()
-            except queue_mod.Empty:
-                break
-            if progress is not None:
-                progress(n)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
+                while (k := shards.take()) is not None:
+                    _add(timings, state.render_shard(k, manifest, own_progress))
+            finally:
+                state.close()
+        while running[0]:
+            poll(timeout=0.2)
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead and running[0]:
+                poll()  # its error message may still be in the queue
+                raise RuntimeError(f"a render worker died (exit code {dead[0].exitcode}); rerun to resume")
     finally:
-        pool.join()
+        for p in procs:
+            if p.is_alive() and running[0]:
+                p.terminate()
+        for p in procs:
+            p.join()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from synth.dataset import (SHARD_SIZE_RULE, DatasetConfig, _start_pool, _worker_threads, default_shard_size,
-                           prepare, render_dataset)
+from synth.dataset import (SHARD_SIZE_RULE, DatasetConfig, _Shards, _spawn_workers, default_shard_size, prepare,
+                           render_dataset)
 from synth.shards import ShardReader, list_shards
 
 
@@ -45,13 +45,14 @@ def test_workers_run_one_blas_and_one_llvmpipe_thread(tiny_model, tmp_path):
     """A spawned worker, its renderer warmed up, has one BLAS thread and one llvmpipe thread (this
     machine's default would be one per core), and the parent's environment is left as it was."""
     before = dict(os.environ)
-    plan = prepare(DatasetConfig(out=str(tmp_path / "w"), n=4, size=16, workers=1), tiny_model)
-    q = mp.get_context("spawn").Queue()
-    pool = _start_pool(plan.config, plan.model, plan.manifest, 1, q)
+    plan = prepare(DatasetConfig(out=str(tmp_path / "w"), n=4, size=16, workers=2), tiny_model)
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    shards = _Shards(ctx, [])  # no shard to take (kept referenced: the worker unpickles its lock later)
+    (proc,) = _spawn_workers(ctx, plan.config, tiny_model, plan.manifest, shards, results, 1)
     try:
-        threads = pool.apply(_worker_threads)
+        msg = results.get(timeout=120)  # it reports its threads and exits
     finally:
-        pool.terminate()
-        pool.join()
-    assert threads == {"blas": 1, "llvmpipe": 1}
+        proc.join(timeout=60)
+    assert msg == ("exit", {"blas": 1, "llvmpipe": 1})
     assert dict(os.environ) == before
