@@ -56,3 +56,19 @@ def test_workers_run_one_blas_and_one_llvmpipe_thread(tiny_model, tmp_path):
         proc.join(timeout=60)
     assert msg == ("exit", {"blas": 1, "llvmpipe": 1})
     assert dict(os.environ) == before
+
+
+def test_a_worker_error_stops_the_run_with_its_message(tiny_model, ellipsoid_model, tmp_path):
+    """A spawned worker that fails (here: it loads another model than the run's) stops the run with
+    its error, raised in the calling process; no temporary file is left behind."""
+    from morphable_model import save_bfm2017
+    from synth.dataset import _render
+
+    other = tmp_path / "other.h5"
+    save_bfm2017(ellipsoid_model, other)
+    out = tmp_path / "w"
+    plan = prepare(DatasetConfig(out=str(out), n=64, size=16, shard_size=2, workers=2), tiny_model)
+    out.mkdir()
+    with pytest.raises(ValueError, match="changed while rendering"):
+        _render(plan.config, tiny_model, str(other), plan.manifest, plan.todo, None, {})
+    assert not list(out.glob(".tmp-*"))
