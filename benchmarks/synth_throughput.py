@@ -68,14 +68,27 @@ def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, worke
             "bytes_per_sample": nbytes / n}
 
 
+def _busy_seconds() -> float:
+    """CPU seconds all processes of this machine have used since boot (/proc/stat)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
 def run_cli(out: Path, n: int, workers: int) -> dict:
-    """``synth-cli render --out OUT --n N --workers W``, default flags, as a user runs it."""
+    """``synth-cli render --out OUT --n N --workers W``, default flags, as a user runs it. ``others``:
+    the share of the machine's cores that other processes used meanwhile (0 = an idle machine)."""
+    import resource
+
     exe = Path(sys.executable).with_name("synth-cli")
     cmd = [str(exe) if exe.exists() else "synth-cli", "render", "--out", str(out), "--n", str(n),
            "--workers", str(workers)]
+    busy0, ru0 = _busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.run(cmd, env=_USER_ENV, capture_output=True, text=True)
     wall = time.time() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)  # synth-cli and its workers
+    others = max(0.0, _busy_seconds() - busy0 - ours) / (wall * (os.cpu_count() or 1))
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
     from synth.shards import ShardReader
@@ -92,7 +105,8 @@ def run_cli(out: Path, n: int, workers: int) -> dict:
             break
     t_end = done[-1][0]
     steady = (n - count) / (t_end - t_q) if t_end > t_q else float("nan")
-    return {"wall": wall, "rate_wall": n / wall, "rate_steady": steady, "shards": len(done)}
+    return {"wall": wall, "rate_wall": n / wall, "rate_steady": steady, "shards": len(done), "cpu": ours,
+            "others": others}
 
 
 def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
@@ -153,7 +167,8 @@ def main() -> None:
         cli_ns = [int(v) for v in args.cli_n.split(",") if v.strip()]
         if cli_ns:
             print(f"load average before the synth-cli runs: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-            print(f"{'synth-cli, default flags':>26} {'wall s':>7} {'samples/s':>10} {'steady/s':>9} {'shards':>6}")
+            print(f"{'synth-cli, default flags':>26} {'wall s':>7} {'samples/s':>10} {'steady/s':>9} {'shards':>6} "
+                  f"{'cpu s':>6} {'others':>6}  (others: share of the cores other processes used meanwhile)")
         for n in cli_ns:
             res: dict[int, list[dict]] = {w: [] for w in workers}
             for _ in range(args.repeat):  # alternating, so that a change of load hits both worker counts
@@ -162,7 +177,8 @@ def main() -> None:
                     r = run_cli(out, n, w)
                     res[w].append(r)
                     print(f"{f'--n {n} --workers {w}':>26} {r['wall']:>7.1f} {r['rate_wall']:>10.1f} "
-                          f"{r['rate_steady']:>9.1f} {r['shards']:>6}   load {os.getloadavg()[0]:.1f}", flush=True)
+                          f"{r['rate_steady']:>9.1f} {r['shards']:>6} {r['cpu']:>6.1f} {r['others']:>6.0%}",
+                          flush=True)
                     shutil.rmtree(out)
             if 1 in res and 2 in res:
                 for how, pick in (("median", lambda v: float(np.median(v))), ("best", max)):
