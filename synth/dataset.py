@@ -348,7 +348,7 @@ class _ShardRenderer:
 
 
 # One thread per process: rendering parallelism comes from worker processes, and the small BLAS
-# products and llvmpipe's tile threads only add contention (measured in benchmarks/synth_throughput.py).
+# products and llvmpipe's tile threads only add contention between the processes.
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -409,10 +409,11 @@ def _thread_counts() -> dict[str, int]:
 
 class _Shards:
     """The shards to render, taken one at a time by the calling process and the spawned workers
-    (a counter in shared memory): whoever is free takes the next one."""
+    (a counter in shared memory): whoever is free takes the next one. ``todo`` is set per process
+    once the job is known (:class:`_Workers` sends it)."""
 
-    def __init__(self, ctx, todo: list[int]):
-        self.todo = list(todo)
+    def __init__(self, ctx):
+        self.todo: list[int] = []
         self.next = ctx.Value("i", 0)
 
     def take(self) -> int | None:
@@ -424,9 +425,11 @@ class _Shards:
         return self.todo[i]
 
 
-def _worker_main(config_dict: dict, model, manifest: dict, shards: _Shards, results) -> None:
-    """A spawned worker: renders the shards it takes until none are left. Messages to the parent:
-    ``("progress", n)``, ``("done", k, timings)``, ``("exit", thread counts)`` or ``("error", exc)``."""
+def _worker_main(config_dict: dict, model, shards: _Shards, jobs, results) -> None:
+    """A spawned worker: sets up its renderer, waits for the job (``(resolved config, manifest,
+    todo)`` or ``None``), then renders the shards it takes until none are left. Messages to the
+    parent: ``("progress", n)``, ``("done", k, timings)``, ``("exit", thread counts)`` or
+    ``("error", exc)``."""
     try:  # die with the parent (Linux), so a killed run leaves no orphan writing shards
         import ctypes
         import signal
@@ -437,14 +440,19 @@ def _worker_main(config_dict: dict, model, manifest: dict, shards: _Shards, resu
     _pin_worker_threads()
     state = None
     try:
-        config = DatasetConfig(**config_dict)
-        model = _load(model)  # a path or None (built-in, cached by the parent's load): no 100 MB pickle
-        if model.fingerprint != manifest["model_fingerprint"]:
-            raise ValueError(f"morphable model {config.model or 'built-in'} changed while rendering "
-                             f"({model.fingerprint[:12]}... != {manifest['model_fingerprint'][:12]}...)")
-        state = _ShardRenderer(config, model)
-        while (k := shards.take()) is not None:
-            results.put(("done", k, state.render_shard(k, manifest, progress=lambda n: results.put(("progress", n)))))
+        model = _load(model)  # a path or None (the built-in model's cache file): no 100 MB pickle
+        # the renderer depends on size, platform, detail and backgrounds only, not on the shard size
+        state = _ShardRenderer(DatasetConfig(**config_dict), model)
+        job = jobs.get()
+        if job is not None:
+            config_dict, manifest, shards.todo = job
+            state.config = DatasetConfig(**config_dict)  # the shard size resolved by prepare()
+            if model.fingerprint != manifest["model_fingerprint"]:
+                raise ValueError(f"morphable model {state.config.model or 'built-in'} changed while rendering "
+                                 f"({model.fingerprint[:12]}... != {manifest['model_fingerprint'][:12]}...)")
+            while (k := shards.take()) is not None:
+                timings = state.render_shard(k, manifest, progress=lambda n: results.put(("progress", n)))
+                results.put(("done", k, timings))
         results.put(("exit", _thread_counts()))
     except BaseException as e:  # reported by the parent, which stops the run
         try:
@@ -463,14 +471,44 @@ def _config_dict(config: DatasetConfig) -> dict:
     return d
 
 
-def _spawn_workers(ctx, config: DatasetConfig, model, manifest: dict, shards: _Shards, results, n: int) -> list:
-    """Start ``n`` spawned worker processes (see :func:`_worker_main`)."""
-    procs = [ctx.Process(target=_worker_main, args=(_config_dict(config), model, manifest, shards, results),
-                         name=f"synth-worker-{i}", daemon=True) for i in range(n)]
-    with _spawn_environment(config.platform):
-        for p in procs:
-            p.start()
-    return procs
+class _Workers:
+    """``n`` spawned rendering processes (:func:`_worker_main`). They are started before the job is
+    validated (their imports, model loading and renderer set-up, ~3 s, overlap the caller's), and
+    wait for :meth:`begin`; :meth:`stop` ends them."""
+
+    def __init__(self, config: DatasetConfig, model, n: int):
+        ctx = mp.get_context("spawn")
+        self.shards = _Shards(ctx)
+        self.jobs, self.results = ctx.Queue(), ctx.Queue()
+        self.procs = [ctx.Process(target=_worker_main, name=f"synth-worker-{i}", daemon=True,
+                                  args=(_config_dict(config), model, self.shards, self.jobs, self.results))
+                      for i in range(n)]
+        with _spawn_environment(config.platform):
+            for p in self.procs:
+                p.start()
+
+    def begin(self, config: DatasetConfig, manifest: dict, todo: list[int]) -> None:
+        """Hand the job to the workers; ``todo`` is shared with the caller (same order, same counter)."""
+        self.shards.todo = list(todo)
+        for _ in self.procs:
+            self.jobs.put((_config_dict(config), manifest, list(todo)))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()  # idle or failing: nothing of a finished shard is lost
+        for p in self.procs:
+            p.join()
+
+
+def _model_is_cheap_to_load(config: DatasetConfig, model) -> bool:
+    """Whether workers can get the model without building it: the caller's object, a file, or the
+    built-in model's cache file (on the very first run the caller builds and caches it first)."""
+    if model is not None or config.model is not None:
+        return True
+    from morphable_model.builtin import cache_path
+
+    return cache_path().exists()
 
 
 def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], None] | None = None,
@@ -487,36 +525,46 @@ def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], 
     as soon as a single-process run would and each worker adds its core once it is ready.
     """
     t_start = time.perf_counter()
-    plan = prepare(config, model)
-    config, todo, skipped = plan.config, plan.todo, plan.skipped
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / f"{sh.TEMP_PREFIX}probe.{os.getpid()}"
+    # what spawned workers load: the caller's model object (pickled), else the file path / None =
+    # built-in (its cache file; cheaper than a 100 MB pickle per worker)
+    worker_model = model if model is not None else config.model
+    n_spawn = max(0, min(config.workers, config.n_shards) - 1)
+    workers = None
+    if n_spawn and _model_is_cheap_to_load(config, model):
+        workers = _Workers(config, worker_model, n_spawn)  # set up while this process validates the job
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"--out {str(out)!r} is not writable: {e}") from None
-    if not (out / "dataset.json").exists():
-        sh.write_json_atomic(out / "dataset.json", plan.manifest)
-    for k, problem in plan.damaged.items():
-        log.warning("%s is damaged (%s): rendering it again", out / sh.shard_name(k), problem)
+        plan = prepare(config, model)
+        config, todo, skipped = plan.config, plan.todo, plan.skipped
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f"{sh.TEMP_PREFIX}probe.{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"--out {str(out)!r} is not writable: {e}") from None
+        if not (out / "dataset.json").exists():
+            sh.write_json_atomic(out / "dataset.json", plan.manifest)
+        for k, problem in plan.damaged.items():
+            log.warning("%s is damaged (%s): rendering it again", out / sh.shard_name(k), problem)
 
-    def n_in(k: int) -> int:
-        a, b = sh.shard_bounds(k, config.n, config.shard_size)
-        return b - a
+        def n_in(k: int) -> int:
+            a, b = sh.shard_bounds(k, config.n, config.shard_size)
+            return b - a
 
-    n_todo = sum(n_in(k) for k in todo)
-    if on_start is not None:
-        on_start(n_todo, sum(n_in(k) for k in skipped))
-    if skipped:
-        log.info("skipping %d finished shards", len(skipped))
-    timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0, "cpu": 0.0}
-    if todo:
-        # what spawned workers load: the caller's model object (pickled), else the file path / None =
-        # built-in (read from the cache that the load above wrote; cheaper than a 100 MB pickle each)
-        worker_model = model if model is not None else config.model
-        _render(config, plan.model, worker_model, plan.manifest, todo, progress, timings)
+        n_todo = sum(n_in(k) for k in todo)
+        if on_start is not None:
+            on_start(n_todo, sum(n_in(k) for k in skipped))
+        if skipped:
+            log.info("skipping %d finished shards", len(skipped))
+        timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0, "cpu": 0.0}
+        if todo:
+            if workers is None and n_spawn and len(todo) > 1:
+                workers = _Workers(config, worker_model, min(n_spawn, len(todo) - 1))
+            _render(config, plan.model, plan.manifest, todo, workers, progress, timings)
+    finally:
+        if workers is not None:
+            workers.stop()
     return RenderSummary(out=out, n_total=config.n, shards_assigned=len(todo) + len(skipped),
                          shards_rendered=len(todo), shards_skipped=len(skipped), samples_rendered=n_todo,
                          seconds=time.perf_counter() - t_start, timings=timings)
@@ -527,18 +575,20 @@ def _add(total: dict, part: dict) -> None:
         total[k] = total.get(k, 0.0) + v
 
 
-def _render(config, model, worker_model, manifest, todo, progress, timings) -> None:
-    """Render ``todo`` in this process and ``min(W, len(todo)) - 1`` spawned workers."""
-    ctx = mp.get_context("spawn")
-    shards = _Shards(ctx, todo)
-    results = ctx.Queue()
-    n_spawn = max(0, min(config.workers, len(todo)) - 1)
-    procs = _spawn_workers(ctx, config, worker_model, manifest, shards, results, n_spawn) if n_spawn else []
-    running = [n_spawn]  # spawned workers that have not said "exit" yet
+def _render(config, model, manifest, todo, workers: _Workers | None, progress, timings) -> None:
+    """Render ``todo`` in this process and in ``workers`` (None: this process alone); returns when
+    every shard is finished (the workers are then idle: the caller stops them)."""
+    if workers is not None:
+        workers.begin(config, manifest, todo)
+        shards, results, procs = workers.shards, workers.results, workers.procs
+    else:  # this process takes every shard
+        shards, results, procs = _Shards(mp.get_context("spawn")), None, []
+        shards.todo = list(todo)
+    remaining = set(todo)
 
     def poll(timeout: float | None = None) -> None:
         """Handle the workers' messages (waiting up to ``timeout`` for the first); raise a worker's error."""
-        while True:
+        while results is not None:
             try:
                 msg = results.get(timeout=timeout) if timeout else results.get_nowait()
             except queue_mod.Empty:
@@ -549,8 +599,8 @@ def _render(config, model, worker_model, manifest, todo, progress, timings) -> N
                     progress(msg[1])
             elif msg[0] == "done":
                 _add(timings, msg[2])
+                remaining.discard(msg[1])
             elif msg[0] == "exit":
-                running[0] -= 1
                 log.debug("a worker finished; its threads: %s", msg[1])
             else:
                 raise msg[1]
@@ -560,23 +610,18 @@ def _render(config, model, worker_model, manifest, todo, progress, timings) -> N
             progress(n)
         poll()  # the workers' progress, between this process's samples
 
-    try:
-        with _one_thread():
-            state = _ShardRenderer(config, model)
-            try:
-                while (k := shards.take()) is not None:
-                    _add(timings, state.render_shard(k, manifest, own_progress))
-            finally:
-                state.close()
-        while running[0]:
-            poll(timeout=0.2)
-            dead = [p for p in procs if p.exitcode not in (None, 0)]
-            if dead and running[0]:
-                poll()  # its error message may still be in the queue
-                raise RuntimeError(f"a render worker died (exit code {dead[0].exitcode}); rerun to resume")
-    finally:
-        for p in procs:
-            if p.is_alive() and running[0]:
-                p.terminate()
-        for p in procs:
-            p.join()
+    with _one_thread():
+        state = _ShardRenderer(config, model)
+        try:
+            while (k := shards.take()) is not None:
+                _add(timings, state.render_shard(k, manifest, own_progress))
+                remaining.discard(k)
+        finally:
+            state.close()
+    while remaining:
+        poll(timeout=0.2)
+        dead = [p for p in procs if p.exitcode not in (None, 0)]
+        if dead and remaining:
+            poll()  # its error message may still be in the queue
+            raise RuntimeError(f"a render worker died (exit code {dead[0].exitcode}); rerun to resume")
+    poll()

@@ -1,13 +1,11 @@
 """synth.dataset: the default shard size (from N only, recorded in the manifest, kept by a rerun) and
 the worker processes' threads (one BLAS, one llvmpipe)."""
 import json
-import multiprocessing as mp
 import os
 
 import pytest
 
-from synth.dataset import (SHARD_SIZE_RULE, DatasetConfig, _Shards, _spawn_workers, default_shard_size, prepare,
-                           render_dataset)
+from synth.dataset import (SHARD_SIZE_RULE, DatasetConfig, _Workers, default_shard_size, prepare, render_dataset)
 from synth.shards import ShardReader, list_shards
 
 
@@ -46,14 +44,12 @@ def test_workers_run_one_blas_and_one_llvmpipe_thread(tiny_model, tmp_path):
     machine's default would be one per core), and the parent's environment is left as it was."""
     before = dict(os.environ)
     plan = prepare(DatasetConfig(out=str(tmp_path / "w"), n=4, size=16, workers=2), tiny_model)
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    shards = _Shards(ctx, [])  # no shard to take (kept referenced: the worker unpickles its lock later)
-    (proc,) = _spawn_workers(ctx, plan.config, tiny_model, plan.manifest, shards, results, 1)
+    workers = _Workers(plan.config, tiny_model, 1)
     try:
-        msg = results.get(timeout=120)  # it reports its threads and exits
+        workers.begin(plan.config, plan.manifest, [])  # no shard to take: it reports its threads and exits
+        msg = workers.results.get(timeout=120)
     finally:
-        proc.join(timeout=60)
+        workers.stop()
     assert msg == ("exit", {"blas": 1, "llvmpipe": 1})
     assert dict(os.environ) == before
 
@@ -69,6 +65,10 @@ def test_a_worker_error_stops_the_run_with_its_message(tiny_model, ellipsoid_mod
     out = tmp_path / "w"
     plan = prepare(DatasetConfig(out=str(out), n=64, size=16, shard_size=2, workers=2), tiny_model)
     out.mkdir()
-    with pytest.raises(ValueError, match="changed while rendering"):
-        _render(plan.config, tiny_model, str(other), plan.manifest, plan.todo, None, {})
+    workers = _Workers(plan.config, str(other), 1)
+    try:
+        with pytest.raises(ValueError, match="changed while rendering"):
+            _render(plan.config, tiny_model, plan.manifest, plan.todo, workers, None, {})
+    finally:
+        workers.stop()
     assert not list(out.glob(".tmp-*"))
