@@ -1,7 +1,7 @@
 """Synthetic-data throughput: samples/s for 1 and 2 workers at 128 and 224 px, with and without detail,
 the time split (sampling, geometry, render, post, write), bytes per sample, and the pure-render ceiling
-(the triangle-id pass alone: the GLSL gl_PrimitiveID pass next to the old pyrender flat-colour pass)
-measured side by side on the same model.
+(the GLSL gl_PrimitiveID triangle-id pass alone) next to the full render, measured side by side on the
+same model.
 
     python benchmarks/synth_throughput.py [--n 48] [--model PATH] [--sizes 128,224] [--workers 1,2]
                                           [--cli-n 400,4000] [--cli-only]
@@ -41,13 +41,13 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_N
 import numpy as np  # noqa: E402  (after the thread variables: OpenBLAS reads them when it loads)
 
 
-def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, workers: int) -> dict:
+def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, workers: int, sampling=None) -> dict:
     from synth.dataset import DatasetConfig, render_dataset
     from synth.sampling import SamplingConfig
 
     shard = max(n // 8, 1)
     cfg = DatasetConfig(out=str(out), n=n, size=size, shard_size=shard, workers=workers, model=model_path,
-                        sampling=SamplingConfig(detail=detail))
+                        sampling=SamplingConfig(detail=detail, **(sampling or {})))
     stamps = []
 
     def progress(k: int) -> None:
@@ -110,32 +110,29 @@ def run_cli(out: Path, n: int, workers: int) -> dict:
 
 
 def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
-    """Samples/s in this process on the same parameters: the id pass alone (new GLSL primitive-id pass
-    and the old pyrender flat-colour pass, side by side) and the full ``FaceRenderer.render``
-    (model arrays batched as the dataset does)."""
+    """Samples/s in this process on the same parameters: the id pass alone and the full
+    ``FaceRenderer.render`` (model arrays batched as the dataset does)."""
     from synth.render import GEOMETRY_BATCH, FaceRenderer
-    from synth.sampling import SamplingConfig, face_frame, sample_params
+    from synth.sampling import SamplingConfig, face_framing, sample_params
 
     cfg = SamplingConfig()
-    frame = face_frame(model)
-    params = [sample_params(model, cfg, size, 0, i, frame) for i in range(n)]
+    framing = face_framing(model)
+    params = [sample_params(model, cfg, size, 0, i, framing) for i in range(n)]
     rates = {}
-    for id_pass in ("primitive_id", "flat_colors"):
-        with FaceRenderer(model, size, id_pass=id_pass) as r:
-            r.warm_up(detail=True)
-            geo = [r.geometry(p) for p in params]
-            r.render_ids(geo[0][0], params[0].intrinsics.astype(float), "perspective")  # warm-up / GL setup
-            t0 = time.perf_counter()
-            for p, g in zip(params, geo):
-                r.render_ids(g[0], p.intrinsics.astype(float), p.projection)
-            rates[id_pass] = n / (time.perf_counter() - t0)
-            if id_pass == "primitive_id":
-                t0 = time.perf_counter()
-                for b in range(0, n, GEOMETRY_BATCH):
-                    chunk = params[b:b + GEOMETRY_BATCH]
-                    for p, a in zip(chunk, r.model_arrays(chunk)):
-                        r.render(p, a)
-                rates["full"] = n / (time.perf_counter() - t0)
+    with FaceRenderer(model, size) as r:
+        r.warm_up(detail=True)
+        geo = [r.geometry(p) for p in params]
+        r.render_ids(geo[0][0], params[0].intrinsics.astype(float), "perspective")  # warm-up / GL setup
+        t0 = time.perf_counter()
+        for p, g in zip(params, geo):
+            r.render_ids(g[0], p.intrinsics.astype(float), p.projection)
+        rates["primitive_id"] = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for b in range(0, n, GEOMETRY_BATCH):
+            chunk = params[b:b + GEOMETRY_BATCH]
+            for p, a in zip(chunk, r.model_arrays(chunk)):
+                r.render(p, a)
+        rates["full"] = n / (time.perf_counter() - t0)
     return rates
 
 
@@ -145,6 +142,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="BFM file (default: the built-in model)")
     ap.add_argument("--sizes", default="128,224")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--sampling", default="",
+                    help="SamplingConfig overrides, e.g. 'background=\"noise\",occluders=0,specular=False' "
+                         "(the look before photo colour)")
     ap.add_argument("--skip-ceiling", action="store_true",
                     help="only the dataset jobs (e.g. to time an older synth on PYTHONPATH side by side)")
     ap.add_argument("--cli-n", default="400,4000", help="N of the synth-cli runs with default flags ('' = none)")
@@ -160,6 +160,14 @@ def main() -> None:
 
     print(f"synth from {Path(synth.__file__).parent}")
     print(f"model: {model} (loaded in {time.perf_counter() - t0:.1f} s); cores: {os.cpu_count()}")
+    import ast
+
+    overrides = {}
+    for item in filter(None, args.sampling.split(",")):
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = ast.literal_eval(value.strip())
+    if overrides:
+        print(f"sampling overrides: {overrides}")
     sizes = [int(s) for s in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
@@ -197,7 +205,7 @@ def main() -> None:
             for detail in (True, False):
                 for w in workers:
                     out = tmp / f"s{size}-d{int(detail)}-w{w}"
-                    r = run_job(model, args.model, out, args.n, size, detail, w)
+                    r = run_job(model, args.model, out, args.n, size, detail, w, overrides)
                     rates[(size, detail, w)] = r["rate_steady"]
                     t = r["timings"]
                     split = " ".join(f"{1000 * t[k] / args.n:6.1f}" for k in ("sampling", "geometry", "render",
@@ -214,8 +222,7 @@ def main() -> None:
         for size in [] if args.skip_ceiling else sizes:
             r = pure_render_rate(model, size, max(args.n // 2, 16))
             print(f"{size} px, one process: id pass alone {r['primitive_id']:.1f}/s (GLSL gl_PrimitiveID, indexed; "
-                  f"the pure-render ceiling) vs {r['flat_colors']:.1f}/s (old pyrender flat colours, de-indexed) "
-                  f"= {r['primitive_id'] / r['flat_colors']:.2f}x; full render() {r['full']:.1f}/s -> "
+                  f"the pure-render ceiling); full render() {r['full']:.1f}/s -> "
                   f"{r['full'] / r['primitive_id']:.0%} of the ceiling")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,7 +3,9 @@
 * BFM2017 / BFM2019 (``model2017-1_bfm_nomouth.h5``, ``model2019_fullHead.h5``, ...): statismo
   HDF5 layout, see :func:`load_bfm2017` / :func:`save_bfm2017`.
 * BFM2009 (``01_MorphableModel.mat``): MATLAB file, see :func:`load_bfm2009`.
-* :func:`load_model` dispatches on the path (``None`` = the built-in model).
+
+This module only reads and writes files; :func:`morphable_model.load.load_model` dispatches on
+the path (and builds the built-in model for ``None``).
 
 Every problem with a file raises :class:`ModelFileError` (a ``ValueError``) with one line
 naming the file, the key and the expected vs actual shape; h5py / scipy errors are chained
@@ -34,7 +36,7 @@ from .model import MorphableModel
 
 __all__ = [
     "ModelFileError",
-    "load_model",
+    "HDF5_MAGIC",
     "load_bfm2017",
     "load_bfm2009",
     "save_bfm2017",
@@ -47,47 +49,16 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 """Version of the detailface metadata written by :func:`save_bfm2017` (``/metadata/detailface``)."""
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+"""The first 8 bytes of every HDF5 file."""
 
 
 class ModelFileError(ValueError):
     """A model file is missing, unreadable or has wrong content; the message names the file."""
 
 
-# ---------------------------------------------------------------------------------------------
-# dispatch
-# ---------------------------------------------------------------------------------------------
-def load_model(path: str | os.PathLike | None = None, landmarks=None) -> MorphableModel:
-    """Load a morphable model.
-
-    ``None`` -> the built-in model (:func:`morphable_model.builtin.builtin_model`);
-    ``.h5``/``.hdf5`` (or any HDF5 file) -> :func:`load_bfm2017`; ``.mat`` -> :func:`load_bfm2009`.
-    ``landmarks`` (a ``(68,)`` vertex-index array, or a ``.npy`` / ``.txt`` file of them)
-    overrides the file's landmarks.
-    """
-    if path is None:
-        from .builtin import builtin_model  # lazy: builtin may build and cache a model
-
-        model = builtin_model()
-        if landmarks is not None:
-            model = model.replace(landmarks=read_landmark_indices(landmarks, model.n_vertices))
-        return model
-    p = _existing_file(path)
-    suffix = p.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        return load_bfm2017(p, landmarks=landmarks)
-    if suffix == ".mat":
-        return load_bfm2009(p, landmarks=landmarks)
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if head == _HDF5_MAGIC:
-        return load_bfm2017(p, landmarks=landmarks)
-    raise ModelFileError(
-        f"{p}: unknown model format (expected a .h5/.hdf5 BFM2017/2019 file or a .mat BFM2009 file)"
-    )
-
-
-def _existing_file(path) -> Path:
+def existing_file(path) -> Path:
+    """``path`` as a Path, raising :class:`ModelFileError` unless it is an existing file."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelFileError(f"{p}: no such file")
@@ -124,7 +95,7 @@ def load_bfm2017(path: str | os.PathLike, landmarks=None) -> MorphableModel:
     """
     import h5py
 
-    p = _existing_file(path)
+    p = existing_file(path)
     try:
         f = h5py.File(p, "r")
     except OSError as e:
@@ -162,6 +133,15 @@ def load_bfm2017(path: str | os.PathLike, landmarks=None) -> MorphableModel:
             face_region = None
             if isinstance(ours, h5py.Group) and "face_region" in ours:
                 face_region = _read(f, p, "/metadata/detailface/face_region", (n,), int).astype(bool)
+            regions, region_names = None, ()
+            if isinstance(ours, h5py.Group) and "regions" in ours:
+                regions = _read(f, p, "/metadata/detailface/regions", (n,), int)
+                region_names = _region_names(ours["regions"].attrs.get("names"), p)
+                if regions.size and (regions.min() < 0 or regions.max() >= len(region_names)):
+                    raise ModelFileError(
+                        f"{p}: /metadata/detailface/regions must hold labels in [0, {len(region_names)}), "
+                        f"got [{regions.min()}, {regions.max()}]"
+                    )
         except (KeyError, OSError, TypeError) as e:  # anything h5py throws on a corrupt file
             raise ModelFileError(f"{p}: cannot read model ({type(e).__name__}: {e})") from e
 
@@ -188,6 +168,8 @@ def load_bfm2017(path: str | os.PathLike, landmarks=None) -> MorphableModel:
         unit="mm",
         source=str(meta.get("source", "")) or str(p),
         face_region=face_region,
+        regions=regions,
+        region_names=region_names,
     )
     stored = meta.get("fingerprint")
     if stored is not None and str(stored) != model.fingerprint:
@@ -197,6 +179,18 @@ def load_bfm2017(path: str | os.PathLike, landmarks=None) -> MorphableModel:
         )
     log.info("loaded %r", model)
     return model
+
+
+def _region_names(raw, path: Path) -> tuple[str, ...]:
+    """The ``names`` attribute of ``/metadata/detailface/regions``: a JSON list of strings."""
+    key = "/metadata/detailface/regions@names"
+    try:
+        names = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: {key} must be a JSON list of region names, got {raw!r}") from e
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise ModelFileError(f"{path}: {key} must be a JSON list of region names, got {raw!r}")
+    return tuple(names)
 
 
 def _read(f, path: Path, key: str, shape: tuple, kind) -> np.ndarray:
@@ -322,7 +316,7 @@ def read_landmark_indices(spec, n_vertices: int) -> np.ndarray:
     A ``.txt`` file holds 68 integers separated by white space or commas (``#`` comments ok).
     """
     if isinstance(spec, (str, os.PathLike)):
-        p = _existing_file(spec)
+        p = existing_file(spec)
         try:
             if p.suffix.lower() == ".npy":
                 arr = np.load(p, allow_pickle=False)
@@ -358,7 +352,8 @@ def save_bfm2017(model: MorphableModel, path: str | os.PathLike) -> Path:
     Metadata: ``/metadata/landmarks/json`` (68 entries ``{"id": iBUG name, "coordinates":
     [x, y, z] on the mean shape, "vertex": index}`` in iBUG order, when the model has
     landmarks), ``/metadata/detailface`` attrs ``unit, source, fingerprint, format_version``
-    and dataset ``face_region (N,) uint8`` when present. Written to a temporary file first, then
+    and datasets ``face_region (N,) uint8`` and ``regions (N,) uint8`` (attribute ``names``: JSON
+    list of the region names) when present. Written to a temporary file first, then
     renamed, so a crash never leaves a half-written model.
     """
     import h5py
@@ -398,6 +393,9 @@ def save_bfm2017(model: MorphableModel, path: str | os.PathLike) -> Path:
             ours.attrs["format_version"] = FORMAT_VERSION
             if model.face_region is not None:
                 ours.create_dataset("face_region", data=model.face_region.astype(np.uint8))
+            if model.regions is not None:
+                ds = ours.create_dataset("regions", data=model.regions.astype(np.uint8))
+                ds.attrs["names"] = json.dumps(list(model.region_names))
         os.replace(tmp, p)
     finally:
         if tmp.exists():
@@ -425,7 +423,7 @@ def load_bfm2009(path: str | os.PathLike, expression=None, landmarks=None) -> Mo
     ``basis (3N, Kexp)`` and ``std (Kexp,)``, in the same unit as the shape (the unit heuristic
     is applied to the combined mean). ``landmarks``: a ``(68,)`` index array / .npy / .txt.
     """
-    p = _existing_file(path)
+    p = existing_file(path)
     d = _read_mat(p, _BFM2009_KEYS)
     mu = _mat_array(d, p, "shapeMU", (None, 1)).reshape(-1)
     if mu.shape[0] % 3 or mu.shape[0] == 0:
@@ -479,7 +477,7 @@ def _read_mat(p: Path, keys: tuple[str, ...]) -> dict:
 
     with open(p, "rb") as fh:
         head = fh.read(512)
-    if head[:8] == _HDF5_MAGIC or head[512 - 8 :] == _HDF5_MAGIC or _is_hdf5(p):
+    if head[:8] == HDF5_MAGIC or head[512 - 8 :] == HDF5_MAGIC or _is_hdf5(p):
         import h5py
 
         try:
@@ -521,7 +519,7 @@ def _mat_array(d: dict, p: Path, key: str, shape: tuple) -> np.ndarray:
 
 def _read_expression(spec, rows: int):
     """``mean (3N,)``, ``basis (3N, K)``, ``std (K,)`` from an .npz or .mat expression file."""
-    p = _existing_file(spec)
+    p = existing_file(spec)
     if p.suffix.lower() == ".npz":
         try:
             with np.load(p, allow_pickle=False) as z:  # never unpickle: an object array could run code

@@ -7,7 +7,7 @@
 - Shard ``k`` holds samples ``[k S, min((k+1) S, N))``. It is written to a temporary name and
   renamed into place when complete (:class:`synth.shards.ShardWriter`), so a finished shard is
   exactly a file named ``shard-*.h5``. A rerun checks finished shards cheaply
-  (:func:`synth.shards.quick_check_shard`) and skips them, renders a damaged one again (with a
+  (:func:`synth.verify.quick_check_shard`) and skips them, renders a damaged one again (with a
   warning naming it), and deletes stale temporary files of the shards it renders: killing a run
   at any moment and rerunning it gives exactly N valid samples.
 - The shard size S is ``--shard-size`` when given, else the existing dataset's (a rerun resumes),
@@ -40,8 +40,10 @@ from typing import Any, Callable
 import numpy as np
 
 from . import shards as sh
+from .codecs import encode_sample
 from .detail import N_FIELDS
-from .sampling import SamplingConfig, face_frame, sample_params
+from .sampling import SamplingConfig, face_framing, sample_params
+from .verify import quick_check_shard
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +225,14 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
 
     The shard size is ``config.shard_size`` when given, else the one of the dataset already in
     ``config.out`` (so rerunning the same command resumes it), else :func:`default_shard_size`.
-    Finished shards get :func:`synth.shards.quick_check_shard`; a damaged one is rendered again.
+    Finished shards get :func:`synth.verify.quick_check_shard`; a damaged one is rendered again.
     """
     out = Path(config.out)
     _check_output_dir(out)
     if config.sampling.background == "images":
-        from .render import _ImageFolder
+        from .backgrounds import ImageFolder
 
-        _ImageFolder(config.sampling.background_dir)  # raises ValueError on a bad folder
+        ImageFolder(config.sampling.background_dir)  # raises ValueError on a bad folder
     model = _load(config.model if model is None else model)
     if model.landmarks is None:
         log.warning("model %s has no landmarks: landmarks are stored as zeros, all invisible", model.source)
@@ -259,7 +261,7 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
         if not path.exists():
             todo.append(k)
             continue
-        problem = sh.quick_check_shard(path, expected)
+        problem = quick_check_shard(path, expected)
         if problem is None:
             skipped.append(k)
         else:
@@ -277,10 +279,14 @@ class _ShardRenderer:
 
         self.config = config
         self.model = model
-        self.frame = face_frame(model)
+        self.frame = face_framing(model)
         self.renderer = FaceRenderer(model, config.size, platform=config.platform,
                                      background_dir=config.sampling.background_dir)
         self.renderer.warm_up(detail=config.sampling.detail)  # set-up cost outside the per-sample timings
+        if config.sampling.background == "photos" or config.sampling.occluders > 0:
+            from .backgrounds import default_bank
+
+            default_bank().load()  # the bundled photos, decoded once per process
 
     def render_shard(self, k: int, manifest: dict, progress: Callable[[int], None] | None = None) -> dict[str, float]:
         c = self.config
@@ -311,7 +317,7 @@ class _ShardRenderer:
                 t1 = time.perf_counter()
                 result = self.renderer.render(params, arrays)
                 t2 = time.perf_counter()
-                writer.write(j, sh.encode_sample(params, result))
+                writer.write(j, encode_sample(params, result))
                 t3 = time.perf_counter()
                 timings["write"] += t3 - t2
                 pending += 1
@@ -518,7 +524,7 @@ def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], 
     ``model``: a ``MorphableModel`` (overrides ``config.model``) or None (load ``config.model``).
     ``progress(k)`` is called as k more samples are done; ``on_start(samples_todo, samples_skipped)``
     once before rendering. Raises ``ValueError`` on bad input before writing anything. A finished
-    shard that fails :func:`synth.shards.quick_check_shard` is logged (one warning line naming it)
+    shard that fails :func:`synth.verify.quick_check_shard` is logged (one warning line naming it)
     and rendered again.
 
     ``config.workers`` W > 1: this process renders too, beside W - 1 spawned workers, so it starts

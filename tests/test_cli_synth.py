@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from synth.cli import main
 from synth.dataset import DatasetConfig, assigned_shards
-from synth.shards import ShardReader, list_shards, verify_dir
+from synth.shards import ShardReader, list_shards
+from synth.verify import verify_dir
 
 ARGS = ["--n", "5", "--size", "32", "--shard-size", "2", "--seed", "3"]
 
@@ -78,14 +79,14 @@ def test_same_arrays_whatever_the_shard_size_and_equal_to_render(reference, tmp_
     _assert_same(_arrays(reference), arrays)
 
     from morphable_model import load_model
-    from synth import shards as sh
+    from synth.codecs import encode_sample
     from synth.render import FaceRenderer
-    from synth.sampling import SamplingConfig, face_frame, sample_params
+    from synth.sampling import SamplingConfig, face_framing, sample_params
 
     model = load_model(str(tmp_model_h5))
-    p = sample_params(model, SamplingConfig(), 32, 3, 4, face_frame(model))
+    p = sample_params(model, SamplingConfig(), 32, 3, 4, face_framing(model))
     with FaceRenderer(model, 32) as r:
-        enc = sh.encode_sample(p, r.render(p))
+        enc = encode_sample(p, r.render(p))
     for key, value in enc.items():
         np.testing.assert_array_equal(arrays[4][key], value, err_msg=key)
 
@@ -223,15 +224,51 @@ def test_clear_errors_touch_nothing(reference, tmp_path, tmp_model_h5):
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reference.iterdir()} == snapshot
 
 
+def test_photo_colour_flags(tmp_path, tmp_model_h5):
+    """--background-dir alone selects the folder; --no-specular and the specular ranges reach the
+    stored parameters; the images are sRGB (the folder's colour comes back exactly)."""
+    import json
+
+    from PIL import Image
+
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), [10, 200, 30], np.uint8)).save(folder / "a.png")
+    out = tmp_path / "s"
+    res = _run("render", "--out", out, "--model", tmp_model_h5, "--n", "2", "--size", "32", "--background-dir", folder,
+               "--occluders", "0", "--no-specular")
+    assert res.exit_code == 0, res.output
+    sampling = json.loads((out / "dataset.json").read_text())["sampling"]
+    assert sampling["background"] == "images" and sampling["specular"] is False
+    with ShardReader(out / "shard-00000.h5") as r:
+        assert r.layout == 2
+        for i in range(2):
+            d = r.read(i)
+            assert d["specular"][0] == 0
+            np.testing.assert_array_equal(d["image"][~d["mask"]], np.tile([10, 200, 30], ((~d["mask"]).sum(), 1)))
+    out2 = tmp_path / "s2"
+    res = _run("render", "--out", out2, "--model", tmp_model_h5, "--n", "2", "--size", "32",
+               "--specular-strength", "0.3,0.3", "--shininess", "20,20")
+    assert res.exit_code == 0, res.output
+    with ShardReader(out2 / "shard-00000.h5") as r:
+        np.testing.assert_allclose(r.read(1)["specular"], [0.3, 20.0], rtol=1e-6)
+    res = _run("render", "--out", tmp_path / "s3", "--n", "2", "--specular-strength", "a,b")
+    assert res.exit_code == 2 and "--specular-strength" in res.output
+
+
 def test_verify_names_the_corrupted_shard(reference, tmp_path):
     import shutil
 
     out = tmp_path / "corrupt"
     shutil.copytree(reference, out)
     p = out / "shard-00001.h5"
+    import h5py
+
+    with h5py.File(p, "r") as f:  # the bytes of the first stored image chunk (not headers or free space)
+        info = f["image"].id.get_chunk_info(0)
     data = bytearray(p.read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + 200] = bytes(200)
+    a, b = info.byte_offset, info.byte_offset + min(info.size, 200)
+    data[a:b] = bytes(x ^ 0xFF for x in data[a:b])
     p.write_bytes(bytes(data))
     res = _run("verify", out)
     assert res.exit_code == 1
@@ -252,3 +289,12 @@ def test_preview_draws_a_grid(reference, tmp_path):
 def test_model_group_is_registered():
     res = _run("model", "--help")
     assert res.exit_code == 0 and "info" in res.output
+
+
+def test_retired_framing_flags_name_their_replacement(tmp_path):
+    for flag, value in (("--fov", "12,45"), ("--face-fraction", "0.6,0.8"), ("--jitter", "0.05")):
+        res = _run("render", "--out", tmp_path / "x", flag, value, *ARGS)
+        assert res.exit_code == 2 and f"{flag} was retired" in res.output and "--distance" in res.output
+    res = _run("render", "--out", tmp_path / "x", "--distance", "500,100", *ARGS)
+    assert res.exit_code == 1 and "--distance must be lo,hi" in res.output
+    assert not (tmp_path / "x").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.coarse_net import project, to_camera
+from synth import camera
 from train.data import (
     Augment,
     ShardDataset,
@@ -33,8 +33,8 @@ def shards(tiny_shards):
 def _landmark_error(model, s) -> float:
     """Max pixel distance between the sample's landmarks and its GT mesh projected with its intrinsics."""
     verts = torch.tensor(model.shape(s["alpha_id"].numpy(), s["alpha_exp"].numpy()))[None]
-    cam = to_camera(verts, s["pose"][None], s["translation"][None])
-    uv = project(cam[:, torch.tensor(model.landmarks)], s["intrinsics"][None])
+    cam = camera.to_camera(verts, camera.rotation_matrix(s["pose"][None]), s["translation"][None])
+    uv, _ = camera.project(cam[:, torch.tensor(model.landmarks)], s["intrinsics"][None])
     return float((uv[0] - s["landmarks"]).norm(dim=-1).max())
 
 
@@ -66,7 +66,7 @@ def test_resize_scales_intrinsics_and_landmarks_exactly(shards, tiny_model):
 
 def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
     plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
-    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(crop_jitter=0.1), seed=1)
+    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(color_jitter=0.0, crop_jitter=0.1, photo=None), seed=1)
     a, b = plain[7], jit[(7, 0)]
     dx = int(round(float(b["intrinsics"][0, 2] - a["intrinsics"][0, 2])))
     dy = int(round(float(b["intrinsics"][1, 2] - a["intrinsics"][1, 2])))
@@ -78,13 +78,39 @@ def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
 
 
 def test_augmentation_is_a_function_of_seed_epoch_index(shards, tiny_model):
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05), seed=3)
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=None), seed=3)
     for key in ("image", "color", "intrinsics"):
         torch.testing.assert_close(ds[(4, 1)][key], ds[(4, 1)][key], rtol=0, atol=0)
         assert not torch.equal(ds[(4, 1)][key], ds[(4, 2)][key])
     plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)[4]
     torch.testing.assert_close(ds[4]["image"], plain["image"])  # plain indices are never augmented
     torch.testing.assert_close(ds[4]["color"], plain["color"])
+
+
+def test_photo_degradations_in_the_loader(shards, tiny_model):
+    """Photo augmentation: a pure function of (seed, epoch, index), applied to the image only, on
+    top of the shift/colour draws (its own stream), never on plain indices; off = identity."""
+    import dataclasses
+
+    from train.augment import PhotoAugment
+    from train.config import CoarseConfig
+
+    photo = dataclasses.replace(PhotoAugment.from_config(CoarseConfig(data="d", out="o")), p=1.0)
+    base = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=None), seed=3)
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=photo), seed=3)
+    a, b = ds[(4, 1)], ds[(4, 1)]
+    torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
+    assert not torch.equal(a["image"], ds[(4, 2)]["image"]) and not torch.equal(a["image"], ds[(5, 1)]["image"])
+    plain = base[(4, 1)]
+    assert not torch.equal(a["image"], plain["image"])  # degraded ...
+    for key in ("color", "intrinsics", "landmarks", "mask"):  # ... and nothing else changed
+        torch.testing.assert_close(a[key], plain[key], rtol=0, atol=0)
+    want = photo(plain["image"].permute(1, 2, 0).numpy(), np.random.default_rng([3, 13, 1, 4]))
+    np.testing.assert_array_equal(a["image"].permute(1, 2, 0).numpy(), want)  # the documented stream
+    torch.testing.assert_close(ds[4]["image"], base[4]["image"], rtol=0, atol=0)  # plain index: never
+    off = ShardDataset(shards, fingerprint=tiny_model.fingerprint,
+                       augment=Augment(0.2, 0.05, photo=dataclasses.replace(photo, p=0.0)), seed=3)
+    torch.testing.assert_close(off[(4, 1)]["image"], plain["image"], rtol=0, atol=0)
 
 
 def test_image_to_float_applies_the_colour_jitter():
@@ -123,41 +149,28 @@ def test_corrupt_sample_names_file_and_sample(shards, tiny_model, tmp_path):
     shutil.copytree(shards, bad)
     with h5py.File(bad / "shard-00002.h5", "r+") as f:
         del f["pose"]  # structurally valid file, a sample key missing
-    slow = ShardDataset(bad, fingerprint=tiny_model.fingerprint, fast=False)
-    slow[0]
-    with pytest.raises(ShardError, match=r"shard-00002\.h5: sample 1 lacks keys \['pose'\]"):
-        slow[25]
-    fast = ShardDataset(bad, fingerprint=tiny_model.fingerprint)
-    fast[0]
-    with pytest.raises(ShardError, match=r"shard .*shard-00002\.h5 is unreadable: KeyError"):
-        fast[25]
+    ds = ShardDataset(bad, fingerprint=tiny_model.fingerprint)
+    ds[0]
+    with pytest.raises(ShardError, match=r"shard-00002\.h5: sample 1 cannot be read: .*lacks the datasets \['pose'\]"):
+        ds[25]
 
 
-def test_fast_column_reader_matches_shard_reader(shards, tiny_model):
-    fast = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05))
-    slow = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05), fast=False)
-    assert fast.fast and not slow.fast
+def test_samples_match_the_full_shard_decoding(shards, tiny_model):
+    """The keyed read (only the datasets CoarseNet needs) gives exactly what converting the full
+    decoding of ShardReader.read gives, augmented or not."""
+    from synth.shards import ShardReader
+
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05, photo=None))
     for item in (0, 17, (30, 2)):
-        a, b = fast[item], slow[item]
-        assert a.keys() == b.keys()
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
-
-
-def test_unknown_layout_falls_back_to_the_shard_reader(shards, tiny_model, tmp_path, caplog):
-    import h5py
-
-    odd = tmp_path / "odd"
-    shutil.copytree(shards, odd)
-    with h5py.File(odd / "shard-00000.h5", "r+") as f:
-        f["image"].attrs["encoding"] = "some future encoding"
-    ds = ShardDataset(odd, fingerprint=tiny_model.fingerprint)
-    ref = ShardDataset(shards, fingerprint=tiny_model.fingerprint, fast=False)
-    for i in (0, 20):  # shard 0 falls back, shard 1 keeps the fast reader: same samples
-        for k, v in ds[i].items():
-            torch.testing.assert_close(v, ref[i][k], rtol=0, atol=0)
-    assert "fast column reader not usable" in caplog.text
-    assert type(ds._readers[0]).__name__ == "ShardReader" and type(ds._readers[1]).__name__ == "_ShardColumns"
+        i, epoch = item if isinstance(item, tuple) else (item, None)
+        k, j = ds.locate(i)
+        with ShardReader(ds.paths[k]) as r:
+            full = r.read(j)
+        rng = None if epoch is None else np.random.default_rng([ds.seed, 12, epoch, i])
+        want, got = ds.convert(full, rng), ds[item]
+        assert want.keys() == got.keys()
+        for key in got:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
 
 
 def test_missing_or_empty_directory(tmp_path):
@@ -193,7 +206,7 @@ def test_rank_indices_split_shards_or_samples(shards, tiny_model):
 
 def test_loader_workers_match_in_process(shards, tiny_model):
     """Per-worker lazy h5 handles: 2 workers return exactly what the main process reads."""
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32, augment=Augment(0.1, 0.05))
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32, augment=Augment(0.1, 0.05, photo=None))
     ds[0]  # opens a handle in the parent: workers must not reuse it
     idx = np.arange(36)
     a = list(make_train_loader(ds, idx, 6, seed=0, total_steps=4, workers=0))
@@ -205,4 +218,18 @@ def test_loader_workers_match_in_process(shards, tiny_model):
 
 def test_augment_validation_names_flag():
     with pytest.raises(ValueError, match="--crop-jitter must be in"):
-        Augment(crop_jitter=0.5)
+        Augment(color_jitter=0.0, crop_jitter=0.5, photo=None)
+
+
+def test_augment_takes_the_job_config_values():
+    import dataclasses
+
+    from train.config import CoarseConfig
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Augment))  # no second defaults
+    cfg = CoarseConfig(data="d", out="o")
+    from train.augment import PhotoAugment
+
+    assert Augment.from_config(cfg) == Augment(cfg.color_jitter, cfg.crop_jitter, PhotoAugment.from_config(cfg))
+    assert Augment.from_config(cfg).photo is not None  # photo degradations on by default
+    assert Augment.from_config(CoarseConfig(data="d", out="o", photo_aug=False)).photo is None

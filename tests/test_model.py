@@ -1,15 +1,15 @@
-"""Tests for morphable_model.model (MorphableModel, ModelSample) and morphable_model.geometry."""
+"""Tests for morphable_model.model (MorphableModel, ModelSample)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from morphable_model import MorphableModel, ModelSample, vertex_normals
-from morphable_model.geometry import face_normals, vertex_normals_reference
+from morphable_model import MorphableModel, ModelSample
 
 
 def _fields(model: MorphableModel) -> dict:
@@ -30,8 +30,8 @@ def test_tiny_model_is_valid(tiny_model):
     assert m.n_id >= 1 and m.n_albedo >= 1
     assert m.mean_shape.dtype == np.float32 and m.triangles.dtype == np.int32
     assert m.landmarks.dtype == np.int64
-    # the face looks toward +z: most vertex normals of the mean shape have a positive z
-    assert (m.vertex_normals()[:, 2] > 0).mean() > 0.7
+    # the face looks toward +z: most vertex normals of the inner face have a positive z
+    assert (m.vertex_normals()[m.face_region, 2] > 0).mean() > 0.7
 
 
 def test_arrays_are_read_only_copies(ellipsoid_model):
@@ -224,6 +224,44 @@ def test_fingerprint(ellipsoid_model):
     assert MorphableModel(**{**_fields(m), "triangles": tri}).fingerprint != fp
 
 
+def test_fingerprint_without_regions_is_unchanged(ellipsoid_model):
+    # region labels were added later: a model without them (every BFM file) keeps the fingerprint it
+    # had before (written out here: name, dtype, shape, bytes of the original fields, in order)
+    m = ellipsoid_model
+    h = hashlib.sha256()
+    for name in ("mean_shape", "id_basis", "id_std", "exp_basis", "exp_std", "albedo_mean", "albedo_basis",
+                 "albedo_std", "triangles", "landmarks", "face_region"):
+        a = getattr(m, name)
+        h.update(name.encode())
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    assert m.regions is None and m.fingerprint == h.hexdigest()
+    labelled = m.replace(regions=np.zeros(m.n_vertices, np.uint8), region_names=("face",))
+    assert labelled.fingerprint != m.fingerprint
+    assert m.replace(regions=labelled.regions, region_names=("skin",)).fingerprint != labelled.fingerprint
+
+
+def test_region_labels(ellipsoid_model, tiny_model):
+    m = ellipsoid_model
+    labels = (np.arange(m.n_vertices) % 3).astype(np.uint8)
+    r = m.replace(regions=labels, region_names=("a", "b", "c"))
+    assert r.regions.dtype == np.uint8 and not r.regions.flags.writeable
+    np.testing.assert_array_equal(r.region_mask("b", "c"), labels > 0)
+    with pytest.raises(ValueError, match="unknown region 'd'"):
+        r.region_mask("d")
+    with pytest.raises(ValueError, match="has no region labels"):
+        m.region_mask("a")
+    with pytest.raises(ValueError, match="regions must be"):
+        m.replace(regions=labels[:-1], region_names=("a", "b", "c"))
+    with pytest.raises(ValueError, match="regions must index region_names"):
+        m.replace(regions=labels, region_names=("a", "b"))
+    with pytest.raises(ValueError, match="region_names given without regions"):
+        m.replace(region_names=("a",))
+    with pytest.raises(ValueError, match="distinct"):
+        m.replace(regions=labels, region_names=("a", "a", "c"))
+    assert tiny_model.region_mask("face", "eyes")[tiny_model.landmarks].all()  # the built-in model's labels
+
+
 def test_pncc_colors(ellipsoid_model):
     c = ellipsoid_model.pncc_colors
     assert c.shape == (525, 3) and c.dtype == np.float32 and not c.flags.writeable
@@ -267,64 +305,3 @@ def test_numpy_side_does_not_import_torch():
     code = "import sys, morphable_model; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-# ------------------------------------------------------------------ geometry
-def test_face_normals_golden():
-    # an asymmetric triangle in the z = 1 plane, counter-clockwise seen from +z
-    v = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 1.0], [0.0, 3.0, 1.0]])
-    t = np.array([[0, 1, 2]])
-    np.testing.assert_allclose(face_normals(v, t, normalize=False), [[0.0, 0.0, 6.0]])  # 2 * area 3
-    np.testing.assert_allclose(face_normals(v, t), [[0.0, 0.0, 1.0]])
-    np.testing.assert_allclose(face_normals(v, t[:, [0, 2, 1]]), [[0.0, 0.0, -1.0]])  # flipped winding
-
-
-def test_vertex_normals_area_weighted_golden():
-    # two triangles sharing edge 1-2: a big one in the z = 0 plane (area 2, normal +z) and a
-    # small one in the x = 1 plane... bent upwards (area 0.5, normal +x)
-    v = np.array([[-1.0, 0.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
-    t = np.array([[0, 1, 2], [1, 3, 2]])
-    fn = face_normals(v, t, normalize=False)
-    np.testing.assert_allclose(fn, [[0, 0, 4], [-2, 0, 0]])
-    n = vertex_normals(v, t)
-    np.testing.assert_allclose(n[0], [0, 0, 1])
-    np.testing.assert_allclose(n[3], [-1, 0, 0])
-    # shared vertices: (0, 0, 4) + (-2, 0, 0), normalised: the bigger triangle weighs more
-    np.testing.assert_allclose(n[1], np.array([-2.0, 0, 4]) / np.sqrt(20))
-    np.testing.assert_allclose(n[2], n[1])
-
-
-def test_vertex_normals_matches_reference_batched(ellipsoid_model):
-    m = ellipsoid_model
-    v = m.shape(np.random.default_rng(4).standard_normal((3, m.n_id)))  # (3, N, 3) float32
-    fast = vertex_normals(v, m.triangles)
-    assert fast.shape == v.shape and fast.dtype == np.float32
-    ref = vertex_normals_reference(v[:2], m.triangles)
-    np.testing.assert_allclose(fast[:2], ref, atol=1e-5)
-    np.testing.assert_allclose(vertex_normals(v[2], m.triangles), fast[2], atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(fast, axis=-1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(m.vertex_normals(v), fast, atol=1e-6)  # cached incidence
-    with pytest.raises(ValueError, match=r"incidence must be \(525, 960\), got \(525, 959\)"):
-        vertex_normals(v, m.triangles, incidence=m.incidence[:, :959])
-    # odd batch shapes: (2, 1, N, 3)
-    np.testing.assert_allclose(vertex_normals(v[:2, None], m.triangles)[:, 0], fast[:2], atol=1e-6)
-
-
-def test_vertex_normals_sphere_are_radial():
-    import trimesh
-
-    s = trimesh.creation.icosphere(subdivisions=3, radius=2.0)
-    n = vertex_normals(np.asarray(s.vertices), np.asarray(s.faces))
-    radial = s.vertices / np.linalg.norm(s.vertices, axis=1, keepdims=True)
-    # a subdivided icosahedron is close to a sphere: normals within ~1 degree of radial
-    assert np.einsum("ni,ni->n", n, radial).min() > np.cos(np.radians(1.0))
-
-
-def test_vertex_normals_isolated_vertex_is_zero_and_bad_input():
-    v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [5, 5, 5]])
-    n = vertex_normals(v, np.array([[0, 1, 2]]))
-    np.testing.assert_array_equal(n[3], 0.0)
-    with pytest.raises(ValueError, match=r"vertices must be \(\.\.\., N, 3\), got \(4, 2\)"):
-        vertex_normals(v[:, :2], np.array([[0, 1, 2]]))
-    with pytest.raises(ValueError, match=r"triangles indices must be in \[0, 4\), got \[0, 4\]"):
-        vertex_normals(v, np.array([[0, 1, 4]]))

@@ -10,9 +10,13 @@
 * Samples come out as tensors at the requested input ``size`` (images resized with
   antialiasing, intrinsics and landmarks scaled to match; images stay uint8 until
   :func:`image_to_float` on the device); optional augmentations are colour jitter (drawn in the
-  worker, applied on the device) and crop jitter (an integer pixel shift of the image and mask with the intrinsics'
-  principal point and the landmarks shifted alike, so the geometry stays exact).
-* Augmentation randomness is a pure function of ``(seed, epoch, index)``, and batches are a pure
+  worker, applied on the device), crop jitter (an integer pixel shift of the image and mask with the intrinsics'
+  principal point and the landmarks shifted alike, so the geometry stays exact) and photo-like
+  degradations (:class:`train.augment.PhotoAugment`: white balance, blur, sensor noise, gamma,
+  contrast, JPEG; applied in the worker to the uint8 sRGB image at the input size).
+* Augmentation randomness is a pure function of ``(seed, epoch, index)`` (shift and colour jitter
+  from ``default_rng([seed, 12, epoch, index])``, the photo degradations from
+  ``default_rng([seed, 13, epoch, index])``), and batches are a pure
   function of ``(seed, step)`` (:class:`StepBatchSampler`), so a resumed run sees exactly the
   batches an uninterrupted run would.
 """
@@ -23,11 +27,13 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .augment import PhotoAugment
 
 __all__ = [
     "ShardError",
@@ -38,13 +44,16 @@ __all__ = [
     "make_train_loader",
     "make_eval_loader",
     "PARAM_KEYS",
+    "SAMPLE_KEYS",
     "image_to_float",
+    "PhotoDataset",
 ]
 
 log = logging.getLogger(__name__)
 
 PARAM_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation")
-_REQUIRED_KEYS = ("image", "mask", "landmarks", "landmarks_visible", "intrinsics") + PARAM_KEYS
+# the decoded keys a sample is read with (ShardReader.read(i, keys=...) reads only what they need)
+SAMPLE_KEYS = ("image", "mask", "landmarks", "landmarks_visible", "intrinsics") + PARAM_KEYS + ("index",)
 
 
 class ShardError(ValueError):
@@ -53,12 +62,15 @@ class ShardError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """Optional training augmentations (0 = off)."""
+    """Training augmentations (0 = off); the fields are the job config's of the same names
+    (:meth:`from_config`), whose defaults they take."""
 
-    color_jitter: float = 0.0
+    color_jitter: float
     """per-channel gain, brightness and contrast each drawn from U(1 - c, 1 + c)."""
-    crop_jitter: float = 0.0
+    crop_jitter: float
     """shift the image by up to this fraction of its size in x and y (principal point follows)."""
+    photo: PhotoAugment | None
+    """photo-like degradations of the image (None = off)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.color_jitter < 1.0:
@@ -68,18 +80,14 @@ class Augment:
 
     @property
     def active(self) -> bool:
-        return self.color_jitter > 0 or self.crop_jitter > 0
+        return self.color_jitter > 0 or self.crop_jitter > 0 or self.photo is not None
 
-
-def _default_reader(path: str):
-    from synth.shards import ShardReader
-
-    return ShardReader(path)
-
-
-FAST_LAYOUT_VERSION = 1
-_COLUMN_KEYS = PARAM_KEYS + ("intrinsics", "landmarks", "landmarks_visible", "index")
-_CHECK_KEYS = ("image", "mask") + _COLUMN_KEYS
+    @classmethod
+    def from_config(cls, config: Any) -> "Augment":
+        """The augmentations of a job config (fields ``color_jitter``, ``crop_jitter``, and
+        ``photo_aug`` / ``photo_*`` for :meth:`train.augment.PhotoAugment.from_config`)."""
+        return cls(color_jitter=config.color_jitter, crop_jitter=config.crop_jitter,
+                   photo=PhotoAugment.from_config(config))
 
 
 def _close(reader) -> None:
@@ -88,76 +96,12 @@ def _close(reader) -> None:
         close()
 
 
-class _FastLayoutMismatch(ValueError):
-    """The fast column reader does not reproduce ``ShardReader.read`` on this shard."""
-
-
-class _ShardColumns:
-    """Fast reader for what CoarseNet needs from a synth shard: the small per-sample arrays are
-    read once per shard into memory, and each sample then costs two chunk reads, ``image`` and the
-    quantised depth (``depth_coarse`` when detail is on, else ``depth``; mask = q > 0), decoded per
-    their ``encoding`` attribute (``raw`` or ``delta2d``, via ``synth.shards.delta2d_decode``).
-    The full decoding ``ShardReader.read`` does (normals, PNCC, albedo, detail) is skipped.
-
-    On opening, sample 0 is compared with ``reader.read(0)``; any difference raises
-    :class:`_FastLayoutMismatch` and :class:`ShardDataset` falls back to the reader, so a
-    change of the shard layout can cost speed but never correctness.
-    """
-
-    def __init__(self, path: str, reference=None):
-        import h5py
-
-        self.path = path
-        self.f = h5py.File(path, "r")
-        version = int(self.f.attrs.get("layout_version", -1))
-        if version != FAST_LAYOUT_VERSION:
-            raise _FastLayoutMismatch(f"layout_version {version}, the fast reader knows {FAST_LAYOUT_VERSION}")
-        self.columns = {k: self.f[k][()] for k in _COLUMN_KEYS}
-        self.image = self.f["image"]
-        self.depth_q = self.f["depth_coarse" if "depth_coarse" in self.f else "depth"]
-        self.decode_image = self._decoder(self.image)
-        self.decode_depth = self._decoder(self.depth_q)
-        self.n = int(self.image.shape[0])
-        if reference is not None and self.n:
-            want, got = reference.read(0), self.read(0)
-            for k in _CHECK_KEYS:
-                if not np.array_equal(np.asarray(want[k]), np.asarray(got[k])):
-                    raise _FastLayoutMismatch(f"key {k!r} differs from the shard reader's")
-
-    @staticmethod
-    def _decoder(ds) -> Callable[[np.ndarray], np.ndarray]:
-        enc = str(ds.attrs.get("encoding", "raw"))
-        if enc.startswith("delta2d"):
-            from synth.shards import delta2d_decode
-
-            return delta2d_decode
-        if enc.startswith("raw") or ds.dtype == np.uint8 and enc.startswith("uint8") or "as depth" in enc:
-            return lambda a: a
-        raise _FastLayoutMismatch(f"dataset {ds.name} has unknown encoding {enc!r}")
-
-    def __len__(self) -> int:
-        return self.n
-
-    def read(self, j: int) -> dict[str, np.ndarray]:
-        if not 0 <= j < self.n:
-            raise IndexError(f"sample {j} out of range [0, {self.n})")
-        out = {k: v[j] for k, v in self.columns.items()}
-        out["image"] = self.decode_image(self.image[j])
-        out["mask"] = self.decode_depth(self.depth_q[j]) > 0
-        out["landmarks_visible"] = out["landmarks_visible"].astype(bool)
-        out["index"] = np.int64(out["index"])
-        return out
-
-    def close(self) -> None:
-        self.f.close()
-
-
 class ShardDataset(torch.utils.data.Dataset):
     """All samples of the shards in ``root`` (see the module docstring).
 
-    ``fast=True`` reads synth's layout-1 shards through a column reader that skips the maps
-    CoarseNet does not use (``_ShardColumns``); ``fast=False`` (or a custom ``reader_factory``)
-    goes through ``reader.read(i)``, which decodes every map.
+    Samples are read with ``synth.shards.ShardReader.read(i, keys=SAMPLE_KEYS)``: two chunk reads
+    (the image and the quantised depth, whose ``q > 0`` is the mask) per sample, the small
+    per-sample arrays from the reader's in-memory columns; the maps CoarseNet does not use are not read.
 
     Items are ``ds[i]`` (never augmented) or ``ds[(i, epoch)]`` (augmented when configured, the
     epoch and index seeding the draws) and return a dict of tensors: ``image (3, S, S)`` uint8,
@@ -168,18 +112,14 @@ class ShardDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, fingerprint: str | None = None, size: int | None = None,
-                 augment: Augment | None = None, seed: int = 0,
-                 reader_factory: Callable[[str], Any] | None = None, fast: bool = True):
+                 augment: Augment | None = None, seed: int = 0):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ShardError(f"shard directory {self.root} does not exist")
         self.paths = sorted(str(p) for p in self.root.glob("shard-*.h5"))
         if not self.paths:
             raise ShardError(f"shard directory {self.root} holds no shard-*.h5 files")
-        self.reader_factory = reader_factory or _default_reader
-        # the fast column reader applies to synth's own layout-1 files (checked per shard below)
-        self.fast = bool(fast) and reader_factory is None
-        self.augment = augment or Augment()
+        self.augment = augment or Augment(color_jitter=0.0, crop_jitter=0.0, photo=None)  # None: no augmentation
         self.seed = int(seed)
         lengths, self.attrs = [], []
         for path in self.paths:
@@ -200,8 +140,6 @@ class ShardDataset(torch.utils.data.Dataset):
                 )
             lengths.append(int(n))
             self.attrs.append(attrs)
-            if int(attrs.get("layout_version", -1)) != FAST_LAYOUT_VERSION:
-                self.fast = False
         self.native_size = self._common_attr("size", int)
         self.projection = self._common_attr("projection", str)
         self.size = int(size) if size else self.native_size
@@ -211,13 +149,15 @@ class ShardDataset(torch.utils.data.Dataset):
         self._pid = os.getpid()
 
     def _open(self, path: str):
+        from synth.shards import ShardReader
+
         try:
-            return self.reader_factory(path)
+            return ShardReader(path)
         except Exception as e:
             raise ShardError(f"shard {path} is unreadable: {type(e).__name__}: {e}") from e
 
-    def _common_attr(self, name: str, kind: type):
-        values = {kind(a[name].decode() if isinstance(a.get(name), bytes) else a[name]) for a in self.attrs if name in a}
+    def _common_attr(self, name: str, cast: type):
+        values = {cast(a[name].decode() if isinstance(a.get(name), bytes) else a[name]) for a in self.attrs if name in a}
         if len(values) != 1:
             raise ShardError(f"shards in {self.root} must share one '{name}' attribute, got {sorted(map(str, values)) or 'none'}")
         return values.pop()
@@ -241,48 +181,31 @@ class ShardDataset(torch.utils.data.Dataset):
         if os.getpid() != self._pid:  # forked into a worker: never reuse the parent's handles
             self._readers, self._pid = {}, os.getpid()
         if k not in self._readers:
-            reader = None
-            if self.fast:
-                ref = self._open(self.paths[k])
-                try:
-                    reader = _ShardColumns(self.paths[k], reference=ref)
-                except _FastLayoutMismatch as e:
-                    log.warning("shard %s: fast column reader not usable (%s); using the shard reader",
-                                self.paths[k], e)
-                except Exception as e:
-                    raise ShardError(f"shard {self.paths[k]} is unreadable: {type(e).__name__}: {e}") from e
-                finally:
-                    if reader is not None:
-                        _close(ref)
-                if reader is None:
-                    reader = ref
-            self._readers[k] = reader if reader is not None else self._open(self.paths[k])
+            self._readers[k] = self._open(self.paths[k])
         return self._readers[k]
 
     def read_raw(self, i: int) -> dict[str, np.ndarray]:
-        """The decoded sample at global position ``i`` (with the fast reader: only the keys of
-        ``_CHECK_KEYS``; else everything ``ShardReader.read`` returns)."""
+        """The decoded sample at global position ``i`` (the keys of :data:`SAMPLE_KEYS`)."""
         k, j = self.locate(i)
         try:
-            raw = self._reader(k).read(j)
+            return self._reader(k).read(j, keys=SAMPLE_KEYS)
         except ShardError:
             raise
         except Exception as e:
             raise ShardError(f"shard {self.paths[k]}: sample {j} cannot be read: {type(e).__name__}: {e}") from e
-        missing = [key for key in _REQUIRED_KEYS if key not in raw]
-        if missing:
-            raise ShardError(f"shard {self.paths[k]}: sample {j} lacks keys {missing}")
-        return raw
 
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
         if isinstance(item, tuple):  # training: (index, epoch) seeds the augmentation
             i, epoch = item
             raw = self.read_raw(int(i))
-            return self.convert(raw, np.random.default_rng([self.seed, 12, int(epoch), int(i)]))
+            return self.convert(raw, np.random.default_rng([self.seed, 12, int(epoch), int(i)]),
+                                np.random.default_rng([self.seed, 13, int(epoch), int(i)]))
         return self.convert(self.read_raw(int(item)), None)  # plain index: never augmented
 
-    def convert(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Decoded sample -> training tensors at ``self.size`` (augmented when configured).
+    def convert(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None = None,
+                photo_rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Decoded sample -> training tensors at ``self.size`` (augmented when configured: shift and
+        colour jitter from ``rng``, photo degradations from ``photo_rng``).
 
         The image stays uint8 (4x less to move between processes) and the colour jitter is only
         *drawn* here (``color``); :func:`image_to_float` applies it to the batch on the device.
@@ -308,6 +231,9 @@ class ShardDataset(torch.utils.data.Dataset):
             scale = self.size / s0  # pixel centres j + 0.5 scale exactly with the continuous coordinates
             k[:2] *= scale
             lm *= scale
+        if photo_rng is not None and aug.photo is not None:  # on the uint8 sRGB image at the input size
+            degraded = aug.photo(image.permute(1, 2, 0).numpy(), photo_rng)  # (S, S, 3) uint8
+            image = torch.from_numpy(np.ascontiguousarray(degraded)).permute(2, 0, 1)
         color = np.ones(5)  # per-channel gain (3), contrast, brightness: identity
         if rng is not None and aug.color_jitter > 0:
             c = aug.color_jitter
@@ -453,3 +379,54 @@ def make_eval_loader(dataset: ShardDataset, batch_size: int, max_samples: int | 
     n = len(dataset) if not max_samples else min(len(dataset), int(max_samples))
     subset = torch.utils.data.Subset(dataset, range(n))
     return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, **_loader_kwargs(workers, pin_memory))
+
+
+class PhotoDataset(torch.utils.data.Dataset):
+    """Face crops of real photos (:mod:`train.photos`) as a torch Dataset (FineNet training, evaluation).
+
+    Item ``i``: ``image (3, S, S) uint8`` (convert with :func:`image_to_float`), ``intrinsics (3, 3)
+    float32`` at S (assumed field of view, :func:`train.photos.photo_intrinsics`), ``landmarks
+    (68, 2) float32`` the detector's points in crop pixels (NaN when the detector gave none),
+    ``landmarks_valid`` (bool), ``index`` (int64) and ``path`` (str, the photo file). The
+    :class:`train.photos.PhotoFace` of item ``i`` is ``faces[i]`` (its crop maps predictions back
+    to photo pixels).
+    """
+
+    def __init__(self, faces: Sequence[Any]):
+        from train.photos import faces_to_arrays
+
+        self.faces = list(faces)
+        if not self.faces:
+            raise ValueError("PhotoDataset needs at least one face (no photo gave a usable face)")
+        self._arrays = faces_to_arrays(self.faces)
+        self.size = int(self.faces[0].size)
+        self.run = None  # the train.photos.PhotoRun that made it, when built by from_photos
+
+    @classmethod
+    def from_photos(cls, inputs, config=None, detector=None, recursive: bool = False) -> "PhotoDataset":
+        """Run :func:`train.photos.prepare_photos` on files / folders and wrap the faces (``.run``
+        keeps the used/skipped summary)."""
+        from train.photos import prepare_photos
+
+        run = prepare_photos(inputs, config, detector=detector, recursive=recursive)
+        if not run.faces:
+            raise ValueError(f"no usable face in the photos: {run.summary()}")
+        ds = cls(run.faces)
+        ds.run = run
+        return ds
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} faces")
+        a = self._arrays
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(a["image"][i].transpose(2, 0, 1))),  # (S, S, 3) -> (3, S, S)
+            "intrinsics": torch.from_numpy(a["intrinsics"][i].copy()),
+            "landmarks": torch.from_numpy(a["landmarks"][i].copy()),
+            "landmarks_valid": torch.tensor(bool(a["landmarks_valid"][i])),
+            "index": torch.tensor(i % len(self), dtype=torch.int64),
+            "path": str(self.faces[i].path),
+        }
