@@ -36,7 +36,7 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
     """Cheap check of a finished shard that a rerun is about to skip; returns ``None`` when it looks
     sound, else a one-line reason.
 
-    Checked (milliseconds per shard, independent of the image size): the file opens (HDF5 records
+    Checked (~45 ms for a 1000-sample shard, independent of the image size): the file opens (HDF5 records
     the end-of-file address in its checksummed superblock, so a truncated file fails here), its
     attributes (``complete``, the layout this version writes, shard index, sample count;
     ``n_total``, ``shard_size``, ``size``, ``seed`` and ``model_fingerprint`` of ``expected``, the
