@@ -66,9 +66,13 @@ def test_a_worker_error_stops_the_run_with_its_message(tiny_model, ellipsoid_mod
     plan = prepare(DatasetConfig(out=str(out), n=64, size=16, shard_size=2, workers=2), tiny_model)
     out.mkdir()
     workers = _Workers(plan.config, str(other), 1)
+
+    def progress(n):  # the calling process waits until the worker has failed and exited, so its error
+        workers.procs[0].join(timeout=300)  # is there before every shard could be done without it
+
     try:
         with pytest.raises(ValueError, match="changed while rendering"):
-            _render(plan.config, tiny_model, plan.manifest, plan.todo, workers, None, {})
+            _render(plan.config, tiny_model, plan.manifest, plan.todo, workers, progress, {})
     finally:
         workers.stop()
     assert not list(out.glob(".tmp-*"))
