@@ -229,6 +229,9 @@ class EvaluateConfig:
     """morphable model file; default: the one named in the checkpoint's config (the built-in model when none)."""
     samples: int = 512
     """shard samples evaluated (the first ones)."""
+    iters: int | None = None
+    """CoarseNet iterations to run (default: the checkpoint's; more than it was trained with reuse
+    the last iteration's normalisation statistics)."""
     batch_size: int = 32
     """images per batch."""
     device: Device = "auto"
@@ -244,6 +247,8 @@ class EvaluateConfig:
         if self.checkpoint is not None:
             _need(bool(self.checkpoint), "--checkpoint", "a checkpoint file", self.checkpoint)
         _need(self.samples >= 1, "--samples", ">= 1", self.samples)
+        if self.iters is not None:
+            _need(self.iters >= 1, "--iters", ">= 1", self.iters)
         _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
         _need(self.workers >= 0, "--workers", ">= 0", self.workers)

@@ -41,13 +41,16 @@ log = logging.getLogger(__name__)
 
 
 def load_task(path: str | os.PathLike | None, model=None, model_path: str | None = None,
-              device: str | torch.device = "cpu") -> tuple[CoarseTask, dict[str, Any]]:
+              device: str | torch.device = "cpu", iters: int | None = None) -> tuple[CoarseTask, dict[str, Any]]:
     """The :class:`train.coarse_task.CoarseTask` of a checkpoint (``None``: the shipped one) with its
-    weights, on ``device`` in eval mode, and the checkpoint dict."""
+    weights, on ``device`` in eval mode, and the checkpoint dict; ``iters`` overrides the number of
+    iterations the network runs."""
     path = shipped_checkpoint() if path is None else path
     ck, model = load_checkpoint_and_model(path, model, model_path)
     task = build_task_from_state(model, ck["task_state"], CoarseConfig.from_dict(ck["config"]), f"checkpoint {path}")
     task.model.load_state_dict(ck["model"])
+    if iters is not None:
+        task.model.iters = task.iters = int(iters)
     task.to(device)
     task.model.eval()
     return task, ck
@@ -146,7 +149,7 @@ def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> di
     ``config.photos`` (under ``"photos"``: :func:`evaluate_photos`). ``model`` overrides the
     morphable model, ``detector`` the face detector (tests)."""
     device = resolve_device(config.device)
-    task, ck = load_task(config.checkpoint, model, config.model, device)
+    task, ck = load_task(config.checkpoint, model, config.model, device, config.iters)
     path = config.checkpoint if config.checkpoint is not None else str(shipped_checkpoint())
     size = int(ck["config"]["size"])
     report: dict[str, Any] = {"checkpoint": str(Path(path)), "step": int(ck["step"])}
