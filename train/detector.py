@@ -1,8 +1,9 @@
 """Offline face detection and 68-point landmarks for real photos (mediapipe 0.10.14).
 
 mediapipe 0.10.14 ships its model files inside the wheel (later releases do not), so detection
-runs with no download: ``solutions.face_detection`` (BlazeFace, full-range model) finds the
-faces, then ``solutions.face_mesh`` (468 points) runs on a square crop around each box and its
+runs with no download: ``solutions.face_detection`` (BlazeFace) finds the faces — the full-range
+model first; when it finds none, the short-range model (which catches a head that fills the
+image, e.g. a tight crop) and finally the face mesh's own detector — , then ``solutions.face_mesh`` (468 points) runs on a square crop around each box and its
 points are mapped to the 68 iBUG 300-W points with :data:`IBUG68_FROM_MESH`.
 
 Coordinates are in the project's continuous pixel convention (docs/DESIGN.md): ``u = x * W``,
@@ -47,7 +48,7 @@ __all__ = ["FaceDetection", "FaceDetector", "IBUG68_FROM_MESH", "mesh_to_ibug68"
 
 log = logging.getLogger(__name__)
 
-DETECTOR_VERSION = "mediapipe-0.10.14/full-range+mesh468/ibug68-v1"
+DETECTOR_VERSION = "mediapipe-0.10.14/full+short-range+mesh468/ibug68-v1"
 """Changes whenever detection results may change (part of the photo pipeline's cache key)."""
 
 # (i, j, w) per iBUG point: w * mesh[i] + (1 - w) * mesh[j]  (scripts/derive_ibug68_table.py)
@@ -128,7 +129,8 @@ class FaceDetector:
         self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=self.min_score)
         self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
                                         min_detection_confidence=0.3)
-        self._mesh_full = None  # a multi-face mesh on the whole image: fallback when the detector finds nothing
+        self._short = None  # short-range detector: first fallback when the full-range one finds nothing
+        self._mesh_full = None  # a multi-face mesh on the whole image: the last fallback
 
     def __enter__(self) -> "FaceDetector":
         return self
@@ -137,10 +139,10 @@ class FaceDetector:
         self.close()
 
     def close(self) -> None:
-        for m in (self._detector, self._mesh, self._mesh_full):
+        for m in (self._detector, self._short, self._mesh, self._mesh_full):
             if m is not None:
                 m.close()
-        self._detector = self._mesh = self._mesh_full = None
+        self._detector = self._short = self._mesh = self._mesh_full = None
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """Faces in an RGB ``uint8`` image ``(H, W, 3)``, largest box first."""
@@ -152,6 +154,13 @@ class FaceDetector:
         h, w = image.shape[:2]
         image = np.ascontiguousarray(image)
         res = self._detector.process(image)
+        fallback = not res.detections
+        if fallback:
+            if self._short is None:
+                from mediapipe.python.solutions import face_detection
+
+                self._short = face_detection.FaceDetection(model_selection=0, min_detection_confidence=self.min_score)
+            res = self._short.process(image)
         boxes = []
         for d in res.detections or []:
             bb = d.location_data.relative_bounding_box
@@ -160,9 +169,14 @@ class FaceDetector:
         if not boxes:
             return self._mesh_only(image)
         boxes.sort(key=lambda b: -(b[0][2] - b[0][0]) * (b[0][3] - b[0][1]))
-        return [FaceDetection(box=box.astype(np.float32), score=score, landmarks=lm, mesh=mesh)
-                for box, score in boxes[: self.max_faces]
-                for lm, mesh in [self._landmarks_in_box(image, box)]]
+        faces = [FaceDetection(box=box.astype(np.float32), score=score, landmarks=lm, mesh=mesh)
+                 for box, score in boxes[: self.max_faces]
+                 for lm, mesh in [self._landmarks_in_box(image, box)]]
+        if fallback:
+            # the short-range model fires on textures (coins, star fields, ...) at scores ~0.5-0.7
+            # where the full-range one finds nothing: keep only boxes the face mesh confirms
+            faces = [f for f in faces if f.landmarks is not None]
+        return faces
 
     def _landmarks_in_box(self, image: np.ndarray, box: np.ndarray):
         """Face mesh on a square crop around ``box`` -> (68 points, 468 points) in image pixels."""

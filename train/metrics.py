@@ -332,7 +332,8 @@ def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch
     renderer decode and render them. ``region (N,)`` bool (the morphable model's
     ``face_region``; all vertices when None) selects the inner face: the vertices of the shape
     error and its alignment, and the pixels of the depth errors (ground-truth pixels on
-    triangles of the region). The ground-truth depth is rendered from the sample's full
+    triangles of the region: not the head, neck, ears or mouth interior of the built-in model
+    v3). The ground-truth depth is rendered from the sample's full
     ground-truth parameters with the same rasterizer and intrinsics as the estimates.
     """
     dev = estimates[0].device
