@@ -42,7 +42,6 @@ def fake_batch(model, size: int, batch: int, device) -> dict[str, torch.Tensor]:
          ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", "intrinsics")}
     g = torch.Generator().manual_seed(0)
     b["image"] = torch.rand(batch, 3, size, size, generator=g)
-    b["mask"] = (torch.rand(batch, size, size, generator=g) > 0.3).float()
     return {k: v.to(device) for k, v in b.items()}
 
 

@@ -1,13 +1,15 @@
-"""``train-cli``: a tiny end-to-end ``coarse`` job, ``evaluate`` on its checkpoint, the error
-messages for bad flags, a mismatched model and an existing run, and the flags generated from the
-job configs."""
+"""``train-cli``: a tiny end-to-end ``coarse`` job, ``evaluate`` on its checkpoint (shards and
+real photos, the JSON it writes, the shipped-checkpoint default), the error messages for bad
+flags, a mismatched model and an existing run, and the flags generated from the job configs."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import click
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -34,7 +36,8 @@ def test_coarse_end_to_end_then_evaluate(shards, tmp_model_h5, tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(main, _tiny_flags(shards, tmp_model_h5, out))
     assert res.exit_code == 0, res.output
-    assert "done: step 4" in res.output and "vertex_rmse_mm/it2" in res.output
+    assert "done: step 4" in res.output and "CoarseNet iteration 2" in res.output
+    assert "mean face, true pose and camera" in res.output  # the reference row beside the network's
     for name in ("train.csv", "val.csv", "log.jsonl", "config.json", "curves.png", "checkpoints/last.pt"):
         assert (out / name).exists(), name
     cfg = json.loads((out / "config.json").read_text())
@@ -47,16 +50,25 @@ def test_coarse_end_to_end_then_evaluate(shards, tmp_model_h5, tmp_path):
     assert again.exit_code != 0 and "already holds a run" in again.output
 
     metrics = tmp_path / "m.json"
-    ev = CliRunner().invoke(main, ["evaluate", "--ckpt", str(out / "checkpoints" / "last.pt"), "--data", str(shards),
-                                   "--model", str(tmp_model_h5), "--samples", "6", "--device", "cpu",
-                                   "--json-out", str(metrics)])
+    ev = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--data",
+                                   str(shards), "--model", str(tmp_model_h5), "--samples", "6", "--device", "cpu",
+                                   "--json", str(metrics)])
     assert ev.exit_code == 0, ev.output
     got = json.loads(metrics.read_text())
+    keys = ("depth_err_mean_pct", "depth_err_median_pct", "shape_err_aligned_mm", "shape_err_aligned_pct",
+            "landmark_nme68", "landmark_nme51")
+    assert got["n_samples"] == 6 and got["iterations_run"] == 2 and got["step"] == 4
+    assert [r["iteration"] for r in got["iterations"]] == [1, 2]
+    for k in keys:
+        assert got[k] == got["iterations"][-1][k] and k in got["baselines"]["mean_face_true_pose"], k
+    for k in ("depth_err_mean_pct", "landmark_nme51"):
+        assert k in got["baselines"]["mean_face_pred_pose"] and len(got["baselines"]["mean_face_pred_pose"]["iterations"]) == 2
     val = (out / "val.csv").read_text().splitlines()
     header, last = val[0].split(","), val[-1].split(",")
     # evaluate on the same 6 samples reproduces the run's final validation
-    want = float(last[header.index("depth_err_mean_pct/it2")])
-    assert got["depth_err_mean_pct/it2"] == pytest.approx(want, rel=1e-4)
+    for k in keys:
+        assert got[k] == pytest.approx(float(last[header.index(f"{k}/it2")]), rel=1e-4), k
+    assert "CoarseNet iteration 2" in ev.output and "mean face, pose of iteration 2" in ev.output
 
 
 @pytest.mark.parametrize("flag,value,message", [
@@ -107,10 +119,10 @@ def test_flags_are_generated_one_to_one_from_the_config(command, config_cls):
         assert p.required == (f.default is dataclasses.MISSING), p.name
         if f.default is not dataclasses.MISSING:
             assert p.get_default(ctx) == f.default, p.name
-    # parsing only the required flags gives exactly the config's defaults
-    required = [a for p in command.params if p.required for a in (p.opts[0], "x")]
-    parsed = command.make_context(command.name, required).params
-    assert config_cls(**parsed) == config_cls(**{p.name: "x" for p in command.params if p.required})
+    # parsing only the required flags (evaluate: one of --data / --photos) gives exactly the config's defaults
+    needed = {p.name for p in command.params if p.required} | ({"data"} if config_cls is EvaluateConfig else set())
+    parsed = command.make_context(command.name, [a for n in sorted(needed) for a in ("--" + n, "x")]).params
+    assert config_cls(**parsed) == config_cls(**{n: "x" for n in needed})
 
 
 def test_flag_types_follow_the_annotations():
@@ -123,3 +135,76 @@ def test_flag_types_follow_the_annotations():
     assert res.exit_code == 2 and "'tpu' is not one of 'auto', 'cpu', 'cuda'" in res.output
     res = CliRunner().invoke(main, ["coarse", "--data", "d", "--out", "o", "--iters", "two"])
     assert res.exit_code == 2 and "'two' is not a valid integer" in res.output
+
+
+def _write_real_photos(folder):
+    """Two public-domain portraits shipped in installed packages, written as files of a folder:
+    scikit-image's astronaut (NASA) and matplotlib's Grace Hopper (US Navy)."""
+    import matplotlib
+    import shutil
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    shutil.copy(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"), folder / "grace_hopper.jpg")
+    (folder / "notes.txt").write_text("not a photo")  # listed by name below: skipped with its reason
+    return folder
+
+
+def test_evaluate_on_real_photos(shards, tmp_model_h5, tmp_path):
+    """--photos: the photo pipeline and the network on each crop; the 51-point NME of its projected
+    landmarks against the detector's, per photo and median, in the same JSON as the shard metrics."""
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, _tiny_flags(shards, tmp_model_h5, out)).exit_code == 0
+    photos = _write_real_photos(tmp_path / "photos")
+    report = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--model",
+                                    str(tmp_model_h5), "--data", str(shards), "--samples", "6", "--device", "cpu",
+                                    "--photos", str(photos), "--photos", str(photos / "notes.txt"),
+                                    "--cache-dir", str(tmp_path / "cache"), "--json", str(report)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(report.read_text())
+    assert got["n_samples"] == 6  # shards and photos in one report
+    ph = got["photos"]
+    assert ph["n_photos"] == 2 and ph["n_faces"] == 2
+    assert sorted(os.path.basename(r["photo"]) for r in ph["per_photo"]) == ["astronaut.png", "grace_hopper.jpg"]
+    assert [os.path.basename(s["photo"]) for s in ph["skipped"]] == ["notes.txt"]
+    nme = [r["landmark_nme51"] for r in ph["per_photo"]]
+    assert ph["landmark_nme51_median"] == pytest.approx(float(np.median(nme)))
+    # an (almost untrained) tiny net: a finite error, of the order of the face's size, not 0
+    assert all(0.01 < v < 10 for v in nme)
+    assert len(ph["iterations"]) == 2 and ph["baselines"]["mean_face_pred_pose"]["landmark_nme51_median"] > 0
+    assert "astronaut" in res.output and "median over 2 faces" in res.output
+
+
+def test_evaluate_defaults_to_the_shipped_checkpoint(shards, tmp_model_h5, tmp_path, monkeypatch):
+    from train import evaluate as evaluate_module
+    from train.checkpoint import CheckpointError
+    from train.inference import SHIPPED_CHECKPOINT, shipped_checkpoint
+
+    # where the package data is looked up, and the one-line error while it is missing
+    with pytest.raises(CheckpointError) as e:
+        shipped_checkpoint(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "weights" / "coarse.safetensors") in msg and "--checkpoint" in msg
+    assert SHIPPED_CHECKPOINT == "weights/coarse.safetensors"
+    try:  # by default, package data of the installed train package (present or not)
+        where = str(shipped_checkpoint())
+    except CheckpointError as e:
+        where = str(e)
+    assert os.path.join("train", "weights", "coarse.safetensors") in where
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, _tiny_flags(shards, tmp_model_h5, out)).exit_code == 0
+    weights = tmp_path / "pkg" / "weights" / "coarse.safetensors"
+    weights.parent.mkdir(parents=True)
+    assert CliRunner().invoke(main, ["export", str(out / "checkpoints" / "last.pt"), str(weights)]).exit_code == 0
+    assert shipped_checkpoint(tmp_path / "pkg") == weights
+    args = ["evaluate", "--data", str(shards), "--model", str(tmp_model_h5), "--samples", "6", "--device", "cpu"]
+    monkeypatch.setattr(evaluate_module, "shipped_checkpoint", lambda: shipped_checkpoint(tmp_path / "missing"))
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "no --checkpoint given" in res.output and len(res.output.strip().splitlines()) == 1
+    monkeypatch.setattr(evaluate_module, "shipped_checkpoint", lambda: shipped_checkpoint(tmp_path / "pkg"))
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert f"checkpoint {weights} (step 4)" in res.output

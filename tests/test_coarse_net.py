@@ -88,7 +88,7 @@ def test_iterative_net_feeds_back_and_backpropagates(batch, tiny_model):
     torch.manual_seed(0)
     net = IterativeCoarseNet(tiny_model, ParamLayout(4, 2), stats, iters=3, width_mult=0.125)
     torch.nn.init.normal_(net.net.fc[-1].weight, std=0.1)  # a non-trivial update
-    ests = net(b["image"][:3], b["intrinsics"][:3], b["mask"][:3])
+    ests = net(b["image"][:3], b["intrinsics"][:3])
     assert len(ests) == 3 and all(e.shape == (3, 4 + 2 + 6) for e in ests)
     assert not torch.equal(ests[0], ests[1])  # the feedback changes between iterations
     ests[-1].sum().backward()
@@ -106,16 +106,68 @@ def test_hyperparameters_rebuild_the_same_network(batch, tiny_model):
     stats = ParamStats.from_samples(b["pose"], b["translation"], b["intrinsics"], (SIZE, SIZE), ds.projection)
     torch.manual_seed(0)
     net = IterativeCoarseNet(tiny_model, ParamLayout(4, 2, n_albedo=3), stats, iters=2, width_mult=0.125,
-                             projection=ds.projection, mask_input=False, feedback_cell=8.0)
+                             projection=ds.projection, feedback_cell=8.0, norm="iter_batch")
     torch.nn.init.normal_(net.net.fc[-1].weight, std=0.1)
     hp = net.hyperparameters()
     assert hp["layout"] == {"n_id": 4, "n_exp": 2, "n_albedo": 3, "n_sh": 0} and hp["feedback_cell"] == 8.0
+    assert hp["norm"] == "iter_batch" and "mask_input" not in hp
     twin = IterativeCoarseNet.from_hyperparameters(tiny_model, hp)
     twin.load_state_dict(net.state_dict())
     net.eval(), twin.eval()
     for x, y in zip(net(b["image"][:2], b["intrinsics"][:2]), twin(b["image"][:2], b["intrinsics"][:2])):
         torch.testing.assert_close(x, y, rtol=0, atol=0)  # same arithmetic: bit-identical
-    assert twin.mask_input is False and len(twin.render.render_triangles) == len(net.render.render_triangles)
+    assert twin.net.norm == "iter_batch" and len(twin.render.render_triangles) == len(net.render.render_triangles)
+
+
+def test_checkpoints_trained_with_the_oracle_mask_are_refused(batch, tiny_model):
+    """A network trained with the ground-truth mask multiplied into its input (the removed
+    mask_input option) expects an input no photo gives: refused in one line saying why; the same
+    hyperparameters without the flag (old checkpoints trained with --no-mask-input) still load."""
+    from train.checkpoint import CheckpointError
+
+    b, ds = batch
+    stats = ParamStats.from_samples(b["pose"], b["translation"], b["intrinsics"], (SIZE, SIZE), ds.projection)
+    hp = IterativeCoarseNet(tiny_model, ParamLayout(4, 2), stats, iters=2, width_mult=0.125).hyperparameters()
+    old = {k: v for k, v in hp.items() if k != "norm"}  # written before --norm: shared BatchNorm
+    with pytest.raises(CheckpointError) as e:
+        IterativeCoarseNet.from_hyperparameters(tiny_model, {**old, "mask_input": True}, "checkpoint old.pt")
+    msg = str(e.value)
+    assert msg.startswith("checkpoint old.pt was trained with an oracle input") and "\n" not in msg
+    assert IterativeCoarseNet.from_hyperparameters(tiny_model, {**old, "mask_input": False}).net.norm == "batch"
+
+
+@pytest.mark.parametrize("norm", ["batch", "iter_batch", "group"])
+def test_norms_keep_the_architecture_and_start_as_the_mean(norm):
+    """Every --norm builds the same convolutions; iter_batch keeps one BatchNorm per iteration (its
+    own running statistics), group has none; all start with a zero update."""
+    from train.coarse_net import IterationBatchNorm2d
+
+    torch.manual_seed(0)
+    net = CoarseNet(in_channels=9, out_dim=21, width_mult=0.125, norm=norm, iters=3)
+    ref = CoarseNet(in_channels=9, out_dim=21, width_mult=0.125)
+    convs = [m.weight.shape for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [m.weight.shape for m in ref.modules() if isinstance(m, torch.nn.Conv2d)]
+    x = torch.randn(2, 9, 32, 32)
+    assert torch.count_nonzero(net(x, 0)) == 0
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if norm == "batch":
+        assert len(bns) == len([m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+        assert net.state_dict().keys() == ref.state_dict().keys()  # old checkpoints load
+    if norm == "group":
+        assert not bns and any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+    if norm == "iter_batch":
+        per_iter = [m for m in net.modules() if isinstance(m, IterationBatchNorm2d)]
+        assert per_iter and all(len(m.bns) == 3 for m in per_iter)
+        net.train()
+        net(x, 1)  # training-mode pass of iteration 2 updates only its own statistics
+        stem = net.stem[1]
+        assert stem.bns[1].num_batches_tracked == 1 and stem.bns[0].num_batches_tracked == 1
+        assert stem.bns[2].num_batches_tracked == 0
+        net.eval()
+        torch.nn.init.normal_(net.fc[-1].weight, std=0.1)
+        # iteration 5 of a 3-iteration network uses the last set of statistics
+        torch.testing.assert_close(net(x, 4), net(x, 2), rtol=0, atol=0)
+        assert not torch.equal(net(x, 0), net(x, 2))  # different statistics, different output
 
 
 def test_cluster_decimate(tiny_model):

@@ -2,7 +2,8 @@
 loss falls, one batch can be overfit, a resumed run reproduces the uninterrupted one exactly,
 ``evaluate_checkpoint`` reproduces the run's last validation, a 2-process DDP (gloo) run works
 under torchrun; the task built from a config caps its layout at the model and its checkpoint
-state rebuilds it."""
+state rebuilds it; no ground truth reaches the network's input (altering a stored mask changes
+no prediction); an old run trained with the oracle mask is not resumed."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ import pytest
 import torch
 
 from train.checkpoint import CheckpointError, load_checkpoint
-from train.coarse_task import build_task, build_task_from_state, evaluate_checkpoint, train_coarse
+from train.coarse_task import build_task, build_task_from_state, train_coarse
 from train.config import CoarseConfig, EvaluateConfig
+from train.evaluate import evaluate_checkpoint
+from train.metrics import metrics_report
 from train.params import ParamStats
 
 SIZE = 64
@@ -66,8 +69,12 @@ def test_tiny_run_loss_falls_and_validates(data, tiny_model, tmp_path):
     # crops start lower than the old tight crops did, 10.5, whose landmarks could leave the image.)
     assert np.mean(losses[-3:]) < 0.94 * np.mean(losses[:2])
     for it in (1, 2):
-        for name in ("vertex_rmse_mm", "depth_err_mean_pct", "depth_err_median_pct", "landmark_nme"):
+        for name in ("shape_err_aligned_mm", "shape_err_aligned_pct", "depth_err_mean_pct", "depth_err_median_pct",
+                     "depth_err_aligned_mean_pct", "landmark_nme68", "landmark_nme51", "vertex_rmse_mm"):
             assert math.isfinite(res.val[f"{name}/it{it}"])
+            if not name.startswith(("shape", "depth_err_aligned", "vertex")):
+                assert math.isfinite(res.val[f"mean_face_pred_pose/{name}/it{it}"])
+            assert math.isfinite(res.val[f"mean_face_true_pose/{name}"])
     assert res.val["n"] == 16
     val_rows = _rows(out / "val.csv")
     assert [int(r["step"]) for r in val_rows] == [30, 60]
@@ -78,10 +85,14 @@ def test_tiny_run_loss_falls_and_validates(data, tiny_model, tmp_path):
     assert not list((out / "checkpoints").glob("*.tmp-*"))  # atomic write left nothing behind
     assert ck["config"]["workers"] == 0 and json.loads((out / "config.json").read_text())["iters"] == 2
     # evaluating the checkpoint on the validation samples reproduces the run's last validation
-    ev = evaluate_checkpoint(EvaluateConfig(ckpt=str(out / "checkpoints" / "last.pt"), data=str(data["val"]),
+    ev = evaluate_checkpoint(EvaluateConfig(checkpoint=str(out / "checkpoints" / "last.pt"), data=str(data["val"]),
                                             batch_size=16, device="cpu"), model=tiny_model)
-    for k, v in res.val.items():
-        assert ev[k] == pytest.approx(v, rel=1e-5, nan_ok=True), k  # same batches: only summation order differs
+    assert ev["step"] == 60 and ev["checkpoint"] == str(out / "checkpoints" / "last.pt")
+    want = metrics_report(res.val)
+    assert ev["n_samples"] == want["n_samples"] == 16 and len(ev["iterations"]) == 2
+    # same batches: only summation order differs
+    assert ev["iterations"] == [pytest.approx(r, rel=1e-5, nan_ok=True) for r in want["iterations"]]
+    assert ev["baselines"]["mean_face_true_pose"] == pytest.approx(want["baselines"]["mean_face_true_pose"], rel=1e-5)
 
 
 def test_overfit_one_batch(data, tiny_model, tmp_path):
@@ -152,3 +163,62 @@ def test_build_task_caps_the_layout_at_the_model_and_round_trips(tiny_model):
     twin = build_task_from_state(tiny_model, task.extra_state(), cfg)
     assert twin.layout == lay and twin.iters == 2 and twin.criterion.weights == task.criterion.weights
     assert [p.shape for p in twin.model.parameters()] == [p.shape for p in task.model.parameters()]
+
+
+def test_prediction_ignores_the_stored_mask(data, tiny_model, tmp_path):
+    """No ground truth in the input: the face masks stored in copies of the shards are inverted
+    (layout 3: the stored ``mask`` dataset; layout 2: the quantised depth whose q > 0); read back through ShardDataset, prepared by the
+    task and run forward (train and eval mode), every estimate is bit-identical."""
+    import shutil
+
+    import h5py
+
+    from train.data import ShardDataset
+
+    stats = ParamStats.from_samples(np.zeros((2, 3)), [[0, 0, -500.0]] * 2, [np.diag([100.0, 100.0, 1.0])] * 2,
+                                    (SIZE, SIZE))
+    torch.manual_seed(0)
+    task = build_task(_cfg(data, tmp_path / "o"), tiny_model, stats, "perspective")
+    torch.nn.init.normal_(task.model.net.fc[-1].weight, std=0.1)  # a net whose update is not 0
+    altered = tmp_path / "altered"
+    shutil.copytree(data["val"], altered)
+    for path in sorted(altered.glob("shard-*.h5")):
+        with h5py.File(path, "r+") as f:
+            if "mask" in f:  # layout 3: the stored mask (and the triangle ids the maps come from)
+                f["mask"][...] = 1 - f["mask"][()]
+            else:  # layout 2: the quantised depth whose q > 0 is the mask
+                name = "depth_coarse" if "depth_coarse" in f else "depth"
+                q = f[name][()]
+                f[name][...] = np.where(q > 0, 0, q.max())  # face <-> background
+    outs = {}
+    start = {k: v.clone() for k, v in task.model.state_dict().items()}
+    for name, root in (("stored", data["val"]), ("altered", altered)):
+        task.model.load_state_dict(start)  # the same BatchNorm statistics for both
+        ds = ShardDataset(root, fingerprint=tiny_model.fingerprint, size=SIZE)
+        batch = task.prepare_batch(torch.utils.data.default_collate([ds[i] for i in range(6)]), torch.device("cpu"))
+        outs[name] = (batch, [])
+        for train_mode in (True, False):
+            task.model.train(train_mode)
+            torch.manual_seed(1)
+            outs[name][1].extend(task.forward(task.model, batch))
+    (b0, e0), (b1, e1) = outs["stored"], outs["altered"]
+    assert b0["mask"].any() and not torch.equal(b0["mask"], b1["mask"])  # the alteration reached the batch
+    assert torch.equal(b0["image"], b1["image"])
+    assert e0[0].abs().sum() > 0  # a real (non-zero) estimate
+    for x, y in zip(e0, e1):
+        assert torch.equal(x, y)
+
+
+def test_a_run_trained_with_the_oracle_mask_is_not_resumed(data, tiny_model, tmp_path):
+    from train.checkpoint import save_checkpoint
+
+    train_coarse(_cfg(data, tmp_path / "old", steps=2, stop_at=1), model=tiny_model)
+    path = tmp_path / "old" / "checkpoints" / "last.pt"
+    ck = load_checkpoint(path)
+    ck["task_state"]["mask_input"] = True  # as written before the oracle option was removed
+    ck["config"]["mask_input"] = True
+    save_checkpoint(path, ck)
+    with pytest.raises(CheckpointError, match=r"last\.pt was trained with an oracle input"):
+        train_coarse(_cfg(data, tmp_path / "old", steps=2, resume=True), model=tiny_model)
+    with pytest.raises(CheckpointError, match=r"last\.pt was trained with an oracle input"):
+        evaluate_checkpoint(EvaluateConfig(checkpoint=str(path), data=str(data["val"]), device="cpu"), model=tiny_model)

@@ -28,9 +28,17 @@ def test_coarse_config_errors_name_the_flag():
 
 def test_evaluate_config_errors_name_the_flag():
     with pytest.raises(ValueError, match="--samples must be >= 1, got 0"):
-        EvaluateConfig(ckpt="c.pt", data="d", samples=0)
+        EvaluateConfig(checkpoint="c.pt", data="d", samples=0)
     with pytest.raises(ValueError, match="--device must be one of auto, cpu, cuda, got 'gpu'"):
-        EvaluateConfig(ckpt="c.pt", data="d", device="gpu")
+        EvaluateConfig(checkpoint="c.pt", data="d", device="gpu")
+    with pytest.raises(ValueError, match="--data or --photos must be given"):
+        EvaluateConfig(checkpoint="c.pt")
+    assert EvaluateConfig(photos=["a.jpg", "b"]).photos == ("a.jpg", "b")  # --photos may repeat
+
+
+def test_norm_choices_are_named():
+    with pytest.raises(ValueError, match="--norm must be one of batch, iter_batch, group, got 'layer'"):
+        CoarseConfig(data="d", out="o", norm="layer")
 
 
 @pytest.mark.parametrize("cls", [CoarseConfig, EvaluateConfig])
@@ -56,3 +64,6 @@ def test_saved_config_round_trips_and_old_keys_are_ignored():
     cfg = CoarseConfig(data="d", out="o", iters=3, predict_sh=True)
     assert CoarseConfig.from_dict(cfg.to_dict()) == cfg
     assert CoarseConfig.from_dict({**cfg.to_dict(), "a_removed_flag": 1}) == cfg
+    # an old config's removed oracle flag is dropped here; the network refuses such a checkpoint
+    # (tests/test_coarse_net.py::test_checkpoints_trained_with_the_oracle_mask_are_refused)
+    assert CoarseConfig.from_dict({**cfg.to_dict(), "mask_input": True}) == cfg

@@ -36,7 +36,7 @@ def test_untrained_net_reconstructs_the_mean_face_at_the_mean_pose(batch, tiny_m
     face at the mean pose, and the depth map is that mesh rendered."""
     b, ds = batch
     net = _net(tiny_model, b, ds, iters=3)
-    rec = reconstruct(net, b["image"], b["intrinsics"], b["mask"], iters=2)
+    rec = reconstruct(net, b["image"], b["intrinsics"], iters=2)
     assert len(rec.params) == 2 and net.training  # iters override; the mode is restored
     assert rec.vertices.shape == (3, tiny_model.n_vertices, 3) and rec.depth.shape == (3, SIZE, SIZE)
     np.testing.assert_allclose(rec.vertices.numpy(), np.broadcast_to(tiny_model.mean_shape, (3, tiny_model.n_vertices, 3)),
@@ -59,8 +59,8 @@ def test_load_coarse_returns_the_saved_network(batch, tiny_model, tmp_model_h5, 
         "task_state": net.hyperparameters(), "model_fingerprint": tiny_model.fingerprint})
     loaded = load_coarse(path)  # the model comes from the checkpoint's config
     assert not loaded.training
-    want = reconstruct(net.eval(), b["image"], b["intrinsics"], b["mask"])
-    got = reconstruct(loaded, b["image"], b["intrinsics"], b["mask"])
+    want = reconstruct(net.eval(), b["image"], b["intrinsics"])
+    got = reconstruct(loaded, b["image"], b["intrinsics"])
     torch.testing.assert_close(got.vertices, want.vertices, rtol=0, atol=0)
     torch.testing.assert_close(got.depth, want.depth, rtol=0, atol=0)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import types
 import typing
@@ -21,26 +22,33 @@ from typing import Any, Callable, Literal
 import click
 
 from .config import CoarseConfig, EvaluateConfig, field_docs
+from .metrics import metrics_report, metrics_table
 
 __all__ = ["main", "options_from"]
 
 _SCALARS = {str: click.STRING, int: click.INT, float: click.FLOAT}
 
 
-def _click_type(annotation: Any, where: str) -> tuple[Any, bool]:
-    """``(click type, is_flag)`` of a field annotation: ``bool`` -> a flag pair, ``str`` /
-    ``int`` / ``float`` and ``X | None`` -> that type, ``Literal[...]`` -> a choice."""
+def _click_type(annotation: Any, where: str) -> tuple[Any, bool, bool]:
+    """``(click type, is_flag, multiple)`` of a field annotation: ``bool`` -> a flag pair, ``str``
+    / ``int`` / ``float`` and ``X | None`` -> that type, ``Literal[...]`` -> a choice,
+    ``tuple[X, ...]`` -> a flag that may be repeated (``--photos a --photos b``)."""
+    if typing.get_origin(annotation) is tuple:
+        args = typing.get_args(annotation)
+        if len(args) != 2 or args[1] is not Ellipsis or args[0] not in _SCALARS:
+            raise TypeError(f"{where}: only 'tuple[X, ...]' tuples map to a repeated flag, got {annotation}")
+        return _SCALARS[args[0]], False, True
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) != 1:
             raise TypeError(f"{where}: only 'X | None' unions map to a flag, got {annotation}")
         annotation = args[0]
     if annotation is bool:
-        return click.BOOL, True
+        return click.BOOL, True, False
     if typing.get_origin(annotation) is Literal:
-        return click.Choice([str(a) for a in typing.get_args(annotation)]), False
+        return click.Choice([str(a) for a in typing.get_args(annotation)]), False, False
     if annotation in _SCALARS:
-        return _SCALARS[annotation], False
+        return _SCALARS[annotation], False, False
     raise TypeError(f"{where}: no flag type for the annotation {annotation}")
 
 
@@ -48,8 +56,8 @@ def options_from(config_cls: type) -> Callable[[Callable], Callable]:
     """Decorator adding one click option per field of the dataclass ``config_cls``.
 
     Field ``batch_size: int = 32`` becomes ``--batch-size`` (type int, default 32, shown in
-    ``--help``); a ``bool`` field an ``--x/--no-x`` pair; a field without default a required
-    option; the help text is the field's docstring (:func:`train.config.field_docs`). The
+    ``--help``); a ``bool`` field an ``--x/--no-x`` pair; a ``tuple[str, ...]`` field a flag
+    that may be repeated; a field without default a required option; the help text is the field's docstring (:func:`train.config.field_docs`). The
     command receives the values as keyword arguments named like the fields.
     """
     hints = typing.get_type_hints(config_cls, include_extras=False)
@@ -58,14 +66,16 @@ def options_from(config_cls: type) -> Callable[[Callable], Callable]:
     def decorate(f: Callable) -> Callable:
         for field in reversed(dataclasses.fields(config_cls)):  # click lists options in decoration order
             flag = "--" + field.name.replace("_", "-")
-            click_type, is_flag = _click_type(hints[field.name], f"{config_cls.__name__}.{field.name}")
+            click_type, is_flag, multiple = _click_type(hints[field.name], f"{config_cls.__name__}.{field.name}")
             doc = docs[field.name]
             kw: dict[str, Any] = {"help": doc}
             if field.default is dataclasses.MISSING:
                 kw["required"] = True
             else:
                 kw["default"] = field.default
-                kw["show_default"] = field.default is not None
+                kw["show_default"] = field.default not in (None, ())
+            if multiple:
+                kw["multiple"] = True
             if is_flag:
                 f = click.option(f"{flag}/--no-{flag[2:]}", field.name, **kw)(f)
             else:
@@ -105,28 +115,59 @@ def coarse(**kwargs) -> None:
         last = result.losses[-1][1] if result.losses else float("nan")
         click.echo(f"done: step {result.step}, loss {last:.4g}, checkpoint {result.checkpoint}")
         if result.val:
-            click.echo("validation: " + json.dumps({k: round(v, 4) for k, v in result.val.items()}))
+            click.echo("validation (held-out, with the reference estimates):")
+            click.echo(metrics_table(metrics_report(result.val)))
 
 
 @main.command()
 @options_from(EvaluateConfig)
 def evaluate(**kwargs) -> None:
-    """Validation metrics of a checkpoint on shards, per iteration."""
+    """Metrics of a checkpoint per iteration, beside the reference estimates, on held-out shards
+    (--data) and / or real photos (--photos: landmark NME against the face detector); --json
+    writes them all (definitions: docs/training.md, "Metrics")."""
     from .checkpoint import CheckpointError
-    from .coarse_task import evaluate_checkpoint
     from .data import ShardError
+    from .evaluate import evaluate_checkpoint
 
     try:
         config = EvaluateConfig(**kwargs)
-        res = evaluate_checkpoint(config)
+        report = evaluate_checkpoint(config)
     except (ValueError, CheckpointError, ShardError) as e:
         _fail(e)
-    for k, v in res.items():
-        click.echo(f"{k:28s} {v:.4f}")
-    if config.json_out:
-        with open(config.json_out, "w") as f:
-            json.dump(res, f, indent=2)
+    click.echo(f"checkpoint {report['checkpoint']} (step {report['step']})")
+    if "iterations" in report:
+        click.echo(f"shards {report['data']}:")
+        click.echo(metrics_table(report))
+    if "photos" in report:
+        ph = report["photos"]
+        click.echo(f"photos: {ph['summary']}")
+        for row in ph["per_photo"]:
+            click.echo(f"  {row['face']:32s} NME51 {row['landmark_nme51']:.4f}  NME68 {row['landmark_nme68']:.4f}  "
+                       f"(mean face, same pose: NME51 {row['mean_face_pred_pose_nme51']:.4f})")
+        if ph["n_faces"]:
+            click.echo(f"  median over {ph['n_faces']} faces: NME51 {ph['landmark_nme51_median']:.4f}, "
+                       f"NME68 {ph['landmark_nme68_median']:.4f} (mean face, same pose: NME51 "
+                       f"{ph['baselines']['mean_face_pred_pose']['landmark_nme51_median']:.4f})")
+    if config.json:
+        _write_json(config.json, report)
+        click.echo(f"wrote {config.json}")
 
+
+def _write_json(path: str, obj: Any) -> None:
+    """``obj`` as JSON at ``path``, written atomically; NaN / inf become null (strict JSON)."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(clean(obj), f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
 
 
 @main.command()

@@ -1,14 +1,18 @@
 """CoarseNet: an iterative ResNet regressing morphable-model parameters (Richardson et al. 2017).
 
-Each iteration sees the (masked) image concatenated with the PNCC and normal maps rendered
-from the previous estimate (the mean face at the mean pose before the first iteration) and
-predicts an *update* to the parameter vector (:mod:`train.params`). The feedback rendering is
+Each iteration sees the image crop (background included: nothing a photo does not give)
+concatenated with the PNCC and normal maps rendered from the previous estimate (the mean face at
+the mean pose before the first iteration) and predicts an *update* to the parameter vector
+(:mod:`train.params`). The feedback rendering is
 not back-propagated through (as in the paper); the estimate itself is the running sum of the
 updates, so the loss of iteration k also reaches the updates of iterations < k through that sum.
-One set of weights serves every iteration.
+One set of convolution weights serves every iteration; the normalisation layers may differ per
+iteration (``norm``: the inputs of iteration 1, fed the mean face, and of iteration 4, fed an
+almost-right face, have different feature statistics).
 
 Layout of this module: the vertex-clustering decimation of the feedback mesh
-(``cluster_decimate``), the network blocks (``BasicBlock``, ``CoarseNet``), the feedback
+(``cluster_decimate``), the normalisation layers (``NORMS``, ``make_norm``,
+``IterationBatchNorm2d``), the network blocks (``BasicBlock``, ``CoarseNet``), the feedback
 renderer and the iterative model (``FeedbackRenderer``, ``IterativeCoarseNet``). Training lives
 in :mod:`train.coarse_task`, inference (``reconstruct``, ``load_coarse``) in :mod:`train.inference`.
 """
@@ -16,7 +20,7 @@ in :mod:`train.coarse_task`, inference (``reconstruct``, ``load_coarse``) in :mo
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -28,13 +32,19 @@ from morphable_model.torch_model import MorphableModelModule
 from synth import camera
 
 from . import depth_render
+from .checkpoint import CheckpointError
+from .config import Norm
 from .params import CoarseParams, ParamLayout, ParamStats, decode_params
 
 __all__ = [
     "cluster_decimate",
+    "NORMS",
+    "make_norm",
+    "IterationBatchNorm2d",
     "BasicBlock",
     "CoarseNet",
     "FeedbackRenderer",
+    "refuse_oracle_input",
     "IterativeCoarseNet",
 ]
 
@@ -64,25 +74,76 @@ def cluster_decimate(vertices: np.ndarray, triangles: np.ndarray, cell_mm: float
     return f[np.sort(first_tri)]
 
 
+# ---------------------------------------------------------------------------- normalisation
+NORMS = get_args(Norm)
+"""The normalisations (:data:`train.config.Norm`, the ``--norm`` choices): ``batch``: one BatchNorm shared by every iteration; ``iter_batch``: one BatchNorm per iteration
+(:class:`IterationBatchNorm2d`); ``group``: GroupNorm (no batch statistics at all)."""
+
+
+class IterationBatchNorm2d(nn.Module):
+    """One ``BatchNorm2d`` per CoarseNet iteration: ``forward(x, iteration)`` normalises with the
+    statistics and affine parameters of ``iteration`` (0-based; iterations past the last trained
+    one use the last)."""
+
+    def __init__(self, num_features: int, iters: int):
+        super().__init__()
+        if iters < 1:
+            raise ValueError(f"iters must be >= 1, got {iters}")
+        self.bns = nn.ModuleList(nn.BatchNorm2d(num_features) for _ in range(iters))
+
+    def forward(self, x: torch.Tensor, iteration: int = 0) -> torch.Tensor:
+        return self.bns[min(iteration, len(self.bns) - 1)](x)
+
+
+def group_count(channels: int, max_groups: int = 16) -> int:
+    """GroupNorm groups for ``channels``: the largest divisor of ``channels`` <= ``max_groups``."""
+    return max(g for g in range(1, max_groups + 1) if channels % g == 0)
+
+
+def make_norm(kind: str, channels: int, iters: int = 1) -> nn.Module:
+    """The normalisation layer ``kind`` (one of :data:`NORMS`) for ``channels`` channels."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "iter_batch":
+        return IterationBatchNorm2d(channels, iters)
+    if kind == "group":
+        return nn.GroupNorm(group_count(channels), channels)
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
+def _norm(layer: nn.Module, x: torch.Tensor, iteration: int) -> torch.Tensor:
+    return layer(x, iteration) if isinstance(layer, IterationBatchNorm2d) else layer(x)
+
+
+def _zero_gamma(layer: nn.Module) -> None:
+    """Zero the scale of a normalisation layer (each residual block starts as the identity,
+    Goyal et al. 2017)."""
+    for m in layer.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.zeros_(m.weight)
+
+
 # ---------------------------------------------------------------------------- network
 class BasicBlock(nn.Module):
-    """ResNet basic block: conv3x3-BN-ReLU-conv3x3-BN + (projected) shortcut, ReLU."""
+    """ResNet basic block: conv3x3-norm-ReLU-conv3x3-norm + (projected) shortcut, ReLU.
+    ``forward(x, iteration)``: the iteration selects per-iteration norms (:func:`make_norm`)."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, norm: str = "batch", iters: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = make_norm(norm, cout, iters)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = make_norm(norm, cout, iters)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        nn.init.zeros_(self.bn2.weight)  # each block starts as the identity (Goyal et al. 2017)
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), make_norm(norm, cout, iters))
+        _zero_gamma(self.bn2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + self.shortcut(x), inplace=True)
+    def forward(self, x: torch.Tensor, iteration: int = 0) -> torch.Tensor:
+        y = F.relu(_norm(self.bn1, self.conv1(x), iteration), inplace=True)
+        y = _norm(self.bn2, self.conv2(y), iteration)
+        s = x if isinstance(self.shortcut, nn.Identity) else _norm(self.shortcut[1], self.shortcut[0](x), iteration)
+        return F.relu(y + s, inplace=True)
 
 
 class CoarseNet(nn.Module):
@@ -90,25 +151,32 @@ class CoarseNet(nn.Module):
 
     7x7 conv (32, stride 2) -> 2 basic blocks at each of the widths 32, 64, 128, 256 (stride 2
     on the first block of the last three) -> 3x3 conv to ``out_dim`` channels -> global average
-    pooling -> three fully connected layers. ``width_mult`` scales every width (tiny tests).
+    pooling -> three fully connected layers. ``width_mult`` scales every width (tiny tests);
+    ``norm`` picks the normalisation layers (:data:`NORMS`; ``iter_batch`` keeps ``iters`` sets).
     The last FC layer starts at zero so the first update of an untrained net is 0.
     """
 
-    def __init__(self, in_channels: int, out_dim: int, width_mult: float = 1.0, fc_width: int | None = None):
+    def __init__(self, in_channels: int, out_dim: int, width_mult: float = 1.0, fc_width: int | None = None,
+                 norm: str = "batch", iters: int = 1):
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         widths = [max(4, int(round(w * width_mult))) for w in (32, 64, 128, 256)]
         fc_width = fc_width or max(32, 2 * widths[-1])
+        # Sequential containers keep the state-dict keys of the shared-BatchNorm network
+        # (stem.0 conv, stem.1 norm; head_conv.0 conv, head_conv.1 norm); forward calls their parts
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), make_norm(norm, widths[0], iters), nn.ReLU(inplace=True)
         )
         blocks, cin = [], widths[0]
         for i, w in enumerate(widths):
-            blocks += [BasicBlock(cin, w, stride=1 if i == 0 else 2), BasicBlock(w, w)]
+            blocks += [BasicBlock(cin, w, 1 if i == 0 else 2, norm, iters), BasicBlock(w, w, 1, norm, iters)]
             cin = w
-        self.blocks = nn.Sequential(*blocks)
-        self.head_conv = nn.Sequential(nn.Conv2d(cin, out_dim, 3, 1, 1, bias=False), nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True))
+        self.blocks = nn.ModuleList(blocks)
+        self.head_conv = nn.Sequential(nn.Conv2d(cin, out_dim, 3, 1, 1, bias=False), make_norm(norm, out_dim, iters),
+                                       nn.ReLU(inplace=True))
         self.fc = nn.Sequential(
             nn.Linear(out_dim, fc_width), nn.ReLU(inplace=True),
             nn.Linear(fc_width, fc_width), nn.ReLU(inplace=True),
@@ -119,12 +187,16 @@ class CoarseNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(self.fc[-1].weight)
         nn.init.zeros_(self.fc[-1].bias)
-        self.in_channels, self.out_dim = in_channels, out_dim
+        self.in_channels, self.out_dim, self.norm = in_channels, out_dim, norm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, iteration: int = 0) -> torch.Tensor:
+        """``iteration`` (0-based) selects the per-iteration norms of ``norm="iter_batch"``."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must be (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        y = self.head_conv(self.blocks(self.stem(x)))  # (B, out_dim, h, w)
+        y = F.relu(_norm(self.stem[1], self.stem[0](x), iteration), inplace=True)
+        for block in self.blocks:
+            y = block(y, iteration)
+        y = F.relu(_norm(self.head_conv[1], self.head_conv[0](y), iteration), inplace=True)  # (B, out_dim, h, w)
         return self.fc(y.mean(dim=(2, 3)))  # GAP -> (B, out_dim) -> FC x3
 
 
@@ -182,57 +254,69 @@ class FeedbackRenderer(nn.Module):
             return torch.cat([pncc, nrm], dim=-1).permute(0, 3, 1, 2).contiguous()  # (B, 6, H, W)
 
 
+def refuse_oracle_input(hp: dict[str, Any], source: str = "the checkpoint") -> None:
+    """``CheckpointError`` when ``hp`` (a checkpoint's ``task_state``) describes a network trained
+    with the ground-truth face mask multiplied into its input image (the removed ``mask_input``
+    option): its weights expect an input no photo provides."""
+    if hp.get("mask_input"):
+        raise CheckpointError(f"{source} was trained with an oracle input (the ground-truth face mask multiplied "
+                              "into the image, mask_input=True), which no photo provides; retrain it")
+
+
 class IterativeCoarseNet(nn.Module):
     """CoarseNet applied ``iters`` times with feedback maps; one forward = all iterations
     (so DistributedDataParallel sees a single forward per step).
 
-    ``forward(image (B,3,H,W) in [0,1], intrinsics (B,3,3) at this size, mask (B,H,W) or None)``
-    returns the list of normalised estimates after each iteration, ``[(B, dim)] * iters``.
+    ``forward(image (B,3,H,W) in [0,1], intrinsics (B,3,3) at this size)`` returns the list of
+    normalised estimates after each iteration, ``[(B, dim)] * iters``. The input is the image
+    crop as a photo gives it and the feedback maps of the network's own estimate; no ground
+    truth (masks, depth, parameters) enters it.
 
     :meth:`hyperparameters` is what a checkpoint stores next to the weights (``task_state``) and
     :meth:`from_hyperparameters` rebuilds the same network from it and the morphable model.
     """
 
     def __init__(self, model, layout: ParamLayout, stats: ParamStats, *, iters: int, width_mult: float = 1.0,
-                 projection: str = "perspective", mask_input: bool = True, feedback_cell: float = 0.0):
+                 projection: str = "perspective", feedback_cell: float = 0.0, norm: str = "batch"):
         super().__init__()
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
-        self.layout, self.stats, self.iters, self.mask_input = layout, stats, iters, mask_input
+        self.layout, self.stats, self.iters = layout, stats, iters
         self.width_mult = width_mult
-        self.net = CoarseNet(in_channels=9, out_dim=layout.dim, width_mult=width_mult)
+        self.net = CoarseNet(in_channels=9, out_dim=layout.dim, width_mult=width_mult, norm=norm, iters=iters)
         self.render = FeedbackRenderer(model, projection=projection, cell_mm=feedback_cell)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Everything besides the weights and the morphable model that defines this network."""
         return {"layout": self.layout.to_dict(), "stats": self.stats.to_dict(), "iters": self.iters,
                 "projection": self.render.projection, "width_mult": self.width_mult,
-                "mask_input": self.mask_input, "feedback_cell": self.render.cell_mm}
+                "feedback_cell": self.render.cell_mm, "norm": self.net.norm}
 
     @classmethod
-    def from_hyperparameters(cls, model, hp: dict[str, Any]) -> "IterativeCoarseNet":
-        """The network :meth:`hyperparameters` describes (untrained: load the weights after)."""
+    def from_hyperparameters(cls, model, hp: dict[str, Any], source: str = "the checkpoint") -> "IterativeCoarseNet":
+        """The network :meth:`hyperparameters` describes (untrained: load the weights after);
+        ``CheckpointError`` naming ``source`` for a network trained with an oracle input
+        (:func:`refuse_oracle_input`)."""
+        refuse_oracle_input(hp, source)
         return cls(model, ParamLayout.from_dict(hp["layout"]), ParamStats.from_dict(hp["stats"]),
                    iters=int(hp["iters"]), width_mult=float(hp["width_mult"]), projection=hp["projection"],
-                   mask_input=bool(hp["mask_input"]), feedback_cell=float(hp.get("feedback_cell", 0.0)))
+                   feedback_cell=float(hp.get("feedback_cell", 0.0)), norm=str(hp.get("norm", "batch")))
 
-    def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, mask: torch.Tensor | None = None,
-                iters: int | None = None) -> list[torch.Tensor]:
+    def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, iters: int | None = None) -> list[torch.Tensor]:
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
         b, _, h, w = image.shape
         if intrinsics.shape != (b, 3, 3):
             raise ValueError(f"intrinsics must be ({b}, 3, 3), got {tuple(intrinsics.shape)}")
-        x_img = image if (mask is None or not self.mask_input) else image * mask[:, None].to(image.dtype)
         est = image.new_zeros(b, self.layout.dim, dtype=torch.float32)  # iteration 0: mean face, mean pose
         out = []
-        for _ in range(iters or self.iters):
+        for it in range(iters or self.iters):
             p = decode_params(est, self.layout, self.stats, intrinsics.float(), (h, w), self.render.projection)
             fb = self.render(p, intrinsics, (h, w))  # (B, 6, H, W)
-            x = torch.cat([x_img, fb.to(x_img.dtype)], dim=1)  # (B, 9, H, W)
+            x = torch.cat([image, fb.to(image.dtype)], dim=1)  # (B, 9, H, W)
             if x.is_cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-            delta = self.net(x)
+            delta = self.net(x, it)
             est = est + delta.float()
             out.append(est)
         return out

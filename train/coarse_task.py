@@ -3,8 +3,9 @@
 * :class:`CoarseTask`: what :class:`train.trainer.Trainer` drives (network, batch preparation,
   :class:`train.losses.CoarseLoss`, :func:`train.metrics.coarse_metrics`, checkpoint state);
 * :func:`build_task` (from a job config) and :func:`build_task_from_state` (from a checkpoint);
-* :func:`train_coarse`: ``train-cli coarse`` (a :class:`train.config.CoarseConfig`);
-* :func:`evaluate_checkpoint`: ``train-cli evaluate`` (a :class:`train.config.EvaluateConfig`).
+* :func:`train_coarse`: ``train-cli coarse`` (a :class:`train.config.CoarseConfig`).
+
+``train-cli evaluate`` lives in :mod:`train.evaluate`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ import torch.nn as nn
 from morphable_model import load_model
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .coarse_net import IterativeCoarseNet
-from .config import CoarseConfig, EvaluateConfig
+from .coarse_net import IterativeCoarseNet, refuse_oracle_input
+from .config import CoarseConfig
 from .data import Augment, ShardDataset, image_to_float, make_eval_loader, make_train_loader, rank_indices
-from .inference import load_checkpoint_and_model
 from .losses import CoarseLoss, LossOutput, LossWeights
 from .metrics import coarse_metrics
 from .params import N_SH, ParamLayout, ParamStats
-from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, validate
+from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device
 
-__all__ = ["CoarseTask", "build_task", "build_task_from_state", "train_coarse", "evaluate_checkpoint"]
+__all__ = ["CoarseTask", "build_task", "build_task_from_state", "train_coarse"]
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,15 @@ log = logging.getLogger(__name__)
 class CoarseTask:
     """What the shared trainer needs for phase 1: model, batch preparation, loss, metrics.
 
-    ``model`` is the :class:`IterativeCoarseNet` ``net``; ``loss(model_out, batch)`` returns a
+    ``model`` is the :class:`IterativeCoarseNet` ``net``; ``forward`` gives it the image and the
+    intrinsics only (never the ground-truth mask); ``loss(model_out, batch)`` returns a
     :class:`train.losses.LossOutput`; ``metrics(model_out, batch)`` returns per-sample metric
-    tensors (averaged by the trainer over the validation set).
+    tensors with their reference points (:func:`train.metrics.coarse_metrics`, averaged by the
+    trainer over the validation set).
     """
 
     name = "coarse"
-    curve_metrics = ("vertex_rmse_mm", "depth_err_mean_pct", "landmark_nme")
+    curve_metrics = ("shape_err_aligned_pct", "depth_err_mean_pct", "depth_err_aligned_mean_pct", "landmark_nme51")
 
     def __init__(self, morph_model, net: IterativeCoarseNet, loss_weights: LossWeights):
         self.morph_model = morph_model
@@ -66,7 +68,7 @@ class CoarseTask:
         return out
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> list[torch.Tensor]:
-        return model(batch["image"], batch["intrinsics"], batch.get("mask"))
+        return model(batch["image"], batch["intrinsics"])
 
     def loss(self, out: list[torch.Tensor], batch: dict[str, Any]) -> LossOutput:
         return self.criterion(out, batch)
@@ -91,14 +93,16 @@ def build_task(config: CoarseConfig, morph_model, stats: ParamStats, projection:
     layout = ParamLayout(n_id=n_id, n_exp=n_exp, n_albedo=min(config.n_albedo, morph_model.n_albedo),
                          n_sh=N_SH if config.predict_sh else 0)
     net = IterativeCoarseNet(morph_model, layout, stats, iters=config.iters, width_mult=config.width_mult,
-                             projection=projection, mask_input=config.mask_input, feedback_cell=config.feedback_cell)
+                             projection=projection, feedback_cell=config.feedback_cell, norm=config.norm)
     return CoarseTask(morph_model, net, LossWeights.from_config(config))
 
 
-def build_task_from_state(morph_model, task_state: dict[str, Any], config: CoarseConfig) -> CoarseTask:
+def build_task_from_state(morph_model, task_state: dict[str, Any], config: CoarseConfig,
+                          source: str = "the checkpoint") -> CoarseTask:
     """Rebuild the :class:`CoarseTask` a checkpoint's ``task_state`` describes, with the loss
-    weights of ``config`` (the checkpoint's, :meth:`CoarseConfig.from_dict`)."""
-    net = IterativeCoarseNet.from_hyperparameters(morph_model, task_state)
+    weights of ``config`` (the checkpoint's, :meth:`CoarseConfig.from_dict`); ``CheckpointError``
+    naming ``source`` for a network trained with an oracle input."""
+    net = IterativeCoarseNet.from_hyperparameters(morph_model, task_state, source)
     return CoarseTask(morph_model, net, LossWeights.from_config(config))
 
 
@@ -119,7 +123,8 @@ def train_coarse(config: CoarseConfig, model=None) -> TrainResult:
     ckpt_path = Path(config.out) / "checkpoints" / "last.pt"
     if config.resume:
         resume_state = load_checkpoint(ckpt_path, map_location="cpu", fingerprint=fp)
-        old = resume_state["config"]
+        refuse_oracle_input(resume_state.get("task_state", {}), f"checkpoint {ckpt_path}")
+        old = {"norm": "batch", **resume_state["config"]}  # runs before --norm existed used shared BatchNorm
         diff = {k: (old.get(k), getattr(config, k)) for k in config.ARCH_FIELDS if old.get(k) != getattr(config, k)}
         if diff:
             raise CheckpointError(f"checkpoint {ckpt_path} was trained with other settings {diff}; "
@@ -160,17 +165,3 @@ def train_coarse(config: CoarseConfig, model=None) -> TrainResult:
     trainer = Trainer(task, LoopConfig.from_config(config, total), loader_fn, val_loader, device, config.to_dict(),
                       fp, dinfo, resume_state)
     return trainer.fit()
-
-
-def evaluate_checkpoint(config: EvaluateConfig, model=None) -> dict[str, float]:
-    """Validation metrics (means over ``config.samples`` samples of ``config.data``) of a
-    CoarseNet checkpoint. ``model`` overrides ``config.model`` and the checkpoint's model."""
-    ck, model = load_checkpoint_and_model(config.ckpt, model, config.model)
-    run = CoarseConfig.from_dict(ck["config"])
-    device = resolve_device(config.device)
-    task = build_task_from_state(model, ck["task_state"], run)
-    task.model.load_state_dict(ck["model"])
-    task.to(device)
-    ds = ShardDataset(config.data, fingerprint=model.fingerprint, size=run.size)
-    loader = make_eval_loader(ds, config.batch_size, config.samples, config.workers)
-    return validate(task, task.model, loader, device, amp=run.amp)

@@ -23,10 +23,12 @@ import os
 import textwrap
 from typing import Any, Literal, get_args
 
-__all__ = ["CoarseConfig", "EvaluateConfig", "field_docs", "DEVICES"]
+__all__ = ["CoarseConfig", "EvaluateConfig", "field_docs", "DEVICES", "Norm"]
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = get_args(Device)
+Norm = Literal["batch", "iter_batch", "group"]
+"""CoarseNet's normalisation layers (``--norm``; built by ``train.coarse_net.make_norm``)."""
 
 
 @functools.cache
@@ -107,8 +109,9 @@ class CoarseConfig:
     feedback_cell: float = 0.0
     """rasterize the feedback maps from a vertex-clustered mesh with this cell
     size in mm (0 = the full mesh; 1.5-2 mm is ~2-3x cheaper to rasterize at 128^2)."""
-    mask_input: bool = True
-    """multiply the input image by the face mask."""
+    norm: Norm = "batch"
+    """normalisation layers: batch (one BatchNorm shared by the iterations), iter_batch (one
+    BatchNorm per iteration), group (GroupNorm)."""
     color_jitter: float = 0.1
     """colour augmentation strength (0 = off)."""
     crop_jitter: float = 0.02
@@ -189,6 +192,7 @@ class CoarseConfig:
             _need(self.n_exp >= 0, "--n-exp", ">= 0", self.n_exp)
         _need(self.n_albedo >= 0, "--n-albedo", ">= 0", self.n_albedo)
         _need(self.feedback_cell >= 0, "--feedback-cell", ">= 0", self.feedback_cell)
+        _need(self.norm in get_args(Norm), "--norm", f"one of {', '.join(get_args(Norm))}", self.norm)
         _need(0 <= self.color_jitter < 1, "--color-jitter", "in [0, 1)", self.color_jitter)
         _need(0 <= self.crop_jitter <= 0.25, "--crop-jitter", "in [0, 0.25]", self.crop_jitter)
         from .augment import PhotoAugment  # validates the --photo-* values, naming the flag
@@ -223,34 +227,48 @@ class CoarseConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     # fields that change the network or its targets: a resumed run must keep them
-    ARCH_FIELDS = ("iters", "size", "width_mult", "n_id", "n_exp", "n_albedo", "predict_sh", "mask_input")
+    ARCH_FIELDS = ("iters", "size", "width_mult", "n_id", "n_exp", "n_albedo", "predict_sh", "norm")
 
 
 @dataclasses.dataclass
 class EvaluateConfig:
-    """``train-cli evaluate``: validation metrics of a checkpoint on shards, per iteration."""
+    """``train-cli evaluate``: the metrics of a checkpoint per iteration, with their reference
+    points, on synthetic shards (``--data``) and / or real photos (``--photos``)."""
 
-    ckpt: str
-    """checkpoint to evaluate: a run's .pt or exported .safetensors."""
-    data: str
-    """directory of shards to evaluate on."""
+    checkpoint: str | None = None
+    """checkpoint to evaluate: a run's .pt or an exported .safetensors; default: the shipped
+    checkpoint (train/weights/coarse.safetensors)."""
+    data: str | None = None
+    """directory of shards to evaluate on (held-out: rendered with their own --seed)."""
+    photos: tuple[str, ...] = ()
+    """photo files or folders (repeat the flag): landmark NME of the network against the face
+    detector's landmarks in each crop."""
+    json: str | None = None
+    """also write the metrics to this JSON file."""
     model: str | None = None
     """morphable model file; default: the one named in the checkpoint's config (the built-in model when none)."""
     samples: int = 512
-    """samples evaluated (the first ones)."""
+    """shard samples evaluated (the first ones)."""
+    iters: int | None = None
+    """CoarseNet iterations to run (default: the checkpoint's; more than it was trained with reuse
+    the last iteration's normalisation statistics)."""
     batch_size: int = 32
     """images per batch."""
     device: Device = "auto"
     """where to run: cuda when available (auto), cpu or cuda."""
     workers: int = 0
     """DataLoader worker processes."""
-    json_out: str | None = None
-    """also write the metrics to this JSON file."""
+    cache_dir: str | None = None
+    """face-detection cache for --photos (default: $DETAILFACE_CACHE/detections)."""
 
     def __post_init__(self) -> None:
-        _need(bool(self.ckpt), "--ckpt", "a checkpoint file", self.ckpt)
-        _need(bool(self.data), "--data", "a directory", self.data)
+        self.photos = tuple(self.photos)
+        _need(bool(self.data) or bool(self.photos), "--data or --photos", "given", None)
+        if self.checkpoint is not None:
+            _need(bool(self.checkpoint), "--checkpoint", "a checkpoint file", self.checkpoint)
         _need(self.samples >= 1, "--samples", ">= 1", self.samples)
+        if self.iters is not None:
+            _need(self.iters >= 1, "--iters", ">= 1", self.iters)
         _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
         _need(self.workers >= 0, "--workers", ">= 0", self.workers)

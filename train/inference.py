@@ -9,7 +9,9 @@ camera space and its rendered depth (:class:`Reconstruction`).
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,10 +21,26 @@ from synth import camera
 
 from . import depth_render
 from .checkpoint import CheckpointError, load_inference_checkpoint
-from .coarse_net import IterativeCoarseNet
+from .coarse_net import IterativeCoarseNet, refuse_oracle_input
 from .params import CoarseParams, decode_params
 
-__all__ = ["Reconstruction", "reconstruct", "load_coarse", "load_checkpoint_and_model"]
+__all__ = ["Reconstruction", "reconstruct", "load_coarse", "load_checkpoint_and_model", "SHIPPED_CHECKPOINT",
+           "shipped_checkpoint"]
+
+SHIPPED_CHECKPOINT = "weights/coarse.safetensors"
+"""The default CoarseNet weights, package data of ``train`` (``train/weights/coarse.safetensors``):
+what ``train-cli evaluate`` (and later ``reconstruct``) load when no ``--checkpoint`` is given."""
+
+
+def shipped_checkpoint(package_dir: str | os.PathLike | None = None) -> Path:
+    """Path of the shipped CoarseNet checkpoint, :data:`SHIPPED_CHECKPOINT` under ``package_dir``
+    (default: the installed ``train`` package); ``CheckpointError`` in one line when there is none."""
+    root = Path(str(importlib.resources.files("train"))) if package_dir is None else Path(package_dir)
+    path = root / SHIPPED_CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no --checkpoint given and this installation has no shipped checkpoint ({path} does "
+                              "not exist); pass --checkpoint CKPT (a run's .pt or an exported .safetensors)")
+    return path
 
 
 @dataclasses.dataclass
@@ -43,13 +61,14 @@ class Reconstruction:
 
 @torch.no_grad()
 def reconstruct(model: IterativeCoarseNet, image: torch.Tensor, intrinsics: torch.Tensor,
-                mask: torch.Tensor | None = None, iters: int | None = None) -> Reconstruction:
-    """Images ``(B, 3, H, W)`` in [0, 1] (at the network's input size) with their intrinsics
-    ``(B, 3, 3)`` (at that size) -> parameters per iteration, vertices and a depth map."""
+                iters: int | None = None) -> Reconstruction:
+    """Images ``(B, 3, H, W)`` in [0, 1] (at the network's input size, background included) with
+    their intrinsics ``(B, 3, 3)`` (at that size) -> parameters per iteration, vertices and a
+    depth map."""
     was_training = model.training
     model.eval()
     try:
-        ests = model(image, intrinsics, mask, iters=iters)
+        ests = model(image, intrinsics, iters=iters)
     finally:
         model.train(was_training)
     size = tuple(image.shape[-2:])
@@ -68,8 +87,10 @@ def load_checkpoint_and_model(path: str | os.PathLike, model=None, model_path: s
     :func:`train.checkpoint.load_inference_checkpoint`) and the morphable model it was trained
     with: ``model`` when given, else ``morphable_model.load_model(model_path or the checkpoint's
     config['model'])``. ``CheckpointError`` naming the file when the model's fingerprint is not
-    the checkpoint's."""
+    the checkpoint's, or when the network was trained with an oracle input (the ground-truth mask
+    multiplied into the image, :func:`train.coarse_net.refuse_oracle_input`)."""
     ck = load_inference_checkpoint(path, task="coarse")
+    refuse_oracle_input(ck.get("task_state") or {}, f"checkpoint {path}")  # before loading a model for nothing
     if model is None:
         model = load_model(model_path if model_path is not None else ck["config"].get("model"))
     if model.fingerprint != ck["model_fingerprint"]:
@@ -84,6 +105,6 @@ def load_coarse(path: str | os.PathLike, model=None, device: str | torch.device 
     defaults to ``morphable_model.load_model(config['model'])``; its fingerprint must match the
     checkpoint's."""
     ck, model = load_checkpoint_and_model(path, model)
-    net = IterativeCoarseNet.from_hyperparameters(model, ck["task_state"])
+    net = IterativeCoarseNet.from_hyperparameters(model, ck["task_state"], f"checkpoint {path}")
     net.load_state_dict(ck["model"])
     return net.to(device).eval()

@@ -108,7 +108,8 @@ def plot_curves(out: str | os.PathLike, metrics: Sequence[str] | None = None) ->
     """``OUT/curves.png``: training loss (log scale) and the validation metrics per iteration.
 
     ``metrics``: the metric names to plot (columns ``<name>/it<k>`` of ``val.csv``); None = every
-    such name in the file. Drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, so the
+    such name in the file (reference estimates excluded). A reference column ``mean_face_true_pose/<name>``,
+    when there is one, is drawn dashed beside them. Drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, so the
     process's pyplot state and matplotlib backend are left alone.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -117,7 +118,7 @@ def plot_curves(out: str | os.PathLike, metrics: Sequence[str] | None = None) ->
     out = Path(out)
     tr, va = read_csv(out / "train.csv"), read_csv(out / "val.csv")
     if metrics is None:
-        metrics = sorted({k.split("/it")[0] for k in va if "/it" in k})
+        metrics = sorted({k.split("/it")[0] for k in va if "/it" in k and not k.startswith("mean_face")})
     fig = Figure(figsize=(5 * (1 + len(metrics)), 4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 1 + len(metrics), squeeze=False)[0]
@@ -135,6 +136,9 @@ def plot_curves(out: str | os.PathLike, metrics: Sequence[str] | None = None) ->
         cols = sorted((k for k in va if k.startswith(m + "/it")), key=lambda k: int(k.rsplit("it", 1)[1]))
         for k in cols:
             ax.plot(va["step"], va[k], marker="o", label=k.split("/")[1])
+        ref = f"mean_face_true_pose/{m}"
+        if ref in va:
+            ax.plot(va["step"], va[ref], "k--", label="mean face, true pose")
         ax.set_title(f"val {m}")
         ax.set_xlabel("step")
         if cols:

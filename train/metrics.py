@@ -1,14 +1,32 @@
-"""Validation metrics: vertex RMSE (mm), depth error (% of the face's depth range), landmark NME.
+"""Validation metrics of CoarseNet, and the reference points printed beside them.
 
-Plain per-sample functions on tensors first; :func:`coarse_metrics` combines them for
-CoarseNet's estimates at every iteration (keys ``"<metric>/it<k>"``), so a run can compare
-iteration 1 with iteration K.
+Plain per-sample functions on tensors first:
+
+* :func:`umeyama` — the least-squares similarity (scale, rotation, translation) taking one point
+  set onto another (Umeyama 1991), as a :class:`Similarity`;
+* :func:`shape_error_aligned` — mean per-vertex distance (mm) after that alignment, on the inner
+  face; :func:`view_depth_range` — the ground truth's extent along the camera's viewing axis,
+  which turns it into a percentage;
+* :func:`depth_error` — rendered depth maps compared pixel by pixel (median offset removed), in %
+  of the ground truth's depth range;
+* :func:`landmark_nme` — 2D landmark error over the outer-eye-corner distance, on any subset of
+  the 68 iBUG points (all 68, the 51 inner points :data:`INNER_51`);
+* :func:`vertex_rmse` — model-space vertex RMS distance, no alignment.
+
+Then :func:`coarse_metrics` combines them for CoarseNet's estimate after every iteration (keys
+``"<metric>/it<k>"``) and for two estimates that need no network (the reference points): the
+mean face with the *true* pose and camera (``mean_face_true_pose/<metric>``), and the mean face
+with the pose and camera the network predicted at iteration k (``mean_face_pred_pose/<metric>/it<k>``).
+A metric that the mean face matches says nothing about shape. :func:`metrics_report` arranges the
+flat, sample-averaged dict as ``train-cli evaluate`` writes it; :func:`metrics_table` prints it.
+Every definition is in ``docs/training.md`` ("Metrics").
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import re
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,9 +37,117 @@ from . import depth_render
 from .coarse_net import IterativeCoarseNet
 from .params import MIN_DEPTH_MM, decode_params
 
-__all__ = ["vertex_rmse", "DepthError", "depth_error", "landmark_nme", "coarse_metrics", "IBUG_OUTER_EYE_CORNERS"]
+__all__ = [
+    "IBUG_OUTER_EYE_CORNERS",
+    "INNER_51",
+    "Similarity",
+    "umeyama",
+    "shape_error_aligned",
+    "view_depth_range",
+    "vertex_rmse",
+    "DepthError",
+    "depth_error",
+    "landmark_nme",
+    "project_landmarks",
+    "region_pixels",
+    "coarse_metrics",
+    "HEADLINE",
+    "BASELINES",
+    "metrics_report",
+    "metrics_table",
+]
 
 IBUG_OUTER_EYE_CORNERS = (36, 45)  # 0-based iBUG 300-W indices (right eye outer, left eye outer)
+INNER_51 = tuple(range(17, 68))
+"""The 51 inner iBUG points (eyebrows, nose, eyes, mouth: 17-67, 0-based), without the jaw line
+(0-16), whose position along the face outline is ill-defined."""
+
+
+# ---------------------------------------------------------------------------- alignment
+@dataclasses.dataclass
+class Similarity:
+    """A batch of similarity transforms ``p -> scale * rotation @ p + translation``."""
+
+    scale: torch.Tensor
+    """(B,)"""
+    rotation: torch.Tensor
+    """(B, 3, 3), proper (det +1)."""
+    translation: torch.Tensor
+    """(B, 3)"""
+
+    def apply(self, points: torch.Tensor) -> torch.Tensor:
+        """``(B, N, 3)`` -> ``(B, N, 3)`` in the dtype of ``points``."""
+        s, r, t = (x.to(points.dtype) for x in (self.scale, self.rotation, self.translation))
+        # (B, N, 3) x (B, 3, 3)^T -> (B, N, 3)
+        return s[:, None, None] * torch.einsum("bij,bnj->bni", r, points) + t[:, None, :]
+
+
+def umeyama(src: torch.Tensor, dst: torch.Tensor) -> Similarity:
+    """The similarity ``T`` minimising ``sum_n |T(src_n) - dst_n|^2`` for ``src``, ``dst``
+    ``(B, N, 3)`` (Umeyama, "Least-squares estimation of transformation parameters between two
+    point patterns", PAMI 1991), computed in float64.
+
+    With centred points ``x = src - mean(src)``, ``y = dst - mean(dst)``, the covariance
+    ``C = y^T x / N = U D V^T`` (SVD): ``R = U S V^T`` with ``S = diag(1, 1, det(U V^T))`` (a
+    rotation, never a reflection), ``scale = tr(D S) / (|x|^2 / N)``,
+    ``t = mean(dst) - scale R mean(src)``. A degenerate ``src`` (all points equal) gets scale 0.
+    """
+    if src.shape != dst.shape or src.ndim != 3 or src.shape[-1] != 3 or src.shape[1] < 1:
+        raise ValueError(f"src and dst must both be (B, N, 3) with N >= 1, got {tuple(src.shape)} and {tuple(dst.shape)}")
+    x, y = src.double(), dst.double()
+    mx, my = x.mean(1), y.mean(1)  # (B, 3)
+    xc, yc = x - mx[:, None], y - my[:, None]
+    cov = torch.einsum("bni,bnj->bij", yc, xc) / x.shape[1]  # (B, N, 3) x (B, N, 3) -> (B, 3, 3)
+    u, d, vt = torch.linalg.svd(cov)
+    sign = torch.sign(torch.linalg.det(u @ vt))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    s_diag = torch.ones_like(d)
+    s_diag[:, 2] = sign
+    rot = u @ torch.diag_embed(s_diag) @ vt  # (B, 3, 3)
+    var_x = (xc ** 2).sum(-1).mean(1)  # (B,)
+    scale = (d * s_diag).sum(1) / var_x.clamp_min(1e-300)
+    scale = torch.where(var_x > 0, scale, torch.zeros_like(scale))
+    trans = my - scale[:, None] * torch.einsum("bij,bj->bi", rot, mx)  # (B, 3)
+    return Similarity(scale=scale, rotation=rot, translation=trans)
+
+
+def _region(region, n: int, device) -> torch.Tensor | None:
+    if region is None:
+        return None
+    r = region.to(device).bool() if torch.is_tensor(region) else torch.tensor(np.array(region, bool), device=device)
+    if r.shape != (n,):
+        raise ValueError(f"region must be ({n},) bool, got {tuple(r.shape)}")
+    if not bool(r.any()):
+        raise ValueError("region must select at least one vertex, got none")
+    return r
+
+
+def shape_error_aligned(pred: torch.Tensor, gt: torch.Tensor, region=None) -> tuple[torch.Tensor, Similarity]:
+    """Per-sample shape error ``(B,)`` (the unit of the vertices, mm) and the alignment used.
+
+    ``pred`` is aligned to ``gt`` (both ``(B, N, 3)``, in corresponding vertex order) by the
+    similarity :func:`umeyama` fitted on the vertices where ``region (N,)`` is True (all when
+    None); the error is the mean Euclidean distance between aligned predicted and ground-truth
+    vertices over the same region. Invariant to any similarity of ``pred``: it measures shape
+    only, not pose, position or size."""
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+        raise ValueError(f"pred and gt must both be (B, N, 3), got {tuple(pred.shape)} and {tuple(gt.shape)}")
+    r = _region(region, pred.shape[1], pred.device)
+    p, g = (pred, gt) if r is None else (pred[:, r], gt[:, r])
+    sim = umeyama(p, g)
+    err = (sim.apply(p.double()) - g.double()).norm(dim=-1).mean(1)
+    return err.to(pred.dtype), sim
+
+
+def view_depth_range(gt_cam: torch.Tensor, region=None) -> torch.Tensor:
+    """Extent ``(B,)`` of the ground-truth vertices ``gt_cam (B, N, 3)`` (camera frame) along the
+    camera's viewing axis (``max z - min z``) over ``region (N,)`` (all when None): the depth
+    range that turns :func:`shape_error_aligned` into a percentage."""
+    if gt_cam.ndim != 3 or gt_cam.shape[-1] != 3:
+        raise ValueError(f"gt_cam must be (B, N, 3), got {tuple(gt_cam.shape)}")
+    r = _region(region, gt_cam.shape[1], gt_cam.device)
+    z = gt_cam[..., 2] if r is None else gt_cam[:, r, 2]
+    return z.max(1).values - z.min(1).values
 
 
 def vertex_rmse(pred: torch.Tensor, gt: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
@@ -35,6 +161,7 @@ def vertex_rmse(pred: torch.Tensor, gt: torch.Tensor, region: torch.Tensor | Non
     return d2.mean(1).sqrt()
 
 
+# ---------------------------------------------------------------------------- depth maps
 @dataclasses.dataclass
 class DepthError:
     """Per-sample depth errors ``(B,)`` in % of the ground-truth face's depth range."""
@@ -82,61 +209,231 @@ def depth_error(pred: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor, pre
     return DepthError(mean_pct=mean, median_pct=median, coverage=cover)
 
 
-def landmark_nme(pred: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample 2D landmark NME ``(B,)``: mean over visible landmarks of the pixel distance,
-    divided by the ground-truth outer-eye-corner distance (300-W "inter-ocular" normalisation)."""
+def region_pixels(frags: depth_render.Fragments, triangles: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:
+    """``(B, H, W)`` bool: pixels of ``frags`` covered by a triangle whose three vertices are all
+    in ``region (N,)`` (the inner face); ``frags.mask`` when ``region`` is None."""
+    if region is None:
+        return frags.mask
+    inner = region[triangles.long()].all(dim=1)  # (T,) triangles of the region
+    return frags.mask & inner[frags.tri_id.clamp_min(0)]
+
+
+# ---------------------------------------------------------------------------- landmarks
+def landmark_nme(pred: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor | None = None,
+                 points: Sequence[int] | None = None) -> torch.Tensor:
+    """Per-sample 2D landmark NME ``(B,)``: mean pixel distance over the landmarks ``points``
+    (all 68 when None; :data:`INNER_51` for the inner 51) that are ``visible`` (all when None),
+    divided by the ground-truth outer-eye-corner distance (points 36-45, the 300-W
+    "inter-ocular" normalisation). A sample with no such landmark gets NaN."""
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[1:] != (68, 2):
         raise ValueError(f"pred and gt must both be (B, 68, 2), got {tuple(pred.shape)} and {tuple(gt.shape)}")
+    if visible is not None and visible.shape != pred.shape[:2]:
+        raise ValueError(f"visible must be {tuple(pred.shape[:2])}, got {tuple(visible.shape)}")
     d = (pred - gt).norm(dim=-1)  # (B, 68)
     a, c = IBUG_OUTER_EYE_CORNERS
     iod = (gt[:, a] - gt[:, c]).norm(dim=-1).clamp_min(1e-6)  # (B,)
-    if visible is None:
-        visible = torch.ones_like(d, dtype=torch.bool)
-    vis = visible.bool().float()
-    return (d * vis).sum(1) / vis.sum(1).clamp_min(1.0) / iod
+    sel = torch.ones_like(d, dtype=torch.bool) if visible is None else visible.bool().clone()
+    if points is not None:
+        keep = torch.zeros(68, dtype=torch.bool, device=d.device)
+        keep[list(points)] = True
+        sel &= keep
+    w = sel.to(d.dtype)
+    n = w.sum(1)
+    out = (d * w).sum(1) / n.clamp_min(1.0) / iod
+    return torch.where(n > 0, out, torch.full_like(out, float("nan")))
+
+
+def project_landmarks(render, verts: torch.Tensor, pose: torch.Tensor, translation: torch.Tensor,
+                      intrinsics: torch.Tensor) -> torch.Tensor:
+    """The model's 68 landmark vertices of ``verts (B, N, 3)`` (model space) posed by ``pose (B, 3)``,
+    ``translation (B, 3)`` and projected with ``intrinsics (B, 3, 3)`` -> pixels ``(B, 68, 2)``
+    (``render``: a :class:`train.coarse_net.FeedbackRenderer`, for the landmark indices and the
+    projection)."""
+    lm = camera.to_camera(verts[:, render.landmarks], camera.rotation_matrix(pose), translation)  # (B, 68, 3)
+    return camera.project(lm, intrinsics.float(), render.projection, min_depth=MIN_DEPTH_MM)[0]
+
+
+# ---------------------------------------------------------------------------- CoarseNet
+class _Truth:
+    """The ground truth of a batch, computed once: vertices, rendered depth and its inner-face
+    pixels, depth range, landmarks."""
+
+    def __init__(self, net: IterativeCoarseNet, batch: dict[str, Any], region: torch.Tensor | None):
+        render = net.render
+        self.render, self.region = render, region
+        self.k = batch["intrinsics"].float()
+        self.size = tuple(batch["image"].shape[-2:])
+        self.pose, self.translation = batch["pose"].float(), batch["translation"].float()
+        self.verts = render.vertices(batch["alpha_id"], batch["alpha_exp"])  # (B, N, 3) model space
+        self.cam = camera.to_camera(self.verts, camera.rotation_matrix(self.pose), self.translation)  # (B, N, 3)
+        frags = self.rasterize(self.cam)
+        self.depth, self.mask = frags.depth, region_pixels(frags, render.triangles, region)
+        self.depth_range = view_depth_range(self.cam, region)  # (B,)
+        self.has_landmarks = render.landmarks.numel() == 68 and "landmarks" in batch
+        if self.has_landmarks:
+            self.landmarks = batch["landmarks"].float()
+            self.visible = batch.get("landmarks_visible")
+
+    def rasterize(self, cam: torch.Tensor) -> depth_render.Fragments:
+        return depth_render.rasterize(cam, self.render.triangles, self.k, self.size, projection=self.render.projection)
+
+    def posed_metrics(self, verts: torch.Tensor, pose: torch.Tensor, translation: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Metrics that depend on the estimate's pose and camera: offset-aligned depth error and
+        landmark NME (the estimate rendered and projected with its own pose and camera)."""
+        cam = camera.to_camera(verts, camera.rotation_matrix(pose), translation)  # (B, N, 3)
+        fr = self.rasterize(cam)
+        de = depth_error(fr.depth, self.depth, self.mask, fr.mask)
+        out = {"depth_err_mean_pct": de.mean_pct, "depth_err_median_pct": de.median_pct, "depth_coverage": de.coverage}
+        if self.has_landmarks:
+            uv = project_landmarks(self.render, verts, pose, translation, self.k)
+            out["landmark_nme68"] = landmark_nme(uv, self.landmarks, self.visible)
+            out["landmark_nme51"] = landmark_nme(uv, self.landmarks, self.visible, INNER_51)
+        return out
+
+    def shape_metrics(self, verts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Metrics of the shape alone: shape error after similarity alignment (mm, % of the depth
+        range) and the depth error of the aligned shape rendered with the true pose and camera."""
+        err, sim = shape_error_aligned(verts, self.verts, self.region)
+        aligned = sim.apply(verts.double()).float()  # (B, N, 3) in the ground truth's model frame
+        cam = camera.to_camera(aligned, camera.rotation_matrix(self.pose), self.translation)
+        fr = self.rasterize(cam)
+        de = depth_error(fr.depth, self.depth, self.mask, fr.mask)
+        return {
+            "shape_err_aligned_mm": err,
+            "shape_err_aligned_pct": err / self.depth_range.clamp_min(1e-6) * 100.0,
+            "depth_err_aligned_mean_pct": de.mean_pct,
+            "depth_err_aligned_median_pct": de.median_pct,
+            "vertex_rmse_mm": vertex_rmse(verts, self.verts, self.region),
+        }
+
+
+BASELINES = {
+    "mean_face_true_pose": "mean face, true pose and camera",
+    "mean_face_pred_pose": "mean face, the network's pose and camera",
+}
+"""Reference estimates computed beside the network's (key prefix -> description)."""
 
 
 @torch.no_grad()
 def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch: dict[str, Any],
-                   region: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """Per-sample metrics of CoarseNet estimates at every iteration: ``vertex_rmse_mm/it<k>``,
-    ``depth_err_mean_pct/it<k>``, ``depth_err_median_pct/it<k>``, ``depth_coverage/it<k>``,
-    ``landmark_nme/it<k>`` (when the model has landmarks), each ``(B,)``.
+                   region: np.ndarray | None = None, baselines: bool = True) -> dict[str, torch.Tensor]:
+    """Per-sample metrics ``(B,)`` of CoarseNet estimates at every iteration and of the reference
+    estimates (module docstring).
+
+    Keys ``<metric>/it<k>`` for the network after iteration k, with ``<metric>`` one of
+    ``shape_err_aligned_mm``, ``shape_err_aligned_pct``, ``depth_err_aligned_mean_pct``,
+    ``depth_err_aligned_median_pct``, ``vertex_rmse_mm``, ``depth_err_mean_pct``,
+    ``depth_err_median_pct``, ``depth_coverage``, ``landmark_nme68``, ``landmark_nme51`` (the
+    last two when the model has 68 landmarks); with ``baselines``, ``mean_face_true_pose/<metric>``
+    (every metric) and ``mean_face_pred_pose/<metric>/it<k>`` (the pose-dependent ones: the
+    others equal the true-pose baseline's).
 
     ``net`` is the (unwrapped) network that made the estimates: its layout, statistics and
-    feedback renderer decode and render them; ``region (N,)`` bool restricts the vertex RMSE (the
-    morphable model's ``face_region``; all vertices when None) and the depth metrics to the
-    ground-truth pixels on triangles of that region (not the head, neck, ears or mouth interior of
-    the built-in model v3). The ground-truth depth is rendered from the sample's full ground-truth
-    parameters with the same rasterizer and intrinsics (so both maps share resolution and mesh).
+    renderer decode and render them. ``region (N,)`` bool (the morphable model's
+    ``face_region``; all vertices when None) selects the inner face: the vertices of the shape
+    error and its alignment, and the pixels of the depth errors (ground-truth pixels on
+    triangles of the region: not the head, neck, ears or mouth interior of the built-in model
+    v3). The ground-truth depth is rendered from the sample's full
+    ground-truth parameters with the same rasterizer and intrinsics as the estimates.
     """
-    render = net.render
-    if region is not None:
-        region = torch.tensor(np.asarray(region), device=estimates[0].device)
+    dev = estimates[0].device
+    r = None if region is None else _region(region, net.render.pncc.shape[0], dev)  # (N,) one PNCC colour per vertex
     k = batch["intrinsics"].float()
     size = tuple(batch["image"].shape[-2:])
-    with torch.autocast(device_type=k.device.type, enabled=False):
-        v_gt = render.vertices(batch["alpha_id"], batch["alpha_exp"])  # (B, N, 3)
-        cam_gt = camera.to_camera(v_gt, camera.rotation_matrix(batch["pose"].float()), batch["translation"].float())
-        fr_gt = depth_render.rasterize(cam_gt, render.triangles, k, size, projection=render.projection)
-        gt_mask = fr_gt.mask
-        if region is not None:
-            face_tri = region[render.triangles.long()].all(dim=1)  # (T,) triangles of the inner face
-            gt_mask = gt_mask & face_tri[fr_gt.tri_id.clamp_min(0)]
+    with torch.autocast(device_type=dev.type, enabled=False):
+        truth = _Truth(net, batch, r)
         out: dict[str, torch.Tensor] = {}
-        has_lm = render.landmarks.numel() == 68 and "landmarks" in batch
+        mean_verts = None
+        if baselines:
+            b = k.shape[0]
+            zeros = estimates[0].new_zeros
+            mean_verts = net.render.vertices(zeros(b, net.layout.n_id), zeros(b, net.layout.n_exp))  # (B, N, 3)
+            ref = {**truth.shape_metrics(mean_verts), **truth.posed_metrics(mean_verts, truth.pose, truth.translation)}
+            out.update({f"mean_face_true_pose/{name}": v for name, v in ref.items()})
         for it, est in enumerate(estimates, start=1):
-            p = decode_params(est.float(), net.layout, net.stats, k, size, render.projection)
-            v = render.vertices(p.alpha_id, p.alpha_exp)
-            out[f"vertex_rmse_mm/it{it}"] = vertex_rmse(v, v_gt, region)
-            cam = camera.to_camera(v, camera.rotation_matrix(p.pose), p.translation)  # (B, N, 3)
-            fr_p = depth_render.rasterize(cam, render.triangles, k, size, projection=render.projection)
-            de = depth_error(fr_p.depth, fr_gt.depth, gt_mask, fr_p.mask)
-            out[f"depth_err_mean_pct/it{it}"] = de.mean_pct
-            out[f"depth_err_median_pct/it{it}"] = de.median_pct
-            out[f"depth_coverage/it{it}"] = de.coverage
-            if has_lm:
-                uv = camera.project(cam[:, render.landmarks], k, render.projection, min_depth=MIN_DEPTH_MM)[0]
-                vis = batch.get("landmarks_visible")
-                out[f"landmark_nme/it{it}"] = landmark_nme(uv, batch["landmarks"].float(), vis)
+            p = decode_params(est.float(), net.layout, net.stats, k, size, net.render.projection)
+            v = net.render.vertices(p.alpha_id, p.alpha_exp)
+            m = {**truth.shape_metrics(v), **truth.posed_metrics(v, p.pose, p.translation)}
+            out.update({f"{name}/it{it}": val for name, val in m.items()})
+            if mean_verts is not None:
+                ref = truth.posed_metrics(mean_verts, p.pose, p.translation)
+                out.update({f"mean_face_pred_pose/{name}/it{it}": val for name, val in ref.items()})
     return out
+
+
+# ---------------------------------------------------------------------------- reports
+HEADLINE = ("shape_err_aligned_mm", "shape_err_aligned_pct", "depth_err_mean_pct", "depth_err_median_pct",
+            "depth_err_aligned_mean_pct", "depth_err_aligned_median_pct", "landmark_nme68", "landmark_nme51",
+            "vertex_rmse_mm", "depth_coverage")
+"""The metrics of a report, in the order they are printed."""
+
+_IT = re.compile(r"^(?:(?P<base>[a-z_]+)/)?(?P<metric>[a-z0-9_]+)/it(?P<it>\d+)$")
+
+
+def metrics_report(flat: dict[str, float]) -> dict[str, Any]:
+    """Arrange the sample-averaged output of :func:`coarse_metrics` (as ``train.trainer.validate``
+    returns it, with ``n`` the sample count) as ``train-cli evaluate`` writes it::
+
+        {"n_samples": n, "iterations_run": K, <metric>: value at iteration K, ...,
+         "iterations": [{"iteration": 1, <metric>: ...}, ...],
+         "baselines": {"mean_face_true_pose": {<metric>: ...},
+                       "mean_face_pred_pose": {<metric>: value with the pose of iteration K, ...,
+                                               "iterations": [{"iteration": 1, ...}, ...]}}}
+    """
+    per_it: dict[int, dict[str, float]] = {}
+    pred_pose: dict[int, dict[str, float]] = {}
+    true_pose: dict[str, float] = {}
+    for key, v in flat.items():
+        m = _IT.match(key)
+        if m and m["base"] is None:
+            per_it.setdefault(int(m["it"]), {})[m["metric"]] = v
+        elif m and m["base"] == "mean_face_pred_pose":
+            pred_pose.setdefault(int(m["it"]), {})[m["metric"]] = v
+        elif key.startswith("mean_face_true_pose/"):
+            true_pose[key.split("/", 1)[1]] = v
+
+    def ordered(d: dict[str, float]) -> dict[str, float]:
+        return {k: float(d[k]) for k in sorted(d, key=lambda k: (HEADLINE.index(k) if k in HEADLINE else len(HEADLINE), k))}
+
+    its = sorted(per_it)
+    report: dict[str, Any] = {"n_samples": int(flat.get("n", 0)), "iterations_run": its[-1] if its else 0}
+    if its:
+        report.update(ordered(per_it[its[-1]]))
+    report["iterations"] = [{"iteration": i, **ordered(per_it[i])} for i in its]
+    base: dict[str, Any] = {}
+    if true_pose:
+        base["mean_face_true_pose"] = ordered(true_pose)
+    if pred_pose:
+        last = max(pred_pose)
+        base["mean_face_pred_pose"] = {**ordered(pred_pose[last]),
+                                       "iterations": [{"iteration": i, **ordered(pred_pose[i])} for i in sorted(pred_pose)]}
+    report["baselines"] = base
+    return report
+
+
+def metrics_table(report: dict[str, Any]) -> str:
+    """A :func:`metrics_report` as a text table: one row per iteration and per reference
+    estimate (the pose-dependent baseline per iteration), one column per metric."""
+    cols = [c for c in HEADLINE if any(c in r for r in report["iterations"])]
+    short = {"shape_err_aligned_mm": "shape mm", "shape_err_aligned_pct": "shape %", "depth_err_mean_pct": "depth %",
+             "depth_err_median_pct": "depth med %", "depth_err_aligned_mean_pct": "al.depth %",
+             "depth_err_aligned_median_pct": "al.depth med %", "landmark_nme68": "NME68", "landmark_nme51": "NME51",
+             "vertex_rmse_mm": "vert.rmse mm", "depth_coverage": "coverage"}
+    width = 38
+    lines = [f"{report['n_samples']} samples".ljust(width) + "".join(f"{short[c]:>15s}" for c in cols)]
+
+    def row(name: str, d: dict[str, Any]) -> str:
+        return name.ljust(width) + "".join(f"{d[c]:15.4f}" if c in d else f"{'=':>15s}" for c in cols)
+
+    base = report.get("baselines", {})
+    if "mean_face_true_pose" in base:
+        lines.append(row(BASELINES["mean_face_true_pose"], base["mean_face_true_pose"]))
+    pred = {r["iteration"]: r for r in base.get("mean_face_pred_pose", {}).get("iterations", [])}
+    true_ref = base.get("mean_face_true_pose", {})
+    for r in report["iterations"]:
+        lines.append(row(f"CoarseNet iteration {r['iteration']}", r))
+        if r["iteration"] in pred:  # '=' marks a metric equal to the true-pose baseline's (shape only)
+            lines.append(row(f"  mean face, pose of iteration {r['iteration']}", pred[r["iteration"]]))
+    if true_ref and pred:
+        lines.append("('=': same as the mean face with the true pose: shape metrics do not depend on the pose)")
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""``train-cli evaluate``: a CoarseNet checkpoint's metrics on held-out shards and on real photos.
+
+* **Shards** (``--data``): every metric of :func:`train.metrics.coarse_metrics` after each
+  iteration, beside the reference estimates (the mean face with the true pose and camera, and with
+  the network's own), averaged over the first ``--samples`` samples and arranged by
+  :func:`train.metrics.metrics_report`.
+* **Photos** (``--photos``): the photo pipeline (:mod:`train.photos`: decode, detect, frame,
+  crop at the network's input size, assumed field of view) and the network on each crop; its 68
+  landmark vertices, projected with the predicted pose and camera and the crop's intrinsics, are
+  compared with the face detector's 68 points in the crop (:mod:`train.detector`, mediapipe's
+  mesh mapped to iBUG-68): NME over the 51 inner points and over all 68, normalised by the
+  detector's outer-eye-corner distance, per photo and as median / mean; beside it the mean face
+  placed with the network's pose and camera. The detector is the reference here, not ground
+  truth: its own error on renders is ``benchmarks/detector_jitter.py``'s.
+
+Without ``--checkpoint`` the shipped weights are evaluated (:func:`train.inference.shipped_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from .coarse_task import CoarseTask, build_task_from_state
+from .config import CoarseConfig, EvaluateConfig
+from .data import ShardDataset, image_to_float, make_eval_loader
+from .inference import load_checkpoint_and_model, shipped_checkpoint
+from .metrics import INNER_51, landmark_nme, metrics_report, project_landmarks
+from .params import decode_params
+from .trainer import resolve_device, validate
+
+__all__ = ["load_task", "evaluate_shards", "evaluate_photos", "evaluate_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+
+def load_task(path: str | os.PathLike | None, model=None, model_path: str | None = None,
+              device: str | torch.device = "cpu", iters: int | None = None) -> tuple[CoarseTask, dict[str, Any]]:
+    """The :class:`train.coarse_task.CoarseTask` of a checkpoint (``None``: the shipped one) with its
+    weights, on ``device`` in eval mode, and the checkpoint dict; ``iters`` overrides the number of
+    iterations the network runs."""
+    path = shipped_checkpoint() if path is None else path
+    ck, model = load_checkpoint_and_model(path, model, model_path)
+    task = build_task_from_state(model, ck["task_state"], CoarseConfig.from_dict(ck["config"]), f"checkpoint {path}")
+    task.model.load_state_dict(ck["model"])
+    if iters is not None:
+        task.model.iters = task.iters = int(iters)
+    task.to(device)
+    task.model.eval()
+    return task, ck
+
+
+def evaluate_shards(task: CoarseTask, data: str | os.PathLike, size: int, samples: int = 512, batch_size: int = 32,
+                    workers: int = 0, amp: bool = False) -> dict[str, float]:
+    """Sample means of :func:`train.metrics.coarse_metrics` over the first ``samples`` samples of the
+    shards in ``data`` at input ``size`` (flat keys, ``n`` = samples; :func:`train.trainer.validate`)."""
+    device = next(task.model.parameters()).device
+    ds = ShardDataset(data, fingerprint=task.morph_model.fingerprint, size=size)
+    loader = make_eval_loader(ds, batch_size, samples, workers)
+    return validate(task, task.model, loader, device, amp=amp)
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    v = np.array([x for x in values if math.isfinite(x)], np.float64)
+    if v.size == 0:
+        return {"median": None, "mean": None}
+    return {"median": float(np.median(v)), "mean": float(v.mean())}
+
+
+@torch.no_grad()
+def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size: int, batch_size: int = 32,
+                    cache_dir: str | None = None, detector=None, progress: Callable[[int], None] | None = None
+                    ) -> dict[str, Any]:
+    """Landmark NME of the network against the face detector on real photos (module docstring).
+
+    Returns ``{"n_photos", "n_faces", "landmark_nme51_median", "landmark_nme51_mean",
+    "landmark_nme68_median", "landmark_nme68_mean", "iterations": [{"iteration", ...}],
+    "baselines": {"mean_face_pred_pose": {...}}, "per_photo": [{"photo", "face",
+    "landmark_nme51", "landmark_nme68", "mean_face_pred_pose_nme51"}], "skipped": [{"photo",
+    "reason"}], "summary"}``; statistics are None when no face had detector landmarks. Faces
+    framed from a box only (the detector gave no landmarks) are listed as skipped.
+    """
+    from .photos import PhotoConfig, faces_to_arrays, prepare_photos
+
+    net = task.model
+    device = next(net.parameters()).device
+    run = prepare_photos(inputs, PhotoConfig(size=size, cache_dir=cache_dir), detector=detector, progress=progress)
+    faces = [f for f in run.faces if f.landmarks is not None]
+    skipped = [{"photo": str(p), "reason": r} for p, r in run.skipped]
+    skipped += [{"photo": str(f.path), "reason": "the detector gave a box but no landmarks"} for f in run.faces
+                if f.landmarks is None]
+    per_it: dict[int, dict[str, list[float]]] = {}
+    rows: list[dict[str, Any]] = []
+    was = net.training
+    net.eval()
+    try:
+        for start in range(0, len(faces), batch_size):
+            chunk = faces[start:start + batch_size]
+            a = faces_to_arrays(chunk)
+            img = image_to_float(torch.from_numpy(a["image"]).permute(0, 3, 1, 2).to(device))  # (F, S, S, 3) -> (F, 3, S, S)
+            k = torch.from_numpy(a["intrinsics"]).to(device)
+            ref = torch.from_numpy(a["landmarks"]).to(device)  # (F, 68, 2) detector, crop pixels
+            ests = net(img, k)
+            zeros = ests[0].new_zeros
+            mean_verts = net.render.vertices(zeros(len(chunk), net.layout.n_id), zeros(len(chunk), net.layout.n_exp))
+            for it, est in enumerate(ests, start=1):
+                p = decode_params(est.float(), net.layout, net.stats, k, (size, size), net.render.projection)
+                uv = project_landmarks(net.render, net.render.vertices(p.alpha_id, p.alpha_exp), p.pose, p.translation, k)
+                uv_mean = project_landmarks(net.render, mean_verts, p.pose, p.translation, k)
+                got = {"landmark_nme51": landmark_nme(uv, ref, points=INNER_51),
+                       "landmark_nme68": landmark_nme(uv, ref),
+                       "mean_face_pred_pose_nme51": landmark_nme(uv_mean, ref, points=INNER_51)}
+                d = per_it.setdefault(it, {})
+                for name, v in got.items():
+                    d.setdefault(name, []).extend(v.tolist())
+            last = per_it[len(ests)]
+            for j, f in enumerate(chunk):
+                i = start + j
+                rows.append({"photo": str(f.path), "face": f.name,
+                             **{name: float(last[name][i]) for name in last}})
+    finally:
+        net.train(was)
+    iterations = []
+    for it in sorted(per_it):
+        s51, s68, sref = (_stats(per_it[it][n]) for n in ("landmark_nme51", "landmark_nme68", "mean_face_pred_pose_nme51"))
+        iterations.append({"iteration": it, "landmark_nme51_median": s51["median"], "landmark_nme51_mean": s51["mean"],
+                           "landmark_nme68_median": s68["median"], "landmark_nme68_mean": s68["mean"],
+                           "mean_face_pred_pose_nme51_median": sref["median"]})
+    last = iterations[-1] if iterations else {}
+    return {
+        "n_photos": len(run.used), "n_faces": len(rows),
+        **{k: last.get(k) for k in ("landmark_nme51_median", "landmark_nme51_mean", "landmark_nme68_median",
+                                     "landmark_nme68_mean")},
+        "iterations": iterations,
+        "baselines": {"mean_face_pred_pose": {"landmark_nme51_median": last.get("mean_face_pred_pose_nme51_median")}},
+        "per_photo": rows, "skipped": skipped, "summary": run.summary(),
+    }
+
+
+def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> dict[str, Any]:
+    """``train-cli evaluate``: the report of a checkpoint (``config.checkpoint``, default the shipped
+    one) on ``config.data`` (:func:`train.metrics.metrics_report` keys at the top level) and / or
+    ``config.photos`` (under ``"photos"``: :func:`evaluate_photos`). ``model`` overrides the
+    morphable model, ``detector`` the face detector (tests)."""
+    device = resolve_device(config.device)
+    task, ck = load_task(config.checkpoint, model, config.model, device, config.iters)
+    path = config.checkpoint if config.checkpoint is not None else str(shipped_checkpoint())
+    size = int(ck["config"]["size"])
+    report: dict[str, Any] = {"checkpoint": str(Path(path)), "step": int(ck["step"])}
+    if config.data:
+        flat = evaluate_shards(task, config.data, size, config.samples, config.batch_size, config.workers,
+                               amp=bool(ck["config"].get("amp", False)))
+        report.update({"data": str(config.data), **metrics_report(flat)})
+    if config.photos:
+        report["photos"] = evaluate_photos(task, config.photos, size, config.batch_size, config.cache_dir, detector)
+    return report
