@@ -16,7 +16,7 @@ import json
 import torch
 
 from morphable_model import load_model
-from train.checkpoint import load_checkpoint
+from train.checkpoint import load_inference_checkpoint
 from train.coarse_net import build_task_from_state, encode_params
 from train.data import ShardDataset, make_eval_loader
 from train.trainer import evaluate_checkpoint
@@ -24,7 +24,7 @@ from train.trainer import evaluate_checkpoint
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt", required=True, help="checkpoint (its layout, stats and input size are used)")
+    ap.add_argument("--ckpt", required=True, help="checkpoint, .pt or .safetensors (its layout, stats and input size are used)")
     ap.add_argument("--data", required=True, help="validation shards")
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--threads", type=int, default=0)
@@ -32,7 +32,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    ck = load_checkpoint(args.ckpt, map_location="cpu")
+    ck = load_inference_checkpoint(args.ckpt, task="coarse")
     model = load_model(ck["config"].get("model"))
     task = build_task_from_state(model, ck["task_state"])
     s = task.layout.slices()

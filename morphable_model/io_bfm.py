@@ -524,10 +524,10 @@ def _read_expression(spec, rows: int):
     p = _existing_file(spec)
     if p.suffix.lower() == ".npz":
         try:
-            with np.load(p, allow_pickle=False) as z:
+            with np.load(p, allow_pickle=False) as z:  # never unpickle: an object array could run code
                 d = {k: z[k] for k in z.files}
         except (OSError, ValueError) as e:
-            raise ModelFileError(f"{p}: not an .npz file ({e})") from e
+            raise ModelFileError(f"{p}: cannot read as a plain-array .npz file ({e})") from e
     else:
         d = _read_mat(p, ("mean", "basis", "std"))
     basis = _mat_array(d, p, "basis", (rows, None))

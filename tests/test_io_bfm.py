@@ -307,6 +307,48 @@ def test_bfm2009_errors(ellipsoid_model, tmp_path):
     assert e.value.__cause__ is not None
 
 
+class _TouchOnUnpickle:
+    """Unpickling this creates ``marker``: a stand-in for a pickle that runs code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_model_files_never_unpickle(ellipsoid_model, tmp_path):
+    """Pickles inside an expression .npz or a landmark .npy, and cell (object) arrays in a .mat,
+    are refused with one line naming the file; the code in the pickle never runs."""
+    m = ellipsoid_model
+    p = tmp_path / "bfm09.mat"
+    write_bfm2009(p, m)
+    marker = tmp_path / "pwned"
+    evil = np.empty(1, dtype=object)
+    evil[0] = _TouchOnUnpickle(marker)
+    np.savez(tmp_path / "exp.npz", mean=np.zeros(3 * m.n_vertices), basis=evil, std=m.exp_std)
+    with np.load(tmp_path / "exp.npz", allow_pickle=True) as z:  # the file really runs code when unpickled
+        z["basis"]
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(ModelFileError) as e:
+        load_bfm2009(p, expression=tmp_path / "exp.npz")
+    assert _one_line(e).startswith(f"{tmp_path / 'exp.npz'}: cannot read as a plain-array .npz file")
+    np.save(tmp_path / "lm.npy", evil)
+    with pytest.raises(ModelFileError) as e:
+        load_bfm2009(p, landmarks=tmp_path / "lm.npy")
+    assert _one_line(e).startswith(f"{tmp_path / 'lm.npy'}: cannot read landmark indices")
+    assert not marker.exists()
+    cells = np.empty((3 * m.n_vertices, 1), dtype=object)  # a MATLAB cell array: scipy reads it as objects
+    cells[:] = [[np.zeros(2)] for _ in range(3 * m.n_vertices)]
+    scipy.io.savemat(tmp_path / "exp.mat", {"basis": cells, "std": m.exp_std})
+    with pytest.raises(ModelFileError) as e:
+        load_bfm2009(p, expression=tmp_path / "exp.mat")
+    assert _one_line(e) == f"{tmp_path / 'exp.mat'}: 'basis' must be numeric, got dtype object"
+
+
 # ------------------------------------------------------------------ dispatch
 def test_load_model_dispatch(tiny_model, tmp_model_h5, tmp_path, monkeypatch):
     odd = tmp_path / "model.bin"

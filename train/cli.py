@@ -1,4 +1,5 @@
-"""``train-cli``: train CoarseNet on synthetic shards (phase 1) and evaluate checkpoints.
+"""``train-cli``: train CoarseNet on synthetic shards (phase 1), evaluate checkpoints, export
+inference weights (safetensors) and convert old pickled checkpoints.
 
 Every ``coarse`` flag maps 1:1 to a field of :class:`train.config.CoarseConfig`; bad values are
 reported with the flag's name. Multi-process: ``torchrun --nproc-per-node N $(which train-cli)
@@ -74,7 +75,7 @@ def main(verbose: int) -> None:
 @click.option("--ckpt-every", default=1000, show_default=True, help="Checkpoint every N steps.")
 @click.option("--stats-samples", default=2000, show_default=True, help="Samples for the pose/camera normalisation.")
 @click.option("--stop-at", default=0, show_default=True, help="Stop after this step (resume later); 0 = off.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
+@click.option("--resume", is_flag=True, default=False, help="Continue from OUT/checkpoints/last.pt.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar.")
 def coarse(**kwargs) -> None:
     """Phase 1: train CoarseNet on synthetic shards."""
@@ -95,7 +96,7 @@ def coarse(**kwargs) -> None:
 
 
 @main.command()
-@click.option("--ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint (.pt).")
+@click.option("--ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint: a run's .pt or exported .safetensors.")
 @click.option("--data", required=True, type=click.Path(), help="Directory of shards to evaluate on.")
 @click.option("--model", default=None, type=click.Path(), help="Morphable model file; default: the built-in model.")
 @click.option("--samples", default=512, show_default=True, help="Samples evaluated (the first ones).")
@@ -117,6 +118,42 @@ def evaluate(ckpt, data, model, samples, batch_size, device, json_out) -> None:
     if json_out:
         with open(json_out, "w") as f:
             json.dump(res, f, indent=2)
+
+
+
+@main.command()
+@click.argument("ckpt", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+def export(ckpt, out) -> None:
+    """Write the network weights of CKPT to OUT.safetensors (tensors only, no pickle; config,
+    task state, model fingerprint and format version as JSON metadata), for sharing and inference."""
+    from .checkpoint import CheckpointError, export_inference
+
+    if not out.endswith(".safetensors"):
+        raise click.BadParameter(f"must end in .safetensors, got {out}", param_hint="OUT")
+    try:
+        path = export_inference(ckpt, out)
+    except CheckpointError as e:
+        _fail(e)
+    click.echo(f"exported {ckpt} -> {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+
+
+@main.command("convert-checkpoint")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--i-trust-this-file", "trust", is_flag=True,
+              help="Required: OLD is unpickled, which runs any code it holds.")
+def convert_checkpoint(old, new, trust) -> None:
+    """Rewrite an old (format 1, pickled) checkpoint OLD as a format-2 checkpoint NEW that loads
+    without running code. Reading OLD runs the full unpickler: use it only on files you trust
+    (your own runs, a source you know); NEW may be OLD itself."""
+    from .checkpoint import CheckpointError, convert_checkpoint as convert
+
+    try:
+        path = convert(old, new, trust=trust)
+    except CheckpointError as e:
+        _fail(e)
+    click.echo(f"converted {old} -> {path} (format 2, loads with weights_only=True)")
 
 
 if __name__ == "__main__":  # python -m train.cli (torchrun -m train.cli ...)

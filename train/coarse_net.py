@@ -609,12 +609,13 @@ def build_task_from_state(model, task_state: dict[str, Any], loss_weights=None) 
 
 
 def load_coarse(path, model=None, device: str | torch.device = "cpu") -> IterativeCoarseNet:
-    """An :class:`IterativeCoarseNet` loaded from a checkpoint, in eval mode, ready for
-    :func:`reconstruct`. ``model`` defaults to ``morphable_model.load_model(config['model'])``;
-    its fingerprint must match the checkpoint's."""
-    from .checkpoint import load_checkpoint
+    """An :class:`IterativeCoarseNet` loaded from a training checkpoint (``.pt``, safe loader) or
+    exported weights (``.safetensors``), in eval mode, ready for :func:`reconstruct`. ``model``
+    defaults to ``morphable_model.load_model(config['model'])``; its fingerprint must match the
+    checkpoint's."""
+    from .checkpoint import load_inference_checkpoint
 
-    ck = load_checkpoint(path, map_location="cpu")
+    ck = load_inference_checkpoint(path, task="coarse")
     if model is None:
         from morphable_model import load_model
 

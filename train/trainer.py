@@ -36,7 +36,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CheckpointError, load_checkpoint, load_inference_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state)
 
 __all__ = ["LoopConfig", "DistInfo", "init_distributed", "resolve_device", "Trainer", "TrainResult",
            "cosine_lambda", "train_coarse", "plot_curves"]
@@ -507,11 +508,12 @@ def train_coarse(config, model=None) -> TrainResult:
 
 def evaluate_checkpoint(ckpt_path, data: str, model_path: str | None = None, model=None, samples: int = 512,
                         batch_size: int = 32, device: str = "auto", workers: int = 0) -> dict[str, float]:
-    """Validation metrics (means over ``samples`` samples of ``data``) of a CoarseNet checkpoint."""
+    """Validation metrics (means over ``samples`` samples of ``data``) of a CoarseNet checkpoint
+    (``.pt`` or exported ``.safetensors``)."""
     from .coarse_net import build_task_from_state
     from .data import ShardDataset, make_eval_loader
 
-    ck = load_checkpoint(ckpt_path, map_location="cpu")
+    ck = load_inference_checkpoint(ckpt_path, task="coarse")
     if model is None:
         from morphable_model import load_model
 
