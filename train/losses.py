@@ -176,7 +176,7 @@ class CoarseLoss(nn.Module):
 #   [0, 1], E_sh (~1e-5) is too small for the paper's weights to move the depth at all (detail
 #   recovered ~0); in 8-bit levels, the defaults recover detail (0.44 of its high-pass energy).
 # * E_sh: ``mean_{p, c} (rho(p, c) (Y(n_p) . l_c) - I(p, c))^2`` (or Huber), ``n`` the normals of
-#   the refined depth (:func:`train.geometry.depth_normals`),
+#   the refined depth (:func:`train.depth_geometry.depth_normals`),
 #   ``l`` the per-image least-squares lighting (:func:`synth.lighting.fit_sh`) from the *coarse*
 #   normals and the albedo estimate, a constant; averaged over the shading mask
 #   (:func:`shading_mask`: eroded face, no clipped pixels, no eyes/brows/lips/nostrils).
@@ -301,7 +301,7 @@ def fidelity_loss(z: torch.Tensor, z_ref: torch.Tensor, mask: torch.Tensor, unit
 def smoothness_loss(z: torch.Tensor, mask: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     """E_sm: ``mean_p |Laplacian(z) / u|`` over the pixels whose 3x3 neighbourhood is in ``mask``."""
     _check_maps(z, mask=mask)
-    from .geometry import erode_mask
+    from .depth_geometry import erode_mask
 
     inner = erode_mask(mask.bool(), 1)
     return _masked_mean(laplacian(z).abs() / unit[:, None, None], inner)
@@ -327,7 +327,7 @@ def shading_loss(depth: torch.Tensor, image_linear: torch.Tensor, albedo: torch.
     against ``image_linear (B, H, W, 3)`` (linear RGB in [0, 1]), residuals in 8-bit levels
     (:data:`SH_LEVELS`), mean over ``mask`` pixels where the normal is defined and over the 3
     channels, squared or Huber (:func:`robust_penalty`, ``huber`` in levels)."""
-    from .geometry import depth_normals
+    from .depth_geometry import depth_normals
 
     _check_maps(depth, image_linear=image_linear, albedo=albedo, mask=mask)
     dn = depth_normals(depth, intrinsics, mask.bool(), projection)
@@ -400,12 +400,12 @@ def shading_mask(image_linear: torch.Tensor, mask: torch.Tensor, landmarks: torc
 def refine_mask(depth_coarse: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor,
                 projection: str = "perspective", erode: int = 2, min_facing: float = 0.3):
     """Where FineNet refines and the losses look, ``(B, H, W)`` bool, and the coarse normals
-    (:class:`train.geometry.DepthNormals`): the coarse face ``mask`` eroded by ``erode`` pixels,
+    (:class:`train.depth_geometry.DepthNormals`): the coarse face ``mask`` eroded by ``erode`` pixels,
     where the coarse normal is defined and faces the camera, ``n . view >= min_facing`` (view =
     unit vector to the camera; 0.3 = surfaces tilted less than ~73 degrees). Nearly edge-on parts
     (the outline, the far side of the nose) are left to the coarse depth: a pixel there spans
     many millimetres of depth, which would dominate every depth term."""
-    from .geometry import depth_normals, depth_to_points, erode_mask
+    from .depth_geometry import depth_normals, depth_to_points, erode_mask
 
     _check_maps(depth_coarse, mask=mask)
     with torch.no_grad():

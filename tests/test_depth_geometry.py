@@ -1,4 +1,4 @@
-"""train.geometry: depth -> points -> normals (golden planes, a sphere, the shards' normals, gradcheck)."""
+"""train.depth_geometry: depth -> points -> normals (golden planes, a sphere, the shards' normals, gradcheck)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.geometry import DepthNormals, depth_normals, depth_to_points, erode_mask
+from train.depth_geometry import DepthNormals, depth_normals, depth_to_points, erode_mask
 
 PROJECTIONS = ["perspective", "weak_perspective"]
 
