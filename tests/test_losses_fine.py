@@ -144,6 +144,9 @@ def test_landmark_exclusion_covers_the_features_not_the_cheeks():
     chin = lm[0, 8] + 0.3 * (lm[0, 57] - lm[0, 8])
     for p in (cheek, nose_bridge, forehead, chin):
         assert not at(p), p
+    unknown = lm.clone()
+    unknown[0, 5] = float("nan")  # a photo without detector landmarks: nothing excluded
+    assert not landmark_exclusion_mask(unknown, (128, 128)).any()
     with pytest.raises(ValueError, match=r"landmarks must be \(B, 68, 2\)"):
         landmark_exclusion_mask(lm[:, :60], (128, 128))
 

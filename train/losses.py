@@ -364,12 +364,15 @@ def landmark_exclusion_mask(landmarks: torch.Tensor, size: tuple[int, int]) -> t
 
     Polygons: each eye's 6 points grown by 0.08 d, the outer lips grown by 0.05 d, the lower
     nose (31-35, 30) grown by 0.03 d, each brow as a band of half-height 0.07 d around its 5 points
-    grown by 0.04 d, with ``d`` the outer-eye-corner distance (36-45).
+    grown by 0.04 d, with ``d`` the outer-eye-corner distance (36-45). An image whose landmarks
+    hold a NaN (a photo where the detector gave none) excludes nothing.
     """
     if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
         raise ValueError(f"landmarks must be (B, 68, 2), got {tuple(landmarks.shape)}")
     h, w = size
     lm = landmarks.detach().to(torch.float32)
+    known = torch.isfinite(lm).flatten(1).all(1)  # (B,)
+    lm = torch.where(known[:, None, None], lm, torch.zeros_like(lm))
     d = (lm[:, 36] - lm[:, 45]).norm(dim=-1)  # (B,) outer eye corners
     out = torch.zeros(lm.shape[0], h, w, dtype=torch.bool, device=lm.device)
     for idx, grow in ((IBUG_RIGHT_EYE, 0.08), (IBUG_LEFT_EYE, 0.08), (IBUG_OUTER_LIPS, 0.05), (IBUG_NOSTRILS, 0.03)):
@@ -380,7 +383,7 @@ def landmark_exclusion_mask(landmarks: torch.Tensor, size: tuple[int, int]) -> t
         off[..., 1] = 0.07 * d[:, None]  # image v (down)
         band = torch.cat([pts - off, (pts + off).flip(1)], dim=1)  # (B, 10, 2): upper edge, lower edge back
         out |= _polygon_mask(_grow(band, 0.04 * d), h, w)
-    return out
+    return out & known[:, None, None]
 
 
 def shading_mask(image_linear: torch.Tensor, mask: torch.Tensor, landmarks: torch.Tensor | None = None,
