@@ -73,9 +73,14 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--yaw", type=float, default=75.0, show_default=True, help="max |yaw| degrees")
 @click.option("--pitch", type=float, default=30.0, show_default=True, help="max |pitch| degrees")
 @click.option("--roll", type=float, default=20.0, show_default=True, help="max |roll| degrees")
-@click.option("--fov", default="12,45", show_default=True, help="field-of-view range lo,hi degrees")
-@click.option("--face-fraction", default="0.55,0.8", show_default=True, help="face width / image width lo,hi")
-@click.option("--jitter", type=float, default=0.05, show_default=True, help="translation jitter, fraction of size")
+@click.option("--distance", default="300,3000", show_default=True,
+              help="camera distance range lo,hi mm, log-uniform (the perspective strength; the framing is "
+                   "the photo pipeline's, synth.framing)")
+@click.option("--framing-jitter", type=float, default=1.0, show_default=True,
+              help="x the face detector's measured crop jitter (0 = the exact framing rule)")
+@click.option("--fov", "retired_fov", default=None, hidden=True)
+@click.option("--face-fraction", "retired_face_fraction", default=None, hidden=True)
+@click.option("--jitter", "retired_jitter", default=None, hidden=True)
 @click.option("--id-scale", type=float, default=1.0, show_default=True, help="identity prior sigma scale")
 @click.option("--exp-scale", type=float, default=1.0, show_default=True, help="expression prior sigma scale")
 @click.option("--albedo-scale", type=float, default=1.0, show_default=True, help="albedo prior sigma scale")
@@ -83,9 +88,19 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--platform", type=click.Choice(["osmesa", "egl"]), default="osmesa", show_default=True,
               help="headless OpenGL platform")
 def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, shard_size, shard_range,
-           compression, projection, background, background_dir, occluders, yaw, pitch, roll, fov,
-           face_fraction, jitter, id_scale, exp_scale, albedo_scale, truncation, platform) -> None:
-    """Render N samples into OUT/shard-*.h5 (resumes: finished shards are skipped)."""
+           compression, projection, background, background_dir, occluders, yaw, pitch, roll, distance,
+           framing_jitter, retired_fov, retired_face_fraction, retired_jitter, id_scale, exp_scale, albedo_scale,
+           truncation, platform) -> None:
+    """Render N samples into OUT/shard-*.h5 (resumes: finished shards are skipped).
+
+    Each render is framed as the photo pipeline frames a photo (synth.framing, with the face
+    detector's measured jitter); --distance sets how close the camera is (the perspective).
+    """
+    for flag, value in (("--fov", retired_fov), ("--face-fraction", retired_face_fraction), ("--jitter", retired_jitter)):
+        if value is not None:
+            raise click.UsageError(f"{flag} was retired: renders are framed by the photo pipeline's rule "
+                                   "(synth.framing); use --distance lo,hi (mm) for the perspective and "
+                                   "--framing-jitter for the crop jitter")
     from tqdm import tqdm
 
     from .dataset import DatasetConfig, parse_shard_range, render_dataset
@@ -95,8 +110,8 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
         sampling = SamplingConfig(
             lights=lights, id_scale=id_scale, exp_scale=exp_scale, albedo_scale=albedo_scale,
             truncation=truncation if truncation > 0 else None, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
-            projection=projection, fov_deg=_pair(fov, "--fov"), face_fraction=_pair(face_fraction, "--face-fraction"),
-            jitter=jitter, detail=detail, detail_scale=detail_scale, background=background,
+            projection=projection, distance_mm=_pair(distance, "--distance"), framing_jitter=framing_jitter,
+            detail=detail, detail_scale=detail_scale, background=background,
             background_dir=str(background_dir) if background_dir else None, occluders=occluders)
         config = DatasetConfig(out=str(out), n=n, size=size, seed=seed, shard_size=shard_size, workers=workers,
                                compression=compression, platform=platform,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import camera as cam
+from . import framing
 from .detail import N_FIELDS, sample_detail_weights
 from .lighting import LIGHT_MODES, LightingConfig, sample_sh
 
@@ -39,9 +40,8 @@ class SamplingConfig:
     pitch_deg: float = 30.0  # --pitch: pitch ~ U(-pitch, pitch) degrees
     roll_deg: float = 20.0  # --roll: roll ~ U(-roll, roll) degrees
     projection: str = "perspective"  # --projection: perspective | weak_perspective
-    fov_deg: tuple[float, float] = (12.0, 45.0)  # --fov: horizontal field of view range, degrees
-    face_fraction: tuple[float, float] = (0.55, 0.8)  # --face-fraction: face width / image width
-    jitter: float = 0.05  # --jitter: translation jitter, fraction of the image size
+    distance_mm: tuple[float, float] = (300.0, 3000.0)  # --distance: camera distance range lo,hi, mm (log-uniform)
+    framing_jitter: float = 1.0  # --framing-jitter: x the detector's measured crop bias and spread (0 = the exact rule)
     detail: bool = True  # --detail/--no-detail: procedural fine-scale geometry
     detail_scale: float = 1.0  # --detail-scale: multiplies every detail amplitude
     background: str = "noise"  # --background: none | solid | noise | images
@@ -69,14 +69,13 @@ class SamplingConfig:
                 raise ValueError(f"{flag} must be in [0, {limit}] degrees, got {value}")
         if self.projection not in cam.PROJECTIONS:
             raise ValueError(f"--projection must be one of {', '.join(cam.PROJECTIONS)}, got {self.projection!r}")
-        self.fov_deg = tuple(float(x) for x in self.fov_deg)
-        self.face_fraction = tuple(float(x) for x in self.face_fraction)
-        if not (len(self.fov_deg) == 2 and 0 < self.fov_deg[0] <= self.fov_deg[1] < 170):
-            raise ValueError(f"--fov must be lo,hi with 0 < lo <= hi < 170 degrees, got {self.fov_deg}")
-        if not (len(self.face_fraction) == 2 and 0 < self.face_fraction[0] <= self.face_fraction[1] <= 2):
-            raise ValueError(f"--face-fraction must be lo,hi with 0 < lo <= hi <= 2, got {self.face_fraction}")
-        if not 0 <= self.jitter <= 0.5:
-            raise ValueError(f"--jitter must be in [0, 0.5], got {self.jitter}")
+        self.distance_mm = tuple(float(x) for x in self.distance_mm)
+        if not (len(self.distance_mm) == 2 and all(math.isfinite(x) for x in self.distance_mm)
+                and 0 < self.distance_mm[0] <= self.distance_mm[1]):
+            raise ValueError(f"--distance must be lo,hi millimetres with 0 < lo <= hi, got {self.distance_mm}")
+        if not (math.isfinite(self.framing_jitter) and 0 <= self.framing_jitter <= 5):
+            raise ValueError(f"--framing-jitter must be in [0, 5] (x the measured detector jitter), "
+                             f"got {self.framing_jitter}")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"--background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
         if self.background == "images" and not self.background_dir:
@@ -91,15 +90,32 @@ class SamplingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FaceFrame:
-    """Model-level constants for camera framing: the face's centre and width (mm, model space)."""
+    """Model-level constants for camera framing, computed once per model by :func:`face_frame`."""
 
-    center: np.ndarray  # (3,) bounding-box centre of the (inner) face
-    width: float  # x extent of the (inner) face
+    center: np.ndarray  # (3,) bounding-box centre of the (inner) face, mm, model space
+    width: float  # x extent of the (inner) face, mm
     radius: float = 0.0  # largest distance of any mean-shape vertex from ``center``
+    landmark_mean: np.ndarray | None = None  # (68, 3) mean-shape landmark vertices (None: no landmarks)
+    landmark_basis: np.ndarray | None = None  # (204, Kid + Kexp) their basis rows x std: (x0, y0, z0, x1, ...)
+    region_points: np.ndarray | None = None  # (P, 3) face-region vertices framing a model without landmarks
+
+    def landmarks(self, alpha_id: np.ndarray, alpha_exp: np.ndarray) -> np.ndarray:
+        """The sample's 68 landmark vertices ``(68, 3)`` float64 (model space, mm): 68 rows of the
+        bases instead of the whole model."""
+        coef = np.concatenate([np.asarray(alpha_id, np.float64).reshape(-1), np.asarray(alpha_exp, np.float64).reshape(-1)])
+        k = self.landmark_basis.shape[1]
+        if coef.size > k:
+            raise ValueError(f"coefficients longer than the model's ({k}), got {coef.size}")
+        # (204, k) @ (k,) -> (204,) -> (68, 3); shorter coefficient vectors = trailing zeros
+        return self.landmark_mean + (self.landmark_basis[:, :coef.size] @ coef).reshape(68, 3)
+
+
+_MAX_REGION_POINTS = 400  # vertices that frame a model without landmarks (an even subsample of its face region)
 
 
 def face_frame(model) -> FaceFrame:
-    """Centre and width of the model's mean face (its ``face_region`` when it has one)."""
+    """Centre and width of the model's mean face (its ``face_region`` when it has one), and the
+    landmark rows of its bases for :func:`sample_camera`."""
     everything = np.asarray(model.mean_shape, dtype=np.float64)
     v = everything
     region = getattr(model, "face_region", None)
@@ -108,7 +124,19 @@ def face_frame(model) -> FaceFrame:
     lo, hi = v.min(axis=0), v.max(axis=0)
     center = (lo + hi) / 2.0
     radius = float(np.linalg.norm(everything - center, axis=1).max())
-    return FaceFrame(center=center, width=float(max(hi[0] - lo[0], 1e-6)), radius=radius)
+    lm_mean = lm_basis = region_points = None
+    if model.landmarks is not None:
+        lm = np.asarray(model.landmarks, dtype=np.int64)
+        rows = (3 * lm[:, None] + np.arange(3)).reshape(-1)  # (68, 3) -> (204,) rows x, y, z per landmark
+        lm_mean = everything[lm]
+        lm_basis = np.concatenate([np.asarray(model.id_basis)[rows] * np.asarray(model.id_std, np.float64),
+                                   np.asarray(model.exp_basis)[rows] * np.asarray(model.exp_std, np.float64)],
+                                  axis=1)  # (204, Kid + Kexp)
+    else:
+        step = max(1, len(v) // _MAX_REGION_POINTS)
+        region_points = v[::step]
+    return FaceFrame(center=center, width=float(max(hi[0] - lo[0], 1e-6)), radius=radius,
+                     landmark_mean=lm_mean, landmark_basis=lm_basis, region_points=region_points)
 
 
 @dataclasses.dataclass
@@ -164,30 +192,72 @@ def sample_pose(rng: np.random.Generator, config: SamplingConfig) -> np.ndarray:
     return (rng.uniform(-1.0, 1.0, 3) * lim).astype(np.float32)
 
 
-def sample_camera(
-    rng: np.random.Generator, config: SamplingConfig, frame: FaceFrame, pose: np.ndarray, size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Intrinsics ``(3, 3)`` and translation ``(3,)`` so the face spans ``face_fraction`` of the image.
+# Camera placement (see sample_camera)
+NOMINAL_FOCAL = 1000.0
+"""Focal length (pixels) of the nominal camera the landmarks are first projected with; any value
+gives the same crop intrinsics (the framing rule is scale-invariant), this one keeps numbers readable."""
 
-    A field of view is drawn from ``fov_deg`` (fx = size / (2 tan(fov / 2))), a face fraction f from
-    ``face_fraction``; the distance is then ``d = fx * width / (f * size)``. The face centre is put
-    on the optical axis at that distance (at least 1.1 x the model radius, so extreme settings cannot
-    put vertices behind the camera) and shifted by up to ``jitter * size`` pixels in u and v.
-    Weak perspective uses the same draws with the scale ``s = fx / d`` in place of fx, fy.
+OFF_AXIS_MAX = 0.3
+"""The face centre's direction is drawn uniformly within +-0.3 (x/d and y/d, i.e. about +-17 degrees)
+of the optical axis: in a photo the face is rarely in the middle, so the crop's principal point is
+off-centre and the face is seen slightly obliquely, as in the crops the photo pipeline makes
+(0.3 keeps the face inside the central part of a photo with the pipeline's assumed 50 degree field of view)."""
+
+# The detector's framing jitter, measured by benchmarks/detector_jitter.py (300 renders of the built-in
+# model at 256 px, default priors, 281 with a detection): the photo pipeline's rule on the detector's
+# landmarks minus the same rule on the true landmarks (centre offset in fractions of the crop side,
+# log of the side ratio). A render is framed by the rule on its true landmarks, moved by
+# framing_jitter * (bias + std * z)  (z ~ N(0, 1) clipped to +-JITTER_CLIP; framing_jitter 0 = the exact rule). The centre bias measured
+# +0.0015 / +0.0010 (u / v), below a pixel at any network size, so it is left out; the detector's
+# crops are 4 % smaller than those of the true landmarks (its mouth sits closer to the eyes).
+DETECTOR_SHIFT_BIAS = np.array([0.0, 0.0])  # (2,) mean centre offset / side (u, v)
+DETECTOR_SHIFT_STD = np.array([0.008, 0.014])  # (2,) its standard deviation (u, v)
+DETECTOR_LOG_SCALE_BIAS = -0.040  # mean log(side_detected / side_true)
+DETECTOR_LOG_SCALE_STD = 0.057  # its standard deviation
+JITTER_CLIP = 2.5  # draws beyond 2.5 standard deviations are clipped (no outlier crops)
+
+
+def sample_camera(rng: np.random.Generator, config: SamplingConfig, frame: FaceFrame, pose: np.ndarray, size: int,
+                  alpha_id: np.ndarray | None = None, alpha_exp: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Intrinsics ``(3, 3)`` and translation ``(3,)`` so the render is the face crop of the photo pipeline.
+
+    1. The camera distance ``d`` (the perspective strength) is drawn log-uniform in ``distance_mm``
+       (at least 1.1 x the model radius, so no vertex can be behind the camera), and the face
+       centre's direction uniformly within ``OFF_AXIS_MAX`` of the optical axis:
+       ``t = (ox d, oy d, -d) - R @ center``.
+    2. The sample's 68 landmark vertices (``alpha_id``, ``alpha_exp``; 68 rows of the bases) are
+       projected with a nominal camera (focal ``NOMINAL_FOCAL``, principal point 0).
+    3. :func:`synth.framing.crop_from_landmarks` frames them (the photo pipeline's rule), moved by
+       the detector's measured jitter (``DETECTOR_*`` bias and spread, times ``framing_jitter``).
+    4. The intrinsics are the nominal camera's mapped into that crop at ``size`` pixels.
+
+    Weak perspective uses the same draws with the nominal scale ``NOMINAL_FOCAL / d``. A model
+    without landmarks is framed by the box of its face region (:func:`synth.framing.crop_from_points`).
+    Draws, in order: distance, direction (2), jitter (3).
     """
-    fov = math.radians(rng.uniform(*config.fov_deg))
-    fx = size / (2.0 * math.tan(fov / 2.0))
-    frac = rng.uniform(*config.face_fraction)
-    # never closer than 1.1 x the model's radius, so the whole mesh stays in front of the camera
-    distance = max(fx * frame.width / (frac * size), 1.1 * frame.radius)
-    shift_px = rng.uniform(-1.0, 1.0, 2) * config.jitter * size  # (du, dv)
-    # a shift of du pixels at distance d is du * d / fx millimetres; v grows downward
-    offset = np.array([shift_px[0] * distance / fx, -shift_px[1] * distance / fx, -distance])
+    d_lo, d_hi = config.distance_mm
+    distance = math.exp(rng.uniform(math.log(d_lo), math.log(d_hi)))
+    distance = max(distance, 1.1 * frame.radius)  # the whole mesh stays in front of the camera
+    direction = rng.uniform(-OFF_AXIS_MAX, OFF_AXIS_MAX, 2)  # (ox, oy): x/d, y/d of the face centre
+    z = np.clip(rng.standard_normal(3), -JITTER_CLIP, JITTER_CLIP)
     rot = cam.rotation_matrix(*[float(a) for a in pose])
-    translation = offset - rot @ frame.center
-    c = size / 2.0
-    focal = fx if config.projection == "perspective" else fx / distance
-    return cam.intrinsics_matrix(focal, focal, c, c), translation.astype(np.float32)
+    translation = np.array([direction[0] * distance, direction[1] * distance, -distance]) - rot @ frame.center
+    focal = NOMINAL_FOCAL if config.projection == "perspective" else NOMINAL_FOCAL / distance
+    nominal = cam.intrinsics_matrix(focal, focal, 0.0, 0.0).astype(np.float64)
+    if frame.landmark_mean is not None:
+        if alpha_id is None or alpha_exp is None:
+            raise ValueError("sample_camera needs alpha_id and alpha_exp to place the landmarks")
+        points = frame.landmarks(alpha_id, alpha_exp)
+    else:
+        points = frame.region_points
+    uv, _ = cam.project(cam.to_camera(points, rot, translation), nominal, config.projection)
+    crop = framing.crop_from_landmarks(uv) if frame.landmark_mean is not None else framing.crop_from_points(uv)
+    j = config.framing_jitter
+    crop = crop.jittered(j * (DETECTOR_SHIFT_BIAS + DETECTOR_SHIFT_STD * z[:2]),
+                         j * (DETECTOR_LOG_SCALE_BIAS + DETECTOR_LOG_SCALE_STD * z[2]))
+    intrinsics = crop.map_intrinsics(nominal, size)
+    return intrinsics.astype(np.float32), translation.astype(np.float32)
 
 
 def sample_occluders(rng: np.random.Generator, config: SamplingConfig, size: int) -> list[Occluder]:
@@ -212,7 +282,8 @@ def sample_params(model, config: SamplingConfig, size: int, seed: int, index: in
     frame = face_frame(model) if frame is None else frame
     alpha_id, alpha_exp, beta = sample_coefficients(sample_rng(seed, "coefficients", index), model, config)
     pose = sample_pose(sample_rng(seed, "pose", index), config)
-    intrinsics, translation = sample_camera(sample_rng(seed, "camera", index), config, frame, pose, size)
+    intrinsics, translation = sample_camera(sample_rng(seed, "camera", index), config, frame, pose, size,
+                                            alpha_id, alpha_exp)
     sh = sample_sh(sample_rng(seed, "lighting", index), config.lighting)
     detail_weights = None
     if config.detail:

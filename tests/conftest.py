@@ -134,20 +134,23 @@ def tiny_shards(tiny_model, tmp_path_factory) -> Callable[..., Path]:
     return make
 
 
-# Built-in model at a 2 mm grid (11k vertices, builds in ~2 s): fine enough that 128 px renders
-# carry resolvable detail (the 8 mm tiny model's triangles are several pixels wide).
-DETAIL_GRID_MM = 2.0
+@pytest.fixture(scope="session")
+def face_model_2mm() -> MorphableModel:
+    """The built-in model at a 2 mm grid (~11k vertices, ~12 s to build): face-like enough for the
+    real face detector (mediapipe) to find it in renders; built once per session."""
+    from morphable_model.builtin import build_face_model
+
+    return build_face_model(grid_mm=2.0, seed=0)
 
 
 @pytest.fixture(scope="session")
-def detail_shards(tmp_path_factory) -> Path:
-    """3 samples of the built-in model at a 2 mm grid rendered at 128 px (seed 0, detail on):
-    for the fine-stage geometry, lighting and loss tests. Shared, read-only."""
+def detail_shards(face_model_2mm, tmp_path_factory) -> Path:
+    """3 samples of the 2 mm-grid built-in model rendered at 128 px (seed 0, detail on): fine
+    enough that the renders carry resolvable detail (the 8 mm tiny model's triangles are several
+    pixels wide); for the fine-stage geometry, lighting and loss tests. Shared, read-only."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
-    from morphable_model.builtin import build_face_model
     from synth.dataset import DatasetConfig, render_dataset
 
     out = tmp_path_factory.mktemp("detail_shards_128")
-    model = build_face_model(grid_mm=DETAIL_GRID_MM, seed=0)
-    render_dataset(DatasetConfig(out=str(out), n=3, size=128, seed=0, shard_size=3, workers=0), model=model)
+    render_dataset(DatasetConfig(out=str(out), n=3, size=128, seed=0, shard_size=3, workers=0), model=face_model_2mm)
     return out

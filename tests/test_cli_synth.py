@@ -173,9 +173,13 @@ def test_verify_names_the_corrupted_shard(reference, tmp_path):
     out = tmp_path / "corrupt"
     shutil.copytree(reference, out)
     p = out / "shard-00001.h5"
+    import h5py
+
+    with h5py.File(p, "r") as f:  # the bytes of the first stored image chunk (not headers or free space)
+        info = f["image"].id.get_chunk_info(0)
     data = bytearray(p.read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + 200] = bytes(200)
+    a, b = info.byte_offset, info.byte_offset + min(info.size, 200)
+    data[a:b] = bytes(x ^ 0xFF for x in data[a:b])
     p.write_bytes(bytes(data))
     res = _run("verify", out)
     assert res.exit_code == 1
@@ -196,3 +200,12 @@ def test_preview_draws_a_grid(reference, tmp_path):
 def test_model_group_is_registered():
     res = _run("model", "--help")
     assert res.exit_code == 0 and "info" in res.output
+
+
+def test_retired_framing_flags_name_their_replacement(tmp_path):
+    for flag, value in (("--fov", "12,45"), ("--face-fraction", "0.6,0.8"), ("--jitter", "0.05")):
+        res = _run("render", "--out", tmp_path / "x", flag, value, *ARGS)
+        assert res.exit_code == 2 and f"{flag} was retired" in res.output and "--distance" in res.output
+    res = _run("render", "--out", tmp_path / "x", "--distance", "500,100", *ARGS)
+    assert res.exit_code == 1 and "--distance must be lo,hi" in res.output
+    assert not (tmp_path / "x").exists()

@@ -193,7 +193,9 @@ def test_detail_changes_depth_within_amplitude(tiny_model, tiny_renderer):
     assert np.median(diff) < float(p.detail_weights.sum()) + 1e-3
     zero = dataclasses.replace(p, detail_weights=np.zeros(N_FIELDS, np.float32))
     out0 = tiny_renderer.render(zero)
-    np.testing.assert_allclose(out0.depth_coarse[out0.mask], out0.depth[out0.mask], atol=1e-3)
+    # two float32 paths (clipped barycentrics / the plane cut by the ray) agree to float32 rounding:
+    # a few ulp of the depth (1e-5 relative: 4 um at 0.36 m, the nearest --distance)
+    np.testing.assert_allclose(out0.depth_coarse[out0.mask], out0.depth[out0.mask], rtol=1e-5, atol=1e-3)
     off = tiny_renderer.render(dataclasses.replace(p, detail_weights=None))
     assert off.depth_coarse is None
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from synth import camera as cam
+from synth import framing
 from synth.sampling import STREAMS, SamplingConfig, face_frame, sample_params, sample_rng
 
 
@@ -48,27 +49,52 @@ def test_prior_ranges(tiny_model):
 
 
 @pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
-def test_face_fills_the_requested_fraction(tiny_model, projection):
-    # frontal, no jitter: the projected width of the mean face's region is fraction * size (perspective:
-    # within the depth variation of the face, ~15%); its centre is the image centre
+def test_render_is_the_framing_rules_crop(tiny_model, projection):
+    # with --framing-jitter 0 the rule on the sample's projected landmarks is exactly the image frame:
+    # centre (size/2, size/2), side = size (up to float32 intrinsics: 1e-3 px)
     size = 100
-    cfg = SamplingConfig(yaw_deg=0, pitch_deg=0, roll_deg=0, jitter=0, face_fraction=(0.6, 0.6),
-                         projection=projection, id_scale=0, exp_scale=0)
+    cfg = SamplingConfig(projection=projection, framing_jitter=0.0)
     frame = face_frame(tiny_model)
-    p = sample_params(tiny_model, cfg, size, 0, 1, frame)
-    v = tiny_model.mean_shape[tiny_model.face_region] if tiny_model.face_region is not None else tiny_model.mean_shape
-    uv, d = cam.project(cam.to_camera(v, p.rotation, p.translation), p.intrinsics.astype(np.float64), projection)
-    width = uv[:, 0].max() - uv[:, 0].min()
-    assert abs(width / size - 0.6) < 0.1
-    c_uv, _ = cam.project(cam.to_camera(frame.center[None], p.rotation, p.translation), p.intrinsics.astype(np.float64),
-                          projection)
-    np.testing.assert_allclose(c_uv[0], [50, 50], atol=1e-6)
-    assert np.all(d > 0)
+    for i in range(4):
+        p = sample_params(tiny_model, cfg, size, 0, i, frame)
+        v = tiny_model.shape(p.alpha_id, p.alpha_exp)[tiny_model.landmarks]
+        uv, d = cam.project(cam.to_camera(v, p.rotation, p.translation), p.intrinsics.astype(np.float64), projection)
+        crop = framing.crop_from_landmarks(uv)
+        np.testing.assert_allclose(crop.center, [size / 2, size / 2], atol=1e-3)
+        assert abs(crop.side - size) < 1e-3 and np.all(d > 0)
+
+
+def test_framing_jitter_follows_the_measured_detector_spread(tiny_model):
+    # the jitter is drawn from the camera stream: offsets / side and log side ratios over 200 samples
+    # have the configured bias and standard deviation (sampling error of a std over 200 draws ~5 %,
+    # clipping at 2.5 sigma lowers it ~4 %: 20 % tolerance)
+    from synth.sampling import DETECTOR_LOG_SCALE_BIAS, DETECTOR_LOG_SCALE_STD, DETECTOR_SHIFT_STD
+
+    size = 64
+    frame = face_frame(tiny_model)
+    exact, jittered = SamplingConfig(framing_jitter=0.0), SamplingConfig(framing_jitter=1.0)
+    rows = []
+    for i in range(200):
+        a = sample_params(tiny_model, exact, size, 3, i, frame)
+        b = sample_params(tiny_model, jittered, size, 3, i, frame)
+        np.testing.assert_array_equal(a.translation, b.translation)  # same pose and distance
+        # the same camera in both: the crop of b, seen in a's image, is where b's image frame lies in a's
+        sa, sb = a.intrinsics[0, 0], b.intrinsics[0, 0]
+        ca = a.intrinsics[:2, 2]
+        cb = b.intrinsics[:2, 2]
+        # b's frame in a's pixels: centre = ca + (size/2 - cb) * sa / sb, side = size * sa / sb
+        center = ca + (size / 2 - cb) * (sa / sb)
+        side = size * sa / sb
+        rows.append([(center[0] - size / 2) / size, (center[1] - size / 2) / size, np.log(side / size)])
+    r = np.array(rows)
+    assert abs(r[:, 2].mean() - DETECTOR_LOG_SCALE_BIAS) < 0.2 * DETECTOR_LOG_SCALE_STD
+    np.testing.assert_allclose(r.std(axis=0), [*DETECTOR_SHIFT_STD, DETECTOR_LOG_SCALE_STD], rtol=0.2)
 
 
 @pytest.mark.parametrize("kwargs, flag", [
     ({"lights": "laser"}, "--lights"), ({"id_scale": -1}, "--id-scale"), ({"yaw_deg": 120}, "--yaw"),
-    ({"projection": "fisheye"}, "--projection"), ({"fov_deg": (50, 10)}, "--fov"),
+    ({"projection": "fisheye"}, "--projection"), ({"distance_mm": (500, 100)}, "--distance"),
+    ({"distance_mm": (0, 100)}, "--distance"), ({"framing_jitter": -1}, "--framing-jitter"),
     ({"background": "images"}, "--background-dir"), ({"occluders": 2}, "--occluders"),
     ({"truncation": 0}, "--truncation"),
 ])
@@ -78,14 +104,14 @@ def test_config_errors_name_the_flag(kwargs, flag):
 
 
 def test_config_roundtrips_through_dict():
-    cfg = SamplingConfig(lights="point", fov_deg=(20, 30))
+    cfg = SamplingConfig(lights="point", distance_mm=(200, 900))
     again = SamplingConfig(**cfg.to_dict())
-    assert again == cfg and math.isclose(again.fov_deg[0], 20)
+    assert again == cfg and math.isclose(again.distance_mm[0], 200)
 
 
 def test_extreme_framing_keeps_the_mesh_in_front(tiny_model):
-    # a face twice the image width at the widest field of view would need the camera inside the head
-    cfg = SamplingConfig(face_fraction=(2.0, 2.0), fov_deg=(120, 120))
+    # a camera 10 mm from the face would be inside the head: the distance is raised to 1.1 x its radius
+    cfg = SamplingConfig(distance_mm=(10.0, 10.0))
     frame = face_frame(tiny_model)
     for i in range(5):
         p = sample_params(tiny_model, cfg, 64, 0, i, frame)

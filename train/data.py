@@ -39,6 +39,7 @@ __all__ = [
     "make_eval_loader",
     "PARAM_KEYS",
     "image_to_float",
+    "PhotoDataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -453,3 +454,54 @@ def make_eval_loader(dataset: ShardDataset, batch_size: int, max_samples: int | 
     n = len(dataset) if not max_samples else min(len(dataset), int(max_samples))
     subset = torch.utils.data.Subset(dataset, range(n))
     return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, **_loader_kwargs(workers, pin_memory))
+
+
+class PhotoDataset(torch.utils.data.Dataset):
+    """Face crops of real photos (:mod:`train.photos`) as a torch Dataset (FineNet training, evaluation).
+
+    Item ``i``: ``image (3, S, S) uint8`` (convert with :func:`image_to_float`), ``intrinsics (3, 3)
+    float32`` at S (assumed field of view, :func:`train.photos.photo_intrinsics`), ``landmarks
+    (68, 2) float32`` the detector's points in crop pixels (NaN when the detector gave none),
+    ``landmarks_valid`` (bool), ``index`` (int64) and ``path`` (str, the photo file). The
+    :class:`train.photos.PhotoFace` of item ``i`` is ``faces[i]`` (its crop maps predictions back
+    to photo pixels).
+    """
+
+    def __init__(self, faces: Sequence[Any]):
+        from train.photos import faces_to_arrays
+
+        self.faces = list(faces)
+        if not self.faces:
+            raise ValueError("PhotoDataset needs at least one face (no photo gave a usable face)")
+        self._arrays = faces_to_arrays(self.faces)
+        self.size = int(self.faces[0].size)
+        self.run = None  # the train.photos.PhotoRun that made it, when built by from_photos
+
+    @classmethod
+    def from_photos(cls, inputs, config=None, detector=None, recursive: bool = False) -> "PhotoDataset":
+        """Run :func:`train.photos.prepare_photos` on files / folders and wrap the faces (``.run``
+        keeps the used/skipped summary)."""
+        from train.photos import prepare_photos
+
+        run = prepare_photos(inputs, config, detector=detector, recursive=recursive)
+        if not run.faces:
+            raise ValueError(f"no usable face in the photos: {run.summary()}")
+        ds = cls(run.faces)
+        ds.run = run
+        return ds
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} faces")
+        a = self._arrays
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(a["image"][i].transpose(2, 0, 1))),  # (S, S, 3) -> (3, S, S)
+            "intrinsics": torch.from_numpy(a["intrinsics"][i].copy()),
+            "landmarks": torch.from_numpy(a["landmarks"][i].copy()),
+            "landmarks_valid": torch.tensor(bool(a["landmarks_valid"][i])),
+            "index": torch.tensor(i % len(self), dtype=torch.int64),
+            "path": str(self.faces[i].path),
+        }
