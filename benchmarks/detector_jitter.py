@@ -39,12 +39,12 @@ def main() -> None:
     from morphable_model import load_model
     from synth import framing
     from synth.render import FaceRenderer
-    from synth.sampling import SamplingConfig, face_frame, sample_params
+    from synth.sampling import SamplingConfig, face_framing, sample_params
     from train.detector import FaceDetector
 
     model = load_model(None)
     cfg = SamplingConfig(framing_jitter=0.0)
-    frame = face_frame(model)
+    frame = face_framing(model)
     s = args.size
     rows = []  # yaw, du, dv, dlog, box_shift, box_scale (nan where missing)
     with FaceRenderer(model, size=s) as r, FaceDetector(max_faces=1) as det:

@@ -30,11 +30,11 @@ def main() -> None:
 
     from morphable_model import load_model
     from synth.render import FaceRenderer
-    from synth.sampling import SamplingConfig, face_frame, sample_params
+    from synth.sampling import SamplingConfig, face_framing, sample_params
 
     model = load_model(None)
     cfg = SamplingConfig(projection=args.projection, detail=False)
-    frame = face_frame(model)
+    frame = face_framing(model)
     touch = {"any": 0, "top/bottom": 0, "left/right": 0}
     outside, widths, heights, touch_yaw = [], [], [], []
     with FaceRenderer(model, size=args.size) as r:

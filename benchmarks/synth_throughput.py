@@ -1,7 +1,7 @@
 """Synthetic-data throughput: samples/s for 1 and 2 workers at 128 and 224 px, with and without detail,
 the time split (sampling, geometry, render, post, write), bytes per sample, and the pure-render ceiling
-(the triangle-id pass alone: the GLSL gl_PrimitiveID pass next to the old pyrender flat-colour pass)
-measured side by side on the same model.
+(the GLSL gl_PrimitiveID triangle-id pass alone) next to the full render, measured side by side on the
+same model.
 
     python benchmarks/synth_throughput.py [--n 48] [--model PATH] [--sizes 128,224] [--workers 1,2]
     # an older synth side by side (same script, same machine, one after the other):
@@ -57,32 +57,29 @@ def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, worke
 
 
 def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
-    """Samples/s in this process on the same parameters: the id pass alone (new GLSL primitive-id pass
-    and the old pyrender flat-colour pass, side by side) and the full ``FaceRenderer.render``
-    (model arrays batched as the dataset does)."""
+    """Samples/s in this process on the same parameters: the id pass alone and the full
+    ``FaceRenderer.render`` (model arrays batched as the dataset does)."""
     from synth.render import GEOMETRY_BATCH, FaceRenderer
-    from synth.sampling import SamplingConfig, face_frame, sample_params
+    from synth.sampling import SamplingConfig, face_framing, sample_params
 
     cfg = SamplingConfig()
-    frame = face_frame(model)
-    params = [sample_params(model, cfg, size, 0, i, frame) for i in range(n)]
+    framing = face_framing(model)
+    params = [sample_params(model, cfg, size, 0, i, framing) for i in range(n)]
     rates = {}
-    for id_pass in ("primitive_id", "flat_colors"):
-        with FaceRenderer(model, size, id_pass=id_pass) as r:
-            r.warm_up(detail=True)
-            geo = [r.geometry(p) for p in params]
-            r.render_ids(geo[0][0], params[0].intrinsics.astype(float), "perspective")  # warm-up / GL setup
-            t0 = time.perf_counter()
-            for p, g in zip(params, geo):
-                r.render_ids(g[0], p.intrinsics.astype(float), p.projection)
-            rates[id_pass] = n / (time.perf_counter() - t0)
-            if id_pass == "primitive_id":
-                t0 = time.perf_counter()
-                for b in range(0, n, GEOMETRY_BATCH):
-                    chunk = params[b:b + GEOMETRY_BATCH]
-                    for p, a in zip(chunk, r.model_arrays(chunk)):
-                        r.render(p, a)
-                rates["full"] = n / (time.perf_counter() - t0)
+    with FaceRenderer(model, size) as r:
+        r.warm_up(detail=True)
+        geo = [r.geometry(p) for p in params]
+        r.render_ids(geo[0][0], params[0].intrinsics.astype(float), "perspective")  # warm-up / GL setup
+        t0 = time.perf_counter()
+        for p, g in zip(params, geo):
+            r.render_ids(g[0], p.intrinsics.astype(float), p.projection)
+        rates["primitive_id"] = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for b in range(0, n, GEOMETRY_BATCH):
+            chunk = params[b:b + GEOMETRY_BATCH]
+            for p, a in zip(chunk, r.model_arrays(chunk)):
+                r.render(p, a)
+        rates["full"] = n / (time.perf_counter() - t0)
     return rates
 
 
@@ -131,8 +128,7 @@ def main() -> None:
         for size in [] if args.skip_ceiling else sizes:
             r = pure_render_rate(model, size, max(args.n // 2, 16))
             print(f"{size} px, one process: id pass alone {r['primitive_id']:.1f}/s (GLSL gl_PrimitiveID, indexed; "
-                  f"the pure-render ceiling) vs {r['flat_colors']:.1f}/s (old pyrender flat colours, de-indexed) "
-                  f"= {r['primitive_id'] / r['flat_colors']:.2f}x; full render() {r['full']:.1f}/s -> "
+                  f"the pure-render ceiling); full render() {r['full']:.1f}/s -> "
                   f"{r['full'] / r['primitive_id']:.0%} of the ceiling")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

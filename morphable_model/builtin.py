@@ -36,6 +36,7 @@ from . import _face_albedo as fa
 from . import _face_bases as fb
 from . import _face_geometry as fg
 from .geometry import vertex_normals
+from .io_bfm import ModelFileError, load_bfm2017, save_bfm2017
 from .landmarks import MIDLINE, mirror_permutation
 from .model import MorphableModel
 
@@ -323,8 +324,6 @@ def builtin_model(
     The cache file is written atomically (temporary file, then rename), so concurrent callers
     never read a half-written file. An unreadable cache file is rebuilt (with a warning).
     """
-    from .io_bfm import ModelFileError, load_bfm2017, save_bfm2017  # io_bfm imports this module lazily
-
     _check_args(grid_mm, seed, N_ID, N_EXP, N_ALBEDO)
     path = cache_path(cache_dir, grid_mm, seed)
     if path.exists() and not rebuild:

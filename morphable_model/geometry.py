@@ -1,11 +1,15 @@
-"""Mesh geometry helpers on numpy arrays: face and vertex normals.
+"""Mesh geometry: face and vertex normals, one function each for numpy arrays and torch tensors.
 
 Conventions (docs/DESIGN.md): vertices are ``(..., N, 3)`` float arrays, triangles ``(T, 3)``
 0-based integer indices, counter-clockwise when seen from outside, so that
 ``cross(v1 - v0, v2 - v0)`` points out of the surface.
 
-``vertex_normals`` is the fast path (one sparse matrix product for the whole batch);
-``vertex_normals_reference`` is the slow, obvious ``np.add.at`` version kept for tests.
+:func:`vertex_normals` and :func:`face_normals` take numpy arrays or torch tensors (like
+:func:`synth.lighting.sh_basis`). The numpy path is the fast one for data generation (one sparse
+matrix product for the whole batch, with a cacheable incidence matrix); the torch path is
+autograd-friendly (gathers and ``index_add``) and runs on any device. torch is imported only when
+a tensor comes in. ``vertex_normals_reference`` is the slow, obvious ``np.add.at`` version kept
+for tests.
 """
 
 from __future__ import annotations
@@ -49,13 +53,47 @@ def check_triangles(triangles: np.ndarray, n_vertices: int, name: str = "triangl
     return t
 
 
-def face_normals(vertices: np.ndarray, triangles: np.ndarray, normalize: bool = True) -> np.ndarray:
-    """Per-triangle normals ``(..., T, 3)``.
+def _is_torch(x) -> bool:
+    """True for a torch tensor (without importing torch)."""
+    return type(x).__module__.split(".", 1)[0] == "torch"
+
+
+def _torch_triangles(vertices, triangles):
+    """``(..., N, 3)`` tensor check; triangles as a long tensor on the vertices' device."""
+    import torch
+
+    if vertices.ndim < 2 or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices must be (..., N, 3), got {tuple(vertices.shape)}")
+    if not vertices.is_floating_point():
+        raise ValueError(f"vertices must be a floating point tensor, got {vertices.dtype}")
+    t = triangles if _is_torch(triangles) else torch.from_numpy(np.asarray(triangles, np.int64))
+    if t.ndim != 2 or t.shape[1] != 3:
+        raise ValueError(f"triangles must be (T, 3), got {tuple(t.shape)}")
+    if t.is_floating_point():
+        raise ValueError(f"triangles must be integer, got dtype {t.dtype}")
+    return t.to(device=vertices.device, dtype=torch.long)
+
+
+def _torch_face_normals(vertices, t):
+    """``cross(v1 - v0, v2 - v0)`` ``(..., T, 3)`` for a checked tensor and long triangles."""
+    import torch
+
+    v0, v1, v2 = (vertices[..., t[:, k], :] for k in range(3))  # (..., T, 3) each
+    return torch.cross(v1 - v0, v2 - v0, dim=-1)  # (..., T, 3), |n| = 2 * area
+
+
+def face_normals(vertices, triangles, normalize: bool = True):
+    """Per-triangle normals ``(..., T, 3)`` (numpy array or torch tensor, like ``vertices``).
 
     With ``normalize=False`` the result is ``cross(v1 - v0, v2 - v0)``, whose length is twice
     the triangle's area (the weight used by :func:`vertex_normals`). With ``normalize=True``
     the vectors are unit length; a degenerate (zero-area) triangle gives a zero vector.
     """
+    if _is_torch(vertices):
+        import torch.nn.functional as F
+
+        n = _torch_face_normals(vertices, _torch_triangles(vertices, triangles))
+        return F.normalize(n, dim=-1, eps=1e-12) if normalize else n
     v = check_vertices(vertices)
     t = check_triangles(triangles, v.shape[-2])
     n = np.stack(_cross_components(v, t), axis=-1)  # (..., T, 3), |n| = 2 * area
@@ -88,19 +126,33 @@ def vertex_face_incidence(triangles: np.ndarray, n_vertices: int) -> scipy.spars
     return scipy.sparse.csr_matrix((data, (rows, cols)), shape=(n_vertices, n_tri))
 
 
-def vertex_normals(
-    vertices: np.ndarray, triangles: np.ndarray, incidence: scipy.sparse.spmatrix | None = None
-) -> np.ndarray:
+def vertex_normals(vertices, triangles, incidence: scipy.sparse.spmatrix | None = None):
     """Area-weighted unit vertex normals ``(..., N, 3)`` for vertices ``(..., N, 3)``.
 
     Each vertex normal is the normalised sum of ``cross(v1 - v0, v2 - v0)`` over the triangles
     that use it (each cross product is twice the triangle area, so big triangles weigh more).
     Vertices used by no triangle (or only by degenerate ones) get a zero vector; there is no
     meaningful normal for them. Output dtype follows the input (float32 in, float32 out).
-    The batch is handled with a single sparse ``(N, T) @ (T, 3B)`` product. Pass
+
+    numpy: the batch is handled with a single sparse ``(N, T) @ (T, 3B)`` product. Pass
     ``incidence=vertex_face_incidence(triangles, N)`` to reuse it across calls (it is ~5% of
     the time for one mesh; :meth:`MorphableModel.vertex_normals` caches it).
+
+    torch: differentiable (gathers, ``torch.cross``, ``index_add``), any device; ``triangles``
+    may be a numpy array or a tensor. ``incidence`` is a numpy-path option and must be None.
     """
+    if _is_torch(vertices):
+        import torch
+        import torch.nn.functional as F
+
+        if incidence is not None:
+            raise ValueError("incidence is for numpy vertices only; pass None with torch tensors")
+        t = _torch_triangles(vertices, triangles)
+        fn = _torch_face_normals(vertices, t)  # (..., T, 3)
+        n = torch.zeros_like(vertices)
+        for k in range(3):
+            n.index_add_(n.ndim - 2, t[:, k], fn)  # scatter (..., T, 3) onto (..., N, 3)
+        return F.normalize(n, dim=-1, eps=1e-12)
     v = check_vertices(vertices)
     n_vert = v.shape[-2]
     t = check_triangles(triangles, n_vert)

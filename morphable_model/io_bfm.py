@@ -3,7 +3,9 @@
 * BFM2017 / BFM2019 (``model2017-1_bfm_nomouth.h5``, ``model2019_fullHead.h5``, ...): statismo
   HDF5 layout, see :func:`load_bfm2017` / :func:`save_bfm2017`.
 * BFM2009 (``01_MorphableModel.mat``): MATLAB file, see :func:`load_bfm2009`.
-* :func:`load_model` dispatches on the path (``None`` = the built-in model).
+
+This module only reads and writes files; :func:`morphable_model.load.load_model` dispatches on
+the path (and builds the built-in model for ``None``).
 
 Every problem with a file raises :class:`ModelFileError` (a ``ValueError``) with one line
 naming the file, the key and the expected vs actual shape; h5py / scipy errors are chained
@@ -34,7 +36,7 @@ from .model import MorphableModel
 
 __all__ = [
     "ModelFileError",
-    "load_model",
+    "HDF5_MAGIC",
     "load_bfm2017",
     "load_bfm2009",
     "save_bfm2017",
@@ -47,47 +49,16 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 """Version of the detailface metadata written by :func:`save_bfm2017` (``/metadata/detailface``)."""
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+"""The first 8 bytes of every HDF5 file."""
 
 
 class ModelFileError(ValueError):
     """A model file is missing, unreadable or has wrong content; the message names the file."""
 
 
-# ---------------------------------------------------------------------------------------------
-# dispatch
-# ---------------------------------------------------------------------------------------------
-def load_model(path: str | os.PathLike | None = None, landmarks=None) -> MorphableModel:
-    """Load a morphable model.
-
-    ``None`` -> the built-in model (:func:`morphable_model.builtin.builtin_model`);
-    ``.h5``/``.hdf5`` (or any HDF5 file) -> :func:`load_bfm2017`; ``.mat`` -> :func:`load_bfm2009`.
-    ``landmarks`` (a ``(68,)`` vertex-index array, or a ``.npy`` / ``.txt`` file of them)
-    overrides the file's landmarks.
-    """
-    if path is None:
-        from .builtin import builtin_model  # lazy: builtin may build and cache a model
-
-        model = builtin_model()
-        if landmarks is not None:
-            model = model.replace(landmarks=read_landmark_indices(landmarks, model.n_vertices))
-        return model
-    p = _existing_file(path)
-    suffix = p.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        return load_bfm2017(p, landmarks=landmarks)
-    if suffix == ".mat":
-        return load_bfm2009(p, landmarks=landmarks)
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if head == _HDF5_MAGIC:
-        return load_bfm2017(p, landmarks=landmarks)
-    raise ModelFileError(
-        f"{p}: unknown model format (expected a .h5/.hdf5 BFM2017/2019 file or a .mat BFM2009 file)"
-    )
-
-
-def _existing_file(path) -> Path:
+def existing_file(path) -> Path:
+    """``path`` as a Path, raising :class:`ModelFileError` unless it is an existing file."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelFileError(f"{p}: no such file")
@@ -124,7 +95,7 @@ def load_bfm2017(path: str | os.PathLike, landmarks=None) -> MorphableModel:
     """
     import h5py
 
-    p = _existing_file(path)
+    p = existing_file(path)
     try:
         f = h5py.File(p, "r")
     except OSError as e:
@@ -322,7 +293,7 @@ def read_landmark_indices(spec, n_vertices: int) -> np.ndarray:
     A ``.txt`` file holds 68 integers separated by white space or commas (``#`` comments ok).
     """
     if isinstance(spec, (str, os.PathLike)):
-        p = _existing_file(spec)
+        p = existing_file(spec)
         try:
             if p.suffix.lower() == ".npy":
                 arr = np.load(p, allow_pickle=False)
@@ -425,7 +396,7 @@ def load_bfm2009(path: str | os.PathLike, expression=None, landmarks=None) -> Mo
     ``basis (3N, Kexp)`` and ``std (Kexp,)``, in the same unit as the shape (the unit heuristic
     is applied to the combined mean). ``landmarks``: a ``(68,)`` index array / .npy / .txt.
     """
-    p = _existing_file(path)
+    p = existing_file(path)
     d = _read_mat(p, _BFM2009_KEYS)
     mu = _mat_array(d, p, "shapeMU", (None, 1)).reshape(-1)
     if mu.shape[0] % 3 or mu.shape[0] == 0:
@@ -479,7 +450,7 @@ def _read_mat(p: Path, keys: tuple[str, ...]) -> dict:
 
     with open(p, "rb") as fh:
         head = fh.read(512)
-    if head[:8] == _HDF5_MAGIC or head[512 - 8 :] == _HDF5_MAGIC or _is_hdf5(p):
+    if head[:8] == HDF5_MAGIC or head[512 - 8 :] == HDF5_MAGIC or _is_hdf5(p):
         import h5py
 
         try:
@@ -521,7 +492,7 @@ def _mat_array(d: dict, p: Path, key: str, shape: tuple) -> np.ndarray:
 
 def _read_expression(spec, rows: int):
     """``mean (3N,)``, ``basis (3N, K)``, ``std (K,)`` from an .npz or .mat expression file."""
-    p = _existing_file(spec)
+    p = existing_file(spec)
     if p.suffix.lower() == ".npz":
         try:
             with np.load(p, allow_pickle=False) as z:  # never unpickle: an object array could run code

@@ -19,21 +19,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .geometry import check_vertices, vertex_face_incidence, vertex_normals
-
-if TYPE_CHECKING:  # torch is imported lazily, only by torch_module()
-    from .torch_model import MorphableModelModule
+from .landmarks import N_LANDMARKS
 
 __all__ = ["MorphableModel", "ModelSample", "N_LANDMARKS"]
-
-log = logging.getLogger(__name__)
-
-N_LANDMARKS = 68  # iBUG 300-W
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,12 +287,6 @@ class MorphableModel:
         c = ((self.mean_shape - lo) / span).astype(np.float32)  # (N, 3)
         c.setflags(write=False)
         return c
-
-    def torch_module(self, dtype=None, device=None) -> "MorphableModelModule":
-        """A :class:`morphable_model.torch_model.MorphableModelModule` with these arrays as buffers."""
-        from .torch_model import MorphableModelModule  # lazy: torch only when asked for
-
-        return MorphableModelModule(self, dtype=dtype, device=device)
 
     def replace(self, **changes) -> "MorphableModel":
         """A copy with some fields changed (validated again)."""

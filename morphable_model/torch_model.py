@@ -1,7 +1,7 @@
 """The morphable model as a torch ``nn.Module``: arrays as buffers, coefficients as inputs.
 
-Only this module imports torch (``MorphableModel.torch_module()`` imports it lazily), so the
-numpy side of ``morphable_model`` works without torch.
+Only this module imports torch, and nothing in the numpy side imports it, so ``morphable_model``
+works without torch. Build it from a model: ``MorphableModelModule(model, dtype=..., device=...)``.
 
 The buffers are registered with ``persistent=False``: they are not part of ``state_dict()``, so a
 network that holds this module does not copy the whole model into every checkpoint (store

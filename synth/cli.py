@@ -20,7 +20,7 @@ from pathlib import Path
 import click  # noqa: E402
 
 from .lighting import LIGHT_MODES
-from .sampling import BACKGROUNDS
+from .backgrounds import BACKGROUNDS
 
 
 @click.group()
@@ -147,7 +147,7 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
 @click.argument("directory", type=click.Path(path_type=Path))
 def verify(directory: Path) -> None:
     """Check every shard in DIRECTORY (checksums, counts, NaNs, value ranges); exit 1 if any is bad."""
-    from .shards import verify_dir
+    from .verify import verify_dir
 
     try:
         reports, problems = verify_dir(directory)
@@ -170,7 +170,7 @@ def verify(directory: Path) -> None:
 @click.option("--samples", "n_samples", type=int, default=4, show_default=True, help="rows in the grid")
 def preview(shard: Path, out: Path, n_samples: int) -> None:
     """Draw a grid (image+landmarks / depth / normals / PNCC / mask) of the first samples of SHARD."""
-    from .shards import preview_grid
+    from .preview import preview_grid
 
     try:
         preview_grid(shard, out, n_samples)

@@ -14,9 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-# Same stream number as synth.sampling.STREAMS["coefficients"], so sample i of an export uses the
-# generator default_rng([seed, 0, i]) that the renderer uses for sample i's coefficients.
-COEFFICIENT_STREAM = 0
+from .sampling import sample_rng
 
 _MODEL_HELP = "model file: BFM2017/2019 .h5 or BFM2009 .mat (default: the built-in model)"
 
@@ -115,7 +113,7 @@ def export(out_dir: Path, samples: int, seed: int, model_path: Path | None, fmt:
         mesh.export(out_dir / f"{name}.{fmt}")
 
     write("mean", m.mean_shape, np.clip(m.albedo_mean, 0, 1))
-    drawn = [m.sample(np.random.default_rng([seed, COEFFICIENT_STREAM, i]), 1, scale=scale, truncation=trunc)
+    drawn = [m.sample(sample_rng(seed, "coefficients", i), 1, scale=scale, truncation=trunc)
              for i in range(samples)]
     coef = {
         key: np.concatenate([getattr(s, key) for s in drawn]) if drawn else np.zeros((0, k), np.float32)

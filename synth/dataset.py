@@ -29,8 +29,9 @@ from typing import Any, Callable
 import numpy as np
 
 from . import shards as sh
+from .codecs import encode_sample
 from .detail import N_FIELDS
-from .sampling import SamplingConfig, face_frame, sample_params
+from .sampling import SamplingConfig, face_framing, sample_params
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,9 @@ def prepare(config: DatasetConfig, model=None):
     out = Path(config.out)
     _check_output_dir(out)
     if config.sampling.background == "images":
-        from .render import _ImageFolder
+        from .backgrounds import ImageFolder
 
-        _ImageFolder(config.sampling.background_dir)  # raises ValueError on a bad folder
+        ImageFolder(config.sampling.background_dir)  # raises ValueError on a bad folder
     model = _load(config.model if model is None else model)
     if model.landmarks is None:
         log.warning("model %s has no landmarks: landmarks are stored as zeros, all invisible", model.source)
@@ -214,7 +215,7 @@ class _ShardRenderer:
 
         self.config = config
         self.model = model
-        self.frame = face_frame(model)
+        self.frame = face_framing(model)
         self.renderer = FaceRenderer(model, config.size, platform=config.platform,
                                      background_dir=config.sampling.background_dir)
         self.renderer.warm_up(detail=config.sampling.detail)  # set-up cost outside the per-sample timings
@@ -248,7 +249,7 @@ class _ShardRenderer:
                 t1 = time.perf_counter()
                 result = self.renderer.render(params, arrays)
                 t2 = time.perf_counter()
-                writer.write(j, sh.encode_sample(params, result))
+                writer.write(j, encode_sample(params, result))
                 t3 = time.perf_counter()
                 timings["write"] += t3 - t2
                 pending += 1

@@ -27,7 +27,6 @@ C1 = math.sqrt(3.0 / (4.0 * math.pi))  # 0.488603  Y1m
 C2 = 0.5 * math.sqrt(15.0 / math.pi)  # 1.092548  Y2-2, Y2-1, Y21
 C3 = 0.25 * math.sqrt(5.0 / math.pi)  # 0.315392  Y20
 C4 = 0.25 * math.sqrt(15.0 / math.pi)  # 0.546274  Y22
-SH_CONSTANTS = (C0, C1, C2, C3, C4)
 
 # Lambertian (clamped cosine) kernel per band, Ramamoorthi & Hanrahan 2001: A0 = pi,
 # A1 = 2 pi / 3, A2 = pi / 4. Irradiance coefficient = A_l * radiance coefficient.

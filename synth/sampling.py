@@ -15,11 +15,11 @@ import numpy as np
 
 from . import camera as cam
 from . import framing
+from .backgrounds import BACKGROUNDS
 from .detail import N_FIELDS, sample_detail_weights
 from .lighting import LIGHT_MODES, LightingConfig, sample_sh
 
 STREAMS = {"coefficients": 0, "pose": 1, "camera": 2, "lighting": 3, "detail": 4, "background": 5, "occluders": 6}
-BACKGROUNDS = ("none", "solid", "noise", "images")
 
 
 def sample_rng(seed: int, stream: str, index: int) -> np.random.Generator:
@@ -89,8 +89,11 @@ class SamplingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class FaceFrame:
-    """Model-level constants for camera framing, computed once per model by :func:`face_frame`."""
+class FramingConstants:
+    """Model-level constants for camera framing, computed once per model by :func:`face_framing`.
+
+    (Not to be confused with ``morphable_model._face_bases.FaceFrame``, the built-in model's
+    per-vertex coordinate frame.)"""
 
     center: np.ndarray  # (3,) bounding-box centre of the (inner) face, mm, model space
     width: float  # x extent of the (inner) face, mm
@@ -113,7 +116,7 @@ class FaceFrame:
 _MAX_REGION_POINTS = 400  # vertices that frame a model without landmarks (an even subsample of its face region)
 
 
-def face_frame(model) -> FaceFrame:
+def face_framing(model) -> FramingConstants:
     """Centre and width of the model's mean face (its ``face_region`` when it has one), and the
     landmark rows of its bases for :func:`sample_camera`."""
     everything = np.asarray(model.mean_shape, dtype=np.float64)
@@ -135,7 +138,7 @@ def face_frame(model) -> FaceFrame:
     else:
         step = max(1, len(v) // _MAX_REGION_POINTS)
         region_points = v[::step]
-    return FaceFrame(center=center, width=float(max(hi[0] - lo[0], 1e-6)), radius=radius,
+    return FramingConstants(center=center, width=float(max(hi[0] - lo[0], 1e-6)), radius=radius,
                      landmark_mean=lm_mean, landmark_basis=lm_basis, region_points=region_points)
 
 
@@ -217,7 +220,7 @@ DETECTOR_LOG_SCALE_STD = 0.057  # its standard deviation
 JITTER_CLIP = 2.5  # draws beyond 2.5 standard deviations are clipped (no outlier crops)
 
 
-def sample_camera(rng: np.random.Generator, config: SamplingConfig, frame: FaceFrame, pose: np.ndarray, size: int,
+def sample_camera(rng: np.random.Generator, config: SamplingConfig, frame: FramingConstants, pose: np.ndarray, size: int,
                   alpha_id: np.ndarray | None = None, alpha_exp: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Intrinsics ``(3, 3)`` and translation ``(3,)`` so the render is the face crop of the photo pipeline.
@@ -277,9 +280,9 @@ def sample_occluders(rng: np.random.Generator, config: SamplingConfig, size: int
 
 
 def sample_params(model, config: SamplingConfig, size: int, seed: int, index: int,
-                  frame: FaceFrame | None = None) -> SampleParams:
+                  frame: FramingConstants | None = None) -> SampleParams:
     """All parameters of global sample ``index`` for generator ``seed`` (see module doc)."""
-    frame = face_frame(model) if frame is None else frame
+    frame = face_framing(model) if frame is None else frame
     alpha_id, alpha_exp, beta = sample_coefficients(sample_rng(seed, "coefficients", index), model, config)
     pose = sample_pose(sample_rng(seed, "pose", index), config)
     intrinsics, translation = sample_camera(sample_rng(seed, "camera", index), config, frame, pose, size,

@@ -135,6 +135,38 @@ def tiny_shards(tiny_model, tmp_path_factory) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
+def write_shard() -> Callable[..., list]:
+    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None)``: render ``n``
+    samples of ``model`` (global indices ``k * n + j``) and write them as shard ``k`` at ``path``
+    with :class:`synth.shards.ShardWriter`; returns the ``(params, render output)`` pairs."""
+
+    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None) -> list:
+        import json
+
+        from synth.codecs import encode_sample
+        from synth.render import FaceRenderer
+        from synth.sampling import SamplingConfig, sample_params
+        from synth.shards import ShardWriter
+
+        cfg = SamplingConfig(detail=detail)
+        attrs = {"model_fingerprint": model.fingerprint, "model_source": model.source, "projection": "perspective",
+                 "size": size, "seed": 0, "shard_index": k, "shard_size": n, "n_total": n_total or n * (k + 1),
+                 "start_index": k * n, "generator_config": json.dumps(cfg.to_dict())}
+        dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": 16}
+        outs = []
+        with FaceRenderer(model, size) as r, ShardWriter(path, n, size, dims, detail, attrs) as w:
+            for j in range(n):
+                p = sample_params(model, cfg, size, 0, k * n + j)
+                o = r.render(p)
+                w.write(j, encode_sample(p, o))
+                outs.append((p, o))
+            w.commit()
+        return outs
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def face_model_2mm() -> MorphableModel:
     """The built-in model at a 2 mm grid (~11k vertices, ~12 s to build): face-like enough for the
     real face detector (mediapipe) to find it in renders; built once per session."""

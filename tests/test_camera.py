@@ -50,19 +50,75 @@ def test_project_torch_batched_matches_numpy():
 def test_project_rejects_bad_input():
     with pytest.raises(ValueError, match="points_cam"):
         project(np.zeros((4, 2)), np.eye(3))
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="projection"):
         project(np.zeros((4, 3)), np.eye(3), "fisheye")
+    with pytest.raises(ValueError, match="intrinsics"):
+        project(np.zeros((2, 4, 3)), np.zeros((3, 3, 3)))  # 3 cameras for 2 point sets
     with pytest.raises(ValueError, match="rotation"):
         to_camera(np.zeros((4, 3)), np.eye(2), np.zeros(3))
+    with pytest.raises(ValueError, match="translation"):
+        to_camera(np.zeros((2, 4, 3)), np.zeros((2, 3, 3)), np.zeros(3))
+    with pytest.raises(ValueError, match="pose"):
+        rotation_matrix(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="pose"):
+        rotation_matrix(torch.zeros(4))
 
 
-@pytest.mark.parametrize("kind", ["perspective", "weak_perspective"])
-def test_pixel_rays_hit_pixel_centres(kind):
+def test_rotation_pose_forms_agree_numpy_and_torch():
+    """The scalar form, the batched numpy form and the batched torch form are one function."""
+    pose = np.random.default_rng(2).uniform(-1.5, 1.5, (5, 3))
+    per_sample = np.stack([rotation_matrix(*p) for p in pose])  # (5, 3, 3)
+    # the same float64 arithmetic per sample: identical bits whether batched or not
+    np.testing.assert_array_equal(rotation_matrix(pose[0]), per_sample[0])
+    batched = rotation_matrix(pose)
+    assert batched.shape == (5, 3, 3) and batched.dtype == np.float64
+    np.testing.assert_allclose(batched, per_sample, rtol=0, atol=1e-15)  # batched matmul: rounding only
+    assert rotation_matrix(pose.reshape(5, 1, 3)).shape == (5, 1, 3, 3)
+    t = rotation_matrix(torch.tensor(pose))
+    assert t.shape == (5, 3, 3) and t.dtype == torch.float64
+    np.testing.assert_allclose(t.numpy(), per_sample, rtol=0, atol=1e-15)
+    assert rotation_matrix(torch.tensor(pose, dtype=torch.float32)).dtype == torch.float32
+
+
+def test_rotation_gradcheck():
+    pose = torch.tensor([[0.3, -0.2, 0.5], [1.1, 0.4, -0.7]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(rotation_matrix, (pose,))
+
+
+def test_to_camera_batched_numpy_and_torch():
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(2, 6, 3)) * 50
+    r = rotation_matrix(rng.uniform(-1, 1, (2, 3)))  # (2, 3, 3)
+    t = rng.normal(size=(2, 3)) + [0, 0, -400.0]
+    want = np.stack([to_camera(v[b], r[b], t[b]) for b in range(2)])
+    np.testing.assert_allclose(to_camera(v, r, t), want, rtol=1e-12)
+    got = to_camera(torch.tensor(v), torch.tensor(r), torch.tensor(t))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    # one shared rotation for a batch, torch
+    np.testing.assert_allclose(to_camera(torch.tensor(v), torch.tensor(r[0]), torch.tensor(t[0])).numpy(),
+                               np.stack([to_camera(v[b], r[0], t[0]) for b in range(2)]), rtol=1e-12)
+
+
+def test_project_per_point_set_cameras_and_dtype_promotion():
+    """``(..., 3, 3)`` intrinsics give one camera per (N, 3) point set; a float32 / float64 pair is
+    computed in float64 (torch)."""
+    rng = np.random.default_rng(4)
+    p = rng.normal(size=(3, 4, 3)) * 20 + [0, 0, -300.0]
+    k = np.stack([intrinsics_matrix(100 + 10 * b, 90, 30, 31) for b in range(3)]).astype(np.float64)
+    uv, d = project(torch.tensor(p, dtype=torch.float32), torch.tensor(k))
+    assert uv.dtype == torch.float64 and uv.shape == (3, 4, 2) and d.shape == (3, 4)
+    for b in range(3):
+        np.testing.assert_allclose(uv[b].numpy(), project(p[b].astype(np.float32).astype(np.float64), k[b])[0],
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_pixel_rays_hit_pixel_centres(projection):
     size = 9
-    k = intrinsics_matrix(12.0, 13.0, 4.2, 4.7) if kind == "perspective" else intrinsics_matrix(0.5, 0.5, 4.2, 4.7)
-    o, d = pixel_rays(size, k, kind)
+    k = intrinsics_matrix(12.0, 13.0, 4.2, 4.7) if projection == "perspective" else intrinsics_matrix(0.5, 0.5, 4.2, 4.7)
+    o, d = pixel_rays(size, k, projection)
     pts = o + 37.0 * d  # every ray at depth 37
-    uv, depth = project(pts.reshape(-1, 3), k, kind)
+    uv, depth = project(pts.reshape(-1, 3), k, projection)
     jj, ii = np.meshgrid(np.arange(size), np.arange(size))
     np.testing.assert_allclose(uv, np.stack([jj.ravel() + 0.5, ii.ravel() + 0.5], -1), atol=1e-9)
     np.testing.assert_allclose(depth, 37.0)

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from synth.cli import main
 from synth.dataset import DatasetConfig, assigned_shards
-from synth.shards import ShardReader, list_shards, verify_dir
+from synth.shards import ShardReader, list_shards
+from synth.verify import verify_dir
 
 ARGS = ["--n", "5", "--size", "32", "--shard-size", "2", "--seed", "3"]
 
@@ -77,14 +78,14 @@ def test_same_arrays_whatever_the_shard_size_and_equal_to_render(reference, tmp_
     _assert_same(_arrays(reference), arrays)
 
     from morphable_model import load_model
-    from synth import shards as sh
+    from synth.codecs import encode_sample
     from synth.render import FaceRenderer
-    from synth.sampling import SamplingConfig, face_frame, sample_params
+    from synth.sampling import SamplingConfig, face_framing, sample_params
 
     model = load_model(str(tmp_model_h5))
-    p = sample_params(model, SamplingConfig(), 32, 3, 4, face_frame(model))
+    p = sample_params(model, SamplingConfig(), 32, 3, 4, face_framing(model))
     with FaceRenderer(model, 32) as r:
-        enc = sh.encode_sample(p, r.render(p))
+        enc = encode_sample(p, r.render(p))
     for key, value in enc.items():
         np.testing.assert_array_equal(arrays[4][key], value, err_msg=key)
 

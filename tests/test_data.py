@@ -123,41 +123,28 @@ def test_corrupt_sample_names_file_and_sample(shards, tiny_model, tmp_path):
     shutil.copytree(shards, bad)
     with h5py.File(bad / "shard-00002.h5", "r+") as f:
         del f["pose"]  # structurally valid file, a sample key missing
-    slow = ShardDataset(bad, fingerprint=tiny_model.fingerprint, fast=False)
-    slow[0]
-    with pytest.raises(ShardError, match=r"shard-00002\.h5: sample 1 lacks keys \['pose'\]"):
-        slow[25]
-    fast = ShardDataset(bad, fingerprint=tiny_model.fingerprint)
-    fast[0]
-    with pytest.raises(ShardError, match=r"shard .*shard-00002\.h5 is unreadable: KeyError"):
-        fast[25]
+    ds = ShardDataset(bad, fingerprint=tiny_model.fingerprint)
+    ds[0]
+    with pytest.raises(ShardError, match=r"shard-00002\.h5: sample 1 cannot be read: .*lacks the datasets \['pose'\]"):
+        ds[25]
 
 
-def test_fast_column_reader_matches_shard_reader(shards, tiny_model):
-    fast = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05))
-    slow = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05), fast=False)
-    assert fast.fast and not slow.fast
+def test_samples_match_the_full_shard_decoding(shards, tiny_model):
+    """The keyed read (only the datasets CoarseNet needs) gives exactly what converting the full
+    decoding of ShardReader.read gives, augmented or not."""
+    from synth.shards import ShardReader
+
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05))
     for item in (0, 17, (30, 2)):
-        a, b = fast[item], slow[item]
-        assert a.keys() == b.keys()
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
-
-
-def test_unknown_layout_falls_back_to_the_shard_reader(shards, tiny_model, tmp_path, caplog):
-    import h5py
-
-    odd = tmp_path / "odd"
-    shutil.copytree(shards, odd)
-    with h5py.File(odd / "shard-00000.h5", "r+") as f:
-        f["image"].attrs["encoding"] = "some future encoding"
-    ds = ShardDataset(odd, fingerprint=tiny_model.fingerprint)
-    ref = ShardDataset(shards, fingerprint=tiny_model.fingerprint, fast=False)
-    for i in (0, 20):  # shard 0 falls back, shard 1 keeps the fast reader: same samples
-        for k, v in ds[i].items():
-            torch.testing.assert_close(v, ref[i][k], rtol=0, atol=0)
-    assert "fast column reader not usable" in caplog.text
-    assert type(ds._readers[0]).__name__ == "ShardReader" and type(ds._readers[1]).__name__ == "_ShardColumns"
+        i, epoch = item if isinstance(item, tuple) else (item, None)
+        k, j = ds.locate(i)
+        with ShardReader(ds.paths[k]) as r:
+            full = r.read(j)
+        rng = None if epoch is None else np.random.default_rng([ds.seed, 12, epoch, i])
+        want, got = ds.convert(full, rng), ds[item]
+        assert want.keys() == got.keys()
+        for key in got:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
 
 
 def test_missing_or_empty_directory(tmp_path):

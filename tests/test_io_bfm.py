@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-import types
 
 import h5py
 import numpy as np
@@ -347,19 +345,3 @@ def test_model_files_never_unpickle(ellipsoid_model, tmp_path):
     with pytest.raises(ModelFileError) as e:
         load_bfm2009(p, expression=tmp_path / "exp.mat")
     assert _one_line(e) == f"{tmp_path / 'exp.mat'}: 'basis' must be numeric, got dtype object"
-
-
-# ------------------------------------------------------------------ dispatch
-def test_load_model_dispatch(tiny_model, tmp_model_h5, tmp_path, monkeypatch):
-    odd = tmp_path / "model.bin"
-    odd.write_bytes(tmp_model_h5.read_bytes())
-    assert load_model(odd).fingerprint == tiny_model.fingerprint  # HDF5 sniffed from the magic bytes
-    (tmp_path / "model.obj").write_text("v 0 0 0\n")
-    with pytest.raises(ModelFileError, match="unknown model format"):
-        load_model(tmp_path / "model.obj")
-    # None -> morphable_model.builtin.builtin_model(), imported lazily
-    fake = types.ModuleType("morphable_model.builtin")
-    fake.builtin_model = lambda cache_dir=None: tiny_model
-    monkeypatch.setitem(sys.modules, "morphable_model.builtin", fake)
-    assert load_model() is tiny_model
-    assert load_model(landmarks=np.arange(68)).landmarks.tolist() == list(range(68))

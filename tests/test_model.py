@@ -1,4 +1,4 @@
-"""Tests for morphable_model.model (MorphableModel, ModelSample) and morphable_model.geometry."""
+"""Tests for morphable_model.model (MorphableModel, ModelSample)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from morphable_model import MorphableModel, ModelSample, vertex_normals
-from morphable_model.geometry import face_normals, vertex_normals_reference
+from morphable_model import MorphableModel, ModelSample
 
 
 def _fields(model: MorphableModel) -> dict:
@@ -267,64 +266,3 @@ def test_numpy_side_does_not_import_torch():
     code = "import sys, morphable_model; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-# ------------------------------------------------------------------ geometry
-def test_face_normals_golden():
-    # an asymmetric triangle in the z = 1 plane, counter-clockwise seen from +z
-    v = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 1.0], [0.0, 3.0, 1.0]])
-    t = np.array([[0, 1, 2]])
-    np.testing.assert_allclose(face_normals(v, t, normalize=False), [[0.0, 0.0, 6.0]])  # 2 * area 3
-    np.testing.assert_allclose(face_normals(v, t), [[0.0, 0.0, 1.0]])
-    np.testing.assert_allclose(face_normals(v, t[:, [0, 2, 1]]), [[0.0, 0.0, -1.0]])  # flipped winding
-
-
-def test_vertex_normals_area_weighted_golden():
-    # two triangles sharing edge 1-2: a big one in the z = 0 plane (area 2, normal +z) and a
-    # small one in the x = 1 plane... bent upwards (area 0.5, normal +x)
-    v = np.array([[-1.0, 0.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
-    t = np.array([[0, 1, 2], [1, 3, 2]])
-    fn = face_normals(v, t, normalize=False)
-    np.testing.assert_allclose(fn, [[0, 0, 4], [-2, 0, 0]])
-    n = vertex_normals(v, t)
-    np.testing.assert_allclose(n[0], [0, 0, 1])
-    np.testing.assert_allclose(n[3], [-1, 0, 0])
-    # shared vertices: (0, 0, 4) + (-2, 0, 0), normalised: the bigger triangle weighs more
-    np.testing.assert_allclose(n[1], np.array([-2.0, 0, 4]) / np.sqrt(20))
-    np.testing.assert_allclose(n[2], n[1])
-
-
-def test_vertex_normals_matches_reference_batched(ellipsoid_model):
-    m = ellipsoid_model
-    v = m.shape(np.random.default_rng(4).standard_normal((3, m.n_id)))  # (3, N, 3) float32
-    fast = vertex_normals(v, m.triangles)
-    assert fast.shape == v.shape and fast.dtype == np.float32
-    ref = vertex_normals_reference(v[:2], m.triangles)
-    np.testing.assert_allclose(fast[:2], ref, atol=1e-5)
-    np.testing.assert_allclose(vertex_normals(v[2], m.triangles), fast[2], atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(fast, axis=-1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(m.vertex_normals(v), fast, atol=1e-6)  # cached incidence
-    with pytest.raises(ValueError, match=r"incidence must be \(525, 960\), got \(525, 959\)"):
-        vertex_normals(v, m.triangles, incidence=m.incidence[:, :959])
-    # odd batch shapes: (2, 1, N, 3)
-    np.testing.assert_allclose(vertex_normals(v[:2, None], m.triangles)[:, 0], fast[:2], atol=1e-6)
-
-
-def test_vertex_normals_sphere_are_radial():
-    import trimesh
-
-    s = trimesh.creation.icosphere(subdivisions=3, radius=2.0)
-    n = vertex_normals(np.asarray(s.vertices), np.asarray(s.faces))
-    radial = s.vertices / np.linalg.norm(s.vertices, axis=1, keepdims=True)
-    # a subdivided icosahedron is close to a sphere: normals within ~1 degree of radial
-    assert np.einsum("ni,ni->n", n, radial).min() > np.cos(np.radians(1.0))
-
-
-def test_vertex_normals_isolated_vertex_is_zero_and_bad_input():
-    v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [5, 5, 5]])
-    n = vertex_normals(v, np.array([[0, 1, 2]]))
-    np.testing.assert_array_equal(n[3], 0.0)
-    with pytest.raises(ValueError, match=r"vertices must be \(\.\.\., N, 3\), got \(4, 2\)"):
-        vertex_normals(v[:, :2], np.array([[0, 1, 2]]))
-    with pytest.raises(ValueError, match=r"triangles indices must be in \[0, 4\), got \[0, 4\]"):
-        vertex_normals(v, np.array([[0, 1, 4]]))

@@ -1,15 +1,16 @@
-"""synth.render: the id pass + numpy maps against hand-computed geometry and the reference rasterizer."""
+"""synth.render: the id pass + numpy maps against hand-computed geometry and the reference rasterizer
+(synth.raster.rasterize_reference with back faces culled, as the GL pass draws)."""
 import dataclasses
 
 import numpy as np
 import pytest
 
 from morphable_model import MorphableModel
-from morphable_model.geometry import vertex_normals
 from synth import camera as cam
-from synth.detail import N_FIELDS, build_detail_bank
+from synth.detail import N_FIELDS
 from synth.lighting import shade
-from synth.render import FaceRenderer, LANDMARK_DEPTH_TOL_MM, rasterize_reference, vertex_normals_fast
+from synth.raster import barycentrics, rasterize_reference
+from synth.render import FaceRenderer, LANDMARK_DEPTH_TOL_MM
 from synth.sampling import SamplingConfig, sample_params
 
 
@@ -106,7 +107,8 @@ def test_matches_reference_rasterizer(tiny_model, tiny_renderer, projection):
         p = sample_params(tiny_model, cfg, 64, 0, i)
         out = tiny_renderer.render(p)
         verts, _, _, _ = tiny_renderer.geometry(p)
-        tid, depth = rasterize_reference(verts, tiny_model.triangles, p.intrinsics, 64, projection)
+        ref = rasterize_reference(verts, tiny_model.triangles, p.intrinsics, 64, projection, cull_backfaces=True)
+        tid, depth = ref.tri_id, ref.depth
         # GL and the reference may disagree on pixels whose centre lies on a shared edge
         assert (tid == out.tri_id).mean() > 0.995
         same = (tid == out.tri_id) & (tid >= 0)
@@ -200,16 +202,6 @@ def test_detail_changes_depth_within_amplitude(tiny_model, tiny_renderer):
     assert off.depth_coarse is None
 
 
-def test_detail_bank_fields(tiny_model):
-    bank = build_detail_bank(tiny_model)
-    assert bank.fields.shape == (N_FIELDS, tiny_model.n_vertices)
-    np.testing.assert_allclose(np.abs(bank.fields).max(axis=1), 1.0)
-    brow_y = tiny_model.mean_shape[tiny_model.landmarks[17:27], 1].max()
-    forehead = np.abs(bank.fields[0]) > 0.5
-    assert forehead.any() and tiny_model.mean_shape[forehead, 1].min() > brow_y
-    np.testing.assert_array_equal(bank.fields, build_detail_bank(tiny_model).fields)  # deterministic
-
-
 def test_backgrounds_and_occluders(tiny_model, tiny_renderer, tmp_path):
     from PIL import Image
 
@@ -231,12 +223,6 @@ def test_backgrounds_and_occluders(tiny_model, tiny_renderer, tmp_path):
     np.testing.assert_allclose(img.image[~img.mask], np.tile([10, 200, 30], ((~img.mask).sum(), 1)), atol=1)
 
 
-def test_vertex_normals_fast_matches_model_geometry(tiny_model):
-    v = tiny_model.shape(np.ones(5, np.float32))
-    np.testing.assert_allclose(vertex_normals_fast(v, tiny_model.triangles), vertex_normals(v, tiny_model.triangles),
-                               atol=1e-5)
-
-
 def test_bad_arguments(tiny_model):
     with pytest.raises(ValueError, match="--platform"):
         FaceRenderer(tiny_model, 64, platform="wgl")
@@ -246,46 +232,23 @@ def test_bad_arguments(tiny_model):
         FaceRenderer(tiny_model, 64, background_dir="/nonexistent/dir")
 
 
-@pytest.mark.parametrize("kind", ["perspective", "weak_perspective"])
-def test_fast_weights_match_reference_barycentrics(kind):
-    from synth.render import _plane_depth, _weights_fast, barycentrics
-
-    rng = np.random.default_rng(0)
-    uv = rng.uniform(0, 64, (30, 2))
-    d = rng.uniform(200, 300, 30)
-    c = rng.integers(0, 30, (500, 3))
-    pix = rng.uniform(0, 64, (500, 2))
-    lam, z = barycentrics(pix, uv[c], d[c], kind)
-    l0, l1, l2, zf = _weights_fast(pix[:, 0], pix[:, 1], uv, d, c[:, 0], c[:, 1], c[:, 2], kind, clip=True)
-    np.testing.assert_allclose(np.stack([l0, l1, l2], -1), lam, atol=1e-9)
-    np.testing.assert_allclose(zf, z, rtol=1e-12)
-    _, zp = _plane_depth(pix, uv[c], d[c], kind)
-    np.testing.assert_allclose(_weights_fast(pix[:, 0], pix[:, 1], uv, d, c[:, 0], c[:, 1], c[:, 2], kind, clip=False)[3],
-                               zp, rtol=1e-12)
-
-
 # ------------------------------------------------------------------ fast paths vs their references
 @pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
-def test_primitive_id_pass_matches_flat_colour_pass_and_reference(tiny_model, tiny_renderer, projection):
-    """The default id pass (GLSL gl_PrimitiveID on the indexed mesh) against pyrender's FLAT pipeline
-    on de-indexed vertices and against the numpy z-buffer, on the same vertices."""
-    assert tiny_renderer.id_pass == "primitive_id"
+def test_primitive_id_pass_matches_reference(tiny_model, tiny_renderer, projection):
+    """The id pass (GLSL gl_PrimitiveID on the indexed mesh) against the numpy z-buffer (back faces
+    culled, as the pass draws), on the same vertices."""
     cfg = SamplingConfig(projection=projection)
-    with FaceRenderer(tiny_model, 64, id_pass="flat_colors") as flat:
-        for i in range(3):
-            p = sample_params(tiny_model, cfg, 64, 0, i)
-            verts = tiny_renderer.geometry(p)[0]
-            k = np.asarray(p.intrinsics, np.float64)
-            ids = tiny_renderer.render_ids(verts, k, projection)
-            ids_flat = flat.render_ids(verts, k, projection)
-            ref, _ = rasterize_reference(verts, tiny_model.triangles, p.intrinsics, 64, projection)
-            assert ids.dtype == np.int32 and ids.shape == (64, 64)
-            assert ids.min() == -1 and 0 <= ids.max() < tiny_model.n_triangles
-            assert (ids >= 0).sum() > 500  # the face covers a good part of the image
-            # both GL passes draw the same triangles in the same order with the same state
-            np.testing.assert_array_equal(ids, ids_flat)
-            # edge pixels (centre on a shared edge) may go either way
-            assert (ids == ref).mean() > 0.995
+    for i in range(3):
+        p = sample_params(tiny_model, cfg, 64, 0, i)
+        verts = tiny_renderer.geometry(p)[0]
+        k = np.asarray(p.intrinsics, np.float64)
+        ids = tiny_renderer.render_ids(verts, k, projection)
+        ref = rasterize_reference(verts, tiny_model.triangles, p.intrinsics, 64, projection, cull_backfaces=True)
+        assert ids.dtype == np.int32 and ids.shape == (64, 64)
+        assert ids.min() == -1 and 0 <= ids.max() < tiny_model.n_triangles
+        assert (ids >= 0).sum() > 500  # the face covers a good part of the image
+        # edge pixels (centre on a shared edge) may go either way
+        assert (ids == ref.tri_id).mean() > 0.995
 
 
 def test_primitive_id_pass_golden_square(square_renderer):
@@ -293,14 +256,9 @@ def test_primitive_id_pass_golden_square(square_renderer):
     p = _params()
     verts = square_renderer.geometry(p)[0]
     ids = square_renderer.render_ids(verts, np.asarray(p.intrinsics, np.float64), "perspective")
-    ref, _ = rasterize_reference(verts, square_renderer.triangles, p.intrinsics, 64, "perspective")
+    ref = rasterize_reference(verts, square_renderer.triangles, p.intrinsics, 64, "perspective", cull_backfaces=True)
     assert set(np.unique(ids)) == {-1, 0, 1}
-    assert (ids == ref).mean() > 0.995
-
-
-def test_id_pass_argument(tiny_model):
-    with pytest.raises(ValueError, match="id_pass"):
-        FaceRenderer(tiny_model, 64, id_pass="magic")
+    assert (ids == ref.tri_id).mean() > 0.995
 
 
 def test_model_arrays_match_model_and_do_not_depend_on_batching(tiny_model, tiny_renderer):
@@ -335,9 +293,8 @@ def test_model_arrays_match_model_and_do_not_depend_on_batching(tiny_model, tiny
 
 def test_interpolated_maps_match_per_pixel_formula(tiny_model, tiny_renderer):
     """The flat-index interpolation: every face pixel's normal / albedo / pncc is the barycentric
-    combination of its triangle's vertex values (recomputed here with the reference barycentrics)."""
-    from synth.render import barycentrics
-
+    combination of its triangle's vertex values (recomputed here with synth.raster.barycentrics on
+    (P, 3, 2) corner arrays)."""
     p = sample_params(tiny_model, SamplingConfig(detail=False), 64, 0, 3)
     out = tiny_renderer.render(p)
     verts, _, normals, albedo = tiny_renderer.geometry(p)

@@ -6,7 +6,7 @@ import pytest
 
 from synth import camera as cam
 from synth import framing
-from synth.sampling import STREAMS, SamplingConfig, face_frame, sample_params, sample_rng
+from synth.sampling import STREAMS, SamplingConfig, face_framing, sample_params, sample_rng
 
 
 def _same(a, b):
@@ -54,7 +54,7 @@ def test_render_is_the_framing_rules_crop(tiny_model, projection):
     # centre (size/2, size/2), side = size (up to float32 intrinsics: 1e-3 px)
     size = 100
     cfg = SamplingConfig(projection=projection, framing_jitter=0.0)
-    frame = face_frame(tiny_model)
+    frame = face_framing(tiny_model)
     for i in range(4):
         p = sample_params(tiny_model, cfg, size, 0, i, frame)
         v = tiny_model.shape(p.alpha_id, p.alpha_exp)[tiny_model.landmarks]
@@ -71,7 +71,7 @@ def test_framing_jitter_follows_the_measured_detector_spread(tiny_model):
     from synth.sampling import DETECTOR_LOG_SCALE_BIAS, DETECTOR_LOG_SCALE_STD, DETECTOR_SHIFT_STD
 
     size = 64
-    frame = face_frame(tiny_model)
+    frame = face_framing(tiny_model)
     exact, jittered = SamplingConfig(framing_jitter=0.0), SamplingConfig(framing_jitter=1.0)
     rows = []
     for i in range(200):
@@ -112,7 +112,7 @@ def test_config_roundtrips_through_dict():
 def test_extreme_framing_keeps_the_mesh_in_front(tiny_model):
     # a camera 10 mm from the face would be inside the head: the distance is raised to 1.1 x its radius
     cfg = SamplingConfig(distance_mm=(10.0, 10.0))
-    frame = face_frame(tiny_model)
+    frame = face_framing(tiny_model)
     for i in range(5):
         p = sample_params(tiny_model, cfg, 64, 0, i, frame)
         v = tiny_model.shape(p.alpha_id, p.alpha_exp)

@@ -11,7 +11,7 @@ from morphable_model.torch_model import MorphableModelModule
 
 @pytest.fixture(scope="module")
 def module(tiny_model):
-    return tiny_model.torch_module()
+    return MorphableModelModule(tiny_model)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -37,7 +37,7 @@ def test_albedo_matches_numpy(tiny_model, module):
 
 
 def test_float64_matches_numpy_float64_reference(tiny_model):
-    m64 = tiny_model.torch_module(dtype=torch.float64)
+    m64 = MorphableModelModule(tiny_model, dtype=torch.float64)
     rng = np.random.default_rng(2)
     a_id = rng.standard_normal((2, tiny_model.n_id))
     a_exp = rng.standard_normal((2, tiny_model.n_exp))
@@ -56,7 +56,7 @@ def test_buffers_dtype_and_to(tiny_model, module):
             "albedo_std", "pncc_colors", "triangles", "landmarks"} <= names
     assert module.triangles.dtype == torch.long and module.triangles.shape == (tiny_model.n_triangles, 3)
     assert module.state_dict() == {}  # buffers are not persistent: checkpoints stay small
-    m64 = tiny_model.torch_module().to(torch.float64)
+    m64 = MorphableModelModule(tiny_model).to(torch.float64)
     assert m64.id_basis.dtype == torch.float64 and m64.triangles.dtype == torch.long
     assert m64.landmarks.dtype == torch.long
     v = m64(torch.zeros(1, 2, dtype=torch.float64))
@@ -68,7 +68,7 @@ def test_buffers_dtype_and_to(tiny_model, module):
 
 
 def test_gradients_flow(tiny_model):
-    m64 = tiny_model.torch_module(dtype=torch.float64)
+    m64 = MorphableModelModule(tiny_model, dtype=torch.float64)
     a_id = torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
     a_exp = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
     beta = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)

@@ -22,8 +22,9 @@ The parameter vector is predicted in normalised units (:class:`ParamLayout`):
 
 Zero in normalised units is therefore the mean face at the mean pose: the iteration-0 estimate.
 
-Layout of this module: plain functions on tensors first (``rotation_matrix``, ``project``,
-``vertex_normals``), then the network blocks (``BasicBlock``, ``CoarseNet``), the feedback
+Layout of this module: plain functions on tensors first (``to_camera``, ``project``: thin
+wrappers of :mod:`synth.camera`; ``rotation_matrix`` and ``vertex_normals`` are re-exported from
+``synth.camera`` and ``morphable_model.geometry``), then the network blocks (``BasicBlock``, ``CoarseNet``), the feedback
 renderer and the iterative model (``FeedbackRenderer``, ``IterativeCoarseNet``), then the
 training task (``CoarseTask``) the shared :mod:`train.trainer` loop drives, and ``reconstruct``.
 """
@@ -38,6 +39,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from morphable_model.geometry import vertex_normals
+from morphable_model.torch_model import MorphableModelModule
+from synth import camera
+from synth.camera import rotation_matrix
 
 __all__ = [
     "ParamLayout",
@@ -256,66 +262,31 @@ def _take(x: torch.Tensor, k: int, name: str) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- geometry (torch)
-def rotation_matrix(pose: torch.Tensor) -> torch.Tensor:
-    """``R = Rz(roll) @ Rx(pitch) @ Ry(yaw)`` for ``pose (B, 3)`` = (yaw, pitch, roll) -> ``(B, 3, 3)``.
-
-    Same convention as ``synth.camera.rotation_matrix`` (docs/DESIGN.md); positive yaw turns
-    the face (+z) toward +x (the image's right).
-    """
+# rotation_matrix ((B, 3) pose -> (B, 3, 3)) and vertex_normals are synth.camera's and
+# morphable_model.geometry's (one implementation each, numpy and torch), imported above.
+def to_camera(vertices: torch.Tensor, pose: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """Model-space ``vertices (B, N, 3)`` -> camera frame ``R v + t`` ``(B, N, 3)`` (:func:`synth.camera.to_camera`)."""
     if pose.ndim != 2 or pose.shape[1] != 3:
         raise ValueError(f"pose must be (B, 3), got {tuple(pose.shape)}")
-    yaw, pitch, roll = pose.unbind(1)
-    one, zero = torch.ones_like(yaw), torch.zeros_like(yaw)
-    cy, sy, cp, sp, cr, sr = yaw.cos(), yaw.sin(), pitch.cos(), pitch.sin(), roll.cos(), roll.sin()
-    ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], 1).reshape(-1, 3, 3)
-    rx = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], 1).reshape(-1, 3, 3)
-    rz = torch.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], 1).reshape(-1, 3, 3)
-    return rz @ rx @ ry  # (B, 3, 3)
-
-
-def to_camera(vertices: torch.Tensor, pose: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
-    """Model-space ``vertices (B, N, 3)`` -> camera frame ``R v + t`` ``(B, N, 3)``."""
-    r = rotation_matrix(pose)  # (B, 3, 3)
-    # (B, N, 3) x (B, 3, 3)^T -> (B, N, 3); + (B, 1, 3)
-    return torch.einsum("bnj,bij->bni", vertices, r) + translation[:, None, :]
+    return camera.to_camera(vertices, rotation_matrix(pose), translation)
 
 
 def project(points_cam: torch.Tensor, intrinsics: torch.Tensor, projection: str = "perspective") -> torch.Tensor:
     """Camera-frame points ``(B, N, 3)`` -> pixel ``(u, v)`` ``(B, N, 2)`` (docs/DESIGN.md).
 
-    perspective: ``u = cx + fx p_x / d``, ``v = cy - fy p_y / d`` with ``d = -p_z`` clamped to
-    at least 1e-6 mm (points behind the camera stay finite); weak_perspective:
-    ``u = cx + fx p_x``, ``v = cy - fy p_y`` (``fx = fy = s``). The arithmetic is
-    :func:`train.depth_render.project` (the rasterizer's, tested against ``synth.camera``), run
-    in the promoted dtype of ``points_cam`` and ``intrinsics``.
+    :func:`synth.camera.project` in the promoted dtype of ``points_cam`` and ``intrinsics``, with
+    the perspective depth ``d = -p_z`` clamped to at least 1e-6 mm (points behind the camera stay
+    finite).
     """
-    from . import depth_render
-
     if points_cam.ndim != 3 or points_cam.shape[-1] != 3:
         raise ValueError(f"points_cam must be (B, N, 3), got {tuple(points_cam.shape)}")
     if intrinsics.shape != (points_cam.shape[0], 3, 3):
         raise ValueError(f"intrinsics must be ({points_cam.shape[0]}, 3, 3), got {tuple(intrinsics.shape)}")
-    if projection not in depth_render.PROJECTIONS:
-        raise ValueError(f"projection must be 'perspective' or 'weak_perspective', got {projection!r}")
-    dtype = torch.promote_types(points_cam.dtype, intrinsics.dtype)
-    p = points_cam.to(dtype)
+    camera.check_projection(projection)
+    p = points_cam.to(torch.promote_types(points_cam.dtype, intrinsics.dtype))
     if projection == "perspective":  # d = -p_z >= 1e-6  <=>  p_z <= -1e-6
         p = torch.cat([p[..., :2], p[..., 2:].clamp_max(-1e-6)], dim=-1)
-    return depth_render.project(p, intrinsics.to(dtype), projection)[..., :2]
-
-
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals ``(B, N, 3)`` (torch twin of
-    ``morphable_model.geometry.vertex_normals``; unused vertices get 0)."""
-    if vertices.ndim != 3 or vertices.shape[-1] != 3:
-        raise ValueError(f"vertices must be (B, N, 3), got {tuple(vertices.shape)}")
-    faces = faces.long()
-    v0, v1, v2 = (vertices[:, faces[:, k]] for k in range(3))  # (B, T, 3) each
-    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)  # (B, T, 3), |fn| = 2 area
-    n = torch.zeros_like(vertices)
-    for k in range(3):
-        n.index_add_(1, faces[:, k], fn)  # scatter (B, T, 3) onto (B, N, 3)
-    return F.normalize(n, dim=-1, eps=1e-12)
+    return camera.project(p, intrinsics, projection)[0]
 
 
 def cluster_decimate(vertices: np.ndarray, faces: np.ndarray, cell_mm: float) -> np.ndarray:
@@ -418,7 +389,7 @@ class FeedbackRenderer(nn.Module):
 
     def __init__(self, model, projection: str = "perspective", cell_mm: float = 0.0):
         super().__init__()
-        self.morph = model.torch_module()
+        self.morph = MorphableModelModule(model)
         self.register_buffer("faces", torch.tensor(np.array(model.triangles, np.int64)), persistent=False)
         # the feedback maps may be rasterized from a decimated mesh (cell_mm > 0): same surface
         # within ~cell_mm, fewer triangles (and cheaper normals, computed on the same mesh)

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ __all__ = [
     "make_train_loader",
     "make_eval_loader",
     "PARAM_KEYS",
+    "SAMPLE_KEYS",
     "image_to_float",
     "PhotoDataset",
 ]
@@ -45,7 +46,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PARAM_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation")
-_REQUIRED_KEYS = ("image", "mask", "landmarks", "landmarks_visible", "intrinsics") + PARAM_KEYS
+# the decoded keys a sample is read with (ShardReader.read(i, keys=...) reads only what they need)
+SAMPLE_KEYS = ("image", "mask", "landmarks", "landmarks_visible", "intrinsics") + PARAM_KEYS + ("index",)
 
 
 class ShardError(ValueError):
@@ -72,93 +74,18 @@ class Augment:
         return self.color_jitter > 0 or self.crop_jitter > 0
 
 
-def _default_reader(path: str):
-    from synth.shards import ShardReader
-
-    return ShardReader(path)
-
-
-FAST_LAYOUT_VERSION = 1
-_COLUMN_KEYS = PARAM_KEYS + ("intrinsics", "landmarks", "landmarks_visible", "index")
-_CHECK_KEYS = ("image", "mask") + _COLUMN_KEYS
-
-
 def _close(reader) -> None:
     close = getattr(reader, "close", None)
     if callable(close):
         close()
 
 
-class _FastLayoutMismatch(ValueError):
-    """The fast column reader does not reproduce ``ShardReader.read`` on this shard."""
-
-
-class _ShardColumns:
-    """Fast reader for what CoarseNet needs from a synth shard: the small per-sample arrays are
-    read once per shard into memory, and each sample then costs two chunk reads, ``image`` and the
-    quantised depth (``depth_coarse`` when detail is on, else ``depth``; mask = q > 0), decoded per
-    their ``encoding`` attribute (``raw`` or ``delta2d``, via ``synth.shards.delta2d_decode``).
-    The full decoding ``ShardReader.read`` does (normals, PNCC, albedo, detail) is skipped.
-
-    On opening, sample 0 is compared with ``reader.read(0)``; any difference raises
-    :class:`_FastLayoutMismatch` and :class:`ShardDataset` falls back to the reader, so a
-    change of the shard layout can cost speed but never correctness.
-    """
-
-    def __init__(self, path: str, reference=None):
-        import h5py
-
-        self.path = path
-        self.f = h5py.File(path, "r")
-        version = int(self.f.attrs.get("layout_version", -1))
-        if version != FAST_LAYOUT_VERSION:
-            raise _FastLayoutMismatch(f"layout_version {version}, the fast reader knows {FAST_LAYOUT_VERSION}")
-        self.columns = {k: self.f[k][()] for k in _COLUMN_KEYS}
-        self.image = self.f["image"]
-        self.depth_q = self.f["depth_coarse" if "depth_coarse" in self.f else "depth"]
-        self.decode_image = self._decoder(self.image)
-        self.decode_depth = self._decoder(self.depth_q)
-        self.n = int(self.image.shape[0])
-        if reference is not None and self.n:
-            want, got = reference.read(0), self.read(0)
-            for k in _CHECK_KEYS:
-                if not np.array_equal(np.asarray(want[k]), np.asarray(got[k])):
-                    raise _FastLayoutMismatch(f"key {k!r} differs from the shard reader's")
-
-    @staticmethod
-    def _decoder(ds) -> Callable[[np.ndarray], np.ndarray]:
-        enc = str(ds.attrs.get("encoding", "raw"))
-        if enc.startswith("delta2d"):
-            from synth.shards import delta2d_decode
-
-            return delta2d_decode
-        if enc.startswith("raw") or ds.dtype == np.uint8 and enc.startswith("uint8") or "as depth" in enc:
-            return lambda a: a
-        raise _FastLayoutMismatch(f"dataset {ds.name} has unknown encoding {enc!r}")
-
-    def __len__(self) -> int:
-        return self.n
-
-    def read(self, j: int) -> dict[str, np.ndarray]:
-        if not 0 <= j < self.n:
-            raise IndexError(f"sample {j} out of range [0, {self.n})")
-        out = {k: v[j] for k, v in self.columns.items()}
-        out["image"] = self.decode_image(self.image[j])
-        out["mask"] = self.decode_depth(self.depth_q[j]) > 0
-        out["landmarks_visible"] = out["landmarks_visible"].astype(bool)
-        out["index"] = np.int64(out["index"])
-        return out
-
-    def close(self) -> None:
-        self.f.close()
-
-
 class ShardDataset(torch.utils.data.Dataset):
     """All samples of the shards in ``root`` (see the module docstring).
 
-    ``fast=True`` reads synth's layout-1 shards through a column reader that skips the maps
-    CoarseNet does not use (``_ShardColumns``); ``fast=False`` (or a custom ``reader_factory``)
-    goes through ``reader.read(i)``, which decodes every map.
+    Samples are read with ``synth.shards.ShardReader.read(i, keys=SAMPLE_KEYS)``: two chunk reads
+    (the image and the quantised depth, whose ``q > 0`` is the mask) per sample, the small
+    per-sample arrays from the reader's in-memory columns; the maps CoarseNet does not use are not read.
 
     Items are ``ds[i]`` (never augmented) or ``ds[(i, epoch)]`` (augmented when configured, the
     epoch and index seeding the draws) and return a dict of tensors: ``image (3, S, S)`` uint8,
@@ -169,17 +96,13 @@ class ShardDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, fingerprint: str | None = None, size: int | None = None,
-                 augment: Augment | None = None, seed: int = 0,
-                 reader_factory: Callable[[str], Any] | None = None, fast: bool = True):
+                 augment: Augment | None = None, seed: int = 0):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ShardError(f"shard directory {self.root} does not exist")
         self.paths = sorted(str(p) for p in self.root.glob("shard-*.h5"))
         if not self.paths:
             raise ShardError(f"shard directory {self.root} holds no shard-*.h5 files")
-        self.reader_factory = reader_factory or _default_reader
-        # the fast column reader applies to synth's own layout-1 files (checked per shard below)
-        self.fast = bool(fast) and reader_factory is None
         self.augment = augment or Augment()
         self.seed = int(seed)
         lengths, self.attrs = [], []
@@ -201,8 +124,6 @@ class ShardDataset(torch.utils.data.Dataset):
                 )
             lengths.append(int(n))
             self.attrs.append(attrs)
-            if int(attrs.get("layout_version", -1)) != FAST_LAYOUT_VERSION:
-                self.fast = False
         self.native_size = self._common_attr("size", int)
         self.projection = self._common_attr("projection", str)
         self.size = int(size) if size else self.native_size
@@ -212,8 +133,10 @@ class ShardDataset(torch.utils.data.Dataset):
         self._pid = os.getpid()
 
     def _open(self, path: str):
+        from synth.shards import ShardReader
+
         try:
-            return self.reader_factory(path)
+            return ShardReader(path)
         except Exception as e:
             raise ShardError(f"shard {path} is unreadable: {type(e).__name__}: {e}") from e
 
@@ -242,38 +165,18 @@ class ShardDataset(torch.utils.data.Dataset):
         if os.getpid() != self._pid:  # forked into a worker: never reuse the parent's handles
             self._readers, self._pid = {}, os.getpid()
         if k not in self._readers:
-            reader = None
-            if self.fast:
-                ref = self._open(self.paths[k])
-                try:
-                    reader = _ShardColumns(self.paths[k], reference=ref)
-                except _FastLayoutMismatch as e:
-                    log.warning("shard %s: fast column reader not usable (%s); using the shard reader",
-                                self.paths[k], e)
-                except Exception as e:
-                    raise ShardError(f"shard {self.paths[k]} is unreadable: {type(e).__name__}: {e}") from e
-                finally:
-                    if reader is not None:
-                        _close(ref)
-                if reader is None:
-                    reader = ref
-            self._readers[k] = reader if reader is not None else self._open(self.paths[k])
+            self._readers[k] = self._open(self.paths[k])
         return self._readers[k]
 
     def read_raw(self, i: int) -> dict[str, np.ndarray]:
-        """The decoded sample at global position ``i`` (with the fast reader: only the keys of
-        ``_CHECK_KEYS``; else everything ``ShardReader.read`` returns)."""
+        """The decoded sample at global position ``i`` (the keys of :data:`SAMPLE_KEYS`)."""
         k, j = self.locate(i)
         try:
-            raw = self._reader(k).read(j)
+            return self._reader(k).read(j, keys=SAMPLE_KEYS)
         except ShardError:
             raise
         except Exception as e:
             raise ShardError(f"shard {self.paths[k]}: sample {j} cannot be read: {type(e).__name__}: {e}") from e
-        missing = [key for key in _REQUIRED_KEYS if key not in raw]
-        if missing:
-            raise ShardError(f"shard {self.paths[k]}: sample {j} lacks keys {missing}")
-        return raw
 
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
         if isinstance(item, tuple):  # training: (index, epoch) seeds the augmentation

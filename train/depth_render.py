@@ -32,15 +32,14 @@ no near-plane clipping).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
-
-PROJECTIONS = ("perspective", "weak_perspective")
+from synth import camera
+from synth.camera import PROJECTIONS  # noqa: F401  (re-exported: the one list of projections)
+from synth.raster import rasterize_reference as _rasterize_reference_np
 
 # Packed visibility key of an empty pixel (larger than every real key).
 _EMPTY_KEY = torch.iinfo(torch.int64).max
@@ -107,8 +106,7 @@ def _check_intrinsics(intrinsics: torch.Tensor, batch: int, like: torch.Tensor) 
 
 
 def _check_projection(projection: str) -> None:
-    if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    camera.check_projection(projection)
 
 
 def _check_size(size) -> tuple[int, int]:
@@ -128,34 +126,20 @@ def _check_size(size) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def _project_points(p: torch.Tensor, k: torch.Tensor, projection: str) -> torch.Tensor:
-    """Project camera-frame points ``p (..., 3)`` with intrinsics ``k (..., 3, 3)`` broadcastable
-    against ``p[..., None, :]``. Returns (..., 3) = (u, v, depth)."""
-    fx, fy = k[..., 0, 0], k[..., 1, 1]
-    cx, cy = k[..., 0, 2], k[..., 1, 2]
-    depth = -p[..., 2]
-    if projection == "perspective":
-        u = cx + fx * p[..., 0] / depth
-        v = cy - fy * p[..., 1] / depth
-    else:
-        u = cx + fx * p[..., 0]
-        v = cy - fy * p[..., 1]
-    return torch.stack([u, v, depth], dim=-1)
-
-
 def project(
     verts_cam: torch.Tensor, intrinsics: torch.Tensor, projection: str = "perspective"
 ) -> torch.Tensor:
     """Project camera-frame vertices to pixels: (B, N, 3) -> (B, N, 3) = (u, v, depth).
 
     ``intrinsics`` is (B, 3, 3) or (3, 3) ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``; for
-    ``weak_perspective`` fx and fy hold the scale s (pixels per mm). Same convention as
-    ``synth.camera.project`` (numpy reference).
+    ``weak_perspective`` fx and fy hold the scale s (pixels per mm). The arithmetic is
+    :func:`synth.camera.project`'s.
     """
     _check_verts(verts_cam)
     _check_projection(projection)
     k = _check_intrinsics(intrinsics, verts_cam.shape[0], verts_cam)
-    return _project_points(verts_cam, k[:, None], projection)  # (B,N,3) with (B,1,3,3)
+    uv, depth = camera.project(verts_cam, k, projection)  # (B, N, 2), (B, N)
+    return torch.cat([uv, depth[..., None]], dim=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,23 +314,20 @@ def _shade(
     row = torch.div(rem, W, rounding_mode="floor")
     x = (rem - row * W).to(verts_cam.dtype) + 0.5  # (P,) pixel centre u
     y = row.to(verts_cam.dtype) + 0.5  # (P,) pixel centre v
-    # Per-pixel camera parameters (P,) and camera-frame corners as 1-D rows (P,): 1-D
-    # index_select (and its index_add backward) is the fast gather on CPU.
-    fx, fy, cx, cy = (k[:, i, j].index_select(0, b_idx) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    # Camera-frame corners gathered as 1-D rows (P,): 1-D index_select (and its index_add
+    # backward) is the fast gather on CPU; then each pixel's three corners are projected with its
+    # image's intrinsics.
     vflat = verts_cam.reshape(B * N, 3)
     coords = [vflat[:, c] for c in range(3)]  # 3 x (B*N,)
-    u, v, d = [], [], []
+    corners = []
     for i in range(3):
         vid = faces[:, i].index_select(0, tri) + b_idx * N  # (P,) flat vertex index of corner i
-        px, py, pz = (c.index_select(0, vid) for c in coords)
-        depth_i = -pz
-        if projection == "perspective":
-            u.append(cx + fx * px / depth_i)
-            v.append(cy - fy * py / depth_i)
-        else:
-            u.append(cx + fx * px)
-            v.append(cy - fy * py)
-        d.append(depth_i)
+        corners.append(torch.stack([c.index_select(0, vid) for c in coords], dim=-1))  # (P, 3)
+    # (P, 3 corners, 3) with (P, 3, 3) intrinsics -> uv (P, 3, 2), depth (P, 3)
+    uv, dep = camera.project(torch.stack(corners, dim=1), k.index_select(0, b_idx), projection)
+    u = [uv[:, i, 0] for i in range(3)]
+    v = [uv[:, i, 1] for i in range(3)]
+    d = [dep[:, i] for i in range(3)]
     inv_area = 1.0 / ((u[1] - u[0]) * (v[2] - v[0]) - (v[1] - v[0]) * (u[2] - u[0]))  # (P,)
     # Screen-space barycentric of corner i: edge function of the opposite edge (n, p) at the
     # pixel centre over twice the signed area.
@@ -401,9 +382,9 @@ def rasterize(
     faces = _check_faces(faces, N, verts_cam.device)
     k = _check_intrinsics(intrinsics, B, verts_cam)
     with torch.no_grad():
+        uv, depth = camera.project(verts_cam.detach(), k.detach(), projection)  # (B, N, 2), (B, N)
         # (B, N, 3) -> (3, B, N) planes u, v, depth
-        uvd = _project_points(verts_cam.detach(), k.detach()[:, None], projection).permute(2, 0, 1)
-        uvd = uvd.contiguous()
+        uvd = torch.cat([uv, depth[..., None]], dim=-1).permute(2, 0, 1).contiguous()
     tri_flat = _visibility(
         uvd, faces, (H, W), projection, cull_backfaces, znear, max_candidates
     )  # (B*H*W,)
@@ -462,10 +443,10 @@ def rasterize_reference(
     cull_backfaces: bool = False,
     znear: float = 1e-6,
 ) -> Fragments:
-    """Obvious float64 loop rasterizer with the same conventions as :func:`rasterize`.
-
-    Loops over batch, triangles and the pixels of each triangle's bounding box in Python; for
-    tests on tiny meshes only. Ties in depth keep the smaller triangle id. No gradients.
+    """The slow float64 reference :func:`synth.raster.rasterize_reference` (the project's one loop
+    z-buffer) run on each mesh of a batch, as :class:`Fragments` of tensors; same conventions and
+    options as :func:`rasterize` (ties in depth keep the smaller triangle id). Tiny meshes only; no
+    gradients.
     """
     verts = np.asarray(torch.as_tensor(verts_cam).detach().cpu(), dtype=np.float64)
     if verts.ndim != 3 or verts.shape[-1] != 3:
@@ -477,55 +458,12 @@ def rasterize_reference(
     B = verts.shape[0]
     if K.shape == (3, 3):
         K = np.broadcast_to(K, (B, 3, 3))
-    tri_id = np.full((B, H, W), -1, dtype=np.int64)
-    bary = np.zeros((B, H, W, 3))
-    depth = np.zeros((B, H, W))
-    for bi in range(B):
-        fx, fy, cx, cy = K[bi, 0, 0], K[bi, 1, 1], K[bi, 0, 2], K[bi, 1, 2]
-        zbuf = np.full((H, W), np.inf)
-        for t, (i0, i1, i2) in enumerate(faces_np):
-            pts = []
-            for idx in (i0, i1, i2):
-                x, y, z = verts[bi, idx]
-                d = -z
-                if projection == "perspective":
-                    pts.append((cx + fx * x / d, cy - fy * y / d, d))
-                else:
-                    pts.append((cx + fx * x, cy - fy * y, d))
-            (u0, v0, d0), (u1, v1, d1), (u2, v2, d2) = pts
-            if projection == "perspective" and min(d0, d1, d2) <= znear:
-                continue
-            area2 = (u1 - u0) * (v2 - v0) - (v1 - v0) * (u2 - u0)
-            if area2 == 0 or (cull_backfaces and area2 > 0):
-                continue
-            for i in range(H):
-                for j in range(W):
-                    x, y = j + 0.5, i + 0.5
-                    if not (min(u0, u1, u2) <= x <= max(u0, u1, u2)):
-                        continue
-                    if not (min(v0, v1, v2) <= y <= max(v0, v1, v2)):
-                        continue
-                    l0 = ((u2 - u1) * (y - v1) - (v2 - v1) * (x - u1)) / area2
-                    l1 = ((u0 - u2) * (y - v2) - (v0 - v2) * (x - u2)) / area2
-                    l2 = ((u1 - u0) * (y - v0) - (v1 - v0) * (x - u0)) / area2
-                    if min(l0, l1, l2) < 0:
-                        continue
-                    if projection == "perspective":
-                        w = np.array([l0 / d0, l1 / d1, l2 / d2])
-                        z = 1.0 / w.sum()
-                        b = w * z
-                    else:
-                        b = np.array([l0, l1, l2])
-                        z = l0 * d0 + l1 * d1 + l2 * d2
-                    if z < zbuf[i, j]:
-                        zbuf[i, j] = z
-                        tri_id[bi, i, j] = t
-                        bary[bi, i, j] = b
-                        depth[bi, i, j] = z
-    tri_t = torch.from_numpy(tri_id)
+    refs = [_rasterize_reference_np(verts[b], faces_np, K[b], (H, W), projection, cull_backfaces, znear)
+            for b in range(B)]
+    tri_t = torch.from_numpy(np.stack([r.tri_id for r in refs]))  # (B, H, W)
     return Fragments(
         tri_id=tri_t,
-        bary=torch.from_numpy(bary),
-        depth=torch.from_numpy(depth),
+        bary=torch.from_numpy(np.stack([r.bary for r in refs])),
+        depth=torch.from_numpy(np.stack([r.depth for r in refs])),
         mask=tri_t >= 0,
     )

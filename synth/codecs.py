@@ -1,0 +1,221 @@
+"""Sample codecs of the shard layout: how each map is quantised, encoded and decoded.
+
+* normals: octahedral map to int8 ``(x, y) / 127`` (:func:`octahedral_encode`);
+* depth / coarse depth: uint16 ``q`` with a per-sample offset and step, ``q = 0`` off the face
+  (:func:`encode_depth`); with detail on, the detailed depth is stored as int16 steps of
+  :data:`DETAIL_STEP_MM` relative to the decoded coarse depth;
+* PNCC, albedo: uint8 ``round(255 x)``;
+* ``image``, ``depth`` / ``depth_coarse``, ``normals``, ``pncc``: additionally 2-D difference coded
+  (:func:`delta2d_encode`, wrapping integer arithmetic) so smooth maps compress well.
+
+:func:`encode_sample` turns a rendered sample into the stored arrays and :func:`decode_sample` back
+into the decoded keys of docs/DESIGN.md; ``decode_sample(raw, keys)`` decodes only some keys and
+:func:`stored_for` says which stored datasets those need (the shard reader's fast path).
+The dataset table is in :mod:`synth.shards` and docs/shards.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "DEPTH_STEP_MM",
+    "DETAIL_STEP_MM",
+    "DELTA2D",
+    "DECODED_KEYS",
+    "PARAMETER_KEYS",
+    "octahedral_encode",
+    "octahedral_decode",
+    "delta2d_encode",
+    "delta2d_decode",
+    "encode_depth",
+    "decode_depth",
+    "encode_sample",
+    "decode_sample",
+    "stored_for",
+]
+
+DEPTH_STEP_MM = 1.0 / 128.0  # depth / coarse-depth quantisation step (coarser if the span needs it)
+DETAIL_STEP_MM = 1.0 / 128.0  # quantisation of depth - depth_coarse (the fine detail)
+PARAMETER_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", "intrinsics", "detail_weights")
+"""Per-sample parameters, stored and decoded as they are (float32)."""
+DECODED_KEYS = ("image", "depth", "depth_coarse", "normals", "pncc", "albedo", "mask", "landmarks",
+                "landmarks_visible") + PARAMETER_KEYS + ("index",)
+"""Every key :func:`decode_sample` can return (``depth_coarse``, ``detail_weights``: detail on only)."""
+_DECODED = frozenset(DECODED_KEYS)
+_NEED_MASK = frozenset(("depth", "depth_coarse", "mask", "normals"))  # decoded from the quantised depth q
+
+
+def octahedral_encode(n: np.ndarray) -> np.ndarray:
+    """Unit vectors ``(..., 3)`` -> int8 ``(..., 2)`` (octahedral map; zero vectors -> (0, 0))."""
+    n = np.asarray(n, np.float32)
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    ax, ay = np.abs(x), np.abs(y)
+    s = ax + ay + np.abs(z)  # L1 norm
+    inv = np.divide(np.float32(1.0), s, out=np.zeros_like(s), where=s > 0)
+    out = np.empty(n.shape[:-1] + (2,), np.float32)
+    ox, oy = out[..., 0], out[..., 1]
+    np.multiply(x, inv, out=ox)  # x / |n|_1
+    np.multiply(y, inv, out=oy)
+    neg = z < 0
+    if neg.any():  # lower hemisphere: fold over the diagonals
+        px, py = ox[neg], oy[neg]
+        ox[neg] = (1 - np.abs(py)) * np.where(px >= 0, 1.0, -1.0)
+        oy[neg] = (1 - np.abs(px)) * np.where(py >= 0, 1.0, -1.0)
+    out *= 127.0
+    np.round(out, out=out)
+    np.clip(out, -127, 127, out=out)
+    return out.astype(np.int8)
+
+
+def octahedral_decode(e: np.ndarray) -> np.ndarray:
+    """int8 ``(..., 2)`` -> unit vectors ``(..., 3)`` float32 (inverse of :func:`octahedral_encode`)."""
+    f = np.asarray(e, np.float32) / 127.0
+    x, y = f[..., 0], f[..., 1]
+    z = 1.0 - np.abs(x) - np.abs(y)
+    t = np.clip(-z, 0.0, None)
+    x = x - np.where(x >= 0, t, -t)
+    y = y - np.where(y >= 0, t, -t)
+    v = np.stack([x, y, z], axis=-1)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def delta2d_encode(a: np.ndarray) -> np.ndarray:
+    """2-D difference (along width, then height; wrapping integer arithmetic) of ``(H, W, ...)``:
+    smooth maps become mostly small numbers that compress well. Inverse: :func:`delta2d_decode`."""
+    x = np.diff(a, axis=1, prepend=np.zeros_like(a[:, :1]))
+    return np.diff(x, axis=0, prepend=np.zeros_like(x[:1]))
+
+
+def delta2d_decode(d: np.ndarray) -> np.ndarray:
+    """Exact inverse of :func:`delta2d_encode`: ``cumsum(cumsum(d, axis=0), axis=1)`` in ``d.dtype``."""
+    return np.cumsum(np.cumsum(d, axis=0, dtype=d.dtype), axis=1, dtype=d.dtype)
+
+
+DELTA2D = ("image", "depth", "depth_coarse", "normals", "pncc")  # stored 2-D-difference coded
+
+
+def encode_depth(depth: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """float depth (0 off-face) -> (uint16 q, offset, step); q = 0 off-face."""
+    on = depth > 0
+    if not on.any():
+        return np.zeros(depth.shape, np.uint16), 0.0, DEPTH_STEP_MM
+    lo, hi = float(depth[on].min()), float(depth[on].max())
+    step = max(DEPTH_STEP_MM, (hi - lo) / 65000.0)
+    q = np.zeros(depth.shape, np.uint16)
+    q[on] = 1 + np.round((depth[on] - lo) / step).astype(np.uint16)
+    return q, lo, step
+
+
+def decode_depth(q: np.ndarray, offset: float, step: float) -> np.ndarray:
+    return np.where(q > 0, np.float32(offset) + (q.astype(np.float32) - 1.0) * np.float32(step), 0.0).astype(np.float32)
+
+
+def encode_sample(params, out) -> dict[str, np.ndarray]:
+    """Stored arrays of one sample from :class:`~synth.sampling.SampleParams` and
+    :class:`~synth.render.RenderOutput`."""
+    detail = out.depth_coarse is not None
+    # detail on: the smooth coarse depth compresses well; the detail is stored once, as a difference
+    q, offset, step = encode_depth(out.depth_coarse if detail else out.depth)
+    enc = {
+        "image": out.image,
+        ("depth_coarse" if detail else "depth"): q,
+        "depth_offset": np.float32(offset),
+        "depth_step": np.float32(step),
+        "normals": octahedral_encode(out.normals),
+        "pncc": np.round(out.pncc * 255.0).astype(np.uint8),
+        "albedo": np.round(out.albedo * 255.0).astype(np.uint8),
+        "landmarks": out.landmarks.astype(np.float32),
+        "landmarks_visible": out.landmarks_visible.astype(np.uint8),
+        "alpha_id": params.alpha_id.astype(np.float32),
+        "alpha_exp": params.alpha_exp.astype(np.float32),
+        "beta": params.beta.astype(np.float32),
+        "sh": np.asarray(params.sh, np.float32),
+        "pose": np.asarray(params.pose, np.float32),
+        "translation": np.asarray(params.translation, np.float32),
+        "intrinsics": np.asarray(params.intrinsics, np.float32),
+        "index": np.int64(params.index),
+    }
+    if detail:
+        # relative to the *decoded* coarse depth so that decoding reproduces depth to DETAIL_STEP_MM / 2
+        dq = decode_depth(q, offset, step)
+        delta = np.where(out.mask, np.round((out.depth - dq) / DETAIL_STEP_MM), 0)
+        enc["depth_detail"] = np.clip(delta, -32767, 32767).astype(np.int16)
+        enc["detail_weights"] = np.asarray(params.detail_weights, np.float32)
+    for key in DELTA2D:
+        if key in enc:
+            enc[key] = delta2d_encode(enc[key])
+    return enc
+
+
+def stored_for(keys, detail: bool) -> tuple[str, ...]:
+    """The stored datasets needed to decode ``keys`` (a subset of :data:`DECODED_KEYS`) of a shard
+    rendered with detail on (``detail=True``) or off. Raises ``ValueError`` naming an unknown key or
+    one the shard cannot have (``depth_coarse`` / ``detail_weights`` with detail off)."""
+    q = "depth_coarse" if detail else "depth"  # the quantised depth: its q > 0 is the mask
+    out: list[str] = []
+    for key in keys:
+        if key not in DECODED_KEYS:
+            raise ValueError(f"keys: unknown key {key!r}, expected some of {', '.join(DECODED_KEYS)}")
+        if key in ("depth_coarse", "detail_weights") and not detail:
+            raise ValueError(f"keys: {key!r} exists only in shards rendered with detail on")
+        if key == "depth":
+            need = [q, "depth_offset", "depth_step"] + (["depth_detail"] if detail else [])
+        elif key == "depth_coarse":
+            need = [q, "depth_offset", "depth_step"]
+        elif key in ("mask",):
+            need = [q]
+        elif key == "normals":
+            need = ["normals", q]
+        else:
+            need = [key]
+        out += [n for n in need if n not in out]
+    return tuple(out)
+
+
+def decode_sample(raw: dict[str, np.ndarray], keys=None) -> dict[str, np.ndarray]:
+    """Decoded arrays (docs/DESIGN.md keys) from the stored arrays of one sample.
+
+    ``keys`` (default: all the sample has) limits the decoding to those keys; ``raw`` must then
+    hold at least ``stored_for(keys, detail)``. Each key decodes exactly as in the full decoding.
+    """
+    detail = "depth_coarse" in raw
+    if keys is None:
+        keys = [k for k in DECODED_KEYS if (k not in PARAMETER_KEYS or k in raw) and (k != "depth_coarse" or detail)]
+    wanted = set(keys)
+    if not wanted <= _DECODED:
+        stored_for(keys, detail)  # raises, naming the unknown key
+    out: dict[str, np.ndarray] = {}
+    if wanted & _NEED_MASK:
+        q = delta2d_decode(raw["depth_coarse" if detail else "depth"])
+        mask = q > 0
+    if "depth" in wanted or "depth_coarse" in wanted:
+        depth = decode_depth(q, float(raw["depth_offset"]), float(raw["depth_step"]))
+        if detail:
+            depth_coarse = depth
+            if "depth" in wanted:
+                depth = np.where(mask, depth_coarse + raw["depth_detail"].astype(np.float32)
+                                 * np.float32(DETAIL_STEP_MM), 0.0).astype(np.float32)
+    for key in keys:
+        if key == "image":
+            out[key] = delta2d_decode(raw["image"])
+        elif key == "depth":
+            out[key] = depth
+        elif key == "depth_coarse":
+            out[key] = depth_coarse
+        elif key == "normals":
+            normals = octahedral_decode(delta2d_decode(raw["normals"]))
+            normals[~mask] = 0.0
+            out[key] = normals
+        elif key == "pncc":
+            out[key] = delta2d_decode(raw["pncc"]).astype(np.float32) / 255.0
+        elif key == "albedo":
+            out[key] = raw["albedo"].astype(np.float32) / 255.0
+        elif key == "mask":
+            out[key] = mask
+        elif key == "landmarks_visible":
+            out[key] = raw["landmarks_visible"].astype(bool)
+        elif key == "index":
+            out[key] = np.int64(raw["index"])
+        else:  # landmarks and the parameters, stored as they are
+            out[key] = raw[key]
+    return out

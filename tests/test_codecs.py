@@ -1,0 +1,97 @@
+"""synth.codecs: octahedral normals, depth quantisation, 2-D difference coding, (partial) sample decoding."""
+import numpy as np
+import pytest
+
+from synth import codecs
+
+
+def test_octahedral_roundtrip_error_below_one_degree():
+    v = np.random.default_rng(0).standard_normal((5000, 3))
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    back = codecs.octahedral_decode(codecs.octahedral_encode(v))
+    angle = np.degrees(np.arccos(np.clip((back * v).sum(-1), -1, 1)))
+    assert angle.max() < 1.0  # int8 octahedral: worst case ~0.6 degrees
+    np.testing.assert_allclose(np.linalg.norm(back, axis=-1), 1, atol=1e-6)
+
+
+def test_octahedral_encode_golden_values_and_zero_vectors():
+    """Hand-computed codes: axes, a lower-hemisphere fold, zero vectors, any leading shape."""
+    v = np.array([[[0, 0, 1], [1, 0, 0], [0, -1, 0], [0, 0, -1]],
+                  [[0.6, 0, -0.8], [0, 0, 0], [-1, 1, 1], [0.5, -0.25, -0.25]]], np.float32)
+    e = codecs.octahedral_encode(v)
+    assert e.dtype == np.int8 and e.shape == (2, 4, 2)
+    # z >= 0: (x, y) / |v|_1 * 127; z < 0: ((1 - |y'|) sign x', (1 - |x'|) sign y')
+    # e.g. (0.6, 0, -0.8): x' = 0.6 / 1.4, y' = 0 -> (1, 1 - 3/7) * 127 = (127, 72.6); 63.5 rounds to even
+    expected = [[[0, 0], [127, 0], [0, -127], [127, 127]],
+                [[127, 73], [0, 0], [-42, 42], [95, -64]]]
+    np.testing.assert_array_equal(e, expected)
+
+
+def test_depth_quantisation_error_half_a_step():
+    d = np.zeros((10, 10), np.float32)
+    d[2:8, 2:8] = np.random.default_rng(1).uniform(250, 400, (6, 6))
+    q, off, step = codecs.encode_depth(d)
+    back = codecs.decode_depth(q, off, step)
+    assert np.all((q > 0) == (d > 0)) and np.all(back[d == 0] == 0)
+    assert np.abs(back - d).max() <= step / 2 + 1e-4 and step == codecs.DEPTH_STEP_MM
+
+
+def test_delta2d_roundtrip_is_exact_with_wrapping():
+    rng = np.random.default_rng(2)
+    for dtype in (np.uint8, np.int8, np.uint16, np.int16):
+        info = np.iinfo(dtype)
+        a = rng.integers(info.min, info.max, (7, 9, 2), endpoint=True).astype(dtype)  # extremes wrap
+        d = codecs.delta2d_encode(a)
+        assert d.dtype == dtype
+        np.testing.assert_array_equal(codecs.delta2d_decode(d), a)
+    smooth = np.add.outer(np.arange(20), np.arange(30)).astype(np.uint16) + 1000  # a plane
+    d = codecs.delta2d_encode(smooth)
+    assert np.count_nonzero(d) == 20 + 30 - 1  # first row and column only
+
+
+def _sample(detail: bool, rng):
+    """Stored arrays of a random 8x8 sample as encode_sample makes them (fields the decoder reads)."""
+    from types import SimpleNamespace
+
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 1:7] = True
+    depth = np.where(mask, rng.uniform(200, 260, (8, 8)), 0).astype(np.float32)
+    normals = rng.normal(size=(8, 8, 3))
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+    out = SimpleNamespace(image=rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), depth=depth, mask=mask,
+                          depth_coarse=(depth + np.where(mask, 0.3, 0)).astype(np.float32) if detail else None,
+                          normals=np.where(mask[..., None], normals, 0), pncc=rng.uniform(0, 1, (8, 8, 3)),
+                          albedo=rng.uniform(0, 1, (8, 8, 3)), landmarks=rng.uniform(0, 8, (68, 2)),
+                          landmarks_visible=rng.uniform(size=68) > 0.5)
+    params = SimpleNamespace(alpha_id=rng.normal(size=5), alpha_exp=rng.normal(size=3), beta=rng.normal(size=4),
+                             sh=rng.normal(size=(9, 3)), pose=rng.normal(size=3), translation=rng.normal(size=3),
+                             intrinsics=np.eye(3), index=7, detail_weights=rng.uniform(size=16) if detail else None)
+    return codecs.encode_sample(params, out), out
+
+
+@pytest.mark.parametrize("detail", [False, True])
+def test_decode_sample_subsets_equal_the_full_decoding(detail):
+    raw, out = _sample(detail, np.random.default_rng(3))
+    full = codecs.decode_sample(raw)
+    assert ("depth_coarse" in full) == detail and ("detail_weights" in full) == detail
+    np.testing.assert_array_equal(full["mask"], out.mask)
+    np.testing.assert_array_equal(full["image"], out.image)
+    for keys in (["image", "mask"], ["depth"], ["normals", "index"], ["pncc", "landmarks_visible", "pose"],
+                 ["mask"] + (["depth_coarse"] if detail else [])):
+        need = codecs.stored_for(keys, detail)
+        part = codecs.decode_sample({k: raw[k] for k in need}, keys)  # only the stored datasets named
+        assert sorted(part) == sorted(keys)
+        for k in keys:
+            assert part[k].dtype == full[k].dtype
+            np.testing.assert_array_equal(part[k], full[k])
+
+
+def test_stored_for_names_what_each_key_needs():
+    assert codecs.stored_for(["mask"], detail=False) == ("depth",)
+    assert codecs.stored_for(["mask"], detail=True) == ("depth_coarse",)
+    assert codecs.stored_for(["depth"], detail=True) == ("depth_coarse", "depth_offset", "depth_step", "depth_detail")
+    assert codecs.stored_for(["image", "pose", "image"], detail=True) == ("image", "pose")
+    with pytest.raises(ValueError, match="unknown key 'colour'"):
+        codecs.stored_for(["colour"], detail=True)
+    with pytest.raises(ValueError, match="'depth_coarse' exists only in shards rendered with detail on"):
+        codecs.stored_for(["depth_coarse"], detail=False)

@@ -1,0 +1,47 @@
+"""synth.detail: the bank of detail fields, the per-sample weights, the displacement."""
+import numpy as np
+import pytest
+
+from synth.detail import (FAMILIES, MAX_AMPLITUDE_MM, N_FIELDS, N_VARIANTS, apply_detail, build_detail_bank,
+                          displacement, layout, sample_detail_weights)
+
+
+def test_detail_bank_fields(tiny_model):
+    bank = build_detail_bank(tiny_model)
+    assert bank.fields.shape == (N_FIELDS, tiny_model.n_vertices) and bank.fields.dtype == np.float32
+    assert not bank.fields.flags.writeable and len(bank.names) == N_FIELDS
+    np.testing.assert_allclose(np.abs(bank.fields).max(axis=1), 1.0)  # unit amplitude
+    brow_y = tiny_model.mean_shape[tiny_model.landmarks[17:27], 1].max()
+    forehead = np.abs(bank.fields[0]) > 0.5
+    assert forehead.any() and tiny_model.mean_shape[forehead, 1].min() > brow_y
+    np.testing.assert_array_equal(bank.fields, build_detail_bank(tiny_model).fields)  # deterministic
+    assert not np.array_equal(bank.fields, build_detail_bank(tiny_model, seed=1).fields)
+
+
+def test_weights_one_variant_per_family_within_amplitude():
+    assert layout()[:2] == [("forehead", 0), ("forehead", 1)] and len(layout()) == N_FIELDS
+    for seed in range(20):
+        w = sample_detail_weights(np.random.default_rng(seed), scale=2.0)
+        assert w.shape == (N_FIELDS,) and w.dtype == np.float32 and w.min() >= 0
+        start = 0
+        for fam in FAMILIES:
+            part = w[start:start + N_VARIANTS[fam]]
+            assert np.count_nonzero(part) <= 1 and part.max() <= 2.0 * MAX_AMPLITUDE_MM[fam]
+            start += N_VARIANTS[fam]
+    np.testing.assert_array_equal(sample_detail_weights(np.random.default_rng(3)),
+                                  sample_detail_weights(np.random.default_rng(3)))
+    with pytest.raises(ValueError, match="n_fields"):
+        sample_detail_weights(np.random.default_rng(0), n_fields=3)
+
+
+def test_displacement_moves_vertices_along_normals(tiny_model):
+    bank = build_detail_bank(tiny_model)
+    w = np.zeros(N_FIELDS, np.float32)
+    w[0] = 0.5  # one forehead variant, 0.5 mm
+    d = displacement(bank, w)
+    np.testing.assert_allclose(d, 0.5 * bank.fields[0], rtol=1e-6)
+    normals = tiny_model.vertex_normals()
+    moved = apply_detail(tiny_model.mean_shape, normals, d)
+    np.testing.assert_allclose(np.einsum("nc,nc->n", moved - tiny_model.mean_shape, normals), d, atol=1e-5)
+    with pytest.raises(ValueError, match="weights"):
+        displacement(bank, w[:3])

@@ -1,0 +1,47 @@
+"""synth.verify: corruption and bad values are caught and named, missing shards reported."""
+import json
+
+import h5py
+import numpy as np
+
+from synth.shards import shard_name
+from synth.verify import verify_dir, verify_shard
+
+
+def _corrupt(path, offset_fraction=0.5):
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * offset_fraction)
+    data[i:i + 64] = bytes(255 - b for b in data[i:i + 64])
+    path.write_bytes(bytes(data))
+
+
+def test_verify_catches_corruption_by_name(tiny_model, tmp_path, write_shard):
+    good, bad = tmp_path / shard_name(0), tmp_path / shard_name(1)
+    write_shard(tiny_model, good, k=0)
+    write_shard(tiny_model, bad, k=1)
+    _corrupt(bad)
+    assert verify_shard(good).ok
+    report = verify_shard(bad)
+    assert not report.ok and report.name == "shard-00001.h5"
+    truncated = tmp_path / "shard-00002.h5"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    assert not verify_shard(truncated).ok
+
+
+def test_verify_checks_values(tiny_model, tmp_path, write_shard):
+    path = tmp_path / shard_name(0)
+    write_shard(tiny_model, path)
+    with h5py.File(path, "r+") as f:
+        f["sh"][1] = np.full((9, 3), np.nan, np.float32)
+        f["index"][2] = 99
+    problems = " ".join(verify_shard(path).problems)
+    assert "sample 1: sh has NaN" in problems and "sample 2: index 99" in problems
+
+
+def test_verify_dir_reports_missing_shards(tiny_model, tmp_path, write_shard):
+    write_shard(tiny_model, tmp_path / shard_name(0), k=0, n_total=6)
+    (tmp_path / "dataset.json").write_text(json.dumps({"n_total": 6, "shard_size": 3, "size": 32, "seed": 0,
+                                                       "model_fingerprint": tiny_model.fingerprint}))
+    reports, problems = verify_dir(tmp_path)
+    assert [r.ok for r in reports] == [True]
+    assert problems and "shard-00001.h5" in problems[0]
