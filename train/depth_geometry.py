@@ -11,6 +11,8 @@ down while camera y goes up.
 - perspective: ``p = d * ((u - cx) / fx, -(v - cy) / fy, -1)``
 - weak perspective (scale ``s`` stored in ``fx``/``fy``): ``p = ((u - cx) / fx, -(v - cy) / fy, -d)``
 
+(:func:`synth.camera.unproject`, the camera's one home).
+
 Normals are ``(B, H, W, 3)`` (channels last, like the shards' ``normals``, the rasterizer's
 ``interpolate`` and :func:`synth.lighting.sh_basis`), unit length, in the camera frame, pointing
 toward the camera. At pixel ``(i, j)`` the normal is ``cross(P[i+1, j] - P[i-1, j], P[i, j+1] -
@@ -27,9 +29,9 @@ import dataclasses
 
 import torch
 
-__all__ = ["PROJECTIONS", "DepthNormals", "depth_to_points", "depth_normals", "erode_mask"]
+from synth.camera import PROJECTIONS, check_projection, unproject
 
-PROJECTIONS = ("perspective", "weak_perspective")
+__all__ = ["PROJECTIONS", "DepthNormals", "depth_to_points", "depth_normals", "erode_mask"]
 
 
 @dataclasses.dataclass
@@ -65,24 +67,19 @@ def _intrinsics(intrinsics, depth: torch.Tensor) -> torch.Tensor:
 def depth_to_points(depth: torch.Tensor, intrinsics, projection: str = "perspective") -> torch.Tensor:
     """Camera-frame points ``(B, H, W, 3)`` of the pixel centres at ``depth (B, H, W)`` (mm).
 
-    The inverse of ``synth.camera.project`` at the pixel centres (module docstring); pixels with
+    :func:`synth.camera.unproject` (the inverse of its ``project``) at the pixel centres; pixels with
     depth 0 map to the camera centre (perspective) or to the image plane (weak perspective).
     Differentiable w.r.t. ``depth`` and ``intrinsics``.
     """
     _check_depth(depth)
-    if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    check_projection(projection)
     k = _intrinsics(intrinsics, depth)
-    _, h, w = depth.shape
+    b, h, w = depth.shape
     u = torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5  # (W,) column centres
     v = torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5  # (H,) row centres
-    fx, fy = k[:, 0, 0, None, None], k[:, 1, 1, None, None]  # (B, 1, 1)
-    cx, cy = k[:, 0, 2, None, None], k[:, 1, 2, None, None]
-    x = (u[None, None, :] - cx) / fx  # (B, 1, W)
-    y = -(v[None, :, None] - cy) / fy  # (B, H, 1)
-    if projection == "perspective":
-        return torch.stack([x * depth, y * depth, -depth], dim=-1)  # (B, H, W, 3)
-    return torch.stack([x.expand_as(depth), y.expand_as(depth), -depth], dim=-1)
+    uv = torch.stack(torch.meshgrid(u, v, indexing="xy"), dim=-1).reshape(h * w, 2)  # (H*W, 2) = (u, v)
+    # (H*W, 2) with (B, H*W) depths and (B, 3, 3) cameras -> (B, H*W, 3) -> (B, H, W, 3)
+    return unproject(uv, depth.reshape(b, h * w), k, projection).reshape(b, h, w, 3)
 
 
 def depth_normals(depth: torch.Tensor, intrinsics, mask: torch.Tensor | None = None,
