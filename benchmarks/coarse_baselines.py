@@ -15,11 +15,11 @@ import json
 
 import torch
 
-from morphable_model import load_model
-from train.checkpoint import load_inference_checkpoint
-from train.coarse_net import build_task_from_state, encode_params
+from train.coarse_task import build_task_from_state, evaluate_checkpoint
+from train.config import CoarseConfig, EvaluateConfig
 from train.data import ShardDataset, make_eval_loader
-from train.trainer import evaluate_checkpoint
+from train.inference import load_checkpoint_and_model
+from train.params import encode_params
 
 
 def main() -> None:
@@ -32,9 +32,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    ck = load_inference_checkpoint(args.ckpt, task="coarse")
-    model = load_model(ck["config"].get("model"))
-    task = build_task_from_state(model, ck["task_state"])
+    ck, model = load_checkpoint_and_model(args.ckpt)
+    task = build_task_from_state(model, ck["task_state"], CoarseConfig.from_dict(ck["config"]))
     s = task.layout.slices()
     ds = ShardDataset(args.data, fingerprint=model.fingerprint, size=int(ck["config"]["size"]))
     sums: dict[str, dict[str, float]] = {"mean face, true pose": {}, "iteration 0": {}}
@@ -53,7 +52,8 @@ def main() -> None:
                     sums[name][k.split("/")[0]] = sums[name].get(k.split("/")[0], 0.0) + float(v.sum())
             n += gt.shape[0]
     rows = {name: {k: v / n for k, v in d.items()} for name, d in sums.items()}
-    trained = evaluate_checkpoint(args.ckpt, args.data, model=model, samples=args.samples, device="cpu")
+    trained = evaluate_checkpoint(EvaluateConfig(ckpt=args.ckpt, data=args.data, samples=args.samples, device="cpu"),
+                                  model=model)
     iters = sorted({int(k.split("/it")[1]) for k in trained if "/it" in k})
     for it in iters:
         rows[f"CoarseNet iteration {it}"] = {k.split("/")[0]: v for k, v in trained.items() if k.endswith(f"/it{it}")}

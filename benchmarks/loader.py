@@ -56,13 +56,17 @@ def loader_rate(ds, batch: int, workers: int, batches: int) -> float:
 def train_rate(ds, args, device) -> float:
     from morphable_model import load_model
 
-    from train.coarse_net import CoarseTask, ParamLayout, ParamStats
+    from train.coarse_task import build_task
+    from train.config import CoarseConfig
+    from train.params import ParamStats
 
     model = load_model(args.model)  # speed only: the shards' model is not enforced here
     arr = ds.param_arrays(256)
     stats = ParamStats.from_samples(arr["pose"], arr["translation"], arr["intrinsics"], (ds.size, ds.size), ds.projection)
-    task = CoarseTask(model, ParamLayout(min(80, model.n_id), model.n_exp), stats, iters=args.iters,
-                      width_mult=args.width_mult, projection=ds.projection, feedback_cell=args.feedback_cell).to(device)
+    # the task train-cli coarse builds with default flags but these
+    config = CoarseConfig(data="-", out="-", iters=args.iters, width_mult=args.width_mult,
+                          feedback_cell=args.feedback_cell)
+    task = build_task(config, model, stats, ds.projection).to(device)
     opt = torch.optim.AdamW(task.model.parameters(), lr=1e-4)
     batch = torch.utils.data.default_collate([ds[(i % len(ds), 0)] for i in range(args.batch)])
     batch = task.prepare_batch(batch, device)
@@ -108,6 +112,7 @@ def main() -> None:
                           ("cpu" if args.device == "auto" else args.device))
     args.batch = args.batch or (64 if device.type == "cuda" else 16)
     args.train_steps = args.train_steps or (5 if device.type == "cuda" else 1)
+    from train.config import CoarseConfig
     from train.data import Augment, ShardDataset
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +122,8 @@ def main() -> None:
             data = render_tmp(args.n, args.native, os.path.join(tmp, "shards"))
             print(f"rendered {args.n} samples at {args.native}^2 in {time.perf_counter() - t:.1f} s")
         # a throughput benchmark: any shards will do, so the model fingerprint is not checked
-        ds = ShardDataset(data, size=args.size, augment=Augment(0.1, 0.02))
+        augment = Augment.from_config(CoarseConfig(data="-", out="-"))  # the default --color/--crop-jitter
+        ds = ShardDataset(data, size=args.size, augment=augment)
         rates = {w: loader_rate(ds, args.batch, w, args.batches) for w in (int(x) for x in args.workers.split(","))}
         consume = train_rate(ds, args, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"

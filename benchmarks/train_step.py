@@ -27,7 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from train.coarse_net import CoarseNet, CoarseTask, ParamLayout, ParamStats, decode_params, encode_params
+from train.coarse_net import CoarseNet
+from train.coarse_task import build_task
+from train.config import CoarseConfig
+from train.params import ParamStats, decode_params, encode_params
+from train.trainer import cudnn_benchmark
 
 
 def fake_batch(model, size: int, batch: int, device) -> dict[str, torch.Tensor]:
@@ -86,7 +90,6 @@ def main() -> None:
     amp = device.type == "cuda"
     args.batch = args.batch or (64 if amp else 8)
     args.steps = args.steps or (5 if amp else 2)
-    torch.backends.cudnn.benchmark = True  # as the trainer does
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
 
     from morphable_model import load_model
@@ -95,10 +98,12 @@ def main() -> None:
     b = fake_batch(model, args.size, args.batch, device)
     size = (args.size, args.size)
     stats = ParamStats.from_samples(b["pose"].cpu(), b["translation"].cpu(), b["intrinsics"].cpu(), size)
-    layout = ParamLayout(min(80, model.n_id), model.n_exp)
     torch.manual_seed(0)
-    task = CoarseTask(model, layout, stats, iters=args.iters, width_mult=args.width_mult,
-                      feedback_cell=args.feedback_cell).to(device)
+    # the task train-cli coarse builds with default flags but these
+    config = CoarseConfig(data="-", out="-", iters=args.iters, width_mult=args.width_mult,
+                          feedback_cell=args.feedback_cell)
+    task = build_task(config, model, stats, "perspective").to(device)
+    layout = task.layout
     net = task.model
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
@@ -177,4 +182,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with cudnn_benchmark(torch.cuda.is_available()):  # as the trainer does on CUDA
+        main()

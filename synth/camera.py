@@ -106,13 +106,16 @@ def to_camera(vertices, rotation, translation):
     return v @ np.swapaxes(r, -1, -2) + t[..., None, :]  # (..., N, 3) @ (..., 3, 3)^T + (..., 1, 3)
 
 
-def project(points_cam, intrinsics, projection: str = "perspective"):
+def project(points_cam, intrinsics, projection: str = "perspective", min_depth: float | None = None):
     """Pixel coordinates ``(..., N, 2)`` (u, v) and depth ``(..., N)`` of camera-frame points ``(..., N, 3)``.
 
     Returns ``(uv, depth)``. ``intrinsics`` is ``(3, 3)`` (shared) or ``(..., 3, 3)`` with the
     points' leading dimensions (one camera per ``(N, 3)`` point set: ``(B, 3, 3)`` for
     ``(B, N, 3)``). numpy or torch (differentiable; a tensor pair is computed in their promoted
-    dtype). Depth is not clamped: points behind the camera give negative depths.
+    dtype). Depth is not clamped by default: points behind the camera give negative depths.
+    ``min_depth`` (perspective only): the depth is clamped to at least this before the division
+    (and returned clamped), so estimates that put points behind the camera stay finite — what
+    training losses on predicted poses need.
     """
     check_projection(projection)
     if tuple(points_cam.shape[-1:]) != (3,):
@@ -138,6 +141,8 @@ def project(points_cam, intrinsics, projection: str = "perspective"):
         fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
     x, y = points_cam[..., 0], points_cam[..., 1]
     depth = -points_cam[..., 2]
+    if min_depth is not None and projection == "perspective":
+        depth = depth.clamp_min(min_depth) if torch_in else np.maximum(depth, min_depth)
     if projection == "perspective":
         u = cx + fx * x / depth
         v = cy - fy * y / depth

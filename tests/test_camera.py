@@ -47,6 +47,23 @@ def test_project_torch_batched_matches_numpy():
         np.testing.assert_allclose(d_t[b].numpy(), d, rtol=1e-12)
 
 
+def test_min_depth_keeps_points_behind_the_camera_finite():
+    """``min_depth`` (what training uses on predicted poses): the depth is floored before the
+    division, numpy and torch alike; points in front are unchanged; weak perspective ignores it."""
+    k = intrinsics_matrix(100.0, 100.0, 32.0, 32.0)
+    p = np.array([[10.0, 5.0, -200.0], [1e-3, 0.0, 0.0], [2.0, -1.0, 50.0]])  # in front, on, behind
+    uv, d = project(p, k, "perspective", min_depth=1e-6)
+    np.testing.assert_allclose(d, [200.0, 1e-6, 1e-6])
+    np.testing.assert_allclose(uv[0], project(p[:1], k)[0][0])  # in front: as without the floor
+    np.testing.assert_allclose(uv[1], [32 + 100 * 1e-3 / 1e-6, 32])
+    assert np.isfinite(uv).all()
+    uv_t, d_t = project(torch.tensor(p[None]), torch.tensor(k[None].astype(np.float64)), min_depth=1e-6)
+    np.testing.assert_allclose(uv_t[0].numpy(), uv, rtol=1e-12)
+    np.testing.assert_allclose(d_t[0].numpy(), d, rtol=1e-12)
+    uv_w, d_w = project(p, k, "weak_perspective", min_depth=1e-6)
+    np.testing.assert_allclose(d_w, [200.0, 0.0, -50.0])  # weak perspective divides by nothing
+
+
 def test_project_rejects_bad_input():
     with pytest.raises(ValueError, match="points_cam"):
         project(np.zeros((4, 2)), np.eye(3))

@@ -112,7 +112,7 @@ def test_save_refuses_what_the_safe_loader_would_refuse(tmp_path):
 # ---------------------------------------------------------------------------- code never runs
 @pytest.mark.parametrize("kind", ["zip", "legacy", "raw"])
 def test_library_loaders_refuse_code(kind, tmp_path, tiny_model):
-    from train.coarse_net import load_coarse
+    from train.inference import load_coarse
 
     marker = tmp_path / "pwned"
     path = _evil_checkpoint(tmp_path / "evil.pt", marker, kind)
@@ -170,11 +170,26 @@ def test_the_entry_point_list_covers_every_checkpoint_flag(shards, tmp_model_h5,
     assert takes and takes <= tested, takes - tested
 
 
+def test_checkpoint_errors_name_the_file(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"step": 1, "model": {}, "config": {}, "model_fingerprint": "ab" * 32})
+    assert load_checkpoint(path)["step"] == 1
+    with pytest.raises(CheckpointError, match=r"c\.pt was trained with morphable model abab"):
+        load_checkpoint(path, fingerprint="cd" * 32)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"bad\.pt is unreadable"):
+        load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"step": 3}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match=r"partial\.pt must hold keys"):
+        load_checkpoint(tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
 # ---------------------------------------------------------------------------- safetensors export
 def test_export_round_trip_gives_the_same_network(run, shards, tmp_model_h5, tiny_model, tmp_path):
     from safetensors import safe_open
 
-    from train.coarse_net import load_coarse, reconstruct
+    from train.inference import load_coarse, reconstruct
     from train.data import ShardDataset, image_to_float
 
     pt = run / "checkpoints" / "last.pt"

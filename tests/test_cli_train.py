@@ -1,15 +1,18 @@
-"""``train-cli``: a tiny end-to-end ``coarse`` job, ``evaluate`` on its checkpoint, and the error
-messages for bad flags, a mismatched model and an existing run."""
+"""``train-cli``: a tiny end-to-end ``coarse`` job, ``evaluate`` on its checkpoint, the error
+messages for bad flags, a mismatched model and an existing run, and the flags generated from the
+job configs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
-import numpy as np
+import click
 import pytest
 from click.testing import CliRunner
 
-from train.cli import main
+from train.cli import coarse, evaluate, main
+from train.config import CoarseConfig, EvaluateConfig, field_docs
 
 SIZE = 48
 
@@ -56,22 +59,6 @@ def test_coarse_end_to_end_then_evaluate(shards, tmp_model_h5, tmp_path):
     assert got["depth_err_mean_pct/it2"] == pytest.approx(want, rel=1e-4)
 
 
-def test_reconstruct_from_checkpoint(shards, tmp_model_h5, tiny_model, tmp_path):
-    import torch
-
-    from train.coarse_net import load_coarse, reconstruct
-    from train.data import ShardDataset, image_to_float
-
-    out = tmp_path / "run"
-    assert CliRunner().invoke(main, _tiny_flags(shards, tmp_model_h5, out)).exit_code == 0
-    net = load_coarse(out / "checkpoints" / "last.pt", model=tiny_model)
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32)
-    b = torch.utils.data.default_collate([ds[i] for i in range(3)])
-    rec = reconstruct(net, image_to_float(b["image"]), b["intrinsics"], b["mask"])
-    assert len(rec.params) == 2 and rec.depth.shape == (3, 32, 32)
-    assert np.isfinite(rec.vertices.numpy()).all() and rec.mask.any()
-
-
 @pytest.mark.parametrize("flag,value,message", [
     ("--iters", "0", "--iters must be >= 1, got 0"),
     ("--size", "8", "--size must be >= 16, got 8"),
@@ -101,17 +88,38 @@ def test_missing_data_dir(tmp_path, tmp_model_h5):
     assert res.exit_code != 0 and "does not exist" in res.output
 
 
-def test_coarse_flags_map_one_to_one_to_the_config():
-    import dataclasses
+@pytest.mark.parametrize("command,config_cls", [(coarse, CoarseConfig), (evaluate, EvaluateConfig)])
+def test_flags_are_generated_one_to_one_from_the_config(command, config_cls):
+    """Each field is one flag: --kebab-case name, the field's type, default (as a run resolves it:
+    click 8.2+ keeps a sentinel in Option.default, get_default(ctx) resolves it) and docstring."""
+    ctx = click.Context(command)
+    docs = field_docs(config_cls)
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    assert [p.name for p in command.params] == list(fields)  # same names, same order
+    for p in command.params:
+        f = fields[p.name]
+        flag = "--" + p.name.replace("_", "-")
+        assert p.opts == [flag] and p.help == docs[p.name], p.name
+        if f.type == "bool":  # an --x/--no-x pair
+            assert p.secondary_opts == ["--no-" + flag[2:]], p.name
+        else:
+            assert not p.secondary_opts and not p.is_flag, p.name
+        assert p.required == (f.default is dataclasses.MISSING), p.name
+        if f.default is not dataclasses.MISSING:
+            assert p.get_default(ctx) == f.default, p.name
+    # parsing only the required flags gives exactly the config's defaults
+    required = [a for p in command.params if p.required for a in (p.opts[0], "x")]
+    parsed = command.make_context(command.name, required).params
+    assert config_cls(**parsed) == config_cls(**{p.name: "x" for p in command.params if p.required})
 
-    from train.cli import coarse
-    from train.config import CoarseConfig
 
-    params = {p.name for p in coarse.params}
-    fields = {f.name for f in dataclasses.fields(CoarseConfig)}
-    assert params == fields
-    defaults = {f.name: f.default for f in dataclasses.fields(CoarseConfig)}
-    for p in coarse.params:  # --batch-size <-> batch_size, same default
-        assert any(opt == "--" + p.name.replace("_", "-") for opt in p.opts), p.opts
-        if defaults[p.name] is not dataclasses.MISSING:
-            assert p.default == defaults[p.name], p.name
+def test_flag_types_follow_the_annotations():
+    ctx = coarse.make_context("coarse", ["--data", "d", "--out", "o", "--iters", "3", "--lr", "0.5", "--no-amp",
+                                         "--n-exp", "7", "--device", "cpu", "--resume"])
+    cfg = CoarseConfig(**ctx.params)
+    assert (cfg.iters, cfg.lr, cfg.amp, cfg.n_exp, cfg.device, cfg.resume) == (3, 0.5, False, 7, "cpu", True)
+    assert isinstance(cfg.iters, int) and isinstance(cfg.lr, float)
+    res = CliRunner().invoke(main, ["coarse", "--data", "d", "--out", "o", "--device", "tpu"])
+    assert res.exit_code == 2 and "'tpu' is not one of 'auto', 'cpu', 'cuda'" in res.output
+    res = CliRunner().invoke(main, ["coarse", "--data", "d", "--out", "o", "--iters", "two"])
+    assert res.exit_code == 2 and "'two' is not a valid integer" in res.output

@@ -1,5 +1,7 @@
-"""CoarseNet: camera/geometry helpers against the numpy references, parameter encoding, the
-network's shapes, and the feedback renderer against shards rendered by synth (pyrender)."""
+"""CoarseNet: the network's shapes, the feedback renderer against shards rendered by synth
+(pyrender), the iterative model and its hyperparameters, and the feedback-mesh decimation.
+(Rotation, projection and normals are tested in their one home: tests/test_camera.py,
+tests/test_geometry.py.)"""
 
 from __future__ import annotations
 
@@ -8,26 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from morphable_model.geometry import vertex_normals as np_vertex_normals
-from synth import camera as np_cam
-from train.coarse_net import (
-    CoarseNet,
-    CoarseParams,
-    FeedbackRenderer,
-    IterativeCoarseNet,
-    ParamLayout,
-    ParamStats,
-    cam_to_translation,
-    cluster_decimate,
-    decode_params,
-    encode_params,
-    project,
-    reconstruct,
-    rotation_matrix,
-    to_camera,
-    translation_to_cam,
-    vertex_normals,
-)
+from morphable_model.geometry import vertex_normals
+from synth import camera
+from train.coarse_net import CoarseNet, FeedbackRenderer, IterativeCoarseNet, cluster_decimate
+from train.data import ShardDataset, image_to_float
+from train.params import CoarseParams, ParamLayout, ParamStats
 
 SIZE = 64
 
@@ -42,91 +29,10 @@ def shards(tiny_shards):
 
 @pytest.fixture(scope="module")
 def batch(shards, tiny_model):
-    from train.data import ShardDataset
-
-    from train.data import image_to_float
-
     ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
     b = torch.utils.data.default_collate([ds[i] for i in range(8)])
     b["image"] = image_to_float(b["image"], b.pop("color"))
     return b, ds
-
-
-def test_rotation_matrix_matches_synth_camera():
-    rng = np.random.default_rng(0)
-    pose = rng.uniform(-1.2, 1.2, (5, 3))
-    r = rotation_matrix(torch.tensor(pose))
-    for i in range(5):
-        np.testing.assert_allclose(r[i].numpy(), np_cam.rotation_matrix(*pose[i]), atol=1e-12)
-    # positive yaw turns the face normal (+z) toward +x (image right)
-    rz = rotation_matrix(torch.tensor([[0.3, 0.0, 0.0]])) @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float32)
-    assert rz[0, 0] > 0
-
-
-@pytest.mark.parametrize("kind", ["perspective", "weak_perspective"])
-def test_project_matches_synth_camera(kind):
-    rng = np.random.default_rng(1)
-    pts = rng.normal(0, 30, (2, 7, 3))
-    pts[..., 2] -= 500.0
-    k = np.stack([np_cam.intrinsics_matrix(300.0 + 50 * b, 310.0, 31.0, 33.0) for b in range(2)]).astype(np.float64)
-    got = project(torch.tensor(pts), torch.tensor(k), kind).numpy()
-    want, _ = np_cam.project(pts, k, kind)
-    np.testing.assert_allclose(got, want, rtol=1e-10)
-
-
-def test_project_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="points_cam must be"):
-        project(torch.zeros(2, 3), torch.eye(3)[None])
-    with pytest.raises(ValueError, match="intrinsics must be"):
-        project(torch.zeros(2, 4, 3), torch.eye(3)[None])
-
-
-def test_vertex_normals_match_numpy_reference(tiny_model):
-    rng = np.random.default_rng(2)
-    verts = tiny_model.shape(rng.normal(size=(3, tiny_model.n_id)), rng.normal(size=(3, tiny_model.n_exp)))
-    want = np_vertex_normals(verts.astype(np.float64), tiny_model.triangles)
-    got = vertex_normals(torch.tensor(verts, dtype=torch.float64), torch.tensor(tiny_model.triangles.astype(np.int64)))
-    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
-
-
-@pytest.mark.parametrize("kind", ["perspective", "weak_perspective"])
-def test_cam_vector_round_trip_and_golden(kind):
-    k = torch.tensor([[[400.0, 0, 30.0], [0, 400.0, 34.0], [0, 0, 1]]] * 2, dtype=torch.float64)
-    t = torch.tensor([[0.0, 0.0, -800.0], [12.0, -7.0, -650.0]], dtype=torch.float64)
-    c = translation_to_cam(t, k, (64, 60), kind)
-    np.testing.assert_allclose(cam_to_translation(c, k, (64, 60), kind).numpy(), t.numpy(), rtol=1e-12)
-    # the model origin on the optical axis lands on the principal point
-    assert c[0, 0].item() == pytest.approx(30.0 / 60) and c[0, 1].item() == pytest.approx(34.0 / 64)
-    if kind == "perspective":  # apparent scale = fx / (d W) of the image width per mm
-        assert c[0, 2].item() == pytest.approx(np.log(400.0 / (800.0 * 60)))
-        assert c[1, 0].item() == pytest.approx((30.0 + 400.0 * 12 / 650) / 60)
-
-
-def test_encode_decode_round_trip(batch, tiny_model):
-    b, ds = batch
-    stats = ParamStats.from_samples(b["pose"], b["translation"], b["intrinsics"], (SIZE, SIZE), ds.projection, b["sh"])
-    layout = ParamLayout(tiny_model.n_id, tiny_model.n_exp, n_alb=3, n_sh=27)
-    vec = encode_params(b, layout, stats, ds.projection)
-    assert vec.shape == (8, layout.dim)
-    # normalised pose/camera of the very samples the stats came from: mean 0, std 1
-    s = layout.slices()
-    np.testing.assert_allclose(vec[:, s["pose"]].mean(0).numpy(), 0, atol=1e-5)
-    np.testing.assert_allclose(vec[:, s["cam"]].std(0, unbiased=False).numpy(), 1, atol=1e-4)
-    p = decode_params(vec, layout, stats, b["intrinsics"], (SIZE, SIZE), ds.projection)
-    np.testing.assert_allclose(p.translation.numpy(), b["translation"].numpy(), rtol=1e-4)
-    np.testing.assert_allclose(p.pose.numpy(), b["pose"].numpy(), atol=1e-6)
-    np.testing.assert_allclose(p.sh.numpy(), b["sh"].numpy(), atol=1e-5)
-    np.testing.assert_allclose(p.beta.numpy(), b["beta"][:, :3].numpy())
-    with pytest.raises(ValueError, match=r"vec must be \(B, "):
-        decode_params(vec[:, 1:], layout, stats, b["intrinsics"], (SIZE, SIZE))
-
-
-def test_param_stats_dict_round_trip_and_fixed_components():
-    st = ParamStats.from_samples(np.zeros((4, 3)), [[0, 0, -500.0]] * 4, [np.diag([100.0, 100.0, 1.0])] * 4, (32, 32))
-    np.testing.assert_array_equal(st.pose_std.numpy(), 1.0)  # a fixed component keeps unit scale
-    st2 = ParamStats.from_dict(st.to_dict())
-    for name in ("pose_mean", "cam_mean", "cam_std", "sh_std"):
-        np.testing.assert_array_equal(getattr(st2, name).numpy(), getattr(st, name).numpy())
 
 
 @pytest.mark.parametrize("bsz,size", [(1, 32), (3, 37)])
@@ -170,13 +76,13 @@ def test_feedback_render_of_ground_truth_matches_synth_shards(batch, tiny_model)
     assert cos.mean() > 0.99  # interpolated vertex normals vs pyrender's: same surface, same frame
     pncc_shard = torch.tensor(np.stack([r["pncc"] for r in raw])).permute(0, 3, 1, 2)
     assert (maps[:, :3] - pncc_shard).abs().permute(0, 2, 3, 1)[both].mean() < 0.02  # uint8 storage
-    cam = to_camera(fr.vertices(p.alpha_id, p.alpha_exp), p.pose, p.translation)
-    uv = project(cam[:, fr.landmarks], b["intrinsics"], ds.projection)
+    cam = camera.to_camera(fr.vertices(p.alpha_id, p.alpha_exp), camera.rotation_matrix(p.pose), p.translation)
+    uv, _ = camera.project(cam[:, fr.landmarks], b["intrinsics"], ds.projection)
     err = (uv - b["landmarks"]).norm(dim=-1)  # pixels; synth adds fine detail displacement to the
     assert err.mean() < 0.05 and err.max() < 0.5  # surface, so landmarks may move by a fraction of a pixel
 
 
-def test_iterative_net_and_reconstruct(batch, tiny_model):
+def test_iterative_net_feeds_back_and_backpropagates(batch, tiny_model):
     b, ds = batch
     stats = ParamStats.from_samples(b["pose"], b["translation"], b["intrinsics"], (SIZE, SIZE), ds.projection)
     torch.manual_seed(0)
@@ -187,20 +93,29 @@ def test_iterative_net_and_reconstruct(batch, tiny_model):
     assert not torch.equal(ests[0], ests[1])  # the feedback changes between iterations
     ests[-1].sum().backward()
     assert net.net.stem[0].weight.grad is not None
-    rec = reconstruct(net, b["image"][:3], b["intrinsics"][:3], b["mask"][:3], iters=2)
-    assert len(rec.params) == 2
-    assert rec.vertices.shape == (3, tiny_model.n_vertices, 3) and rec.depth.shape == (3, SIZE, SIZE)
-    assert net.training  # reconstruct restores the mode
+    assert len(net(b["image"][:3], b["intrinsics"][:3], iters=1)) == 1  # fewer iterations on request
     with pytest.raises(ValueError, match="iters must be >= 1"):
         IterativeCoarseNet(tiny_model, ParamLayout(4, 2), stats, iters=0)
+    with pytest.raises(ValueError, match=r"intrinsics must be \(3, 3, 3\)"):
+        net(b["image"][:3], b["intrinsics"][:2])
 
 
-def test_layout_validation():
-    with pytest.raises(ValueError, match="n_sh must be 0 or 27"):
-        ParamLayout(3, 2, n_sh=9)
-    lay = ParamLayout(3, 2, n_alb=4, n_sh=27)
-    assert lay.dim == 3 + 2 + 3 + 3 + 4 + 27
-    assert lay.slices()["cam"] == slice(8, 11)
+def test_hyperparameters_rebuild_the_same_network(batch, tiny_model):
+    """What a checkpoint stores beside the weights rebuilds a network that computes the same."""
+    b, ds = batch
+    stats = ParamStats.from_samples(b["pose"], b["translation"], b["intrinsics"], (SIZE, SIZE), ds.projection)
+    torch.manual_seed(0)
+    net = IterativeCoarseNet(tiny_model, ParamLayout(4, 2, n_albedo=3), stats, iters=2, width_mult=0.125,
+                             projection=ds.projection, mask_input=False, feedback_cell=8.0)
+    torch.nn.init.normal_(net.net.fc[-1].weight, std=0.1)
+    hp = net.hyperparameters()
+    assert hp["layout"] == {"n_id": 4, "n_exp": 2, "n_albedo": 3, "n_sh": 0} and hp["feedback_cell"] == 8.0
+    twin = IterativeCoarseNet.from_hyperparameters(tiny_model, hp)
+    twin.load_state_dict(net.state_dict())
+    net.eval(), twin.eval()
+    for x, y in zip(net(b["image"][:2], b["intrinsics"][:2]), twin(b["image"][:2], b["intrinsics"][:2])):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)  # same arithmetic: bit-identical
+    assert twin.mask_input is False and len(twin.render.render_triangles) == len(net.render.render_triangles)
 
 
 def test_cluster_decimate(tiny_model):
@@ -212,7 +127,7 @@ def test_cluster_decimate(tiny_model):
     assert 0 < len(coarse) < len(f) and coarse.max() < len(v)
     assert np.all(coarse[:, 0] != coarse[:, 1]) and len(np.unique(np.sort(coarse, 1), axis=0)) == len(coarse)
     # winding kept: the decimated triangles face the same way as the surface around them
-    vn = np_vertex_normals(v.astype(np.float64), f)
+    vn = vertex_normals(v.astype(np.float64), f)
     a, b, c = (v[coarse[:, k]].astype(np.float64) for k in range(3))
     fn = np.cross(b - a, c - a)
     assert np.mean((fn * vn[coarse].sum(1)).sum(1) > 0) > 0.95
@@ -228,7 +143,7 @@ def test_decimated_feedback_close_to_full(batch, tiny_model):
     p = CoarseParams(b["alpha_id"], b["alpha_exp"], b["pose"], b["translation"])
     full = FeedbackRenderer(tiny_model)(p, b["intrinsics"], (SIZE, SIZE))
     dec = FeedbackRenderer(tiny_model, cell_mm=8.0)  # tiny model: 12 mm grid, so 8 mm merges few
-    assert len(dec.render_faces) <= len(dec.faces)
+    assert len(dec.render_triangles) <= len(dec.triangles)
     maps = dec(p, b["intrinsics"], (SIZE, SIZE))
     m_full, m_dec = full[:, 3:].norm(dim=1) > 0.5, maps[:, 3:].norm(dim=1) > 0.5
     assert (m_full & m_dec).sum() / (m_full | m_dec).sum() > 0.9

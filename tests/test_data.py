@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.coarse_net import project, to_camera
+from synth import camera
 from train.data import (
     Augment,
     ShardDataset,
@@ -33,8 +33,8 @@ def shards(tiny_shards):
 def _landmark_error(model, s) -> float:
     """Max pixel distance between the sample's landmarks and its GT mesh projected with its intrinsics."""
     verts = torch.tensor(model.shape(s["alpha_id"].numpy(), s["alpha_exp"].numpy()))[None]
-    cam = to_camera(verts, s["pose"][None], s["translation"][None])
-    uv = project(cam[:, torch.tensor(model.landmarks)], s["intrinsics"][None])
+    cam = camera.to_camera(verts, camera.rotation_matrix(s["pose"][None]), s["translation"][None])
+    uv, _ = camera.project(cam[:, torch.tensor(model.landmarks)], s["intrinsics"][None])
     return float((uv[0] - s["landmarks"]).norm(dim=-1).max())
 
 
@@ -66,7 +66,7 @@ def test_resize_scales_intrinsics_and_landmarks_exactly(shards, tiny_model):
 
 def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
     plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
-    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(crop_jitter=0.1), seed=1)
+    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(color_jitter=0.0, crop_jitter=0.1), seed=1)
     a, b = plain[7], jit[(7, 0)]
     dx = int(round(float(b["intrinsics"][0, 2] - a["intrinsics"][0, 2])))
     dy = int(round(float(b["intrinsics"][1, 2] - a["intrinsics"][1, 2])))
@@ -192,4 +192,14 @@ def test_loader_workers_match_in_process(shards, tiny_model):
 
 def test_augment_validation_names_flag():
     with pytest.raises(ValueError, match="--crop-jitter must be in"):
-        Augment(crop_jitter=0.5)
+        Augment(color_jitter=0.0, crop_jitter=0.5)
+
+
+def test_augment_takes_the_job_config_values():
+    import dataclasses
+
+    from train.config import CoarseConfig
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Augment))  # no second defaults
+    cfg = CoarseConfig(data="d", out="o")
+    assert Augment.from_config(cfg) == Augment(cfg.color_jitter, cfg.crop_jitter)

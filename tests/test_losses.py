@@ -1,5 +1,5 @@
-"""CoarseLoss: zero at the target, analytic values per term, normalisation, iteration sum; and the
-validation metrics on hand-made inputs."""
+"""CoarseLoss: zero at the target, analytic values per term, normalisation, iteration sum, the
+optional heads; LossWeights from the job config."""
 
 from __future__ import annotations
 
@@ -7,11 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from train.coarse_net import ParamLayout, ParamStats, encode_params
+from synth import camera
+from train.config import CoarseConfig
 from train.losses import CoarseLoss, LossWeights, prior_vertex_variance
-from train.metrics import depth_error, landmark_nme, vertex_rmse
+from train.params import ParamLayout, ParamStats, encode_params
 
 SIZE = 48
+DEFAULT = LossWeights.from_config(CoarseConfig(data="-", out="-"))  # the weights of train-cli's defaults
+
+
+def _only(**kw) -> LossWeights:
+    """Weights with every term off but the given ones."""
+    return LossWeights(**{"geo": 0.0, "proj": 0.0, "pose": 0.0, "cam": 0.0, "param": 0.0, "alb": 0.0, "sh": 0.0, **kw})
 
 
 def _batch(model, n=6, seed=0):
@@ -35,7 +42,7 @@ def setup(tiny_model):
 
 def test_loss_is_zero_at_the_target(tiny_model, setup):
     b, stats, layout = setup
-    loss = CoarseLoss(tiny_model, layout, stats)
+    loss = CoarseLoss(tiny_model, layout, stats, DEFAULT)
     target = encode_params(b, layout, stats)
     out = loss([target, target], b)
     assert out.total.item() == pytest.approx(0.0, abs=1e-6)
@@ -45,7 +52,7 @@ def test_loss_is_zero_at_the_target(tiny_model, setup):
 def test_geo_term_costs_what_a_coefficient_moves_the_surface(tiny_model, setup):
     """One std-unit error in identity component k costs std_k^2 |b_k|^2 / M / sigma_v^2."""
     b, stats, layout = setup
-    loss = CoarseLoss(tiny_model, layout, stats, LossWeights(geo=1, proj=0, pose=0, cam=0))
+    loss = CoarseLoss(tiny_model, layout, stats, _only(geo=1))
     target = encode_params(b, layout, stats)
     m = loss.n_sub
     for k in (0, tiny_model.n_id - 1):
@@ -75,7 +82,7 @@ def test_prior_vertex_variance_matches_monte_carlo(tiny_model):
 
 def test_pose_and_camera_terms_are_normalised_squared_errors(tiny_model, setup):
     b, stats, layout = setup
-    loss = CoarseLoss(tiny_model, layout, stats, LossWeights(geo=0, proj=0, pose=1, cam=1))
+    loss = CoarseLoss(tiny_model, layout, stats, _only(pose=1, cam=1))
     target = encode_params(b, layout, stats)
     s = layout.slices()
     est = target.clone()
@@ -91,22 +98,21 @@ def test_projection_term_in_pixels(tiny_model, setup):
     """Moving the camera vector's u0 by one pixel moves the model origin one pixel sideways at its
     depth d0, so a vertex at depth d moves d0 / d pixels (perspective): the term is
     mean((d0 / d)^2) / (0.1 * size)^2."""
-    from train.coarse_net import to_camera
-
     b, stats, layout = setup
-    loss = CoarseLoss(tiny_model, layout, stats, LossWeights(geo=0, proj=1, pose=0, cam=0))
+    loss = CoarseLoss(tiny_model, layout, stats, _only(proj=1))
     target = encode_params(b, layout, stats)
     est = target.clone()
     est[:, layout.slices()["cam"].start] += (1.0 / SIZE) / stats.cam_std[0]
     got = loss([est], b).terms["proj"].item()
-    cam = to_camera(loss.subset_vertices(b["alpha_id"], b["alpha_exp"]), b["pose"], b["translation"])
+    cam = camera.to_camera(loss.subset_vertices(b["alpha_id"], b["alpha_exp"]), camera.rotation_matrix(b["pose"]),
+                           b["translation"])
     shift = -b["translation"][:, 2:3] / -cam[..., 2]  # (B, M) = d0 / d
     assert got == pytest.approx(float((shift**2).mean()) / (0.1 * SIZE) ** 2, rel=1e-3)
 
 
 def test_losses_sum_over_iterations_and_backpropagate(tiny_model, setup):
     b, stats, layout = setup
-    loss = CoarseLoss(tiny_model, layout, stats)
+    loss = CoarseLoss(tiny_model, layout, stats, DEFAULT)
     est = torch.zeros(6, layout.dim, requires_grad=True)
     one = loss([est], b).total
     two = loss([est, est], b).total
@@ -118,63 +124,23 @@ def test_losses_sum_over_iterations_and_backpropagate(tiny_model, setup):
 def test_truncated_prediction_keeps_the_unreachable_residual(tiny_model, setup):
     b, stats, _ = setup
     lay = ParamLayout(2, tiny_model.n_exp)
-    loss = CoarseLoss(tiny_model, lay, stats, LossWeights(geo=1, proj=0, pose=0, cam=0))
+    loss = CoarseLoss(tiny_model, lay, stats, _only(geo=1))
     out = loss([encode_params(b, lay, stats)], b)
     assert out.terms["geo"].item() > 0.01  # components 2.. cannot be predicted
 
 
-def test_loss_weights_validation_names_the_flag():
+def test_loss_weights_come_from_the_job_config_and_name_the_flag():
+    cfg = CoarseConfig(data="-", out="-", w_geo=2.0, w_param=0.5)
+    w = LossWeights.from_config(cfg)
+    assert (w.geo, w.proj, w.param, w.alb) == (2.0, cfg.w_proj, 0.5, cfg.w_alb)
     with pytest.raises(ValueError, match="--w-geo must be finite and >= 0, got -1"):
-        LossWeights(geo=-1.0)
-
-
-# ---------------------------------------------------------------------------- metrics
-def test_vertex_rmse_golden():
-    gt = torch.zeros(2, 4, 3)
-    pred = gt.clone()
-    pred[0, :, 0] = 3.0  # every vertex 3 mm off
-    pred[1, 0] = torch.tensor([0.0, 4.0, 0.0])  # one vertex 4 mm off: rms = sqrt(16 / 4) = 2
-    np.testing.assert_allclose(vertex_rmse(pred, gt).numpy(), [3.0, 2.0], rtol=1e-6)
-    region = torch.tensor([False, True, True, True])
-    np.testing.assert_allclose(vertex_rmse(pred, gt, region).numpy(), [3.0, 0.0], atol=1e-6)
-
-
-def test_depth_error_golden():
-    gt = torch.zeros(1, 4, 4)
-    gt[0, 1:3, 1:3] = torch.tensor([[100.0, 110.0], [120.0, 140.0]])  # range 40 mm
-    mask = gt > 0
-    pred = gt.clone()
-    pred[0, 1, 1] += 4.0  # 10 % of the range at one of four pixels
-    e = depth_error(pred, gt, mask, align=False)
-    assert e.mean_pct.item() == pytest.approx(2.5) and e.median_pct.item() == pytest.approx(0.0)
-    assert e.coverage.item() == 1.0
-    shifted = gt + 7.0 * mask  # a pure depth offset disappears with alignment
-    assert depth_error(shifted, gt, mask).mean_pct.item() == pytest.approx(0.0, abs=1e-5)
-    assert depth_error(shifted, gt, mask, align=False).mean_pct.item() == pytest.approx(17.5)
-    half = pred.clone()
-    half[0, 2] = 0  # prediction misses the lower row
-    assert depth_error(half, gt, mask).coverage.item() == pytest.approx(0.5)
-
-
-def test_landmark_nme_golden():
-    gt = torch.zeros(1, 68, 2)
-    gt[0, 36] = torch.tensor([10.0, 20.0])
-    gt[0, 45] = torch.tensor([50.0, 20.0])  # inter-ocular 40 px
-    pred = gt.clone()
-    pred[0, :, 0] += 4.0  # every landmark 4 px off -> 0.1
-    assert landmark_nme(pred, gt).item() == pytest.approx(0.1)
-    vis = torch.zeros(1, 68, dtype=torch.bool)
-    vis[0, :2] = True
-    pred2 = gt.clone()
-    pred2[0, 0, 1] += 8.0  # visible landmark 0 off by 8, landmark 5 (invisible) off by 100
-    pred2[0, 5, 1] += 100.0
-    assert landmark_nme(pred2, gt, vis).item() == pytest.approx(4.0 / 40.0)
+        _only(geo=-1.0)
 
 
 def test_optional_albedo_and_sh_heads(tiny_model, setup):
     b, stats, _ = setup
-    lay = ParamLayout(tiny_model.n_id, tiny_model.n_exp, n_alb=5, n_sh=27)
-    loss = CoarseLoss(tiny_model, lay, stats, LossWeights(geo=0, proj=0, pose=0, cam=0, alb=2.0, sh=1.0))
+    lay = ParamLayout(tiny_model.n_id, tiny_model.n_exp, n_albedo=5, n_sh=27)
+    loss = CoarseLoss(tiny_model, lay, stats, _only(alb=2.0, sh=1.0))
     target = encode_params(b, lay, stats)
     assert loss([target], b).total.item() == pytest.approx(0.0, abs=1e-8)
     s = lay.slices()

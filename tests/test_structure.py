@@ -9,20 +9,10 @@ module of another package also imports that package's ``__init__`` (an edge to t
 from __future__ import annotations
 
 import ast
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("morphable_model", "synth", "train")
-
-# Known cycles of train, removed by the train restructure (issue 9, second half): delete these
-# edges from the list as the cycles go; the test fails if a listed edge no longer exists.
-KNOWN_TRAIN_EDGES = {
-    ("train.coarse_net", "train.losses"),  # removed by the train restructure
-    ("train.coarse_net", "train.metrics"),  # removed by the train restructure
-    ("train.metrics", "train.coarse_net"),  # removed by the train restructure
-}
-
 
 def _modules() -> dict[str, Path]:
     out = {}
@@ -112,13 +102,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles():
     graph = import_graph()
     assert "synth.render" in graph and "morphable_model.geometry" in graph["synth.render"]  # the walk works
-    missing = sorted(e for e in KNOWN_TRAIN_EDGES if e[1] not in graph.get(e[0], set()))
-    assert not missing, f"KNOWN_TRAIN_EDGES lists edges that no longer exist, delete them: {missing}"
-    known = cycles(graph)
-    if known:
-        warnings.warn(f"known import cycles (train restructure pending): {known}", stacklevel=1)
-    pruned = {m: {t for t in ts if (m, t) not in KNOWN_TRAIN_EDGES} for m, ts in graph.items()}
-    assert cycles(pruned) == [], "import cycles among the project's modules"
+    assert "train.params" in graph["train.losses"] and "train.coarse_net" in graph["train.coarse_task"]
+    assert cycles(graph) == [], "import cycles among the project's modules"
 
 
 def test_cycle_finder_finds_function_level_cycles(tmp_path):

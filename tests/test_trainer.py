@@ -1,49 +1,80 @@
-"""The shared trainer on CoarseNet, tiny configs (64 px shards, 2 iterations, width x0.125):
-the loss falls, one batch can be overfit, a resumed run reproduces the uninterrupted one exactly,
-checkpoints are atomic and checked, and a 2-process DDP (gloo) run works under torchrun."""
+"""The shared trainer, phase-agnostic: a toy regression task (a linear layer) is trained, logged,
+validated, checkpointed and resumed exactly; a non-finite loss stops with a clear error; the loop
+settings come from the job config; the cudnn flag is scoped to the run.
+The trainer on CoarseNet is tested in tests/test_coarse_task.py."""
 
 from __future__ import annotations
 
 import csv
-import math
-import os
-import subprocess
-import sys
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from train.checkpoint import load_checkpoint
 from train.config import CoarseConfig
-from train.trainer import cosine_lambda, train_coarse
+from train.losses import LossOutput
+from train.trainer import LoopConfig, Trainer, cosine_lambda, cudnn_benchmark
 
-SIZE = 64
-
-
-def _render(model, out, n, seed, shard_size):
-    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
-    from synth.dataset import DatasetConfig, render_dataset
-
-    render_dataset(DatasetConfig(out=str(out), n=n, size=SIZE, seed=seed, shard_size=shard_size, workers=0), model=model)
-    return out
+W_TRUE = torch.tensor([[1.5, -2.0, 0.5]])
 
 
-@pytest.fixture(scope="module")
-def data(tiny_model, tmp_path_factory):
-    base = tmp_path_factory.mktemp("trainer_shards")
-    return {
-        "train": _render(tiny_model, base / "train", 192, 0, 48),  # 4 shards
-        "val": _render(tiny_model, base / "val", 16, 1, 16),
-        "one": _render(tiny_model, base / "one", 8, 2, 8),
-    }
+class ToyTask:
+    """y = x W^T + noise, fitted by a linear layer: the smallest task the trainer can drive."""
+
+    name = "toy"
+    curve_metrics = ("abs_err",)
+
+    def __init__(self, nan_after: int | None = None):
+        torch.manual_seed(0)
+        self.model = torch.nn.Linear(3, 1)
+        self.nan_after, self.calls = nan_after, 0
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def prepare_batch(self, batch, device):
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def forward(self, model, batch):
+        return model(batch["image"])
+
+    def loss(self, out, batch):
+        self.calls += 1
+        total = ((out - batch["y"]) ** 2).mean()
+        if self.nan_after is not None and self.calls > self.nan_after:
+            total = total * float("nan")
+        return LossOutput(total=total, terms={"mse": total.detach()}, per_iter=[total.detach()])
+
+    def metrics(self, out, batch):
+        return {"abs_err/it1": (out - batch["y"]).abs()[:, 0]}
+
+    def extra_state(self):
+        return {"in_features": 3}
 
 
-def _cfg(data, out, **kw):
-    base = dict(data=str(data["train"]), out=str(out), iters=2, size=SIZE, batch_size=16, steps=10, lr=3e-3,
-                workers=0, width_mult=0.125, n_id=20, log_every=1, progress=False, threads=1, warmup=0.0)
-    base.update(kw)
-    return CoarseConfig(**base)
+def _batch(step: int) -> dict[str, torch.Tensor]:
+    """The batch of a step depends only on the step (like train.data.StepBatchSampler)."""
+    g = torch.Generator().manual_seed(step)
+    x = torch.randn(8, 3, generator=g)
+    return {"image": x, "y": x @ W_TRUE.T + 0.01 * torch.randn(8, 1, generator=g)}
+
+
+def _loop(out, **kw) -> LoopConfig:
+    base = dict(out=str(out), total_steps=40, lr=0.3, weight_decay=0.0, warmup=0.0, min_lr=0.1, grad_clip=1.0,
+                amp=True, log_every=5, val_every=20, ckpt_every=20, progress=False, stop_at=0)
+    return LoopConfig(**{**base, **kw})
+
+
+def _fit(out, task=None, resume=False, **kw):
+    loop = _loop(out, **kw)
+    state = load_checkpoint(out / "checkpoints" / "last.pt") if resume else None
+    trainer = Trainer(task or ToyTask(), loop, lambda start: [_batch(s) for s in range(start, loop.total_steps)],
+                      [_batch(1000 + i) for i in range(2)], torch.device("cpu"), {"job": "toy"}, "ab" * 32,
+                      resume_state=state)
+    return trainer.fit()
 
 
 def _rows(path):
@@ -57,119 +88,62 @@ def test_cosine_schedule_golden():
     assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
 
 
-def test_tiny_run_loss_falls_and_validates(data, tiny_model, tmp_path):
-    out = tmp_path / "run"
-    res = train_coarse(_cfg(data, out, steps=60, log_every=5, val_every=30, val_data=str(data["val"]),
-                            color_jitter=0.0, crop_jitter=0.0), model=tiny_model)
-    losses = [loss for _, loss in res.losses]
-    assert len(losses) == 12 and all(math.isfinite(v) for v in losses)
-    # falls clearly in 60 steps: measured 8.18 -> 7.17 (-12 %). (Renders framed like photo crops start
-    # lower than the old tight crops did, 10.5, whose landmarks could leave the image.)
-    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:2])
-    for it in (1, 2):
-        for name in ("vertex_rmse_mm", "depth_err_mean_pct", "depth_err_median_pct", "landmark_nme"):
-            assert math.isfinite(res.val[f"{name}/it{it}"])
-    assert res.val["n"] == 16
-    val_rows = _rows(out / "val.csv")
-    assert [int(r["step"]) for r in val_rows] == [30, 60]
-    assert (out / "curves.png").stat().st_size > 0 and (out / "config.json").exists()
-    ck = load_checkpoint(out / "checkpoints" / "last.pt", fingerprint=tiny_model.fingerprint)
-    assert ck["step"] == 60 and ck["task"] == "coarse" and ck["config"]["iters"] == 2
-    assert {"model", "optimizer", "scheduler", "rng", "task_state"} <= set(ck)
-    assert not list((out / "checkpoints").glob("*.tmp-*"))  # atomic write left nothing behind
+def test_toy_task_trains_logs_validates_and_checkpoints(tmp_path):
+    res = _fit(tmp_path)
+    assert res.step == 40 and [s for s, _ in res.losses] == list(range(5, 45, 5))
+    assert res.losses[-1][1] < 0.01 * res.losses[0][1]  # a linear fit: the loss collapses
+    rows = _rows(tmp_path / "train.csv")
+    assert list(rows[0]) == ["step", "loss", "loss_mse", "loss_it1", "lr", "grad_norm", "img_per_s"]
+    assert float(rows[0]["loss_mse"]) == pytest.approx(float(rows[0]["loss"]))
+    val = _rows(tmp_path / "val.csv")
+    assert [int(r["step"]) for r in val] == [20, 40] and res.val["n"] == 16
+    assert res.val["abs_err/it1"] == float(val[-1]["abs_err/it1"]) < 0.5 * float(val[0]["abs_err/it1"])
+    ck = load_checkpoint(tmp_path / "checkpoints" / "last.pt", fingerprint="ab" * 32)
+    assert ck["step"] == 40 and ck["task"] == "toy" and ck["task_state"] == {"in_features": 3}
+    assert ck["config"] == {"job": "toy"} and res.checkpoint == tmp_path / "checkpoints" / "last.pt"
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "config.json").exists()
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 8 + 2  # train rows + val rows
 
 
-def test_overfit_one_batch(data, tiny_model, tmp_path):
-    res = train_coarse(_cfg({"train": data["one"]}, tmp_path / "one", batch_size=8, steps=50, lr=5e-3,
-                            color_jitter=0.0, crop_jitter=0.0, n_id=80, log_every=5), model=tiny_model)
-    first, last = res.losses[0][1], res.losses[-1][1]
-    assert last < 0.25 * first, (first, last)
-
-
-def test_resume_matches_uninterrupted_run(data, tiny_model, tmp_path):
-    kw = dict(steps=10, val_data=str(data["val"]), val_every=5, val_samples=8)
-    train_coarse(_cfg(data, tmp_path / "a", **kw), model=tiny_model)
-    train_coarse(_cfg(data, tmp_path / "b", stop_at=4, **kw), model=tiny_model)
-    with pytest.raises(ValueError, match="already holds a run"):
-        train_coarse(_cfg(data, tmp_path / "b", **kw), model=tiny_model)
-    train_coarse(_cfg(data, tmp_path / "b", resume=True, workers=1, **kw), model=tiny_model)
+def test_resume_reproduces_the_uninterrupted_run_and_drops_stale_rows(tmp_path):
+    _fit(tmp_path / "a")
+    _fit(tmp_path / "b", stop_at=20)
+    with open(tmp_path / "b" / "train.csv", "a") as f:  # a row written after the checkpoint by a run that died
+        f.write("25,9.0,9.0,9.0,0.1,1.0,1.0\n")
+    res = _fit(tmp_path / "b", resume=True)
     a, b = _rows(tmp_path / "a" / "train.csv"), _rows(tmp_path / "b" / "train.csv")
-    assert [r["step"] for r in b] == [str(s) for s in range(1, 11)]
-    np.testing.assert_allclose([float(r["loss"]) for r in b], [float(r["loss"]) for r in a], rtol=1e-6)
-    va = _rows(tmp_path / "a" / "val.csv")[-1]
-    vb = _rows(tmp_path / "b" / "val.csv")[-1]
-    assert va["step"] == vb["step"] == "10"
-    assert float(vb["depth_err_mean_pct/it2"]) == pytest.approx(float(va["depth_err_mean_pct/it2"]), rel=1e-5)
+    assert [r["step"] for r in b] == [r["step"] for r in a]
+    np.testing.assert_allclose([float(r["loss"]) for r in b], [float(r["loss"]) for r in a], rtol=1e-12)
     wa = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
     wb = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
-    with pytest.raises(CheckpointError, match=r"other settings \{'iters'"):
-        train_coarse(_cfg(data, tmp_path / "b", resume=True, iters=3, **kw), model=tiny_model)
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0)
+    assert res.losses[0][0] == 25  # this process's rows start after the checkpoint
 
 
-def test_checkpoint_errors_name_the_file(tmp_path):
-    path = save_checkpoint(tmp_path / "c.pt", {"step": 1, "model": {}, "config": {}, "model_fingerprint": "ab" * 32})
-    assert load_checkpoint(path)["step"] == 1
-    with pytest.raises(CheckpointError, match=r"c\.pt was trained with morphable model abab"):
-        load_checkpoint(path, fingerprint="cd" * 32)
-    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"bad\.pt is unreadable"):
-        load_checkpoint(tmp_path / "bad.pt")
-    torch.save({"step": 3}, tmp_path / "partial.pt")
-    with pytest.raises(CheckpointError, match=r"partial\.pt must hold keys"):
-        load_checkpoint(tmp_path / "partial.pt")
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "nope.pt")
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 5; the last good checkpoint is"):
+        _fit(tmp_path, task=ToyTask(nan_after=3))
+    assert len(_rows(tmp_path / "train.csv")) == 1  # the row is written (and the file closed) before stopping
 
 
-def test_config_errors_name_the_flag():
-    with pytest.raises(ValueError, match="--iters must be >= 1, got 0"):
-        CoarseConfig(data="d", out="o", iters=0)
-    with pytest.raises(ValueError, match="--steps and --epochs are exclusive"):
-        CoarseConfig(data="d", out="o", steps=3, epochs=1.0)
-    with pytest.raises(ValueError, match="--device must be one of"):
-        CoarseConfig(data="d", out="o", device="tpu")
-    assert CoarseConfig(data="d", out="o", epochs=2.0, batch_size=10).total_steps(25) == 5
+def test_loop_settings_come_from_the_job_config(tmp_path):
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(LoopConfig))  # no second defaults
+    cfg = CoarseConfig(data="d", out=str(tmp_path), lr=0.5, stop_at=3, progress=False)
+    loop = LoopConfig.from_config(cfg, total_steps=77)
+    assert loop.total_steps == 77 and loop.lr == 0.5 and loop.stop_at == 3 and loop.out == str(tmp_path)
+    for f in dataclasses.fields(LoopConfig):
+        if f.name != "total_steps":
+            assert getattr(loop, f.name) == getattr(cfg, f.name), f.name
 
 
-def test_ddp_two_processes_gloo_under_torchrun(data, tmp_model_h5, tiny_model, tmp_path):
-    """torchrun --nproc-per-node 2 on CPU: each rank trains on its own two shards, gradients are
-    averaged by DDP, rank 0 logs and checkpoints."""
-    from morphable_model import load_model
-
-    assert load_model(tmp_model_h5).fingerprint == tiny_model.fingerprint
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train.cli",
-           "-v", "coarse", "--data", str(data["train"]), "--out", str(out), "--model", str(tmp_model_h5),
-           "--iters", "2", "--size", "32", "--batch-size", "4", "--steps", "3", "--width-mult", "0.125",
-           "--n-id", "10", "--workers", "0", "--threads", "1", "--log-every", "1", "--no-progress",
-           "--device", "cpu", "--stats-samples", "16", "--val-data", str(data["val"]), "--val-every", "2",
-           "--val-samples", "4"]
-    # gloo on the loopback interface: a single-machine test must not depend on how the host name resolves
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stderr
-    assert "rank 0/2 joined the gloo process group" in log and "rank 1/2 joined the gloo process group" in log
-    assert log.count("192 training samples (96 on this rank)") == 2  # whole shards per rank
-    rows = _rows(out / "train.csv")
-    assert [int(r["step"]) for r in rows] == [1, 2, 3] and all(math.isfinite(float(r["loss"])) for r in rows)
-    ck = load_checkpoint(out / "checkpoints" / "last.pt")
-    assert ck["step"] == 3 and not any(k.startswith("module.") for k in ck["model"])
-    assert [int(r["step"]) for r in _rows(out / "val.csv")] == [2, 3]  # rank 0 validates, rank 1 waits
-
-
-def test_non_finite_loss_stops_with_a_clear_error(data, tiny_model, tmp_path, monkeypatch):
-    from train.losses import CoarseLoss
-
-    forward = CoarseLoss.forward
-
-    def nan_loss(self, estimates, batch):
-        out = forward(self, estimates, batch)
-        out.total = out.total * float("nan")
-        return out
-
-    monkeypatch.setattr(CoarseLoss, "forward", nan_loss)
-    with pytest.raises(FloatingPointError, match="training loss is nan at step 1"):
-        train_coarse(_cfg(data, tmp_path / "nan", steps=2), model=tiny_model)
+def test_cudnn_benchmark_is_scoped():
+    before = torch.backends.cudnn.benchmark
+    with cudnn_benchmark(True):
+        assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == before
+    with pytest.raises(RuntimeError), cudnn_benchmark(True):
+        raise RuntimeError("a failing run")
+    assert torch.backends.cudnn.benchmark == before
+    with cudnn_benchmark(False):
+        assert torch.backends.cudnn.benchmark == before

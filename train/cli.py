@@ -1,22 +1,78 @@
 """``train-cli``: train CoarseNet on synthetic shards (phase 1), evaluate checkpoints, export
 inference weights (safetensors) and convert old pickled checkpoints.
 
-Every ``coarse`` flag maps 1:1 to a field of :class:`train.config.CoarseConfig`; bad values are
-reported with the flag's name. Multi-process: ``torchrun --nproc-per-node N $(which train-cli)
-coarse ...`` (DDP; gloo on CPU, nccl on CUDA).
+The options of each command are generated from its job config (:func:`options_from`): every
+field of :class:`train.config.CoarseConfig` is one ``coarse`` flag, every field of
+:class:`train.config.EvaluateConfig` one ``evaluate`` flag, with the field's type, default and
+docstring; bad values are reported with the flag's name. Multi-process:
+``torchrun --nproc-per-node N $(which train-cli) coarse ...`` (DDP; gloo on CPU, nccl on CUDA).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import types
+import typing
+from typing import Any, Callable, Literal
 
 import click
 
-from .config import CoarseConfig
+from .config import CoarseConfig, EvaluateConfig, field_docs
 
-__all__ = ["main"]
+__all__ = ["main", "options_from"]
+
+_SCALARS = {str: click.STRING, int: click.INT, float: click.FLOAT}
+
+
+def _click_type(annotation: Any, where: str) -> tuple[Any, bool]:
+    """``(click type, is_flag)`` of a field annotation: ``bool`` -> a flag pair, ``str`` /
+    ``int`` / ``float`` and ``X | None`` -> that type, ``Literal[...]`` -> a choice."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"{where}: only 'X | None' unions map to a flag, got {annotation}")
+        annotation = args[0]
+    if annotation is bool:
+        return click.BOOL, True
+    if typing.get_origin(annotation) is Literal:
+        return click.Choice([str(a) for a in typing.get_args(annotation)]), False
+    if annotation in _SCALARS:
+        return _SCALARS[annotation], False
+    raise TypeError(f"{where}: no flag type for the annotation {annotation}")
+
+
+def options_from(config_cls: type) -> Callable[[Callable], Callable]:
+    """Decorator adding one click option per field of the dataclass ``config_cls``.
+
+    Field ``batch_size: int = 32`` becomes ``--batch-size`` (type int, default 32, shown in
+    ``--help``); a ``bool`` field an ``--x/--no-x`` pair; a field without default a required
+    option; the help text is the field's docstring (:func:`train.config.field_docs`). The
+    command receives the values as keyword arguments named like the fields.
+    """
+    hints = typing.get_type_hints(config_cls, include_extras=False)
+    docs = field_docs(config_cls)
+
+    def decorate(f: Callable) -> Callable:
+        for field in reversed(dataclasses.fields(config_cls)):  # click lists options in decoration order
+            flag = "--" + field.name.replace("_", "-")
+            click_type, is_flag = _click_type(hints[field.name], f"{config_cls.__name__}.{field.name}")
+            doc = docs[field.name]
+            kw: dict[str, Any] = {"help": doc}
+            if field.default is dataclasses.MISSING:
+                kw["required"] = True
+            else:
+                kw["default"] = field.default
+                kw["show_default"] = field.default is not None
+            if is_flag:
+                f = click.option(f"{flag}/--no-{flag[2:]}", field.name, **kw)(f)
+            else:
+                f = click.option(flag, field.name, type=click_type, **kw)(f)
+        return f
+
+    return decorate
 
 
 def _fail(e: Exception) -> None:
@@ -33,55 +89,12 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.option("--data", required=True, type=click.Path(), help="Directory of training shards (shard-*.h5).")
-@click.option("--out", required=True, type=click.Path(), help="Run directory (checkpoints, logs, curves).")
-@click.option("--model", default=None, type=click.Path(), help="Morphable model file; default: the built-in model.")
-@click.option("--val-data", default=None, type=click.Path(), help="Directory of validation shards.")
-@click.option("--iters", default=4, show_default=True, help="CoarseNet iterations per image.")
-@click.option("--size", default=224, show_default=True, help="Network input size (pixels).")
-@click.option("--batch-size", default=32, show_default=True, help="Images per step per process.")
-@click.option("--steps", default=None, type=int, help="Optimisation steps (default 10000; exclusive with --epochs).")
-@click.option("--epochs", default=None, type=float, help="Passes over the training samples (per process).")
-@click.option("--lr", default=1e-3, show_default=True, help="Peak AdamW learning rate.")
-@click.option("--weight-decay", default=0.01, show_default=True, help="AdamW weight decay (weights only).")
-@click.option("--warmup", default=0.03, show_default=True, help="Warm-up fraction of the steps (then cosine).")
-@click.option("--min-lr", default=0.01, show_default=True, help="Final LR as a fraction of --lr.")
-@click.option("--grad-clip", default=1.0, show_default=True, help="Gradient-norm clip (0 = off).")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast on CUDA.")
-@click.option("--threads", default=0, show_default=True, help="torch CPU threads per process (0 = default).")
-@click.option("--workers", default=None, type=int, help="DataLoader workers per process [default: min(8, CPUs - 1)].")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--width-mult", default=1.0, show_default=True, help="Scale all network widths.")
-@click.option("--n-id", default=80, show_default=True, help="Identity coefficients predicted.")
-@click.option("--n-exp", default=None, type=int, help="Expression coefficients predicted (default: all).")
-@click.option("--n-albedo", default=0, show_default=True, help="Albedo coefficients predicted (0 = no head).")
-@click.option("--predict-sh/--no-predict-sh", default=False, show_default=True, help="Also predict SH lighting.")
-@click.option("--feedback-cell", default=0.0, show_default=True,
-              help="Feedback maps from a vertex-clustered mesh, cell size in mm (0 = full mesh).")
-@click.option("--mask-input/--no-mask-input", default=True, show_default=True, help="Mask the input image.")
-@click.option("--color-jitter", default=0.1, show_default=True, help="Colour augmentation (0 = off).")
-@click.option("--crop-jitter", default=0.02, show_default=True, help="Shift augmentation, fraction of size.")
-@click.option("--w-geo", default=1.0, show_default=True, help="Weight: model-space vertex loss.")
-@click.option("--w-proj", default=1.0, show_default=True, help="Weight: projected vertex loss.")
-@click.option("--w-pose", default=1.0, show_default=True, help="Weight: pose loss.")
-@click.option("--w-cam", default=1.0, show_default=True, help="Weight: camera loss.")
-@click.option("--w-param", default=0.0, show_default=True, help="Weight: plain coefficient loss.")
-@click.option("--w-alb", default=1.0, show_default=True, help="Weight: albedo loss (with --n-albedo).")
-@click.option("--w-sh", default=1.0, show_default=True, help="Weight: SH loss (with --predict-sh).")
-@click.option("--val-every", default=1000, show_default=True, help="Validate every N steps.")
-@click.option("--val-samples", default=512, show_default=True, help="Validation samples used.")
-@click.option("--log-every", default=10, show_default=True, help="Log a row every N steps.")
-@click.option("--ckpt-every", default=1000, show_default=True, help="Checkpoint every N steps.")
-@click.option("--stats-samples", default=2000, show_default=True, help="Samples for the pose/camera normalisation.")
-@click.option("--stop-at", default=0, show_default=True, help="Stop after this step (resume later); 0 = off.")
-@click.option("--resume", is_flag=True, default=False, help="Continue from OUT/checkpoints/last.pt.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar.")
+@options_from(CoarseConfig)
 def coarse(**kwargs) -> None:
     """Phase 1: train CoarseNet on synthetic shards."""
     from .checkpoint import CheckpointError
+    from .coarse_task import train_coarse
     from .data import ShardError
-    from .trainer import train_coarse
 
     try:
         config = CoarseConfig(**kwargs)
@@ -96,27 +109,22 @@ def coarse(**kwargs) -> None:
 
 
 @main.command()
-@click.option("--ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint: a run's .pt or exported .safetensors.")
-@click.option("--data", required=True, type=click.Path(), help="Directory of shards to evaluate on.")
-@click.option("--model", default=None, type=click.Path(), help="Morphable model file; default: the built-in model.")
-@click.option("--samples", default=512, show_default=True, help="Samples evaluated (the first ones).")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--json-out", default=None, type=click.Path(), help="Also write the metrics to this JSON file.")
-def evaluate(ckpt, data, model, samples, batch_size, device, json_out) -> None:
+@options_from(EvaluateConfig)
+def evaluate(**kwargs) -> None:
     """Validation metrics of a checkpoint on shards, per iteration."""
     from .checkpoint import CheckpointError
+    from .coarse_task import evaluate_checkpoint
     from .data import ShardError
-    from .trainer import evaluate_checkpoint
 
     try:
-        res = evaluate_checkpoint(ckpt, data, model_path=model, samples=samples, batch_size=batch_size, device=device)
+        config = EvaluateConfig(**kwargs)
+        res = evaluate_checkpoint(config)
     except (ValueError, CheckpointError, ShardError) as e:
         _fail(e)
     for k, v in res.items():
         click.echo(f"{k:28s} {v:.4f}")
-    if json_out:
-        with open(json_out, "w") as f:
+    if config.json_out:
+        with open(config.json_out, "w") as f:
             json.dump(res, f, indent=2)
 
 

@@ -1,16 +1,54 @@
-"""Job configs: one dataclass per ``train-cli`` command, one field per flag (``--batch-size`` ->
-``batch_size``), validated in ``__post_init__`` with errors naming the flag."""
+"""Job configs: one dataclass per ``train-cli`` command, one field per flag.
+
+These dataclasses are the one place where the flags, their types, defaults and help live:
+``train-cli`` builds its click options from them (:func:`train.cli.options_from`: field
+``batch_size`` -> ``--batch-size``, the annotation gives the type, a ``bool`` gives an
+``--x/--no-x`` pair, a ``Literal`` a choice, the default is the field's, the help its docstring),
+and the smaller dataclasses of the code (``LoopConfig``, ``LossWeights``, ``Augment``) take
+their values from a job config instead of holding defaults of their own. Each config validates
+itself in ``__post_init__`` with errors naming the flag.
+
+A saved config (``OUT/config.json``, every checkpoint) does not depend on the machine: values
+that do (``workers``) stay ``None`` = automatic and are resolved when the run starts.
+"""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import math
 import os
-from typing import Any
+import textwrap
+from typing import Any, Literal, get_args
 
-__all__ = ["CoarseConfig"]
+__all__ = ["CoarseConfig", "EvaluateConfig", "field_docs", "DEVICES"]
 
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES = get_args(Device)
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its docstring (the string literal under the field in the class body),
+    whitespace collapsed to one line; ``ValueError`` naming a field that has none."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs]
+    if missing:
+        raise ValueError(f"{cls.__name__} fields {missing} have no docstring (the --help text of their flag)")
+    return docs
+
+
+def _need(cond: bool, flag: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise ValueError(f"{flag} must be {rule}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -18,135 +56,130 @@ class CoarseConfig:
     """``train-cli coarse``: phase 1, CoarseNet on synthetic shards."""
 
     data: str
-    """--data: directory of training shards (shard-*.h5)."""
+    """directory of training shards (shard-*.h5)."""
     out: str
-    """--out: run directory (checkpoints, logs, curves)."""
+    """run directory (checkpoints, logs, curves)."""
     model: str | None = None
-    """--model: morphable model file (.h5 BFM2017/2019, .mat BFM2009); default: the built-in model."""
+    """morphable model file (.h5 BFM2017/2019, .mat BFM2009); default: the built-in model."""
     val_data: str | None = None
-    """--val-data: directory of validation shards (no validation when omitted)."""
+    """directory of validation shards (no validation when omitted)."""
     iters: int = 4
-    """--iters: CoarseNet iterations (feedback renderings) per image."""
+    """CoarseNet iterations (feedback renderings) per image."""
     size: int = 224
-    """--size: network input size in pixels (images are resized from the shard size)."""
+    """network input size in pixels (images are resized from the shard size)."""
     batch_size: int = 32
-    """--batch-size: images per step per process."""
+    """images per step per process."""
     steps: int | None = None
-    """--steps: optimisation steps (exclusive with --epochs; 10000 when neither is given)."""
+    """optimisation steps (exclusive with --epochs; 10000 when neither is given)."""
     epochs: float | None = None
-    """--epochs: passes over the (per-process) training samples, converted to steps."""
+    """passes over the (per-process) training samples, converted to steps."""
     lr: float = 1e-3
-    """--lr: peak AdamW learning rate."""
+    """peak AdamW learning rate."""
     weight_decay: float = 0.01
-    """--weight-decay: AdamW decoupled weight decay (conv/linear weights only)."""
+    """AdamW decoupled weight decay (conv/linear weights only)."""
     warmup: float = 0.03
-    """--warmup: linear warm-up, as a fraction of the steps; cosine decay afterwards."""
+    """linear warm-up, as a fraction of the steps; cosine decay afterwards."""
     min_lr: float = 0.01
-    """--min-lr: final learning rate as a fraction of --lr."""
+    """final learning rate as a fraction of --lr."""
     grad_clip: float = 1.0
-    """--grad-clip: clip the global gradient norm to this (0 = off)."""
-    device: str = "auto"
-    """--device: auto | cpu | cuda (auto = cuda when available)."""
+    """clip the global gradient norm to this (0 = off)."""
+    device: Device = "auto"
+    """where to train: cuda when available (auto), cpu or cuda."""
     amp: bool = True
-    """--amp/--no-amp: bf16 autocast for the network on CUDA (rendering and losses stay float32)."""
+    """bf16 autocast for the network on CUDA (rendering and losses stay float32)."""
     threads: int = 0
-    """--threads: torch CPU threads per process (0 = torch's default)."""
+    """torch CPU threads per process (0 = torch's default)."""
     workers: int | None = None
-    """--workers: DataLoader worker processes per training process (default: min(8, CPUs - 1);
-    the loader benchmark needs >= 4 to feed an H200 at 128^2)."""
+    """DataLoader worker processes per training process (default: min(8, CPUs - 1), resolved
+    when the run starts; the loader benchmark needs >= 4 to feed an H200 at 128^2)."""
     seed: int = 0
-    """--seed: seeds initialisation, shuffling and augmentation."""
+    """seeds initialisation, shuffling and augmentation."""
     width_mult: float = 1.0
-    """--width-mult: scales all CoarseNet widths (tiny configs for tests)."""
+    """scales all CoarseNet widths (tiny configs for tests)."""
     n_id: int = 80
-    """--n-id: identity coefficients predicted (first components; capped at the model's count)."""
+    """identity coefficients predicted (first components; capped at the model's count)."""
     n_exp: int | None = None
-    """--n-exp: expression coefficients predicted (default: all of the model's)."""
+    """expression coefficients predicted (default: all of the model's)."""
     n_albedo: int = 0
-    """--n-albedo: albedo coefficients predicted by an extra head (0 = none)."""
+    """albedo coefficients predicted by an extra head (0 = none)."""
     predict_sh: bool = False
-    """--predict-sh/--no-predict-sh: also predict the 9x3 SH lighting."""
+    """also predict the 9x3 SH lighting."""
     feedback_cell: float = 0.0
-    """--feedback-cell: rasterize the feedback maps from a vertex-clustered mesh with this cell
+    """rasterize the feedback maps from a vertex-clustered mesh with this cell
     size in mm (0 = the full mesh; 1.5-2 mm is ~2-3x cheaper to rasterize at 128^2)."""
     mask_input: bool = True
-    """--mask-input/--no-mask-input: multiply the input image by the face mask."""
+    """multiply the input image by the face mask."""
     color_jitter: float = 0.1
-    """--color-jitter: colour augmentation strength (0 = off)."""
+    """colour augmentation strength (0 = off)."""
     crop_jitter: float = 0.02
-    """--crop-jitter: random shift, fraction of the image size (0 = off)."""
+    """random shift, fraction of the image size (0 = off)."""
     w_geo: float = 1.0
-    """--w-geo: weight of the model-space vertex loss."""
+    """weight of the model-space vertex loss."""
     w_proj: float = 1.0
-    """--w-proj: weight of the projected (2D) vertex loss."""
+    """weight of the projected (2D) vertex loss."""
     w_pose: float = 1.0
-    """--w-pose: weight of the normalised pose loss."""
+    """weight of the normalised pose loss."""
     w_cam: float = 1.0
-    """--w-cam: weight of the normalised camera (translation) loss."""
+    """weight of the normalised camera (translation) loss."""
     w_param: float = 0.0
-    """--w-param: weight of a plain coefficient L2 loss (std units)."""
+    """weight of a plain coefficient L2 loss (std units)."""
     w_alb: float = 1.0
-    """--w-alb: weight of the albedo-coefficient loss (with --n-albedo)."""
+    """weight of the albedo-coefficient loss (with --n-albedo)."""
     w_sh: float = 1.0
-    """--w-sh: weight of the SH loss (with --predict-sh)."""
+    """weight of the SH loss (with --predict-sh)."""
     val_every: int = 1000
-    """--val-every: validate every this many steps (and at the end)."""
+    """validate every this many steps (and at the end)."""
     val_samples: int = 512
-    """--val-samples: validation samples used (the first ones of --val-data)."""
+    """validation samples used (the first ones of --val-data)."""
     log_every: int = 10
-    """--log-every: write a training log row every this many steps."""
+    """write a training log row every this many steps."""
     ckpt_every: int = 1000
-    """--ckpt-every: write checkpoints/last.pt every this many steps (and at the end)."""
+    """write checkpoints/last.pt every this many steps (and at the end)."""
     stats_samples: int = 2000
-    """--stats-samples: samples read to estimate the pose/camera normalisation."""
+    """samples read to estimate the pose/camera normalisation."""
     stop_at: int = 0
-    """--stop-at: stop (with a checkpoint) after this step, the schedule still following --steps;
+    """stop (with a checkpoint) after this step, the schedule still following --steps;
     continue later with --resume (time-limited jobs). 0 = off."""
     resume: bool = False
-    """--resume: continue from OUT/checkpoints/last.pt."""
+    """continue from OUT/checkpoints/last.pt."""
     progress: bool = True
-    """--progress/--no-progress: show a tqdm progress bar."""
+    """show a tqdm progress bar."""
 
     def __post_init__(self) -> None:
-        def need(cond: bool, flag: str, rule: str, value: Any) -> None:
-            if not cond:
-                raise ValueError(f"{flag} must be {rule}, got {value!r}")
-
-        need(bool(self.data), "--data", "a directory", self.data)
-        need(bool(self.out), "--out", "a directory", self.out)
-        need(self.iters >= 1, "--iters", ">= 1", self.iters)
-        need(self.size >= 16, "--size", ">= 16", self.size)
-        need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
+        _need(bool(self.data), "--data", "a directory", self.data)
+        _need(bool(self.out), "--out", "a directory", self.out)
+        _need(self.iters >= 1, "--iters", ">= 1", self.iters)
+        _need(self.size >= 16, "--size", ">= 16", self.size)
+        _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         if self.steps is not None and self.epochs is not None:
             raise ValueError(f"--steps and --epochs are exclusive, got --steps {self.steps} and --epochs {self.epochs}")
         if self.steps is not None:
-            need(self.steps >= 1, "--steps", ">= 1", self.steps)
+            _need(self.steps >= 1, "--steps", ">= 1", self.steps)
         if self.epochs is not None:
-            need(self.epochs > 0 and math.isfinite(self.epochs), "--epochs", "> 0", self.epochs)
-        need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
-        need(self.weight_decay >= 0, "--weight-decay", ">= 0", self.weight_decay)
-        need(0 <= self.warmup < 1, "--warmup", "in [0, 1)", self.warmup)
-        need(0 <= self.min_lr <= 1, "--min-lr", "in [0, 1]", self.min_lr)
-        need(self.grad_clip >= 0, "--grad-clip", ">= 0", self.grad_clip)
-        need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
-        need(self.threads >= 0, "--threads", ">= 0", self.threads)
-        if self.workers is None:
-            self.workers = max(0, min(8, (os.cpu_count() or 1) - 1))
-        need(self.workers >= 0, "--workers", ">= 0", self.workers)
-        need(self.width_mult > 0, "--width-mult", "> 0", self.width_mult)
-        need(self.n_id >= 1, "--n-id", ">= 1", self.n_id)
+            _need(self.epochs > 0 and math.isfinite(self.epochs), "--epochs", "> 0", self.epochs)
+        _need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
+        _need(self.weight_decay >= 0, "--weight-decay", ">= 0", self.weight_decay)
+        _need(0 <= self.warmup < 1, "--warmup", "in [0, 1)", self.warmup)
+        _need(0 <= self.min_lr <= 1, "--min-lr", "in [0, 1]", self.min_lr)
+        _need(self.grad_clip >= 0, "--grad-clip", ">= 0", self.grad_clip)
+        _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
+        _need(self.threads >= 0, "--threads", ">= 0", self.threads)
+        if self.workers is not None:
+            _need(self.workers >= 0, "--workers", ">= 0", self.workers)
+        _need(self.width_mult > 0, "--width-mult", "> 0", self.width_mult)
+        _need(self.n_id >= 1, "--n-id", ">= 1", self.n_id)
         if self.n_exp is not None:
-            need(self.n_exp >= 0, "--n-exp", ">= 0", self.n_exp)
-        need(self.n_albedo >= 0, "--n-albedo", ">= 0", self.n_albedo)
-        need(self.feedback_cell >= 0, "--feedback-cell", ">= 0", self.feedback_cell)
-        need(0 <= self.color_jitter < 1, "--color-jitter", "in [0, 1)", self.color_jitter)
-        need(0 <= self.crop_jitter <= 0.25, "--crop-jitter", "in [0, 0.25]", self.crop_jitter)
+            _need(self.n_exp >= 0, "--n-exp", ">= 0", self.n_exp)
+        _need(self.n_albedo >= 0, "--n-albedo", ">= 0", self.n_albedo)
+        _need(self.feedback_cell >= 0, "--feedback-cell", ">= 0", self.feedback_cell)
+        _need(0 <= self.color_jitter < 1, "--color-jitter", "in [0, 1)", self.color_jitter)
+        _need(0 <= self.crop_jitter <= 0.25, "--crop-jitter", "in [0, 0.25]", self.crop_jitter)
         for name in ("w_geo", "w_proj", "w_pose", "w_cam", "w_param", "w_alb", "w_sh"):
             v = getattr(self, name)
-            need(v >= 0 and math.isfinite(v), "--" + name.replace("_", "-"), ">= 0", v)
-        need(self.stop_at >= 0, "--stop-at", ">= 0", self.stop_at)
+            _need(v >= 0 and math.isfinite(v), "--" + name.replace("_", "-"), ">= 0", v)
+        _need(self.stop_at >= 0, "--stop-at", ">= 0", self.stop_at)
         for name in ("val_every", "val_samples", "log_every", "ckpt_every", "stats_samples"):
-            need(getattr(self, name) >= 1, "--" + name.replace("_", "-"), ">= 1", getattr(self, name))
+            _need(getattr(self, name) >= 1, "--" + name.replace("_", "-"), ">= 1", getattr(self, name))
 
     def total_steps(self, samples_per_process: int) -> int:
         """--steps, or --epochs converted with the per-process sample count (default 10000)."""
@@ -156,8 +189,48 @@ class CoarseConfig:
             return max(1, math.ceil(self.epochs * samples_per_process / self.batch_size))
         return 10000
 
+    def loader_workers(self) -> int:
+        """--workers, or when it is None (automatic) min(8, CPUs - 1) of this machine."""
+        return self.workers if self.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CoarseConfig":
+        """A config saved by :meth:`to_dict` (keys of fields since removed are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
     # fields that change the network or its targets: a resumed run must keep them
     ARCH_FIELDS = ("iters", "size", "width_mult", "n_id", "n_exp", "n_albedo", "predict_sh", "mask_input")
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """``train-cli evaluate``: validation metrics of a checkpoint on shards, per iteration."""
+
+    ckpt: str
+    """checkpoint to evaluate: a run's .pt or exported .safetensors."""
+    data: str
+    """directory of shards to evaluate on."""
+    model: str | None = None
+    """morphable model file; default: the one named in the checkpoint's config (the built-in model when none)."""
+    samples: int = 512
+    """samples evaluated (the first ones)."""
+    batch_size: int = 32
+    """images per batch."""
+    device: Device = "auto"
+    """where to run: cuda when available (auto), cpu or cuda."""
+    workers: int = 0
+    """DataLoader worker processes."""
+    json_out: str | None = None
+    """also write the metrics to this JSON file."""
+
+    def __post_init__(self) -> None:
+        _need(bool(self.ckpt), "--ckpt", "a checkpoint file", self.ckpt)
+        _need(bool(self.data), "--data", "a directory", self.data)
+        _need(self.samples >= 1, "--samples", ">= 1", self.samples)
+        _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
+        _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
+        _need(self.workers >= 0, "--workers", ">= 0", self.workers)

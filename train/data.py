@@ -56,11 +56,12 @@ class ShardError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """Optional training augmentations (0 = off)."""
+    """Training augmentations (0 = off); the fields are the job config's of the same names
+    (:meth:`from_config`), whose defaults they take."""
 
-    color_jitter: float = 0.0
+    color_jitter: float
     """per-channel gain, brightness and contrast each drawn from U(1 - c, 1 + c)."""
-    crop_jitter: float = 0.0
+    crop_jitter: float
     """shift the image by up to this fraction of its size in x and y (principal point follows)."""
 
     def __post_init__(self) -> None:
@@ -72,6 +73,11 @@ class Augment:
     @property
     def active(self) -> bool:
         return self.color_jitter > 0 or self.crop_jitter > 0
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Augment":
+        """The augmentations of a job config (fields ``color_jitter``, ``crop_jitter``)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 def _close(reader) -> None:
@@ -103,7 +109,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self.paths = sorted(str(p) for p in self.root.glob("shard-*.h5"))
         if not self.paths:
             raise ShardError(f"shard directory {self.root} holds no shard-*.h5 files")
-        self.augment = augment or Augment()
+        self.augment = augment or Augment(color_jitter=0.0, crop_jitter=0.0)  # None: no augmentation
         self.seed = int(seed)
         lengths, self.attrs = [], []
         for path in self.paths:
@@ -140,8 +146,8 @@ class ShardDataset(torch.utils.data.Dataset):
         except Exception as e:
             raise ShardError(f"shard {path} is unreadable: {type(e).__name__}: {e}") from e
 
-    def _common_attr(self, name: str, kind: type):
-        values = {kind(a[name].decode() if isinstance(a.get(name), bytes) else a[name]) for a in self.attrs if name in a}
+    def _common_attr(self, name: str, cast: type):
+        values = {cast(a[name].decode() if isinstance(a.get(name), bytes) else a[name]) for a in self.attrs if name in a}
         if len(values) != 1:
             raise ShardError(f"shards in {self.root} must share one '{name}' attribute, got {sorted(map(str, values)) or 'none'}")
         return values.pop()

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 
 from synth import camera
-from synth.camera import PROJECTIONS  # noqa: F401  (re-exported: the one list of projections)
 from synth.raster import rasterize_reference as _rasterize_reference_np
 
 # Packed visibility key of an empty pixel (larger than every real key).
@@ -50,7 +49,7 @@ _LOW32 = 0xFFFFFFFF
 class Fragments:
     """Per-pixel rasterization result for a batch of B images of size (H, W).
 
-    tri_id: (B, H, W) long, index into ``faces`` of the visible triangle, -1 off-mesh.
+    tri_id: (B, H, W) long, index into ``triangles`` of the visible triangle, -1 off-mesh.
     bary: (B, H, W, 3) perspective-correct barycentrics of the pixel centre, 0 off-mesh.
     depth: (B, H, W) depth ``-p_z`` of the visible surface (same units as the vertices), 0 off-mesh.
     mask: (B, H, W) bool, True where a triangle covers the pixel centre.
@@ -76,20 +75,20 @@ def _check_verts(verts_cam: torch.Tensor) -> None:
         raise ValueError(f"verts_cam must be a floating point tensor, got {verts_cam.dtype}")
 
 
-def _check_faces(faces: torch.Tensor, n_verts: int, device: torch.device) -> torch.Tensor:
-    if not isinstance(faces, torch.Tensor):
-        faces = torch.from_numpy(np.array(faces))  # copy: model arrays are read-only
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"faces must be (T, 3), got {tuple(faces.shape)}")
-    if faces.is_floating_point() or faces.dtype == torch.bool:
-        raise ValueError(f"faces must be an integer tensor, got {faces.dtype}")
-    faces = faces.to(device=device, dtype=torch.long)
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= n_verts):
+def _check_triangles(triangles: torch.Tensor, n_verts: int, device: torch.device) -> torch.Tensor:
+    if not isinstance(triangles, torch.Tensor):
+        triangles = torch.from_numpy(np.array(triangles))  # copy: model arrays are read-only
+    if triangles.ndim != 2 or triangles.shape[1] != 3:
+        raise ValueError(f"triangles must be (T, 3), got {tuple(triangles.shape)}")
+    if triangles.is_floating_point() or triangles.dtype == torch.bool:
+        raise ValueError(f"triangles must be an integer tensor, got {triangles.dtype}")
+    triangles = triangles.to(device=device, dtype=torch.long)
+    if triangles.numel() and (int(triangles.min()) < 0 or int(triangles.max()) >= n_verts):
         raise ValueError(
-            f"faces must index vertices in [0, {n_verts}), got range "
-            f"[{int(faces.min())}, {int(faces.max())}]"
+            f"triangles must index vertices in [0, {n_verts}), got range "
+            f"[{int(triangles.min())}, {int(triangles.max())}]"
         )
-    return faces
+    return triangles
 
 
 def _check_intrinsics(intrinsics: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -157,7 +156,7 @@ def _orderable_float_bits(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _visibility(
     uvd: torch.Tensor,
-    faces: torch.Tensor,
+    triangles: torch.Tensor,
     size: tuple[int, int],
     projection: str,
     cull_backfaces: bool,
@@ -167,7 +166,7 @@ def _visibility(
     """Visible triangle per pixel. uvd (3, B, N) projected vertex planes (u, v, depth) ->
     (B*H*W,) long triangle index, -1 where empty."""
     _, B, N = uvd.shape
-    T = faces.shape[0]
+    T = triangles.shape[0]
     H, W = size
     device = uvd.device
     zbuf = torch.full((B * H * W,), _EMPTY_KEY, dtype=torch.int64, device=device)
@@ -181,15 +180,15 @@ def _visibility(
         vert_ok &= uvd[2] > znear
     # Unusable vertices get u = NaN, which makes the area of their triangles NaN (rejected below).
     uvd = torch.cat([torch.where(vert_ok, uvd[0], float("nan"))[None], uvd[1:]])
-    faces_t = faces.t().reshape(-1)  # (3T,) = corner 0 of all triangles, corner 1, corner 2
+    triangles_t = triangles.t().reshape(-1)  # (3T,) = corner 0 of all triangles, corner 1, corner 2
     if uvd.is_cuda:
-        corners = uvd.index_select(2, faces_t)
+        corners = uvd.index_select(2, triangles_t)
     else:
         # On CPU a 1-D gather per (coord, batch) row is ~8x faster than index_select(dim=2).
         rows = uvd.reshape(3 * B, N)
         corners = uvd.new_empty(3 * B, 3 * T)
         for r in range(3 * B):
-            torch.index_select(rows[r], 0, faces_t, out=corners[r])
+            torch.index_select(rows[r], 0, triangles_t, out=corners[r])
     corners = corners.view(3, B, 3, T)  # [coord, batch, corner, tri]
     u0, u1, u2 = corners[0].unbind(1)  # each (B, T)
     v0, v1, v2 = corners[1].unbind(1)
@@ -294,7 +293,7 @@ def _visibility(
 
 def _shade(
     verts_cam: torch.Tensor,
-    faces: torch.Tensor,
+    triangles: torch.Tensor,
     k: torch.Tensor,
     tri_flat: torch.Tensor,
     size: tuple[int, int],
@@ -321,7 +320,7 @@ def _shade(
     coords = [vflat[:, c] for c in range(3)]  # 3 x (B*N,)
     corners = []
     for i in range(3):
-        vid = faces[:, i].index_select(0, tri) + b_idx * N  # (P,) flat vertex index of corner i
+        vid = triangles[:, i].index_select(0, tri) + b_idx * N  # (P,) flat vertex index of corner i
         corners.append(torch.stack([c.index_select(0, vid) for c in coords], dim=-1))  # (P, 3)
     # (P, 3 corners, 3) with (P, 3, 3) intrinsics -> uv (P, 3, 2), depth (P, 3)
     uv, dep = camera.project(torch.stack(corners, dim=1), k.index_select(0, b_idx), projection)
@@ -350,7 +349,7 @@ def _shade(
 
 def rasterize(
     verts_cam: torch.Tensor,
-    faces: torch.Tensor,
+    triangles: torch.Tensor,
     intrinsics: torch.Tensor,
     size: tuple[int, int],
     projection: str = "perspective",
@@ -362,7 +361,7 @@ def rasterize(
 
     Args:
         verts_cam: (B, N, 3) float vertices in the camera frame (looking along -z).
-        faces: (T, 3) integer vertex indices, shared by the batch.
+        triangles: (T, 3) integer vertex indices, shared by the batch.
         intrinsics: (B, 3, 3) or (3, 3); for weak perspective fx, fy hold the scale.
         size: (H, W) image size in pixels (an int means square).
         projection: "perspective" or "weak_perspective".
@@ -379,21 +378,21 @@ def rasterize(
     _check_projection(projection)
     H, W = _check_size(size)
     B, N = verts_cam.shape[:2]
-    faces = _check_faces(faces, N, verts_cam.device)
+    triangles = _check_triangles(triangles, N, verts_cam.device)
     k = _check_intrinsics(intrinsics, B, verts_cam)
     with torch.no_grad():
         uv, depth = camera.project(verts_cam.detach(), k.detach(), projection)  # (B, N, 2), (B, N)
         # (B, N, 3) -> (3, B, N) planes u, v, depth
         uvd = torch.cat([uv, depth[..., None]], dim=-1).permute(2, 0, 1).contiguous()
     tri_flat = _visibility(
-        uvd, faces, (H, W), projection, cull_backfaces, znear, max_candidates
+        uvd, triangles, (H, W), projection, cull_backfaces, znear, max_candidates
     )  # (B*H*W,)
-    bary, depth = _shade(verts_cam, faces, k, tri_flat, (H, W), projection)
+    bary, depth = _shade(verts_cam, triangles, k, tri_flat, (H, W), projection)
     tri_id = tri_flat.reshape(B, H, W)
     return Fragments(tri_id=tri_id, bary=bary, depth=depth, mask=tri_id >= 0)
 
 
-def interpolate(attrs: torch.Tensor, faces: torch.Tensor, fragments: Fragments) -> torch.Tensor:
+def interpolate(attrs: torch.Tensor, triangles: torch.Tensor, fragments: Fragments) -> torch.Tensor:
     """Interpolate per-vertex attributes with the fragments' barycentrics.
 
     attrs (B, N, C) or (N, C) -> (B, H, W, C), 0 off-mesh. Differentiable w.r.t. ``attrs`` and
@@ -407,9 +406,9 @@ def interpolate(attrs: torch.Tensor, faces: torch.Tensor, fragments: Fragments) 
     if attrs.ndim != 3 or attrs.shape[0] != B:
         raise ValueError(f"attrs must be (N, C) or ({B}, N, C), got {tuple(attrs.shape)}")
     N, C = attrs.shape[1:]
-    faces = _check_faces(faces, N, attrs.device)
+    triangles = _check_triangles(triangles, N, attrs.device)
     tri = fragments.tri_id.clamp(min=0)  # (B, H, W)
-    vid = faces[tri]  # (B, H, W, 3)
+    vid = triangles[tri]  # (B, H, W, 3)
     batch = torch.arange(B, device=attrs.device)[:, None, None, None]  # (B, 1, 1, 1)
     corner = attrs[batch, vid]  # (B, N, C) indexed -> (B, H, W, 3, C)
     bary = fragments.bary.to(attrs.dtype) if attrs.is_floating_point() else fragments.bary
@@ -419,14 +418,14 @@ def interpolate(attrs: torch.Tensor, faces: torch.Tensor, fragments: Fragments) 
 
 def render_depth(
     verts_cam: torch.Tensor,
-    faces: torch.Tensor,
+    triangles: torch.Tensor,
     intrinsics: torch.Tensor,
     size: tuple[int, int],
     projection: str = "perspective",
     **kwargs,
 ) -> torch.Tensor:
     """Depth map (B, H, W), 0 off-mesh; see :func:`rasterize` (keyword options pass through)."""
-    return rasterize(verts_cam, faces, intrinsics, size, projection, **kwargs).depth
+    return rasterize(verts_cam, triangles, intrinsics, size, projection, **kwargs).depth
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,7 +435,7 @@ def render_depth(
 
 def rasterize_reference(
     verts_cam,
-    faces,
+    triangles,
     intrinsics,
     size: tuple[int, int],
     projection: str = "perspective",
@@ -451,14 +450,14 @@ def rasterize_reference(
     verts = np.asarray(torch.as_tensor(verts_cam).detach().cpu(), dtype=np.float64)
     if verts.ndim != 3 or verts.shape[-1] != 3:
         raise ValueError(f"verts_cam must be (B, N, 3), got {verts.shape}")
-    faces_np = np.asarray(torch.as_tensor(faces).cpu(), dtype=np.int64)
+    triangles_np = np.asarray(torch.as_tensor(triangles).cpu(), dtype=np.int64)
     K = np.asarray(torch.as_tensor(intrinsics).detach().cpu(), dtype=np.float64)
     _check_projection(projection)
     H, W = _check_size(size)
     B = verts.shape[0]
     if K.shape == (3, 3):
         K = np.broadcast_to(K, (B, 3, 3))
-    refs = [_rasterize_reference_np(verts[b], faces_np, K[b], (H, W), projection, cull_backfaces, znear)
+    refs = [_rasterize_reference_np(verts[b], triangles_np, K[b], (H, W), projection, cull_backfaces, znear)
             for b in range(B)]
     tri_t = torch.from_numpy(np.stack([r.tri_id for r in refs]))  # (B, H, W)
     return Fragments(

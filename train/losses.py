@@ -20,8 +20,8 @@ Phase 1 (CoarseNet), :class:`CoarseLoss`, summed over the iterations ``k = 1..K`
 * ``P`` projects the same vertices to pixels with each sample's known intrinsics: the image
   alignment term, which couples shape, pose and camera; normalised by 10 % of the image width.
 * pose / camera: squared error of the normalised parameters (``(x - mean) / std`` of the
-  training prior, see :class:`train.coarse_net.ParamStats`; the camera vector is the translation
-  as the image shows it, :func:`train.coarse_net.translation_to_cam`).
+  training prior, see :class:`train.params.ParamStats`; the camera vector is the translation
+  as the image shows it, :func:`train.params.translation_to_cam`).
 
 All terms are computed in float32 outside autocast.
 """
@@ -35,28 +35,36 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .coarse_net import ParamLayout, ParamStats, decode_params, encode_params, project, to_camera
+from synth import camera
+
+from .params import MIN_DEPTH_MM, ParamLayout, ParamStats, decode_params, encode_params
 
 __all__ = ["LossWeights", "LossOutput", "CoarseLoss", "prior_vertex_variance"]
 
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-    """Weights of the CoarseNet loss terms (see the module docstring)."""
+    """Weights of the CoarseNet loss terms (see the module docstring); field ``x`` is the job
+    config's ``w_x`` (``--w-x``), whose default it takes through :meth:`from_config`."""
 
-    geo: float = 1.0
-    proj: float = 1.0
-    pose: float = 1.0
-    cam: float = 1.0
-    param: float = 0.0
-    alb: float = 1.0
-    sh: float = 1.0
+    geo: float
+    proj: float
+    pose: float
+    cam: float
+    param: float
+    alb: float
+    sh: float
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"--w-{f.name} must be finite and >= 0, got {v}")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "LossWeights":
+        """The weights of a job config (fields ``w_geo``, ``w_proj``, ...)."""
+        return cls(**{f.name: getattr(config, "w_" + f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass
@@ -84,11 +92,19 @@ def prior_vertex_variance(id_basis: np.ndarray, id_std: np.ndarray, exp_basis: n
     return total / max(m, 1)
 
 
+def _pixels(vertices: torch.Tensor, pose: torch.Tensor, translation: torch.Tensor, intrinsics: torch.Tensor,
+            projection: str) -> torch.Tensor:
+    """Model-space ``vertices (B, M, 3)`` posed by ``pose (B, 3)``, ``translation (B, 3)`` -> pixels
+    ``(B, M, 2)`` with ``intrinsics (B, 3, 3)`` (:mod:`synth.camera`)."""
+    cam = camera.to_camera(vertices, camera.rotation_matrix(pose), translation)  # (B, M, 3)
+    return camera.project(cam, intrinsics, projection, min_depth=MIN_DEPTH_MM)[0]
+
+
 class CoarseLoss(nn.Module):
     """The phase-1 loss (module docstring). ``forward(estimates, batch) -> LossOutput`` with
     ``estimates`` the list of normalised ``(B, dim)`` vectors after each iteration."""
 
-    def __init__(self, model, layout: ParamLayout, stats: ParamStats, weights: LossWeights = LossWeights(),
+    def __init__(self, model, layout: ParamLayout, stats: ParamStats, weights: LossWeights,
                  projection: str = "perspective", max_vertices: int = 2000):
         super().__init__()
         self.layout, self.stats, self.weights, self.projection = layout, stats, weights, projection
@@ -127,7 +143,7 @@ class CoarseLoss(nn.Module):
             k = batch["intrinsics"].float()
             size = tuple(batch["image"].shape[-2:])
             width = size[1]
-            uv_gt = project(to_camera(v_gt, batch["pose"].float(), batch["translation"].float()), k, self.projection)
+            uv_gt = _pixels(v_gt, batch["pose"].float(), batch["translation"].float(), k, self.projection)
             proj_norm2 = (0.1 * width) ** 2
             terms: dict[str, torch.Tensor] = {}
             per_iter, total = [], None
@@ -141,12 +157,12 @@ class CoarseLoss(nn.Module):
                     "cam": ((est[:, s["cam"]] - target[:, s["cam"]]) ** 2).mean(),
                 }
                 if w.proj:
-                    uv = project(to_camera(v, p.pose, p.translation), k, self.projection)
+                    uv = _pixels(v, p.pose, p.translation, k, self.projection)
                     it["proj"] = ((uv - uv_gt) ** 2).sum(-1).mean() / proj_norm2
                 if w.param:
                     sl = slice(0, lay.n_id + lay.n_exp)
                     it["param"] = ((est[:, sl] - target[:, sl]) ** 2).mean()
-                if lay.n_alb:
+                if lay.n_albedo:
                     it["alb"] = ((est[:, s["beta"]] - target[:, s["beta"]]) ** 2).mean()
                 if lay.n_sh:
                     it["sh"] = ((est[:, s["sh"]] - target[:, s["sh"]]) ** 2).mean()

@@ -13,6 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from synth import camera
+
+from . import depth_render
+from .coarse_net import IterativeCoarseNet
+from .params import MIN_DEPTH_MM, decode_params
+
 __all__ = ["vertex_rmse", "DepthError", "depth_error", "landmark_nme", "coarse_metrics", "IBUG_OUTER_EYE_CORNERS"]
 
 IBUG_OUTER_EYE_CORNERS = (36, 45)  # 0-based iBUG 300-W indices (right eye outer, left eye outer)
@@ -91,43 +97,41 @@ def landmark_nme(pred: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor | N
 
 
 @torch.no_grad()
-def coarse_metrics(task, estimates: list[torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch: dict[str, Any],
+                   region: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Per-sample metrics of CoarseNet estimates at every iteration: ``vertex_rmse_mm/it<k>``,
     ``depth_err_mean_pct/it<k>``, ``depth_err_median_pct/it<k>``, ``depth_coverage/it<k>``,
     ``landmark_nme/it<k>`` (when the model has landmarks), each ``(B,)``.
 
-    The ground-truth depth is rendered from the sample's full ground-truth parameters with the
-    same rasterizer and intrinsics (so both maps share resolution and mesh).
+    ``net`` is the (unwrapped) network that made the estimates: its layout, statistics and
+    feedback renderer decode and render them; ``region (N,)`` bool restricts the vertex RMSE (the
+    morphable model's ``face_region``; all vertices when None). The ground-truth depth is rendered
+    from the sample's full ground-truth parameters with the same rasterizer and intrinsics (so
+    both maps share resolution and mesh).
     """
-    from . import depth_render
-    from .coarse_net import decode_params, project, to_camera
-
-    model = task.model.module if hasattr(task.model, "module") else task.model
-    render = model.render
-    region = None
-    fr = task.morph_model.face_region
-    if fr is not None:
-        region = torch.tensor(np.asarray(fr), device=estimates[0].device)
+    render = net.render
+    if region is not None:
+        region = torch.tensor(np.asarray(region), device=estimates[0].device)
     k = batch["intrinsics"].float()
     size = tuple(batch["image"].shape[-2:])
     with torch.autocast(device_type=k.device.type, enabled=False):
         v_gt = render.vertices(batch["alpha_id"], batch["alpha_exp"])  # (B, N, 3)
-        cam_gt = to_camera(v_gt, batch["pose"].float(), batch["translation"].float())
-        fr_gt = depth_render.rasterize(cam_gt, render.faces, k, size, projection=render.projection)
+        cam_gt = camera.to_camera(v_gt, camera.rotation_matrix(batch["pose"].float()), batch["translation"].float())
+        fr_gt = depth_render.rasterize(cam_gt, render.triangles, k, size, projection=render.projection)
         out: dict[str, torch.Tensor] = {}
         has_lm = render.landmarks.numel() == 68 and "landmarks" in batch
         for it, est in enumerate(estimates, start=1):
-            p = decode_params(est.float(), task.layout, task.stats, k, size, render.projection)
+            p = decode_params(est.float(), net.layout, net.stats, k, size, render.projection)
             v = render.vertices(p.alpha_id, p.alpha_exp)
             out[f"vertex_rmse_mm/it{it}"] = vertex_rmse(v, v_gt, region)
-            cam = to_camera(v, p.pose, p.translation)
-            fr_p = depth_render.rasterize(cam, render.faces, k, size, projection=render.projection)
+            cam = camera.to_camera(v, camera.rotation_matrix(p.pose), p.translation)  # (B, N, 3)
+            fr_p = depth_render.rasterize(cam, render.triangles, k, size, projection=render.projection)
             de = depth_error(fr_p.depth, fr_gt.depth, fr_gt.mask, fr_p.mask)
             out[f"depth_err_mean_pct/it{it}"] = de.mean_pct
             out[f"depth_err_median_pct/it{it}"] = de.median_pct
             out[f"depth_coverage/it{it}"] = de.coverage
             if has_lm:
-                uv = project(cam[:, render.landmarks], k, render.projection)
+                uv = camera.project(cam[:, render.landmarks], k, render.projection, min_depth=MIN_DEPTH_MM)[0]
                 vis = batch.get("landmarks_visible")
                 out[f"landmark_nme/it{it}"] = landmark_nme(uv, batch["landmarks"].float(), vis)
     return out

@@ -1,11 +1,12 @@
-"""One training loop for both phases; the phase lives in a *task* object.
+"""One training loop for every phase; the phase lives in a *task* object.
 
-A task provides (see :class:`train.coarse_net.CoarseTask`)::
+A task provides (see :class:`train.coarse_task.CoarseTask`)::
 
     task.name                          "coarse" | "fine" ...
     task.model                         the nn.Module to optimise (one forward per step)
+    task.curve_metrics                 validation metric names plotted in curves.png (optional)
     task.to(device)
-    task.prepare_batch(batch, device)  -> batch on the device
+    task.prepare_batch(batch, device)  -> batch on the device (with an "image" (B, ...) entry)
     task.forward(model, batch)         -> model output (model may be the DDP wrapper)
     task.loss(out, batch)              -> train.losses.LossOutput (total, terms, per_iter)
     task.metrics(out, batch)           -> {name: (B,) tensor} per-sample validation metrics
@@ -15,14 +16,20 @@ A task provides (see :class:`train.coarse_net.CoarseTask`)::
 nccl on CUDA), AdamW with decoupled weight decay on weights only, linear warm-up then cosine
 decay, gradient clipping, bf16 autocast on CUDA, tqdm (loss, img/s), a CSV + JSON-lines log,
 validation every K steps, atomic checkpoints with RNG states, exact resume, and PNG curves.
+:meth:`Trainer.fit` reads as its four parts: restore (or start), step, log, validate and
+checkpoint.
 
-:func:`train_coarse` wires phase 1 together from a :class:`train.config.CoarseConfig`.
+Nothing here changes global state beyond the run: on CUDA, ``torch.backends.cudnn.benchmark``
+is switched on for the duration of :meth:`Trainer.fit` only (fixed input sizes: the fastest
+kernels are picked once) and restored afterwards. The run directory's logs and curves are
+written by :mod:`train.logs`.
+
+Phase 1 is wired together in :mod:`train.coarse_task`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import logging
@@ -30,40 +37,58 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import (CheckpointError, load_checkpoint, load_inference_checkpoint, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .logs import RunLog, plot_curves, truncate_logs
 
 __all__ = ["LoopConfig", "DistInfo", "init_distributed", "resolve_device", "Trainer", "TrainResult",
-           "cosine_lambda", "train_coarse", "plot_curves"]
+           "cosine_lambda", "cudnn_benchmark", "validate"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class LoopConfig:
-    """What the loop needs from a job config (phase-independent)."""
+    """What the loop needs from a job config (phase-independent). Every field but
+    ``total_steps`` is the job config's field of the same name (and flag), whose default it
+    takes through :meth:`from_config`."""
 
     out: str
+    """run directory (checkpoints, logs, curves)."""
     total_steps: int
-    batch_size: int
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.03
-    min_lr: float = 0.01
-    grad_clip: float = 1.0
-    amp: bool = True
-    log_every: int = 10
-    val_every: int = 1000
-    ckpt_every: int = 1000
-    progress: bool = True
-    stop_at: int = 0
+    """length of the learning-rate schedule (the job config's --steps or --epochs, resolved)."""
+    lr: float
+    """peak AdamW learning rate."""
+    weight_decay: float
+    """AdamW decoupled weight decay (weights with ndim >= 2 only)."""
+    warmup: float
+    """linear warm-up, as a fraction of total_steps; cosine decay afterwards."""
+    min_lr: float
+    """final learning rate as a fraction of lr."""
+    grad_clip: float
+    """clip the global gradient norm to this (0 = off)."""
+    amp: bool
+    """bf16 autocast on CUDA."""
+    log_every: int
+    """write a training log row every this many steps."""
+    val_every: int
+    """validate every this many steps (and at the end)."""
+    ckpt_every: int
+    """write checkpoints/last.pt every this many steps (and at the end)."""
+    progress: bool
+    """show a tqdm progress bar."""
+    stop_at: int
     """stop (with a checkpoint) after this step although the schedule runs to total_steps (0 = off)."""
+
+    @classmethod
+    def from_config(cls, config: Any, total_steps: int) -> "LoopConfig":
+        """The loop settings of a job config (any object with the fields above but total_steps)."""
+        return cls(total_steps=total_steps,
+                   **{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name != "total_steps"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +153,51 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark = True`` inside the block when ``enabled``; the previous
+    value is restored on exit (also on an exception)."""
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = old or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
+def _autocast(amp: bool):
+    """bf16 autocast on CUDA when ``amp``, else nothing."""
+    if amp:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def validate(task, model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = False) -> dict[str, float]:
+    """Mean of every per-sample metric of ``task.metrics`` over ``loader`` (NaNs skipped), plus
+    ``n`` (the number of samples); ``model`` is left in the mode it was in. ``amp``: bf16
+    autocast for the forward (CUDA only)."""
+    was = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    n = 0
+    for batch in loader:
+        batch = task.prepare_batch(batch, device)
+        with _autocast(amp and device.type == "cuda"):
+            out = task.forward(model, batch)
+        for name, v in task.metrics(out, batch).items():
+            v = v.float()
+            ok = torch.isfinite(v)
+            sums[name] = sums.get(name, 0.0) + float(v[ok].sum())
+            counts[name] = counts.get(name, 0) + int(ok.sum())
+        n += int(batch["image"].shape[0])
+    model.train(was)
+    res = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
+    res["n"] = float(n)
+    return res
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` returns."""
@@ -138,6 +208,50 @@ class TrainResult:
     val: dict[str, float]
     """last validation metrics (empty without validation)."""
     checkpoint: Path | None
+
+
+@dataclasses.dataclass
+class _Run:
+    """The state one :meth:`Trainer.fit` carries from step to step."""
+
+    module: torch.nn.Module
+    """the task's model (what is checkpointed)."""
+    model: torch.nn.Module
+    """the same, or its DistributedDataParallel wrapper (what runs the forward)."""
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0
+    result: TrainResult = dataclasses.field(default_factory=lambda: TrainResult(0, [], {}, None))
+
+
+class _LossMeter:
+    """Sums the losses of the steps since the last log row, on the device (no host
+    synchronisation until a row is written), and the images seen for img/s."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.terms, self.steps, self.images = 0.0, {}, 0, 0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """img/s counts training time only: restarted after validation and checkpoints."""
+        self.t0 = time.perf_counter()
+
+    def add(self, lo, images: int) -> None:
+        self.loss = self.loss + lo.total.detach().double()
+        for k, v in lo.terms.items():
+            self.terms[k] = self.terms.get(k, 0.0) + v.double()
+        for i, v in enumerate(lo.per_iter, start=1):  # loss of each iteration: it1 vs itK
+            self.terms[f"it{i}"] = self.terms.get(f"it{i}", 0.0) + v.double()
+        self.steps += 1
+        self.images += images
+
+    def means(self) -> tuple[list[str], torch.Tensor]:
+        """Term names (``loss`` first, then the terms, iterations last) and their means ``(1 + T,)`` float64."""
+        names = sorted(self.terms, key=lambda k: (k.startswith("it"), len(k), k))
+        return names, torch.stack([self.loss] + [self.terms[k] for k in names]).double() / self.steps
 
 
 class Trainer:
@@ -155,11 +269,6 @@ class Trainer:
         self.amp = loop.amp and device.type == "cuda"
 
     # ------------------------------------------------------------------ helpers
-    def _autocast(self):
-        if self.amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
         if self.dist.enabled:
             values = values.clone()
@@ -167,47 +276,28 @@ class Trainer:
             values /= self.dist.world
         return values
 
-    def _save(self, step: int, model, opt, sched) -> Path:
+    def _barrier(self) -> None:
+        if self.dist.enabled:
+            dist.barrier()
+
+    def _save(self, run: _Run) -> Path:
         return save_checkpoint(self.ckpt_path, {
-            "task": self.task.name, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "config": self.run_config, "task_state": self.task.extra_state(),
-            "model_fingerprint": self.fingerprint, "rng": rng_state(),
+            "task": self.task.name, "step": run.step, "model": run.module.state_dict(),
+            "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "config": self.run_config,
+            "task_state": self.task.extra_state(), "model_fingerprint": self.fingerprint, "rng": rng_state(),
         })
 
-    @torch.no_grad()
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Mean of every per-sample metric over the validation set (NaNs skipped), plus ``n``."""
-        was = model.training
-        model.eval()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        n = 0
-        for batch in self.val_loader:
-            batch = self.task.prepare_batch(batch, self.device)
-            with self._autocast():
-                out = self.task.forward(model, batch)
-            for name, v in self.task.metrics(out, batch).items():
-                v = v.float()
-                ok = torch.isfinite(v)
-                sums[name] = sums.get(name, 0.0) + float(v[ok].sum())
-                counts[name] = counts.get(name, 0) + int(ok.sum())
-            n += int(batch["image"].shape[0])
-        model.train(was)
-        res = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
-        res["n"] = float(n)
-        return res
+        """:func:`validate` of the task on the validation loader."""
+        return validate(self.task, model, self.val_loader, self.device, self.amp)
 
-    # ------------------------------------------------------------------ the loop
-    def fit(self) -> TrainResult:
-        loop, task, device = self.loop, self.task, self.device
-        main = self.dist.is_main
-        if main:
-            (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
-        task.to(device)
-        module = task.model
+    # ------------------------------------------------------------------ the four parts of fit
+    def _start(self) -> _Run:
+        """Model on the device (DDP-wrapped when distributed), optimizer and schedule; restored
+        from the resume state when there is one (weights, optimizer, schedule, step, RNG)."""
+        loop, device = self.loop, self.device
+        self.task.to(device)
+        module = self.task.model
         model = module
         if self.dist.enabled:
             model = torch.nn.parallel.DistributedDataParallel(
@@ -216,318 +306,120 @@ class Trainer:
                                 fused=device.type == "cuda")
         warm = int(round(loop.warmup * loop.total_steps))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(loop.total_steps, warm, loop.min_lr))
-        start = 0
+        run = _Run(module=module, model=model, opt=opt, sched=sched)
         if self.resume_state is not None:
             ck = self.resume_state
             module.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
-            start = int(ck["step"])
+            run.step = int(ck["step"])
             set_rng_state(ck["rng"])
-            log.info("resumed from %s at step %d", self.ckpt_path, start)
-        if main:
-            _truncate_logs(self.out, start)
-        if start >= loop.total_steps:
-            log.info("nothing to do: step %d >= --steps %d", start, loop.total_steps)
-        loader = self.train_loader_fn(start)
-        writer = _LogWriter(self.out, main)
-        bar = None
-        if main and loop.progress:
-            from tqdm.auto import tqdm
+            log.info("resumed from %s at step %d", self.ckpt_path, run.step)
+        if self.dist.is_main:
+            truncate_logs(self.out, run.step)
+        if run.step >= loop.total_steps:
+            log.info("nothing to do: step %d >= --steps %d", run.step, loop.total_steps)
+        run.result.step = run.step
+        return run
 
-            bar = tqdm(total=loop.total_steps, initial=start, desc=task.name, dynamic_ncols=True)
-        losses: list[tuple[int, float]] = []
-        val: dict[str, float] = {}
-        ckpt: Path | None = None
-        acc_loss, acc_terms, acc_n, acc_img = 0.0, {}, 0, 0
-        t0 = time.perf_counter()
-        step = start
-        model.train()
-        for batch in loader:
-            batch = task.prepare_batch(batch, device)
-            with self._autocast():
-                out = task.forward(model, batch)
-            lo = task.loss(out, batch)
-            opt.zero_grad(set_to_none=True)
-            lo.total.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), loop.grad_clip if loop.grad_clip > 0 else float("inf"))
-            opt.step()
-            sched.step()
-            step += 1
-            # accumulate on the device: no host synchronisation until a log row is written
-            acc_loss = acc_loss + lo.total.detach().double()
-            for k, v in lo.terms.items():
-                acc_terms[k] = acc_terms.get(k, 0.0) + v.double()
-            for i, v in enumerate(lo.per_iter, start=1):  # loss of each iteration: it1 vs itK
-                acc_terms[f"it{i}"] = acc_terms.get(f"it{i}", 0.0) + v.double()
-            acc_n += 1
-            acc_img += int(batch["image"].shape[0]) * self.dist.world
-            last = step == loop.total_steps or step == loop.stop_at
-            if step % loop.log_every == 0 or last:
-                names = sorted(acc_terms, key=lambda k: (k.startswith("it"), len(k), k))
-                vals = torch.stack([acc_loss] + [acc_terms[k] for k in names]).double() / acc_n
-                vals = self._mean_over_ranks(vals).cpu()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
-                row = {"step": step, "loss": float(vals[0]),
-                       **{f"loss_{k}": float(v) for k, v in zip(names, vals[1:])},
-                       "lr": sched.get_last_lr()[0],
-                       "grad_norm": float(gnorm), "img_per_s": acc_img / max(dt, 1e-9)}
-                writer.train_row(row)
-                losses.append((step, row["loss"]))
-                if not math.isfinite(row["loss"]):
-                    raise FloatingPointError(
-                        f"training loss is {row['loss']} at step {step}; the last good checkpoint is {self.ckpt_path} "
-                        "(try a lower --lr or --grad-clip)")
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.1f}")
-                acc_loss, acc_terms, acc_n, acc_img = 0.0, {}, 0, 0
-                t0 = time.perf_counter()
-            if bar is not None:
-                bar.update(1)
-            if self.val_loader is not None and (step % loop.val_every == 0 or last):
-                if main:
-                    val = self.validate(module)
-                    writer.val_row({"step": step, **val})
-                    log.info("step %d validation: %s", step, _short(val))
-                if self.dist.enabled:
-                    dist.barrier()
-                t0 = time.perf_counter()
-            if step % loop.ckpt_every == 0 or last:
-                if main:
-                    ckpt = self._save(step, module, opt, sched)
-                if self.dist.enabled:
-                    dist.barrier()
-                t0 = time.perf_counter()
-            if step == loop.stop_at:
-                log.info("stopping at step %d (--stop-at); continue with --resume", step)
-                break
+    def _train_step(self, run: _Run, batch: Any) -> tuple[Any, torch.Tensor, int]:
+        """One optimisation step; returns the task's loss output, the gradient norm and the
+        number of images the step trained on (all ranks)."""
+        batch = self.task.prepare_batch(batch, self.device)
+        with _autocast(self.amp):
+            out = self.task.forward(run.model, batch)
+        lo = self.task.loss(out, batch)
+        run.opt.zero_grad(set_to_none=True)
+        lo.total.backward()
+        clip = self.loop.grad_clip if self.loop.grad_clip > 0 else float("inf")
+        gnorm = torch.nn.utils.clip_grad_norm_(run.module.parameters(), clip)
+        run.opt.step()
+        run.sched.step()
+        run.step += 1
+        return lo, gnorm, int(batch["image"].shape[0]) * self.dist.world
+
+    def _log(self, run: _Run, meter: _LossMeter, gnorm: torch.Tensor, writer: RunLog, bar) -> None:
+        """Write the mean losses since the last row (averaged over ranks) to the logs; stop with
+        a clear error on a non-finite loss."""
+        names, vals = meter.means()
+        vals = self._mean_over_ranks(vals).cpu()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - meter.t0
+        row = {"step": run.step, "loss": float(vals[0]),
+               **{f"loss_{k}": float(v) for k, v in zip(names, vals[1:])},
+               "lr": run.sched.get_last_lr()[0],
+               "grad_norm": float(gnorm), "img_per_s": meter.images / max(dt, 1e-9)}
+        writer.train_row(row)
+        run.result.losses.append((run.step, row["loss"]))
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(
+                f"training loss is {row['loss']} at step {run.step}; the last good checkpoint is {self.ckpt_path} "
+                "(try a lower --lr or --grad-clip)")
         if bar is not None:
-            bar.close()
-        writer.close()
+            bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.1f}")
+        meter.reset()
+
+    def _validate_and_checkpoint(self, run: _Run, last: bool, meter: _LossMeter, writer: RunLog) -> None:
+        """Validation (rank 0) every --val-every steps and checkpoint every --ckpt-every steps,
+        both at the last step; the other ranks wait at a barrier."""
+        loop, main = self.loop, self.dist.is_main
+        if self.val_loader is not None and (run.step % loop.val_every == 0 or last):
+            if main:
+                run.result.val = self.validate(run.module)
+                writer.val_row({"step": run.step, **run.result.val})
+                log.info("step %d validation: %s", run.step, _short(run.result.val))
+            self._barrier()
+            meter.restart_clock()
+        if run.step % loop.ckpt_every == 0 or last:
+            if main:
+                run.result.checkpoint = self._save(run)
+            self._barrier()
+            meter.restart_clock()
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainResult:
+        """Train from the start or the resume state to ``total_steps`` (or ``stop_at``)."""
+        loop, main = self.loop, self.dist.is_main
+        if main:
+            (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
+        with cudnn_benchmark(self.device.type == "cuda"):
+            run = self._start()
+            loader = self.train_loader_fn(run.step)
+            writer = RunLog(self.out, main)
+            bar = None
+            if main and loop.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=loop.total_steps, initial=run.step, desc=self.task.name, dynamic_ncols=True)
+            meter = _LossMeter()
+            run.model.train()
+            try:
+                for batch in loader:
+                    lo, gnorm, images = self._train_step(run, batch)
+                    meter.add(lo, images)
+                    run.result.step = run.step
+                    last = run.step == loop.total_steps or run.step == loop.stop_at
+                    if run.step % loop.log_every == 0 or last:
+                        self._log(run, meter, gnorm, writer, bar)
+                    if bar is not None:
+                        bar.update(1)
+                    self._validate_and_checkpoint(run, last, meter, writer)
+                    if run.step == loop.stop_at:
+                        log.info("stopping at step %d (--stop-at); continue with --resume", run.step)
+                        break
+            finally:
+                if bar is not None:
+                    bar.close()
+                writer.close()
         if main:
             try:
-                plot_curves(self.out)
+                plot_curves(self.out, getattr(self.task, "curve_metrics", None))
             except Exception as e:  # plotting must never lose a finished run
                 log.warning("could not plot curves: %s", e)
-        return TrainResult(step=step, losses=losses, val=val, checkpoint=ckpt)
+        return run.result
 
 
 def _short(d: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in d.items() if not k.startswith("depth_coverage"))
-
-
-class _LogWriter:
-    """``train.csv`` / ``val.csv`` (header from the first row) and ``log.jsonl`` (every row)."""
-
-    def __init__(self, out: Path, enabled: bool):
-        self.out, self.enabled = out, enabled
-        self._files: dict[str, Any] = {}
-        self._writers: dict[str, csv.DictWriter] = {}
-        self._jsonl = open(out / "log.jsonl", "a") if enabled else None
-
-    def _row(self, kind: str, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        path = self.out / f"{kind}.csv"
-        if kind not in self._writers:
-            fields = list(row)
-            if path.exists() and path.stat().st_size > 0:
-                with open(path) as f:
-                    fields = next(csv.reader(f))
-            new = not path.exists() or path.stat().st_size == 0
-            self._files[kind] = open(path, "a", newline="")
-            self._writers[kind] = csv.DictWriter(self._files[kind], fieldnames=fields, extrasaction="ignore",
-                                                 lineterminator="\n")
-            if new:
-                self._writers[kind].writeheader()
-        self._writers[kind].writerow(row)
-        self._files[kind].flush()
-        self._jsonl.write(json.dumps({"kind": kind, **row}) + "\n")
-        self._jsonl.flush()
-
-    def train_row(self, row: dict[str, Any]) -> None:
-        self._row("train", row)
-
-    def val_row(self, row: dict[str, Any]) -> None:
-        self._row("val", row)
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
-
-
-def _truncate_logs(out: Path, step: int) -> None:
-    """Drop log rows after ``step`` (written by a run that died after its last checkpoint)."""
-    for name in ("train.csv", "val.csv"):
-        path = out / name
-        if not path.exists():
-            continue
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            continue
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
-        with open(path, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows(keep)
-    path = out / "log.jsonl"
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
-
-
-def read_csv(path: Path) -> dict[str, np.ndarray]:
-    """Columns of a log CSV as float arrays (empty dict when the file is missing)."""
-    if not Path(path).exists():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
-
-
-def plot_curves(out: str | os.PathLike) -> Path:
-    """``OUT/curves.png``: training loss (log scale) and per-iteration validation metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    tr, va = read_csv(out / "train.csv"), read_csv(out / "val.csv")
-    metrics = ["vertex_rmse_mm", "depth_err_mean_pct", "landmark_nme"]
-    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(5 * (1 + len(metrics)), 4))
-    ax = axes[0]
-    if tr:
-        ax.plot(tr["step"], tr["loss"], label="total")
-        for k in tr:
-            if k.startswith("loss_") and not k.startswith("loss_it"):
-                ax.plot(tr["step"], tr[k], label=k[5:], alpha=0.6)
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("step")
-    ax.set_title("training loss")
-    for ax, m in zip(axes[1:], metrics):
-        cols = sorted((k for k in va if k.startswith(m + "/it")), key=lambda k: int(k.rsplit("it", 1)[1]))
-        for k in cols:
-            ax.plot(va["step"], va[k], marker="o", label=k.split("/")[1])
-        ax.set_title(f"val {m}")
-        ax.set_xlabel("step")
-        if cols:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-# ---------------------------------------------------------------------------- phase 1 wiring
-def train_coarse(config, model=None) -> TrainResult:
-    """Train CoarseNet as configured by a :class:`train.config.CoarseConfig`.
-
-    ``model`` (a ``MorphableModel``) overrides ``config.model`` (tests pass the tiny model).
-    Launch under ``torchrun --nproc-per-node N`` for DistributedDataParallel.
-    """
-    from .coarse_net import CoarseTask, ParamLayout, ParamStats
-    from .data import Augment, ShardDataset, make_eval_loader, make_train_loader, rank_indices
-    from .losses import LossWeights
-
-    dinfo = init_distributed(config.device)
-    device = resolve_device(config.device, dinfo.local_rank)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if model is None:
-        from morphable_model import load_model
-
-        model = load_model(config.model)
-    fp = model.fingerprint
-    resume_state = None
-    ckpt_path = Path(config.out) / "checkpoints" / "last.pt"
-    if config.resume:
-        resume_state = load_checkpoint(ckpt_path, map_location="cpu", fingerprint=fp)
-        old = resume_state["config"]
-        diff = {k: (old.get(k), getattr(config, k)) for k in config.ARCH_FIELDS if old.get(k) != getattr(config, k)}
-        if diff:
-            raise CheckpointError(f"checkpoint {ckpt_path} was trained with other settings {diff}; "
-                                  "use the same flags or a new --out")
-    elif ckpt_path.exists():
-        raise ValueError(f"--out {config.out} already holds a run ({ckpt_path}); pass --resume or choose a new --out")
-
-    augment = Augment(color_jitter=config.color_jitter, crop_jitter=config.crop_jitter)
-    train_ds = ShardDataset(config.data, fingerprint=fp, size=config.size, augment=augment, seed=config.seed)
-    indices = rank_indices(train_ds, dinfo.rank, dinfo.world)
-    total = config.total_steps(len(indices))
-    if resume_state is not None:
-        stats = ParamStats.from_dict(resume_state["task_state"]["stats"])
-    else:
-        arr = train_ds.param_arrays(config.stats_samples)
-        stats = ParamStats.from_samples(arr["pose"], arr["translation"], arr["intrinsics"], (config.size, config.size),
-                                        train_ds.projection, arr["sh"])
-    n_id = min(config.n_id, model.n_id)
-    n_exp = model.n_exp if config.n_exp is None else min(config.n_exp, model.n_exp)
-    if n_id < config.n_id:
-        log.info("--n-id %d capped at the model's %d identity components", config.n_id, n_id)
-    layout = ParamLayout(n_id=n_id, n_exp=n_exp, n_alb=min(config.n_albedo, model.n_albedo),
-                         n_sh=27 if config.predict_sh else 0)
-    weights = LossWeights(geo=config.w_geo, proj=config.w_proj, pose=config.w_pose, cam=config.w_cam,
-                          param=config.w_param, alb=config.w_alb, sh=config.w_sh)
-    torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    task = CoarseTask(model, layout, stats, iters=config.iters, width_mult=config.width_mult,
-                      projection=train_ds.projection, mask_input=config.mask_input, loss_weights=weights,
-                      feedback_cell=config.feedback_cell)
-    pin = device.type == "cuda"
-
-    def loader_fn(start: int):
-        return make_train_loader(train_ds, indices, config.batch_size, config.seed, total, start,
-                                 workers=config.workers, pin_memory=pin)
-
-    val_loader = None
-    if config.val_data and not dinfo.is_main:
-        val_loader = []  # validation runs on rank 0; the others only meet it at the barrier
-    if config.val_data and dinfo.is_main:
-        val_ds = ShardDataset(config.val_data, fingerprint=fp, size=config.size)
-        if val_ds.projection != train_ds.projection:
-            raise ValueError(f"--val-data uses {val_ds.projection} projection, --data uses {train_ds.projection}")
-        val_loader = make_eval_loader(val_ds, config.batch_size, config.val_samples, workers=min(config.workers, 2),
-                                      pin_memory=pin)
-    loop = LoopConfig(out=config.out, total_steps=total, batch_size=config.batch_size, lr=config.lr,
-                      weight_decay=config.weight_decay, warmup=config.warmup, min_lr=config.min_lr,
-                      grad_clip=config.grad_clip, amp=config.amp, log_every=config.log_every,
-                      val_every=config.val_every, ckpt_every=config.ckpt_every, progress=config.progress,
-                      stop_at=config.stop_at)
-    log.info("coarse: %d training samples (%d on this rank), %d steps of %d x %d, layout %s, device %s",
-             len(train_ds), len(indices), total, config.batch_size, dinfo.world, layout, device)
-    trainer = Trainer(task, loop, loader_fn, val_loader, device, config.to_dict(), fp, dinfo, resume_state)
-    return trainer.fit()
-
-
-def evaluate_checkpoint(ckpt_path, data: str, model_path: str | None = None, model=None, samples: int = 512,
-                        batch_size: int = 32, device: str = "auto", workers: int = 0) -> dict[str, float]:
-    """Validation metrics (means over ``samples`` samples of ``data``) of a CoarseNet checkpoint
-    (``.pt`` or exported ``.safetensors``)."""
-    from .coarse_net import build_task_from_state
-    from .data import ShardDataset, make_eval_loader
-
-    ck = load_inference_checkpoint(ckpt_path, task="coarse")
-    if model is None:
-        from morphable_model import load_model
-
-        model = load_model(model_path if model_path is not None else ck["config"].get("model"))
-    if model.fingerprint != ck["model_fingerprint"]:
-        raise CheckpointError(f"checkpoint {ckpt_path} was trained with morphable model "
-                              f"{ck['model_fingerprint'][:12]}..., the model given is {model.fingerprint[:12]}...")
-    dev = resolve_device(device)
-    task = build_task_from_state(model, ck["task_state"])
-    task.model.load_state_dict(ck["model"])
-    size = int(ck["config"]["size"])
-    ds = ShardDataset(data, fingerprint=model.fingerprint, size=size)
-    loop = LoopConfig(out=str(Path(ckpt_path).parent), total_steps=1, batch_size=batch_size)
-    trainer = Trainer(task, loop, lambda s: [], make_eval_loader(ds, batch_size, samples, workers), dev,
-                      ck["config"], model.fingerprint)
-    task.to(dev)
-    return trainer.validate(task.model)
+    return ", ".join(f"{k}={v:.4g}" for k, v in d.items())

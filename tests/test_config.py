@@ -1,0 +1,58 @@
+"""Job configs: errors name the flag, every field documents its flag, the saved config does not
+depend on the machine (``workers`` stays automatic until the run resolves it), old saved configs
+load."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from train.config import CoarseConfig, EvaluateConfig, field_docs
+
+
+def test_coarse_config_errors_name_the_flag():
+    with pytest.raises(ValueError, match="--iters must be >= 1, got 0"):
+        CoarseConfig(data="d", out="o", iters=0)
+    with pytest.raises(ValueError, match="--steps and --epochs are exclusive"):
+        CoarseConfig(data="d", out="o", steps=3, epochs=1.0)
+    with pytest.raises(ValueError, match="--device must be one of auto, cpu, cuda, got 'tpu'"):
+        CoarseConfig(data="d", out="o", device="tpu")
+    with pytest.raises(ValueError, match="--workers must be >= 0, got -1"):
+        CoarseConfig(data="d", out="o", workers=-1)
+    with pytest.raises(ValueError, match="--w-alb must be >= 0, got -0.5"):
+        CoarseConfig(data="d", out="o", w_alb=-0.5)
+    assert CoarseConfig(data="d", out="o", epochs=2.0, batch_size=10).total_steps(25) == 5
+    assert CoarseConfig(data="d", out="o").total_steps(25) == 10000
+
+
+def test_evaluate_config_errors_name_the_flag():
+    with pytest.raises(ValueError, match="--samples must be >= 1, got 0"):
+        EvaluateConfig(ckpt="c.pt", data="d", samples=0)
+    with pytest.raises(ValueError, match="--device must be one of auto, cpu, cuda, got 'gpu'"):
+        EvaluateConfig(ckpt="c.pt", data="d", device="gpu")
+
+
+@pytest.mark.parametrize("cls", [CoarseConfig, EvaluateConfig])
+def test_every_field_has_a_one_line_doc(cls):
+    docs = field_docs(cls)
+    assert set(docs) == {f.name for f in dataclasses.fields(cls)}
+    assert all(d and "\n" not in d and "  " not in d for d in docs.values())
+    assert not any(d.startswith("--") for d in docs.values())  # the flag name is derived, not repeated
+
+
+def test_workers_stay_automatic_in_the_saved_config(monkeypatch):
+    cfg = CoarseConfig(data="d", out="o")
+    assert cfg.to_dict()["workers"] is None  # what config.json and checkpoints store
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert cfg.loader_workers() == 3  # min(8, CPUs - 1), on this machine, when the run starts
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert cfg.loader_workers() == 8
+    assert CoarseConfig(data="d", out="o", workers=2).loader_workers() == 2
+    assert cfg.to_dict()["workers"] is None
+
+
+def test_saved_config_round_trips_and_old_keys_are_ignored():
+    cfg = CoarseConfig(data="d", out="o", iters=3, predict_sh=True)
+    assert CoarseConfig.from_dict(cfg.to_dict()) == cfg
+    assert CoarseConfig.from_dict({**cfg.to_dict(), "a_removed_flag": 1}) == cfg

@@ -1,0 +1,89 @@
+"""Inference: a trained CoarseNet from its checkpoint, and the reconstruction of a batch of images.
+
+``load_coarse(path)`` (a run's ``.pt`` or exported ``.safetensors``) rebuilds the :class:`train.coarse_net.IterativeCoarseNet` a checkpoint
+describes (its ``task_state``) and loads its weights; ``reconstruct(net, image, intrinsics)``
+runs it and returns the physical parameters after each iteration, the final mesh in model and
+camera space and its rendered depth (:class:`Reconstruction`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from morphable_model import load_model
+from synth import camera
+
+from . import depth_render
+from .checkpoint import CheckpointError, load_inference_checkpoint
+from .coarse_net import IterativeCoarseNet
+from .params import CoarseParams, decode_params
+
+__all__ = ["Reconstruction", "reconstruct", "load_coarse", "load_checkpoint_and_model"]
+
+
+@dataclasses.dataclass
+class Reconstruction:
+    """Output of :func:`reconstruct` for a batch of B images (all torch, on the model's device)."""
+
+    params: list[CoarseParams]
+    """physical parameters after each iteration (``len == iters``)."""
+    vertices: torch.Tensor
+    """(B, N, 3) model-space vertices (mm) of the final estimate."""
+    vertices_cam: torch.Tensor
+    """(B, N, 3) camera-frame vertices of the final estimate."""
+    depth: torch.Tensor
+    """(B, H, W) rendered depth (mm along the optical axis, 0 off the face)."""
+    mask: torch.Tensor
+    """(B, H, W) bool, where the face covers the image."""
+
+
+@torch.no_grad()
+def reconstruct(model: IterativeCoarseNet, image: torch.Tensor, intrinsics: torch.Tensor,
+                mask: torch.Tensor | None = None, iters: int | None = None) -> Reconstruction:
+    """Images ``(B, 3, H, W)`` in [0, 1] (at the network's input size) with their intrinsics
+    ``(B, 3, 3)`` (at that size) -> parameters per iteration, vertices and a depth map."""
+    was_training = model.training
+    model.eval()
+    try:
+        ests = model(image, intrinsics, mask, iters=iters)
+    finally:
+        model.train(was_training)
+    size = tuple(image.shape[-2:])
+    params = [decode_params(e, model.layout, model.stats, intrinsics.float(), size, model.render.projection) for e in ests]
+    last = params[-1]
+    verts = model.render.vertices(last.alpha_id, last.alpha_exp)
+    cam = camera.to_camera(verts, camera.rotation_matrix(last.pose), last.translation)  # (B, N, 3)
+    frags = depth_render.rasterize(cam, model.render.triangles, intrinsics.float(), size,
+                                   projection=model.render.projection)
+    return Reconstruction(params=params, vertices=verts, vertices_cam=cam, depth=frags.depth, mask=frags.mask)
+
+
+def load_checkpoint_and_model(path: str | os.PathLike, model=None, model_path: str | None = None
+                              ) -> tuple[dict[str, Any], Any]:
+    """A CoarseNet checkpoint (a run's ``.pt``, safe loader, or exported ``.safetensors``:
+    :func:`train.checkpoint.load_inference_checkpoint`) and the morphable model it was trained
+    with: ``model`` when given, else ``morphable_model.load_model(model_path or the checkpoint's
+    config['model'])``. ``CheckpointError`` naming the file when the model's fingerprint is not
+    the checkpoint's."""
+    ck = load_inference_checkpoint(path, task="coarse")
+    if model is None:
+        model = load_model(model_path if model_path is not None else ck["config"].get("model"))
+    if model.fingerprint != ck["model_fingerprint"]:
+        raise CheckpointError(f"checkpoint {path} was trained with morphable model {ck['model_fingerprint'][:12]}..., "
+                              f"the model given is {model.fingerprint[:12]}...")
+    return ck, model
+
+
+def load_coarse(path: str | os.PathLike, model=None, device: str | torch.device = "cpu") -> IterativeCoarseNet:
+    """An :class:`IterativeCoarseNet` loaded from a training checkpoint (``.pt``, safe loader) or
+    exported weights (``.safetensors``), in eval mode, ready for :func:`reconstruct`. ``model``
+    defaults to ``morphable_model.load_model(config['model'])``; its fingerprint must match the
+    checkpoint's."""
+    ck, model = load_checkpoint_and_model(path, model)
+    net = IterativeCoarseNet.from_hyperparameters(model, ck["task_state"])
+    net.load_state_dict(ck["model"])
+    return net.to(device).eval()
