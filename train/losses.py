@@ -36,10 +36,17 @@ import torch
 import torch.nn as nn
 
 from synth import camera
+from synth.lighting import fit_sh, sh_basis
 
+from .depth_geometry import depth_normals, depth_to_points, erode_mask
 from .params import MIN_DEPTH_MM, ParamLayout, ParamStats, decode_params, encode_params
 
-__all__ = ["LossWeights", "LossOutput", "CoarseLoss", "prior_vertex_variance"]
+__all__ = [
+    "LossWeights", "LossOutput", "CoarseLoss", "prior_vertex_variance", "LAPLACIAN_KERNEL", "SH_LEVELS",
+    "SMOOTH_ON", "FineLossWeights", "pixel_size_mm", "laplacian", "robust_penalty", "fidelity_loss",
+    "smoothness_loss", "shade_sh", "shading_loss", "landmark_exclusion_mask", "shading_mask", "refine_mask",
+    "FineTargets", "fine_targets", "FineLoss"
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,8 +324,6 @@ def fidelity_loss(z: torch.Tensor, z_ref: torch.Tensor, mask: torch.Tensor, unit
 def smoothness_loss(z: torch.Tensor, mask: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     """E_sm: ``mean_p |Laplacian(z) / u|`` over the pixels whose 3x3 neighbourhood is in ``mask``."""
     _check_maps(z, mask=mask)
-    from .depth_geometry import erode_mask
-
     inner = erode_mask(mask.bool(), 1)
     return _masked_mean(laplacian(z).abs() / unit[:, None, None], inner)
 
@@ -327,8 +332,6 @@ def shade_sh(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> t
     """Unclipped Lambertian SH rendering ``albedo * (Y(n) @ sh)``: albedo, normals ``(B, H, W, 3)``,
     ``sh (B, 9, 3)`` -> ``(B, H, W, 3)`` (the formula of :func:`synth.lighting.shade`, batched
     lighting, no clipping so gradients never vanish)."""
-    from synth.lighting import sh_basis
-
     if sh.ndim != 3 or sh.shape[1:] != (9, 3):
         raise ValueError(f"sh must be (B, 9, 3), got {tuple(sh.shape)}")
     y = sh_basis(normals)  # (B, H, W, 9)
@@ -343,8 +346,6 @@ def shading_loss(depth: torch.Tensor, image_linear: torch.Tensor, albedo: torch.
     against ``image_linear (B, H, W, 3)`` (linear RGB in [0, 1]), residuals in 8-bit levels
     (:data:`SH_LEVELS`), mean over ``mask`` pixels where the normal is defined and over the 3
     channels, squared or Huber (:func:`robust_penalty`, ``huber`` in levels)."""
-    from .depth_geometry import depth_normals
-
     _check_maps(depth, image_linear=image_linear, albedo=albedo, mask=mask)
     dn = depth_normals(depth, intrinsics, mask.bool(), projection)
     r = (shade_sh(albedo, dn.normals, sh) - image_linear) * SH_LEVELS  # (B, H, W, 3)
@@ -424,8 +425,6 @@ def refine_mask(depth_coarse: torch.Tensor, mask: torch.Tensor, intrinsics: torc
     unit vector to the camera; 0.3 = surfaces tilted less than ~73 degrees). Nearly edge-on parts
     (the outline, the far side of the nose) are left to the coarse depth: a pixel there spans
     many millimetres of depth, which would dominate every depth term."""
-    from .depth_geometry import depth_normals, depth_to_points, erode_mask
-
     _check_maps(depth_coarse, mask=mask)
     with torch.no_grad():
         d = depth_coarse.detach()
@@ -472,8 +471,6 @@ def fine_targets(image_linear: torch.Tensor, depth_coarse: torch.Tensor, mask: t
     (:func:`refine_mask`), the shading mask, the least-squares lighting on it from the coarse
     normals and ``albedo`` (:func:`synth.lighting.fit_sh`) and the pixel unit. Nothing here has
     gradients except ``depth_coarse`` itself (for end-to-end training)."""
-    from synth.lighting import fit_sh
-
     _check_maps(depth_coarse, image_linear=image_linear, mask=mask, albedo=albedo, depth_gt=depth_gt)
     with torch.no_grad():
         refine, dn = refine_mask(depth_coarse, mask, intrinsics, projection, erode, min_facing)
@@ -507,8 +504,3 @@ class FineLoss(nn.Module):
                 terms["sup"] = fidelity_loss(z, t.depth_gt, t.mask & (t.depth_gt > 0), t.unit)
             total = sum(getattr(w, k) * v for k, v in terms.items())
         return LossOutput(total=total, terms={k: v.detach() for k, v in terms.items()}, per_iter=[])
-
-
-__all__ += ["LAPLACIAN_KERNEL", "SH_LEVELS", "SMOOTH_ON", "FineLossWeights", "pixel_size_mm", "laplacian", "robust_penalty", "fidelity_loss",
-            "smoothness_loss", "shade_sh", "shading_loss", "landmark_exclusion_mask", "shading_mask", "refine_mask", "FineTargets",
-            "fine_targets", "FineLoss"]

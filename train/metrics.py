@@ -19,7 +19,10 @@ from . import depth_render
 from .coarse_net import IterativeCoarseNet
 from .params import MIN_DEPTH_MM, decode_params
 
-__all__ = ["vertex_rmse", "DepthError", "depth_error", "landmark_nme", "coarse_metrics", "IBUG_OUTER_EYE_CORNERS"]
+__all__ = [
+    "vertex_rmse", "DepthError", "depth_error", "landmark_nme", "coarse_metrics", "IBUG_OUTER_EYE_CORNERS",
+    "masked_gaussian_blur", "high_pass", "detail_recovered", "detail_depth_errors"
+]
 
 IBUG_OUTER_EYE_CORNERS = (36, 45)  # 0-based iBUG 300-W indices (right eye outer, left eye outer)
 
@@ -209,6 +212,3 @@ def detail_depth_errors(coarse: torch.Tensor, fine: torch.Tensor, gt: torch.Tens
         "depth_err_detail_coarse_pct": depth_error(coarse, gt, gt_mask, pm).mean_pct,
         "depth_err_detail_fine_pct": depth_error(fine, gt, gt_mask, pm).mean_pct,
     }
-
-
-__all__ += ["masked_gaussian_blur", "high_pass", "detail_recovered", "detail_depth_errors"]
