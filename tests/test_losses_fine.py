@@ -69,9 +69,9 @@ def test_fitted_lighting_is_as_good_as_the_true_one(renders):
 def test_total_is_the_weighted_sum_and_zero_residual_costs_nothing(renders):
     b = renders[0]
     t = fine_targets(b["image"], b["depth_coarse"], b["mask"], b["albedo"], b["K"], landmarks=b["landmarks"],
-                     depth_gt=b["depth"])
+                     depth_gt=b["depth"], depth_gt_coarse=b["depth_coarse"])
     w = FineLossWeights(sh=2.0, fid=0.5, smooth=3.0, sup=0.25)
-    out = FineLoss(w)(b["depth"], t)
+    out = FineLoss(w)(b["depth"], t)  # huber 0: plain squares
     assert set(out.terms) == {"sh", "fid", "smooth", "sup"} and out.per_iter == []
     expected = sum(getattr(w, k) * v for k, v in out.terms.items())
     assert torch.allclose(out.total, expected)
@@ -82,7 +82,9 @@ def test_total_is_the_weighted_sum_and_zero_residual_costs_nothing(renders):
     with pytest.raises(ValueError, match="--smooth-on must be one of"):
         FineLoss(w, smooth_on="normals")
     with pytest.raises(ValueError, match="--w-fid must be finite and >= 0"):
-        FineLossWeights(fid=-1.0)
+        FineLossWeights(sh=1.0, fid=-1.0, smooth=1.0)
+    with pytest.raises(ValueError, match="--sh-huber must be finite and >= 0"):
+        FineLossWeights(sh=1.0, fid=1.0, smooth=1.0, huber=float("nan"))
 
 
 def test_pixel_unit(renders):

@@ -22,6 +22,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .coarse_net import IterativeCoarseNet
 from .config import CoarseConfig, EvaluateConfig
 from .data import Augment, ShardDataset, image_to_float, make_eval_loader, make_train_loader, rank_indices
+from .fine_task import evaluate_fine
 from .inference import load_checkpoint_and_model
 from .losses import CoarseLoss, LossOutput, LossWeights
 from .metrics import coarse_metrics
@@ -164,7 +165,9 @@ def train_coarse(config: CoarseConfig, model=None) -> TrainResult:
 
 def evaluate_checkpoint(config: EvaluateConfig, model=None) -> dict[str, float]:
     """Validation metrics (means over ``config.samples`` samples of ``config.data``) of a
-    CoarseNet checkpoint. ``model`` overrides ``config.model`` and the checkpoint's model."""
+    CoarseNet checkpoint, plus the detail metrics of a FineNet checkpoint with ``--fine``
+    (:func:`train.fine_task.evaluate_fine`). ``model`` overrides ``config.model`` and the
+    checkpoint's model."""
     ck, model = load_checkpoint_and_model(config.ckpt, model, config.model)
     run = CoarseConfig.from_dict(ck["config"])
     device = resolve_device(config.device)
@@ -173,4 +176,7 @@ def evaluate_checkpoint(config: EvaluateConfig, model=None) -> dict[str, float]:
     task.to(device)
     ds = ShardDataset(config.data, fingerprint=model.fingerprint, size=run.size)
     loader = make_eval_loader(ds, config.batch_size, config.samples, config.workers)
-    return validate(task, task.model, loader, device, amp=run.amp)
+    res = validate(task, task.model, loader, device, amp=run.amp)
+    if config.fine:
+        res.update(evaluate_fine(config, model, task.model, device))
+    return res

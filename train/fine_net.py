@@ -17,9 +17,10 @@ truth): the image in [0, 1] (as the photo gives it, sRGB) mapped to ``(x - 0.5) 
 depth normalised per image, ``(z - median_mask(z)) / depth_scale_mm`` on the coarse mask, 0 off it
 (``depth_scale_mm`` = 50: a face spans about +-1); and the coarse mask (1 on the face).
 
-Output: ``depth = z_coarse + mask * residual_scale_mm * y`` with ``y`` the last layer's output,
-so ``residual_scale_mm`` (default 1 mm, the amplitude of wrinkles and folds) sets the units the
-network works in; off the mask the depth stays the coarse one (0 off-face).
+Output: ``depth = z_coarse + refine * residual_scale_mm * y`` with ``y`` the last layer's output
+and ``refine`` the pixels to refine (the coarse mask by default), so ``residual_scale_mm``
+(default 1 mm, the amplitude of wrinkles and folds) sets the units the network works in; elsewhere
+the depth stays the coarse one (0 off-face).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class FineNet(nn.Module):
     """The hypercolumn FineNet (module docstring). ``forward(image, depth_coarse, mask) -> FineOutput``."""
 
     def __init__(self, width_mult: float = 1.0, depth_scale_mm: float = 50.0, residual_scale_mm: float = 1.0):
+        """Defaults are those of :class:`train.config.FineConfig` (``--width-mult``,
+        ``--depth-scale-mm``, ``--residual-scale-mm``)."""
         super().__init__()
         if not width_mult > 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
@@ -101,9 +104,15 @@ class FineNet(nn.Module):
         z = normalise_depth(depth_coarse, mask, self.depth_scale_mm)
         return torch.cat([x, z[:, None], mask[:, None].to(x.dtype)], dim=1)  # (B, 3 + 1 + 1, H, W)
 
-    def forward(self, image: torch.Tensor, depth_coarse: torch.Tensor, mask: torch.Tensor) -> FineOutput:
+    def forward(self, image: torch.Tensor, depth_coarse: torch.Tensor, mask: torch.Tensor,
+                refine: torch.Tensor | None = None) -> FineOutput:
         """``image (B, 3, H, W)`` in [0, 1], ``depth_coarse (B, H, W)`` mm, ``mask (B, H, W)`` bool
-        (where the residual is applied: the coarse face, or a refinement mask inside it)."""
+        the coarse face; the residual is applied on ``refine (B, H, W)`` (default ``mask``; e.g.
+        :func:`train.losses.refine_mask`, the face without its outline)."""
+        if refine is None:
+            refine = mask
+        elif refine.shape != mask.shape:
+            raise ValueError(f"refine must be {tuple(mask.shape)} like mask, got {tuple(refine.shape)}")
         x = self.inputs(image, depth_coarse, mask)
         size = x.shape[-2:]
         f1 = self.stage1(x)  # (B, c1, H, W)
@@ -112,5 +121,16 @@ class FineNet(nn.Module):
         up = dict(size=size, mode="bilinear", align_corners=False)
         hyper = torch.cat([x, f1, F.interpolate(f2, **up), F.interpolate(f3, **up)], dim=1)  # (B, ~453, H, W)
         y = self.head(hyper)[:, 0]  # (B, H, W)
-        residual = y.to(depth_coarse.dtype) * self.residual_scale_mm * mask.to(depth_coarse.dtype)
+        residual = y.to(depth_coarse.dtype) * self.residual_scale_mm * refine.to(depth_coarse.dtype)
         return FineOutput(depth=depth_coarse + residual, residual=residual)
+
+    def hyperparameters(self) -> dict[str, float]:
+        """What rebuilds this network (stored in checkpoints next to the weights)."""
+        return {"width_mult": self.width_mult, "depth_scale_mm": self.depth_scale_mm,
+                "residual_scale_mm": self.residual_scale_mm}
+
+    @classmethod
+    def from_hyperparameters(cls, hp: dict[str, float]) -> "FineNet":
+        """The (untrained) network :meth:`hyperparameters` describes."""
+        return cls(width_mult=float(hp["width_mult"]), depth_scale_mm=float(hp["depth_scale_mm"]),
+                   residual_scale_mm=float(hp["residual_scale_mm"]))

@@ -96,8 +96,8 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
 def plot_curves(out: str | os.PathLike, metrics: Sequence[str] | None = None) -> Path:
     """``OUT/curves.png``: training loss (log scale) and the validation metrics per iteration.
 
-    ``metrics``: the metric names to plot (columns ``<name>/it<k>`` of ``val.csv``); None = every
-    such name in the file. Drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, so the
+    ``metrics``: the metric names to plot (columns ``<name>/it<k>`` of ``val.csv``, or ``<name>``
+    itself for a metric without iterations); None = every ``/it`` name in the file. Drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, so the
     process's pyplot state and matplotlib backend are left alone.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -124,6 +124,8 @@ def plot_curves(out: str | os.PathLike, metrics: Sequence[str] | None = None) ->
         cols = sorted((k for k in va if k.startswith(m + "/it")), key=lambda k: int(k.rsplit("it", 1)[1]))
         for k in cols:
             ax.plot(va["step"], va[k], marker="o", label=k.split("/")[1])
+        if not cols and m in va:  # a metric without iterations (the fine stage's)
+            ax.plot(va["step"], va[m], marker="o")
         ax.set_title(f"val {m}")
         ax.set_xlabel("step")
         if cols:

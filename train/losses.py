@@ -210,7 +210,11 @@ class CoarseLoss(nn.Module):
 #   (``smooth_on="depth"``) flattens the coarse face: with the default weights its L1 gradient
 #   outweighs E_f everywhere the face is curved (direct optimisation on renders: depth error
 #   0.02 % -> 0.11 % and detail recovered -26, against 0.045 % and +0.44 on the residual).
-# * E_sup (optional, synthetic batches only): ``mean_p ((z - z_gt) / u)^2`` over the face mask.
+# * E_sup (optional, synthetic batches only): the added detail against the true detail,
+#   ``mean_p (((z - z_coarse) - (z_gt - z_gt_coarse)) / u)^2`` over the refinement mask, with
+#   ``z_gt_coarse`` the ground truth's model-only depth: independent of the coarse depth's own
+#   errors (CoarseNet's misfit is not FineNet's to fix with a millimetre-scale residual); with the
+#   ground-truth coarse depth as input it is ``((z - z_gt) / u)^2``.
 #
 # Every term is a per-image mean, then averaged over the images that have pixels for it.
 
@@ -235,22 +239,30 @@ IBUG_NOSTRILS = (31, 32, 33, 34, 35, 30)  # lower nose: wings, septum, back up t
 
 @dataclasses.dataclass(frozen=True)
 class FineLossWeights:
-    """Weights of the FineNet loss terms (module comment above) and the robust penalty."""
+    """Weights of the FineNet loss terms (comment above) and E_sh's robust penalty; field ``x`` is
+    the job config's ``w_x`` (``--w-x``; ``huber`` is ``--sh-huber``), whose default it takes
+    through :meth:`from_config` (:class:`train.config.FineConfig`: sh 1, fid 5e-2, smooth 1, the
+    paper's, in the units above)."""
 
-    sh: float = 1.0
-    fid: float = 5e-2
-    smooth: float = 1.0
+    sh: float
+    fid: float
+    smooth: float
     sup: float = 0.0
-    huber: float = 10.0
+    huber: float = 0.0
     """Huber threshold of E_sh in 8-bit levels of linear intensity (0 = plain squares): residuals
-    beyond it (specular highlights, hair, shadows the model lacks) count linearly. Renders fit to
-    ~1-3 levels, so the default only acts on outliers."""
+    beyond it (specular highlights, hair, shadows the model lacks) count linearly."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"--w-{f.name} must be finite and >= 0, got {v}")
+                flag = "--sh-huber" if f.name == "huber" else f"--w-{f.name}"
+                raise ValueError(f"{flag} must be finite and >= 0, got {v}")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "FineLossWeights":
+        """The weights of a job config (fields ``w_sh``, ``w_fid``, ``w_smooth``, ``w_sup``, ``sh_huber``)."""
+        return cls(sh=config.w_sh, fid=config.w_fid, smooth=config.w_smooth, sup=config.w_sup, huber=config.sh_huber)
 
 
 def _check_maps(depth: torch.Tensor, **maps: torch.Tensor) -> None:
@@ -315,7 +327,7 @@ def robust_penalty(r: torch.Tensor, huber: float = 0.0) -> torch.Tensor:
 
 
 def fidelity_loss(z: torch.Tensor, z_ref: torch.Tensor, mask: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
-    """E_f (or E_sup): ``mean_p ((z - z_ref) / u)^2`` over ``mask``; ``unit (B,)`` mm per pixel."""
+    """E_f: ``mean_p ((z - z_ref) / u)^2`` over ``mask``; ``unit (B,)`` mm per pixel (also E_sup's form)."""
     _check_maps(z, z_ref=z_ref, mask=mask)
     d = (z - z_ref) / unit[:, None, None]
     return _masked_mean(d * d, mask)
@@ -461,31 +473,38 @@ class FineTargets:
     """(B,) mm per pixel (:func:`pixel_size_mm`)."""
     projection: str = "perspective"
     depth_gt: torch.Tensor | None = None
-    """(B, H, W) mm ground-truth detailed depth (synthetic batches; E_sup), else None."""
+    """(B, H, W) mm ground-truth detailed depth (synthetic batches; E_sup), else None; 0 = none."""
+    depth_gt_coarse: torch.Tensor | None = None
+    """(B, H, W) mm the ground truth's coarse (model-only) depth along the same rays (E_sup)."""
 
 
 def fine_targets(image_linear: torch.Tensor, depth_coarse: torch.Tensor, mask: torch.Tensor, albedo: torch.Tensor,
                  intrinsics: torch.Tensor, projection: str = "perspective", landmarks: torch.Tensor | None = None,
-                 depth_gt: torch.Tensor | None = None, erode: int = 2, min_facing: float = 0.3) -> FineTargets:
+                 depth_gt: torch.Tensor | None = None, depth_gt_coarse: torch.Tensor | None = None, erode: int = 2,
+                 min_facing: float = 0.3) -> FineTargets:
     """Build :class:`FineTargets` from the coarse face ``mask``: the refinement mask
     (:func:`refine_mask`), the shading mask, the least-squares lighting on it from the coarse
     normals and ``albedo`` (:func:`synth.lighting.fit_sh`) and the pixel unit. Nothing here has
     gradients except ``depth_coarse`` itself (for end-to-end training)."""
-    _check_maps(depth_coarse, image_linear=image_linear, mask=mask, albedo=albedo, depth_gt=depth_gt)
+    _check_maps(depth_coarse, image_linear=image_linear, mask=mask, albedo=albedo, depth_gt=depth_gt,
+                depth_gt_coarse=depth_gt_coarse)
+    if (depth_gt is None) != (depth_gt_coarse is None):
+        raise ValueError("pass both depth_gt and depth_gt_coarse, or neither")
     with torch.no_grad():
         refine, dn = refine_mask(depth_coarse, mask, intrinsics, projection, erode, min_facing)
         sh_mask = shading_mask(image_linear, refine, landmarks)
         sh = fit_sh(image_linear.detach(), albedo.detach(), dn.normals, sh_mask)  # (B, 9, 3)
         unit = pixel_size_mm(depth_coarse, mask.bool(), intrinsics, projection)
     return FineTargets(depth_coarse=depth_coarse, mask=refine, image_linear=image_linear, albedo=albedo, sh=sh,
-                       sh_mask=sh_mask, intrinsics=intrinsics, unit=unit, projection=projection, depth_gt=depth_gt)
+                       sh_mask=sh_mask, intrinsics=intrinsics, unit=unit, projection=projection, depth_gt=depth_gt,
+                       depth_gt_coarse=depth_gt_coarse)
 
 
 class FineLoss(nn.Module):
     """The phase-2 loss (comment above): ``forward(depth, targets) -> LossOutput`` for a refined
     depth ``(B, H, W)`` mm; terms ``sh``, ``fid``, ``smooth`` (and ``sup`` with ground truth)."""
 
-    def __init__(self, weights: FineLossWeights = FineLossWeights(), smooth_on: str = "residual"):
+    def __init__(self, weights: FineLossWeights, smooth_on: str = "residual"):
         super().__init__()
         if smooth_on not in SMOOTH_ON:
             raise ValueError(f"--smooth-on must be one of {', '.join(SMOOTH_ON)}, got {smooth_on!r}")
@@ -501,6 +520,8 @@ class FineLoss(nn.Module):
                 "smooth": smoothness_loss(z - t.depth_coarse if self.smooth_on == "residual" else z, t.mask, t.unit),
             }
             if t.depth_gt is not None and w.sup > 0:
-                terms["sup"] = fidelity_loss(z, t.depth_gt, t.mask & (t.depth_gt > 0), t.unit)
+                has = t.mask & (t.depth_gt > 0) & (t.depth_gt_coarse > 0)
+                true_detail = torch.where(has, t.depth_gt - t.depth_gt_coarse, torch.zeros_like(t.depth_gt))
+                terms["sup"] = fidelity_loss(z - t.depth_coarse, true_detail, has, t.unit)
             total = sum(getattr(w, k) * v for k, v in terms.items())
         return LossOutput(total=total, terms={k: v.detach() for k, v in terms.items()}, per_iter=[])
