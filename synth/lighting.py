@@ -11,7 +11,9 @@ coefficients (the Lambertian convolution is folded in), so ``shading = sh_basis(
 ``image = clip(albedo * shading, 0, 1)`` in linear RGB.
 
 Every lighting mode (``sh9``, ``ambient``, ``point``) produces such a ``(9, 3)`` array, so the
-renderer and the training loss always use exactly the same shading formula.
+renderer and the training loss always use exactly the same shading formula. The prior is near real
+light: near-white key + ambient, a modest warm <-> cool spread, rarely a strongly coloured light
+(:class:`LightingConfig`).
 """
 from __future__ import annotations
 
@@ -127,17 +129,49 @@ def ambient_sh(color) -> np.ndarray:
     return out
 
 
+# Colour of a light as log-gains on linear RGB (normalised to unit luminance afterwards):
+# WARM_AXIS: a blackbody-like warm <-> cool axis (t = 1 ~ a 3000 K lamp seen with daylight white
+# balance: R/G x1.4, B/G x0.57; t = -0.4 ~ 10 000 K shade); TINT_AXIS: green <-> magenta.
+WARM_AXIS = np.array([0.34, 0.0, -0.56])
+TINT_AXIS = np.array([-0.5, 1.0, -0.5])
+LUMINANCE = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 / sRGB luminance of linear RGB
+
+
+def light_color(warm: float, tint: float = 0.0, extra=None) -> np.ndarray:
+    """RGB ``(3,)`` of unit luminance: ``exp(warm * WARM_AXIS + tint * TINT_AXIS + extra)`` normalised."""
+    log_gain = warm * WARM_AXIS + tint * TINT_AXIS + (0.0 if extra is None else np.asarray(extra, float))
+    c = np.exp(log_gain)
+    return c / float(LUMINANCE @ c)
+
+
 @dataclasses.dataclass
 class LightingConfig:
-    """Prior over the lighting; all colours linear RGB."""
+    """Prior over the lighting; all colours linear RGB. Defaults (see :func:`sample_sh`):
+
+    * ambient irradiance a ~ U(0.2, 0.7) and one distant key light of irradiance k ~ U(0.3, 1.2)
+      from the front/top (azimuth within +-60 deg of the optical axis, elevation -10..60 deg):
+      key-to-ambient ratios from ~0.4 (overcast, flat) to 6 (a hard studio key; a least-squares SH
+      fit to scikit-image's astronaut photo gives ~5, scripts/fit_photo_lighting.py);
+    * colours near white: each light's colour is ``light_color(warm, tint)`` with the key's
+      warm <-> cool value ~ N(0, 0.18) (2 std: R/G x1.13, B/G x0.82, a mild tungsten / shade cast
+      left after white balance), the ambient's = 0.5 x the key's + N(0, 0.12), and a green <->
+      magenta tint ~ N(0, 0.025) each (2 std: G/R x1.08 - rare and small, like real white balance);
+    * with probability 0.05 one of the two lights is strongly coloured (a random hue at log-chroma
+      0.4..1.0: neon, stage or sunset light);
+    * ``sh9`` adds low-frequency environment variation: Gaussian noise (std 0.06 x ambient / C0)
+      on the 9 coefficients, the same for R, G, B (brightness, not colour), plus 1/8 of that per
+      channel; draws whose shading goes negative on the camera-facing hemisphere are redrawn.
+    """
 
     mode: str = "sh9"  # --lights: sh9 | ambient | point
-    ambient: tuple[float, float] = (0.35, 0.75)  # --ambient: range of the ambient irradiance
-    intensity: tuple[float, float] = (0.3, 0.8)  # range of the directional light's irradiance
-    elevation_deg: tuple[float, float] = (-10.0, 60.0)  # light elevation above the horizon (+y up)
-    azimuth_deg: float = 60.0  # light azimuth |angle| from the optical axis (+z, towards camera)
-    color_jitter: float = 0.12  # relative per-channel colour variation
-    sh_noise: float = 0.06  # sh9 only: std of extra noise on the 27 coefficients (x ambient)
+    ambient: tuple[float, float] = (0.2, 0.7)  # range of the ambient irradiance
+    intensity: tuple[float, float] = (0.3, 1.2)  # range of the directional (key) light's irradiance
+    elevation_deg: tuple[float, float] = (-10.0, 60.0)  # key light elevation above the horizon (+y up)
+    azimuth_deg: float = 60.0  # key light azimuth |angle| from the optical axis (+z, towards camera)
+    warm_std: float = 0.18  # std of the key light's warm <-> cool value (see light_color)
+    tint_std: float = 0.025  # std of each light's green <-> magenta value
+    strong_color: float = 0.05  # probability that one light is strongly coloured
+    sh_noise: float = 0.06  # sh9 only: std of extra noise on the 9 coefficients (x ambient / C0)
 
     def __post_init__(self) -> None:
         if self.mode not in LIGHT_MODES:
@@ -148,38 +182,61 @@ class LightingConfig:
                 raise ValueError(f"{name} range must be (lo, hi) with lo <= hi, got {(lo, hi)}")
         if self.ambient[0] < 0 or self.intensity[0] < 0:
             raise ValueError("ambient and intensity ranges must be >= 0")
-        if self.color_jitter < 0 or self.sh_noise < 0:
-            raise ValueError("color_jitter and sh_noise must be >= 0")
+        for name in ("warm_std", "tint_std", "sh_noise"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.strong_color <= 1.0:
+            raise ValueError(f"strong_color must be a probability in [0, 1], got {self.strong_color}")
+
+
+def sample_light_colors(rng: np.random.Generator, config: LightingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Colours ``(ambient (3,), key (3,))`` of unit luminance from the prior of :class:`LightingConfig`."""
+    c = config
+    warm_key = c.warm_std * rng.standard_normal()
+    warm_amb = 0.5 * warm_key + (2.0 / 3.0) * c.warm_std * rng.standard_normal()
+    tints = c.tint_std * rng.standard_normal(2)
+    strong = rng.uniform() < c.strong_color
+    which = int(rng.integers(2))  # 0: ambient, 1: key
+    hue = rng.uniform(0.0, 2.0 * math.pi)
+    size = rng.uniform(0.4, 1.0)
+    extra = [None, None]
+    if strong:  # a direction in the log-chroma plane (orthogonal to grey), unit length
+        e1 = np.array([1.0, -1.0, 0.0]) / math.sqrt(2.0)
+        e2 = np.array([1.0, 1.0, -2.0]) / math.sqrt(6.0)
+        extra[which] = size * (math.cos(hue) * e1 + math.sin(hue) * e2)
+    return light_color(warm_amb, tints[0], extra[0]), light_color(warm_key, tints[1], extra[1])
 
 
 def sample_sh(rng: np.random.Generator, config: LightingConfig) -> np.ndarray:
-    """Draw irradiance SH coefficients ``(9, 3)`` float32 from the lighting prior.
+    """Draw irradiance SH coefficients ``(9, 3)`` float32 from the lighting prior (see
+    :class:`LightingConfig` for the distribution).
 
-    - ``ambient``: constant irradiance with a colour tint.
-    - ``point``: ambient + one distant light, mostly from the front and above
+    - ``ambient``: constant irradiance of the ambient colour.
+    - ``point``: ambient + one distant key light, mostly from the front and above
       (azimuth within ``azimuth_deg`` of the optical axis, elevation in ``elevation_deg``),
       projected exactly onto the 9 SH coefficients.
-    - ``sh9``: the ``point`` light plus Gaussian noise on all 27 coefficients, giving
-      general low-frequency, coloured, mostly frontal-top illumination. Samples whose
-      shading would go negative over the front hemisphere are re-drawn (bounded retries).
+    - ``sh9``: the ``point`` light plus low-frequency noise on all 9 coefficients (mostly the
+      same in R, G and B). Samples whose shading would go negative over the front hemisphere are
+      re-drawn (bounded retries).
     """
     c = config
-    tint = 1.0 + c.color_jitter * rng.uniform(-1.0, 1.0, 3)  # (3,)
-    amb = rng.uniform(*c.ambient) * tint
-    out = ambient_sh(amb)
+    amb_color, key_color = sample_light_colors(rng, c)
+    amb = rng.uniform(*c.ambient)
+    out = ambient_sh(amb * amb_color)
     if c.mode == "ambient":
         return out.astype(np.float32)
     az = math.radians(rng.uniform(-c.azimuth_deg, c.azimuth_deg))
     el = math.radians(rng.uniform(*c.elevation_deg))
     direction = np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
-    light_tint = 1.0 + c.color_jitter * rng.uniform(-1.0, 1.0, 3)
-    out = out + directional_sh(direction, rng.uniform(*c.intensity) * light_tint)
+    out = out + directional_sh(direction, rng.uniform(*c.intensity) * key_color)
     if c.mode == "point":
         return out.astype(np.float32)
     base = out
     probe = _hemisphere_probe()
+    scale = c.sh_noise * amb / C0
     for _ in range(8):
-        noisy = base + c.sh_noise * amb.mean() / C0 * rng.standard_normal((9, 3))
+        grey = rng.standard_normal(9)[:, None] * np.ones(3)  # (9, 1) * (3,) -> (9, 3): brightness only
+        noisy = base + scale * (grey + 0.125 * rng.standard_normal((9, 3)))
         if (sh_basis(probe) @ noisy).min() >= 0.02:  # (P, 9) @ (9, 3)
             return noisy.astype(np.float32)
     return base.astype(np.float32)

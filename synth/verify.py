@@ -74,19 +74,22 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             required += ["depth_coarse", "depth_detail", "detail_weights"]
         else:
             required += ["depth"]
-        missing = [r for r in required if r not in f]
-        if missing:
-            return ShardReport(path.name, n, problems + [f"missing datasets: {', '.join(missing)}"])
-        for name in required:
-            if f[name].shape[0] != n:
-                problems.append(f"{name} has {f[name].shape[0]} rows, expected {n}")
+        try:
+            missing = [r for r in required if r not in f]
+            if missing:
+                return ShardReport(path.name, n, problems + [f"missing datasets: {', '.join(missing)}"])
+            for name in required:
+                if f[name].shape[0] != n:
+                    problems.append(f"{name} has {f[name].shape[0]} rows, expected {n}")
+        except (OSError, RuntimeError) as e:  # h5py: a corrupt object header or link table (bad checksum)
+            return ShardReport(path.name, n, problems + [f"corrupt HDF5 structure ({str(e).splitlines()[0]})"])
         if problems:
             return ShardReport(path.name, n, problems)
         size = int(a["size"])
         for i in range(n):
             try:
                 raw = {name: f[name][i] for name in f.keys()}
-            except OSError as e:  # fletcher32 mismatch / broken compressed chunk
+            except (OSError, RuntimeError) as e:  # fletcher32 mismatch / broken compressed chunk
                 problems.append(f"sample {i}: unreadable chunk ({str(e).splitlines()[0]})")
                 if len(problems) >= 10:
                     break

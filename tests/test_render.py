@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from morphable_model import MorphableModel
+from morphable_model.geometry import face_normals
 from synth import camera as cam
 from synth.detail import N_FIELDS
 from synth.lighting import shade
@@ -117,18 +118,22 @@ def test_matches_reference_rasterizer(tiny_model, tiny_renderer, projection):
 
 def test_vertex_pixel_has_vertex_depth(tiny_model, tiny_renderer):
     # a vertex's projected pixel, when covered by a triangle using that vertex, has the vertex's depth up
-    # to the surface slope over <= 0.71 px. For vertices facing the camera (normal z > 0.5, slope <= tan 60
-    # = 1.73) that is < 1.3 px worth of millimetres at that depth: tolerance 2 px
+    # to the triangle's slope over <= 0.71 px. For triangles facing the camera (normal within 60 deg of
+    # the ray to the vertex, slope <= tan 60 = 1.73) that is < 1.3 px worth of millimetres at that depth:
+    # tolerance 2 px. (The triangle's own normal and the ray, not the optical axis: a vertex normal can
+    # face the camera while a neighbouring triangle does not, e.g. on the coarse head's ears, and rays
+    # to the image corners are ~30 deg off the axis.)
     p = sample_params(tiny_model, SamplingConfig(detail=False), 64, 0, 4)
     out = tiny_renderer.render(p)
-    verts, _, normals, _ = tiny_renderer.geometry(p)
+    verts, _, _, _ = tiny_renderer.geometry(p)
+    tri_n = face_normals(verts.astype(np.float64), tiny_model.triangles)  # (T, 3) camera frame
     uv, d = cam.project(verts.astype(np.float64), p.intrinsics.astype(np.float64))
     col, row = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-    ok = (col >= 0) & (col < 64) & (row >= 0) & (row < 64) & (normals[:, 2] > 0.5)
+    ok = (col >= 0) & (col < 64) & (row >= 0) & (row < 64)
     checked = 0
     for vi in np.flatnonzero(ok):
         t = out.tri_id[row[vi], col[vi]]
-        if t >= 0 and vi in tiny_model.triangles[t]:
+        if t >= 0 and vi in tiny_model.triangles[t] and tri_n[t] @ (-verts[vi] / np.linalg.norm(verts[vi])) > 0.5:
             mm_per_px = d[vi] / p.intrinsics[0, 0]
             assert abs(out.depth[row[vi], col[vi]] - d[vi]) < 2 * mm_per_px
             checked += 1
@@ -195,9 +200,14 @@ def test_detail_changes_depth_within_amplitude(tiny_model, tiny_renderer):
     assert np.median(diff) < float(p.detail_weights.sum()) + 1e-3
     zero = dataclasses.replace(p, detail_weights=np.zeros(N_FIELDS, np.float32))
     out0 = tiny_renderer.render(zero)
-    # two float32 paths (clipped barycentrics / the plane cut by the ray) agree to float32 rounding:
-    # a few ulp of the depth (1e-5 relative: 4 um at 0.36 m, the nearest --distance)
-    np.testing.assert_allclose(out0.depth_coarse[out0.mask], out0.depth[out0.mask], rtol=1e-5, atol=1e-3)
+    # two float32 paths (clipped barycentrics / the plane cut by the ray) agree to float32 rounding,
+    # a few ulp of the depth (1e-5 relative: 4 um at 0.36 m, the nearest --distance), wherever the
+    # pixel centre is inside its triangle. At a triangle's edge the GPU can own a pixel whose centre
+    # is a hair outside; clipping then differs by slope x hair (0.04 mm seen on one pixel of the tiny
+    # model's steep 16 mm head triangles): allow that on at most 0.5 % of the pixels, below 0.1 mm.
+    d0, dc = out0.depth[out0.mask], out0.depth_coarse[out0.mask]
+    off = np.abs(dc - d0) > 1e-5 * d0 + 1e-3
+    assert off.mean() < 5e-3 and np.abs(dc - d0).max() < 0.1
     off = tiny_renderer.render(dataclasses.replace(p, detail_weights=None))
     assert off.depth_coarse is None
 
