@@ -97,9 +97,9 @@ def test_sphere_normals_perspective():
 
 def test_against_the_shards_normals(detail_shards):
     # The shards store interpolated vertex normals of the detailed mesh; the normals of its
-    # depth map are those of the triangle facets, sampled at pixel centres. On the face without
-    # its 2-pixel outline, the mean angular difference (measured 0.8-1.7 degrees at 128 px with
-    # the 2 mm-grid model) must stay below 2.5 degrees; a flipped axis gives tens of degrees.
+    # depth map are those of the triangle facets, sampled at pixel centres. On the head without
+    # its 2-pixel outline, the mean angular difference (measured 1.2-2.0 degrees at 128 px with
+    # the 2 mm-grid model v3) must stay below 3 degrees; a flipped axis gives tens of degrees.
     from synth.shards import ShardReader
 
     reader = ShardReader(sorted(detail_shards.glob("shard-*.h5"))[0])
@@ -114,7 +114,7 @@ def test_against_the_shards_normals(detail_shards):
         assert sel.sum() > 0.7 * s["mask"].sum()
         cos = (out.normals[0].numpy()[sel] * s["normals"][sel]).sum(-1)
         mean_deg = float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean())
-        assert mean_deg < 2.5, (i, mean_deg)
+        assert mean_deg < 3.0, (i, mean_deg)
 
 
 @pytest.mark.parametrize("projection", PROJECTIONS)
