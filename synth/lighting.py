@@ -1,5 +1,6 @@
 """Spherical-harmonics lighting: the SH basis shared by the renderer and the training loss,
-Lambertian shading, and the lighting priors used by the synthetic-data generator.
+Lambertian shading, the Blinn-Phong specular term of the lighting's dominant light, and the
+lighting priors used by the synthetic-data generator.
 
 Convention (docs/DESIGN.md): ``sh_basis(n)`` maps unit normals ``(..., 3)`` (camera frame) to the
 9 real SH basis functions ``(..., 9)`` in the order
@@ -8,7 +9,10 @@ Convention (docs/DESIGN.md): ``sh_basis(n)`` maps unit normals ``(..., 3)`` (cam
 
 with the real SH constants. Lighting coefficients ``sh`` are ``(9, 3)`` *irradiance*
 coefficients (the Lambertian convolution is folded in), so ``shading = sh_basis(n) @ sh`` and
-``image = clip(albedo * shading, 0, 1)`` in linear RGB.
+the Lambertian radiance is ``clip(albedo * shading, 0, 1)`` in linear RGB (:func:`shade`). The
+renderer adds a highlight, :func:`blinn_phong` of :func:`dominant_light` (``linear = clip(albedo *
+shading + specular, 0, 1)``), which the Lambertian model of the losses does not explain, and
+encodes the result to sRGB (:mod:`synth.color`).
 
 Every lighting mode (``sh9``, ``ambient``, ``point``) produces such a ``(9, 3)`` array, so the
 renderer and the training loss always use exactly the same shading formula. The prior is near real
@@ -109,6 +113,99 @@ def shade(albedo, normals, sh):
     if isinstance(out, np.ndarray):
         return np.clip(out, 0.0, 1.0)
     return out.clamp(0.0, 1.0)
+
+
+# Rec. 709 luminance weights (linear RGB): how much each channel's band-1 vector counts for the direction
+LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def dominant_light(sh):
+    """The distant light that explains the band-1 (linear) part of SH lighting ``sh (..., 9, 3)``.
+
+    For :func:`directional_sh` ``(d, c)`` the band-1 coefficients of channel k are
+    ``A1 C1 c_k (d_x, d_y, d_z)`` (at indices 3, 1, 2), so this returns exactly ``d`` and ``c``:
+    ``direction (..., 3)`` = the luminance-weighted band-1 vector, normalised (towards the light,
+    camera frame; ``+z`` where band 1 vanishes), ``color (..., 3)`` = each channel's band-1 vector
+    projected on it, ``/ (A1 C1)``, at least 0 (the light's irradiance on a surface facing it; 0 for
+    ambient-only lighting). numpy or torch.
+    """
+    if tuple(sh.shape[-2:]) != (9, 3):
+        raise ValueError(f"sh must be (..., 9, 3), got {tuple(sh.shape)}")
+    scale = LAMBERT_BAND[1] * C1
+    b = sh[..., [3, 1, 2], :] / scale  # band-1 vectors per channel: (..., 3 coords x/y/z, 3 channels)
+    if isinstance(sh, np.ndarray):
+        v = b @ np.asarray(LUMA, b.dtype)  # (..., 3, 3) @ (3,) -> (..., 3)
+        norm = np.linalg.norm(v, axis=-1, keepdims=True)
+        ok = norm > 1e-9
+        up = np.zeros_like(v)
+        up[..., 2] = 1.0
+        direction = np.where(ok, v / np.where(ok, norm, 1.0), up)
+        color = np.maximum((b * direction[..., :, None]).sum(-2), 0.0)  # (..., 3, 3) * (..., 3, 1) -> (..., 3)
+        return direction, color
+    import torch
+
+    v = b @ b.new_tensor(LUMA)
+    norm = v.norm(dim=-1, keepdim=True)
+    ok = norm > 1e-9
+    up = torch.zeros_like(v)
+    up[..., 2] = 1.0
+    direction = torch.where(ok, v / torch.where(ok, norm, torch.ones_like(norm)), up)
+    color = (b * direction[..., :, None]).sum(-2).clamp(min=0.0)
+    return direction, color
+
+
+def view_directions(uv, intrinsics, projection: str = "perspective"):
+    """Unit vectors ``(..., 3)`` from the surface seen at pixel points ``uv (..., 2)`` towards the
+    camera (camera frame): the reversed pixel ray ``normalise((cx - u) / fx, (v - cy) / fy, 1)`` for
+    perspective (docs/DESIGN.md projection), ``(0, 0, 1)`` for weak perspective. numpy or torch
+    (``intrinsics (3, 3)`` of the same kind or numpy)."""
+    if uv.shape[-1:] != (2,):
+        raise ValueError(f"uv must be (..., 2), got {tuple(uv.shape)}")
+    if tuple(intrinsics.shape) != (3, 3):
+        raise ValueError(f"intrinsics must be (3, 3), got {tuple(intrinsics.shape)}")
+    u, v = uv[..., 0], uv[..., 1]
+    one = u * 0 + 1  # same kind / dtype / device as uv
+    if projection == "perspective":
+        x, y = (intrinsics[0, 2] - u) / intrinsics[0, 0], (v - intrinsics[1, 2]) / intrinsics[1, 1]
+    else:
+        x, y = u * 0, u * 0
+    if isinstance(uv, np.ndarray):
+        out = np.stack([x, y, one], axis=-1)
+        return out / np.linalg.norm(out, axis=-1, keepdims=True)
+    import torch
+
+    out = torch.stack([x, y, one], dim=-1)
+    return out / out.norm(dim=-1, keepdim=True)
+
+
+def blinn_phong(normals, view, light_dir, light_color, strength, shininess):
+    """Blinn-Phong specular radiance ``(..., 3)``, linear RGB:
+
+        strength * light_color * max(0, n . h) ** shininess * [n . l > 0],   h = normalise(l + v)
+
+    ``normals (..., 3)`` and ``view (..., 3)`` unit (surface -> camera), ``light_dir (3,)`` unit
+    (towards the light), ``light_color (3,)`` (its irradiance, :func:`dominant_light`), ``strength``
+    and ``shininess`` scalars. numpy or torch (all inputs the same kind).
+
+    The Lambertian SH model of :func:`shade` (and of any loss built on it) does not contain this
+    term: a shape-from-shading loss must treat specular pixels as outliers (robust loss / masking).
+    """
+    if normals.shape[-1:] != (3,) or view.shape[-1:] != (3,):
+        raise ValueError(f"normals and view must be (..., 3), got {tuple(normals.shape)}, {tuple(view.shape)}")
+    h = view + light_dir  # (..., 3)
+    if isinstance(normals, np.ndarray):
+        h = h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+        nh = np.maximum((normals * h).sum(-1), 0.0)
+        lit = (normals * light_dir).sum(-1) > 0
+        lobe = np.where(lit, nh ** shininess, 0.0) * strength
+        return lobe[..., None] * light_color  # (..., 1) * (3,)
+    import torch
+
+    h = h / h.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    nh = (normals * h).sum(-1).clamp(min=0.0)
+    lit = (normals * light_dir).sum(-1) > 0
+    lobe = torch.where(lit, nh ** shininess, torch.zeros_like(nh)) * strength
+    return lobe[..., None] * light_color
 
 
 def directional_sh(direction, color) -> np.ndarray:

@@ -137,7 +137,7 @@ def test_ground_truth_never_reaches_the_input(shards, tiny_model, coarse_ckpt):
 
 def test_rows_and_their_errors(shards, tiny_shards, tiny_model, photos, coarse_ckpt, tmp_path):
     b = _batch(shards, tiny_model, use_net=False)
-    assert b["has_gt"].all() and not b["use_net"].any() and not b["srgb"].any()  # layout-1 shards are linear
+    assert b["has_gt"].all() and not b["use_net"].any()
     assert b["depth"].shape == (3, SIZE, SIZE) and b["albedo"].shape == (3, SIZE, SIZE, 3)
     assert ((b["depth"] > 0) == b["mask"]).all()
     with pytest.raises(ShardError, match=r"rendered at 48 px, the fine stage needs them at its --size 32"):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from synth import camera
+from synth.color import srgb_to_linear
 from train.config import CoarseConfig
 from train.losses import (LAPLACIAN_KERNEL, SH_LEVELS, CoarseLoss, FineLoss, FineLossWeights, LossWeights,
                           fidelity_loss, fine_targets, landmark_exclusion_mask, laplacian, pixel_size_mm,
@@ -165,7 +166,7 @@ def _sample(reader, i):
     """One shard sample as a batch of 1 in float64: image (linear), depths, mask, albedo, K, landmarks."""
     s = reader.read(i)
     t = lambda a: torch.from_numpy(np.asarray(a))[None]  # noqa: E731
-    return {"image": t(s["image"]).double() / 255.0,  # shards store linear RGB
+    return {"image": srgb_to_linear(t(s["image"]).double() / 255.0),  # shards store sRGB
             "depth": t(s["depth"]).double(), "depth_coarse": t(s["depth_coarse"]).double(),
             "mask": t(s["mask"]), "albedo": t(s["albedo"]).double(), "normals": t(s["normals"]).double(),
             "sh": t(s["sh"]).double(), "K": t(s["intrinsics"]).double(), "landmarks": t(s["landmarks"]).double()}

@@ -9,7 +9,8 @@ from morphable_model import MorphableModel
 from morphable_model.geometry import face_normals
 from synth import camera as cam
 from synth.detail import N_FIELDS
-from synth.lighting import shade
+from synth.color import linear_to_srgb_u8
+from synth.lighting import blinn_phong, dominant_light, sh_basis, shade, view_directions
 from synth.raster import barycentrics, rasterize_reference
 from synth.render import FaceRenderer, LANDMARK_DEPTH_TOL_MM
 from synth.sampling import SamplingConfig, sample_params
@@ -64,7 +65,8 @@ def test_golden_square(square_renderer):
     rows = np.arange(16, 48) + 0.5
     np.testing.assert_allclose(out.pncc[16:48, 20, 1], 1 - (rows - 16) / 32, atol=1e-5)  # y up
     assert set(np.unique(out.tri_id)) == {-1, 0, 1}
-    np.testing.assert_allclose(out.image[expected], 128, atol=1)  # albedo 0.5 x irradiance 1
+    # albedo 0.5 x irradiance 1 = linear 0.5, stored sRGB-encoded: 255 * 0.735357 = 187.5
+    np.testing.assert_allclose(out.image[expected], 188, atol=1)
     assert out.image.dtype == np.uint8 and out.depth.dtype == np.float32 and out.mask.dtype == bool
 
 
@@ -166,12 +168,34 @@ def test_landmarks_agree_with_mask_and_depth(tiny_model, tiny_renderer):
 
 
 def test_shading_is_the_shared_formula(tiny_model, tiny_renderer):
-    p = sample_params(tiny_model, SamplingConfig(background="none"), 64, 1, 2)
+    """Specular off: the image is the Lambertian SH formula the training loss uses, sRGB-encoded."""
+    p = sample_params(tiny_model, SamplingConfig(background="none", occluders=0, specular=False), 64, 1, 2)
+    assert p.specular_strength == 0
     out = tiny_renderer.render(p)
     m = out.mask
-    expected = np.round(shade(out.albedo[m], out.normals[m], p.sh) * 255)
-    np.testing.assert_allclose(out.image[m].astype(float), expected, atol=1)
+    assert out.specular is None
+    # the same float32 operations: identical bits
+    np.testing.assert_array_equal(out.image[m], linear_to_srgb_u8(shade(out.albedo[m], out.normals[m], p.sh)))
     assert np.all(out.image[~m] == 0)
+
+
+def test_specular_is_blinn_phong_of_the_dominant_light(tiny_model, tiny_renderer):
+    """linear = clip(albedo * shading + specular), the specular recomputed from the maps and parameters."""
+    cfg = SamplingConfig(background="none", occluders=0, specular_strength=(0.6, 0.6), shininess=(10, 10))
+    p = sample_params(tiny_model, cfg, 64, 1, 2)
+    out = tiny_renderer.render(p)
+    m = out.mask
+    c = np.arange(64) + 0.5
+    uv = np.stack(np.meshgrid(c, c), axis=-1)[m]  # (P, 2) face pixel centres
+    light_dir, light_color = dominant_light(np.asarray(p.sh, np.float64))
+    spec = blinn_phong(out.normals[m].astype(np.float64), view_directions(uv, p.intrinsics.astype(np.float64)),
+                       light_dir, light_color, 0.6, 10.0)
+    np.testing.assert_allclose(out.specular[m], spec, atol=1e-5)  # float32 vs float64
+    assert spec.max() > 0.05  # a visible highlight
+    lin = out.albedo[m] * (sh_basis(out.normals[m]) @ p.sh) + out.specular[m]
+    np.testing.assert_array_equal(out.image[m], linear_to_srgb_u8(np.clip(lin, 0, 1)))
+    off = tiny_renderer.render(dataclasses.replace(p, specular_strength=0.0))
+    assert np.all(out.image[m].astype(int) >= off.image[m]) and (out.image[m] > off.image[m]).any()
 
 
 def test_outputs_shapes_ranges_odd_size(tiny_model):
@@ -217,9 +241,10 @@ def test_backgrounds_and_occluders(tiny_model, tiny_renderer, tmp_path):
 
     from synth.sampling import Occluder
 
-    p = sample_params(tiny_model, SamplingConfig(background="solid"), 64, 0, 1)
+    p = sample_params(tiny_model, SamplingConfig(background="solid", occluders=0), 64, 0, 1)
     out = tiny_renderer.render(p)
     bg = ~out.mask
+    # background colours are sRGB values: decoded to linear for compositing, encoded back exactly
     np.testing.assert_allclose(out.image[bg], np.tile(np.round(p.background_color * 255), (bg.sum(), 1)), atol=1)
     noise = tiny_renderer.render(dataclasses.replace(p, background_kind="noise"))
     assert noise.image[~noise.mask].std() > 1  # a texture, not a colour

@@ -38,6 +38,7 @@ import torch.nn as nn
 from morphable_model import load_model
 from morphable_model.torch_model import MorphableModelModule
 from synth import camera
+from synth.color import srgb_to_linear
 
 from . import depth_render
 from .checkpoint import CheckpointError, load_checkpoint, load_inference_checkpoint
@@ -55,13 +56,6 @@ __all__ = ["CoarseMaps", "coarse_maps", "refinable_triangles", "region_pixels", 
            "build_fine_model"]
 
 log = logging.getLogger(__name__)
-
-
-def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """The sRGB decoding curve (IEC 61966-2-1) on values in [0, 1]. Placeholder until
-    ``synth.color`` (the project's one home of the curve, issue 10) lands on main."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4)
 
 
 # ---------------------------------------------------------------------------- coarse depth
@@ -251,8 +245,8 @@ def build_fine_model(morph_model, state: dict[str, Any], coarse: IterativeCoarse
 # ---------------------------------------------------------------------------- data
 class FineRows(torch.utils.data.Dataset):
     """Items of a :class:`PhotoDataset` or a :class:`DetailShardDataset` in the rows format of the
-    fine stage (module docstring): ``image (3, S, S)`` uint8, ``intrinsics``, ``landmarks (68, 2)``,
-    ``srgb``, ``use_net``, ``has_gt`` (bools), ``depth``, ``depth_coarse`` ``(S, S)``, ``mask (S, S)``,
+    fine stage (module docstring): ``image (3, S, S)`` uint8 sRGB (photos and shards alike),
+    ``intrinsics``, ``landmarks (68, 2)``, ``use_net``, ``has_gt`` (bools), ``depth``, ``depth_coarse`` ``(S, S)``, ``mask (S, S)``,
     ``albedo (S, S, 3)`` and the ground-truth ``alpha_id (n_id,)``, ``alpha_exp (n_exp,)``,
     ``pose``, ``translation`` (zeros for photos). Indexed by ``i`` or ``(i, epoch)``."""
 
@@ -263,7 +257,6 @@ class FineRows(torch.utils.data.Dataset):
         if self.photos and not use_net:
             raise ValueError("photo rows need CoarseNet's coarse depth (use_net=True)")
         self._items = EpochIndexed(dataset) if self.photos else dataset
-        self.srgb = True if self.photos else _shards_srgb(dataset)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -272,7 +265,7 @@ class FineRows(torch.utils.data.Dataset):
         x = self._items[item]
         s = x["image"].shape[-1]
         row = {"image": x["image"], "intrinsics": x["intrinsics"], "landmarks": x["landmarks"].float(),
-               "srgb": torch.tensor(self.srgb), "use_net": torch.tensor(self.use_net),
+               "use_net": torch.tensor(self.use_net),
                "has_gt": torch.tensor(not self.photos)}
         if self.photos:
             if not bool(x["landmarks_valid"]):
@@ -285,14 +278,6 @@ class FineRows(torch.utils.data.Dataset):
             row.update(depth=x["depth"], depth_coarse=x["depth_coarse"], mask=x["mask"], albedo=x["albedo"])
             row.update({k: x[k] for k in ("alpha_id", "alpha_exp", "pose", "translation")})
         return row
-
-
-def _shards_srgb(ds: DetailShardDataset) -> bool:
-    """Whether the shards store sRGB-encoded images (layout 2 on) or linear ones (layout 1)."""
-    versions = {int(a.get("layout_version", 1)) for a in ds.attrs}
-    if len(versions) != 1:
-        raise ValueError(f"shards in {ds.root} mix layout versions {sorted(versions)}")
-    return versions.pop() >= 2
 
 
 class _MixedLoader:
@@ -329,14 +314,14 @@ class FineTask:
 
     def prepare_batch(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """Move a rows batch to ``device``; the uint8 image becomes float in [0, 1], its
-        linear-light version ``image_linear (B, H, W, 3)`` is added (sRGB rows decoded), and
+        linear-light version ``image_linear (B, H, W, 3)`` is added (:func:`synth.color.srgb_to_linear`), and
         ``region_gt (B, H, W)``: the refinable pixels of the ground-truth mesh (rows with ground
         truth; the coarse region of rows refining the ground-truth coarse depth, and the pixels of
         the detail metrics)."""
         out = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         out["image"] = image_to_float(out["image"])
         img = out["image"].permute(0, 2, 3, 1)  # (B, 3, H, W) -> (B, H, W, 3)
-        out["image_linear"] = torch.where(out["srgb"][:, None, None, None], srgb_to_linear(img), img)
+        out["image_linear"] = srgb_to_linear(img)
         region = self.model.region(out["alpha_id"], out["alpha_exp"], out["pose"], out["translation"],
                                    out["intrinsics"], tuple(img.shape[1:3]))
         out["region_gt"] = region & out["has_gt"][:, None, None]
