@@ -177,10 +177,10 @@ def test_fit_sh_bad_shapes():
 def test_fit_sh_recovers_the_shards_lighting(detail_shards):
     # On rendered samples, from the ground-truth albedo and normals:
     # - the exact albedo x shading image gives back the stored SH to round-off (measured 1e-9);
-    # - the stored 8-bit image (quantised; clipped pixels and dark albedo, hair, < 0.1, where the
-    #   quantisation of 1/510 is divided by the albedo, masked out) gives the coefficients within
-    #   0.06 (measured <= 0.029 for |sh| up to 3.3) and the shading on the normals fitted within
-    #   0.01 (measured <= 0.0068).
+    # - the stored 8-bit sRGB image, decoded (quantised; clipped pixels and dark albedo, hair,
+    #   < 0.1, where the quantisation is divided by the albedo, masked out) gives the coefficients
+    #   within 5 % of the largest (measured 1.9, 2.6, 0.5 %) and the shading on the normals fitted
+    #   within 0.01 (measured <= 0.0051).
     from synth.color import srgb_to_linear
     from synth.lighting import fit_sh
     from synth.shards import ShardReader
@@ -194,7 +194,7 @@ def test_fit_sh_recovers_the_shards_lighting(detail_shards):
         exact = alb * (sh_basis(n) @ sh)
         np.testing.assert_allclose(fit_sh(exact, alb, n, ok), sh, atol=1e-6)
         got = fit_sh(img, alb, n, ok)
-        assert np.abs(got - sh).max() < 0.06
+        assert np.abs(got - sh).max() < 0.05 * np.abs(sh).max()
         assert np.abs(sh_basis(n[ok]) @ (got - sh)).max() < 0.01
 
 

@@ -467,8 +467,9 @@ class DetailShardDataset(ShardDataset):
             finally:
                 _close(reader)
 
-    def convert(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
-        out = super().convert(raw, None)
+    def convert(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None = None,
+                photo_rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        out = super().convert(raw, None, None)  # never augmented (class docstring)
         for key in DETAIL_KEYS:
             out[key] = torch.from_numpy(np.array(raw[key], np.float32))
         return out
