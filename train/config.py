@@ -337,6 +337,8 @@ class FineConfig:
             raise ValueError(f"--photos {self.photos} needs --coarse CKPT (the coarse depth of a photo comes from CoarseNet)")
         if self.end_to_end and not self.coarse:
             raise ValueError("--end-to-end needs --coarse CKPT (the CoarseNet to train)")
+        if not self.photos and self.synthetic_batch_size == 0:
+            raise ValueError("--synthetic-batch-size 0 without --photos leaves nothing to train on")
         if self.end_to_end and self.gt_coarse and not self.photos:
             raise ValueError("--end-to-end with --gt-coarse needs --photos (no row would use CoarseNet)")
         _need(self.size >= 16, "--size", ">= 16", self.size)
