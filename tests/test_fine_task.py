@@ -239,3 +239,21 @@ def test_synthetic_only_on_ground_truth_coarse(shards, tiny_model, tmp_path):
     # ~100 mm face: measured 0.02 %); CoarseNet's mean face is 26 % off
     assert res.val["depth_err_detail_coarse_pct"] < 0.5
     assert np.isfinite(res.val["detail_recovered"])
+
+
+def test_coarse_net_runs_at_its_own_size(shards, tiny_model, coarse_ckpt):
+    # CoarseNet trained at 24 px sees the 48 px image resized with its intrinsics scaled; its
+    # normalised estimate renders at 48 px. With the last layer at zero (the mean face at the mean
+    # pose, whatever the image) the coarse depth must equal the one computed at 48 px directly.
+    import copy
+
+    _, net = coarse_ckpt
+    net0 = copy.deepcopy(net)
+    torch.nn.init.zeros_(net0.net.fc[-1].weight)
+    b = _batch(shards, tiny_model, n=2)
+    args = (image_to_float(b["image"]), b["intrinsics"], b["depth_coarse"], b["mask"], b["albedo"],
+            torch.zeros_like(b["mask"]), torch.ones(2, dtype=torch.bool))
+    at48 = FineModel(tiny_model, FineNet(0.125), net0, projection=net.render.projection).eval()(*args)
+    at24 = FineModel(tiny_model, FineNet(0.125), net0, projection=net.render.projection, coarse_size=24).eval()(*args)
+    assert at48["mask"].any()
+    torch.testing.assert_close(at24["depth_coarse"], at48["depth_coarse"], rtol=0, atol=1e-4)

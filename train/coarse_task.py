@@ -178,5 +178,5 @@ def evaluate_checkpoint(config: EvaluateConfig, model=None) -> dict[str, float]:
     loader = make_eval_loader(ds, config.batch_size, config.samples, config.workers)
     res = validate(task, task.model, loader, device, amp=run.amp)
     if config.fine:
-        res.update(evaluate_fine(config, model, task.model, device))
+        res.update(evaluate_fine(config, model, task.model, device, coarse_size=run.size))
     return res

@@ -34,6 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from morphable_model import load_model
 from morphable_model.torch_model import MorphableModelModule
@@ -140,13 +141,16 @@ class FineModel(nn.Module):
     the refinable region), and ``albedo (B, H, W, 3)``.
 
     CoarseNet (when given) always runs in eval mode (its batch-norm statistics stay those of
-    phase 1); with ``end_to_end`` it is a submodule (optimised, saved), else it is frozen.
+    phase 1), on the image resized to ``coarse_size`` (the size it was trained at; None = as
+    given), its estimate then rendered at the image's size; with ``end_to_end`` it is a submodule
+    (optimised, saved), else it is frozen.
     """
 
     def __init__(self, morph_model, fine: FineNet, coarse: IterativeCoarseNet | None = None, *,
                  end_to_end: bool = False, projection: str = "perspective", albedo: str = "auto", mask_erode: int = 2,
-                 min_facing: float = 0.3):
+                 min_facing: float = 0.3, coarse_size: int | None = None):
         super().__init__()
+        self.coarse_size = None if coarse_size is None else int(coarse_size)
         if end_to_end and coarse is None:
             raise ValueError("end_to_end needs a CoarseNet")
         if coarse is not None and coarse.render.projection != projection:
@@ -205,7 +209,13 @@ class FineModel(nn.Module):
             if net is None:
                 raise ValueError("rows need CoarseNet's coarse depth but no CoarseNet was given (--coarse)")
             with torch.set_grad_enabled(self.end_to_end and torch.is_grad_enabled()):
-                est = net(image[rows], intrinsics[rows], None)[-1]  # no mask: the image alone
+                img, k = image[rows], intrinsics[rows]
+                if self.coarse_size is not None and self.coarse_size != size[0]:  # at CoarseNet's own size
+                    cs = self.coarse_size
+                    img = F.interpolate(img, size=(cs, cs), mode="bilinear", align_corners=False, antialias=True)
+                    k = torch.cat([k[:, :2] * (cs / size[0]), k[:, 2:]], dim=1)  # pixel centres scale exactly
+                # no mask: the image alone; the normalised estimate decodes at any size
+                est = net(img, k, None)[-1]
                 maps = coarse_maps(net, est, intrinsics[rows], size, self.predicted_albedo, self.refinable)
             # out-of-place index_put keeps the graph to the estimate
             depth_coarse = depth_coarse.index_put((rows,), maps.depth.to(depth_coarse.dtype))
@@ -225,21 +235,25 @@ class FineModel(nn.Module):
         net = self.coarse_net
         return {"fine": self.fine.hyperparameters(), "projection": self.projection, "mask_erode": self.mask_erode,
                 "min_facing": self.min_facing, "predicted_albedo": self.predicted_albedo,
-                "end_to_end": self.end_to_end, "coarse": net.hyperparameters() if self.end_to_end else None}
+                "end_to_end": self.end_to_end, "coarse": net.hyperparameters() if self.end_to_end else None,
+                "coarse_size": self.coarse_size}
 
 
-def build_fine_model(morph_model, state: dict[str, Any], coarse: IterativeCoarseNet | None) -> FineModel:
+def build_fine_model(morph_model, state: dict[str, Any], coarse: IterativeCoarseNet | None,
+                     coarse_size: int | None = None) -> FineModel:
     """The (untrained) :class:`FineModel` a checkpoint's ``task_state`` describes; ``coarse`` is the
-    frozen CoarseNet to use (ignored when the checkpoint trained its own end to end)."""
+    frozen CoarseNet to use, trained at ``coarse_size`` (both ignored when the checkpoint trained
+    its own end to end)."""
     if state.get("end_to_end"):
         coarse = IterativeCoarseNet.from_hyperparameters(morph_model, state["coarse"])
+        coarse_size = state.get("coarse_size")
     albedo = "predicted" if state.get("predicted_albedo") else "mean"
     if coarse is not None and albedo == "predicted" and coarse.layout.n_albedo == 0:
         albedo = "mean"
     return FineModel(morph_model, FineNet.from_hyperparameters(state["fine"]), coarse,
                      end_to_end=bool(state.get("end_to_end")),
                      projection=state["projection"], albedo=albedo, mask_erode=state["mask_erode"],
-                     min_facing=state["min_facing"])
+                     min_facing=state["min_facing"], coarse_size=coarse_size if coarse is not None else None)
 
 
 # ---------------------------------------------------------------------------- data
@@ -369,13 +383,14 @@ class FineTask:
 
 # ---------------------------------------------------------------------------- jobs
 def _load_coarse(config_coarse: str | None, model, model_path: str | None):
-    """(CoarseNet or None, morphable model) for ``--coarse`` / ``--model``."""
+    """(CoarseNet or None, the size it was trained at or None, morphable model) for ``--coarse`` / ``--model``."""
     if config_coarse:
         ck, model = load_checkpoint_and_model(config_coarse, model, model_path)
         net = IterativeCoarseNet.from_hyperparameters(model, ck["task_state"])
         net.load_state_dict(ck["model"])
-        return net.eval(), model
-    return None, (model if model is not None else load_model(model_path))
+        size = ck["config"].get("size")
+        return net.eval(), (int(size) if size else None), model
+    return None, None, (model if model is not None else load_model(model_path))
 
 
 def train_fine(config: FineConfig, model=None) -> TrainResult:
@@ -387,7 +402,7 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     device = resolve_device(config.device, dinfo.local_rank)
     if config.threads:
         torch.set_num_threads(config.threads)
-    coarse, model = _load_coarse(config.coarse, model, config.model)
+    coarse, coarse_size, model = _load_coarse(config.coarse, model, config.model)
     fp = model.fingerprint
     resume_state = None
     ckpt_path = Path(config.out) / "checkpoints" / "last.pt"
@@ -428,7 +443,7 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
     fine = FineNet(config.width_mult, config.depth_scale_mm, config.residual_scale_mm)
     fmodel = FineModel(model, fine, coarse, end_to_end=config.end_to_end, projection=projection, albedo=config.albedo,
-                       mask_erode=config.mask_erode, min_facing=config.min_facing)
+                       mask_erode=config.mask_erode, min_facing=config.min_facing, coarse_size=coarse_size)
     task = FineTask(model, fmodel, FineLossWeights.from_config(config), config.smooth_on)
     workers, pin = config.loader_workers(), device.type == "cuda"
     if photos is not None:
@@ -456,15 +471,16 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     return result
 
 
-def evaluate_fine(config: EvaluateConfig, model, coarse: IterativeCoarseNet | None, device: torch.device
-                  ) -> dict[str, float]:
+def evaluate_fine(config: EvaluateConfig, model, coarse: IterativeCoarseNet | None, device: torch.device,
+                  coarse_size: int | None = None) -> dict[str, float]:
     """The detail metrics of ``config.fine`` (a FineNet checkpoint) on ``config.data``: FineNet
     refines ``coarse``'s depth (the ``--ckpt`` CoarseNet; the checkpoint's own when it was
-    trained end to end), or the shards' ground-truth coarse depth with ``--fine-gt-coarse``.
+    trained end to end; ``coarse_size``: the size ``coarse`` was trained at), or the shards'
+    ground-truth coarse depth with ``--fine-gt-coarse``.
     Means over the samples of :meth:`FineTask.metrics`, plus ``n_fine``."""
     ck = load_inference_checkpoint(config.fine, fingerprint=model.fingerprint, task="fine")
     run = FineConfig.from_dict(ck["config"])
-    fmodel = build_fine_model(model, ck["task_state"], None if config.fine_gt_coarse else coarse)
+    fmodel = build_fine_model(model, ck["task_state"], None if config.fine_gt_coarse else coarse, coarse_size)
     fmodel.load_state_dict(ck["model"])
     task = FineTask(model, fmodel, FineLossWeights.from_config(run), run.smooth_on).to(device)
     ds = DetailShardDataset(config.data, fingerprint=model.fingerprint, size=run.size)
