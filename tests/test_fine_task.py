@@ -207,6 +207,15 @@ def test_tiny_end_to_end_run_on_photos_and_renders(shards, tmp_model_h5, coarse_
     for key in ("detail_recovered", "depth_err_detail_coarse_pct", "depth_err_detail_fine_pct"):
         assert got[key] == pytest.approx(float(val[key]), rel=1e-4, abs=1e-6), key
 
+    # the exported inference weights (safetensors) evaluate the same
+    shared = tmp_path / "fine.safetensors"
+    assert CliRunner().invoke(main, ["export", str(out / "checkpoints" / "last.pt"), str(shared)]).exit_code == 0
+    again = tmp_path / "m2.json"
+    ev = CliRunner().invoke(main, ["evaluate", "--ckpt", str(ckpt), "--data", str(shards), "--model", str(tmp_model_h5),
+                                   "--samples", "6", "--device", "cpu", "--fine", str(shared), "--json-out", str(again)])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(again.read_text())["detail_recovered"] == pytest.approx(got["detail_recovered"], rel=1e-6)
+
 
 def test_resume_matches_uninterrupted_run(shards, tmp_model_h5, coarse_ckpt, tmp_path):
     ckpt, _ = coarse_ckpt
