@@ -154,6 +154,42 @@ def project(points_cam, intrinsics, projection: str = "perspective", min_depth: 
     return np.stack([u, v], axis=-1), depth
 
 
+def unproject(uv, depth, intrinsics, projection: str = "perspective"):
+    """Camera-frame points ``(..., N, 3)`` at pixel coordinates ``uv (..., N, 2)`` and depth
+    ``(..., N)`` (``-p_z``): the inverse of :func:`project`.
+
+    ``uv`` broadcasts against ``depth`` (e.g. one ``(N, 2)`` pixel grid for a ``(B, N)`` batch of
+    depths); ``intrinsics`` is ``(3, 3)`` or ``(..., 3, 3)`` with the depth's leading dimensions.
+    Perspective ``p = d ((u - cx) / fx, -(v - cy) / fy, -1)``; weak perspective
+    ``p = ((u - cx) / fx, -(v - cy) / fy, -d)``. numpy or torch (differentiable).
+    """
+    check_projection(projection)
+    if tuple(uv.shape[-1:]) != (2,):
+        raise ValueError(f"uv must be (..., 2), got {tuple(uv.shape)}")
+    if intrinsics.ndim < 2 or tuple(intrinsics.shape[-2:]) != (3, 3):
+        raise ValueError(f"intrinsics must be (3, 3) or (..., 3, 3), got {tuple(intrinsics.shape)}")
+    k = intrinsics
+    if k.ndim > 2:  # (..., 3, 3) -> (..., 1) per entry, to broadcast over (..., N)
+        if tuple(k.shape[:-2]) != tuple(depth.shape[:-1]):
+            raise ValueError(f"intrinsics {tuple(k.shape)} must be (3, 3) or match the leading dimensions "
+                             f"of depth {tuple(depth.shape)}")
+        fx, fy, cx, cy = (k[..., 0, 0][..., None], k[..., 1, 1][..., None], k[..., 0, 2][..., None],
+                          k[..., 1, 2][..., None])
+    else:
+        fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+    x = (uv[..., 0] - cx) / fx
+    y = -(uv[..., 1] - cy) / fy
+    if projection == "perspective":
+        x, y = x * depth, y * depth
+    else:
+        x, y = x + 0 * depth, y + 0 * depth  # broadcast to the depth's shape
+    if _is_torch(depth):
+        import torch
+
+        return torch.stack([x, y, -depth], dim=-1)
+    return np.stack([x, y, -np.asarray(depth)], axis=-1)
+
+
 def pixel_rays(size: int, intrinsics: np.ndarray, projection: str = "perspective") -> tuple[np.ndarray, np.ndarray]:
     """Ray origins and directions ``(size, size, 3)`` through the pixel centres (camera frame).
 

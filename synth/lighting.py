@@ -347,3 +347,85 @@ def _hemisphere_probe() -> np.ndarray:
     phi = k * math.pi * (3.0 - math.sqrt(5.0))  # golden-angle spiral
     r = np.sqrt(1.0 - z * z)
     return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)  # (200, 3)
+
+
+# ------------------------------------------------------------------ least-squares lighting
+def fit_sh(image_linear, albedo, normals, mask=None, ridge: float = 0.0, rcond: float = 1e-10):
+    """Least-squares irradiance SH: per image and colour channel ``c``,
+
+        ``l_c = argmin_l  mean_p w_p (albedo_c(p) * sh_basis(n_p) . l - I_c(p))^2 + ridge * |l|^2``
+
+    with ``w_p`` the mask (bool or non-negative weights), ``mean_p`` the ``w``-weighted mean.
+
+    The normal equations are solved by an eigen-decomposition with eigenvalues below
+    ``rcond * max eigenvalue`` dropped (minimum-norm solution), so a degenerate set of normals or
+    an empty mask (all-zero SH) never fails. On a face the normals cover only part of the sphere:
+    the smallest eigenvalue of the mean normal matrix is ~1e-5 of the largest, so coefficients
+    along those directions are poorly determined by the data while the shading they produce on
+    the face is not — keep ``ridge`` well below 1e-6 (it is relative to entries ~1e-1) unless
+    a biased, smaller lighting is wanted.
+
+    Args:
+        image_linear: ``(B, H, W, 3)`` or ``(H, W, 3)`` image in *linear* RGB (convert sRGB first).
+        albedo: same shape, linear albedo estimate.
+        normals: same shape, unit camera-frame normals.
+        mask: ``(B, H, W)`` / ``(H, W)`` pixels to fit (bool or weights); default all. Exclude
+            clipped (saturated, black) and off-face pixels here.
+        ridge: Tikhonov weight (>= 0) on the mean normal equations.
+        rcond: relative eigenvalue cut-off of the solve.
+
+    Returns:
+        ``(B, 9, 3)`` (or ``(9, 3)``) irradiance coefficients in :func:`shade`'s convention, so
+        ``albedo * (sh_basis(n) @ sh)`` reproduces the image. numpy in -> numpy float64 out;
+        torch in -> tensor of ``image_linear``'s dtype and device, computed in float64 *without*
+        gradients (the solve is a constant for the losses that use it).
+    """
+    is_np = isinstance(image_linear, np.ndarray)
+    if image_linear.ndim not in (3, 4) or image_linear.shape[-1] != 3:
+        raise ValueError(f"image_linear must be (B, H, W, 3) or (H, W, 3), got {tuple(image_linear.shape)}")
+    shape = tuple(image_linear.shape)
+    for name, arr in (("albedo", albedo), ("normals", normals)):
+        if tuple(arr.shape) != shape:
+            raise ValueError(f"{name} must be {shape} like image_linear, got {tuple(arr.shape)}")
+    if mask is not None and tuple(mask.shape) != shape[:-1]:
+        raise ValueError(f"mask must be {shape[:-1]}, got {tuple(mask.shape)}")
+    if not (ridge >= 0 and math.isfinite(ridge)):
+        raise ValueError(f"ridge must be finite and >= 0, got {ridge}")
+    single = image_linear.ndim == 3
+    if is_np:
+        img, alb, n = (np.asarray(a, dtype=np.float64) for a in (image_linear, albedo, normals))
+        w = np.ones(shape[:-1]) if mask is None else np.asarray(mask, dtype=np.float64)
+        out = _fit_sh_arrays(img, alb, n, w, ridge, rcond, np)
+        return out[0] if single else out
+    import torch  # only reached with torch input
+
+    with torch.no_grad():
+        dev = image_linear.device
+        img, alb, n = (torch.as_tensor(a).detach().to(device=dev, dtype=torch.float64)
+                       for a in (image_linear, albedo, normals))
+        w = torch.ones(shape[:-1], dtype=torch.float64, device=dev) if mask is None else \
+            torch.as_tensor(mask).detach().to(device=dev, dtype=torch.float64)
+        out = _fit_sh_arrays(img, alb, n, w, ridge, rcond, torch).to(image_linear.dtype)
+    return out[0] if single else out
+
+
+def _fit_sh_arrays(img, alb, n, w, ridge, rcond, xp):
+    """:func:`fit_sh` on float64 arrays of one kind (``xp`` = numpy or torch)."""
+    if img.ndim == 3:
+        img, alb, n, w = img[None], alb[None], n[None], w[None]
+    b = img.shape[0]
+    img, alb, n = (a.reshape(b, -1, 3) for a in (img, alb, n))  # (B, H, W, 3) -> (B, P, 3)
+    w = w.reshape(b, -1)  # (B, P)
+    y = sh_basis(n)  # (B, P, 9)
+    # mean normal equations per image and channel: M = mean_p w rho^2 Y Y^T, r = mean_p w rho I Y
+    total = w.sum(-1)  # (B,)
+    w = w / xp.where(total > 0, total, total * 0 + 1)[:, None]
+    m = xp.einsum("bpi,bpj,bpc->bcij", y, y, w[..., None] * alb * alb)  # (B,P,9)x(B,P,9)x(B,P,3) -> (B,3,9,9)
+    r = xp.einsum("bpi,bpc->bci", y, w[..., None] * alb * img)  # (B, P, 9) x (B, P, 3) -> (B, 3, 9)
+    evals, evecs = xp.linalg.eigh(m)  # (B, 3, 9), (B, 3, 9, 9) columns = eigenvectors
+    evals = evals + ridge
+    keep = evals > rcond * evals[..., -1:]  # ascending order: the last is the largest
+    inv = xp.where(keep, 1.0 / xp.where(keep, evals, evals * 0 + 1), evals * 0)  # (B, 3, 9)
+    proj = xp.einsum("bcki,bck->bci", evecs, r)  # V^T r: (B, 3, 9, 9) x (B, 3, 9) -> (B, 3, 9)
+    sol = xp.einsum("bcik,bck->bci", evecs, inv * proj)  # V diag(1/lambda) V^T r -> (B, 3, 9)
+    return xp.swapaxes(sol, 1, 2) if xp is np else sol.transpose(1, 2)  # (B, 3, 9) -> (B, 9, 3)

@@ -176,3 +176,21 @@ def face_model_2mm() -> MorphableModel:
     from morphable_model.builtin import build_face_model
 
     return build_face_model(grid_mm=2.0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def detail_shards(face_model_2mm, tmp_path_factory) -> Path:
+    """3 samples of the 2 mm-grid built-in model rendered at 128 px (seed 0, detail on, Lambertian): fine
+    enough that the renders carry resolvable detail (the 8 mm tiny model's triangles are several
+    pixels wide); for the fine-stage geometry, lighting and loss tests. Shared, read-only."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+    from synth.dataset import DatasetConfig, render_dataset
+    from synth.sampling import SamplingConfig
+
+    out = tmp_path_factory.mktemp("detail_shards_128")
+    # the Lambertian SH image formation alone (no specular highlight, no occluder): the losses'
+    # model of a photo, exactly
+    sampling = SamplingConfig(specular=False, occluders=0.0)
+    render_dataset(DatasetConfig(out=str(out), n=3, size=128, seed=0, shard_size=3, workers=0, sampling=sampling),
+                   model=face_model_2mm)
+    return out

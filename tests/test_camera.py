@@ -146,3 +146,24 @@ def test_to_camera():
     t = np.array([1.0, 2.0, -300.0])
     v = np.random.default_rng(1).normal(size=(4, 3))
     np.testing.assert_allclose(to_camera(v, r, t), (r @ v.T).T + t)
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_unproject_inverts_project_numpy_and_torch(projection):
+    from synth.camera import unproject
+
+    rng = np.random.default_rng(3)
+    k = np.array([[[90.0, 0, 30.0], [0, 95.0, 20.0], [0, 0, 1]], [[0.4, 0, 31.0], [0, 0.45, 19.0], [0, 0, 1]]])
+    k = k[:1].repeat(2, 0) if projection == "perspective" else k[1:].repeat(2, 0)  # (2, 3, 3)
+    pts = rng.normal(0, 40, (2, 7, 3))
+    pts[..., 2] -= 400.0
+    uv, d = project(pts, k, projection)
+    np.testing.assert_allclose(unproject(uv, d, k, projection), pts, atol=1e-9)
+    t = unproject(torch.tensor(uv), torch.tensor(d, requires_grad=True), torch.tensor(k), projection)
+    np.testing.assert_allclose(t.detach().numpy(), pts, atol=1e-9)
+    t.sum().backward()  # differentiable
+    np.testing.assert_allclose(unproject(uv[0], d[0], k[0], projection), pts[0], atol=1e-9)  # shared camera
+    with pytest.raises(ValueError, match="uv must be"):
+        unproject(uv[..., :1], d, k, projection)
+    with pytest.raises(ValueError, match="must be \\(3, 3\\) or match"):
+        unproject(uv, d, k[:1], projection)

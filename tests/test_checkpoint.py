@@ -142,6 +142,8 @@ def _entry_points(evil, shards, model_h5, tmp_path):
         "coarse": _coarse_flags(shards, model_h5, resume_out, "--resume"),
         "export": ["export", str(evil), str(tmp_path / "out.safetensors")],
         "convert-checkpoint": ["convert-checkpoint", str(evil), str(tmp_path / "new.pt")],  # without the trust flag
+        "fine": ["fine", "--out", str(tmp_path / "fine_run"), "--synthetic", str(shards), "--model", str(model_h5),
+                 "--coarse", str(evil), "--size", "48", "--steps", "1", "--no-progress"],
     }
 
 

@@ -115,6 +115,89 @@ def test_lighting_config_validation():
         LightingConfig(mode="sun")
 
 
+# ------------------------------------------------------------------ fit_sh (least-squares lighting)
+def _hemisphere_scene(seed, batch=2, n=300):
+    """Normals on the camera-facing hemisphere, face-like albedo, random SH: (B, n, 1, 3) maps."""
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((batch, n, 1, 3))
+    v[..., 2] = np.abs(v[..., 2]) + 0.3
+    normals = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    albedo = rng.uniform(0.3, 0.9, (batch, n, 1, 3))
+    sh = rng.normal(0, 0.5, (batch, 9, 3))
+    sh[:, 0] += 2.0
+    image = albedo * np.einsum("bpqk,bkc->bpqc", sh_basis(normals), sh)  # (B,n,1,9) x (B,9,3) -> (B,n,1,3)
+    return image, albedo, normals, sh
+
+
+def test_fit_sh_recovers_exact_lighting_numpy_and_torch():
+    from synth.lighting import fit_sh
+
+    image, albedo, normals, sh = _hemisphere_scene(0)
+    got = fit_sh(image, albedo, normals)
+    assert got.shape == (2, 9, 3) and got.dtype == np.float64
+    np.testing.assert_allclose(got, sh, atol=1e-8)  # noise-free: exact up to round-off
+    np.testing.assert_allclose(fit_sh(image[0], albedo[0], normals[0]), sh[0], atol=1e-8)  # unbatched
+    t = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in (image, albedo, normals)]
+    got_t = fit_sh(*t, mask=torch.ones(2, 300, 1, dtype=torch.bool))
+    assert got_t.dtype == torch.float32 and not got_t.requires_grad  # a constant for the losses
+    np.testing.assert_allclose(got_t.numpy(), sh, atol=2e-4)  # float32 inputs
+
+
+def test_fit_sh_mask_weights_ridge_and_empty():
+    from synth.lighting import fit_sh
+
+    image, albedo, normals, sh = _hemisphere_scene(1, batch=1)
+    corrupt = image.copy()
+    corrupt[:, :50] = 1.0  # "saturated" pixels
+    mask = np.ones(corrupt.shape[:-1], bool)
+    mask[:, :50] = False
+    np.testing.assert_allclose(fit_sh(corrupt, albedo, normals, mask), sh, atol=1e-8)
+    assert np.abs(fit_sh(corrupt, albedo, normals) - sh).max() > 0.1  # the mask matters
+    shrunk = fit_sh(image, albedo, normals, ridge=1.0)
+    assert np.linalg.norm(shrunk) < 0.8 * np.linalg.norm(sh)  # ridge shrinks the solution
+    np.testing.assert_array_equal(fit_sh(image, albedo, normals, np.zeros_like(mask)), np.zeros((1, 9, 3)))
+    same = np.ones_like(normals) * np.array([0.0, 0.0, 1.0])  # rank-1 design: minimum-norm, no failure
+    assert np.isfinite(fit_sh(image, albedo, same)).all()
+
+
+def test_fit_sh_bad_shapes():
+    from synth.lighting import fit_sh
+
+    image, albedo, normals, _ = _hemisphere_scene(2)
+    with pytest.raises(ValueError, match=r"albedo must be \(2, 300, 1, 3\)"):
+        fit_sh(image, albedo[:, :10], normals)
+    with pytest.raises(ValueError, match=r"mask must be \(2, 300, 1\)"):
+        fit_sh(image, albedo, normals, np.ones((2, 300)))
+    with pytest.raises(ValueError, match="image_linear must be"):
+        fit_sh(image[..., :2], albedo, normals)
+    with pytest.raises(ValueError, match="ridge must be"):
+        fit_sh(image, albedo, normals, ridge=-1.0)
+
+
+def test_fit_sh_recovers_the_shards_lighting(detail_shards):
+    # On rendered samples, from the ground-truth albedo and normals:
+    # - the exact albedo x shading image gives back the stored SH to round-off (measured 1e-9);
+    # - the stored 8-bit sRGB image, decoded (quantised; clipped pixels and dark albedo, hair,
+    #   < 0.1, where the quantisation is divided by the albedo, masked out) gives the coefficients
+    #   within 5 % of the largest (measured 1.9, 2.6, 0.5 %) and the shading on the normals fitted
+    #   within 0.01 (measured <= 0.0051).
+    from synth.color import srgb_to_linear
+    from synth.lighting import fit_sh
+    from synth.shards import ShardReader
+
+    reader = ShardReader(sorted(detail_shards.glob("shard-*.h5"))[0])
+    for i in range(len(reader)):
+        s = reader.read(i)
+        alb, n, sh = (s[k].astype(np.float64) for k in ("albedo", "normals", "sh"))
+        img = srgb_to_linear(s["image"].astype(np.float64) / 255.0)  # shards store sRGB
+        ok = s["mask"] & (img.max(-1) < 0.99) & (img.min(-1) > 0.001) & (alb.min(-1) > 0.1)  # not clipped
+        exact = alb * (sh_basis(n) @ sh)
+        np.testing.assert_allclose(fit_sh(exact, alb, n, ok), sh, atol=1e-6)
+        got = fit_sh(img, alb, n, ok)
+        assert np.abs(got - sh).max() < 0.05 * np.abs(sh).max()
+        assert np.abs(sh_basis(n[ok]) @ (got - sh)).max() < 0.01
+
+
 # ---------------------------------------------------------------------------- specular term
 def test_dominant_light_recovers_a_directional_light():
     from synth.lighting import dominant_light

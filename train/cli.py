@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 
 import click
 
-from .config import CoarseConfig, EvaluateConfig, field_docs
+from .config import CoarseConfig, EvaluateConfig, FineConfig, field_docs
 from .metrics import metrics_report, metrics_table
 
 __all__ = ["main", "options_from"]
@@ -117,6 +117,29 @@ def coarse(**kwargs) -> None:
         if result.val:
             click.echo("validation (held-out, with the reference estimates):")
             click.echo(metrics_table(metrics_report(result.val)))
+
+
+@main.command()
+@options_from(FineConfig)
+def fine(**kwargs) -> None:
+    """Phase 2: train FineNet on photos (unsupervised shape from shading on CoarseNet's depth),
+    optionally with supervised batches of synthetic shards."""
+    from .checkpoint import CheckpointError
+    from .data import ShardError
+    from .fine_task import train_fine
+
+    try:
+        config = FineConfig(**kwargs)
+        result = train_fine(config)
+    except (ValueError, CheckpointError, ShardError, FloatingPointError) as e:  # PhotoError is a ValueError
+        _fail(e)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if result.summary:
+            click.echo(result.summary)
+        last = result.losses[-1][1] if result.losses else float("nan")
+        click.echo(f"done: step {result.step}, loss {last:.4g}, checkpoint {result.checkpoint}")
+        if result.val:
+            click.echo("validation: " + json.dumps({k: round(v, 4) for k, v in result.val.items()}))
 
 
 @main.command()

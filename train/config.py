@@ -23,7 +23,7 @@ import os
 import textwrap
 from typing import Any, Literal, get_args
 
-__all__ = ["CoarseConfig", "EvaluateConfig", "field_docs", "DEVICES", "Norm"]
+__all__ = ["CoarseConfig", "FineConfig", "EvaluateConfig", "field_docs", "DEVICES", "Norm"]
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = get_args(Device)
@@ -231,6 +231,191 @@ class CoarseConfig:
 
 
 @dataclasses.dataclass
+class FineConfig:
+    """``train-cli fine``: phase 2, FineNet on real photos (unsupervised shape from shading),
+    optionally with supervised batches of synthetic shards that carry fine detail."""
+
+    out: str
+    """run directory (checkpoints, logs, curves)."""
+    photos: str | None = None
+    """folder (or file) of photos, JPEG/PNG/...: detected, cropped and cached (train.photos);
+    unusable files are skipped with their reason. Needs --coarse."""
+    coarse: str | None = None
+    """CoarseNet checkpoint (.pt or .safetensors) giving the coarse depth FineNet refines. Without it
+    only --synthetic can train, on the shards' ground-truth coarse depth."""
+    synthetic: str | None = None
+    """directory of synthetic shards rendered at --size with detail: supervised batches mixed with
+    the photo batches (ground-truth detailed depth vs the coarse one)."""
+    val_data: str | None = None
+    """directory of held-out shards (rendered at --size, detail on) for the detail metrics."""
+    model: str | None = None
+    """morphable model file; default: the one of the --coarse checkpoint (the built-in model when none)."""
+    size: int = 128
+    """network input size in pixels (photo crops are cut at it; shards must be rendered at it)."""
+    batch_size: int = 8
+    """photos per step per process."""
+    synthetic_batch_size: int | None = None
+    """synthetic samples per step per process (default: --batch-size; 0 = none)."""
+    gt_coarse: bool = False
+    """refine the shards' ground-truth coarse depth on synthetic batches and in validation, even
+    with --coarse (isolates FineNet from CoarseNet's errors; always the case without --coarse)."""
+    end_to_end: bool = False
+    """also train CoarseNet through the rasterized depth (default: CoarseNet frozen)."""
+    steps: int | None = None
+    """optimisation steps (exclusive with --epochs; 2000 when neither is given)."""
+    epochs: float | None = None
+    """passes over the photos (over the synthetic samples without photos), converted to steps."""
+    lr: float = 1e-3
+    """peak AdamW learning rate."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (conv weights only)."""
+    warmup: float = 0.03
+    """linear warm-up, as a fraction of the steps; cosine decay afterwards."""
+    min_lr: float = 0.01
+    """final learning rate as a fraction of --lr."""
+    grad_clip: float = 1.0
+    """clip the global gradient norm to this (0 = off)."""
+    device: Device = "auto"
+    """where to train: cuda when available (auto), cpu or cuda."""
+    amp: bool = True
+    """bf16 autocast for the networks on CUDA (rendering and losses stay float32)."""
+    threads: int = 0
+    """torch CPU threads per process (0 = torch's default)."""
+    workers: int | None = None
+    """DataLoader worker processes per training process (default: min(8, CPUs - 1), resolved when
+    the run starts)."""
+    seed: int = 0
+    """seeds initialisation and shuffling."""
+    width_mult: float = 1.0
+    """scales all FineNet widths (tiny configs for tests)."""
+    depth_scale_mm: float = 50.0
+    """FineNet input: the coarse depth minus its median, divided by this (mm)."""
+    residual_scale_mm: float = 1.0
+    """FineNet output: its last layer times this is the residual depth (mm)."""
+    w_sh: float = 1.0
+    """weight of E_sh, the shape-from-shading term (linear intensity in 8-bit levels, squared)."""
+    w_fid: float = 0.05
+    """weight of E_f, the fidelity to the coarse depth (depth in pixel units, squared)."""
+    w_smooth: float = 1.0
+    """weight of E_sm, the L1 Laplacian of the added detail (pixel units)."""
+    w_sup: float = 100.0
+    """weight of E_sup on synthetic batches, the squared error of the added detail to the true
+    detail (pixel units; 100 puts the true detail's E_sup gain near its E_sh gain on 128 px renders)."""
+    sh_huber: float = 10.0
+    """Huber threshold of E_sh in 8-bit levels (0 = plain squares): larger residuals (specular
+    highlights, hair, shadows) count linearly."""
+    smooth_on: Literal["residual", "depth"] = "residual"
+    """E_sm on the added detail (residual) or, as in the paper, on the whole refined depth."""
+    mask_erode: int = 2
+    """pixels eroded from the coarse face mask before refining (the outline is left to the coarse depth)."""
+    min_facing: float = 0.3
+    """refine only where the coarse normal faces the camera at least this much (cosine)."""
+    albedo: Literal["auto", "mean", "predicted"] = "auto"
+    """albedo estimate for the least-squares lighting: the model's mean albedo on the coarse mesh,
+    CoarseNet's albedo head (predicted), or auto = predicted when CoarseNet has the head."""
+    fov: float = 50.0
+    """assumed field of view of the photos on their longer side, degrees (train.photos)."""
+    photo_cache: str | None = None
+    """folder of the photos' detection cache (default: $DETAILFACE_CACHE/detections)."""
+    val_every: int = 500
+    """validate every this many steps (and at the end)."""
+    val_samples: int = 256
+    """validation samples used (the first ones of --val-data)."""
+    log_every: int = 10
+    """write a training log row every this many steps."""
+    ckpt_every: int = 500
+    """write checkpoints/last.pt every this many steps (and at the end)."""
+    stop_at: int = 0
+    """stop (with a checkpoint) after this step, the schedule still following --steps;
+    continue later with --resume (time-limited jobs). 0 = off."""
+    resume: bool = False
+    """continue from OUT/checkpoints/last.pt."""
+    progress: bool = True
+    """show a tqdm progress bar."""
+
+    def __post_init__(self) -> None:
+        _need(bool(self.out), "--out", "a directory", self.out)
+        if not self.photos and not self.synthetic:
+            raise ValueError("train-cli fine needs --photos (with --coarse) and/or --synthetic, got neither")
+        if self.photos and not self.coarse:
+            raise ValueError(f"--photos {self.photos} needs --coarse CKPT (the coarse depth of a photo comes from CoarseNet)")
+        if self.end_to_end and not self.coarse:
+            raise ValueError("--end-to-end needs --coarse CKPT (the CoarseNet to train)")
+        if not self.photos and self.synthetic_batch_size == 0:
+            raise ValueError("--synthetic-batch-size 0 without --photos leaves nothing to train on")
+        if self.end_to_end and self.gt_coarse and not self.photos:
+            raise ValueError("--end-to-end with --gt-coarse needs --photos (no row would use CoarseNet)")
+        _need(self.size >= 16, "--size", ">= 16", self.size)
+        _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
+        if self.synthetic_batch_size is not None:
+            _need(self.synthetic_batch_size >= 0, "--synthetic-batch-size", ">= 0", self.synthetic_batch_size)
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"--steps and --epochs are exclusive, got --steps {self.steps} and --epochs {self.epochs}")
+        if self.steps is not None:
+            _need(self.steps >= 1, "--steps", ">= 1", self.steps)
+        if self.epochs is not None:
+            _need(self.epochs > 0 and math.isfinite(self.epochs), "--epochs", "> 0", self.epochs)
+        _need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
+        _need(self.weight_decay >= 0, "--weight-decay", ">= 0", self.weight_decay)
+        _need(0 <= self.warmup < 1, "--warmup", "in [0, 1)", self.warmup)
+        _need(0 <= self.min_lr <= 1, "--min-lr", "in [0, 1]", self.min_lr)
+        _need(self.grad_clip >= 0, "--grad-clip", ">= 0", self.grad_clip)
+        _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
+        _need(self.threads >= 0, "--threads", ">= 0", self.threads)
+        if self.workers is not None:
+            _need(self.workers >= 0, "--workers", ">= 0", self.workers)
+        _need(self.width_mult > 0, "--width-mult", "> 0", self.width_mult)
+        _need(self.depth_scale_mm > 0, "--depth-scale-mm", "> 0", self.depth_scale_mm)
+        _need(self.residual_scale_mm > 0, "--residual-scale-mm", "> 0", self.residual_scale_mm)
+        for name in ("w_sh", "w_fid", "w_smooth", "w_sup", "sh_huber"):
+            v = getattr(self, name)
+            _need(v >= 0 and math.isfinite(v), "--" + name.replace("_", "-"), ">= 0", v)
+        _need(self.smooth_on in ("residual", "depth"), "--smooth-on", "residual or depth", self.smooth_on)
+        _need(self.mask_erode >= 0, "--mask-erode", ">= 0", self.mask_erode)
+        _need(-1 <= self.min_facing < 1, "--min-facing", "in [-1, 1)", self.min_facing)
+        _need(self.albedo in ("auto", "mean", "predicted"), "--albedo", "auto, mean or predicted", self.albedo)
+        _need(math.isfinite(self.fov) and 1 <= self.fov <= 170, "--fov", "in [1, 170] degrees", self.fov)
+        _need(self.stop_at >= 0, "--stop-at", ">= 0", self.stop_at)
+        for name in ("val_every", "val_samples", "log_every", "ckpt_every"):
+            _need(getattr(self, name) >= 1, "--" + name.replace("_", "-"), ">= 1", getattr(self, name))
+
+    @property
+    def synthetic_per_step(self) -> int:
+        """Synthetic samples per step (0 without --synthetic)."""
+        if not self.synthetic:
+            return 0
+        return self.batch_size if self.synthetic_batch_size is None else self.synthetic_batch_size
+
+    def total_steps(self, photos_per_process: int, synthetic_per_process: int) -> int:
+        """--steps, or --epochs over the photos (the synthetic samples when there are no photos);
+        2000 when neither is given."""
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            n, per_step = ((photos_per_process, self.batch_size) if photos_per_process
+                           else (synthetic_per_process, max(1, self.synthetic_per_step)))
+            return max(1, math.ceil(self.epochs * n / per_step))
+        return 2000
+
+    def loader_workers(self) -> int:
+        """--workers, or when it is None (automatic) min(8, CPUs - 1) of this machine."""
+        return self.workers if self.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FineConfig":
+        """A config saved by :meth:`to_dict` (keys of fields since removed are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    # fields that change the networks or their inputs: a resumed run must keep them
+    ARCH_FIELDS = ("size", "width_mult", "depth_scale_mm", "residual_scale_mm", "coarse", "end_to_end", "gt_coarse",
+                   "mask_erode", "min_facing")
+
+
+@dataclasses.dataclass
 class EvaluateConfig:
     """``train-cli evaluate``: the metrics of a checkpoint per iteration, with their reference
     points, on synthetic shards (``--data``) and / or real photos (``--photos``)."""
@@ -260,10 +445,18 @@ class EvaluateConfig:
     """DataLoader worker processes."""
     cache_dir: str | None = None
     """face-detection cache for --photos (default: $DETAILFACE_CACHE/detections)."""
+    fine: str | None = None
+    """FineNet checkpoint (train-cli fine): also refine the coarse depth and report the detail
+    metrics (the shards must be rendered at its size, with detail)."""
+    fine_gt_coarse: bool = False
+    """with --fine: refine the shards' ground-truth coarse depth instead of CoarseNet's (FineNet alone)."""
 
     def __post_init__(self) -> None:
         self.photos = tuple(self.photos)
         _need(bool(self.data) or bool(self.photos), "--data or --photos", "given", None)
+        if self.fine is not None or self.fine_gt_coarse:
+            _need(bool(self.fine), "--fine", "a FineNet checkpoint file", self.fine)
+            _need(bool(self.data), "--data", "a directory of detail shards (with --fine)", self.data)
         if self.checkpoint is not None:
             _need(bool(self.checkpoint), "--checkpoint", "a checkpoint file", self.checkpoint)
         _need(self.samples >= 1, "--samples", ">= 1", self.samples)

@@ -47,6 +47,9 @@ __all__ = [
     "SAMPLE_KEYS",
     "image_to_float",
     "PhotoDataset",
+    "DETAIL_KEYS",
+    "DetailShardDataset",
+    "EpochIndexed",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,9 @@ class ShardDataset(torch.utils.data.Dataset):
     ``alpha_id``, ``alpha_exp``, ``beta``, ``sh (9, 3)``, ``pose (3,)``, ``translation (3,)``
     float32, ``index`` int64 (global sample index).
     """
+
+    sample_keys = SAMPLE_KEYS
+    """the decoded keys each sample is read with."""
 
     def __init__(self, root: str | os.PathLike, fingerprint: str | None = None, size: int | None = None,
                  augment: Augment | None = None, seed: int = 0):
@@ -185,10 +191,10 @@ class ShardDataset(torch.utils.data.Dataset):
         return self._readers[k]
 
     def read_raw(self, i: int) -> dict[str, np.ndarray]:
-        """The decoded sample at global position ``i`` (the keys of :data:`SAMPLE_KEYS`)."""
+        """The decoded sample at global position ``i`` (the keys of :attr:`sample_keys`)."""
         k, j = self.locate(i)
         try:
-            return self._reader(k).read(j, keys=SAMPLE_KEYS)
+            return self._reader(k).read(j, keys=self.sample_keys)
         except ShardError:
             raise
         except Exception as e:
@@ -430,3 +436,56 @@ class PhotoDataset(torch.utils.data.Dataset):
             "index": torch.tensor(i % len(self), dtype=torch.int64),
             "path": str(self.faces[i].path),
         }
+
+
+DETAIL_KEYS = ("depth", "depth_coarse", "albedo")
+"""The fine-stage ground truth :class:`DetailShardDataset` reads besides :data:`SAMPLE_KEYS`."""
+
+
+class DetailShardDataset(ShardDataset):
+    """A :class:`ShardDataset` whose items also hold the fine-stage ground truth: ``depth (S, S)``
+    (the detailed surface, mm, 0 off the face), ``depth_coarse (S, S)`` (the model-only surface
+    along the same pixel rays) and ``albedo (S, S, 3)`` (linear), all float32.
+
+    Depth maps are not resampled: the shards must be rendered at the requested ``size`` (a
+    :class:`ShardError` says so otherwise), and items are never augmented (a shift or a colour
+    change would break the image / depth correspondence the fine-stage losses rely on).
+    """
+
+    sample_keys = SAMPLE_KEYS + DETAIL_KEYS
+
+    def __init__(self, root: str | os.PathLike, fingerprint: str | None = None, size: int | None = None):
+        super().__init__(root, fingerprint=fingerprint, size=size)
+        if self.size != self.native_size:
+            raise ShardError(f"shards in {self.root} are rendered at {self.native_size} px, the fine stage needs them "
+                             f"at its --size {self.size} (depth maps are not resampled): render them at that size")
+        for path in self.paths:
+            reader = self._open(path)
+            try:
+                if not getattr(reader, "detail", False):
+                    raise ShardError(f"shard {path} has no fine detail (depth_coarse): render it with --detail")
+            finally:
+                _close(reader)
+
+    def convert(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None = None,
+                photo_rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        out = super().convert(raw, None, None)  # never augmented (class docstring)
+        for key in DETAIL_KEYS:
+            out[key] = torch.from_numpy(np.array(raw[key], np.float32))
+        return out
+
+
+class EpochIndexed(torch.utils.data.Dataset):
+    """A dataset indexed by plain positions seen through the ``(index, epoch)`` items of
+    :class:`StepBatchSampler` (e.g. :class:`PhotoDataset`: nothing random per epoch), with the
+    keys that do not batch (strings) dropped."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, drop: Sequence[str] = ("path",)):
+        self.dataset, self.drop = dataset, tuple(drop)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item) -> dict[str, Any]:
+        i = item[0] if isinstance(item, tuple) else item
+        return {k: v for k, v in self.dataset[int(i)].items() if k not in self.drop}

@@ -146,7 +146,8 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
 def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> dict[str, Any]:
     """``train-cli evaluate``: the report of a checkpoint (``config.checkpoint``, default the shipped
     one) on ``config.data`` (:func:`train.metrics.metrics_report` keys at the top level) and / or
-    ``config.photos`` (under ``"photos"``: :func:`evaluate_photos`). ``model`` overrides the
+    ``config.photos`` (under ``"photos"``: :func:`evaluate_photos`); with ``config.fine`` the detail
+    metrics of that FineNet on ``config.data`` under ``"fine"`` (:func:`train.fine_task.evaluate_fine`). ``model`` overrides the
     morphable model, ``detector`` the face detector (tests)."""
     device = resolve_device(config.device)
     task, ck = load_task(config.checkpoint, model, config.model, device, config.iters)
@@ -159,4 +160,8 @@ def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> di
         report.update({"data": str(config.data), **metrics_report(flat)})
     if config.photos:
         report["photos"] = evaluate_photos(task, config.photos, size, config.batch_size, config.cache_dir, detector)
+    if config.fine:
+        from .fine_task import evaluate_fine
+
+        report["fine"] = evaluate_fine(config, task.morph_model, task.model, device, coarse_size=size)
     return report

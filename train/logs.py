@@ -107,9 +107,10 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
 def plot_curves(out: str | os.PathLike, metrics: Sequence[str] | None = None) -> Path:
     """``OUT/curves.png``: training loss (log scale) and the validation metrics per iteration.
 
-    ``metrics``: the metric names to plot (columns ``<name>/it<k>`` of ``val.csv``); None = every
-    such name in the file (reference estimates excluded). A reference column ``mean_face_true_pose/<name>``,
-    when there is one, is drawn dashed beside them. Drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, so the
+    ``metrics``: the metric names to plot (columns ``<name>/it<k>`` of ``val.csv``, or ``<name>``
+    itself for a metric without iterations); None = every ``/it`` name in the file (reference
+    estimates excluded). A reference column ``mean_face_true_pose/<name>``, when there is one, is
+    drawn dashed beside them. Drawn on a ``matplotlib.figure.Figure`` with the Agg canvas, so the
     process's pyplot state and matplotlib backend are left alone.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -139,6 +140,8 @@ def plot_curves(out: str | os.PathLike, metrics: Sequence[str] | None = None) ->
         ref = f"mean_face_true_pose/{m}"
         if ref in va:
             ax.plot(va["step"], va[ref], "k--", label="mean face, true pose")
+        if not cols and m in va:  # a metric without iterations (the fine stage's)
+            ax.plot(va["step"], va[m], marker="o")
         ax.set_title(f"val {m}")
         ax.set_xlabel("step")
         if cols:

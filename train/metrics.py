@@ -55,6 +55,10 @@ __all__ = [
     "BASELINES",
     "metrics_report",
     "metrics_table",
+    "masked_gaussian_blur",
+    "high_pass",
+    "detail_recovered",
+    "detail_depth_errors",
 ]
 
 IBUG_OUTER_EYE_CORNERS = (36, 45)  # 0-based iBUG 300-W indices (right eye outer, left eye outer)
@@ -437,3 +441,77 @@ def metrics_table(report: dict[str, Any]) -> str:
     if true_ref and pred:
         lines.append("('=': same as the mean face with the true pose: shape metrics do not depend on the pose)")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- fine detail (phase 2)
+def masked_gaussian_blur(x: torch.Tensor, mask: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """Normalised Gaussian blur of ``x (B, H, W)`` over ``mask (B, H, W)``: ``G*(x m) / G*m``
+    (separable, ``sigma`` pixels, truncated at 3 sigma), so values off the mask never leak in;
+    0 off the mask."""
+    if x.ndim != 3 or mask.shape != x.shape:
+        raise ValueError(f"x and mask must both be (B, H, W), got {tuple(x.shape)} and {tuple(mask.shape)}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    r = max(1, int(np.ceil(3.0 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    m = mask.to(x.dtype)[:, None]  # (B, 1, H, W)
+
+    def blur(a: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W), zero padding
+        a = torch.nn.functional.conv2d(a, g.view(1, 1, 1, -1), padding=(0, r))
+        return torch.nn.functional.conv2d(a, g.view(1, 1, -1, 1), padding=(r, 0))
+
+    num, den = blur(x[:, None] * m), blur(m)
+    out = num / den.clamp_min(1e-12)
+    return (out * m)[:, 0]
+
+
+def high_pass(x: torch.Tensor, mask: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """``hp(x) = x - masked_gaussian_blur(x)`` on ``mask``, 0 off it; ``(B, H, W)``."""
+    return (x - masked_gaussian_blur(x, mask, sigma)) * mask.to(x.dtype)
+
+
+def detail_recovered(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, sigma: float = 2.0,
+                     pred_base: torch.Tensor | None = None, gt_base: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample share of the ground truth's fine detail a depth map reproduces, ``(B,)``:
+
+        ``1 - |hp(pred - pred_base) - hp(gt - gt_base)|^2 / |hp(gt - gt_base)|^2``
+
+    over ``mask``, with :func:`high_pass` (Gaussian ``sigma`` px, masked). With the bases — the
+    coarse depth FineNet refined and the ground truth's coarse (model-only) depth — it compares
+    the detail *added* with the detail that exists: 1 = all of it, 0 = none added (the coarse depth
+    itself scores exactly 0), negative = invented detail. Without bases (both None) it is the plain
+    ``1 - |hp(pred) - hp(gt)|^2 / |hp(gt)|^2``, in which the coarse face's own curvature dominates
+    ``hp(gt)`` (on 128 px renders the coarse depth alone already scores 0.995), so prefer the
+    bases. NaN for an image with an empty mask. No alignment: an offset or a smooth error has no
+    high-pass content."""
+    if pred.shape != gt.shape or pred.ndim != 3 or mask.shape != gt.shape:
+        raise ValueError(f"pred, gt and mask must all be (B, H, W), got {tuple(pred.shape)}, {tuple(gt.shape)}, "
+                         f"{tuple(mask.shape)}")
+    if (pred_base is None) != (gt_base is None):
+        raise ValueError("pass both pred_base and gt_base, or neither")
+    if pred_base is not None:
+        for name, base in (("pred_base", pred_base), ("gt_base", gt_base)):
+            if base.shape != gt.shape:
+                raise ValueError(f"{name} must be {tuple(gt.shape)}, got {tuple(base.shape)}")
+        pred, gt = pred - pred_base, gt - gt_base
+    m = mask.bool()
+    hp_p, hp_g = high_pass(pred, m, sigma), high_pass(gt, m, sigma)
+    num = ((hp_p - hp_g) ** 2).flatten(1).sum(1)
+    den = (hp_g ** 2).flatten(1).sum(1)
+    out = 1.0 - num / den.clamp_min(1e-30)
+    return torch.where(m.flatten(1).any(1), out, torch.full_like(out, float("nan")))
+
+
+def detail_depth_errors(coarse: torch.Tensor, fine: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor,
+                        pred_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``depth_err_detail_coarse_pct`` and ``depth_err_detail_fine_pct`` ``(B,)``: :func:`depth_error`
+    (mean, % of the range, median-offset aligned) of the coarse and the refined depth against the
+    *detailed* ground-truth depth, on the same pixels (``gt_mask`` and ``pred_mask``, the coarse
+    prediction's coverage by default)."""
+    pm = (coarse > 0) if pred_mask is None else pred_mask.bool()
+    return {
+        "depth_err_detail_coarse_pct": depth_error(coarse, gt, gt_mask, pm).mean_pct,
+        "depth_err_detail_fine_pct": depth_error(fine, gt, gt_mask, pm).mean_pct,
+    }

@@ -208,6 +208,8 @@ class TrainResult:
     val: dict[str, float]
     """last validation metrics (empty without validation)."""
     checkpoint: Path | None
+    summary: str = ""
+    """one line about the data the job used (e.g. the photos used and skipped), set by the job."""
 
 
 @dataclasses.dataclass
