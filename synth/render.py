@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from morphable_model.geometry import vertex_normals
+from morphable_model.geometry import vertex_face_incidence, vertex_normals
 
 from . import camera as cam
 from .backgrounds import ImageFolder, draw_background, paint_occluders
@@ -40,7 +40,7 @@ from .lighting import shade
 from .raster import barycentrics
 from .sampling import SampleParams
 
-__all__ = ["FaceRenderer", "RenderOutput", "GEOMETRY_BATCH", "LANDMARK_DEPTH_TOL_MM"]
+__all__ = ["FaceRenderer", "RenderOutput", "MeshRenderer", "MeshImage", "GEOMETRY_BATCH", "LANDMARK_DEPTH_TOL_MM"]
 
 GEOMETRY_BATCH = 16  # samples per model-evaluation GEMM (fixed: results do not depend on the batching)
 LANDMARK_DEPTH_TOL_MM = 5.0  # a landmark is hidden if the surface around its pixel is this much in front
@@ -320,6 +320,116 @@ class FaceRenderer:
         patch = padded[r[:, None] + dr.ravel(), c[:, None] + dc.ravel()]  # (68, 9)
         not_in_front = (patch > 0) & (patch >= d[:, None] - LANDMARK_DEPTH_TOL_MM)
         return uv.astype(np.float32), inside & not_in_front.any(axis=1)
+
+
+# ------------------------------------------------------------------------------ any mesh, any camera
+@dataclasses.dataclass
+class MeshImage:
+    """What :meth:`MeshRenderer.render` draws (H = W = size)."""
+
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1]: colour * SH shading on the mesh, 0 off it
+    mask: np.ndarray  # (H, W) bool, pixels covered by the mesh
+    depth: np.ndarray  # (H, W) float32 mm (-p_z of the visible surface), 0 off the mesh
+    normals: np.ndarray  # (H, W, 3) float32 unit camera-frame normals, 0 off the mesh
+
+
+class MeshRenderer:
+    """Draws a mesh of one fixed triangle list through any camera with SH lighting: "render this
+    mesh with this camera and this light" for pictures of reconstructions (:mod:`train.report`).
+
+    Not a second renderer: the same steps as :class:`FaceRenderer` — the GL triangle-id pass
+    (:class:`synth.gl.PrimitiveIdPass`, back faces culled), exact perspective-correct barycentrics
+    of the pixel centres (:func:`synth.raster.barycentrics`), per-pixel interpolation of the vertex
+    normals (:func:`morphable_model.geometry.vertex_normals` of the given vertices) and colours, and
+    Lambertian SH shading (:func:`synth.lighting.shade`). Vertex positions change per call
+    (turntables, coarse vs detailed meshes of one topology), the triangles do not. One GL context
+    per renderer; one id pass per image size, created on first use.
+    """
+
+    def __init__(self, triangles: np.ndarray, n_vertices: int, platform: str = "osmesa"):
+        tris = np.ascontiguousarray(triangles, dtype=np.int64)
+        if tris.ndim != 2 or tris.shape[1] != 3:
+            raise ValueError(f"triangles must be (T, 3), got {tris.shape}")
+        if tris.size and (tris.min() < 0 or tris.max() >= n_vertices):
+            raise ValueError(f"triangles must index 0..{n_vertices - 1}, got {tris.min()}..{tris.max()}")
+        select_platform(platform)
+        self.platform = platform
+        self.triangles = tris
+        self.n_vertices = int(n_vertices)
+        self._tri_cols = tuple(np.ascontiguousarray(tris[:, j]) for j in range(3))  # (T,) corner j
+        self._incidence = vertex_face_incidence(tris, self.n_vertices)
+        self._context: GLContext | None = None
+        self._passes: dict[int, PrimitiveIdPass] = {}
+
+    def _pass(self, size: int) -> PrimitiveIdPass:
+        if self._context is None:
+            self._context = GLContext(self.platform, size, size)
+        self._context.make_current()
+        if size not in self._passes:
+            self._passes[size] = PrimitiveIdPass(size, self.triangles, self.n_vertices)
+        return self._passes[size]
+
+    def render(self, verts_cam: np.ndarray, intrinsics: np.ndarray, size: int, sh: np.ndarray,
+               colors: np.ndarray | None = None, projection: str = "perspective") -> MeshImage:
+        """The mesh with camera-frame vertices ``verts_cam (N, 3)`` seen through ``intrinsics (3, 3)``
+        in a ``size x size`` image, lit by irradiance SH ``sh (9, 3)`` (camera frame), with
+        per-vertex colours ``colors (N, 3)`` in [0, 1] (None: white)."""
+        if int(size) != size or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        size = int(size)
+        v = np.asarray(verts_cam, np.float64)
+        if v.shape != (self.n_vertices, 3):
+            raise ValueError(f"verts_cam must be ({self.n_vertices}, 3), got {v.shape}")
+        if colors is not None and np.shape(colors) != (self.n_vertices, 3):
+            raise ValueError(f"colors must be ({self.n_vertices}, 3), got {np.shape(colors)}")
+        k = np.asarray(intrinsics, np.float64)
+        if k.shape != (3, 3):
+            raise ValueError(f"intrinsics must be (3, 3), got {k.shape}")
+        cam.check_projection(projection)
+        depth_v = -v[:, 2]
+        if projection == "perspective" and depth_v.min() <= 0:
+            raise ValueError("every vertex must be in front of the camera (p_z < 0)")
+        near = 0.5 * float(depth_v.min()) if projection == "perspective" else float(depth_v.min()) - 1.0
+        proj = projection_matrix(k, projection, size, znear=near, zfar=2.0 * float(depth_v.max()) + 1.0)
+        ids = self._pass(size).draw(v, proj).reshape(-1)  # (H*W,)
+        pix = np.flatnonzero(ids >= 0)  # (P,) flat indices of the mesh pixels
+        corners = tuple(col[ids[pix]] for col in self._tri_cols)  # 3 x (P,) corner vertex ids
+        points = np.stack([pix % size + 0.5, pix // size + 0.5], axis=-1)  # (P, 2) pixel centres (u, v)
+        uv, d = cam.project(v, k, projection)  # (N, 2), (N,)
+        lam, z = barycentrics(points, *_corners(uv, d, corners), projection, clip=True)  # (P, 3), (P,)
+        normals = vertex_normals(v.astype(np.float32), self.triangles, self._incidence)  # (N, 3)
+        albedo = np.ones((self.n_vertices, 3), np.float32) if colors is None else np.asarray(colors, np.float32)
+        attrs = np.concatenate([normals, albedo], axis=1)  # (N, 6)
+        # sum_k lambda_k * attrs[corner_k]: (P, 1) * (P, 6) summed over the 3 corners -> (P, 6)
+        values = sum(lam[:, j, None].astype(np.float32) * attrs[corners[j]] for j in range(3))
+        n = values[:, :3] / np.maximum(np.linalg.norm(values[:, :3], axis=1, keepdims=True), 1e-12)
+        rgb = shade(np.clip(values[:, 3:], 0.0, 1.0), n, np.asarray(sh, np.float32))  # (P, 3)
+
+        def full(x: np.ndarray) -> np.ndarray:  # (P, C) -> (H, W, C), 0 off the mesh
+            out = np.zeros((size * size,) + x.shape[1:], np.float32)
+            out[pix] = x
+            return out.reshape((size, size) + x.shape[1:])
+
+        mask = np.zeros(size * size, bool)
+        mask[pix] = True
+        return MeshImage(image=full(rgb), mask=mask.reshape(size, size), depth=full(z.astype(np.float32)),
+                         normals=full(n))
+
+    def close(self) -> None:
+        """Free the GL objects and the context (the renderer cannot be used afterwards)."""
+        if self._context is not None:
+            self._context.make_current()
+            for p in self._passes.values():
+                p.delete()
+            self._passes.clear()
+            self._context.delete()
+            self._context = None
+
+    def __enter__(self) -> "MeshRenderer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _corners(uv: np.ndarray, depth: np.ndarray, corner_ids) -> tuple[np.ndarray, np.ndarray]:

@@ -173,3 +173,20 @@ def face_model_2mm() -> MorphableModel:
     from morphable_model.builtin import build_face_model
 
     return build_face_model(grid_mm=2.0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_coarse_weights(tiny_shards, tmp_model_h5, tmp_path_factory) -> Path:
+    """A tiny CoarseNet (32 px, 2 iterations, width x0.125, no mask in its input) trained for 3
+    steps on ``tiny_shards(24, 48, 4)`` with ``tmp_model_h5`` and exported as safetensors, as a
+    user would (``train-cli coarse`` then ``train-cli export``); trained once per session."""
+    from train.checkpoint import export_inference
+    from train.coarse_task import train_coarse
+    from train.config import CoarseConfig
+
+    root = tmp_path_factory.mktemp("tiny_coarse")
+    config = CoarseConfig(data=str(tiny_shards(n=24, size=48, seed=4)), out=str(root / "run"), model=str(tmp_model_h5),
+                          iters=2, size=32, batch_size=6, steps=3, width_mult=0.125, workers=0, threads=1,
+                          mask_input=False, progress=False, val_every=1000, log_every=1)
+    result = train_coarse(config)
+    return export_inference(result.checkpoint, root / "coarse.safetensors")
