@@ -53,11 +53,12 @@ import torch.nn.functional as F
 from synth import camera
 from synth.render import LANDMARK_DEPTH_TOL_MM
 
-from . import depth_render
+from . import depth_render, report
 from .checkpoint import CheckpointError
 from .config import ReconstructConfig
 from .inference import load_checkpoint_and_model, reconstruct
 from .photos import PhotoConfig, PhotoFace, PhotoRun, list_photos, load_photo, prepare_photos
+from .report import RESULT_FORMAT
 
 __all__ = ["ReconstructError", "FineStage", "Stages", "FaceResult", "WrittenFace", "ReconstructRun",
            "DEFAULT_COARSE", "DEFAULT_FINE", "RESULT_FORMAT", "load_stages", "run_networks", "build_meshes",
@@ -71,9 +72,7 @@ DEFAULT_COARSE = WEIGHTS_DIR / "coarse.safetensors"
 DEFAULT_FINE = WEIGHTS_DIR / "fine.safetensors"
 """The shipped FineNet weights (package data), used when neither ``--fine`` nor ``--no-fine`` is given."""
 
-RESULT_FORMAT = "detailface-reconstruction"
-"""``format`` key of every ``<name>.json`` (the index page lists the JSON files that carry it)."""
-RESULT_VERSION = 1
+RESULT_VERSION = 1  # of the <name>.json layout (its "format" key is report.RESULT_FORMAT)
 
 DEPTH_LEVELS = 65535
 """16-bit depth PNG: 0 = off the face, 1..65535 = depth (see :func:`encode_depth_png`)."""
@@ -441,8 +440,6 @@ def write_face(result: FaceResult, rgb: np.ndarray, out: Path, name: str, stages
     ``renderer`` (a :class:`synth.render.MeshRenderer` of the model's triangles) draws the
     pictures when ``config.pictures``. ``timings`` (seconds, e.g. decode/detect/crop of its photo)
     are merged into the JSON's ``timings_ms``."""
-    from . import report
-
     model = stages.model
     projection = stages.coarse.render.projection
     tri = np.asarray(model.triangles, np.int64)
@@ -574,8 +571,6 @@ def run_reconstruct(inputs: Iterable[str | os.PathLike], config: ReconstructConf
     once with the number of photo files, ``progress(k)`` after each photo is done or skipped,
     ``on_skip(path, reason)`` for each skipped file as it happens.
     """
-    from . import report
-
     if config.threads:
         torch.set_num_threads(config.threads)
     stages = load_stages(config) if stages is None else stages

@@ -16,7 +16,7 @@ photometric render).
 * ``turntable``: the detailed (else coarse) mesh turning about the vertical axis through its
   centroid, one swing ``0 -> +60 -> 0 -> -60`` degrees of yaw, a looping GIF;
 * ``index.html`` (:func:`write_index`): every reconstruction in the folder (each ``<name>.json``
-  whose ``format`` is :data:`train.reconstruct.RESULT_FORMAT`) with its compare image, turntable
+  whose ``format`` is :data:`RESULT_FORMAT`) with its compare image, turntable
   and links to its files; plain HTML and inline CSS, nothing fetched from the network; every file
   name and path written into it is HTML-escaped (and URL-quoted in links), so a photo named
   ``<script>...`` shows as text.
@@ -37,10 +37,14 @@ import numpy as np
 from synth import camera, framing
 from synth.lighting import ambient_sh, directional_sh
 
-__all__ = ["DISPLAY_SH", "BACKGROUND", "clay_view", "detail_map", "compare_image", "overlay_image",
+__all__ = ["RESULT_FORMAT", "DISPLAY_SH", "BACKGROUND", "clay_view", "detail_map", "compare_image", "overlay_image",
            "turntable_frames", "face_pictures", "write_index", "write_page"]
 
 log = logging.getLogger(__name__)
+
+RESULT_FORMAT = "detailface-reconstruction"
+"""``format`` key of every ``<name>.json`` that :mod:`train.reconstruct` writes; the index page lists
+the JSON files of its folder that carry it."""
 
 DISPLAY_SH = (ambient_sh([0.25] * 3) + directional_sh([-0.4, 0.45, 0.8], [0.65] * 3)).astype(np.float32)
 """(9, 3) irradiance SH of the pictures: ambient 0.25 plus a key light of 0.65 from the upper left
@@ -226,8 +230,6 @@ def _href(name: str) -> str:
 
 
 def _results(out: Path) -> list[dict]:
-    from .reconstruct import RESULT_FORMAT
-
     docs = []
     for p in sorted(out.glob("*.json")):
         try:
