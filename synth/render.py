@@ -369,11 +369,18 @@ class MeshRenderer:
             self._passes[size] = PrimitiveIdPass(size, self.triangles, self.n_vertices)
         return self._passes[size]
 
+    def vertex_normals(self, verts_cam: np.ndarray) -> np.ndarray:
+        """Unit vertex normals ``(N, 3)`` float32 of the mesh with vertices ``verts_cam (N, 3)``."""
+        return vertex_normals(np.asarray(verts_cam, np.float32), self.triangles, self._incidence)
+
     def render(self, verts_cam: np.ndarray, intrinsics: np.ndarray, size: int, sh: np.ndarray,
-               colors: np.ndarray | None = None, projection: str = "perspective") -> MeshImage:
+               colors: np.ndarray | None = None, projection: str = "perspective",
+               normals: np.ndarray | None = None) -> MeshImage:
         """The mesh with camera-frame vertices ``verts_cam (N, 3)`` seen through ``intrinsics (3, 3)``
         in a ``size x size`` image, lit by irradiance SH ``sh (9, 3)`` (camera frame), with
-        per-vertex colours ``colors (N, 3)`` in [0, 1] (None: white)."""
+        per-vertex colours ``colors (N, 3)`` in [0, 1] (None: white). ``normals (N, 3)``: the
+        vertices' unit normals when the caller has them (:meth:`vertex_normals`; e.g. rotated
+        with the mesh for a turntable), else computed here."""
         if int(size) != size or size < 1:
             raise ValueError(f"size must be a positive integer, got {size!r}")
         size = int(size)
@@ -382,6 +389,8 @@ class MeshRenderer:
             raise ValueError(f"verts_cam must be ({self.n_vertices}, 3), got {v.shape}")
         if colors is not None and np.shape(colors) != (self.n_vertices, 3):
             raise ValueError(f"colors must be ({self.n_vertices}, 3), got {np.shape(colors)}")
+        if normals is not None and np.shape(normals) != (self.n_vertices, 3):
+            raise ValueError(f"normals must be ({self.n_vertices}, 3), got {np.shape(normals)}")
         k = np.asarray(intrinsics, np.float64)
         if k.shape != (3, 3):
             raise ValueError(f"intrinsics must be (3, 3), got {k.shape}")
@@ -397,7 +406,7 @@ class MeshRenderer:
         points = np.stack([pix % size + 0.5, pix // size + 0.5], axis=-1)  # (P, 2) pixel centres (u, v)
         uv, d = cam.project(v, k, projection)  # (N, 2), (N,)
         lam, z = barycentrics(points, *_corners(uv, d, corners), projection, clip=True)  # (P, 3), (P,)
-        normals = vertex_normals(v.astype(np.float32), self.triangles, self._incidence)  # (N, 3)
+        normals = self.vertex_normals(v) if normals is None else np.asarray(normals, np.float32)  # (N, 3)
         albedo = np.ones((self.n_vertices, 3), np.float32) if colors is None else np.asarray(colors, np.float32)
         attrs = np.concatenate([normals, albedo], axis=1)  # (N, 6)
         # sum_k lambda_k * attrs[corner_k]: (P, 1) * (P, 6) summed over the 3 corners -> (P, 6)

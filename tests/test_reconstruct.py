@@ -77,6 +77,11 @@ def test_every_file_written_and_readable(photos, tiny_coarse_weights, tiny_model
             assert mesh.vertices.shape == (tiny_model.n_vertices, 3) and len(mesh.faces) == len(tiny_model.triangles)
             assert mesh.visual.vertex_colors.shape[0] == tiny_model.n_vertices
             assert (mesh.vertices[:, 2] < 0).all()  # in front of the photo's camera
+        obj = trimesh.load(out / doc["files"]["coarse_obj"], process=False)
+        ply = trimesh.load(out / doc["files"]["coarse_ply"], process=False)
+        np.testing.assert_allclose(obj.vertices, ply.vertices, atol=5e-4)  # OBJ keeps 1 um
+        np.testing.assert_array_equal(obj.visual.vertex_colors, ply.visual.vertex_colors)
+        assert np.ptp(ply.visual.vertex_colors[:, :3].astype(int), axis=0).min() > 30  # sampled from the photo
         assert "detailed_obj" not in doc["files"]  # --no-fine: no detailed mesh
         depth = rc.decode_depth_png(out / doc["files"]["depth"], doc["depth"]["scale_mm"], doc["depth"]["offset_mm"])
         assert depth.shape == (doc["crop"]["size"],) * 2 and (depth > 0).any()

@@ -393,18 +393,26 @@ def _write_png16(path: Path, img: np.ndarray) -> None:
     Image.fromarray(np.ascontiguousarray(img, dtype=np.uint16)).save(path, format="PNG")  # mode I;16
 
 
+def write_obj(path: Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray) -> None:
+    """Wavefront OBJ with vertex colours: ``v x y z r g b`` (mm to 1 um, colours in [0, 1], the
+    extension MeshLab, Blender and trimesh read) and ``f i j k`` (1-based). Written here rather than
+    by trimesh's exporter, which takes about 3x longer for the 45k-vertex mesh."""
+    rows = np.concatenate([np.asarray(vertices, np.float64), np.asarray(colors, np.float64) / 255.0], axis=1)
+    with open(path, "w", encoding="ascii") as f:
+        f.write(f"# detailface: {len(vertices)} vertices, {len(triangles)} triangles, mm, photo camera frame\n")
+        f.write("".join(map("v %.3f %.3f %.3f %.4f %.4f %.4f\n".__mod__, map(tuple, rows.tolist()))))
+        f.write("".join(map("f %d %d %d\n".__mod__, map(tuple, (np.asarray(triangles, np.int64) + 1).tolist()))))
+
+
 def _mesh_files(stem: Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray) -> dict[str, Path]:
-    """``<stem>.obj`` and ``<stem>.ply`` (trimesh) with per-vertex RGB colours."""
+    """``<stem>.obj`` (:func:`write_obj`) and ``<stem>.ply`` (binary, trimesh) with per-vertex RGB colours."""
     import trimesh
 
     rgba = np.concatenate([colors, np.full((len(colors), 1), 255, np.uint8)], axis=1)
     mesh = trimesh.Trimesh(vertices=vertices, faces=triangles, vertex_colors=rgba, process=False)
-    out = {}
-    for ext in ("obj", "ply"):
-        path = stem.with_name(f"{stem.name}.{ext}")
-        _atomic(path, lambda tmp, ext=ext: mesh.export(tmp, file_type=ext))
-        out[ext] = path
-    return out
+    obj = _atomic(stem.with_name(f"{stem.name}.obj"), lambda tmp: write_obj(tmp, vertices, triangles, colors))
+    ply = _atomic(stem.with_name(f"{stem.name}.ply"), lambda tmp: mesh.export(tmp, file_type="ply"))
+    return {"obj": obj, "ply": ply}
 
 
 @dataclasses.dataclass

@@ -77,14 +77,16 @@ def _scaled(k: np.ndarray, sx: float, sy: float | None = None) -> np.ndarray:
 
 
 def clay_view(renderer, verts_cam: np.ndarray, intrinsics: np.ndarray, size: int, colors: np.ndarray | None = None,
-              projection: str = "perspective", background=BACKGROUND) -> tuple[np.ndarray, np.ndarray]:
+              projection: str = "perspective", background=BACKGROUND,
+              normals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(image (size, size, 3) uint8, mask (size, size) bool)``: the mesh shaded with
-    :data:`DISPLAY_SH`, grey clay (or ``colors (N, 3)`` uint8), over ``background``."""
+    :data:`DISPLAY_SH`, grey clay (or ``colors (N, 3)`` uint8), over ``background``
+    (``normals``: the vertex normals when known, see :meth:`synth.render.MeshRenderer.render`)."""
     if colors is None:
         albedo, sh = np.full((len(verts_cam), 3), CLAY, np.float32), DISPLAY_SH
     else:
         albedo, sh = np.asarray(colors, np.float32) / 255.0, TEXTURE_SH
-    out = renderer.render(verts_cam, intrinsics, size, sh, albedo, projection)
+    out = renderer.render(verts_cam, intrinsics, size, sh, albedo, projection, normals=normals)
     img = np.empty((size, size, 3), np.uint8)
     img[...] = np.asarray(background, np.uint8)
     img[out.mask] = np.round(out.image[out.mask] * 255.0).astype(np.uint8)
@@ -168,12 +170,14 @@ def turntable_frames(renderer, verts_cam: np.ndarray, intrinsics: np.ndarray, si
     """``n_frames`` views ``(size, size, 3)`` uint8 of the mesh turned about the camera's vertical
     axis through its centroid by ``max_yaw_deg * sin(2 pi t / n_frames)``."""
     pivot = verts_cam.mean(axis=0)  # (3,)
+    normals = renderer.vertex_normals(verts_cam)  # a rigid turn rotates them: computed once
     frames = []
     for t in range(n_frames):
         yaw = math.radians(max_yaw_deg) * math.sin(2.0 * math.pi * t / n_frames)
         rot = camera.rotation_matrix(np.array([yaw, 0.0, 0.0]))  # Ry(yaw), camera frame
         turned = (verts_cam - pivot) @ rot.T + pivot  # (N, 3) @ (3, 3)^T
-        frames.append(clay_view(renderer, turned, intrinsics, size, projection=projection)[0])
+        frames.append(clay_view(renderer, turned, intrinsics, size, projection=projection,
+                                normals=normals @ rot.T.astype(np.float32))[0])
     return frames
 
 
