@@ -38,7 +38,7 @@ from synth import camera, framing
 from synth.lighting import ambient_sh, directional_sh
 
 __all__ = ["RESULT_FORMAT", "DISPLAY_SH", "BACKGROUND", "clay_view", "detail_map", "compare_image", "overlay_image",
-           "turntable_frames", "face_pictures", "write_index", "write_page"]
+           "turntable_frames", "face_pictures", "write_index", "write_page", "faces_html", "skipped_html"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ TEXTURE_SH = (ambient_sh([0.75] * 3) + directional_sh([-0.4, 0.45, 0.8], [0.3] *
 CLAY = 0.85
 """Grey albedo of the clay material."""
 
-BACKGROUND = (46, 46, 50)
+BACKGROUND = (46, 46, 46)
 """Background of the panels and turntable frames (RGB)."""
 
 OVERLAY_ALPHA = 0.75
@@ -190,8 +190,10 @@ def _save_png(img: np.ndarray) -> Callable[[Path], None]:
 def _save_gif(frames: list[np.ndarray]) -> Callable[[Path], None]:
     from PIL import Image
 
-    def write(path: Path) -> None:
-        ims = [Image.fromarray(f) for f in frames]
+    grey = all(np.array_equal(f[..., 0], f[..., 1]) and np.array_equal(f[..., 0], f[..., 2]) for f in frames)
+
+    def write(path: Path) -> None:  # grey clay frames as 8-bit grey: exact, no palette search
+        ims = [Image.fromarray(f[..., 0] if grey else f) for f in frames]
         ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=TURNTABLE_MS, loop=0)
 
     return write
@@ -228,9 +230,10 @@ def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _href(name: str) -> str:
-    """A relative link to a file of the same folder: URL-quoted, then escaped for the attribute."""
-    return _e(urllib.parse.quote(name, safe=""))
+def _href(name: str, base: str = "") -> str:
+    """A relative link to file ``name`` of the folder ``base`` (``""``: the page's own folder, else
+    e.g. ``"reconstruct/"``): the name URL-quoted, then all escaped for the attribute."""
+    return _e(base + urllib.parse.quote(name, safe=""))
 
 
 def _results(out: Path) -> list[dict]:
@@ -245,18 +248,18 @@ def _results(out: Path) -> list[dict]:
     return docs
 
 
-def _face_section(d: dict) -> str:
+def _face_section(d: dict, base: str = "") -> str:
     files = d.get("files", {})
     name = d.get("name", "?")
     pics = []
     if "compare" in files:
-        pics.append(f'<img src="{_href(files["compare"])}" alt="{_e(name)}: photo, coarse, detailed, detail map">')
+        pics.append(f'<img src="{_href(files["compare"], base)}" alt="{_e(name)}: comparison">')
     if "turntable" in files:
-        pics.append(f'<img src="{_href(files["turntable"])}" alt="{_e(name)}: turntable">')
+        pics.append(f'<img src="{_href(files["turntable"], base)}" alt="{_e(name)}: turntable">')
     labels = [("coarse_obj", "coarse OBJ"), ("coarse_ply", "coarse PLY"), ("detailed_obj", "detailed OBJ"),
               ("detailed_ply", "detailed PLY"), ("depth", "depth PNG"), ("overlay", "overlay"), ("json", "JSON")]
     files = {**files, "json": f"{name}.json"}
-    links = " ".join(f'<a href="{_href(files[k])}">{label}</a>' for k, label in labels if k in files)
+    links = " ".join(f'<a href="{_href(files[k], base)}">{label}</a>' for k, label in labels if k in files)
     pose = d.get("params", {}).get("pose_deg", {})
     total = sum(v for k, v in d.get("timings_ms", {}).items() if k != "pictures")
     meta = (f"photo {_e(d.get('photo', '?'))} &middot; face {_e(d.get('face_index', 0))} &middot; "
@@ -278,12 +281,13 @@ def write_page(path: Path, title: str, body: str) -> Path:
     return path
 
 
-def faces_html(out: Path) -> str:
-    """The sections of every reconstruction in folder ``out`` (links relative to ``out``)."""
+def faces_html(out: Path, base: str = "") -> str:
+    """The sections of every reconstruction in folder ``out``, for a page in ``out`` (``base=""``)
+    or in the folder above it (``base="<out's name>/"``)."""
     docs = _results(out)
     if not docs:
         return "<p>No reconstructions in this folder.</p>"
-    return "\n".join(_face_section(d) for d in docs)
+    return "\n".join(_face_section(d, base) for d in docs)
 
 
 def skipped_html(skipped: Iterable[tuple[Path, str]]) -> str:
