@@ -34,7 +34,7 @@ test: install ## run the test suite (what CI runs)
 dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=2 SEED=0 SIZE=224 LIGHTS=sh9)
 	synth-cli render --out $(OUT) --n $(N) --workers $(WORKERS) --seed $(SEED) --size $(SIZE) --lights $(LIGHTS)
 
-preview: install ## re-render docs/builtin_preview.png (mean face + ±2σ samples of the built-in model)
+preview: install ## re-render docs/builtin_preview.png (mean head, skin range, identity and expression samples of the built-in model)
 	$(PYTHON) scripts/make_model_preview.py
 
 DATA ?= shards

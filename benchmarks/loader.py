@@ -4,7 +4,10 @@ The loader must deliver at least 5x what training consumes, so the GPU (or CPU) 
 data. Measures, side by side:
 
 * loader img/s (DataLoader over ``make_train_loader``, with augmentation, resizing to ``--size``)
-  for each worker count in ``--workers``, in the steady state (after the start-up prefetch);
+  for each worker count in ``--workers``, in the steady state (after the start-up prefetch), with
+  the photo degradations of ``train-cli coarse``'s defaults (``train.augment.PhotoAugment``) on and off;
+* the loader's CPU cost per sample in this process (``ds[(i, epoch)]``: read, decode, resize,
+  augment) with the photo degradations on and off, and their difference;
 * training consumption img/s: full CoarseNet steps (feedback rendering, CNN, loss, backward,
   AdamW; bf16 autocast on CUDA) on batches already in memory;
 * the ratio loader / training for each worker count.
@@ -20,6 +23,7 @@ temporary folder first (synth; a few seconds per hundred samples).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import os
 import tempfile
@@ -51,6 +55,17 @@ def loader_rate(ds, batch: int, workers: int, batches: int) -> float:
     t = time.perf_counter()
     n = sum(int(b["image"].shape[0]) for b in it)
     return n / (time.perf_counter() - t)
+
+
+def sample_ms(ds, n: int) -> float:
+    """Milliseconds per ``ds[(i, 1)]`` in this process (``n`` samples, after a warm-up of 20 that
+    opens the files and fills the readers' caches)."""
+    for i in range(min(20, n)):
+        ds[(i % len(ds), 0)]
+    t = time.perf_counter()
+    for i in range(n):
+        ds[(i % len(ds), 1)]
+    return (time.perf_counter() - t) / n * 1e3
 
 
 def train_rate(ds, args, device) -> float:
@@ -122,18 +137,26 @@ def main() -> None:
             data = render_tmp(args.n, args.native, os.path.join(tmp, "shards"))
             print(f"rendered {args.n} samples at {args.native}^2 in {time.perf_counter() - t:.1f} s")
         # a throughput benchmark: any shards will do, so the model fingerprint is not checked
-        augment = Augment.from_config(CoarseConfig(data="-", out="-"))  # the default --color/--crop-jitter
-        ds = ShardDataset(data, size=args.size, augment=augment)
-        rates = {w: loader_rate(ds, args.batch, w, args.batches) for w in (int(x) for x in args.workers.split(","))}
+        augment = Augment.from_config(CoarseConfig(data="-", out="-"))  # train-cli coarse's defaults
+        sets = {"photo-aug on ": ShardDataset(data, size=args.size, augment=augment),
+                "photo-aug off": ShardDataset(data, size=args.size, augment=dataclasses.replace(augment, photo=None))}
+        ds = sets["photo-aug on "]
+        costs = {name: sample_ms(d, min(len(d), 200)) for name, d in sets.items()}
+        rates = {(name, w): loader_rate(d, args.batch, w, args.batches)
+                 for w in (int(x) for x in args.workers.split(",")) for name, d in sets.items()}
         consume = train_rate(ds, args, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"shards {ds.native_size}^2 -> input {args.size}^2, batch {args.batch}, {len(ds)} samples; "
           f"training on {name}, {args.iters} iterations, width x{args.width_mult}, --feedback-cell "
           f"{args.feedback_cell}; {os.cpu_count()} CPU cores")
     print(f"training consumes {consume:10.1f} img/s")
-    for w, r in rates.items():
+    for name, ms in costs.items():
+        print(f"loader CPU per sample, {name}: {ms:6.2f} ms")
+    on, off = costs["photo-aug on "], costs["photo-aug off"]
+    print(f"photo degradations cost {on - off:6.2f} ms/sample (x{on / off:.2f} the loader without them)")
+    for (name, w), r in rates.items():
         verdict = "ok" if r >= 5 * consume else "below the 5x target"
-        print(f"loader, {w} workers {r:10.1f} img/s   = {r / consume:6.1f}x training ({verdict})")
+        print(f"loader, {name}, {w} workers {r:10.1f} img/s   = {r / consume:6.1f}x training ({verdict})")
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_N
     os.environ.setdefault(_var, "1")
 
 
-def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, workers: int) -> dict:
+def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, workers: int, sampling=None) -> dict:
     from synth.dataset import DatasetConfig, render_dataset
     from synth.sampling import SamplingConfig
 
     shard = max(n // 8, 1)
     cfg = DatasetConfig(out=str(out), n=n, size=size, shard_size=shard, workers=workers, model=model_path,
-                        sampling=SamplingConfig(detail=detail))
+                        sampling=SamplingConfig(detail=detail, **(sampling or {})))
     stamps = []
 
     def progress(k: int) -> None:
@@ -89,6 +89,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="BFM file (default: the built-in model)")
     ap.add_argument("--sizes", default="128,224")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--sampling", default="",
+                    help="SamplingConfig overrides, e.g. 'background=\"noise\",occluders=0,specular=False' "
+                         "(the look before photo colour)")
     ap.add_argument("--skip-ceiling", action="store_true",
                     help="only the dataset jobs (e.g. to time an older synth on PYTHONPATH side by side)")
     args = ap.parse_args()
@@ -100,6 +103,14 @@ def main() -> None:
 
     print(f"synth from {Path(synth.__file__).parent}")
     print(f"model: {model} (loaded in {time.perf_counter() - t0:.1f} s); cores: {os.cpu_count()}")
+    import ast
+
+    overrides = {}
+    for item in filter(None, args.sampling.split(",")):
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = ast.literal_eval(value.strip())
+    if overrides:
+        print(f"sampling overrides: {overrides}")
     sizes = [int(s) for s in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
@@ -111,7 +122,7 @@ def main() -> None:
             for detail in (True, False):
                 for w in workers:
                     out = tmp / f"s{size}-d{int(detail)}-w{w}"
-                    r = run_job(model, args.model, out, args.n, size, detail, w)
+                    r = run_job(model, args.model, out, args.n, size, detail, w, overrides)
                     rates[(size, detail, w)] = r["rate_steady"]
                     t = r["timings"]
                     split = " ".join(f"{1000 * t[k] / args.n:6.1f}" for k in ("sampling", "geometry", "render",

@@ -28,6 +28,7 @@ from numpy.polynomial import legendre
 from scipy.linalg import qr
 
 from . import _face_geometry as fg
+from . import _face_head as fh
 from ._face_geometry import EYE_HALF_WIDTH, EYE_U, EYE_Y, MOUTH_HALF_WIDTH, MOUTH_Y, gauss, gauss2, sigmoid, smoothstep
 
 # random streams for numpy.random.default_rng([seed, stream, index])
@@ -46,6 +47,38 @@ class FaceFrame:
     verts: np.ndarray  # (N, 3) mean vertices (mm)
     radial: np.ndarray  # (N, 3) unit radial directions
     mouth_offset: np.ndarray  # (N,) signed height (mm) of the vertex's grid row above the mouth line
+    # the head around the face (v3); None = a face-only frame (all ones / zeros)
+    fade_id: np.ndarray | None = None  # (N,) 1 on the face, 0 far out on the head: local identity modes
+    fade_exp: np.ndarray | None = None  # (N,) same for the expression modes (shorter fall-off)
+    head_near: np.ndarray | None = None  # (N,) 0 on the face, 1 from a few mm outside it: ear modes
+    head_far: np.ndarray | None = None  # (N,) 0 on the face, 1 far out on the head: skull / neck modes
+    ear: np.ndarray | None = None  # (N,) ear mask
+    ear_height: np.ndarray | None = None  # (N,) ear offset (mm) above the head surface
+    ear_a: np.ndarray | None = None  # (N,) ear coordinate (mm) backward from the ear's front edge
+    ear_b: np.ndarray | None = None  # (N,) ear coordinate (mm) up from the ear's centre
+    hair: np.ndarray | None = None  # (N,) hair mask
+    normals: np.ndarray | None = None  # (N, 3) unit vertex normals of the mean mesh
+    bag_depth: np.ndarray | None = None  # (N,) depth (mm) of mouth-interior vertices behind the lips
+    bag_part: np.ndarray | None = None  # (N,) 0 not mouth interior, 1 inner lip, 2 teeth, 3 palate/tongue, 4 back
+
+    @property
+    def soft_tissue(self) -> np.ndarray:
+        """(N,) how much a vertex follows the local (soft-tissue) modes of its face point: 1 off the
+        mouth interior; inside it 1 at the lips, falling to 0 by the teeth (~5 mm deep), which move
+        only with the jaw and the global modes."""
+        return np.ones_like(self.u)
+
+    def __post_init__(self) -> None:
+        n = self.u.shape[0]
+        for name, value in (("fade_id", 1.0), ("fade_exp", 1.0), ("head_near", 0.0), ("head_far", 0.0),
+                            ("ear", 0.0), ("ear_height", 0.0), ("ear_a", 0.0), ("ear_b", 0.0), ("hair", 0.0),
+                            ("bag_depth", 0.0)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, value))
+        if self.bag_part is None:
+            object.__setattr__(self, "bag_part", np.zeros(n, np.int8))
+        if self.normals is None:
+            object.__setattr__(self, "normals", self.radial)
 
     @property
     def x(self) -> np.ndarray:
@@ -81,8 +114,10 @@ def id_face_width(f):
 
 
 def id_face_height(f):
-    # lower face stretches down from the nasion, forehead a little up
-    return f.vec(dy=0.045 * f.y * (0.7 - 0.3 * np.tanh(f.y / 20.0)))
+    # lower face stretches down from the nasion, forehead a little up; the neck below -170 mm
+    # follows the chin rigidly
+    y = np.maximum(f.y, -170.0)
+    return f.vec(dy=0.045 * y * (0.7 - 0.3 * np.tanh(y / 20.0)))
 
 
 def id_face_depth(f):
@@ -196,7 +231,7 @@ def id_lip_protrusion(f):
 
 
 def id_forehead_slope(f):
-    s = np.clip((f.h - 15.0) / 55.0, 0.0, None)
+    s = np.clip((f.h - 15.0) / 55.0, 0.0, 1.2)  # bounded above the hairline (the face ends at ~1.1)
     return f.rad(-4.0 * s * s)
 
 
@@ -227,6 +262,45 @@ def id_face_asymmetry(f):
 
 def id_head_size(f):
     return f.vec(dx=0.025 * f.x, dy=0.025 * (f.y + 30.0), dz=0.025 * f.z)
+
+
+# the head around the face: zero on the face, smooth everywhere
+def id_skull_length(f):
+    # the back of the head (not the neck) longer or shorter
+    back = smoothstep((10.0 - f.z) / 70.0) * smoothstep((f.y + 120.0) / 60.0) * f.head_far
+    return f.vec(dz=-3.5 * back)
+
+
+def id_crown_height(f):
+    return f.vec(dy=4.0 * smoothstep((f.y - 20.0) / 80.0) * f.head_far)
+
+
+def id_neck_width(f):
+    return f.rad(3.5 * smoothstep(-(f.y + 110.0) / 40.0) * f.head_far)
+
+
+def _ear_weight(f):
+    """1 on and around the ears (fading over ~10 mm outside them, and toward their front edge, which
+    is only ~4 mm behind the face), 0 on the face."""
+    around = smoothstep((fh.ear_outline(f.ear_a, f.ear_b) + 10.0) / 10.0) * smoothstep((f.ear_a - 1.0) / 8.0)
+    return around * f.head_near * (np.abs(f.theta) > 0.5 * np.pi)
+
+
+def id_ear_size(f):
+    # scale the ear about its centre along the head surface (a backward, b up)
+    w = 0.04 * _ear_weight(f)
+    back = np.sign(f.theta)[:, None] * np.stack([np.cos(f.theta), np.zeros_like(f.theta), -np.sin(f.theta)], 1)
+    return (w * (f.ear_a - 15.0))[:, None] * back + f.vec(dy=w * (f.ear_b - 1.0)) + f.rad(w * f.ear_height)
+
+
+def id_ear_protrusion(f):
+    return f.rad(0.2 * f.ear_height * smoothstep((f.ear_a - 1.0) / 8.0))
+
+
+def id_hair_volume(f):
+    # thicker or thinner hair on the crown and the back of the head (not next to the ears)
+    away = 1.0 - smoothstep((fh.ear_outline(f.ear_a, f.ear_b) + 20.0) / 15.0)
+    return 1.8 * (f.hair * f.head_far * away)[:, None] * f.normals
 
 
 ID_MODES = {
@@ -263,7 +337,45 @@ ID_MODES = {
     "nasolabial_depth": id_nasolabial,
     "under_eye": id_under_eye,
     "face_asymmetry": id_face_asymmetry,
+    "skull_length": id_skull_length,
+    "crown_height": id_crown_height,
+    "neck_width": id_neck_width,
+    "ear_size": id_ear_size,
+    "ear_protrusion": id_ear_protrusion,
+    "hair_volume": id_hair_volume,
 }
+
+GLOBAL_ID_MODES = ("face_width", "face_height", "head_size", "face_depth")
+"""Identity modes defined on the whole head (linear in x, y, z); the other face modes fade out on
+the head (``FaceFrame.fade_id``); the head modes are zero on the face by construction."""
+
+HEAD_ID_MODES = ("skull_length", "crown_height", "neck_width", "ear_size", "ear_protrusion", "hair_volume")
+
+
+def identity_fields(f: FaceFrame) -> np.ndarray:
+    """``(K, N, 3)`` the semantic identity modes (order of :data:`ID_MODES`): face modes faded on the
+    head and kept to the lips inside the mouth (:attr:`FaceFrame.soft_tissue`)."""
+    out = []
+    for name, fn in ID_MODES.items():
+        field = fn(f)
+        if name not in GLOBAL_ID_MODES and name not in HEAD_ID_MODES:
+            field = field * (f.fade_id * f.soft_tissue)[:, None]
+        out.append(field)
+    return np.stack(out)
+
+
+JAW_MODES = ("jaw_open", "jaw_left_right", "jaw_forward")
+"""Expression modes that move the mandible: they carry the lower mouth interior (teeth, tongue)."""
+
+
+def expression_fields(f: FaceFrame) -> np.ndarray:
+    """``(K, N, 3)`` the semantic expression modes (order of :data:`EXP_MODES`), faded on the head; inside
+    the mouth only the jaw modes move the teeth and tongue (the others move the lips)."""
+    out = []
+    for name, fn in EXP_MODES.items():
+        w = f.fade_exp if name in JAW_MODES else f.fade_exp * f.soft_tissue
+        out.append(fn(f) * w[:, None])
+    return np.stack(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,13 +625,16 @@ def _legendre_table(x: np.ndarray, degree: int) -> np.ndarray:
     return out
 
 
-def random_fields(f: FaceFrame, count: int, seed: int, stream: int, mask=None, tangential: float = 0.25):
+def random_fields(f: FaceFrame, count: int, seed: int, stream: int, mask=None, tangential: float = 0.25,
+                  norm=None):
     """``count`` smooth random displacement fields ``(count, N, 3)`` and their degrees.
 
     Field k uses the Legendre products ``P_m(u~) P_n(h~)`` of total degree ``d_k`` (1, 2, 2, 3, 3,
     3, ...: as many fields per degree as the degree allows), with Gaussian coefficients from
     ``default_rng([seed, stream, k])``; mostly radial with a smaller tangential part. Each field
-    is normalised to unit RMS per vertex (its std is assigned by the caller from the degree).
+    is normalised to unit RMS per vertex over the vertices ``norm`` (bool ``(N,)``, default all;
+    the builder passes the face's) and multiplied by ``mask``; its std is assigned by the caller
+    from the degree.
     """
     if count <= 0:
         return np.zeros((0, f.u.shape[0], 3)), np.zeros(0, int)
@@ -544,7 +659,7 @@ def random_fields(f: FaceFrame, count: int, seed: int, stream: int, mask=None, t
         field = comps[0][:, None] * f.radial + tangential * (comps[1][:, None] * tang_x + comps[2][:, None] * tang_y)
         if mask is not None:
             field = field * mask[:, None]
-        rms = np.sqrt(np.mean(np.sum(field**2, 1)))
+        rms = np.sqrt(np.mean(np.sum((field if norm is None else field[norm]) ** 2, 1)))
         out[k] = field / max(rms, 1e-12)
     return out, np.asarray(degrees)
 

@@ -133,20 +133,21 @@ def head_radius(theta: np.ndarray, h: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # facial features (radial offsets in mm); each returns an array like u
 # ---------------------------------------------------------------------------------------------
+_NOSE_PROFILE = _pchip(
+    [12, 4, 0, -8, -16, -24, -32, -37, -40.5, -44, -47.5, -50.5, -53, -56, -70],
+    [0, 0.3, 1.0, 4.2, 8.0, 11.8, 15.8, 18.6, 19.8, 19.2, 15.5, 8.5, 2.5, 0.0, 0.0],
+)
+_NOSE_HALFWIDTH = _pchip([10, 0, -12, -25, -35, -42, -50, -56], [7.0, 6.0, 4.8, 5.4, 7.0, 8.3, 9.0, 9.0])
+
+
 def nose_profile(h: np.ndarray) -> np.ndarray:
     """Height of the nose ridge above the face (mm) along the midline, nasion -> subnasale."""
-    prof = _pchip(
-        [12, 4, 0, -8, -16, -24, -32, -37, -40.5, -44, -47.5, -50.5, -53, -56, -70],
-        [0, 0.3, 1.0, 4.2, 8.0, 11.8, 15.8, 18.6, 19.8, 19.2, 15.5, 8.5, 2.5, 0.0, 0.0],
-    )
-    return np.where((h < 12) & (h > -70), prof(np.clip(h, -70, 12)), 0.0)
+    return np.where((h < 12) & (h > -70), _NOSE_PROFILE(np.clip(h, -70, 12)), 0.0)
 
 
 def nose_halfwidth(h: np.ndarray) -> np.ndarray:
     """Cross-section scale (mm) of the nose ridge at height h."""
-    return _pchip([10, 0, -12, -25, -35, -42, -50, -56], [7.0, 6.0, 4.8, 5.4, 7.0, 8.3, 9.0, 9.0])(
-        np.clip(h, -56, 10)
-    )
+    return _NOSE_HALFWIDTH(np.clip(h, -56, 10))
 
 
 def _cap(q: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 from . import _face_albedo as fa
 from . import _face_bases as fb
 from . import _face_geometry as fg
+from . import _face_head as fh
 from .geometry import vertex_normals
 from .io_bfm import ModelFileError, load_bfm2017, save_bfm2017
 from .landmarks import MIDLINE, mirror_permutation
@@ -53,7 +54,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION = 2  # 2: built with single-threaded BLAS (v1 arrays depended on the thread count)
+MODEL_VERSION = 3  # 3: head, ears, neck, hair, mouth interior, skin range; 2: single-threaded BLAS
 """Bump whenever the geometry, bases or albedo change: it is part of the cache file name."""
 
 DEFAULT_GRID_MM = 1.0
@@ -64,7 +65,12 @@ N_ID, N_EXP, N_ALBEDO = 80, 40, 80
 
 _ID_FIELD_RMS = 1.6  # mm, RMS displacement of a degree-1 random identity field (decays 1/degree)
 _EXP_FIELD_RMS = 0.6  # mm, same for the (masked) random expression fields
-_ALB_FIELD_RMS = 0.008  # albedo units, degree-1 random colour blotch
+_ALB_FIELD_RMS = 0.0015  # albedo units, degree-1 random colour blotch (small: additive, they would dominate dark skin)
+FADE_ID_MM = 35.0  # face identity modes, random fields and face-local albedo modes fade out over this on the
+# head (the crown, 46 mm above the face, is past it: radial fields are singular at the crown's pole)
+FADE_EXP_MM = 35.0  # expression modes likewise
+FADE_BELOW_MM = 60.0  # ... but over this below the jaw line: a wider jaw or an open jaw carries the upper neck
+HEAD_NEAR_MM = 4.0  # the ear modes start this far from the face (the ears' front edge is ~4 mm behind it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +88,8 @@ class BuiltFace:
     """vertex ids on the lower edge of the mouth slit."""
     mirror: np.ndarray
     """(N,) vertex id of each vertex's mirror image across x = 0."""
+    n_face: int
+    """the first ``n_face`` vertices are the face grid (then the head, then the mouth interior)."""
     seconds: float
     """build time."""
 
@@ -111,38 +119,79 @@ def build_face(
         return _build_face(grid_mm, seed, n_id, n_exp, n_albedo)
 
 
+def head_spacing(grid_mm: float) -> float:
+    """Spacing (mm) of the head around the face for a face grid of ``grid_mm``: 4 mm at full
+    resolution, coarser for coarse test models (so the head never outweighs the face)."""
+    return 4.0 * max(1.0, grid_mm / 2.0)
+
+
 def _build_face(grid_mm: float, seed: int, n_id: int, n_exp: int, n_albedo: int) -> BuiltFace:
     t0 = time.perf_counter()
     grid = fg.make_grid(grid_mm)
     r = fg.face_radius(grid.theta, grid.h)
-    verts = fg.grid_vertices(grid.theta, grid.h, r)  # (N, 3) mm
+    face_verts = fg.grid_vertices(grid.theta, grid.h, r)  # (Nf, 3) mm
+    n_face = face_verts.shape[0]
+    head = fh.build_head(grid, face_verts, head_spacing(grid_mm))
+    verts = np.concatenate([face_verts, head.verts])  # (N, 3): face, head, mouth interior
+    triangles = np.concatenate([grid.triangles, head.triangles]).astype(np.int32)
     n = verts.shape[0]
+    theta = np.concatenate([grid.theta, head.theta])
+    h = np.concatenate([grid.h, head.h])
+    on_head = np.zeros(n, bool)
+    on_head[n_face : n_face + head.n_head] = True
+    on_face = np.zeros(n, bool)
+    on_face[:n_face] = True
+    y = verts[:, 1]
+
+    def outside(length: float, length_below: float | None = None) -> np.ndarray:  # 0 on the face and mouth,
+        w = np.zeros(n)  # rising on the head
+        w[on_head] = 1.0 - fh.fade(theta[on_head], y[on_head], length, length_below)
+        return w
+
+    def pad(values: np.ndarray) -> np.ndarray:  # per head/mouth vertex -> per vertex (0 on the face)
+        return np.concatenate([np.zeros((n_face,) + values.shape[1:], values.dtype), values])
+
+    ear_a, ear_b = fh.ear_coords(theta, y)
     frame = fb.FaceFrame(
-        u=grid.u,
-        h=grid.h,
-        theta=grid.theta,
+        u=fg.R0 * theta,
+        h=h,
+        theta=theta,
         verts=verts,
-        radial=fg.radial_dir(grid.theta),
-        mouth_offset=(grid.row + 0.5) * grid.step,
+        radial=np.concatenate([fg.radial_dir(grid.theta), head.radial]),
+        mouth_offset=np.concatenate([(grid.row + 0.5) * grid.step, head.mouth_offset]),
+        fade_id=1.0 - outside(FADE_ID_MM, FADE_BELOW_MM),
+        fade_exp=1.0 - outside(FADE_EXP_MM, FADE_BELOW_MM),
+        head_near=outside(HEAD_NEAR_MM),
+        head_far=outside(FADE_ID_MM),
+        ear=pad(head.ear),
+        ear_height=pad(head.ear_height),
+        ear_a=np.where(on_head, ear_a, -100.0),
+        ear_b=np.where(on_head, ear_b, 0.0),
+        hair=np.concatenate([fh.hair_mask(grid.theta, grid.h), head.hair]),
+        normals=vertex_normals(verts, triangles),
+        bag_depth=pad(head.bag_depth),
+        bag_part=pad(head.bag_part),
     )
 
-    # ---- identity: semantic modes, then random smooth fields (std ~ 1 / degree)
-    sem = [fn(frame) for fn in fb.ID_MODES.values()]
+    # ---- identity: semantic modes (face modes faded on the head), then random smooth fields on
+    # the face (std ~ 1 / degree), faded on the head
+    sem = fb.identity_fields(frame)
     n_rand = max(n_id - len(sem), 0)
-    rand, deg = fb.random_fields(frame, n_rand, seed, fb.STREAM_ID_FIELDS)
+    rand, deg = fb.random_fields(frame, n_rand, seed, fb.STREAM_ID_FIELDS, mask=frame.fade_id * frame.soft_tissue,
+                                 norm=on_face)
     rand = rand * (_ID_FIELD_RMS / deg)[:, None, None]
     id_basis = fb.orthonormal_basis(
-        np.concatenate([np.stack(sem), rand]), list(fb.ID_MODES) + [f"random_id_{k}" for k in range(n_rand)]
+        np.concatenate([sem, rand]), list(fb.ID_MODES) + [f"random_id_{k}" for k in range(n_rand)]
     )
 
     # ---- expression: semantic (localised) modes, then masked random fields
-    sem = [fn(frame) for fn in fb.EXP_MODES.values()]
+    sem = fb.expression_fields(frame)
     n_rand = max(n_exp - len(sem), 0)
-    mob = fb.mobility_mask(frame)
-    rand, deg = fb.random_fields(frame, n_rand, seed, fb.STREAM_EXP_FIELDS, mask=mob)
-    rand = rand * (_EXP_FIELD_RMS / deg)[:, None, None] * np.sqrt(np.mean(mob**2))
+    mob = fb.mobility_mask(frame) * frame.fade_exp * frame.soft_tissue
+    rand, deg = fb.random_fields(frame, n_rand, seed, fb.STREAM_EXP_FIELDS, mask=mob, norm=on_face)
+    rand = rand * (_EXP_FIELD_RMS / deg)[:, None, None] * np.sqrt(np.mean(mob[:n_face] ** 2))
     exp_basis = fb.orthonormal_basis(
-        np.concatenate([np.stack(sem), rand]), list(fb.EXP_MODES) + [f"random_exp_{k}" for k in range(n_rand)]
+        np.concatenate([sem, rand]), list(fb.EXP_MODES) + [f"random_exp_{k}" for k in range(n_rand)]
     )
 
     # ---- albedo
@@ -154,9 +203,13 @@ def _build_face(grid_mm: float, seed: int, n_id: int, n_exp: int, n_albedo: int)
         np.concatenate([np.stack(list(named.values())), blot]), list(named) + [f"random_albedo_{k}" for k in range(n_rand)]
     )
 
-    landmarks = find_landmarks(grid, verts)
-    face_region = (grid.u / 68.0) ** 2 + ((grid.h + 35.0) / 88.0) ** 2 <= 1.0
-    face_region &= fg.outline_distance(grid.theta, grid.h) > 4.0
+    landmarks = find_landmarks(grid, face_verts)
+    face_region = np.zeros(n, bool)
+    inner = (grid.u / 68.0) ** 2 + ((grid.h + 35.0) / 88.0) ** 2 <= 1.0
+    face_region[:n_face] = inner & (fg.outline_distance(grid.theta, grid.h) > 4.0)
+    regions = np.concatenate([np.full(n_face, fh.REGION["face"], np.uint8), head.regions])
+    regions[:n_face][fg.fissure_mask(grid.u, grid.h) >= 0.5] = fh.REGION["eyes"]
+    regions[:n_face][frame.hair[:n_face] >= 0.5] = fh.REGION["scalp"]  # the hairline is on the face grid
     model = MorphableModel(
         mean_shape=verts,
         id_basis=id_basis.basis[:, :n_id],
@@ -166,16 +219,19 @@ def _build_face(grid_mm: float, seed: int, n_id: int, n_exp: int, n_albedo: int)
         albedo_mean=alb_mean,
         albedo_basis=alb_basis.basis[:, :n_albedo],
         albedo_std=alb_basis.std[:n_albedo],
-        triangles=grid.triangles,
+        triangles=triangles,
         landmarks=landmarks,
         unit="mm",
         source=f"builtin:v{MODEL_VERSION}:grid{grid_mm:g}:seed{seed}",
         face_region=face_region,
+        regions=regions,
+        region_names=fh.REGION_NAMES,
     )
     seconds = time.perf_counter() - t0
     log.info(
-        "built face model grid %.3g mm: %d vertices, %d triangles, K = %d/%d/%d in %.2f s",
-        grid_mm, n, grid.triangles.shape[0], model.n_id, model.n_exp, model.n_albedo, seconds,
+        "built face model grid %.3g mm: %d vertices (face %d), %d triangles (face %d), K = %d/%d/%d in %.2f s",
+        grid_mm, n, n_face, triangles.shape[0], grid.triangles.shape[0], model.n_id, model.n_exp, model.n_albedo,
+        seconds,
     )
     return BuiltFace(
         model=model,
@@ -184,7 +240,8 @@ def _build_face(grid_mm: float, seed: int, n_id: int, n_exp: int, n_albedo: int)
         albedo_names=alb_basis.names[:n_albedo],
         slit_upper=grid.slit_upper,
         slit_lower=grid.slit_lower,
-        mirror=grid.mirror,
+        mirror=np.concatenate([grid.mirror, head.mirror]),
+        n_face=n_face,
         seconds=seconds,
     )
 
@@ -202,16 +259,17 @@ def build_face_model(
 
 def _colour_blotches(f: fb.FaceFrame, count: int, seed: int) -> np.ndarray:
     """``(count, N, 3)`` smooth skin-colour variations: a scalar random field times a random
-    colour direction (mostly brightness-like), masked to the skin, std decaying with degree."""
+    colour direction (mostly brightness-like), masked to the skin (fading out on the head), std
+    decaying with degree."""
     if count <= 0:
         return np.zeros((0, f.u.shape[0], 3))
-    scal, deg = fb.random_fields(f, count, seed, fb.STREAM_ALB_FIELDS, tangential=0.0)
+    scal, deg = fb.random_fields(f, count, seed, fb.STREAM_ALB_FIELDS, tangential=0.0, norm=(f.fade_id >= 1.0) & (f.bag_part == 0))
     field = np.einsum("knc,nc->kn", scal, f.radial)  # (K, N, 3) . (N, 3) -> (K, N): the radial part
-    skin = fa.skin_mask(f)
+    skin = fa.skin_mask(f) * f.fade_id
     out = np.empty((count, f.u.shape[0], 3))
     for k in range(count):
         rng = np.random.default_rng([seed, fb.STREAM_ALB_FIELDS, 10_000 + k])
-        colour = np.array([0.55, 0.50, 0.42]) + 0.10 * rng.standard_normal(3)
+        colour = fa.SKIN / np.linalg.norm(fa.SKIN) + 0.06 * rng.standard_normal(3)  # mostly lighter / darker skin
         colour /= np.linalg.norm(colour)
         out[k] = (field[k] * skin)[:, None] * colour[None, :]
     return out * (_ALB_FIELD_RMS / np.sqrt(deg))[:, None, None]

@@ -133,6 +133,15 @@ def load_bfm2017(path: str | os.PathLike, landmarks=None) -> MorphableModel:
             face_region = None
             if isinstance(ours, h5py.Group) and "face_region" in ours:
                 face_region = _read(f, p, "/metadata/detailface/face_region", (n,), int).astype(bool)
+            regions, region_names = None, ()
+            if isinstance(ours, h5py.Group) and "regions" in ours:
+                regions = _read(f, p, "/metadata/detailface/regions", (n,), int)
+                region_names = _region_names(ours["regions"].attrs.get("names"), p)
+                if regions.size and (regions.min() < 0 or regions.max() >= len(region_names)):
+                    raise ModelFileError(
+                        f"{p}: /metadata/detailface/regions must hold labels in [0, {len(region_names)}), "
+                        f"got [{regions.min()}, {regions.max()}]"
+                    )
         except (KeyError, OSError, TypeError) as e:  # anything h5py throws on a corrupt file
             raise ModelFileError(f"{p}: cannot read model ({type(e).__name__}: {e})") from e
 
@@ -159,6 +168,8 @@ def load_bfm2017(path: str | os.PathLike, landmarks=None) -> MorphableModel:
         unit="mm",
         source=str(meta.get("source", "")) or str(p),
         face_region=face_region,
+        regions=regions,
+        region_names=region_names,
     )
     stored = meta.get("fingerprint")
     if stored is not None and str(stored) != model.fingerprint:
@@ -168,6 +179,18 @@ def load_bfm2017(path: str | os.PathLike, landmarks=None) -> MorphableModel:
         )
     log.info("loaded %r", model)
     return model
+
+
+def _region_names(raw, path: Path) -> tuple[str, ...]:
+    """The ``names`` attribute of ``/metadata/detailface/regions``: a JSON list of strings."""
+    key = "/metadata/detailface/regions@names"
+    try:
+        names = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: {key} must be a JSON list of region names, got {raw!r}") from e
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise ModelFileError(f"{path}: {key} must be a JSON list of region names, got {raw!r}")
+    return tuple(names)
 
 
 def _read(f, path: Path, key: str, shape: tuple, kind) -> np.ndarray:
@@ -329,7 +352,8 @@ def save_bfm2017(model: MorphableModel, path: str | os.PathLike) -> Path:
     Metadata: ``/metadata/landmarks/json`` (68 entries ``{"id": iBUG name, "coordinates":
     [x, y, z] on the mean shape, "vertex": index}`` in iBUG order, when the model has
     landmarks), ``/metadata/detailface`` attrs ``unit, source, fingerprint, format_version``
-    and dataset ``face_region (N,) uint8`` when present. Written to a temporary file first, then
+    and datasets ``face_region (N,) uint8`` and ``regions (N,) uint8`` (attribute ``names``: JSON
+    list of the region names) when present. Written to a temporary file first, then
     renamed, so a crash never leaves a half-written model.
     """
     import h5py
@@ -369,6 +393,9 @@ def save_bfm2017(model: MorphableModel, path: str | os.PathLike) -> Path:
             ours.attrs["format_version"] = FORMAT_VERSION
             if model.face_region is not None:
                 ours.create_dataset("face_region", data=model.face_region.astype(np.uint8))
+            if model.regions is not None:
+                ds = ours.create_dataset("regions", data=model.regions.astype(np.uint8))
+                ds.attrs["names"] = json.dumps(list(model.region_names))
         os.replace(tmp, p)
     finally:
         if tmp.exists():

@@ -60,6 +60,9 @@ _FLOAT_FIELDS = (
 )
 # the order in which arrays enter the fingerprint; never reorder (it would change every hash)
 _FINGERPRINT_FIELDS = _FLOAT_FIELDS + ("triangles", "landmarks", "face_region")
+# optional fields added later: they enter the fingerprint only when present, so the fingerprints
+# of models without them (BFM files, older shards and checkpoints) stay what they were
+_OPTIONAL_FINGERPRINT_FIELDS = ("regions",)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,6 +101,11 @@ class MorphableModel:
     """where the model came from (file path, "builtin", ...), informative only."""
     face_region: np.ndarray | None = None
     """(N,) bool, True for vertices of the inner face (for tests/metrics), or None."""
+    regions: np.ndarray | None = None
+    """(N,) uint8 region label of every vertex (an index into ``region_names``), or None (BFM files
+    have none). The built-in model labels face, eyes, mouth interior, ears, scalp, neck, head skin."""
+    region_names: tuple[str, ...] = ()
+    """names of the region labels (``regions`` values index into it); empty when ``regions`` is None."""
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -108,6 +116,9 @@ class MorphableModel:
             set_("landmarks", _frozen(self.landmarks, np.int64, "landmarks"))
         if self.face_region is not None:
             set_("face_region", _frozen(self.face_region, np.bool_, "face_region"))
+        if self.regions is not None:
+            set_("regions", _frozen(self.regions, np.uint8, "regions"))
+        set_("region_names", tuple(str(x) for x in self.region_names))
         if self.unit != "mm":
             raise ValueError(f"unit must be 'mm' (loaders convert to mm), got {self.unit!r}")
         self._validate()
@@ -143,6 +154,24 @@ class MorphableModel:
                 raise ValueError(f"landmarks indices must be in [0, {n}), got [{lo}, {hi}]")
         if self.face_region is not None:
             _expect_shape(self.face_region, "face_region", (n,))
+        if self.regions is not None:
+            _expect_shape(self.regions, "regions", (n,))
+            top = int(self.regions.max()) if n else -1
+            if top >= len(self.region_names):
+                raise ValueError(f"regions must index region_names ({len(self.region_names)} names), got label {top}")
+        elif self.region_names:
+            raise ValueError(f"region_names given without regions: {self.region_names}")
+        if len(set(self.region_names)) != len(self.region_names):
+            raise ValueError(f"region_names must be distinct, got {self.region_names}")
+
+    def region_mask(self, *names: str) -> np.ndarray:
+        """``(N,)`` bool: vertices whose region is one of ``names`` (see :attr:`region_names`)."""
+        if self.regions is None:
+            raise ValueError(f"model {self.source!r} has no region labels (regions is None)")
+        unknown = [x for x in names if x not in self.region_names]
+        if unknown:
+            raise ValueError(f"unknown region {unknown[0]!r}; the model has {', '.join(self.region_names)}")
+        return np.isin(self.regions, [self.region_names.index(x) for x in names])
 
     # ------------------------------------------------------------------ counts
     @property
@@ -268,14 +297,18 @@ class MorphableModel:
         have the same fingerprint.
         """
         h = hashlib.sha256()
-        for name in _FINGERPRINT_FIELDS:
+        for name in _FINGERPRINT_FIELDS + _OPTIONAL_FINGERPRINT_FIELDS:
             a = getattr(self, name)
+            if a is None and name in _OPTIONAL_FINGERPRINT_FIELDS:
+                continue
             h.update(name.encode())
             if a is None:
                 h.update(b"None")
                 continue
             h.update(f"{a.dtype.str}{a.shape}".encode())
             h.update(np.ascontiguousarray(a).tobytes())
+        if self.regions is not None:
+            h.update(repr(self.region_names).encode())
         return h.hexdigest()
 
     @functools.cached_property

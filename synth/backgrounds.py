@@ -1,43 +1,75 @@
 """Backgrounds and occluders composited behind / over the rendered face (RGB only; the geometry maps
-are unaffected): a solid colour, smooth coloured value noise, random crops of an image folder, and
-flat occluding shapes.
+are unaffected), all in **linear light** (the renderer composites there and encodes the image to
+sRGB once, :mod:`synth.color`):
 
-Every draw comes from the generator seeded with the sample's ``background_seed`` (or the occluder
-list drawn by :func:`synth.sampling.sample_occluders`), so a background depends only on the sample.
+* ``photos`` (default): random crops of real photos and textures bundled with scikit-image
+  (:class:`PhotoBank`; no image with a human face);
+* ``images``: random crops of the user's folder (``--background-dir``);
+* ``noise``: smooth coloured value noise; ``solid``: one colour; ``none``: black.
+
+Image files and the colours of ``noise`` / ``solid`` / flat occluders are sRGB display values and
+are decoded to linear light here. Every draw comes from the generator seeded with the sample's
+``background_seed`` (or the occluder list drawn by :func:`synth.sampling.sample_occluders`), so a
+background depends only on the sample.
+
+The photo bank
+--------------
+``skimage.data`` bundles a few dozen images in its wheel (no download): :data:`BANK_IMAGES` lists
+the ones used, i.e. every bundled photo or texture **without a human face** (``astronaut``,
+``camera``, ``lfw_subset`` and the ``no_time_for_that`` animation are left out; the tests run the
+face detector on every bank image and expect zero faces). Each is converted to RGB uint8 once per
+process (greyscale replicated, alpha composited over white, binary masks scaled to 0/255) and
+shrunk so its shorter side is at most :data:`MAX_SIDE` pixels. A draw picks an image, a square crop
+of 30-100 % of its shorter side at a random place, a random flip and quarter turn, resizes it
+(bilinear) to the output size, decodes it to linear light and shifts its colour there: per-channel
+gains ``exp(U(-0.25, 0.25))`` (``exp(U(-0.5, 0.5))`` for greyscale images, to tint them) times an
+exposure ``exp(U(-1.0, 0.3))``.
+
+Occluders
+---------
+1-3 ellipses / rectangles (:class:`synth.sampling.Occluder`) with a one-pixel anti-aliased edge,
+filled with a texture cut from the photo bank (``texture_seed``; 80 % of them) or a flat colour.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BACKGROUNDS", "draw_background", "noise_texture", "ImageFolder", "paint_occluders"]
+from .color import srgb_to_linear, srgb_u8_to_linear
 
-BACKGROUNDS = ("none", "solid", "noise", "images")
+__all__ = ["BACKGROUNDS", "draw_background", "noise_texture", "ImageFolder", "PhotoBank", "BANK_IMAGES",
+           "EXCLUDED_IMAGES", "MAX_SIDE", "bank_image", "default_bank", "paint_occluders"]
+
+BACKGROUNDS = ("photos", "images", "noise", "solid", "none")
 
 
 def draw_background(kind: str, color: np.ndarray, seed: int, size: int, images: "ImageFolder | None" = None) -> np.ndarray:
-    """Background ``(size, size, 3)`` float32 in [0, 1] of ``kind`` (:data:`BACKGROUNDS`): ``none`` black,
-    ``solid`` the colour, ``noise`` :func:`noise_texture` around ``0.2 + 0.6 * color``, ``images`` a
-    random crop of ``images`` (an :class:`ImageFolder`); ``seed`` seeds the noise / the image draw."""
+    """Background ``(size, size, 3)`` float32 linear RGB in [0, 1] of ``kind`` (:data:`BACKGROUNDS`):
+    ``photos`` a crop of :func:`default_bank`, ``images`` a random crop of ``images`` (an
+    :class:`ImageFolder`), ``noise`` :func:`noise_texture` around the sRGB colour ``0.2 + 0.6 * color``,
+    ``solid`` the sRGB colour ``color``, ``none`` black; ``seed`` seeds the draw."""
     if kind == "none":
         return np.zeros((size, size, 3), np.float32)
     if kind == "solid":
-        return np.broadcast_to(np.asarray(color, np.float32), (size, size, 3)).copy()
+        return np.broadcast_to(srgb_to_linear(np.asarray(color, np.float32)), (size, size, 3)).copy()
     rng = np.random.default_rng(seed)
+    if kind == "photos":
+        return default_bank().draw(rng, size)
     if kind == "noise":
-        return noise_texture(rng, size, 0.2 + 0.6 * np.asarray(color))
+        return srgb_to_linear(noise_texture(rng, size, 0.2 + 0.6 * np.asarray(color)))
     if kind == "images":
         if images is None:
             raise ValueError("--background images needs --background-dir DIR")
         return images.draw(rng, size)
-    raise ValueError(f"--background must be none|solid|noise|images, got {kind!r}")
+    raise ValueError(f"--background must be one of {', '.join(BACKGROUNDS)}, got {kind!r}")
 
 
 def noise_texture(rng: np.random.Generator, size: int, base: np.ndarray) -> np.ndarray:
-    """Smooth multi-octave coloured value noise ``(size, size, 3)`` float32 in [0, 1]
-    (computed at a quarter of the resolution, then bilinearly upsampled)."""
+    """Smooth multi-octave coloured value noise ``(size, size, 3)`` float32 in [0, 1] (sRGB values
+    around ``base``; computed at a quarter of the resolution, then bilinearly upsampled)."""
     small = max(size // 4, 4)
     tex = _value_noise(rng, small, base)
     if small == size:
@@ -90,6 +122,7 @@ class ImageFolder:
             return im.convert("RGB")
 
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """A random square crop (50-100 % of the shorter side), ``(size, size, 3)`` float32 linear RGB."""
         from PIL import Image
 
         im = self._load(self.files[int(rng.integers(len(self.files)))])
@@ -97,20 +130,148 @@ class ImageFolder:
         side = int(min(w, h) * rng.uniform(0.5, 1.0))
         x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         crop = im.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.BILINEAR)
-        return np.asarray(crop, np.float32) / 255.0
+        return srgb_u8_to_linear(np.asarray(crop))
+
+
+# (name, skimage.data function, index into its tuple result or None)
+BANK_IMAGES: tuple[tuple[str, str, int | None], ...] = (
+    ("brick", "brick", None), ("grass", "grass", None), ("gravel", "gravel", None),
+    ("coffee", "coffee", None), ("rocket", "rocket", None), ("coins", "coins", None), ("moon", "moon", None),
+    ("hubble_deep_field", "hubble_deep_field", None), ("retina", "retina", None),
+    ("motorcycle_left", "stereo_motorcycle", 0), ("motorcycle_right", "stereo_motorcycle", 1),
+    ("page", "page", None), ("text", "text", None), ("clock", "clock", None), ("colorwheel", "colorwheel", None),
+    ("logo", "logo", None), ("horse", "horse", None), ("chelsea", "chelsea", None), ("cell", "cell", None),
+    ("immunohistochemistry", "immunohistochemistry", None), ("checkerboard", "checkerboard", None),
+)
+EXCLUDED_IMAGES = ("astronaut", "camera", "lfw_subset", "no_time_for_that")  # human faces
+MAX_SIDE = 512  # shorter side of a bank image after the one-time shrink (crops are resized anyway)
+CROP_FRACTION = (0.3, 1.0)  # crop side / shorter image side
+GAIN_LOG = 0.25  # colour images: per-channel gains exp(U(-GAIN_LOG, GAIN_LOG)), linear light
+GREY_GAIN_LOG = 0.5  # greyscale images: stronger tint
+EXPOSURE_LOG = (-1.0, 0.3)  # overall gain exp(U(lo, hi)), linear light
+
+
+@dataclasses.dataclass(frozen=True)
+class BankImage:
+    """One image of the photo bank."""
+
+    name: str
+    pixels: np.ndarray  # (H, W, 3) uint8 sRGB, read-only
+    grey: bool  # the source was greyscale (or binary)
+
+
+@functools.lru_cache(maxsize=None)
+def bank_image(name: str) -> BankImage:
+    """One bank image (by its :data:`BANK_IMAGES` name), RGB uint8, shorter side <= MAX_SIDE."""
+    entries = {n: (f, i) for n, f, i in BANK_IMAGES}
+    if name not in entries:
+        raise ValueError(f"unknown bank image {name!r}; known: {', '.join(entries)}")
+    import skimage.data
+    from PIL import Image
+
+    func, index = entries[name]
+    a = getattr(skimage.data, func)()
+    if index is not None:
+        a = a[index]
+    a = np.asarray(a)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if a.dtype != np.uint8:
+        raise ValueError(f"skimage.data.{func}() gave {a.dtype}, expected uint8")
+    grey = a.ndim == 2
+    if grey:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    elif a.shape[-1] == 4:  # RGBA over white
+        alpha = a[..., 3:4].astype(np.float32) / 255.0
+        a = np.round(a[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    im = Image.fromarray(np.ascontiguousarray(a[..., :3]))
+    short = min(im.size)
+    if short > MAX_SIDE:
+        w, h = im.size
+        im = im.resize((round(w * MAX_SIDE / short), round(h * MAX_SIDE / short)), Image.LANCZOS)
+    pixels = np.asarray(im).copy()
+    pixels.setflags(write=False)
+    return BankImage(name, pixels, grey)
+
+
+class PhotoBank:
+    """Random crops of the bundled images (see the module doc). ``names``: a subset of the bank."""
+
+    def __init__(self, names: tuple[str, ...] | None = None):
+        self.names = tuple(n for n, _, _ in BANK_IMAGES) if names is None else tuple(names)
+        if not self.names:
+            raise ValueError("names must not be empty")
+        for n in self.names:
+            if n not in {m for m, _, _ in BANK_IMAGES}:
+                raise ValueError(f"unknown bank image {n!r}")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self) -> "PhotoBank":
+        """Decode every image of the bank now (~2 s once per process) rather than on first use."""
+        for name in self.names:
+            bank_image(name)
+        return self
+
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """A ``(size, size, 3)`` float32 linear-RGB background (every choice from ``rng``)."""
+        from PIL import Image
+
+        img = bank_image(self.names[int(rng.integers(len(self.names)))])
+        h, w = img.pixels.shape[:2]
+        side = max(8, int(round(min(h, w) * rng.uniform(*CROP_FRACTION))))
+        side = min(side, h, w)
+        x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        flip, turns = bool(rng.uniform() < 0.5), int(rng.integers(4))
+        spread = GREY_GAIN_LOG if img.grey else GAIN_LOG
+        gains = np.exp(rng.uniform(-spread, spread, 3) + rng.uniform(*EXPOSURE_LOG)).astype(np.float32)
+        crop = Image.fromarray(img.pixels[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR)
+        a = np.asarray(crop)
+        if flip:
+            a = a[:, ::-1]
+        a = np.rot90(a, turns)
+        lin = srgb_u8_to_linear(a)  # (size, size, 3) float32, a new array
+        lin *= gains
+        return np.clip(lin, 0.0, 1.0, out=lin)
+
+
+@functools.lru_cache(maxsize=1)
+def default_bank() -> PhotoBank:
+    """The bank of every :data:`BANK_IMAGES` entry (one per process)."""
+    return PhotoBank()
 
 
 def paint_occluders(image: np.ndarray, occluders) -> None:
-    """Paint flat ellipses/rectangles (``synth.sampling.Occluder``) into ``image (H, W, 3)`` float in place."""
+    """Paint ellipses/rectangles (``synth.sampling.Occluder``) into the linear-RGB ``image (H, W, 3)``
+    float32 in place: a bank texture (``texture_seed``) or the flat sRGB ``color``, with a one-pixel
+    anti-aliased edge (coverage = signed distance of the pixel centre to the outline + 0.5, clipped)."""
     if not occluders:
         return
     size = image.shape[0]
-    c = np.arange(size) + 0.5
+    c = np.arange(size, dtype=np.float64) + 0.5
     uu, vv = np.meshgrid(c, c)
     for o in occluders:
+        hx, hy = float(o.half_size[0]), float(o.half_size[1])
         du, dv = uu - o.center[0], vv - o.center[1]
         ca, sa = np.cos(o.angle), np.sin(o.angle)
-        a = (ca * du + sa * dv) / o.half_size[0]
-        b = (-sa * du + ca * dv) / o.half_size[1]
-        inside = (a * a + b * b <= 1.0) if o.kind == "ellipse" else ((np.abs(a) <= 1) & (np.abs(b) <= 1))
-        image[inside] = o.color
+        a = (ca * du + sa * dv) / hx  # shape coordinates: the outline is a^2 + b^2 = 1 or max(|a|, |b|) = 1
+        b = (-sa * du + ca * dv) / hy
+        if o.kind == "ellipse":
+            r2 = a * a + b * b
+            # first-order distance to the outline in pixels: (1 - r^2) / |grad r^2|,
+            # with |grad r^2| = 2 sqrt(a^2 / hx^2 + b^2 / hy^2)
+            dist = (1.0 - r2) / np.maximum(2.0 * np.sqrt((a / hx) ** 2 + (b / hy) ** 2), 1e-9)
+        else:
+            dist = np.minimum((1.0 - np.abs(a)) * hx, (1.0 - np.abs(b)) * hy)
+        cover = np.clip(dist + 0.5, 0.0, 1.0).astype(np.float32)
+        if not cover.any():
+            continue
+        seed = getattr(o, "texture_seed", None)
+        if seed is not None:
+            fill = default_bank().draw(np.random.default_rng(seed), size)
+        else:
+            fill = np.broadcast_to(srgb_to_linear(np.asarray(o.color, np.float32)), image.shape)
+        w = cover[..., None]
+        image *= 1.0 - w
+        image += w * fill

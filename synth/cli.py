@@ -66,10 +66,18 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
               help="gzip: level 1 + shuffle (smaller); lzf: faster")
 @click.option("--projection", type=click.Choice(["perspective", "weak_perspective"]), default="perspective",
               show_default=True)
-@click.option("--background", type=click.Choice(BACKGROUNDS), default="noise", show_default=True)
+@click.option("--background", type=click.Choice(BACKGROUNDS), default=None,
+              help="photos: crops of real photos bundled with scikit-image (no faces) [default; images when "
+                   "--background-dir is given]; images: --background-dir; noise; solid; none")
 @click.option("--background-dir", type=click.Path(path_type=Path), default=None,
               help="image folder for --background images")
-@click.option("--occluders", type=float, default=0.0, show_default=True, help="probability of 1-3 occluding shapes")
+@click.option("--occluders", type=float, default=0.2, show_default=True,
+              help="probability of 1-3 occluding shapes (photo-textured or flat)")
+@click.option("--specular/--no-specular", default=True, show_default=True,
+              help="Blinn-Phong highlight from the SH lighting's dominant light")
+@click.option("--specular-strength", default="0,0.5", show_default=True,
+              help="highlight strength range lo,hi (uniform; x the light's irradiance)")
+@click.option("--shininess", default="4,64", show_default=True, help="Blinn-Phong exponent range lo,hi (log-uniform)")
 @click.option("--yaw", type=float, default=75.0, show_default=True, help="max |yaw| degrees")
 @click.option("--pitch", type=float, default=30.0, show_default=True, help="max |pitch| degrees")
 @click.option("--roll", type=float, default=20.0, show_default=True, help="max |roll| degrees")
@@ -88,7 +96,8 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--platform", type=click.Choice(["osmesa", "egl"]), default="osmesa", show_default=True,
               help="headless OpenGL platform")
 def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, shard_size, shard_range,
-           compression, projection, background, background_dir, occluders, yaw, pitch, roll, distance,
+           compression, projection, background, background_dir, occluders, specular, specular_strength, shininess,
+           yaw, pitch, roll, distance,
            framing_jitter, retired_fov, retired_face_fraction, retired_jitter, id_scale, exp_scale, albedo_scale,
            truncation, platform) -> None:
     """Render N samples into OUT/shard-*.h5 (resumes: finished shards are skipped).
@@ -111,8 +120,11 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
             lights=lights, id_scale=id_scale, exp_scale=exp_scale, albedo_scale=albedo_scale,
             truncation=truncation if truncation > 0 else None, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
             projection=projection, distance_mm=_pair(distance, "--distance"), framing_jitter=framing_jitter,
-            detail=detail, detail_scale=detail_scale, background=background,
-            background_dir=str(background_dir) if background_dir else None, occluders=occluders)
+            detail=detail, detail_scale=detail_scale,
+            background=background or ("images" if background_dir else "photos"),
+            background_dir=str(background_dir) if background_dir else None, occluders=occluders,
+            specular=specular, specular_strength=_pair(specular_strength, "--specular-strength"),
+            shininess=_pair(shininess, "--shininess"))
         config = DatasetConfig(out=str(out), n=n, size=size, seed=seed, shard_size=shard_size, workers=workers,
                                compression=compression, platform=platform,
                                model=str(model_path) if model_path else None,

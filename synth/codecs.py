@@ -4,9 +4,20 @@
 * depth / coarse depth: uint16 ``q`` with a per-sample offset and step, ``q = 0`` off the face
   (:func:`encode_depth`); with detail on, the detailed depth is stored as int16 steps of
   :data:`DETAIL_STEP_MM` relative to the decoded coarse depth;
-* PNCC, albedo: uint8 ``round(255 x)``;
+* image: uint8 sRGB-encoded, like a photo (the renderer's output as it is);
+* albedo: linear RGB stored sRGB-encoded, uint8 ``round(255 srgb(x))`` (8 bits spent evenly in
+  perceived lightness, so dark skin keeps its precision), decoded back to linear float32;
+* PNCC: uint8 ``round(255 x)``;
 * ``image``, ``depth`` / ``depth_coarse``, ``normals``, ``pncc``: additionally 2-D difference coded
-  (:func:`delta2d_encode`, wrapping integer arithmetic) so smooth maps compress well.
+  (:func:`delta2d_encode`, wrapping integer arithmetic) so smooth maps compress well;
+* ``specular``: ``(strength, shininess)`` float32 of the sample's Blinn-Phong term.
+
+Layouts: :data:`LAYOUT_VERSION` (2) is written; :data:`READABLE_LAYOUTS` are read. Layout 1 (before
+the sRGB change) stored the image as *linear* RGB uint8 and the albedo as linear ``round(255 x)``, and
+had no specular term: decoding a layout-1 sample returns its image **encoded to sRGB on read**
+(:func:`synth.color.linear_to_srgb_u8` of ``q / 255``), its albedo as linear float32 and
+``specular = (0, 0)`` (those renders had none), so every reader sees the keys and meanings of
+layout 2.
 
 :func:`encode_sample` turns a rendered sample into the stored arrays and :func:`decode_sample` back
 into the decoded keys of docs/DESIGN.md; ``decode_sample(raw, keys)`` decodes only some keys and
@@ -17,7 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .color import linear_to_srgb_u8, srgb_u8_to_linear
+
 __all__ = [
+    "LAYOUT_VERSION",
+    "READABLE_LAYOUTS",
     "DEPTH_STEP_MM",
     "DETAIL_STEP_MM",
     "DELTA2D",
@@ -34,9 +49,14 @@ __all__ = [
     "stored_for",
 ]
 
+LAYOUT_VERSION = 2
+"""The shard layout written (2: image sRGB-encoded, albedo stored sRGB-encoded, specular parameters)."""
+READABLE_LAYOUTS = (1, 2)
+"""Layouts :func:`decode_sample` decodes (1: linear image and albedo, no specular; see the module doc)."""
 DEPTH_STEP_MM = 1.0 / 128.0  # depth / coarse-depth quantisation step (coarser if the span needs it)
 DETAIL_STEP_MM = 1.0 / 128.0  # quantisation of depth - depth_coarse (the fine detail)
-PARAMETER_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", "intrinsics", "detail_weights")
+PARAMETER_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", "intrinsics", "detail_weights",
+                  "specular")
 """Per-sample parameters, stored and decoded as they are (float32)."""
 DECODED_KEYS = ("image", "depth", "depth_coarse", "normals", "pncc", "albedo", "mask", "landmarks",
                 "landmarks_visible") + PARAMETER_KEYS + ("index",)
@@ -123,7 +143,7 @@ def encode_sample(params, out) -> dict[str, np.ndarray]:
         "depth_step": np.float32(step),
         "normals": octahedral_encode(out.normals),
         "pncc": np.round(out.pncc * 255.0).astype(np.uint8),
-        "albedo": np.round(out.albedo * 255.0).astype(np.uint8),
+        "albedo": _encode_albedo(out.albedo, out.mask),
         "landmarks": out.landmarks.astype(np.float32),
         "landmarks_visible": out.landmarks_visible.astype(np.uint8),
         "alpha_id": params.alpha_id.astype(np.float32),
@@ -133,6 +153,7 @@ def encode_sample(params, out) -> dict[str, np.ndarray]:
         "pose": np.asarray(params.pose, np.float32),
         "translation": np.asarray(params.translation, np.float32),
         "intrinsics": np.asarray(params.intrinsics, np.float32),
+        "specular": np.array([params.specular_strength, params.shininess], np.float32),
         "index": np.int64(params.index),
     }
     if detail:
@@ -147,10 +168,17 @@ def encode_sample(params, out) -> dict[str, np.ndarray]:
     return enc
 
 
-def stored_for(keys, detail: bool) -> tuple[str, ...]:
+def _encode_albedo(albedo: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Linear albedo ``(H, W, 3)`` (0 off the face) -> sRGB uint8, encoding only the face pixels."""
+    out = np.zeros(albedo.shape, np.uint8)
+    out[mask] = linear_to_srgb_u8(albedo[mask])
+    return out
+
+
+def stored_for(keys, detail: bool, layout: int = LAYOUT_VERSION) -> tuple[str, ...]:
     """The stored datasets needed to decode ``keys`` (a subset of :data:`DECODED_KEYS`) of a shard
-    rendered with detail on (``detail=True``) or off. Raises ``ValueError`` naming an unknown key or
-    one the shard cannot have (``depth_coarse`` / ``detail_weights`` with detail off)."""
+    of ``layout`` rendered with detail on (``detail=True``) or off. Raises ``ValueError`` naming an
+    unknown key or one the shard cannot have (``depth_coarse`` / ``detail_weights`` with detail off)."""
     q = "depth_coarse" if detail else "depth"  # the quantised depth: its q > 0 is the mask
     out: list[str] = []
     for key in keys:
@@ -166,21 +194,26 @@ def stored_for(keys, detail: bool) -> tuple[str, ...]:
             need = [q]
         elif key == "normals":
             need = ["normals", q]
+        elif key == "specular" and layout == 1:
+            need = []  # layout 1 had no specular term: decoded as zeros
         else:
             need = [key]
         out += [n for n in need if n not in out]
     return tuple(out)
 
 
-def decode_sample(raw: dict[str, np.ndarray], keys=None) -> dict[str, np.ndarray]:
-    """Decoded arrays (docs/DESIGN.md keys) from the stored arrays of one sample.
+def decode_sample(raw: dict[str, np.ndarray], keys=None, layout: int = LAYOUT_VERSION) -> dict[str, np.ndarray]:
+    """Decoded arrays (docs/DESIGN.md keys) from the stored arrays of one sample of shard layout ``layout``.
 
     ``keys`` (default: all the sample has) limits the decoding to those keys; ``raw`` must then
-    hold at least ``stored_for(keys, detail)``. Each key decodes exactly as in the full decoding.
+    hold at least ``stored_for(keys, detail, layout)``. Each key decodes exactly as in the full decoding.
     """
+    if layout not in READABLE_LAYOUTS:
+        raise ValueError(f"layout {layout} cannot be decoded; readable layouts: {READABLE_LAYOUTS}")
     detail = "depth_coarse" in raw
     if keys is None:
-        keys = [k for k in DECODED_KEYS if (k not in PARAMETER_KEYS or k in raw) and (k != "depth_coarse" or detail)]
+        keys = [k for k in DECODED_KEYS if (k not in PARAMETER_KEYS or k in raw or (k == "specular" and layout == 1))
+                and (k != "depth_coarse" or detail)]
     wanted = set(keys)
     if not wanted <= _DECODED:
         stored_for(keys, detail)  # raises, naming the unknown key
@@ -197,7 +230,8 @@ def decode_sample(raw: dict[str, np.ndarray], keys=None) -> dict[str, np.ndarray
                                  * np.float32(DETAIL_STEP_MM), 0.0).astype(np.float32)
     for key in keys:
         if key == "image":
-            out[key] = delta2d_decode(raw["image"])
+            image = delta2d_decode(raw["image"])
+            out[key] = image if layout >= 2 else linear_to_srgb_u8(image.astype(np.float32) / 255.0)
         elif key == "depth":
             out[key] = depth
         elif key == "depth_coarse":
@@ -209,7 +243,9 @@ def decode_sample(raw: dict[str, np.ndarray], keys=None) -> dict[str, np.ndarray
         elif key == "pncc":
             out[key] = delta2d_decode(raw["pncc"]).astype(np.float32) / 255.0
         elif key == "albedo":
-            out[key] = raw["albedo"].astype(np.float32) / 255.0
+            out[key] = srgb_u8_to_linear(raw["albedo"]) if layout >= 2 else raw["albedo"].astype(np.float32) / 255.0
+        elif key == "specular" and layout == 1:
+            out[key] = np.zeros(2, np.float32)
         elif key == "mask":
             out[key] = mask
         elif key == "landmarks_visible":

@@ -219,6 +219,10 @@ class _ShardRenderer:
         self.renderer = FaceRenderer(model, config.size, platform=config.platform,
                                      background_dir=config.sampling.background_dir)
         self.renderer.warm_up(detail=config.sampling.detail)  # set-up cost outside the per-sample timings
+        if config.sampling.background == "photos" or config.sampling.occluders > 0:
+            from .backgrounds import default_bank
+
+            default_bank().load()  # the bundled photos, decoded once per process
 
     def render_shard(self, k: int, manifest: dict, progress: Callable[[int], None] | None = None) -> dict[str, float]:
         c = self.config

@@ -14,9 +14,13 @@ How a sample is rendered
 3. Per pixel (numpy): exact barycentrics of the pixel centre in its triangle
    (:func:`synth.raster.barycentrics`, perspective-correct, equivalent to the ray-triangle
    intersection of the camera model), then depth, normals, PNCC, albedo and the shading are
-   interpolated / computed **per pixel**: ``image = clip(albedo * (sh_basis(normal) @ sh), 0, 1)``
-   (:func:`synth.lighting.shade`, the same function the training loss uses), composited over the
-   background (:mod:`synth.backgrounds`).
+   interpolated / computed **per pixel**, in linear light:
+   ``linear = clip(albedo * (sh_basis(normal) @ sh) + specular, 0, 1)`` (the Lambertian SH term is
+   :func:`synth.lighting.shade`, the same formula the training loss uses; ``specular`` is the
+   Blinn-Phong highlight :func:`synth.lighting.blinn_phong` of the SH lighting's dominant light,
+   :func:`synth.lighting.dominant_light`, with the sample's strength and shininess, 0 when the
+   strength is 0), composited over the linear-light background (:mod:`synth.backgrounds`), occluders
+   painted, and the image encoded to sRGB uint8 (:func:`synth.color.linear_to_srgb_u8`), like a photo.
 
 Depth is camera-space ``-p_z`` in millimetres, 0 off the face. ``depth_coarse`` (detail on) is the
 depth of the model-only (coarse) version of the triangle hit by the pixel ray. Images have hard
@@ -34,9 +38,10 @@ from morphable_model.geometry import vertex_face_incidence, vertex_normals
 
 from . import camera as cam
 from .backgrounds import ImageFolder, draw_background, paint_occluders
+from .color import linear_to_srgb_u8
 from .detail import DetailBank, apply_detail, build_detail_bank, displacement
 from .gl import GLContext, PrimitiveIdPass, projection_matrix, select_platform
-from .lighting import shade
+from .lighting import blinn_phong, dominant_light, sh_basis, view_directions
 from .raster import barycentrics
 from .sampling import SampleParams
 
@@ -50,12 +55,13 @@ LANDMARK_DEPTH_TOL_MM = 5.0  # a landmark is hidden if the surface around its pi
 class RenderOutput:
     """Per-sample maps (H = W = size) and 2-D landmarks; see docs/DESIGN.md for the conventions."""
 
-    image: np.ndarray  # (H, W, 3) uint8, linear RGB over the background
+    image: np.ndarray  # (H, W, 3) uint8, sRGB-encoded, over the background
     depth: np.ndarray  # (H, W) float32 mm, 0 off-face
     depth_coarse: np.ndarray | None  # (H, W) float32 mm, model-only geometry (detail on)
     normals: np.ndarray  # (H, W, 3) float32 unit, camera frame, 0 off-face
     pncc: np.ndarray  # (H, W, 3) float32 [0, 1], 0 off-face
-    albedo: np.ndarray  # (H, W, 3) float32 [0, 1], 0 off-face
+    albedo: np.ndarray  # (H, W, 3) float32 [0, 1] linear RGB, 0 off-face
+    specular: np.ndarray | None  # (H, W, 3) float32 linear Blinn-Phong radiance (None: strength 0; not stored)
     mask: np.ndarray  # (H, W) bool, pixels covered by the face mesh
     landmarks: np.ndarray  # (68, 2) float32 pixel (u, v)
     landmarks_visible: np.ndarray  # (68,) bool
@@ -270,7 +276,16 @@ class FaceRenderer:
         n /= np.maximum(norm, 1e-12)[:, None]
         alb = np.clip(values[:, 3:6], 0.0, 1.0)
         pncc = np.clip(values[:, 6:9], 0.0, 1.0)
-        face_rgb = shade(alb, n, np.asarray(params.sh, np.float32))  # (P, 3)
+        sh = np.asarray(params.sh, np.float32)
+        face_rgb = alb * (sh_basis(n) @ sh)  # (P, 3) linear Lambertian radiance: (P, 9) @ (9, 3)
+        spec = None
+        if params.specular_strength > 0:
+            light_dir, light_color = dominant_light(sh)  # (3,), (3,)
+            view = view_directions(points, k, projection).astype(np.float32)  # (P, 3) surface -> camera
+            spec = blinn_phong(n, view, light_dir, light_color, np.float32(params.specular_strength),
+                               np.float32(params.shininess)).astype(np.float32)  # (P, 3)
+            face_rgb += spec
+        np.clip(face_rgb, 0.0, 1.0, out=face_rgb)
 
         def full(values: np.ndarray) -> np.ndarray:  # (P, C) face values -> (H, W, C) map, 0 off-face
             out = np.zeros((size * size,) + values.shape[1:], np.float32)
@@ -287,18 +302,18 @@ class FaceRenderer:
 
         background = draw_background(params.background_kind, params.background_color, params.background_seed,
                                      size, self._images)
-        image = np.ascontiguousarray(background, dtype=np.float32)  # (H, W, 3), owned
+        image = np.ascontiguousarray(background, dtype=np.float32)  # (H, W, 3) linear light, owned
         image.reshape(-1, 3)[pix] = face_rgb  # a view: writes into image
         paint_occluders(image, params.occluders)
-        image_u8 = np.round(image * 255.0).astype(np.uint8)
+        image_u8 = linear_to_srgb_u8(image)  # encoded like a photo
         lm, vis = self._landmarks_2d(verts_cam, k, projection, depth)
         t3 = time.perf_counter()
         self.timings["geometry"] += t1 - t0
         self.timings["render"] += t2 - t1
         self.timings["post"] += t3 - t2
         return RenderOutput(image=image_u8, depth=depth, depth_coarse=depth_coarse, normals=full(n),
-                            pncc=full(pncc), albedo=full(alb), mask=mask, landmarks=lm,
-                            landmarks_visible=vis, tri_id=tri_id)
+                            pncc=full(pncc), albedo=full(alb), specular=None if spec is None else full(spec),
+                            mask=mask, landmarks=lm, landmarks_visible=vis, tri_id=tri_id)
 
     def _landmarks_2d(self, verts_cam, k, projection, depth):
         """Projected landmarks ``(68, 2)`` and visibility ``(68,)``.

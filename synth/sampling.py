@@ -1,4 +1,4 @@
-"""Per-sample parameter priors: model coefficients, pose, camera, lighting, detail, background.
+"""Per-sample parameter priors: model coefficients, pose, camera, lighting, specular, detail, background.
 
 Every draw for global sample ``index`` comes from ``numpy.random.default_rng([seed, stream, index])``
 with one stream per purpose (:data:`STREAMS`), so sample ``i`` is the same whatever the shard size,
@@ -19,7 +19,8 @@ from .backgrounds import BACKGROUNDS
 from .detail import N_FIELDS, sample_detail_weights
 from .lighting import LIGHT_MODES, LightingConfig, sample_sh
 
-STREAMS = {"coefficients": 0, "pose": 1, "camera": 2, "lighting": 3, "detail": 4, "background": 5, "occluders": 6}
+STREAMS = {"coefficients": 0, "pose": 1, "camera": 2, "lighting": 3, "detail": 4, "background": 5, "occluders": 6,
+           "specular": 7}
 
 
 def sample_rng(seed: int, stream: str, index: int) -> np.random.Generator:
@@ -44,9 +45,12 @@ class SamplingConfig:
     framing_jitter: float = 1.0  # --framing-jitter: x the detector's measured crop bias and spread (0 = the exact rule)
     detail: bool = True  # --detail/--no-detail: procedural fine-scale geometry
     detail_scale: float = 1.0  # --detail-scale: multiplies every detail amplitude
-    background: str = "noise"  # --background: none | solid | noise | images
+    background: str = "photos"  # --background: photos (bundled real photos) | images | noise | solid | none
     background_dir: str | None = None  # --background-dir: folder of images for --background images
-    occluders: float = 0.0  # --occluders: probability that a sample gets 1-3 occluding shapes
+    occluders: float = 0.2  # --occluders: probability that a sample gets 1-3 occluding shapes
+    specular: bool = True  # --specular/--no-specular: Blinn-Phong highlight from the SH lighting's dominant light
+    specular_strength: tuple[float, float] = (0.0, 0.5)  # --specular-strength: strength ~ U(lo, hi) x light irradiance
+    shininess: tuple[float, float] = (4.0, 64.0)  # --shininess: Blinn-Phong exponent, log-uniform in lo, hi
     lighting: LightingConfig | None = None  # advanced lighting prior (default: from --lights)
 
     def __post_init__(self) -> None:
@@ -82,6 +86,12 @@ class SamplingConfig:
             raise ValueError("--background images needs --background-dir DIR")
         if not 0 <= self.occluders <= 1:
             raise ValueError(f"--occluders must be a probability in [0, 1], got {self.occluders}")
+        self.specular_strength = tuple(float(x) for x in self.specular_strength)
+        self.shininess = tuple(float(x) for x in self.shininess)
+        if not (len(self.specular_strength) == 2 and 0 <= self.specular_strength[0] <= self.specular_strength[1] <= 10):
+            raise ValueError(f"--specular-strength must be lo,hi with 0 <= lo <= hi <= 10, got {self.specular_strength}")
+        if not (len(self.shininess) == 2 and 1 <= self.shininess[0] <= self.shininess[1] <= 10000):
+            raise ValueError(f"--shininess must be lo,hi with 1 <= lo <= hi <= 10000, got {self.shininess}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (round-trips through ``SamplingConfig(**d)``)."""
@@ -144,13 +154,15 @@ def face_framing(model) -> FramingConstants:
 
 @dataclasses.dataclass
 class Occluder:
-    """A flat shape painted over the image (RGB only; geometry maps are unaffected)."""
+    """A shape painted over the image (RGB only; geometry maps are unaffected), see
+    :func:`synth.backgrounds.paint_occluders`."""
 
     kind: str  # "ellipse" | "rectangle"
     center: np.ndarray  # (2,) pixel (u, v)
     half_size: np.ndarray  # (2,) pixels
     angle: float  # radians
-    color: np.ndarray  # (3,) float [0, 1]
+    color: np.ndarray  # (3,) float [0, 1] sRGB, the fill when there is no texture
+    texture_seed: int | None = None  # seed of a photo-bank texture fill (None: flat colour)
 
 
 @dataclasses.dataclass
@@ -171,6 +183,8 @@ class SampleParams:
     background_color: np.ndarray  # (3,) float, solid colour / noise base colour
     background_seed: int  # seed of the noise texture / image choice and crop
     occluders: list[Occluder]
+    specular_strength: float = 0.0  # Blinn-Phong strength (x the dominant light's irradiance); 0 = none
+    shininess: float = 16.0  # Blinn-Phong exponent
 
     @property
     def rotation(self) -> np.ndarray:
@@ -263,20 +277,36 @@ def sample_camera(rng: np.random.Generator, config: SamplingConfig, frame: Frami
     return intrinsics.astype(np.float32), translation.astype(np.float32)
 
 
+OCCLUDER_TEXTURED = 0.8  # share of the occluders filled with a photo-bank texture (the rest: a flat colour)
+
+
 def sample_occluders(rng: np.random.Generator, config: SamplingConfig, size: int) -> list[Occluder]:
-    """With probability ``occluders``, 1-3 random ellipses/rectangles near the image centre."""
+    """With probability ``occluders``, 1-3 random ellipses/rectangles near the image centre
+    (centre U(0.2, 0.8) x size, half sizes U(0.05, 0.2) x size, any angle), each filled with a
+    photo-bank texture (``OCCLUDER_TEXTURED`` of them) or a flat sRGB colour U(0, 1)."""
     if config.occluders <= 0 or rng.uniform() >= config.occluders:
         return []
     out = []
     for _ in range(int(rng.integers(1, 4))):
-        out.append(Occluder(
-            kind=str(rng.choice(["ellipse", "rectangle"])),
-            center=rng.uniform(0.2, 0.8, 2) * size,
-            half_size=rng.uniform(0.05, 0.2, 2) * size,
-            angle=float(rng.uniform(0, math.pi)),
-            color=rng.uniform(0.0, 1.0, 3),
-        ))
+        kind = str(rng.choice(["ellipse", "rectangle"]))
+        center = rng.uniform(0.2, 0.8, 2) * size
+        half_size = rng.uniform(0.05, 0.2, 2) * size
+        angle = float(rng.uniform(0, math.pi))
+        color = rng.uniform(0.0, 1.0, 3)
+        textured = rng.uniform() < OCCLUDER_TEXTURED
+        seed = int(rng.integers(0, 2**31 - 1))
+        out.append(Occluder(kind=kind, center=center, half_size=half_size, angle=angle, color=color,
+                            texture_seed=seed if textured else None))
     return out
+
+
+def sample_specular(rng: np.random.Generator, config: SamplingConfig) -> tuple[float, float]:
+    """Blinn-Phong ``(strength, shininess)``: strength ~ U(``specular_strength``) (0 with
+    ``specular`` off), shininess log-uniform in ``shininess`` (drawn either way)."""
+    strength = float(rng.uniform(*config.specular_strength))
+    lo, hi = config.shininess
+    shininess = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return (strength if config.specular else 0.0), shininess
 
 
 def sample_params(model, config: SamplingConfig, size: int, seed: int, index: int,
@@ -295,9 +325,11 @@ def sample_params(model, config: SamplingConfig, size: int, seed: int, index: in
     background_color = bg.uniform(0.0, 1.0, 3)
     background_seed = int(bg.integers(0, 2**31 - 1))
     occluders = sample_occluders(sample_rng(seed, "occluders", index), config, size)
+    strength, shininess = sample_specular(sample_rng(seed, "specular", index), config)
     return SampleParams(
         index=int(index), alpha_id=alpha_id, alpha_exp=alpha_exp, beta=beta, pose=pose,
         translation=translation, intrinsics=intrinsics, projection=config.projection, sh=sh,
         detail_weights=detail_weights, background_kind=config.background,
         background_color=background_color, background_seed=background_seed, occluders=occluders,
+        specular_strength=strength, shininess=shininess,
     )

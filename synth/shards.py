@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import decode_sample, stored_for
+from .codecs import LAYOUT_VERSION, READABLE_LAYOUTS, decode_sample, stored_for
 
 __all__ = [
     "LAYOUT_VERSION",
+    "READABLE_LAYOUTS",
     "SHARD_PATTERN",
     "TEMP_PREFIX",
     "COMPRESSIONS",
@@ -40,14 +41,13 @@ __all__ = [
     "plain_attr",
 ]
 
-LAYOUT_VERSION = 1
 SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.h5$")
 TEMP_PREFIX = ".tmp-"
 COMPRESSIONS = ("gzip", "lzf")
 
 # name: (unit, encoding, description) of every stored dataset
 DATASETS: dict[str, tuple[str, str, str]] = {
-    "image": ("linear RGB / 255", "delta2d", "rendered image over the background"),
+    "image": ("sRGB / 255", "delta2d", "rendered image over the background, sRGB-encoded like a photo"),
     "depth": ("mm", "delta2d of q uint16: 0 = off-face, depth = depth_offset + (q - 1) * depth_step",
               "camera-space depth -p_z of the (detailed) surface"),
     "depth_offset": ("mm", "raw", "depth of q = 1"),
@@ -57,7 +57,7 @@ DATASETS: dict[str, tuple[str, str, str]] = {
                      "detailed minus coarse depth (the fine detail)"),
     "normals": ("unit", "delta2d of octahedral int8 (x, y) / 127", "camera-frame unit normals"),
     "pncc": ("[0, 1] * 255", "delta2d of uint8", "normalised mean-shape coordinates"),
-    "albedo": ("[0, 1] * 255", "uint8", "per-pixel albedo, linear RGB"),
+    "albedo": ("linear RGB [0, 1]", "uint8 sRGB-encoded: albedo = srgb_to_linear(q / 255)", "per-pixel albedo, linear RGB"),
     "landmarks": ("pixel", "raw", "68 projected landmarks (u, v), iBUG order"),
     "landmarks_visible": ("bool", "uint8 0/1", "landmark not self-occluded and inside the image"),
     "alpha_id": ("std", "raw", "identity coefficients"),
@@ -68,6 +68,8 @@ DATASETS: dict[str, tuple[str, str, str]] = {
     "translation": ("mm", "raw", "t in p = R v + t"),
     "intrinsics": ("pixel", "raw", "[[fx,0,cx],[0,fy,cy],[0,0,1]] (weak perspective: fx = fy = s px/mm)"),
     "detail_weights": ("mm", "raw", "amplitudes of the synth.detail bank fields"),
+    "specular": ("(x light irradiance, exponent)", "raw",
+                 "Blinn-Phong (strength, shininess) of the highlight from the SH lighting's dominant light"),
     "index": ("", "raw", "global sample index"),
 }
 MAP_DATASETS = ("image", "depth", "depth_coarse", "depth_detail", "normals", "pncc", "albedo")
@@ -122,7 +124,7 @@ class ShardWriter:
             "landmarks_visible": ((68,), np.uint8), "alpha_id": ((dims["alpha_id"],), np.float32),
             "alpha_exp": ((dims["alpha_exp"],), np.float32), "beta": ((dims["beta"],), np.float32),
             "sh": ((9, 3), np.float32), "pose": ((3,), np.float32), "translation": ((3,), np.float32),
-            "intrinsics": ((3, 3), np.float32), "index": ((), np.int64),
+            "intrinsics": ((3, 3), np.float32), "specular": ((2,), np.float32), "index": ((), np.int64),
         }
         if not detail:
             shapes["depth"] = ((h, w), np.uint16)
@@ -239,8 +241,10 @@ class ShardReader:
         self._plans: dict[tuple, tuple] = {}  # keys -> the stored datasets they need (checked once)
         f = self._file()
         version = int(f.attrs.get("layout_version", -1))
-        if version != LAYOUT_VERSION:
-            raise ValueError(f"shard {str(self.path)!r} has layout_version {version}, expected {LAYOUT_VERSION}")
+        if version not in READABLE_LAYOUTS:
+            raise ValueError(f"shard {str(self.path)!r} has layout_version {version}; this reader needs one of "
+                             f"{', '.join(map(str, READABLE_LAYOUTS))} (re-render it with this version's synth-cli)")
+        self.layout = version
         self._n = int(f.attrs["n_samples"])
         self.attrs: dict[str, Any] = {k: plain_attr(v) for k, v in f.attrs.items()}
         self.keys = tuple(f.keys())
@@ -290,16 +294,16 @@ class ShardReader:
         """Decoded arrays of sample ``i`` (keys and dtypes of docs/DESIGN.md): all of them, or only
         ``keys`` (``ValueError`` for a key this shard cannot have)."""
         if keys is None:
-            return decode_sample(self.read_raw(i))
+            return decode_sample(self.read_raw(i), layout=self.layout)
         keys = tuple(keys)
         need = self._plans.get(keys)
         if need is None:
-            need = stored_for(keys, self.detail)
+            need = stored_for(keys, self.detail, self.layout)
             missing = [name for name in need if name not in self.keys]
             if missing:
                 raise ValueError(f"shard {str(self.path)!r} lacks the datasets {missing} (needed for keys {list(keys)})")
             self._plans[keys] = need
-        return decode_sample(self.read_raw(i, need), keys)
+        return decode_sample(self.read_raw(i, need), keys, self.layout)
 
     def __iter__(self):
         for i in range(self._n):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .codecs import decode_sample
-from .shards import LAYOUT_VERSION, SHARD_PATTERN, list_shards, plain_attr, shard_bounds, shard_count, shard_name
+from .shards import READABLE_LAYOUTS, SHARD_PATTERN, list_shards, plain_attr, shard_bounds, shard_count, shard_name
 
 __all__ = ["ShardReport", "verify_shard", "verify_dir"]
 
@@ -34,6 +34,9 @@ class ShardReport:
 def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None) -> ShardReport:
     """Check a shard: opens, layout, counts, indices, checksums (every chunk read), NaNs, value ranges.
 
+    Every readable layout (:data:`synth.codecs.READABLE_LAYOUTS`) is checked with its own datasets
+    (layout 2 adds ``specular``: strength >= 0, shininess >= 1); another layout is a problem.
+
     ``expected`` (optional): ``{"n_total", "shard_size", "size", "seed", "model_fingerprint"}`` from the
     dataset manifest, to check the shard belongs to it.
     """
@@ -49,8 +52,9 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
     with f:
         a = f.attrs
         try:
-            if int(a.get("layout_version", -1)) != LAYOUT_VERSION:
-                problems.append(f"layout_version {a.get('layout_version')} != {LAYOUT_VERSION}")
+            layout = int(a.get("layout_version", -1))
+            if layout not in READABLE_LAYOUTS:
+                problems.append(f"layout_version {a.get('layout_version')} is not one of {READABLE_LAYOUTS}")
             if not bool(a.get("complete", False)):
                 problems.append("not marked complete")
             n = int(a["n_samples"])
@@ -69,36 +73,39 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
                     problems.append(f"attribute {key}={plain_attr(a.get(key))!r}, dataset manifest says {expected[key]!r}")
         required = ["image", "depth_offset", "depth_step", "normals", "pncc", "albedo", "landmarks",
                     "landmarks_visible", "alpha_id", "alpha_exp", "beta", "sh", "pose", "translation",
-                    "intrinsics", "index"]
+                    "intrinsics", "index"] + (["specular"] if layout >= 2 else [])
         if bool(a.get("detail", False)):
             required += ["depth_coarse", "depth_detail", "detail_weights"]
         else:
             required += ["depth"]
-        missing = [r for r in required if r not in f]
-        if missing:
-            return ShardReport(path.name, n, problems + [f"missing datasets: {', '.join(missing)}"])
-        for name in required:
-            if f[name].shape[0] != n:
-                problems.append(f"{name} has {f[name].shape[0]} rows, expected {n}")
+        try:
+            missing = [r for r in required if r not in f]
+            if missing:
+                return ShardReport(path.name, n, problems + [f"missing datasets: {', '.join(missing)}"])
+            for name in required:
+                if f[name].shape[0] != n:
+                    problems.append(f"{name} has {f[name].shape[0]} rows, expected {n}")
+        except (OSError, RuntimeError) as e:  # h5py: a corrupt object header or link table (bad checksum)
+            return ShardReport(path.name, n, problems + [f"corrupt HDF5 structure ({str(e).splitlines()[0]})"])
         if problems:
             return ShardReport(path.name, n, problems)
         size = int(a["size"])
         for i in range(n):
             try:
                 raw = {name: f[name][i] for name in f.keys()}
-            except OSError as e:  # fletcher32 mismatch / broken compressed chunk
+            except (OSError, RuntimeError) as e:  # fletcher32 mismatch / broken compressed chunk
                 problems.append(f"sample {i}: unreadable chunk ({str(e).splitlines()[0]})")
                 if len(problems) >= 10:
                     break
                 continue
-            problems += [f"sample {i}: {p}" for p in _check_sample(raw, start + i, size)]
+            problems += [f"sample {i}: {p}" for p in _check_sample(raw, start + i, size, layout)]
             if len(problems) >= 10:
                 problems.append("... (stopped after 10 problems)")
                 break
     return ShardReport(path.name, n, problems)
 
 
-def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int) -> list[str]:
+def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, layout: int) -> list[str]:
     out = []
     if int(raw["index"]) != expected_index:
         out.append(f"index {int(raw['index'])} != expected {expected_index}")
@@ -109,7 +116,7 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int) ->
             out.append(f"{key} has NaN/inf")
     if out:
         return out
-    d = decode_sample(raw)
+    d = decode_sample(raw, layout=layout)
     if not d["mask"].any():
         out.append("face mask is empty")
     if not (float(raw["depth_step"]) > 0 and float(raw["depth_offset"]) >= 0):
@@ -128,6 +135,8 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int) ->
         out.append(f"pose out of range {raw['pose'].tolist()}")
     if raw["landmarks_visible"].max(initial=0) > 1:
         out.append("landmarks_visible not 0/1")
+    if "specular" in raw and not (raw["specular"].shape == (2,) and raw["specular"][0] >= 0 and raw["specular"][1] >= 1):
+        out.append(f"bad specular (strength, shininess) {raw['specular'].tolist()}")
     return out
 
 

@@ -168,6 +168,38 @@ def test_clear_errors_touch_nothing(reference, tmp_path, tmp_model_h5):
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reference.iterdir()} == snapshot
 
 
+def test_photo_colour_flags(tmp_path, tmp_model_h5):
+    """--background-dir alone selects the folder; --no-specular and the specular ranges reach the
+    stored parameters; the images are sRGB (the folder's colour comes back exactly)."""
+    import json
+
+    from PIL import Image
+
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), [10, 200, 30], np.uint8)).save(folder / "a.png")
+    out = tmp_path / "s"
+    res = _run("render", "--out", out, "--model", tmp_model_h5, "--n", "2", "--size", "32", "--background-dir", folder,
+               "--occluders", "0", "--no-specular")
+    assert res.exit_code == 0, res.output
+    sampling = json.loads((out / "dataset.json").read_text())["sampling"]
+    assert sampling["background"] == "images" and sampling["specular"] is False
+    with ShardReader(out / "shard-00000.h5") as r:
+        assert r.layout == 2
+        for i in range(2):
+            d = r.read(i)
+            assert d["specular"][0] == 0
+            np.testing.assert_array_equal(d["image"][~d["mask"]], np.tile([10, 200, 30], ((~d["mask"]).sum(), 1)))
+    out2 = tmp_path / "s2"
+    res = _run("render", "--out", out2, "--model", tmp_model_h5, "--n", "2", "--size", "32",
+               "--specular-strength", "0.3,0.3", "--shininess", "20,20")
+    assert res.exit_code == 0, res.output
+    with ShardReader(out2 / "shard-00000.h5") as r:
+        np.testing.assert_allclose(r.read(1)["specular"], [0.3, 20.0], rtol=1e-6)
+    res = _run("render", "--out", tmp_path / "s3", "--n", "2", "--specular-strength", "a,b")
+    assert res.exit_code == 2 and "--specular-strength" in res.output
+
+
 def test_verify_names_the_corrupted_shard(reference, tmp_path):
     import shutil
 

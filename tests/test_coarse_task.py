@@ -61,9 +61,10 @@ def test_tiny_run_loss_falls_and_validates(data, tiny_model, tmp_path):
                             color_jitter=0.0, crop_jitter=0.0), model=tiny_model)
     losses = [loss for _, loss in res.losses]
     assert len(losses) == 12 and all(math.isfinite(v) for v in losses)
-    # falls clearly in 60 steps: measured 8.18 -> 7.17 (-12 %). (Renders framed like photo crops start
-    # lower than the old tight crops did, 10.5, whose landmarks could leave the image.)
-    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:2])
+    # falls clearly in 60 steps: measured 8.18 -> 7.17 (-12 %) with model v2, 7.98 -> 7.27 (-9 %) with
+    # v3 (head and neck in the image, linear skin albedo: darker renders). (Renders framed like photo
+    # crops start lower than the old tight crops did, 10.5, whose landmarks could leave the image.)
+    assert np.mean(losses[-3:]) < 0.94 * np.mean(losses[:2])
     for it in (1, 2):
         for name in ("vertex_rmse_mm", "depth_err_mean_pct", "depth_err_median_pct", "landmark_nme"):
             assert math.isfinite(res.val[f"{name}/it{it}"])

@@ -65,7 +65,8 @@ def _sample(detail: bool, rng):
                           landmarks_visible=rng.uniform(size=68) > 0.5)
     params = SimpleNamespace(alpha_id=rng.normal(size=5), alpha_exp=rng.normal(size=3), beta=rng.normal(size=4),
                              sh=rng.normal(size=(9, 3)), pose=rng.normal(size=3), translation=rng.normal(size=3),
-                             intrinsics=np.eye(3), index=7, detail_weights=rng.uniform(size=16) if detail else None)
+                             intrinsics=np.eye(3), index=7, detail_weights=rng.uniform(size=16) if detail else None,
+                             specular_strength=0.3, shininess=20.0)
     return codecs.encode_sample(params, out), out
 
 

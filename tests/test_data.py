@@ -66,7 +66,7 @@ def test_resize_scales_intrinsics_and_landmarks_exactly(shards, tiny_model):
 
 def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
     plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)
-    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(color_jitter=0.0, crop_jitter=0.1), seed=1)
+    jit = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(color_jitter=0.0, crop_jitter=0.1, photo=None), seed=1)
     a, b = plain[7], jit[(7, 0)]
     dx = int(round(float(b["intrinsics"][0, 2] - a["intrinsics"][0, 2])))
     dy = int(round(float(b["intrinsics"][1, 2] - a["intrinsics"][1, 2])))
@@ -78,13 +78,39 @@ def test_crop_jitter_moves_principal_point_with_the_image(shards, tiny_model):
 
 
 def test_augmentation_is_a_function_of_seed_epoch_index(shards, tiny_model):
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05), seed=3)
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=None), seed=3)
     for key in ("image", "color", "intrinsics"):
         torch.testing.assert_close(ds[(4, 1)][key], ds[(4, 1)][key], rtol=0, atol=0)
         assert not torch.equal(ds[(4, 1)][key], ds[(4, 2)][key])
     plain = ShardDataset(shards, fingerprint=tiny_model.fingerprint)[4]
     torch.testing.assert_close(ds[4]["image"], plain["image"])  # plain indices are never augmented
     torch.testing.assert_close(ds[4]["color"], plain["color"])
+
+
+def test_photo_degradations_in_the_loader(shards, tiny_model):
+    """Photo augmentation: a pure function of (seed, epoch, index), applied to the image only, on
+    top of the shift/colour draws (its own stream), never on plain indices; off = identity."""
+    import dataclasses
+
+    from train.augment import PhotoAugment
+    from train.config import CoarseConfig
+
+    photo = dataclasses.replace(PhotoAugment.from_config(CoarseConfig(data="d", out="o")), p=1.0)
+    base = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=None), seed=3)
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, augment=Augment(0.2, 0.05, photo=photo), seed=3)
+    a, b = ds[(4, 1)], ds[(4, 1)]
+    torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
+    assert not torch.equal(a["image"], ds[(4, 2)]["image"]) and not torch.equal(a["image"], ds[(5, 1)]["image"])
+    plain = base[(4, 1)]
+    assert not torch.equal(a["image"], plain["image"])  # degraded ...
+    for key in ("color", "intrinsics", "landmarks", "mask"):  # ... and nothing else changed
+        torch.testing.assert_close(a[key], plain[key], rtol=0, atol=0)
+    want = photo(plain["image"].permute(1, 2, 0).numpy(), np.random.default_rng([3, 13, 1, 4]))
+    np.testing.assert_array_equal(a["image"].permute(1, 2, 0).numpy(), want)  # the documented stream
+    torch.testing.assert_close(ds[4]["image"], base[4]["image"], rtol=0, atol=0)  # plain index: never
+    off = ShardDataset(shards, fingerprint=tiny_model.fingerprint,
+                       augment=Augment(0.2, 0.05, photo=dataclasses.replace(photo, p=0.0)), seed=3)
+    torch.testing.assert_close(off[(4, 1)]["image"], plain["image"], rtol=0, atol=0)
 
 
 def test_image_to_float_applies_the_colour_jitter():
@@ -134,7 +160,7 @@ def test_samples_match_the_full_shard_decoding(shards, tiny_model):
     decoding of ShardReader.read gives, augmented or not."""
     from synth.shards import ShardReader
 
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05))
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05, photo=None))
     for item in (0, 17, (30, 2)):
         i, epoch = item if isinstance(item, tuple) else (item, None)
         k, j = ds.locate(i)
@@ -180,7 +206,7 @@ def test_rank_indices_split_shards_or_samples(shards, tiny_model):
 
 def test_loader_workers_match_in_process(shards, tiny_model):
     """Per-worker lazy h5 handles: 2 workers return exactly what the main process reads."""
-    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32, augment=Augment(0.1, 0.05))
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=32, augment=Augment(0.1, 0.05, photo=None))
     ds[0]  # opens a handle in the parent: workers must not reuse it
     idx = np.arange(36)
     a = list(make_train_loader(ds, idx, 6, seed=0, total_steps=4, workers=0))
@@ -192,7 +218,7 @@ def test_loader_workers_match_in_process(shards, tiny_model):
 
 def test_augment_validation_names_flag():
     with pytest.raises(ValueError, match="--crop-jitter must be in"):
-        Augment(color_jitter=0.0, crop_jitter=0.5)
+        Augment(color_jitter=0.0, crop_jitter=0.5, photo=None)
 
 
 def test_augment_takes_the_job_config_values():
@@ -202,4 +228,8 @@ def test_augment_takes_the_job_config_values():
 
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Augment))  # no second defaults
     cfg = CoarseConfig(data="d", out="o")
-    assert Augment.from_config(cfg) == Augment(cfg.color_jitter, cfg.crop_jitter)
+    from train.augment import PhotoAugment
+
+    assert Augment.from_config(cfg) == Augment(cfg.color_jitter, cfg.crop_jitter, PhotoAugment.from_config(cfg))
+    assert Augment.from_config(cfg).photo is not None  # photo degradations on by default
+    assert Augment.from_config(CoarseConfig(data="d", out="o", photo_aug=False)).photo is None

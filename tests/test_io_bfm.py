@@ -71,13 +71,37 @@ def write_bfm2009(path, m, *, v73=False, drop=None, **override):
 def test_round_trip_exact(tiny_model, tmp_model_h5):
     m2 = load_bfm2017(tmp_model_h5)
     for name in ("mean_shape", "id_basis", "id_std", "exp_basis", "exp_std", "albedo_mean", "albedo_basis",
-                 "albedo_std", "triangles", "landmarks", "face_region"):
+                 "albedo_std", "triangles", "landmarks", "face_region", "regions"):
         a, b = getattr(tiny_model, name), getattr(m2, name)
         np.testing.assert_array_equal(a, b, err_msg=name)
         assert a.dtype == b.dtype, name
+    assert m2.region_names == tiny_model.region_names and len(m2.region_names) >= 6
     assert m2.fingerprint == tiny_model.fingerprint
     assert m2.source == tiny_model.source and m2.unit == "mm"
     assert load_model(tmp_model_h5).fingerprint == tiny_model.fingerprint
+
+
+def test_region_labels_layout_and_errors(tiny_model, tmp_model_h5, tmp_path):
+    with h5py.File(tmp_model_h5, "r") as f:
+        ds = f["metadata/detailface/regions"]
+        assert ds.shape == (tiny_model.n_vertices,) and ds.dtype == np.uint8
+        assert json.loads(ds.attrs["names"]) == list(tiny_model.region_names)
+    # a model without labels (BFM files) writes and reads none
+    plain = tiny_model.replace(regions=None, region_names=())
+    m2 = load_bfm2017(save_bfm2017(plain, tmp_path / "plain.h5"))
+    assert m2.regions is None and m2.region_names == ()
+    # labels beyond the names, or names that are not a JSON list: one-line errors naming the key
+    for name, value, attr in (("labels.h5", 99, None), ("names.h5", None, "not json")):
+        path = tmp_path / name
+        save_bfm2017(tiny_model, path)
+        with h5py.File(path, "r+") as f:
+            ds = f["metadata/detailface/regions"]
+            if value is not None:
+                ds[0] = value
+            if attr is not None:
+                ds.attrs["names"] = attr
+        with pytest.raises(ModelFileError, match="metadata/detailface/regions"):
+            load_bfm2017(path)
 
 
 def test_writer_layout(tiny_model, tmp_model_h5):

@@ -113,3 +113,62 @@ def test_sh9_is_mostly_frontal_top():
 def test_lighting_config_validation():
     with pytest.raises(ValueError, match="--lights must be one of"):
         LightingConfig(mode="sun")
+
+
+# ---------------------------------------------------------------------------- specular term
+def test_dominant_light_recovers_a_directional_light():
+    from synth.lighting import dominant_light
+
+    d = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
+    color = np.array([0.6, 0.5, 0.3])
+    sh = directional_sh(d, color) + ambient_sh([0.4, 0.35, 0.3])  # ambient lives in band 0 only
+    direction, got = dominant_light(sh)
+    np.testing.assert_allclose(direction, d, atol=1e-12)
+    np.testing.assert_allclose(got, color, atol=1e-12)
+    t_dir, t_col = dominant_light(torch.tensor(np.stack([sh, sh])))  # batched torch
+    np.testing.assert_allclose(t_dir.numpy(), np.stack([d, d]), atol=1e-12)
+    np.testing.assert_allclose(t_col.numpy(), np.stack([color, color]), atol=1e-12)
+    # no band 1: no light colour (so no highlight), direction +z by convention
+    direction, got = dominant_light(ambient_sh([1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(direction, [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(got, [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"sh must be \(\.\.\., 9, 3\)"):
+        dominant_light(np.zeros((9, 2)))
+
+
+def test_blinn_phong_golden_values():
+    from synth.lighting import blinn_phong
+
+    light = np.array([0.0, 0.0, 1.0])
+    color = np.array([1.0, 0.5, 0.25])
+    view = np.array([0.0, 0.0, 1.0])
+    s = 1 / np.sqrt(2)
+    normals = np.array([[0, 0, 1.0], [s, 0, s], [0, 0, -1.0]])
+    out = blinn_phong(normals, np.broadcast_to(view, (3, 3)), light, color, 0.5, 16.0)
+    # half vector = +z: peak 0.5 * colour facing it, cos(45 deg)^16 = 2^-8 at 45 deg, 0 facing away
+    np.testing.assert_allclose(out, [0.5 * color, 0.5 * color * 2.0 ** -8, [0, 0, 0]], atol=1e-12)
+    # light from the side (+x), viewer at +z: the highlight is on the normal half way between
+    side = blinn_phong(np.array([s, 0, s]), view, np.array([1.0, 0, 0]), color, 1.0, 50.0)
+    np.testing.assert_allclose(side, color, atol=1e-12)
+    t = blinn_phong(torch.tensor(normals), torch.tensor(np.broadcast_to(view, (3, 3)).copy()), torch.tensor(light),
+                    torch.tensor(color), 0.5, 16.0)
+    np.testing.assert_allclose(t.numpy(), out, atol=1e-12)
+
+
+def test_view_directions_point_to_the_camera():
+    from synth import camera as cam
+    from synth.lighting import view_directions
+
+    k = cam.intrinsics_matrix(100.0, 100.0, 16.0, 16.0)
+    c = np.arange(32) + 0.5
+    uv = np.stack(np.meshgrid(c, c), axis=-1)  # (32, 32, 2) pixel centres (u, v)
+    v = view_directions(uv, k, "perspective")
+    assert v.shape == (32, 32, 3)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=-1), 1.0, atol=1e-12)
+    # a point on the ray of pixel (row 3, col 20) projects back to that pixel, and the view vector is -p / |p|
+    p = -v[3, 20] * 500.0
+    uv_p, _ = cam.project(p[None], k, "perspective")
+    np.testing.assert_allclose(uv_p[0], [20.5, 3.5], atol=1e-9)
+    np.testing.assert_array_equal(view_directions(uv, k, "weak_perspective")[..., 2], 1.0)
+    t = view_directions(torch.tensor(uv), torch.tensor(k), "perspective")
+    np.testing.assert_allclose(t.numpy(), v, atol=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 
@@ -29,8 +30,8 @@ def test_tiny_model_is_valid(tiny_model):
     assert m.n_id >= 1 and m.n_albedo >= 1
     assert m.mean_shape.dtype == np.float32 and m.triangles.dtype == np.int32
     assert m.landmarks.dtype == np.int64
-    # the face looks toward +z: most vertex normals of the mean shape have a positive z
-    assert (m.vertex_normals()[:, 2] > 0).mean() > 0.7
+    # the face looks toward +z: most vertex normals of the inner face have a positive z
+    assert (m.vertex_normals()[m.face_region, 2] > 0).mean() > 0.7
 
 
 def test_arrays_are_read_only_copies(ellipsoid_model):
@@ -221,6 +222,44 @@ def test_fingerprint(ellipsoid_model):
     assert MorphableModel(**{**_fields(m), "landmarks": None}).fingerprint != fp
     tri = m.triangles[:, [0, 2, 1]]
     assert MorphableModel(**{**_fields(m), "triangles": tri}).fingerprint != fp
+
+
+def test_fingerprint_without_regions_is_unchanged(ellipsoid_model):
+    # region labels were added later: a model without them (every BFM file) keeps the fingerprint it
+    # had before (written out here: name, dtype, shape, bytes of the original fields, in order)
+    m = ellipsoid_model
+    h = hashlib.sha256()
+    for name in ("mean_shape", "id_basis", "id_std", "exp_basis", "exp_std", "albedo_mean", "albedo_basis",
+                 "albedo_std", "triangles", "landmarks", "face_region"):
+        a = getattr(m, name)
+        h.update(name.encode())
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    assert m.regions is None and m.fingerprint == h.hexdigest()
+    labelled = m.replace(regions=np.zeros(m.n_vertices, np.uint8), region_names=("face",))
+    assert labelled.fingerprint != m.fingerprint
+    assert m.replace(regions=labelled.regions, region_names=("skin",)).fingerprint != labelled.fingerprint
+
+
+def test_region_labels(ellipsoid_model, tiny_model):
+    m = ellipsoid_model
+    labels = (np.arange(m.n_vertices) % 3).astype(np.uint8)
+    r = m.replace(regions=labels, region_names=("a", "b", "c"))
+    assert r.regions.dtype == np.uint8 and not r.regions.flags.writeable
+    np.testing.assert_array_equal(r.region_mask("b", "c"), labels > 0)
+    with pytest.raises(ValueError, match="unknown region 'd'"):
+        r.region_mask("d")
+    with pytest.raises(ValueError, match="has no region labels"):
+        m.region_mask("a")
+    with pytest.raises(ValueError, match="regions must be"):
+        m.replace(regions=labels[:-1], region_names=("a", "b", "c"))
+    with pytest.raises(ValueError, match="regions must index region_names"):
+        m.replace(regions=labels, region_names=("a", "b"))
+    with pytest.raises(ValueError, match="region_names given without regions"):
+        m.replace(region_names=("a",))
+    with pytest.raises(ValueError, match="distinct"):
+        m.replace(regions=labels, region_names=("a", "a", "c"))
+    assert tiny_model.region_mask("face", "eyes")[tiny_model.landmarks].all()  # the built-in model's labels
 
 
 def test_pncc_colors(ellipsoid_model):

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from morphable_model import MorphableModel
+from morphable_model.geometry import face_normals
 from synth import camera as cam
 from synth.detail import N_FIELDS
-from synth.lighting import shade
+from synth.color import linear_to_srgb_u8
+from synth.lighting import blinn_phong, dominant_light, sh_basis, shade, view_directions
 from synth.raster import barycentrics, rasterize_reference
 from synth.render import FaceRenderer, LANDMARK_DEPTH_TOL_MM, MeshRenderer
 from synth.sampling import SamplingConfig, sample_params
@@ -63,7 +65,8 @@ def test_golden_square(square_renderer):
     rows = np.arange(16, 48) + 0.5
     np.testing.assert_allclose(out.pncc[16:48, 20, 1], 1 - (rows - 16) / 32, atol=1e-5)  # y up
     assert set(np.unique(out.tri_id)) == {-1, 0, 1}
-    np.testing.assert_allclose(out.image[expected], 128, atol=1)  # albedo 0.5 x irradiance 1
+    # albedo 0.5 x irradiance 1 = linear 0.5, stored sRGB-encoded: 255 * 0.735357 = 187.5
+    np.testing.assert_allclose(out.image[expected], 188, atol=1)
     assert out.image.dtype == np.uint8 and out.depth.dtype == np.float32 and out.mask.dtype == bool
 
 
@@ -117,18 +120,22 @@ def test_matches_reference_rasterizer(tiny_model, tiny_renderer, projection):
 
 def test_vertex_pixel_has_vertex_depth(tiny_model, tiny_renderer):
     # a vertex's projected pixel, when covered by a triangle using that vertex, has the vertex's depth up
-    # to the surface slope over <= 0.71 px. For vertices facing the camera (normal z > 0.5, slope <= tan 60
-    # = 1.73) that is < 1.3 px worth of millimetres at that depth: tolerance 2 px
+    # to the triangle's slope over <= 0.71 px. For triangles facing the camera (normal within 60 deg of
+    # the ray to the vertex, slope <= tan 60 = 1.73) that is < 1.3 px worth of millimetres at that depth:
+    # tolerance 2 px. (The triangle's own normal and the ray, not the optical axis: a vertex normal can
+    # face the camera while a neighbouring triangle does not, e.g. on the coarse head's ears, and rays
+    # to the image corners are ~30 deg off the axis.)
     p = sample_params(tiny_model, SamplingConfig(detail=False), 64, 0, 4)
     out = tiny_renderer.render(p)
-    verts, _, normals, _ = tiny_renderer.geometry(p)
+    verts, _, _, _ = tiny_renderer.geometry(p)
+    tri_n = face_normals(verts.astype(np.float64), tiny_model.triangles)  # (T, 3) camera frame
     uv, d = cam.project(verts.astype(np.float64), p.intrinsics.astype(np.float64))
     col, row = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-    ok = (col >= 0) & (col < 64) & (row >= 0) & (row < 64) & (normals[:, 2] > 0.5)
+    ok = (col >= 0) & (col < 64) & (row >= 0) & (row < 64)
     checked = 0
     for vi in np.flatnonzero(ok):
         t = out.tri_id[row[vi], col[vi]]
-        if t >= 0 and vi in tiny_model.triangles[t]:
+        if t >= 0 and vi in tiny_model.triangles[t] and tri_n[t] @ (-verts[vi] / np.linalg.norm(verts[vi])) > 0.5:
             mm_per_px = d[vi] / p.intrinsics[0, 0]
             assert abs(out.depth[row[vi], col[vi]] - d[vi]) < 2 * mm_per_px
             checked += 1
@@ -161,12 +168,34 @@ def test_landmarks_agree_with_mask_and_depth(tiny_model, tiny_renderer):
 
 
 def test_shading_is_the_shared_formula(tiny_model, tiny_renderer):
-    p = sample_params(tiny_model, SamplingConfig(background="none"), 64, 1, 2)
+    """Specular off: the image is the Lambertian SH formula the training loss uses, sRGB-encoded."""
+    p = sample_params(tiny_model, SamplingConfig(background="none", occluders=0, specular=False), 64, 1, 2)
+    assert p.specular_strength == 0
     out = tiny_renderer.render(p)
     m = out.mask
-    expected = np.round(shade(out.albedo[m], out.normals[m], p.sh) * 255)
-    np.testing.assert_allclose(out.image[m].astype(float), expected, atol=1)
+    assert out.specular is None
+    # the same float32 operations: identical bits
+    np.testing.assert_array_equal(out.image[m], linear_to_srgb_u8(shade(out.albedo[m], out.normals[m], p.sh)))
     assert np.all(out.image[~m] == 0)
+
+
+def test_specular_is_blinn_phong_of_the_dominant_light(tiny_model, tiny_renderer):
+    """linear = clip(albedo * shading + specular), the specular recomputed from the maps and parameters."""
+    cfg = SamplingConfig(background="none", occluders=0, specular_strength=(0.6, 0.6), shininess=(10, 10))
+    p = sample_params(tiny_model, cfg, 64, 1, 2)
+    out = tiny_renderer.render(p)
+    m = out.mask
+    c = np.arange(64) + 0.5
+    uv = np.stack(np.meshgrid(c, c), axis=-1)[m]  # (P, 2) face pixel centres
+    light_dir, light_color = dominant_light(np.asarray(p.sh, np.float64))
+    spec = blinn_phong(out.normals[m].astype(np.float64), view_directions(uv, p.intrinsics.astype(np.float64)),
+                       light_dir, light_color, 0.6, 10.0)
+    np.testing.assert_allclose(out.specular[m], spec, atol=1e-5)  # float32 vs float64
+    assert spec.max() > 0.05  # a visible highlight
+    lin = out.albedo[m] * (sh_basis(out.normals[m]) @ p.sh) + out.specular[m]
+    np.testing.assert_array_equal(out.image[m], linear_to_srgb_u8(np.clip(lin, 0, 1)))
+    off = tiny_renderer.render(dataclasses.replace(p, specular_strength=0.0))
+    assert np.all(out.image[m].astype(int) >= off.image[m]) and (out.image[m] > off.image[m]).any()
 
 
 def test_outputs_shapes_ranges_odd_size(tiny_model):
@@ -195,9 +224,14 @@ def test_detail_changes_depth_within_amplitude(tiny_model, tiny_renderer):
     assert np.median(diff) < float(p.detail_weights.sum()) + 1e-3
     zero = dataclasses.replace(p, detail_weights=np.zeros(N_FIELDS, np.float32))
     out0 = tiny_renderer.render(zero)
-    # two float32 paths (clipped barycentrics / the plane cut by the ray) agree to float32 rounding:
-    # a few ulp of the depth (1e-5 relative: 4 um at 0.36 m, the nearest --distance)
-    np.testing.assert_allclose(out0.depth_coarse[out0.mask], out0.depth[out0.mask], rtol=1e-5, atol=1e-3)
+    # two float32 paths (clipped barycentrics / the plane cut by the ray) agree to float32 rounding,
+    # a few ulp of the depth (1e-5 relative: 4 um at 0.36 m, the nearest --distance), wherever the
+    # pixel centre is inside its triangle. At a triangle's edge the GPU can own a pixel whose centre
+    # is a hair outside; clipping then differs by slope x hair (0.04 mm seen on one pixel of the tiny
+    # model's steep 16 mm head triangles): allow that on at most 0.5 % of the pixels, below 0.1 mm.
+    d0, dc = out0.depth[out0.mask], out0.depth_coarse[out0.mask]
+    off = np.abs(dc - d0) > 1e-5 * d0 + 1e-3
+    assert off.mean() < 5e-3 and np.abs(dc - d0).max() < 0.1
     off = tiny_renderer.render(dataclasses.replace(p, detail_weights=None))
     assert off.depth_coarse is None
 
@@ -207,9 +241,10 @@ def test_backgrounds_and_occluders(tiny_model, tiny_renderer, tmp_path):
 
     from synth.sampling import Occluder
 
-    p = sample_params(tiny_model, SamplingConfig(background="solid"), 64, 0, 1)
+    p = sample_params(tiny_model, SamplingConfig(background="solid", occluders=0), 64, 0, 1)
     out = tiny_renderer.render(p)
     bg = ~out.mask
+    # background colours are sRGB values: decoded to linear for compositing, encoded back exactly
     np.testing.assert_allclose(out.image[bg], np.tile(np.round(p.background_color * 255), (bg.sum(), 1)), atol=1)
     noise = tiny_renderer.render(dataclasses.replace(p, background_kind="noise"))
     assert noise.image[~noise.mask].std() > 1  # a texture, not a colour

@@ -91,12 +91,34 @@ def test_framing_jitter_follows_the_measured_detector_spread(tiny_model):
     np.testing.assert_allclose(r.std(axis=0), [*DETECTOR_SHIFT_STD, DETECTOR_LOG_SCALE_STD], rtol=0.2)
 
 
+def test_specular_and_occluder_priors(tiny_model):
+    """Specular: strength ~ U(0, 0.5), shininess log-uniform in [4, 64], its own stream (switching it
+    off keeps every other draw and the shininess); occluders in ~20 % of the samples, 80 % textured."""
+    on, off = SamplingConfig(), SamplingConfig(specular=False)
+    ps = [sample_params(tiny_model, on, 32, 0, i) for i in range(300)]
+    strength = np.array([p.specular_strength for p in ps])
+    shininess = np.array([p.shininess for p in ps])
+    assert 0 <= strength.min() and strength.max() <= 0.5 and abs(strength.mean() - 0.25) < 0.03  # std/sqrt(300) = 0.008
+    assert 4 <= shininess.min() and shininess.max() <= 64
+    assert abs(np.log(shininess).mean() - np.log(16)) < 0.15  # log-uniform: mean log = log(sqrt(4 * 64)); std 0.8/sqrt(300)
+    q = sample_params(tiny_model, off, 32, 0, 7)
+    assert q.specular_strength == 0 and q.shininess == ps[7].shininess
+    for f in ("alpha_id", "pose", "translation", "intrinsics", "sh", "background_color"):
+        np.testing.assert_array_equal(getattr(q, f), getattr(ps[7], f))
+    occluded = [p for p in ps if p.occluders]
+    assert 0.14 < len(occluded) / len(ps) < 0.27  # 0.2 +- 3 sigma (0.023)
+    shapes = [o for p in occluded for o in p.occluders]
+    assert 0.65 < np.mean([o.texture_seed is not None for o in shapes]) < 0.95
+    assert ps[0].background_kind == "photos"
+
+
 @pytest.mark.parametrize("kwargs, flag", [
     ({"lights": "laser"}, "--lights"), ({"id_scale": -1}, "--id-scale"), ({"yaw_deg": 120}, "--yaw"),
     ({"projection": "fisheye"}, "--projection"), ({"distance_mm": (500, 100)}, "--distance"),
     ({"distance_mm": (0, 100)}, "--distance"), ({"framing_jitter": -1}, "--framing-jitter"),
     ({"background": "images"}, "--background-dir"), ({"occluders": 2}, "--occluders"),
-    ({"truncation": 0}, "--truncation"),
+    ({"truncation": 0}, "--truncation"), ({"specular_strength": (0.5, 0.1)}, "--specular-strength"),
+    ({"shininess": (0.5, 10)}, "--shininess"), ({"background": "plaid"}, "--background"),
 ])
 def test_config_errors_name_the_flag(kwargs, flag):
     with pytest.raises(ValueError, match=flag):

@@ -34,8 +34,13 @@ def test_verify_checks_values(tiny_model, tmp_path, write_shard):
     with h5py.File(path, "r+") as f:
         f["sh"][1] = np.full((9, 3), np.nan, np.float32)
         f["index"][2] = 99
+        f["specular"][0] = [-0.5, 16.0]  # layout 2: a negative highlight strength
     problems = " ".join(verify_shard(path).problems)
     assert "sample 1: sh has NaN" in problems and "sample 2: index 99" in problems
+    assert "sample 0: bad specular (strength, shininess) [-0.5, 16.0]" in problems
+    with h5py.File(path, "r+") as f:
+        del f["specular"]  # layout 2 without its specular dataset
+    assert "missing datasets: specular" in " ".join(verify_shard(path).problems)
 
 
 def test_verify_dir_reports_missing_shards(tiny_model, tmp_path, write_shard):

@@ -117,6 +117,23 @@ class CoarseConfig:
     """colour augmentation strength (0 = off)."""
     crop_jitter: float = 0.02
     """random shift, fraction of the image size (0 = off)."""
+    photo_aug: bool = True
+    """photo-like degradations of the training images in the loader workers (train.augment: white
+    balance, blur, sensor noise, gamma, contrast, JPEG)."""
+    photo_p: float = 0.5
+    """probability of each photo degradation, independently."""
+    photo_gamma: float = 0.25
+    """gamma exp(U(-g, g)) on the sRGB values (0 = off)."""
+    photo_contrast: float = 0.25
+    """contrast factor U(1 - c, 1 + c) about the image mean (0 = off)."""
+    photo_white_balance: float = 0.15
+    """per-channel linear gains exp(U(-w, w)), luminance kept (0 = off)."""
+    photo_noise: float = 0.04
+    """largest sensor-noise level s, std s * sqrt(x + 0.01) in linear light (0 = off)."""
+    photo_blur: float = 1.2
+    """largest Gaussian blur sigma in pixels; a third of the blurs are motion blurs (0 = off)."""
+    photo_jpeg: int = 30
+    """lowest JPEG re-compression quality, quality ~ U(q, 95) (0 = off)."""
     w_geo: float = 1.0
     """weight of the model-space vertex loss."""
     w_proj: float = 1.0
@@ -178,6 +195,9 @@ class CoarseConfig:
         _need(self.feedback_cell >= 0, "--feedback-cell", ">= 0", self.feedback_cell)
         _need(0 <= self.color_jitter < 1, "--color-jitter", "in [0, 1)", self.color_jitter)
         _need(0 <= self.crop_jitter <= 0.25, "--crop-jitter", "in [0, 0.25]", self.crop_jitter)
+        from .augment import PhotoAugment  # validates the --photo-* values, naming the flag
+
+        PhotoAugment(**{f.name: getattr(self, "photo_" + f.name) for f in dataclasses.fields(PhotoAugment)})
         for name in ("w_geo", "w_proj", "w_pose", "w_cam", "w_param", "w_alb", "w_sh"):
             v = getattr(self, name)
             _need(v >= 0 and math.isfinite(v), "--" + name.replace("_", "-"), ">= 0", v)

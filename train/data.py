@@ -10,9 +10,13 @@
 * Samples come out as tensors at the requested input ``size`` (images resized with
   antialiasing, intrinsics and landmarks scaled to match; images stay uint8 until
   :func:`image_to_float` on the device); optional augmentations are colour jitter (drawn in the
-  worker, applied on the device) and crop jitter (an integer pixel shift of the image and mask with the intrinsics'
-  principal point and the landmarks shifted alike, so the geometry stays exact).
-* Augmentation randomness is a pure function of ``(seed, epoch, index)``, and batches are a pure
+  worker, applied on the device), crop jitter (an integer pixel shift of the image and mask with the intrinsics'
+  principal point and the landmarks shifted alike, so the geometry stays exact) and photo-like
+  degradations (:class:`train.augment.PhotoAugment`: white balance, blur, sensor noise, gamma,
+  contrast, JPEG; applied in the worker to the uint8 sRGB image at the input size).
+* Augmentation randomness is a pure function of ``(seed, epoch, index)`` (shift and colour jitter
+  from ``default_rng([seed, 12, epoch, index])``, the photo degradations from
+  ``default_rng([seed, 13, epoch, index])``), and batches are a pure
   function of ``(seed, step)`` (:class:`StepBatchSampler`), so a resumed run sees exactly the
   batches an uninterrupted run would.
 """
@@ -28,6 +32,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .augment import PhotoAugment
 
 __all__ = [
     "ShardError",
@@ -63,6 +69,8 @@ class Augment:
     """per-channel gain, brightness and contrast each drawn from U(1 - c, 1 + c)."""
     crop_jitter: float
     """shift the image by up to this fraction of its size in x and y (principal point follows)."""
+    photo: PhotoAugment | None
+    """photo-like degradations of the image (None = off)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.color_jitter < 1.0:
@@ -72,12 +80,14 @@ class Augment:
 
     @property
     def active(self) -> bool:
-        return self.color_jitter > 0 or self.crop_jitter > 0
+        return self.color_jitter > 0 or self.crop_jitter > 0 or self.photo is not None
 
     @classmethod
     def from_config(cls, config: Any) -> "Augment":
-        """The augmentations of a job config (fields ``color_jitter``, ``crop_jitter``)."""
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+        """The augmentations of a job config (fields ``color_jitter``, ``crop_jitter``, and
+        ``photo_aug`` / ``photo_*`` for :meth:`train.augment.PhotoAugment.from_config`)."""
+        return cls(color_jitter=config.color_jitter, crop_jitter=config.crop_jitter,
+                   photo=PhotoAugment.from_config(config))
 
 
 def _close(reader) -> None:
@@ -109,7 +119,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self.paths = sorted(str(p) for p in self.root.glob("shard-*.h5"))
         if not self.paths:
             raise ShardError(f"shard directory {self.root} holds no shard-*.h5 files")
-        self.augment = augment or Augment(color_jitter=0.0, crop_jitter=0.0)  # None: no augmentation
+        self.augment = augment or Augment(color_jitter=0.0, crop_jitter=0.0, photo=None)  # None: no augmentation
         self.seed = int(seed)
         lengths, self.attrs = [], []
         for path in self.paths:
@@ -188,11 +198,14 @@ class ShardDataset(torch.utils.data.Dataset):
         if isinstance(item, tuple):  # training: (index, epoch) seeds the augmentation
             i, epoch = item
             raw = self.read_raw(int(i))
-            return self.convert(raw, np.random.default_rng([self.seed, 12, int(epoch), int(i)]))
+            return self.convert(raw, np.random.default_rng([self.seed, 12, int(epoch), int(i)]),
+                                np.random.default_rng([self.seed, 13, int(epoch), int(i)]))
         return self.convert(self.read_raw(int(item)), None)  # plain index: never augmented
 
-    def convert(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Decoded sample -> training tensors at ``self.size`` (augmented when configured).
+    def convert(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None = None,
+                photo_rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Decoded sample -> training tensors at ``self.size`` (augmented when configured: shift and
+        colour jitter from ``rng``, photo degradations from ``photo_rng``).
 
         The image stays uint8 (4x less to move between processes) and the colour jitter is only
         *drawn* here (``color``); :func:`image_to_float` applies it to the batch on the device.
@@ -218,6 +231,9 @@ class ShardDataset(torch.utils.data.Dataset):
             scale = self.size / s0  # pixel centres j + 0.5 scale exactly with the continuous coordinates
             k[:2] *= scale
             lm *= scale
+        if photo_rng is not None and aug.photo is not None:  # on the uint8 sRGB image at the input size
+            degraded = aug.photo(image.permute(1, 2, 0).numpy(), photo_rng)  # (S, S, 3) uint8
+            image = torch.from_numpy(np.ascontiguousarray(degraded)).permute(2, 0, 1)
         color = np.ones(5)  # per-channel gain (3), contrast, brightness: identity
         if rng is not None and aug.color_jitter > 0:
             c = aug.color_jitter

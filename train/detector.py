@@ -1,8 +1,9 @@
 """Offline face detection and 68-point landmarks for real photos (mediapipe 0.10.14).
 
 mediapipe 0.10.14 ships its model files inside the wheel (later releases do not), so detection
-runs with no download: ``solutions.face_detection`` (BlazeFace, full-range model) finds the
-faces, then ``solutions.face_mesh`` (468 points) runs on a square crop around each box and its
+runs with no download: ``solutions.face_detection`` (BlazeFace) finds the faces — the full-range
+model first; when it finds none, the short-range model (which catches a head that fills the
+image, e.g. a tight crop) and finally the face mesh's own detector — , then ``solutions.face_mesh`` (468 points) runs on a square crop around each box and its
 points are mapped to the 68 iBUG 300-W points with :data:`IBUG68_FROM_MESH`.
 
 Coordinates are in the project's continuous pixel convention (docs/DESIGN.md): ``u = x * W``,
@@ -47,7 +48,7 @@ __all__ = ["FaceDetection", "FaceDetector", "IBUG68_FROM_MESH", "mesh_to_ibug68"
 
 log = logging.getLogger(__name__)
 
-DETECTOR_VERSION = "mediapipe-0.10.14/full-range+mesh468/ibug68-v1"
+DETECTOR_VERSION = "mediapipe-0.10.14/full+short-range+mesh468/ibug68-v1"
 """Changes whenever detection results may change (part of the photo pipeline's cache key)."""
 
 # (i, j, w) per iBUG point: w * mesh[i] + (1 - w) * mesh[j]  (scripts/derive_ibug68_table.py)
@@ -128,7 +129,8 @@ class FaceDetector:
         self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=self.min_score)
         self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
                                         min_detection_confidence=0.3)
-        self._mesh_full = None  # a multi-face mesh on the whole image: fallback when the detector finds nothing
+        self._short = None  # short-range detector: first fallback when the full-range one finds nothing
+        self._mesh_full = None  # a multi-face mesh on the whole image: the last fallback
 
     def __enter__(self) -> "FaceDetector":
         return self
@@ -137,10 +139,10 @@ class FaceDetector:
         self.close()
 
     def close(self) -> None:
-        for m in (self._detector, self._mesh, self._mesh_full):
+        for m in (self._detector, self._short, self._mesh, self._mesh_full):
             if m is not None:
                 m.close()
-        self._detector = self._mesh = self._mesh_full = None
+        self._detector = self._short = self._mesh = self._mesh_full = None
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """Faces in an RGB ``uint8`` image ``(H, W, 3)``, largest box first."""
@@ -152,6 +154,12 @@ class FaceDetector:
         h, w = image.shape[:2]
         image = np.ascontiguousarray(image)
         res = self._detector.process(image)
+        if not res.detections:
+            if self._short is None:
+                from mediapipe.python.solutions import face_detection
+
+                self._short = face_detection.FaceDetection(model_selection=0, min_detection_confidence=self.min_score)
+            res = self._short.process(image)
         boxes = []
         for d in res.detections or []:
             bb = d.location_data.relative_bounding_box

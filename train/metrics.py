@@ -105,9 +105,10 @@ def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch
 
     ``net`` is the (unwrapped) network that made the estimates: its layout, statistics and
     feedback renderer decode and render them; ``region (N,)`` bool restricts the vertex RMSE (the
-    morphable model's ``face_region``; all vertices when None). The ground-truth depth is rendered
-    from the sample's full ground-truth parameters with the same rasterizer and intrinsics (so
-    both maps share resolution and mesh).
+    morphable model's ``face_region``; all vertices when None) and the depth metrics to the
+    ground-truth pixels on triangles of that region (not the head, neck, ears or mouth interior of
+    the built-in model v3). The ground-truth depth is rendered from the sample's full ground-truth
+    parameters with the same rasterizer and intrinsics (so both maps share resolution and mesh).
     """
     render = net.render
     if region is not None:
@@ -118,6 +119,10 @@ def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch
         v_gt = render.vertices(batch["alpha_id"], batch["alpha_exp"])  # (B, N, 3)
         cam_gt = camera.to_camera(v_gt, camera.rotation_matrix(batch["pose"].float()), batch["translation"].float())
         fr_gt = depth_render.rasterize(cam_gt, render.triangles, k, size, projection=render.projection)
+        gt_mask = fr_gt.mask
+        if region is not None:
+            face_tri = region[render.triangles.long()].all(dim=1)  # (T,) triangles of the inner face
+            gt_mask = gt_mask & face_tri[fr_gt.tri_id.clamp_min(0)]
         out: dict[str, torch.Tensor] = {}
         has_lm = render.landmarks.numel() == 68 and "landmarks" in batch
         for it, est in enumerate(estimates, start=1):
@@ -126,7 +131,7 @@ def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch
             out[f"vertex_rmse_mm/it{it}"] = vertex_rmse(v, v_gt, region)
             cam = camera.to_camera(v, camera.rotation_matrix(p.pose), p.translation)  # (B, N, 3)
             fr_p = depth_render.rasterize(cam, render.triangles, k, size, projection=render.projection)
-            de = depth_error(fr_p.depth, fr_gt.depth, fr_gt.mask, fr_p.mask)
+            de = depth_error(fr_p.depth, fr_gt.depth, gt_mask, fr_p.mask)
             out[f"depth_err_mean_pct/it{it}"] = de.mean_pct
             out[f"depth_err_median_pct/it{it}"] = de.median_pct
             out[f"depth_coverage/it{it}"] = de.coverage

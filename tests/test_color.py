@@ -1,0 +1,68 @@
+"""synth.color: the sRGB curve (IEC 61966-2-1), numpy and torch, uint8 helpers."""
+import numpy as np
+import pytest
+import torch
+
+from synth.color import (SRGB_ENCODED_KNEE, SRGB_LINEAR_KNEE, linear_to_srgb, linear_to_srgb_u8, srgb_to_linear,
+                         srgb_u8_to_linear)
+
+
+def test_known_values():
+    # the standard's fixed points and a few values computed by hand from its formula
+    lin = np.array([0.0, 1.0, 0.5, 0.18, 0.001, SRGB_LINEAR_KNEE])
+    enc = np.array([0.0, 1.0, 1.055 * 0.5 ** (1 / 2.4) - 0.055, 1.055 * 0.18 ** (1 / 2.4) - 0.055, 0.01292,
+                    0.04045])
+    np.testing.assert_allclose(linear_to_srgb(lin), enc, atol=1e-6)  # 1e-6: the knee values are rounded in the standard
+    np.testing.assert_allclose(linear_to_srgb(0.5), 0.735357, atol=1e-6)  # the familiar mid-grey figure
+    np.testing.assert_allclose(srgb_to_linear(0.5), 0.214041, atol=1e-6)
+    np.testing.assert_allclose(srgb_to_linear(enc), lin, atol=1e-6)
+
+
+def test_round_trip_numpy_and_torch():
+    x = np.linspace(0.0, 1.0, 10001)
+    np.testing.assert_allclose(srgb_to_linear(linear_to_srgb(x)), x, atol=1e-12)  # float64: exact to rounding
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-12)
+    t = torch.tensor(x)
+    np.testing.assert_allclose(linear_to_srgb(t).numpy(), linear_to_srgb(x), atol=1e-12)
+    np.testing.assert_allclose(srgb_to_linear(t).numpy(), srgb_to_linear(x), atol=1e-12)
+    x32 = x.astype(np.float32)
+    assert linear_to_srgb(x32).dtype == np.float32 and srgb_to_linear(x32).dtype == np.float32
+    np.testing.assert_allclose(srgb_to_linear(linear_to_srgb(x32)), x32, atol=2e-6)  # float32 rounding
+
+
+def test_monotonic_and_continuous_at_the_knee():
+    x = np.linspace(0.0, 1.0, 100001)
+    assert np.all(np.diff(linear_to_srgb(x)) > 0) and np.all(np.diff(srgb_to_linear(x)) > 0)
+    eps = 1e-9
+    for f, knee in ((linear_to_srgb, SRGB_LINEAR_KNEE), (srgb_to_linear, SRGB_ENCODED_KNEE)):
+        lo, hi = f(np.array([knee - eps, knee + eps]))
+        assert abs(hi - lo) < 1e-6  # the two branches meet (the standard's constants agree to ~3e-8)
+
+
+def test_clips_out_of_range_inputs():
+    # 1e-15: 1.055 * 1 - 0.055 is 1 - 1 ulp in float64
+    np.testing.assert_allclose(linear_to_srgb(np.array([-0.5, 1.5])), [0.0, 1.0], atol=1e-15)
+    np.testing.assert_allclose(srgb_to_linear(torch.tensor([-0.5, 1.5])).numpy(), [0.0, 1.0], atol=1e-6)
+
+
+def test_torch_gradients_are_finite_and_match_the_derivative():
+    x = torch.tensor([0.0, 0.001, SRGB_LINEAR_KNEE, 0.01, 0.5, 1.0], dtype=torch.float64, requires_grad=True)
+    linear_to_srgb(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    np.testing.assert_allclose(x.grad[:2].numpy(), 12.92)  # the linear branch
+    np.testing.assert_allclose(x.grad[4].item(), 1.055 / 2.4 * 0.5 ** (1 / 2.4 - 1), rtol=1e-12)
+    inner = torch.tensor([0.02, 0.3, 0.7], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(srgb_to_linear, (inner,))
+    assert torch.autograd.gradcheck(linear_to_srgb, (inner,))
+
+
+def test_uint8_helpers():
+    q = np.arange(256, dtype=np.uint8)
+    lin = srgb_u8_to_linear(q)
+    assert lin.dtype == np.float32
+    np.testing.assert_allclose(lin, srgb_to_linear(q / 255.0), atol=1e-7)
+    np.testing.assert_array_equal(linear_to_srgb_u8(lin), q)  # decode then encode is exact on uint8
+    t = srgb_u8_to_linear(torch.from_numpy(q))
+    np.testing.assert_array_equal(t.numpy(), lin)
+    with pytest.raises(ValueError, match="uint8"):
+        srgb_u8_to_linear(np.zeros(3, np.float32))
