@@ -134,7 +134,8 @@ def split_networks(stages, batch: int) -> dict[str, float]:
     out["final depth rasterization"] = ms(lambda: depth_render.rasterize(cam, net.render.triangles, k, (size, size)))
     if stages.fine is not None:
         frags = depth_render.rasterize(cam, net.render.triangles, k, (size, size))
-        out["FineNet"] = ms(lambda: stages.fine.refine(image, frags.depth, frags.mask, k))
+        coarse = rc.CoarseEstimate(p, cam, frags.depth, frags.mask)
+        out["FineNet"] = ms(lambda: stages.fine.refine(image, k, coarse))
     return out
 
 

@@ -41,7 +41,7 @@ from .backgrounds import ImageFolder, draw_background, paint_occluders
 from .color import linear_to_srgb_u8
 from .detail import DetailBank, apply_detail, build_detail_bank, displacement
 from .gl import GLContext, PrimitiveIdPass, projection_matrix, select_platform
-from .lighting import blinn_phong, dominant_light, sh_basis, view_directions
+from .lighting import blinn_phong, dominant_light, sh_basis, shade, view_directions
 from .raster import barycentrics
 from .sampling import SampleParams
 
@@ -342,7 +342,7 @@ class FaceRenderer:
 class MeshImage:
     """What :meth:`MeshRenderer.render` draws (H = W = size)."""
 
-    image: np.ndarray  # (H, W, 3) float32 in [0, 1]: colour * SH shading on the mesh, 0 off it
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1], linear light: colour * SH shading on the mesh, 0 off it
     mask: np.ndarray  # (H, W) bool, pixels covered by the mesh
     depth: np.ndarray  # (H, W) float32 mm (-p_z of the visible surface), 0 off the mesh
     normals: np.ndarray  # (H, W, 3) float32 unit camera-frame normals, 0 off the mesh
@@ -393,7 +393,8 @@ class MeshRenderer:
                normals: np.ndarray | None = None) -> MeshImage:
         """The mesh with camera-frame vertices ``verts_cam (N, 3)`` seen through ``intrinsics (3, 3)``
         in a ``size x size`` image, lit by irradiance SH ``sh (9, 3)`` (camera frame), with
-        per-vertex colours ``colors (N, 3)`` in [0, 1] (None: white). ``normals (N, 3)``: the
+        per-vertex linear albedo ``colors (N, 3)`` in [0, 1] (None: white); the image is linear
+        light (encode it with :func:`synth.color.linear_to_srgb` to show it). ``normals (N, 3)``: the
         vertices' unit normals when the caller has them (:meth:`vertex_normals`; e.g. rotated
         with the mesh for a turntable), else computed here."""
         if int(size) != size or size < 1:

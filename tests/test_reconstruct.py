@@ -220,9 +220,11 @@ class RampFine:
         self.size = size
         self.calls = 0
 
-    def refine(self, image, depth, mask, intrinsics):
+    def refine(self, image, intrinsics, coarse):
         self.calls += 1
+        depth, mask = coarse.depth, coarse.mask
         assert image.shape == (depth.shape[0], 3, self.size, self.size) and 0 <= float(image.min()) <= float(image.max()) <= 1
+        assert coarse.vertices_cam.shape[0] == depth.shape[0] and coarse.params.pose.shape == (depth.shape[0], 3)
         u = (torch.arange(self.size, dtype=depth.dtype) + 0.5) / self.size  # (S,)
         return depth + mask.to(depth.dtype) * (u[None, None, :] - 0.5)
 
@@ -258,16 +260,17 @@ def test_detailed_mesh_has_the_refined_depth(photos, tiny_coarse_weights, tiny_m
                                    stages.coarse.render.triangles, torch.from_numpy(k[None]).float(),
                                    (stages.size, stages.size))
     d = frags.depth[0].numpy()
-    # interior pixels (all 8 neighbours on the face): the ramp is linear, so sampling it at the
+    # interior pixels (the 5 x 5 neighbourhood on the face): the ramp is linear, so sampling it at the
     # vertices and interpolating over triangles reproduces it to float32 rounding (1e-3 mm at 650 mm)
     # wherever a pixel's triangle has its three corners sampled inside the face; the few pixels whose
     # triangle has a corner on the silhouette, where the residual fades to 0 within a pixel, or
     # hidden (not moved), are off by a fraction of the 1 mm ramp
     m = res.mask.copy()
-    for dy, dx in [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]:
-        m &= np.roll(np.roll(res.mask, dy, 0), dx, 1)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            m &= np.roll(np.roll(res.mask, dy, 0), dx, 1)
     m &= frags.mask[0].numpy()
-    assert m.sum() > 50
+    assert m.sum() > 30
     err = np.abs(d[m] - res.depth[m])
     assert np.quantile(err, 0.9) < 1e-3 and err.max() < 0.1
 

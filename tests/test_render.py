@@ -363,9 +363,11 @@ def test_mesh_renderer_draws_what_the_face_renderer_draws(tiny_model, projection
         again = mr.render(verts, p.intrinsics, 64, p.sh, albedo, projection)
     np.testing.assert_array_equal(img.mask, out.mask)
     np.testing.assert_array_equal(img.depth, out.depth)
-    np.testing.assert_allclose(img.normals, out.normals, atol=1e-5)  # float32 interpolation, same formula
+    # same formula; the face renderer rotates model-frame normals, this one takes them from the
+    # camera-frame vertices: float32 rounding of a few 1e-5
+    np.testing.assert_allclose(img.normals, out.normals, atol=1e-4)
     m = out.mask
-    np.testing.assert_allclose(img.image[m], shade(out.albedo[m], out.normals[m], p.sh), atol=1e-5)
+    np.testing.assert_allclose(img.image[m], shade(out.albedo[m], out.normals[m], p.sh), atol=1e-4)
     assert (img.image[~m] == 0).all()
     np.testing.assert_array_equal(again.image, img.image)  # a second draw with the same pass
 
@@ -394,7 +396,8 @@ def test_mesh_renderer_bad_arguments(tiny_model):
     with MeshRenderer(tiny_model.triangles, tiny_model.n_vertices) as mr:
         v = np.asarray(tiny_model.mean_shape) + [0, 0, -600]
         k = cam.intrinsics_matrix(64, 64, 32, 32)
-        with pytest.raises(ValueError, match=r"verts_cam must be \(709, 3\), got \(708, 3\)"):
+        n = tiny_model.n_vertices
+        with pytest.raises(ValueError, match=rf"verts_cam must be \({n}, 3\), got \({n - 1}, 3\)"):
             mr.render(v[:-1], k, 64, np.zeros((9, 3)))
         with pytest.raises(ValueError, match="colors must be"):
             mr.render(v, k, 64, np.zeros((9, 3)), colors=np.zeros((3, 3)))

@@ -60,7 +60,7 @@ from .inference import load_checkpoint_and_model, reconstruct
 from .photos import PhotoConfig, PhotoFace, PhotoRun, list_photos, load_photo, prepare_photos
 from .report import RESULT_FORMAT
 
-__all__ = ["ReconstructError", "FineStage", "Stages", "FaceResult", "WrittenFace", "ReconstructRun",
+__all__ = ["ReconstructError", "FineStage", "CoarseEstimate", "Stages", "FaceResult", "WrittenFace", "ReconstructRun",
            "DEFAULT_COARSE", "DEFAULT_FINE", "RESULT_FORMAT", "load_stages", "run_networks", "build_meshes",
            "detail_vertices", "write_face", "run_reconstruct", "encode_depth_png", "decode_depth_png"]
 
@@ -83,18 +83,27 @@ class ReconstructError(ValueError):
 
 
 # ------------------------------------------------------------------------------ stages
+@dataclasses.dataclass
+class CoarseEstimate:
+    """CoarseNet's result for a batch of B crops of size S (torch, on the networks' device)."""
+
+    params: Any  # train.params.CoarseParams after the last iteration
+    vertices_cam: torch.Tensor  # (B, N, 3) camera frame, mm
+    depth: torch.Tensor  # (B, S, S) mm, 0 off the face
+    mask: torch.Tensor  # (B, S, S) bool, pixels the coarse mesh covers
+
+
 class FineStage(Protocol):
     """The fine stage: refines the coarse depth of a batch of face crops.
 
-    ``refine(image (B, 3, S, S) in [0, 1], depth (B, S, S) mm, mask (B, S, S) bool,
-    intrinsics (B, 3, 3))`` returns the refined depth ``(B, S, S)`` (mm, 0 off the mask) at the
-    crop size ``size``; it may only use what a photo gives (the image) and the coarse estimate.
+    ``refine(image (B, 3, S, S) in [0, 1] (sRGB, as the photo gives it), intrinsics (B, 3, 3),
+    coarse)`` returns the refined depth ``(B, S, S)`` (mm, 0 off the face) at the crop size
+    ``size``; it may only use what a photo gives (the image) and the coarse estimate.
     """
 
     size: int
 
-    def refine(self, image: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor,
-               intrinsics: torch.Tensor) -> torch.Tensor: ...
+    def refine(self, image: torch.Tensor, intrinsics: torch.Tensor, coarse: CoarseEstimate) -> torch.Tensor: ...
 
 
 @dataclasses.dataclass
@@ -243,14 +252,14 @@ def run_networks(stages: Stages, faces: list[PhotoFace]) -> list[FaceResult]:
         depth_c, mask = rec.depth, rec.mask
     _sync(dev)
     t1 = time.perf_counter()
+    last = rec.params[-1]
     depth = depth_c
     if stages.fine is not None:
-        depth = stages.fine.refine(image, depth_c, mask, k)
+        depth = stages.fine.refine(image, k, CoarseEstimate(last, rec.vertices_cam, depth_c, mask))
         if tuple(depth.shape) != (b, size, size):
             raise ValueError(f"the fine stage returned depth {tuple(depth.shape)}, expected ({b}, {size}, {size})")
     _sync(dev)
     t2 = time.perf_counter()
-    last = rec.params[-1]
     rot = camera.rotation_matrix(last.pose.float())  # (B, 3, 3)
     out = []
     for i, face in enumerate(faces):

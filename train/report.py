@@ -4,8 +4,8 @@ comparison, the turntable GIF and the folder's ``index.html``.
 Every picture is drawn by :class:`synth.render.MeshRenderer` (the renderer's triangle-id pass and
 numpy shading) with a grey "clay" material and a fixed light (:data:`DISPLAY_SH`: soft ambient
 plus a key light from the upper left, in front), so what shows is the geometry, not the photo's
-colours. Shading values are shown as display values directly (a picture of geometry, not a
-photometric render).
+colours. Shading is computed in linear light and encoded to sRGB for display
+(:mod:`synth.color`, like the renders); photo colours are decoded from sRGB first.
 
 * ``overlay``: the photo (scaled to at most ``overlay_max_side`` on its longer side) with the
   shaded mesh (detailed when the fine stage ran) blended over it, seen from the photo's camera;
@@ -35,6 +35,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from synth import camera, framing
+from synth.color import linear_to_srgb_u8, srgb_u8_to_linear
 from synth.lighting import ambient_sh, directional_sh
 
 __all__ = ["RESULT_FORMAT", "DISPLAY_SH", "BACKGROUND", "clay_view", "detail_map", "compare_image", "overlay_image",
@@ -46,11 +47,12 @@ RESULT_FORMAT = "detailface-reconstruction"
 """``format`` key of every ``<name>.json`` that :mod:`train.reconstruct` writes; the index page lists
 the JSON files of its folder that carry it."""
 
-DISPLAY_SH = (ambient_sh([0.25] * 3) + directional_sh([-0.4, 0.45, 0.8], [0.65] * 3)).astype(np.float32)
-"""(9, 3) irradiance SH of the pictures: ambient 0.25 plus a key light of 0.65 from the upper left
-in front (camera frame; direction toward the light)."""
+DISPLAY_SH = (ambient_sh([0.06] * 3) + directional_sh([-0.6, 0.5, 0.62], [0.55] * 3)).astype(np.float32)
+"""(9, 3) irradiance SH of the pictures (linear light): ambient 0.06 plus a key light of 0.55 from the
+upper left in front (camera frame; direction toward the light). On the clay, in sRGB: about 0.2
+where only the ambient reaches, 0.6 facing the camera, 0.77 facing the light."""
 
-TEXTURE_SH = (ambient_sh([0.75] * 3) + directional_sh([-0.4, 0.45, 0.8], [0.3] * 3)).astype(np.float32)
+TEXTURE_SH = (ambient_sh([0.8] * 3) + directional_sh([-0.6, 0.5, 0.62], [0.25] * 3)).astype(np.float32)
 """(9, 3) light of meshes drawn in the photo's colours, which already hold the photo's shading: mostly ambient."""
 
 CLAY = 0.85
@@ -85,11 +87,11 @@ def clay_view(renderer, verts_cam: np.ndarray, intrinsics: np.ndarray, size: int
     if colors is None:
         albedo, sh = np.full((len(verts_cam), 3), CLAY, np.float32), DISPLAY_SH
     else:
-        albedo, sh = np.asarray(colors, np.float32) / 255.0, TEXTURE_SH
+        albedo, sh = srgb_u8_to_linear(np.asarray(colors, np.uint8)), TEXTURE_SH
     out = renderer.render(verts_cam, intrinsics, size, sh, albedo, projection, normals=normals)
     img = np.empty((size, size, 3), np.uint8)
     img[...] = np.asarray(background, np.uint8)
-    img[out.mask] = np.round(out.image[out.mask] * 255.0).astype(np.uint8)
+    img[out.mask] = linear_to_srgb_u8(out.image[out.mask])
     return img, out.mask
 
 
