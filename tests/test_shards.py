@@ -119,8 +119,10 @@ def test_stored_image_is_the_srgb_encoded_shading_of_the_stored_maps(tiny_model,
             err = np.abs(linear_to_srgb_u8(np.clip(lin, 0, 1)).astype(int) - d["image"][m])
             # the stored normals (8-bit octahedral, < 1 degree) and albedo (8-bit sRGB) are quantised:
             # measured on 12 samples at 48 and 128 px: median 0, >= 99.5 % within one level, max 3
-            # (on a highlight's flank at shininess ~50, where a degree of normal moves the most)
-            assert np.median(err) == 0 and np.mean(err <= 1) > 0.99 and err.max() <= 4, (j, err.max())
+            # (on a highlight's flank at shininess ~50, where a degree of normal moves the most).
+            # Model v3's dark hair and mouth interior (albedo < ~30/255 in sRGB: one level there is
+            # ~10 % of the value) lift a few more pixels to 2 levels: 98.8 % within one on this shard
+            assert np.median(err) == 0 and np.mean(err <= 1) > 0.98 and err.max() <= 4, (j, err.max())
 
 
 def _occluded(params, size):

@@ -154,7 +154,8 @@ class FaceDetector:
         h, w = image.shape[:2]
         image = np.ascontiguousarray(image)
         res = self._detector.process(image)
-        if not res.detections:
+        fallback = not res.detections
+        if fallback:
             if self._short is None:
                 from mediapipe.python.solutions import face_detection
 
@@ -168,9 +169,14 @@ class FaceDetector:
         if not boxes:
             return self._mesh_only(image)
         boxes.sort(key=lambda b: -(b[0][2] - b[0][0]) * (b[0][3] - b[0][1]))
-        return [FaceDetection(box=box.astype(np.float32), score=score, landmarks=lm, mesh=mesh)
-                for box, score in boxes[: self.max_faces]
-                for lm, mesh in [self._landmarks_in_box(image, box)]]
+        faces = [FaceDetection(box=box.astype(np.float32), score=score, landmarks=lm, mesh=mesh)
+                 for box, score in boxes[: self.max_faces]
+                 for lm, mesh in [self._landmarks_in_box(image, box)]]
+        if fallback:
+            # the short-range model fires on textures (coins, star fields, ...) at scores ~0.5-0.7
+            # where the full-range one finds nothing: keep only boxes the face mesh confirms
+            faces = [f for f in faces if f.landmarks is not None]
+        return faces
 
     def _landmarks_in_box(self, image: np.ndarray, box: np.ndarray):
         """Face mesh on a square crop around ``box`` -> (68 points, 468 points) in image pixels."""
