@@ -129,25 +129,36 @@ def _strip(panels: list[tuple[np.ndarray, str]]) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def compare_image(result, rgb: np.ndarray, renderer, view_size: int, projection: str = "perspective") -> np.ndarray:
+def _normals(renderer, result) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertex normals of the coarse and the detailed mesh (None without one), computed once per face."""
+    coarse = renderer.vertex_normals(result.vertices_cam)
+    return coarse, None if result.vertices_detailed is None else renderer.vertex_normals(result.vertices_detailed)
+
+
+def compare_image(result, rgb: np.ndarray, renderer, view_size: int, projection: str = "perspective",
+                  normals: tuple | None = None) -> np.ndarray:
     """``photo | coarse shaded | detailed shaded | detail map`` (``--no-fine``: ``photo | coarse
     shaded | coarse in the photo's colours``) in the crop's view, ``view_size`` pixels per panel."""
     face = result.face
     k = _scaled(face.intrinsics, view_size / face.size)
     photo = framing.crop_image(rgb, face.crop, view_size, resample="bilinear", fill=BACKGROUND[0])
-    coarse, _ = clay_view(renderer, result.vertices_cam, k, view_size, projection=projection)
+    n_coarse, n_detailed = _normals(renderer, result) if normals is None else normals
+    coarse, _ = clay_view(renderer, result.vertices_cam, k, view_size, projection=projection, normals=n_coarse)
     panels = [(photo, "photo"), (coarse, "coarse")]
     if result.vertices_detailed is not None:
-        detailed, _ = clay_view(renderer, result.vertices_detailed, k, view_size, projection=projection)
+        detailed, _ = clay_view(renderer, result.vertices_detailed, k, view_size, projection=projection,
+                                normals=n_detailed)
         dmap, a = detail_map(result.depth_coarse, result.depth, result.mask, view_size)
         panels += [(detailed, "detailed"), (dmap, f"detail (+-{a:.2f} mm)")]
     else:
-        textured, _ = clay_view(renderer, result.vertices_cam, k, view_size, colors=result.colors, projection=projection)
+        textured, _ = clay_view(renderer, result.vertices_cam, k, view_size, colors=result.colors, projection=projection,
+                                normals=n_coarse)
         panels += [(textured, "coarse, photo colours")]
     return _strip(panels)
 
 
-def overlay_image(result, rgb: np.ndarray, renderer, max_side: int, projection: str = "perspective") -> np.ndarray:
+def overlay_image(result, rgb: np.ndarray, renderer, max_side: int, projection: str = "perspective",
+                  normals: tuple | None = None) -> np.ndarray:
     """The photo scaled to at most ``max_side`` pixels on its longer side, with the shaded mesh
     (detailed when there is one) blended over it (weight :data:`OVERLAY_ALPHA`) from the photo's camera."""
     from PIL import Image
@@ -160,7 +171,9 @@ def overlay_image(result, rgb: np.ndarray, renderer, max_side: int, projection: 
     k = _scaled(result.face.photo_intrinsics, w2 / w, h2 / h)
     verts = result.vertices_detailed if result.vertices_detailed is not None else result.vertices_cam
     side = max(w2, h2)  # the id pass is square: draw the square the photo's top-left corner starts, keep the photo
-    shaded, mask = clay_view(renderer, verts, k, side, projection=projection)
+    n_coarse, n_detailed = _normals(renderer, result) if normals is None else normals
+    shaded, mask = clay_view(renderer, verts, k, side, projection=projection,
+                             normals=n_detailed if result.vertices_detailed is not None else n_coarse)
     shaded, mask = shaded[:h2, :w2], mask[:h2, :w2]
     out = photo.astype(np.float32)
     out[mask] = (1.0 - OVERLAY_ALPHA) * out[mask] + OVERLAY_ALPHA * shaded[mask]
@@ -207,9 +220,10 @@ def face_pictures(result, rgb: np.ndarray, renderer, view_size: int = 256, n_fra
     a function writing that file (PNG, PNG, GIF) to the path it is given."""
     verts = result.vertices_detailed if result.vertices_detailed is not None else result.vertices_cam
     k = _scaled(result.face.intrinsics, view_size / result.face.size)
+    normals = _normals(renderer, result)
     return {
-        "overlay": _save_png(overlay_image(result, rgb, renderer, overlay_max_side, projection)),
-        "compare": _save_png(compare_image(result, rgb, renderer, view_size, projection)),
+        "overlay": _save_png(overlay_image(result, rgb, renderer, overlay_max_side, projection, normals)),
+        "compare": _save_png(compare_image(result, rgb, renderer, view_size, projection, normals)),
         "turntable": _save_gif(turntable_frames(renderer, verts, k, view_size, n_frames, projection)),
     }
 
