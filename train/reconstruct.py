@@ -54,7 +54,7 @@ from synth import camera
 from synth.render import LANDMARK_DEPTH_TOL_MM
 
 from . import depth_render, report
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_inference_checkpoint
 from .config import ReconstructConfig
 from .inference import load_checkpoint_and_model, reconstruct
 from .photos import PhotoConfig, PhotoFace, PhotoRun, list_photos, load_photo, prepare_photos
@@ -148,11 +148,41 @@ def _fine_path(config: ReconstructConfig) -> Path | None:
     return DEFAULT_FINE
 
 
-def load_fine(path: str | os.PathLike, model, device: torch.device) -> tuple[FineStage, int]:
-    """The fine stage of checkpoint ``path`` and its training step; ``ReconstructError`` if this
-    version has no FineNet."""
-    raise ReconstructError(f"{path}: this version of detailface has no FineNet yet (train/fine_net.py); "
-                           "pass --no-fine for coarse meshes")
+class FineNetStage:
+    """:class:`FineStage` of a trained FineNet (phase 2, :mod:`train.fine_task`): the checkpoint's
+    ``FineModel`` on the coarse estimate — the refined pixels are its refinement mask (the coarse
+    face eroded, facing the camera) within the face region of the estimated mesh, as in training."""
+
+    def __init__(self, fine_model, size: int):
+        self.model = fine_model.eval()
+        self.size = int(size)
+
+    @torch.no_grad()
+    def refine(self, image: torch.Tensor, intrinsics: torch.Tensor, coarse: CoarseEstimate) -> torch.Tensor:
+        b, s = image.shape[0], image.shape[-1]
+        p = coarse.params
+        region = self.model.region(p.alpha_id, p.alpha_exp, p.pose, p.translation, intrinsics, (s, s))
+        albedo = image.new_zeros(b, s, s, 3)  # only the training losses use the albedo estimate
+        use_net = torch.zeros(b, dtype=torch.bool, device=image.device)  # the coarse depth is given
+        out = self.model(image, intrinsics, coarse.depth, coarse.mask, albedo, region, use_net)
+        return out["depth"]
+
+
+def load_fine(path: str | os.PathLike, model, device: torch.device):
+    """``(fine stage, training step, CoarseNet or None)`` of FineNet checkpoint ``path``: the
+    CoarseNet is the checkpoint's own when it was trained end to end (it then replaces
+    ``--coarse``). ``ReconstructError`` when this version has no FineNet."""
+    try:
+        from .fine_task import build_fine_model
+    except ImportError:
+        raise ReconstructError(f"{path}: this version of detailface has no FineNet (train/fine_task.py); "
+                               "pass --no-fine for coarse meshes") from None
+    ck = load_inference_checkpoint(path, fingerprint=model.fingerprint, task="fine")
+    fine_model = build_fine_model(model, ck["task_state"], None)
+    fine_model.load_state_dict(ck["model"])
+    fine_model = fine_model.to(device).eval()
+    size = int(ck["config"].get("size", 128))
+    return FineNetStage(fine_model, size), int(ck["step"]), fine_model.coarse_net if fine_model.end_to_end else None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,10 +212,15 @@ def load_stages(config: ReconstructConfig, model=None) -> Stages:
             f"checkpoint {coarse_path} multiplies its input by the ground-truth face mask (trained with "
             "--mask-input), which a photo does not have; use a CoarseNet trained with --no-mask-input")
     net = net.to(device).eval()
-    coarse_size = int(ck["config"].get("size", 224))
-    fine, fine_step = (None, None) if fine_path is None else load_fine(fine_path, model, device)
+    coarse_size, coarse_step, coarse_name = int(ck["config"].get("size", 224)), int(ck["step"]), str(coarse_path)
+    fine, fine_step = None, None
+    if fine_path is not None:
+        fine, fine_step, own = load_fine(fine_path, model, device)
+        if own is not None:  # trained end to end: its CoarseNet goes with it
+            log.info("%s was trained end to end: its own CoarseNet replaces %s", fine_path, coarse_path)
+            net, coarse_size, coarse_step, coarse_name = own.eval(), fine.size, fine_step, f"{fine_path} (end to end)"
     return Stages(model=model, coarse=net, coarse_size=coarse_size, fine=fine, device=device,
-                  coarse_path=str(coarse_path), coarse_step=int(ck["step"]),
+                  coarse_path=coarse_name, coarse_step=coarse_step,
                   fine_path=None if fine_path is None else str(fine_path), fine_step=fine_step)
 
 
