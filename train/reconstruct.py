@@ -49,6 +49,9 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+import trimesh
+from scipy.ndimage import map_coordinates
+from scipy.spatial import cKDTree
 
 from synth import camera
 from synth.render import LANDMARK_DEPTH_TOL_MM
@@ -318,8 +321,6 @@ def _bilinear(image: np.ndarray, uv: np.ndarray, outside: str) -> np.ndarray:
     """Bilinear samples of ``image (H, W)`` or ``(H, W, C)`` at pixel positions ``uv (N, 2)``
     (continuous convention: pixel (i, j) has its centre at (j + 0.5, i + 0.5)). Outside the image:
     ``outside="zero"`` treats it as 0, ``"edge"`` repeats the border pixels."""
-    from scipy.ndimage import map_coordinates
-
     a = np.asarray(image, np.float64)
     coords = np.stack([uv[:, 1] - 0.5, uv[:, 0] - 0.5])  # (2, N) row, column in index space
     mode, cval = ("constant", 0.0) if outside == "zero" else ("nearest", 0.0)
@@ -366,8 +367,6 @@ def vertex_colors(face: PhotoFace, vertices_cam: np.ndarray, visible: np.ndarray
     """``(N, 3)`` uint8: the photo ``rgb`` (bilinear, full resolution) at each visible vertex's
     projection; a hidden vertex takes the colour of the nearest visible vertex (camera-frame
     distance), or mid grey when none is visible."""
-    from scipy.spatial import cKDTree
-
     n = len(vertices_cam)
     if not visible.any():
         return np.full((n, 3), 128, np.uint8)
@@ -450,8 +449,6 @@ def write_obj(path: Path, vertices: np.ndarray, triangles: np.ndarray, colors: n
 
 def _mesh_files(stem: Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray) -> dict[str, Path]:
     """``<stem>.obj`` (:func:`write_obj`) and ``<stem>.ply`` (binary, trimesh) with per-vertex RGB colours."""
-    import trimesh
-
     rgba = np.concatenate([colors, np.full((len(colors), 1), 255, np.uint8)], axis=1)
     mesh = trimesh.Trimesh(vertices=vertices, faces=triangles, vertex_colors=rgba, process=False)
     obj = _atomic(stem.with_name(f"{stem.name}.obj"), lambda tmp: write_obj(tmp, vertices, triangles, colors))

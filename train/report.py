@@ -32,7 +32,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterable
 
+import matplotlib
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from synth import camera, framing
 from synth.color import linear_to_srgb_u8, srgb_u8_to_linear
@@ -100,9 +102,6 @@ def detail_map(depth_coarse: np.ndarray, depth_refined: np.ndarray, mask: np.nda
     """``(image (size, size, 3) uint8, half range mm)``: the added height ``coarse - refined`` (mm,
     toward the viewer) in a diverging colour map (red raised, blue sunk), symmetric about 0 at
     +-(99th percentile of its magnitude, at least 0.05 mm)."""
-    import matplotlib
-    from PIL import Image
-
     h = np.where(mask, depth_coarse - depth_refined, 0.0)
     a = float(np.percentile(np.abs(h[mask]), 99)) if mask.any() else 0.0
     a = max(a, 0.05)
@@ -117,8 +116,6 @@ def detail_map(depth_coarse: np.ndarray, depth_refined: np.ndarray, mask: np.nda
 
 def _strip(panels: list[tuple[np.ndarray, str]]) -> np.ndarray:
     """Panels side by side, each with its caption underneath."""
-    from PIL import Image, ImageDraw, ImageFont
-
     size = panels[0][0].shape[0]
     font = ImageFont.load_default(size=13)
     canvas = Image.new("RGB", (size * len(panels), size + _CAPTION), BACKGROUND)
@@ -161,8 +158,6 @@ def overlay_image(result, rgb: np.ndarray, renderer, max_side: int, projection: 
                   normals: tuple | None = None) -> np.ndarray:
     """The photo scaled to at most ``max_side`` pixels on its longer side, with the shaded mesh
     (detailed when there is one) blended over it (weight :data:`OVERLAY_ALPHA`) from the photo's camera."""
-    from PIL import Image
-
     h, w = rgb.shape[:2]
     f = min(1.0, max_side / max(h, w))
     w2, h2 = max(1, round(w * f)), max(1, round(h * f))
@@ -197,14 +192,10 @@ def turntable_frames(renderer, verts_cam: np.ndarray, intrinsics: np.ndarray, si
 
 
 def _save_png(img: np.ndarray) -> Callable[[Path], None]:
-    from PIL import Image
-
     return lambda path: Image.fromarray(img).save(path, format="PNG")
 
 
 def _save_gif(frames: list[np.ndarray]) -> Callable[[Path], None]:
-    from PIL import Image
-
     grey = all(np.array_equal(f[..., 0], f[..., 1]) and np.array_equal(f[..., 0], f[..., 2]) for f in frames)
 
     def write(path: Path) -> None:  # grey clay frames as 8-bit grey: exact, no palette search
