@@ -229,11 +229,11 @@ class RampFine:
         return depth + mask.to(depth.dtype) * (u[None, None, :] - 0.5)
 
 
-def _stages(tiny_coarse_weights, tiny_model, fine=None, out="o"):
+def _stages(tiny_coarse_weights, tiny_model, fine=None, out="o", fine_extra=0):
     config = ReconstructConfig(out=str(out), coarse=str(tiny_coarse_weights), no_fine=True, device="cpu")
     stages = rc.load_stages(config, model=tiny_model)
     if fine is not None:
-        stages.fine = fine(stages.coarse_size)
+        stages.fine = fine(stages.coarse_size + fine_extra)
     return stages
 
 
@@ -257,8 +257,7 @@ def test_detailed_mesh_has_the_refined_depth(photos, tiny_coarse_weights, tiny_m
     uv1, _ = camera.project(res.vertices_detailed, k)
     np.testing.assert_allclose(uv1, uv0, atol=1e-9)  # along the ray: same pixel
     frags = depth_render.rasterize(torch.from_numpy(res.vertices_detailed[None]).float(),
-                                   stages.coarse.render.triangles, torch.from_numpy(k[None]).float(),
-                                   (stages.size, stages.size))
+                                   stages.coarse.render.triangles, torch.from_numpy(k[None]).float(), res.depth.shape)
     d = frags.depth[0].numpy()
     # interior pixels (the 5 x 5 neighbourhood on the face): the ramp is linear, so sampling it at the
     # vertices and interpolating over triangles reproduces it to float32 rounding (1e-3 mm at 650 mm)
@@ -275,11 +274,14 @@ def test_detailed_mesh_has_the_refined_depth(photos, tiny_coarse_weights, tiny_m
     assert np.quantile(err, 0.9) < 1e-3 and err.max() < 0.1
 
 
-def test_fine_stage_outputs(photos, tiny_coarse_weights, tiny_model, cache, tmp_path):
-    """With a fine stage: detailed meshes, the refined depth in the PNG, four compare panels."""
+@pytest.mark.parametrize("fine_extra", [0, 16])
+def test_fine_stage_outputs(photos, tiny_coarse_weights, tiny_model, cache, tmp_path, fine_extra):
+    """With a fine stage: detailed meshes, the refined depth in the PNG, four compare panels; a
+    FineNet larger than CoarseNet gets the crops at its size and CoarseNet a resampled copy."""
     import trimesh
 
-    stages = _stages(tiny_coarse_weights, tiny_model, fine=RampFine)
+    stages = _stages(tiny_coarse_weights, tiny_model, fine=RampFine, fine_extra=fine_extra)
+    assert stages.size == stages.depth_size == stages.coarse_size + fine_extra
     config = ReconstructConfig(out=str(tmp_path / "out"), coarse=str(tiny_coarse_weights), device="cpu",
                                view_size=48, turntable_frames=4, overlay_max_side=96, cache_dir=str(cache))
     run = rc.run_reconstruct([photos / "astronaut.png", photos / "grace_hopper.jpg"], config, stages=stages)
@@ -293,6 +295,12 @@ def test_fine_stage_outputs(photos, tiny_coarse_weights, tiny_model, cache, tmp_
         assert detailed.vertices.shape == coarse.vertices.shape == (tiny_model.n_vertices, 3)
         assert np.abs(detailed.vertices - coarse.vertices).max() > 0.1
         assert Image.open(w.files["compare"]).size == (4 * 48, 48 + 20)
+        assert doc["depth"]["size"] == doc["crop"]["size"] == stages.size
+        depth = rc.decode_depth_png(w.files["depth"], doc["depth"]["scale_mm"], doc["depth"]["offset_mm"])
+        assert depth.shape == (stages.size,) * 2
+        w_photo, h_photo = doc["photo_size"]
+        lm = np.array(doc["landmarks_68"])
+        assert (lm >= 0).all() and (lm[:, 0] <= w_photo).all() and (lm[:, 1] <= h_photo).all()
 
 
 def test_depth_png_round_trip(tmp_path):

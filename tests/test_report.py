@@ -44,7 +44,8 @@ def result(tiny_model):
     frags = depth_render.rasterize(torch.from_numpy(verts[None]).float(), torch.from_numpy(
         np.asarray(tiny_model.triangles, np.int64)), torch.from_numpy(face.intrinsics[None]).float(), (S, S))
     depth_c, mask = frags.depth[0].numpy(), frags.mask[0].numpy()
-    res = FaceResult(face=face, params={}, rotation=np.eye(3), vertices_cam=verts, depth_coarse=depth_c,
+    res = FaceResult(face=face, params={}, rotation=np.eye(3), vertices_cam=verts, intrinsics=face.intrinsics,
+                     depth_coarse=depth_c,
                      depth=depth_c - 0.5 * mask, mask=mask, refined=True, timings={})  # 0.5 mm raised everywhere
     res.vertices_detailed = verts * ((-verts[:, 2:] - 0.5) / -verts[:, 2:])  # 0.5 mm nearer along the rays
     res.colors = np.full((tiny_model.n_vertices, 3), 200, np.uint8)

@@ -125,7 +125,13 @@ class Stages:
 
     @property
     def size(self) -> int:
-        """Side of the face crops: FineNet's size with the fine stage, else CoarseNet's."""
+        """Side of the face crops: the larger of the networks' input sizes (each network gets the
+        crop resampled to its own size, never enlarged)."""
+        return max(self.coarse_size, self.fine.size if self.fine is not None else 0)
+
+    @property
+    def depth_size(self) -> int:
+        """Side of the depth maps written: FineNet's size with the fine stage, else CoarseNet's."""
         return self.fine.size if self.fine is not None else self.coarse_size
 
 
@@ -230,25 +236,22 @@ def load_stages(config: ReconstructConfig, model=None) -> Stages:
 # ------------------------------------------------------------------------------ networks
 @dataclasses.dataclass
 class FaceResult:
-    """One reconstructed face (numpy; crop quantities at the crop size ``S``)."""
+    """One reconstructed face (numpy). The depth maps are ``(D, D)`` (``Stages.depth_size``) seen
+    through ``intrinsics``: the face's crop (``face.size``, ``face.intrinsics``) resampled to ``D``."""
 
     face: PhotoFace
     params: dict[str, np.ndarray]  # alpha_id, alpha_exp, pose (yaw, pitch, roll rad), translation mm, [beta, sh]
     rotation: np.ndarray  # (3, 3) model -> camera
     vertices_cam: np.ndarray  # (N, 3) float64 coarse mesh, camera frame, mm
-    depth_coarse: np.ndarray  # (S, S) float32 mm, 0 off the face
-    depth: np.ndarray  # (S, S) float32 mm: refined (fine stage) or the coarse depth
-    mask: np.ndarray  # (S, S) bool, the coarse face
+    intrinsics: np.ndarray  # (3, 3) of the depth maps
+    depth_coarse: np.ndarray  # (D, D) float32 mm, 0 off the face
+    depth: np.ndarray  # (D, D) float32 mm: refined (fine stage) or the coarse depth
+    mask: np.ndarray  # (D, D) bool, the coarse face
     refined: bool  # the fine stage ran
     timings: dict[str, float]  # seconds: coarse, fine (this face's share of its batch)
     vertices_detailed: np.ndarray | None = None  # (N, 3), set by build_meshes (with the fine stage)
     visible: np.ndarray | None = None  # (N,) bool, set by build_meshes
     colors: np.ndarray | None = None  # (N, 3) uint8, set by build_meshes
-
-    @property
-    def intrinsics(self) -> np.ndarray:
-        """(3, 3) of the crop at its size ``S``."""
-        return self.face.intrinsics
 
 
 def _scaled_intrinsics(k: torch.Tensor, factor: float) -> torch.Tensor:
@@ -264,38 +267,48 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _resized(image: torch.Tensor, k: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(B, 3, S, S)`` and their intrinsics resampled to ``size`` (anti-aliased; as they are when S == size)."""
+    s = image.shape[-1]
+    if s == size:
+        return image, k
+    x = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x, _scaled_intrinsics(k, size / s)
+
+
 @torch.no_grad()
 def run_networks(stages: Stages, faces: list[PhotoFace]) -> list[FaceResult]:
-    """CoarseNet (all iterations) and the fine stage on a batch of face crops of size ``stages.size``."""
+    """CoarseNet (all iterations) and the fine stage on a batch of face crops of size
+    ``stages.size``, each network fed the crops resampled to its own input size; depth maps at
+    ``stages.depth_size``."""
     if not faces:
         return []
     size = stages.size
     if any(f.size != size for f in faces):
         raise ValueError(f"faces must be cropped at {size} px, got {sorted({f.size for f in faces})}")
     dev = stages.device
-    b = len(faces)
+    b, out_size = len(faces), stages.depth_size
     image = torch.from_numpy(np.stack([f.image for f in faces])).to(dev)  # (B, S, S, 3) uint8
     image = image.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S) in [0, 1]
     k = torch.from_numpy(np.stack([f.intrinsics for f in faces])).float().to(dev)  # (B, 3, 3) at S
     net = stages.coarse
     t0 = time.perf_counter()
-    if stages.coarse_size != size:  # the crops are at FineNet's size: resample for CoarseNet
-        x = F.interpolate(image, size=(stages.coarse_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
-        rec = reconstruct(net, x, _scaled_intrinsics(k, stages.coarse_size / size))
-        frags = depth_render.rasterize(rec.vertices_cam, net.render.triangles, k, (size, size),
+    rec = reconstruct(net, *_resized(image, k, stages.coarse_size))
+    image_d, k_d = _resized(image, k, out_size)
+    if stages.coarse_size != out_size:  # the coarse depth at the fine stage's size
+        frags = depth_render.rasterize(rec.vertices_cam, net.render.triangles, k_d, (out_size, out_size),
                                        projection=net.render.projection)
         depth_c, mask = frags.depth, frags.mask
     else:
-        rec = reconstruct(net, image, k)
         depth_c, mask = rec.depth, rec.mask
     _sync(dev)
     t1 = time.perf_counter()
     last = rec.params[-1]
     depth = depth_c
     if stages.fine is not None:
-        depth = stages.fine.refine(image, k, CoarseEstimate(last, rec.vertices_cam, depth_c, mask))
-        if tuple(depth.shape) != (b, size, size):
-            raise ValueError(f"the fine stage returned depth {tuple(depth.shape)}, expected ({b}, {size}, {size})")
+        depth = stages.fine.refine(image_d, k_d, CoarseEstimate(last, rec.vertices_cam, depth_c, mask))
+        if tuple(depth.shape) != (b, out_size, out_size):
+            raise ValueError(f"the fine stage returned depth {tuple(depth.shape)}, expected ({b}, {out_size}, {out_size})")
     _sync(dev)
     t2 = time.perf_counter()
     rot = camera.rotation_matrix(last.pose.float())  # (B, 3, 3)
@@ -310,7 +323,7 @@ def run_networks(stages: Stages, faces: list[PhotoFace]) -> list[FaceResult]:
         out.append(FaceResult(
             face=face, params={n: v.detach().cpu().double().numpy() for n, v in params.items()},
             rotation=rot[i].cpu().double().numpy(), vertices_cam=rec.vertices_cam[i].cpu().double().numpy(),
-            depth_coarse=depth_c[i].cpu().float().numpy(), depth=depth[i].cpu().float().numpy(),
+            intrinsics=k_d[i].cpu().double().numpy(), depth_coarse=depth_c[i].cpu().float().numpy(), depth=depth[i].cpu().float().numpy(),
             mask=mask[i].cpu().numpy().astype(bool), refined=stages.fine is not None,
             timings={"coarse": (t1 - t0) / b, "fine": (t2 - t1) / b}))
     return out
@@ -469,8 +482,8 @@ class WrittenFace:
 def _landmarks_photo(result: FaceResult, model, projection: str) -> np.ndarray | None:
     if model.landmarks is None:
         return None
-    uv, _ = camera.project(result.vertices_cam[np.asarray(model.landmarks)], result.intrinsics, projection)
-    return result.face.to_photo(uv)  # (68, 2)
+    uv, _ = camera.project(result.vertices_cam[np.asarray(model.landmarks)], result.face.intrinsics, projection)
+    return result.face.to_photo(uv)  # crop pixels -> photo pixels, (68, 2)
 
 
 def _json_text(doc: dict) -> str:
@@ -536,9 +549,10 @@ def write_face(result: FaceResult, rgb: np.ndarray, out: Path, name: str, stages
                    **({"beta": _rounded(result.params["beta"], 5)} if "beta" in result.params else {}),
                    **({"sh": _rounded(result.params["sh"], 5)} if "sh" in result.params else {})},
         "depth": {"file": files["depth"].name, "kind": "refined" if result.refined else "coarse",
-                  "size": face.size, "scale_mm": scale, "offset_mm": offset,
+                  "size": int(result.depth.shape[0]), "intrinsics": _rounded(result.intrinsics, 4),
+                  "scale_mm": scale, "offset_mm": offset,
                   "decode": "depth_mm = offset_mm + scale_mm * value where value > 0; value 0 = off the face; "
-                            "camera: crop_intrinsics"},
+                            "seen through depth.intrinsics (the crop resampled to depth.size)"},
         "mesh": {"n_vertices": int(len(result.vertices_cam)), "n_triangles": int(len(tri)),
                  "n_visible_vertices": int(result.visible.sum()),
                  "detailed": "coarse vertices seen by the crop moved along their camera rays to the refined depth"
