@@ -274,14 +274,16 @@ def test_detailed_mesh_has_the_refined_depth(photos, tiny_coarse_weights, tiny_m
     assert np.quantile(err, 0.9) < 1e-3 and err.max() < 0.1
 
 
-@pytest.mark.parametrize("fine_extra", [0, 16])
+@pytest.mark.parametrize("fine_extra", [0, 16, -16])
 def test_fine_stage_outputs(photos, tiny_coarse_weights, tiny_model, cache, tmp_path, fine_extra):
     """With a fine stage: detailed meshes, the refined depth in the PNG, four compare panels; a
-    FineNet larger than CoarseNet gets the crops at its size and CoarseNet a resampled copy."""
+    FineNet larger than CoarseNet gets the crops at its size and CoarseNet a resampled copy; a
+    smaller one gets a resampled copy, and the depth maps are at its size."""
     import trimesh
 
     stages = _stages(tiny_coarse_weights, tiny_model, fine=RampFine, fine_extra=fine_extra)
-    assert stages.size == stages.depth_size == stages.coarse_size + fine_extra
+    assert stages.depth_size == stages.coarse_size + fine_extra
+    assert stages.size == max(stages.coarse_size, stages.depth_size)
     config = ReconstructConfig(out=str(tmp_path / "out"), coarse=str(tiny_coarse_weights), device="cpu",
                                view_size=48, turntable_frames=4, overlay_max_side=96, cache_dir=str(cache))
     run = rc.run_reconstruct([photos / "astronaut.png", photos / "grace_hopper.jpg"], config, stages=stages)
@@ -295,12 +297,13 @@ def test_fine_stage_outputs(photos, tiny_coarse_weights, tiny_model, cache, tmp_
         assert detailed.vertices.shape == coarse.vertices.shape == (tiny_model.n_vertices, 3)
         assert np.abs(detailed.vertices - coarse.vertices).max() > 0.1
         assert Image.open(w.files["compare"]).size == (4 * 48, 48 + 20)
-        assert doc["depth"]["size"] == doc["crop"]["size"] == stages.size
+        assert doc["depth"]["size"] == stages.depth_size and doc["crop"]["size"] == stages.size
         depth = rc.decode_depth_png(w.files["depth"], doc["depth"]["scale_mm"], doc["depth"]["offset_mm"])
-        assert depth.shape == (stages.size,) * 2
+        assert depth.shape == (stages.depth_size,) * 2
         w_photo, h_photo = doc["photo_size"]
-        lm = np.array(doc["landmarks_68"])
+        lm, box = np.array(doc["landmarks_68"]), np.array(doc["box"])
         assert (lm >= 0).all() and (lm[:, 0] <= w_photo).all() and (lm[:, 1] <= h_photo).all()
+        assert np.all(np.abs(lm.mean(0) - (box[:2] + box[2:]) / 2) < 0.5 * (box[2:] - box[:2]))  # on the face
 
 
 def test_depth_png_round_trip(tmp_path):
