@@ -84,6 +84,29 @@ def random_coarse(tmp: Path, model) -> Path:
     return export_inference(pt, tmp / "coarse.safetensors")
 
 
+def random_fine(tmp: Path, model) -> Path | None:
+    """A randomly initialised FineNet of the default architecture (``train-cli fine`` defaults),
+    exported like shipped weights; None when this version has no FineNet."""
+    try:
+        from train.config import FineConfig
+        from train.fine_net import FineNet
+        from train.fine_task import FineModel
+    except ImportError:
+        return None
+    from train.checkpoint import export_inference, save_checkpoint
+
+    cfg = FineConfig(out="-", synthetic="-")
+    torch.manual_seed(0)
+    fine = FineNet(width_mult=cfg.width_mult, depth_scale_mm=cfg.depth_scale_mm, residual_scale_mm=cfg.residual_scale_mm)
+    for m in fine.modules():  # the last layer starts at zero (no residual): give it weights so the work is real
+        if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1:
+            torch.nn.init.normal_(m.weight, std=0.01)
+    fm = FineModel(model, fine, None, projection="perspective", mask_erode=cfg.mask_erode, min_facing=cfg.min_facing)
+    pt = save_checkpoint(tmp / "fine.pt", {"task": "fine", "step": 0, "model": fm.state_dict(), "config": cfg.to_dict(),
+                                           "task_state": fm.hyperparameters(), "model_fingerprint": model.fingerprint})
+    return export_inference(pt, tmp / "fine.safetensors")
+
+
 def run_once(photos: list[Path], config: ReconstructConfig, stages, detector) -> dict[str, list[float]]:
     run = rc.run_reconstruct(photos, config, stages=stages, detector=detector)
     if run.skipped:
@@ -133,9 +156,14 @@ def split_networks(stages, batch: int) -> dict[str, float]:
     cam = camera.to_camera(verts, camera.rotation_matrix(p.pose), p.translation)
     out["final depth rasterization"] = ms(lambda: depth_render.rasterize(cam, net.render.triangles, k, (size, size)))
     if stages.fine is not None:
-        frags = depth_render.rasterize(cam, net.render.triangles, k, (size, size))
+        fs = stages.fine.size
+        kf = k.clone()
+        kf[:, :2] *= fs / size
+        img_f = torch.nn.functional.interpolate(image, size=(fs, fs), mode="bilinear", antialias=True)
+        frags = depth_render.rasterize(cam, net.render.triangles, kf, (fs, fs))
         coarse = rc.CoarseEstimate(p, cam, frags.depth, frags.mask)
-        out["FineNet"] = ms(lambda: stages.fine.refine(image, k, coarse))
+        out[f"coarse depth at FineNet's {fs} px"] = ms(lambda: depth_render.rasterize(cam, net.render.triangles, kf, (fs, fs)))
+        out[f"FineNet ({fs} px, with its face-region mask)"] = ms(lambda: stages.fine.refine(img_f, kf, coarse))
     return out
 
 
@@ -157,6 +185,7 @@ def main() -> None:
         shipped = rc.DEFAULT_COARSE.is_file()
         coarse = rc.DEFAULT_COARSE if shipped else random_coarse(tmp, model)
         fine_shipped = rc.DEFAULT_FINE.is_file()
+        fine = rc.DEFAULT_FINE if fine_shipped else random_fine(tmp, model)
         photos = offline_photos(tmp / "photos", args.photos)
         devices = [("cpu", int(t)) for t in args.threads.split(",")]
         if torch.cuda.is_available() and not args.no_cuda:
@@ -164,12 +193,13 @@ def main() -> None:
         print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads "
               f"available; torch {torch.__version__}")
         print(f"CoarseNet: {'shipped ' + str(coarse) if shipped else 'randomly initialised, default architecture'}; "
-              f"FineNet: {'shipped' if fine_shipped else 'none (no shipped weights: the fine stage is skipped)'}")
+              f"FineNet: {'shipped' if fine_shipped else 'randomly initialised, default architecture' if fine else 'none in this version (the fine stage is skipped)'}")
         rows, splits = [], []
         with FaceDetector() as detector:
             for device, threads in devices:
                 config = ReconstructConfig(out=str(tmp / f"out_{device}{threads}"), coarse=str(coarse),
-                                           no_fine=not fine_shipped, device=device, threads=threads,
+                                           fine=None if fine is None else str(fine), no_fine=fine is None,
+                                           device=device, threads=threads,
                                            batch_size=args.batch_size, pictures=not args.no_pictures, cache=False)
                 torch.set_num_threads(threads)
                 with threadpool_limits(threads):
