@@ -14,8 +14,9 @@ per-face timings from the ``<name>.json`` files it writes:
 
 Goal (issue 13): coarse + fine < 100 ms per photo on CPU, detection and writing excluded. A
 second table splits CoarseNet and FineNet into their parts on one batch (CNN forward per
-iteration, feedback rendering per iteration, the final depth rasterization) to show where the
-time goes.
+iteration, feedback rendering per iteration, the final depth rasterization, FineNet) to show where
+the time goes, as wall and process CPU time: on a shared machine the CPU time of the 1-thread
+column is what the wall time would be on an idle one (the load average is printed).
 
 Networks: the shipped weights (``train/weights/*.safetensors``) when present, else randomly
 initialised networks of the default architecture (``train-cli coarse`` defaults: 224 px, 4
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -120,7 +122,7 @@ def run_once(photos: list[Path], config: ReconstructConfig, stages, detector) ->
 
 
 @torch.no_grad()
-def split_networks(stages, batch: int) -> dict[str, float]:
+def split_networks(stages, batch: int) -> dict[str, tuple[float, float]]:
     """ms per image of CoarseNet's parts (per iteration: CNN forward, feedback rendering; the final
     depth rasterization) and FineNet on one random batch at the default size."""
     from train import depth_render
@@ -134,16 +136,18 @@ def split_networks(stages, batch: int) -> dict[str, float]:
     est = torch.zeros(batch, net.layout.dim, device=dev)
     p = decode_params(est, net.layout, net.stats, k, (size, size), net.render.projection)
 
-    def ms(fn, reps: int = 3) -> float:
+    def ms(fn, reps: int = 3) -> tuple[float, float]:
+        """(wall, process CPU) ms per image; on a shared machine the CPU time of a 1-thread run is
+        what its wall time would be on an idle one."""
         fn()
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(reps):
             fn()
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / reps / batch * 1000.0
+        return ((time.perf_counter() - t0) / reps / batch * 1000.0, (time.process_time() - c0) / reps / batch * 1000.0)
 
     fb = net.render(p, k, (size, size))
     x = torch.cat([image, fb], 1)
@@ -190,8 +194,8 @@ def main() -> None:
         devices = [("cpu", int(t)) for t in args.threads.split(",")]
         if torch.cuda.is_available() and not args.no_cuda:
             devices.append(("cuda", max(int(t) for t in args.threads.split(","))))
-        print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads "
-              f"available; torch {torch.__version__}")
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+              f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print(f"CoarseNet: {'shipped ' + str(coarse) if shipped else 'randomly initialised, default architecture'}; "
               f"FineNet: {'shipped' if fine_shipped else 'randomly initialised, default architecture' if fine else 'none in this version (the fine stage is skipped)'}")
         rows, splits = [], []
@@ -216,12 +220,14 @@ def main() -> None:
             net_ms = m["coarse"] + m["fine"]
             print(f"| {name} | {size} | " + " | ".join(f"{m[s]:.1f}" for s in STAGES)
                   + f" | {net_ms:.1f} | {'met' if net_ms < 100 else 'not met'} |")
-        print(f"\nwhere the network time goes (one batch of {args.batch_size}, ms per image):")
+        print(f"\nwhere the network time goes (one batch of {args.batch_size}, ms per image, wall / process CPU):")
         names = list(splits[0][1])
         print("| part | " + " | ".join(n for n, _ in splits) + " |")
         print("|---" * (len(splits) + 1) + "|")
         for part in names:
-            print(f"| {part} | " + " | ".join(f"{s[part]:.1f}" for _, s in splits) + " |")
+            print(f"| {part} | " + " | ".join(f"{s[part][0]:.1f} / {s[part][1]:.1f}" for _, s in splits) + " |")
+        print(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+              f"({os.cpu_count()} CPUs; above the CPU count, wall times are inflated by other jobs)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
