@@ -56,7 +56,7 @@ from scipy.spatial import cKDTree
 from synth import camera
 from synth.render import LANDMARK_DEPTH_TOL_MM
 
-from . import depth_render, report
+from . import report
 from .checkpoint import CheckpointError, load_inference_checkpoint
 from .config import ReconstructConfig
 from .inference import load_checkpoint_and_model, reconstruct
@@ -293,14 +293,9 @@ def run_networks(stages: Stages, faces: list[PhotoFace]) -> list[FaceResult]:
     k = torch.from_numpy(np.stack([f.intrinsics for f in faces])).float().to(dev)  # (B, 3, 3) at S
     net = stages.coarse
     t0 = time.perf_counter()
-    rec = reconstruct(net, *_resized(image, k, stages.coarse_size))
-    image_d, k_d = _resized(image, k, out_size)
-    if stages.coarse_size != out_size:  # the coarse depth at the fine stage's size
-        frags = depth_render.rasterize(rec.vertices_cam, net.render.triangles, k_d, (out_size, out_size),
-                                       projection=net.render.projection)
-        depth_c, mask = frags.depth, frags.mask
-    else:
-        depth_c, mask = rec.depth, rec.mask
+    image_d, k_d = _resized(image, k, out_size)  # the view of the depth maps (the fine stage's)
+    rec = reconstruct(net, *_resized(image, k, stages.coarse_size), depth_view=(k_d, (out_size, out_size)))
+    depth_c, mask = rec.depth, rec.mask
     _sync(dev)
     t1 = time.perf_counter()
     last = rec.params[-1]
