@@ -23,7 +23,11 @@ Everything is written under ``DEMO`` (default ``demo/``, git-ignored); the shipp
 ``train/weights/`` are only ever read by ``reconstruct`` when no ``--coarse``/``--fine`` is given,
 which this script always gives. Sized for a 2-core machine in about 30 minutes.
 
-    python scripts/demo.py [--out demo] [--size 96] [--n-train 3000] [--coarse-steps 600] ...
+    python scripts/demo.py [--out demo] [--size 96] [--n-train 3000] [--coarse-steps 400] [--threads 2] ...
+
+Sizing (dev machine, CPU time measured on a shared machine, commit in report.json): rendering at
+96 px ~0.06 s of CPU per sample; a CoarseNet step (16 images, width x0.5, feedback cell 2 mm)
+~2.1 s of CPU (~3 s with the full feedback mesh).
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ class Demo:
     coarse_steps: int
     coarse_width: float
     coarse_batch: int
+    coarse_feedback_cell: float
     fine_steps: int
     fine_width: float
     fine_batch: int
@@ -147,7 +152,7 @@ def stage_coarse(d: Demo, log: Path) -> None:
     _train(d, log, "coarse", [
         "--data", str(d.path("shards", "train")), "--val-data", str(d.path("shards", "val")), "--size", str(d.size),
         "--steps", str(d.coarse_steps), "--batch-size", str(d.coarse_batch), "--width-mult", str(d.coarse_width),
-        "--no-mask-input", "--workers", "1", "--seed", str(d.seed), "--val-every", str(max(1, d.coarse_steps // 4)),
+        "--feedback-cell", str(d.coarse_feedback_cell), "--no-mask-input", "--workers", "1", "--seed", str(d.seed), "--val-every", str(max(1, d.coarse_steps // 4)),
         "--val-samples", str(d.n_val), "--ckpt-every", str(max(1, d.coarse_steps // 4)), "--log-every", "10"])
 
 
@@ -312,9 +317,11 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2, help="render worker processes")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the training/inference CLIs")
-    ap.add_argument("--coarse-steps", type=int, default=600)
+    ap.add_argument("--coarse-steps", type=int, default=400)
     ap.add_argument("--coarse-width", type=float, default=0.5)
     ap.add_argument("--coarse-batch", type=int, default=16)
+    ap.add_argument("--coarse-feedback-cell", type=float, default=2.0,
+                    help="feedback maps from a mesh clustered at this cell size (mm): ~1.4x faster steps here")
     ap.add_argument("--fine-steps", type=int, default=300)
     ap.add_argument("--fine-width", type=float, default=0.25)
     ap.add_argument("--fine-batch", type=int, default=4)
@@ -323,6 +330,7 @@ def main() -> None:
     d = Demo(out=(ROOT / a.out).resolve() if not Path(a.out).is_absolute() else Path(a.out), size=a.size,
              n_train=a.n_train, n_val=a.n_val, n_test=a.n_test, workers=a.workers, threads=a.threads,
              coarse_steps=a.coarse_steps, coarse_width=a.coarse_width, coarse_batch=a.coarse_batch,
+             coarse_feedback_cell=a.coarse_feedback_cell,
              fine_steps=a.fine_steps, fine_width=a.fine_width, fine_batch=a.fine_batch, seed=a.seed)
     d.out.mkdir(parents=True, exist_ok=True)
     settings = d.path("settings.json")
