@@ -10,10 +10,17 @@ same model.
 "cpu ms" is the CPU time per sample of the rendering processes (robust when other jobs share the
 machine: 2 workers scale as 2 x cpu(1 worker) / cpu(2 workers) when both have a free core).
 
-Targets (issue): >= 80 samples/s per core at 224 with all outputs, >= 1.8x from 1 to 2 workers,
-<= 60 kB/sample. Rates are "steady": measured from the first finished quarter of the samples to the
-last, so process start-up and model loading are reported separately. Every process (the in-process
-1-worker run included) uses one BLAS and one llvmpipe thread, so "1 worker" is one core.
+Targets (issue 14), each printed as a ratio measured in this run:
+1. the dataset job (1 worker, all outputs, default flags) >= 80 % of the id-pass ceiling (the GLSL
+   gl_PrimitiveID pass alone on OSMesa, the raster ceiling of the GL design), >= 1.8x with 2 workers;
+2. <= 60 kB/sample at 224 px;
+3. reading: the keyed read training uses (image + mask + parameters + landmarks) and the maps
+   (recomputed from the triangle ids in layout 3), ms/sample, layout 3 next to layout 2 written from
+   the same renders in this run (`benchmarks/loader.py` compares reading with a training step);
+4. 80 samples/s per core (1000 / CPU ms per sample of the 1-worker job).
+Rates are "steady": measured from the first finished quarter of the samples to the last, so process
+start-up and model loading are reported separately. Every process (the in-process 1-worker run
+included) uses one BLAS and one llvmpipe thread, so "1 worker" is one core.
 """
 from __future__ import annotations
 
@@ -29,13 +36,14 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_N
     os.environ.setdefault(_var, "1")
 
 
-def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, workers: int, sampling=None) -> dict:
+def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, workers: int, sampling=None,
+            platform: str = "cpu") -> dict:
     from synth.dataset import DatasetConfig, render_dataset
     from synth.sampling import SamplingConfig
 
     shard = max(n // 8, 1)
     cfg = DatasetConfig(out=str(out), n=n, size=size, shard_size=shard, workers=workers, model=model_path,
-                        sampling=SamplingConfig(detail=detail, **(sampling or {})))
+                        platform=platform, sampling=SamplingConfig(detail=detail, **(sampling or {})))
     stamps = []
 
     def progress(k: int) -> None:
@@ -57,30 +65,84 @@ def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, worke
 
 
 def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
-    """Samples/s in this process on the same parameters: the id pass alone and the full
-    ``FaceRenderer.render`` (model arrays batched as the dataset does)."""
+    """Samples per CPU second in this process on the same parameters, interleaved in 4 rounds (so a change of load
+    hits every figure alike): the GL id pass alone (OSMesa: the ceiling of the GL design), the
+    compiled CPU rasterizer alone, ``FaceRenderer.render`` on the ``cpu`` platform with all maps and
+    with what layout 3 stores (``maps=False``; model arrays batched as the dataset does)."""
     from synth.render import GEOMETRY_BATCH, FaceRenderer
     from synth.sampling import SamplingConfig, face_framing, sample_params
 
     cfg = SamplingConfig()
     framing = face_framing(model)
     params = [sample_params(model, cfg, size, 0, i, framing) for i in range(n)]
-    rates = {}
-    with FaceRenderer(model, size) as r:
-        r.warm_up(detail=True)
+    secs = {"gl_id_pass": 0.0, "cpu_id_pass": 0.0, "render_all_maps": 0.0, "render_layout3": 0.0}
+    with FaceRenderer(model, size, platform="osmesa") as gl, FaceRenderer(model, size, platform="cpu") as r:
+        for x in (gl, r):
+            x.warm_up(detail=True)
         geo = [r.geometry(p) for p in params]
-        r.render_ids(geo[0][0], params[0].intrinsics.astype(float), "perspective")  # warm-up / GL setup
-        t0 = time.perf_counter()
-        for p, g in zip(params, geo):
-            r.render_ids(g[0], p.intrinsics.astype(float), p.projection)
-        rates["primitive_id"] = n / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for b in range(0, n, GEOMETRY_BATCH):
-            chunk = params[b:b + GEOMETRY_BATCH]
-            for p, a in zip(chunk, r.model_arrays(chunk)):
-                r.render(p, a)
-        rates["full"] = n / (time.perf_counter() - t0)
-    return rates
+        for x in (gl, r):  # warm-up: GL set-up, kernel compilation / cache load
+            x.render_ids(geo[0][0], params[0].intrinsics.astype(float), "perspective")
+        r.render(params[0])
+        for _ in range(4):
+            # CPU time of this process (llvmpipe's threads included): robust when other jobs share the cores
+            for name, x in (("gl_id_pass", gl), ("cpu_id_pass", r)):
+                t0 = time.process_time()
+                for p, g in zip(params, geo):
+                    x.render_ids(g[0], p.intrinsics.astype(float), p.projection)
+                secs[name] += time.process_time() - t0
+            for name, maps in (("render_all_maps", True), ("render_layout3", False)):
+                t0 = time.process_time()
+                for b in range(0, n, GEOMETRY_BATCH):
+                    chunk = params[b:b + GEOMETRY_BATCH]
+                    for p, a in zip(chunk, r.model_arrays(chunk)):
+                        r.render(p, a, maps=maps)
+                secs[name] += time.process_time() - t0
+    return {k: 4 * n / v for k, v in secs.items()}
+
+
+def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
+    """CPU ms per sample of keyed reads, layout 3 (shards of ``out``) and layout 2 (the same samples
+    rendered and written here as layout 2 wrote them: quantised maps, gzip-1), interleaved; plus the
+    layout-2 kB/sample."""
+    from synth.codecs import encode_sample
+    from synth.dataset import _ShardRenderer, DatasetConfig  # noqa: F401  (same renderer set-up as the job)
+    from synth.detail import N_FIELDS
+    from synth.render import FaceRenderer
+    from synth.sampling import SamplingConfig, face_framing, sample_params
+    from synth.shards import ShardReader, ShardWriter, list_shards
+
+    train_keys = ("image", "mask", "landmarks", "landmarks_visible", "intrinsics", "alpha_id", "alpha_exp", "beta",
+                  "sh", "pose", "translation", "index")
+    map_keys = ("depth", "depth_coarse", "albedo")  # what the fine stage reads besides
+    cfg = SamplingConfig()
+    framing = face_framing(model)
+    v2 = out / "layout2.h5"
+    dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": N_FIELDS}
+    with FaceRenderer(model, size) as r, ShardWriter(v2, n, size, dims, True, {"size": size, "projection": "perspective",
+                                                                               "model_fingerprint": model.fingerprint},
+                                                     compression="gzip", layout=2) as w:
+        for i in range(n):
+            p = sample_params(model, cfg, size, 0, i, framing)
+            w.write(i, encode_sample(p, r.render(p), layout=2))
+        w.commit()
+    readers = {"layout 3": [ShardReader(p, model=model) for p in list_shards(out)], "layout 2": [ShardReader(v2)]}
+    res = {"layout2_kB": v2.stat().st_size / n / 1000}
+    for rs in readers.values():
+        for rd in rs:
+            rd.read(0, keys=train_keys + map_keys)  # open files, fill caches, build the recomputing renderer
+    secs: dict[str, float] = {}
+    for _ in range(2):
+        for name, rs in readers.items():
+            for label, keys in (("train keys", train_keys), ("+ depth, depth_coarse, albedo", train_keys + map_keys)):
+                t0 = time.process_time()  # CPU time of this process: robust when other jobs share the cores
+                count = 0
+                for rd in rs:
+                    for i in range(len(rd)):
+                        rd.read(i, keys=keys)
+                        count += 1
+                secs[f"{name}, {label}"] = secs.get(f"{name}, {label}", 0.0) + (time.process_time() - t0) / count / 2
+    res.update({k: 1000 * v for k, v in secs.items()})
+    return res
 
 
 def main() -> None:
@@ -94,6 +156,8 @@ def main() -> None:
                          "(the look before photo colour)")
     ap.add_argument("--skip-ceiling", action="store_true",
                     help="only the dataset jobs (e.g. to time an older synth on PYTHONPATH side by side)")
+    ap.add_argument("--platform", default="cpu", help="the dataset jobs' --platform (cpu | osmesa)")
+    ap.add_argument("--no-detail-off", action="store_true", help="skip the detail-off rows")
     args = ap.parse_args()
     from morphable_model import load_model
 
@@ -117,30 +181,55 @@ def main() -> None:
     try:
         print(f"{'size':>5} {'detail':>6} {'workers':>7} {'samples/s':>10} {'(wall)':>8} {'per core':>9} "
               f"{'kB/sample':>9} {'cpu ms':>7}  split ms/sample (sampling geometry render post write)")
-        rates = {}
+        rates, cpu_ms, kbs = {}, {}, {}
+        details = (True,) if args.no_detail_off else (True, False)
         for size in sizes:
-            for detail in (True, False):
+            for detail in details:
                 for w in workers:
                     out = tmp / f"s{size}-d{int(detail)}-w{w}"
-                    r = run_job(model, args.model, out, args.n, size, detail, w, overrides)
+                    r = run_job(model, args.model, out, args.n, size, detail, w, overrides,
+                                **({"platform": args.platform} if args.platform != "cpu" else {}))
                     rates[(size, detail, w)] = r["rate_steady"]
+                    cpu_ms[(size, detail, w)] = 1000 * r["timings"].get("cpu", float("nan")) / args.n
+                    kbs[(size, detail)] = r["bytes_per_sample"] / 1000
                     t = r["timings"]
                     split = " ".join(f"{1000 * t[k] / args.n:6.1f}" for k in ("sampling", "geometry", "render",
                                                                               "post", "write"))
                     print(f"{size:>5} {str(detail):>6} {w:>7} {r['rate_steady']:>10.1f} {r['rate_wall']:>8.1f} "
                           f"{r['rate_steady'] / w:>9.1f} {r['bytes_per_sample'] / 1000:>9.1f} "
                           f"{1000 * t.get('cpu', float('nan')) / args.n:>7.1f}  {split}", flush=True)
+                    if detail and w == workers[0] and not args.skip_ceiling:
+                        r_read = read_rates(model, out, size, min(args.n, 32))
+                        print("        reading, CPU ms/sample (layout 3 vs layout 2 of the same renders): " + "; ".join(
+                            f"{k} {v:.2f}" for k, v in r_read.items() if k != "layout2_kB")
+                            + f"; layout 2 kB/sample {r_read['layout2_kB']:.1f}", flush=True)
                     shutil.rmtree(out)
         if 1 in workers and 2 in workers:
             for size in sizes:
-                for detail in (True, False):
+                for detail in details:
                     ratio = rates[(size, detail, 2)] / rates[(size, detail, 1)]
-                    print(f"speed-up 1 -> 2 workers at {size} px, detail={detail}: {ratio:.2f}x (target >= 1.8x)")
+                    cpu_ratio = 2 * cpu_ms[(size, detail, 1)] / cpu_ms[(size, detail, 2)]
+                    print(f"target 1b: speed-up 1 -> 2 workers at {size} px, detail={detail}: {ratio:.2f}x steady "
+                          f"(2 x CPU-ms ratio {cpu_ratio:.2f}x; target >= 1.8x)")
+        for size in sizes:
+            print(f"target 2: {size} px {kbs[(size, True)]:.1f} kB/sample (target <= 60)")
+            if 1 in workers:
+                print(f"target 4: {size} px {1000 / cpu_ms[(size, True, 1)]:.1f} samples/s per CPU core "
+                      f"(1000 / CPU ms of the 1-worker job; target 80)")
         for size in [] if args.skip_ceiling else sizes:
-            r = pure_render_rate(model, size, max(args.n // 2, 16))
-            print(f"{size} px, one process: id pass alone {r['primitive_id']:.1f}/s (GLSL gl_PrimitiveID, indexed; "
-                  f"the pure-render ceiling); full render() {r['full']:.1f}/s -> "
-                  f"{r['full'] / r['primitive_id']:.0%} of the ceiling")
+            n_pure = max(args.n // 4, 8)
+            r = pure_render_rate(model, size, n_pure)
+            print(f"{size} px, one process, {n_pure} samples x 4 interleaved rounds, per CPU second: GL id pass alone (OSMesa) "
+                  f"{r['gl_id_pass']:.1f}/s = the ceiling; CPU id pass alone {r['cpu_id_pass']:.1f}/s "
+                  f"({r['cpu_id_pass'] / r['gl_id_pass']:.2f}x); render() all maps {r['render_all_maps']:.1f}/s "
+                  f"({r['render_all_maps'] / r['gl_id_pass']:.0%}), render(maps=False) {r['render_layout3']:.1f}/s "
+                  f"({r['render_layout3'] / r['gl_id_pass']:.0%} of the ceiling)")
+            if 1 in workers:
+                job = rates[(size, True, 1)]
+                job = 1000 / cpu_ms[(size, True, 1)]
+                print(f"target 1: {size} px dataset job, 1 worker, all outputs: {job:.1f} samples per CPU second = "
+                      f"{job / r['gl_id_pass']:.0%} of the GL id-pass ceiling (target >= 80 %; both CPU time, the "
+                      f"ceiling measured after the job, in this process)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

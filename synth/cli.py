@@ -62,8 +62,9 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--shard-size", type=int, default=1000, show_default=True, help="samples per shard")
 @click.option("--shard-range", default=None, help="render only shards a..b-1 (a:b); default: all, or the "
               "SLURM_ARRAY_TASK_ID share")
-@click.option("--compression", type=click.Choice(["gzip", "lzf"]), default="gzip", show_default=True,
-              help="gzip: level 1 + shuffle (smaller); lzf: faster")
+@click.option("--compression", type=click.Choice(["zstd", "gzip", "lzf"]), default="zstd", show_default=True,
+              help="zstd: Zstandard level 1 (hdf5plugin; smallest and fastest); gzip: level 1 + shuffle (plain h5py); "
+                   "lzf: plain h5py, fast, larger")
 @click.option("--projection", type=click.Choice(["perspective", "weak_perspective"]), default="perspective",
               show_default=True)
 @click.option("--background", type=click.Choice(BACKGROUNDS), default=None,
@@ -93,8 +94,8 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--exp-scale", type=float, default=1.0, show_default=True, help="expression prior sigma scale")
 @click.option("--albedo-scale", type=float, default=1.0, show_default=True, help="albedo prior sigma scale")
 @click.option("--truncation", type=float, default=3.0, show_default=True, help="clip coefficients (std); 0 = off")
-@click.option("--platform", type=click.Choice(["osmesa", "egl"]), default="osmesa", show_default=True,
-              help="headless OpenGL platform")
+@click.option("--platform", type=click.Choice(["cpu", "osmesa", "egl"]), default="cpu", show_default=True,
+              help="triangle-id rasterizer: cpu (compiled, no OpenGL), osmesa (software OpenGL), egl (GPU OpenGL)")
 def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, shard_size, shard_range,
            compression, projection, background, background_dir, occluders, specular, specular_strength, shininess,
            yaw, pitch, roll, distance,
@@ -157,12 +158,21 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-def verify(directory: Path) -> None:
+@click.option("--maps", is_flag=True,
+              help="layout 3: also recompute every sample's maps from its triangle ids and check them (slower)")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="the shards' morphable model for --maps (default: the built-in model they name)")
+def verify(directory: Path, maps: bool, model_path: Path | None) -> None:
     """Check every shard in DIRECTORY (checksums, counts, NaNs, value ranges); exit 1 if any is bad."""
     from .verify import verify_dir
 
     try:
-        reports, problems = verify_dir(directory)
+        model = None
+        if model_path is not None:
+            from morphable_model import load_model
+
+            model = load_model(model_path)
+        reports, problems = verify_dir(directory, maps=maps, model=model)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     bad = [r for r in reports if not r.ok]

@@ -12,7 +12,15 @@
   (:func:`delta2d_encode`, wrapping integer arithmetic) so smooth maps compress well;
 * ``specular``: ``(strength, shininess)`` float32 of the sample's Blinn-Phong term.
 
-Layouts: :data:`LAYOUT_VERSION` (2) is written; :data:`READABLE_LAYOUTS` are read. Layout 1 (before
+Layout 3 (:data:`LAYOUT_VERSION`, written) stores the image, the mask and the **triangle-id image**
+``tri_id`` (2-D difference coded ``tri_id + 1`` in int32) instead of the maps: ``depth``,
+``depth_coarse``, ``normals``, ``pncc`` and ``albedo`` (:data:`SURFACE_KEYS`) are recomputed on read
+from the ids, the stored parameters and the morphable model (the shard's ``model_fingerprint``) by
+:meth:`synth.render.FaceRenderer.surface_maps` — the renderer's own per-pixel computation, so they
+come back at full float32 precision, bit-identical to what the renderer computed, and cost a model
+evaluation per sample (:func:`decode_sample` takes the recomputation as ``surface``).
+
+:data:`READABLE_LAYOUTS` are read. Layout 2 stored the quantised maps (below). Layout 1 (before
 the sRGB change) stored the image as *linear* RGB uint8 and the albedo as linear ``round(255 x)``, and
 had no specular term: decoding a layout-1 sample returns its image **encoded to sRGB on read**
 (:func:`synth.color.linear_to_srgb_u8` of ``q / 255``), its albedo as linear float32 and
@@ -47,20 +55,28 @@ __all__ = [
     "encode_sample",
     "decode_sample",
     "stored_for",
+    "SURFACE_KEYS",
+    "GEOMETRY_KEYS",
 ]
 
-LAYOUT_VERSION = 2
-"""The shard layout written (2: image sRGB-encoded, albedo stored sRGB-encoded, specular parameters)."""
-READABLE_LAYOUTS = (1, 2)
-"""Layouts :func:`decode_sample` decodes (1: linear image and albedo, no specular; see the module doc)."""
+LAYOUT_VERSION = 3
+"""The shard layout written (3: image, mask and triangle ids; the maps are recomputed on read)."""
+READABLE_LAYOUTS = (1, 2, 3)
+"""Layouts :func:`decode_sample` decodes (2: quantised maps; 1: linear image and albedo, no specular;
+see the module doc)."""
+SURFACE_KEYS = ("depth", "depth_coarse", "normals", "pncc", "albedo")
+"""Layout 3: the maps recomputed from ``tri_id``, the parameters and the model."""
+GEOMETRY_KEYS = ("alpha_id", "alpha_exp", "beta", "pose", "translation", "intrinsics", "index")
+"""Layout 3: the stored parameters the recomputation of :data:`SURFACE_KEYS` needs (+ ``detail_weights``)."""
 DEPTH_STEP_MM = 1.0 / 128.0  # depth / coarse-depth quantisation step (coarser if the span needs it)
 DETAIL_STEP_MM = 1.0 / 128.0  # quantisation of depth - depth_coarse (the fine detail)
 PARAMETER_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", "intrinsics", "detail_weights",
                   "specular")
 """Per-sample parameters, stored and decoded as they are (float32)."""
 DECODED_KEYS = ("image", "depth", "depth_coarse", "normals", "pncc", "albedo", "mask", "landmarks",
-                "landmarks_visible") + PARAMETER_KEYS + ("index",)
-"""Every key :func:`decode_sample` can return (``depth_coarse``, ``detail_weights``: detail on only)."""
+                "landmarks_visible") + PARAMETER_KEYS + ("index", "tri_id")
+"""Every key :func:`decode_sample` can return (``depth_coarse``, ``detail_weights``: detail on only;
+``tri_id``: layout 3 only)."""
 _DECODED = frozenset(DECODED_KEYS)
 _NEED_MASK = frozenset(("depth", "depth_coarse", "mask", "normals"))  # decoded from the quantised depth q
 
@@ -130,9 +146,14 @@ def decode_depth(q: np.ndarray, offset: float, step: float) -> np.ndarray:
     return np.where(q > 0, np.float32(offset) + (q.astype(np.float32) - 1.0) * np.float32(step), 0.0).astype(np.float32)
 
 
-def encode_sample(params, out) -> dict[str, np.ndarray]:
-    """Stored arrays of one sample from :class:`~synth.sampling.SampleParams` and
-    :class:`~synth.render.RenderOutput`."""
+def encode_sample(params, out, layout: int = LAYOUT_VERSION) -> dict[str, np.ndarray]:
+    """Stored arrays of one sample of shard ``layout`` (3, or 2 for tests of the older reader) from
+    :class:`~synth.sampling.SampleParams` and :class:`~synth.render.RenderOutput` (layout 3 needs
+    only the image, the mask, the triangle ids and the landmarks: ``render(maps=False)``)."""
+    if layout == 3:
+        return _encode_v3(params, out)
+    if layout != 2:
+        raise ValueError(f"layout must be 2 or 3, got {layout}")
     detail = out.depth_coarse is not None
     # detail on: the smooth coarse depth compresses well; the detail is stored once, as a difference
     q, offset, step = encode_depth(out.depth_coarse if detail else out.depth)
@@ -168,6 +189,36 @@ def encode_sample(params, out) -> dict[str, np.ndarray]:
     return enc
 
 
+def _params(params) -> dict[str, np.ndarray]:
+    enc = {
+        "alpha_id": params.alpha_id.astype(np.float32),
+        "alpha_exp": params.alpha_exp.astype(np.float32),
+        "beta": params.beta.astype(np.float32),
+        "sh": np.asarray(params.sh, np.float32),
+        "pose": np.asarray(params.pose, np.float32),
+        "translation": np.asarray(params.translation, np.float32),
+        "intrinsics": np.asarray(params.intrinsics, np.float32),
+        "specular": np.array([params.specular_strength, params.shininess], np.float32),
+        "index": np.int64(params.index),
+    }
+    if params.detail_weights is not None:
+        enc["detail_weights"] = np.asarray(params.detail_weights, np.float32)
+    return enc
+
+
+def _encode_v3(params, out) -> dict[str, np.ndarray]:
+    tri = np.asarray(out.tri_id)
+    enc = {
+        "image": delta2d_encode(out.image),
+        "mask": out.mask.astype(np.uint8),
+        "tri_id": delta2d_encode((tri + 1).astype(np.int32)),  # 0 off the face
+        "landmarks": out.landmarks.astype(np.float32),
+        "landmarks_visible": out.landmarks_visible.astype(np.uint8),
+    }
+    enc.update(_params(params))
+    return enc
+
+
 def _encode_albedo(albedo: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Linear albedo ``(H, W, 3)`` (0 off the face) -> sRGB uint8, encoding only the face pixels."""
     out = np.zeros(albedo.shape, np.uint8)
@@ -186,7 +237,14 @@ def stored_for(keys, detail: bool, layout: int = LAYOUT_VERSION) -> tuple[str, .
             raise ValueError(f"keys: unknown key {key!r}, expected some of {', '.join(DECODED_KEYS)}")
         if key in ("depth_coarse", "detail_weights") and not detail:
             raise ValueError(f"keys: {key!r} exists only in shards rendered with detail on")
-        if key == "depth":
+        if key == "tri_id" and layout < 3:
+            raise ValueError(f"keys: 'tri_id' is stored from shard layout 3 on (this shard: layout {layout})")
+        if layout >= 3:
+            if key in SURFACE_KEYS:
+                need = ["tri_id"] + list(GEOMETRY_KEYS) + (["detail_weights"] if detail else [])
+            else:
+                need = [key]
+        elif key == "depth":
             need = [q, "depth_offset", "depth_step"] + (["depth_detail"] if detail else [])
         elif key == "depth_coarse":
             need = [q, "depth_offset", "depth_step"]
@@ -202,18 +260,25 @@ def stored_for(keys, detail: bool, layout: int = LAYOUT_VERSION) -> tuple[str, .
     return tuple(out)
 
 
-def decode_sample(raw: dict[str, np.ndarray], keys=None, layout: int = LAYOUT_VERSION) -> dict[str, np.ndarray]:
+def decode_sample(raw: dict[str, np.ndarray], keys=None, layout: int = LAYOUT_VERSION,
+                  surface=None) -> dict[str, np.ndarray]:
     """Decoded arrays (docs/DESIGN.md keys) from the stored arrays of one sample of shard layout ``layout``.
 
     ``keys`` (default: all the sample has) limits the decoding to those keys; ``raw`` must then
     hold at least ``stored_for(keys, detail, layout)``. Each key decodes exactly as in the full decoding.
+
+    Layout 3: ``surface(raw, tri_id)`` -> :class:`synth.render.SurfaceMaps` recomputes the maps
+    (:data:`SURFACE_KEYS`; :class:`synth.shards.ShardReader` passes one built from the model); without
+    it those keys raise ``ValueError`` and the full decoding leaves them out.
     """
     if layout not in READABLE_LAYOUTS:
         raise ValueError(f"layout {layout} cannot be decoded; readable layouts: {READABLE_LAYOUTS}")
+    if layout >= 3:
+        return _decode_v3(raw, keys, surface)
     detail = "depth_coarse" in raw
     if keys is None:
         keys = [k for k in DECODED_KEYS if (k not in PARAMETER_KEYS or k in raw or (k == "specular" and layout == 1))
-                and (k != "depth_coarse" or detail)]
+                and (k != "depth_coarse" or detail) and k != "tri_id"]
     wanted = set(keys)
     if not wanted <= _DECODED:
         stored_for(keys, detail)  # raises, naming the unknown key
@@ -248,6 +313,43 @@ def decode_sample(raw: dict[str, np.ndarray], keys=None, layout: int = LAYOUT_VE
             out[key] = np.zeros(2, np.float32)
         elif key == "mask":
             out[key] = mask
+        elif key == "landmarks_visible":
+            out[key] = raw["landmarks_visible"].astype(bool)
+        elif key == "index":
+            out[key] = np.int64(raw["index"])
+        else:  # landmarks and the parameters, stored as they are
+            out[key] = raw[key]
+    return out
+
+
+def _decode_v3(raw: dict[str, np.ndarray], keys, surface) -> dict[str, np.ndarray]:
+    detail = "detail_weights" in raw
+    if keys is None:
+        keys = [k for k in DECODED_KEYS if (k not in PARAMETER_KEYS or k in raw) and (k != "depth_coarse" or detail)
+                and (k not in SURFACE_KEYS or surface is not None)]
+    wanted = set(keys)
+    if not wanted <= _DECODED:
+        stored_for(keys, detail, 3)  # raises, naming the unknown key
+    out: dict[str, np.ndarray] = {}
+    tri = None
+    if "tri_id" in wanted or wanted & set(SURFACE_KEYS):
+        tri = delta2d_decode(raw["tri_id"]) - 1  # (H, W) int32, -1 off the face
+    maps = None
+    if wanted & set(SURFACE_KEYS):
+        if surface is None:
+            raise ValueError(f"keys {sorted(wanted & set(SURFACE_KEYS))} of a layout-3 shard are recomputed from the "
+                             "triangle ids and the morphable model: read them through synth.shards.ShardReader "
+                             "(with model= for a model other than the built-in one)")
+        maps = surface(raw, tri)
+    for key in keys:
+        if key == "image":
+            out[key] = delta2d_decode(raw["image"])
+        elif key == "mask":
+            out[key] = raw["mask"].astype(bool)
+        elif key == "tri_id":
+            out[key] = tri
+        elif key in SURFACE_KEYS:
+            out[key] = getattr(maps, key)
         elif key == "landmarks_visible":
             out[key] = raw["landmarks_visible"].astype(bool)
         elif key == "index":

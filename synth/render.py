@@ -34,18 +34,21 @@ import time
 
 import numpy as np
 
-from morphable_model.geometry import vertex_face_incidence, vertex_normals
-
 from . import camera as cam
+from . import kernels
 from .backgrounds import ImageFolder, draw_background, paint_occluders
 from .color import linear_to_srgb_u8
 from .detail import DetailBank, apply_detail, build_detail_bank, displacement
-from .gl import GLContext, PrimitiveIdPass, projection_matrix, select_platform
 from .lighting import blinn_phong, dominant_light, sh_basis, shade, view_directions
-from .raster import barycentrics
 from .sampling import SampleParams
 
-__all__ = ["FaceRenderer", "RenderOutput", "MeshRenderer", "MeshImage", "GEOMETRY_BATCH", "LANDMARK_DEPTH_TOL_MM"]
+__all__ = ["FaceRenderer", "RenderOutput", "SurfaceMaps", "MeshRenderer", "MeshImage", "PLATFORMS", "GEOMETRY_BATCH",
+           "LANDMARK_DEPTH_TOL_MM"]
+
+PLATFORMS = ("cpu", "osmesa", "egl")
+"""Where the triangle ids are rasterized: ``cpu`` (default) the compiled z-buffer loop
+:func:`synth.kernels.rasterize`, no OpenGL; ``osmesa`` / ``egl`` the GLSL id pass of :mod:`synth.gl`
+(software / GPU). The per-pixel work is the same for all three."""
 
 GEOMETRY_BATCH = 16  # samples per model-evaluation GEMM (fixed: results do not depend on the batching)
 LANDMARK_DEPTH_TOL_MM = 5.0  # a landmark is hidden if the surface around its pixel is this much in front
@@ -65,7 +68,33 @@ class RenderOutput:
     mask: np.ndarray  # (H, W) bool, pixels covered by the face mesh
     landmarks: np.ndarray  # (68, 2) float32 pixel (u, v)
     landmarks_visible: np.ndarray  # (68,) bool
-    tri_id: np.ndarray  # (H, W) int32 triangle index, -1 off-face (not stored in shards)
+    tri_id: np.ndarray  # (H, W) int32 triangle index, -1 off-face (stored from layout 3 on)
+
+
+@dataclasses.dataclass
+class SurfaceMaps:
+    """The per-pixel maps of :meth:`FaceRenderer.surface_maps` (same meanings as :class:`RenderOutput`)."""
+
+    depth: np.ndarray  # (H, W) float32 mm, 0 off-face
+    depth_coarse: np.ndarray | None  # (H, W) float32 mm (detail on)
+    normals: np.ndarray  # (H, W, 3) float32 unit, camera frame
+    pncc: np.ndarray  # (H, W, 3) float32 [0, 1]
+    albedo: np.ndarray  # (H, W, 3) float32 linear RGB
+    mask: np.ndarray  # (H, W) bool
+
+
+@dataclasses.dataclass
+class _Pixels:
+    """Per-pixel values at the P face pixels (see :meth:`FaceRenderer._pixels`)."""
+
+    pix: np.ndarray  # (P,) flat pixel indices
+    mask: np.ndarray  # (H, W) bool
+    points: np.ndarray  # (P, 2) pixel centres (u, v)
+    depth: np.ndarray  # (P,) float64 mm
+    normals: np.ndarray  # (P, 3) float32 unit
+    albedo: np.ndarray  # (P, 3) float32 in [0, 1]
+    pncc: np.ndarray | None  # (P, 3) float32 in [0, 1]
+    depth_coarse: np.ndarray | None  # (P,) float32 mm
 
 
 @dataclasses.dataclass
@@ -82,23 +111,29 @@ class _Geometry:
 class _GLState:
     """The GL objects of one renderer (created on first use, see :meth:`FaceRenderer.warm_up`)."""
 
-    context: GLContext
-    id_pass: PrimitiveIdPass
+    context: "GLContext"
+    id_pass: "PrimitiveIdPass"
 
 
 class FaceRenderer:
     """Renders :class:`~synth.sampling.SampleParams` of one model at one size; reuse it for many samples.
 
-    ``platform``: ``osmesa`` (default, software) or ``egl`` (GPU, headless). The OpenGL platform is
-    fixed per process when OpenGL is first imported (:func:`synth.gl.select_platform`, called here);
-    asking for a different one afterwards raises ``ValueError``.
+    ``platform`` (:data:`PLATFORMS`): ``cpu`` (default: compiled rasterizer, no OpenGL), ``osmesa``
+    (software OpenGL) or ``egl`` (GPU OpenGL, headless). The OpenGL platform is fixed per process when
+    OpenGL is first imported (:func:`synth.gl.select_platform`, called here); asking for a different
+    one afterwards raises ``ValueError``.
     """
 
-    def __init__(self, model, size: int = 224, platform: str = "osmesa", detail_bank: DetailBank | None = None,
+    def __init__(self, model, size: int = 224, platform: str = "cpu", detail_bank: DetailBank | None = None,
                  background_dir: str | None = None):
         if int(size) != size or size < 8:
             raise ValueError(f"--size must be an integer >= 8, got {size!r}")
-        select_platform(platform)
+        if platform not in PLATFORMS:
+            raise ValueError(f"--platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+        if platform != "cpu":
+            from .gl import select_platform
+
+            select_platform(platform)
         self.platform = platform
         self.model = model
         self.size = int(size)
@@ -107,12 +142,11 @@ class FaceRenderer:
         if self.n_tri >= 2 ** 32 - 1:
             raise ValueError(f"model has {self.n_tri} triangles; the id pass (R32UI, id + 1) supports < 2^32 - 1")
         self._tri_cols = tuple(np.ascontiguousarray(self.triangles[:, j]) for j in range(3))  # (T,) corner j
-        self._incidence = model.incidence  # (N, T) sparse, cached on the model
         self._detail_bank = detail_bank
         self._pncc = np.asarray(model.pncc_colors, np.float32)
         self._attrs = np.zeros((model.n_vertices, 9), np.float32)  # interpolation buffer, see render()
         self._attrs[:, 6:9] = self._pncc
-        self._mean_normals = vertex_normals(np.asarray(model.mean_shape, np.float32), self.triangles, self._incidence)
+        self._mean_normals = kernels.vertex_normals(np.asarray(model.mean_shape, np.float32), self.triangles)
         self._landmarks = None if model.landmarks is None else np.asarray(model.landmarks)
         self._images = ImageFolder(background_dir) if background_dir else None
         c = np.arange(self.size) + 0.5
@@ -126,13 +160,16 @@ class FaceRenderer:
         if self._gl is None:
             # pyrender's platform classes own the (OSMesa / EGL) context; the id pass has its own
             # program and framebuffer in it
+            from .gl import GLContext, PrimitiveIdPass
+
             context = GLContext(self.platform, self.size, self.size)
             self._gl = _GLState(context, PrimitiveIdPass(self.size, self.triangles, self.model.n_vertices))
         return self._gl
 
     def warm_up(self, detail: bool = True) -> None:
         """Create the GL context/buffers (and the detail bank) now rather than on the first sample."""
-        self._setup_gl()
+        if self.platform != "cpu":
+            self._setup_gl()
         if detail and self._detail_bank is None:
             self._detail_bank = build_detail_bank(self.model)
         self._model_bases()
@@ -152,12 +189,22 @@ class FaceRenderer:
         self.close()
 
     def render_ids(self, verts_cam: np.ndarray, intrinsics: np.ndarray, projection: str) -> np.ndarray:
-        """Triangle-id image ``(H, W)`` int32 (-1 off-mesh) of camera-frame vertices ``(N, 3)``."""
+        """Triangle-id image ``(H, W)`` int32 (-1 off-mesh) of camera-frame vertices ``(N, 3)``
+        (rasterized on this renderer's platform)."""
+        k = np.asarray(intrinsics, np.float64)
+        uv, d = cam.project(np.asarray(verts_cam, np.float64), k, projection)
+        return self._ids(verts_cam, uv, d, k, projection)
+
+    def _ids(self, verts_cam, uv, d, k, projection) -> np.ndarray:
+        if d.min() <= 0:
+            raise ValueError("every vertex must be in front of the camera (p_z < 0)")
+        if self.platform == "cpu":
+            return kernels.rasterize(uv, d, self.triangles, self.size, projection, cull_backfaces=True)
+        from .gl import projection_matrix
+
         gl = self._setup_gl()
         depth = -verts_cam[:, 2]
-        if depth.min() <= 0:
-            raise ValueError("every vertex must be in front of the camera (p_z < 0)")
-        proj = projection_matrix(intrinsics, projection, self.size, znear=0.5 * float(depth.min()),
+        proj = projection_matrix(k, projection, self.size, znear=0.5 * float(depth.min()),
                                  zfar=2.0 * float(depth.max()) + 1.0)
         gl.context.make_current()
         return gl.id_pass.draw(verts_cam, proj)
@@ -227,7 +274,8 @@ class FaceRenderer:
             # along the mean shape's normals: sub-millimetre displacements, one normal pass saved
             detailed = apply_detail(coarse, self._mean_normals, disp)
         drawn = coarse if detailed is None else detailed
-        normals = vertex_normals(np.asarray(drawn, np.float32), self.triangles, self._incidence)
+        # = morphable_model.geometry.vertex_normals bit for bit (tested), ~3x faster
+        normals = kernels.vertex_normals(np.asarray(drawn, np.float32), self.triangles)
         rot = params.rotation.astype(np.float32)
         t = params.translation.astype(np.float32)
         coarse_cam = cam.to_camera(coarse, rot, t)  # (N, 3)
@@ -235,70 +283,34 @@ class FaceRenderer:
         normals_cam = normals @ rot.T  # (N, 3) @ (3, 3)^T: normals rotate, they do not translate
         return _Geometry(verts_cam, coarse_cam if detailed is not None else None, normals_cam, albedo)
 
-    def render(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None) -> RenderOutput:
-        """All maps of one sample (``arrays``: its :meth:`model_arrays` entry, computed here if None)."""
+    def render(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None,
+               maps: bool = True) -> RenderOutput:
+        """All maps of one sample (``arrays``: its :meth:`model_arrays` entry, computed here if None).
+
+        ``maps=False``: only what the shards of layout 3 store is computed — the image, the triangle
+        ids, the mask, the landmarks; ``depth``, ``normals`` and ``albedo`` are then the values the
+        image was shaded with only where the face is (the maps are still full size), ``pncc`` and
+        ``depth_coarse`` are None. :meth:`surface_maps` recomputes the maps from the ids."""
         size, projection = self.size, params.projection
         t0 = time.perf_counter()
         geo = self._geometry(params, arrays)
-        verts_cam, coarse_cam, normals_cam, albedo_v = geo.verts_cam, geo.coarse_cam, geo.normals_cam, geo.albedo
         k = np.asarray(params.intrinsics, np.float64)
+        uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)  # (N, 2), (N,)
         t1 = time.perf_counter()
-        tri_id = self.render_ids(verts_cam, k, projection)
+        tri_id = self._ids(geo.verts_cam, uv, d, k, projection)
         t2 = time.perf_counter()
-
-        flat_ids = tri_id.reshape(-1)
-        pix = np.flatnonzero(flat_ids >= 0)  # (P,) flat indices of the face pixels
-        mask = np.zeros(size * size, bool)
-        mask[pix] = True
-        mask = mask.reshape(size, size)
-        tid = flat_ids[pix]
-        c0, c1, c2 = (self._tri_cols[j][tid] for j in range(3))  # (P,) corner vertex ids
-        # (P, 2) pixel centres as a view of (2, P) rows: barycentrics reads contiguous components
-        points = np.stack([self._pixel_u.reshape(-1)[pix], self._pixel_v.reshape(-1)[pix]]).T
-        uv, d = cam.project(verts_cam.astype(np.float64), k, projection)  # (N, 2), (N,)
-        lam, z = barycentrics(points, *_corners(uv, d, (c0, c1, c2)), projection, clip=True)  # (P, 3), (P,)
-        l0, l1, l2 = lam[:, 0], lam[:, 1], lam[:, 2]
-
-        attrs = self._attrs  # (N, 9) per-process buffer: normal, albedo, pncc (constant)
-        attrs[:, 0:3] = normals_cam
-        attrs[:, 3:6] = albedo_v
-        # sum_k lambda_k * attrs[corner_k]: (P, 1) * (P, 9) -> (P, 9), accumulated in place
-        values = attrs[c0]
-        values *= l0.astype(np.float32)[:, None]
-        tmp = attrs[c1]
-        tmp *= l1.astype(np.float32)[:, None]
-        values += tmp
-        tmp = attrs[c2]
-        tmp *= l2.astype(np.float32)[:, None]
-        values += tmp
-        n = values[:, 0:3]
-        norm = np.sqrt(np.einsum("pc,pc->p", n, n))  # (P,)
-        n /= np.maximum(norm, 1e-12)[:, None]
-        alb = np.clip(values[:, 3:6], 0.0, 1.0)
-        pncc = np.clip(values[:, 6:9], 0.0, 1.0)
+        px = self._pixels(geo, tri_id, uv, d, k, projection, pncc=maps, coarse=maps)
+        n, alb, pix = px.normals, px.albedo, px.pix
         sh = np.asarray(params.sh, np.float32)
         face_rgb = alb * (sh_basis(n) @ sh)  # (P, 3) linear Lambertian radiance: (P, 9) @ (9, 3)
         spec = None
         if params.specular_strength > 0:
             light_dir, light_color = dominant_light(sh)  # (3,), (3,)
-            view = view_directions(points, k, projection).astype(np.float32)  # (P, 3) surface -> camera
+            view = view_directions(px.points, k, projection).astype(np.float32)  # (P, 3) surface -> camera
             spec = blinn_phong(n, view, light_dir, light_color, np.float32(params.specular_strength),
                                np.float32(params.shininess)).astype(np.float32)  # (P, 3)
             face_rgb += spec
         np.clip(face_rgb, 0.0, 1.0, out=face_rgb)
-
-        def full(values: np.ndarray) -> np.ndarray:  # (P, C) face values -> (H, W, C) map, 0 off-face
-            out = np.zeros((size * size,) + values.shape[1:], np.float32)
-            out[pix] = values
-            return out.reshape((size, size) + values.shape[1:])
-
-        depth = full(z.astype(np.float32))
-        depth_coarse = None
-        if coarse_cam is not None:
-            uv_c, d_c = cam.project(coarse_cam.astype(np.float64), k, projection)
-            # the coarse triangle's plane, cut by the same pixel ray (no clipping of the weights)
-            zc = barycentrics(points, *_corners(uv_c, d_c, (c0, c1, c2)), projection, clip=False)[1]
-            depth_coarse = full(zc.astype(np.float32))
 
         background = draw_background(params.background_kind, params.background_color, params.background_seed,
                                      size, self._images)
@@ -306,14 +318,68 @@ class FaceRenderer:
         image.reshape(-1, 3)[pix] = face_rgb  # a view: writes into image
         paint_occluders(image, params.occluders)
         image_u8 = linear_to_srgb_u8(image)  # encoded like a photo
-        lm, vis = self._landmarks_2d(verts_cam, k, projection, depth)
+        depth = _full(px.depth.astype(np.float32), pix, size)
+        lm, vis = self._landmarks_2d(geo.verts_cam, k, projection, depth)
         t3 = time.perf_counter()
         self.timings["geometry"] += t1 - t0
         self.timings["render"] += t2 - t1
         self.timings["post"] += t3 - t2
-        return RenderOutput(image=image_u8, depth=depth, depth_coarse=depth_coarse, normals=full(n),
-                            pncc=full(pncc), albedo=full(alb), specular=None if spec is None else full(spec),
-                            mask=mask, landmarks=lm, landmarks_visible=vis, tri_id=tri_id)
+        return RenderOutput(image=image_u8, depth=depth,
+                            depth_coarse=None if px.depth_coarse is None else _full(px.depth_coarse, pix, size),
+                            normals=_full(n, pix, size), pncc=None if px.pncc is None else _full(px.pncc, pix, size),
+                            albedo=_full(alb, pix, size), specular=None if spec is None else _full(spec, pix, size),
+                            mask=px.mask, landmarks=lm, landmarks_visible=vis, tri_id=tri_id)
+
+    def surface_maps(self, params: SampleParams, tri_id: np.ndarray,
+                     arrays: tuple[np.ndarray, np.ndarray] | None = None) -> SurfaceMaps:
+        """The per-pixel maps of a sample whose triangle-id image ``tri_id (H, W)`` is known (a shard
+        of layout 3 stores the ids, not the maps): the same computation as :meth:`render`, without
+        rasterizing, lighting or compositing, so the maps equal ``render(params)``'s bit for bit
+        given the same model arrays (``arrays``, from :meth:`model_arrays`; computed if None)."""
+        size, projection = self.size, params.projection
+        tri_id = np.asarray(tri_id)
+        if tri_id.shape != (size, size):
+            raise ValueError(f"tri_id must be ({size}, {size}), got {tri_id.shape}")
+        if tri_id.size and (int(tri_id.max()) >= self.n_tri or int(tri_id.min()) < -1):
+            raise ValueError(f"tri_id must hold -1 or triangle indices < {self.n_tri}, got "
+                             f"[{int(tri_id.min())}, {int(tri_id.max())}]")
+        geo = self._geometry(params, arrays)
+        k = np.asarray(params.intrinsics, np.float64)
+        uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)
+        px = self._pixels(geo, tri_id, uv, d, k, projection, pncc=True, coarse=True)
+        pix = px.pix
+        return SurfaceMaps(depth=_full(px.depth.astype(np.float32), pix, size),
+                           depth_coarse=None if px.depth_coarse is None else _full(px.depth_coarse, pix, size),
+                           normals=_full(px.normals, pix, size), pncc=_full(px.pncc, pix, size),
+                           albedo=_full(px.albedo, pix, size), mask=px.mask)
+
+    def _pixels(self, geo: "_Geometry", tri_id, uv, d, k, projection, pncc: bool, coarse: bool) -> "_Pixels":
+        """Per-pixel values at the face pixels of ``tri_id``: barycentric interpolation of the vertex
+        normals (normalised), albedo (clipped to [0, 1]) and, when asked, PNCC and the coarse depth."""
+        size = self.size
+        flat_ids = tri_id.reshape(-1)
+        pix = np.flatnonzero(flat_ids >= 0)  # (P,) flat indices of the face pixels
+        mask = np.zeros(size * size, bool)
+        mask[pix] = True
+        tid = flat_ids[pix]
+        attrs = self._attrs if pncc else self._attrs[:, :6]  # (N, 9) buffer: normal, albedo, pncc (constant)
+        self._attrs[:, 0:3] = geo.normals_cam
+        self._attrs[:, 3:6] = geo.albedo
+        values, z = kernels.interpolate(pix, tid, size, uv, d, self.triangles, attrs, projection)  # (P, C), (P,)
+        n = values[:, 0:3]
+        norm = np.sqrt(np.einsum("pc,pc->p", n, n))  # (P,)
+        n /= np.maximum(norm, 1e-12)[:, None]
+        alb = np.clip(values[:, 3:6], 0.0, 1.0)
+        pncc_v = np.clip(values[:, 6:9], 0.0, 1.0) if pncc else None
+        zc = None
+        if coarse and geo.coarse_cam is not None:
+            uv_c, d_c = cam.project(geo.coarse_cam.astype(np.float64), k, projection)
+            # the coarse triangle's plane, cut by the same pixel ray (no clipping of the weights)
+            zc = kernels.plane_depth(pix, tid, size, uv_c, d_c, self.triangles, projection).astype(np.float32)
+        # (P, 2) pixel centres (u, v)
+        points = np.stack([self._pixel_u.reshape(-1)[pix], self._pixel_v.reshape(-1)[pix]], axis=-1)
+        return _Pixels(pix=pix, mask=mask.reshape(size, size), points=points, depth=z, normals=n, albedo=alb,
+                       pncc=pncc_v, depth_coarse=zc)
 
     def _landmarks_2d(self, verts_cam, k, projection, depth):
         """Projected landmarks ``(68, 2)`` and visibility ``(68,)``.
@@ -340,7 +406,7 @@ class FaceRenderer:
 # ------------------------------------------------------------------------------ any mesh, any camera
 @dataclasses.dataclass
 class MeshImage:
-    """What :meth:`MeshRenderer.render` draws (H = W = size)."""
+    """What :meth:`MeshRenderer.render` draws (``(H, W)`` as asked)."""
 
     image: np.ndarray  # (H, W, 3) float32 in [0, 1], linear light: colour * SH shading on the mesh, 0 off it
     mask: np.ndarray  # (H, W) bool, pixels covered by the mesh
@@ -352,54 +418,66 @@ class MeshRenderer:
     """Draws a mesh of one fixed triangle list through any camera with SH lighting: "render this
     mesh with this camera and this light" for pictures of reconstructions (:mod:`train.report`).
 
-    Not a second renderer: the same steps as :class:`FaceRenderer` — the GL triangle-id pass
-    (:class:`synth.gl.PrimitiveIdPass`, back faces culled), exact perspective-correct barycentrics
-    of the pixel centres (:func:`synth.raster.barycentrics`), per-pixel interpolation of the vertex
-    normals (:func:`morphable_model.geometry.vertex_normals` of the given vertices) and colours, and
-    Lambertian SH shading (:func:`synth.lighting.shade`). Vertex positions change per call
-    (turntables, coarse vs detailed meshes of one topology), the triangles do not. One GL context
-    per renderer; one id pass per image size, created on first use.
+    Not a second renderer: the steps of :class:`FaceRenderer` — the triangle-id image (the compiled
+    z-buffer :func:`synth.kernels.rasterize` on ``platform="cpu"``, or the GL id pass of
+    :mod:`synth.gl` on ``osmesa`` / ``egl``; back faces culled), exact perspective-correct
+    barycentrics and interpolation of the vertex normals and colours at the pixel centres
+    (:func:`synth.kernels.interpolate`), and Lambertian SH shading (:func:`synth.lighting.shade`).
+    Vertex positions change per call (turntables, coarse vs detailed meshes of one topology), the
+    triangles do not. Any image size, square or not.
     """
 
-    def __init__(self, triangles: np.ndarray, n_vertices: int, platform: str = "osmesa"):
+    def __init__(self, triangles: np.ndarray, n_vertices: int, platform: str = "cpu"):
         tris = np.ascontiguousarray(triangles, dtype=np.int64)
         if tris.ndim != 2 or tris.shape[1] != 3:
             raise ValueError(f"triangles must be (T, 3), got {tris.shape}")
         if tris.size and (tris.min() < 0 or tris.max() >= n_vertices):
             raise ValueError(f"triangles must index 0..{n_vertices - 1}, got {tris.min()}..{tris.max()}")
-        select_platform(platform)
+        if platform not in PLATFORMS:
+            raise ValueError(f"--platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+        if platform != "cpu":
+            from .gl import select_platform
+
+            select_platform(platform)
         self.platform = platform
         self.triangles = tris
         self.n_vertices = int(n_vertices)
-        self._tri_cols = tuple(np.ascontiguousarray(tris[:, j]) for j in range(3))  # (T,) corner j
-        self._incidence = vertex_face_incidence(tris, self.n_vertices)
-        self._context: GLContext | None = None
-        self._passes: dict[int, PrimitiveIdPass] = {}
-
-    def _pass(self, size: int) -> PrimitiveIdPass:
-        if self._context is None:
-            self._context = GLContext(self.platform, size, size)
-        self._context.make_current()
-        if size not in self._passes:
-            self._passes[size] = PrimitiveIdPass(size, self.triangles, self.n_vertices)
-        return self._passes[size]
+        self._context = None  # GL platforms: one context, one id pass per (square) size
+        self._passes: dict = {}
 
     def vertex_normals(self, verts_cam: np.ndarray) -> np.ndarray:
         """Unit vertex normals ``(N, 3)`` float32 of the mesh with vertices ``verts_cam (N, 3)``."""
-        return vertex_normals(np.asarray(verts_cam, np.float32), self.triangles, self._incidence)
+        return kernels.vertex_normals(np.asarray(verts_cam, np.float32), self.triangles)
 
-    def render(self, verts_cam: np.ndarray, intrinsics: np.ndarray, size: int, sh: np.ndarray,
+    def _ids(self, v: np.ndarray, uv: np.ndarray, d: np.ndarray, k: np.ndarray, projection: str,
+             h: int, w: int) -> np.ndarray:
+        if self.platform == "cpu":
+            return kernels.rasterize(uv, d, self.triangles, (h, w), projection, cull_backfaces=True)
+        from .gl import GLContext, PrimitiveIdPass, projection_matrix
+
+        side = max(h, w)  # the GL pass is square: draw the square from the image's top-left corner
+        if self._context is None:
+            self._context = GLContext(self.platform, side, side)
+        self._context.make_current()
+        if side not in self._passes:
+            self._passes[side] = PrimitiveIdPass(side, self.triangles, self.n_vertices)
+        near = 0.5 * float(d.min()) if projection == "perspective" else float(d.min()) - 1.0
+        proj = projection_matrix(k, projection, side, znear=near, zfar=2.0 * float(d.max()) + 1.0)
+        return self._passes[side].draw(v, proj)[:h, :w]
+
+    def render(self, verts_cam: np.ndarray, intrinsics: np.ndarray, size, sh: np.ndarray,
                colors: np.ndarray | None = None, projection: str = "perspective",
                normals: np.ndarray | None = None) -> MeshImage:
         """The mesh with camera-frame vertices ``verts_cam (N, 3)`` seen through ``intrinsics (3, 3)``
-        in a ``size x size`` image, lit by irradiance SH ``sh (9, 3)`` (camera frame), with
-        per-vertex linear albedo ``colors (N, 3)`` in [0, 1] (None: white); the image is linear
-        light (encode it with :func:`synth.color.linear_to_srgb` to show it). ``normals (N, 3)``: the
-        vertices' unit normals when the caller has them (:meth:`vertex_normals`; e.g. rotated
-        with the mesh for a turntable), else computed here."""
-        if int(size) != size or size < 1:
-            raise ValueError(f"size must be a positive integer, got {size!r}")
-        size = int(size)
+        in an image of ``size`` (an int: square, or ``(H, W)``), lit by irradiance SH ``sh (9, 3)``
+        (camera frame), with per-vertex linear albedo ``colors (N, 3)`` in [0, 1] (None: white); the
+        image is linear light (encode it with :func:`synth.color.linear_to_srgb` to show it).
+        ``normals (N, 3)``: the vertices' unit normals when the caller has them
+        (:meth:`vertex_normals`; e.g. rotated with the mesh for a turntable), else computed here."""
+        h, w = (size, size) if np.ndim(size) == 0 else tuple(size)
+        if int(h) != h or int(w) != w or h < 1 or w < 1:
+            raise ValueError(f"size must be a positive integer or (H, W), got {size!r}")
+        h, w = int(h), int(w)
         v = np.asarray(verts_cam, np.float64)
         if v.shape != (self.n_vertices, 3):
             raise ValueError(f"verts_cam must be ({self.n_vertices}, 3), got {v.shape}")
@@ -411,37 +489,29 @@ class MeshRenderer:
         if k.shape != (3, 3):
             raise ValueError(f"intrinsics must be (3, 3), got {k.shape}")
         cam.check_projection(projection)
-        depth_v = -v[:, 2]
-        if projection == "perspective" and depth_v.min() <= 0:
-            raise ValueError("every vertex must be in front of the camera (p_z < 0)")
-        near = 0.5 * float(depth_v.min()) if projection == "perspective" else float(depth_v.min()) - 1.0
-        proj = projection_matrix(k, projection, size, znear=near, zfar=2.0 * float(depth_v.max()) + 1.0)
-        ids = self._pass(size).draw(v, proj).reshape(-1)  # (H*W,)
-        pix = np.flatnonzero(ids >= 0)  # (P,) flat indices of the mesh pixels
-        corners = tuple(col[ids[pix]] for col in self._tri_cols)  # 3 x (P,) corner vertex ids
-        points = np.stack([pix % size + 0.5, pix // size + 0.5], axis=-1)  # (P, 2) pixel centres (u, v)
         uv, d = cam.project(v, k, projection)  # (N, 2), (N,)
-        lam, z = barycentrics(points, *_corners(uv, d, corners), projection, clip=True)  # (P, 3), (P,)
+        if projection == "perspective" and d.min() <= 0:
+            raise ValueError("every vertex must be in front of the camera (p_z < 0)")
+        ids = self._ids(v, uv, d, k, projection, h, w).reshape(-1)  # (H*W,)
+        pix = np.flatnonzero(ids >= 0)  # (P,) flat indices of the mesh pixels
         normals = self.vertex_normals(v) if normals is None else np.asarray(normals, np.float32)  # (N, 3)
         albedo = np.ones((self.n_vertices, 3), np.float32) if colors is None else np.asarray(colors, np.float32)
         attrs = np.concatenate([normals, albedo], axis=1)  # (N, 6)
-        # sum_k lambda_k * attrs[corner_k]: (P, 1) * (P, 6) summed over the 3 corners -> (P, 6)
-        values = sum(lam[:, j, None].astype(np.float32) * attrs[corners[j]] for j in range(3))
+        values, z = kernels.interpolate(pix, ids[pix], w, uv, d, self.triangles, attrs, projection)  # (P, 6), (P,)
         n = values[:, :3] / np.maximum(np.linalg.norm(values[:, :3], axis=1, keepdims=True), 1e-12)
         rgb = shade(np.clip(values[:, 3:], 0.0, 1.0), n, np.asarray(sh, np.float32))  # (P, 3)
 
         def full(x: np.ndarray) -> np.ndarray:  # (P, C) -> (H, W, C), 0 off the mesh
-            out = np.zeros((size * size,) + x.shape[1:], np.float32)
+            out = np.zeros((h * w,) + x.shape[1:], np.float32)
             out[pix] = x
-            return out.reshape((size, size) + x.shape[1:])
+            return out.reshape((h, w) + x.shape[1:])
 
-        mask = np.zeros(size * size, bool)
+        mask = np.zeros(h * w, bool)
         mask[pix] = True
-        return MeshImage(image=full(rgb), mask=mask.reshape(size, size), depth=full(z.astype(np.float32)),
-                         normals=full(n))
+        return MeshImage(image=full(rgb), mask=mask.reshape(h, w), depth=full(z.astype(np.float32)), normals=full(n))
 
     def close(self) -> None:
-        """Free the GL objects and the context (the renderer cannot be used afterwards)."""
+        """Free the GL objects and the context, if any (the renderer cannot be used afterwards)."""
         if self._context is not None:
             self._context.make_current()
             for p in self._passes.values():
@@ -457,16 +527,8 @@ class MeshRenderer:
         self.close()
 
 
-def _corners(uv: np.ndarray, depth: np.ndarray, corner_ids) -> tuple[np.ndarray, np.ndarray]:
-    """``tri_uv (P, 3, 2)`` and ``tri_depth (P, 3)`` of the triangles with corner vertex ids
-    ``corner_ids`` (three ``(P,)`` arrays) from per-vertex ``uv (N, 2)`` and ``depth (N,)``, gathered
-    per coordinate (1-D gathers) into ``(3, 2, P)`` / ``(3, P)`` rows and returned as transposed
-    views, so every component :func:`synth.raster.barycentrics` reads is contiguous."""
-    u, v = np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1])
-    tri_uv = np.empty((3, 2, len(corner_ids[0])))
-    tri_d = np.empty((3, len(corner_ids[0])))
-    for j, c in enumerate(corner_ids):
-        np.take(u, c, out=tri_uv[j, 0])
-        np.take(v, c, out=tri_uv[j, 1])
-        np.take(depth, c, out=tri_d[j])
-    return tri_uv.transpose(2, 0, 1), tri_d.T
+def _full(values: np.ndarray, pix: np.ndarray, size: int) -> np.ndarray:
+    """``(P, ...)`` face values -> ``(H, W, ...)`` float32 map, 0 off the face."""
+    out = np.zeros((size * size,) + values.shape[1:], np.float32)
+    out[pix] = values
+    return out.reshape((size, size) + values.shape[1:])

@@ -4,9 +4,11 @@ The per-map encodings are in :mod:`synth.codecs`, the checks in :mod:`synth.veri
 grid in :mod:`synth.preview`; docs/shards.md describes the format for readers in other languages.
 
 One file ``shard-00007.h5`` holds global samples ``[7 * S, min(8 * S, N))`` (S = shard size).
-Every per-sample dataset has shape ``(n, ...)``, one sample per chunk, fletcher32 checksums and
-gzip-1 + shuffle (default) or lzf compression of the maps (small per-sample arrays are only
-checksummed). :data:`DATASETS` lists every stored dataset with its unit, encoding and description
+Every per-sample dataset has shape ``(n, ...)`` and fletcher32 checksums; the maps (layout 3: image,
+mask, triangle ids) have one sample per chunk and are compressed with Zstandard level 1 (default;
+the ``hdf5plugin`` filter: ``import hdf5plugin`` before opening a shard with h5py elsewhere),
+gzip-1 + shuffle or lzf; the small per-sample arrays are one uncompressed chunk per dataset (read
+whole). :data:`DATASETS` lists every stored dataset with its unit, encoding and description
 (also written as dataset attributes and the file's ``keys`` attribute); the full table of stored
 datasets -> decoded keys and the file attributes are in docs/shards.md.
 """
@@ -24,6 +26,8 @@ import numpy as np
 from .codecs import LAYOUT_VERSION, READABLE_LAYOUTS, decode_sample, stored_for
 
 __all__ = [
+    "surface_renderer",
+    "dataset_shapes",
     "LAYOUT_VERSION",
     "READABLE_LAYOUTS",
     "SHARD_PATTERN",
@@ -43,7 +47,7 @@ __all__ = [
 
 SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.h5$")
 TEMP_PREFIX = ".tmp-"
-COMPRESSIONS = ("gzip", "lzf")
+COMPRESSIONS = ("zstd", "gzip", "lzf")
 
 # name: (unit, encoding, description) of every stored dataset
 DATASETS: dict[str, tuple[str, str, str]] = {
@@ -71,8 +75,12 @@ DATASETS: dict[str, tuple[str, str, str]] = {
     "specular": ("(x light irradiance, exponent)", "raw",
                  "Blinn-Phong (strength, shininess) of the highlight from the SH lighting's dominant light"),
     "index": ("", "raw", "global sample index"),
+    "mask": ("bool", "uint8 0/1", "pixels covered by the face mesh"),
+    "tri_id": ("triangle index", "delta2d of int32 tri_id + 1 (0 = off the face)",
+               "index of the model triangle seen at each pixel centre; with the parameters and the model it gives "
+               "depth, depth_coarse, normals, pncc and albedo (synth.render.FaceRenderer.surface_maps)"),
 }
-MAP_DATASETS = ("image", "depth", "depth_coarse", "depth_detail", "normals", "pncc", "albedo")
+MAP_DATASETS = ("image", "depth", "depth_coarse", "depth_detail", "normals", "pncc", "albedo", "mask", "tri_id")
 
 
 def shard_name(k: int) -> str:
@@ -105,40 +113,29 @@ class ShardWriter:
     """
 
     def __init__(self, path: str | os.PathLike, n_samples: int, size: int, dims: dict[str, int], detail: bool,
-                 attrs: dict[str, Any], compression: str = "gzip"):
+                 attrs: dict[str, Any], compression: str = "zstd", layout: int = LAYOUT_VERSION):
         import h5py
 
         if compression not in COMPRESSIONS:
             raise ValueError(f"--compression must be one of {COMPRESSIONS}, got {compression!r}")
+        if layout not in (2, 3):
+            raise ValueError(f"layout must be 2 or 3 (the writer's), got {layout}")
         self.path = Path(path)
         self.tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}.{os.getpid()}")
         self.n = int(n_samples)
         self._written = np.zeros(self.n, bool)
         self._f = h5py.File(self.tmp, "w", libver="latest")
-        comp = {"compression": "lzf"} if compression == "lzf" else {"compression": "gzip", "compression_opts": 1}
-        h, w = size, size
-        shapes = {
-            "image": ((h, w, 3), np.uint8), "depth_offset": ((), np.float32),
-            "depth_step": ((), np.float32), "normals": ((h, w, 2), np.int8), "pncc": ((h, w, 3), np.uint8),
-            "albedo": ((h, w, 3), np.uint8), "landmarks": ((68, 2), np.float32),
-            "landmarks_visible": ((68,), np.uint8), "alpha_id": ((dims["alpha_id"],), np.float32),
-            "alpha_exp": ((dims["alpha_exp"],), np.float32), "beta": ((dims["beta"],), np.float32),
-            "sh": ((9, 3), np.float32), "pose": ((3,), np.float32), "translation": ((3,), np.float32),
-            "intrinsics": ((3, 3), np.float32), "specular": ((2,), np.float32), "index": ((), np.int64),
-        }
-        if not detail:
-            shapes["depth"] = ((h, w), np.uint16)
-        else:
-            shapes["depth_coarse"] = ((h, w), np.uint16)
-            shapes["depth_detail"] = ((h, w), np.int16)
-            shapes["detail_weights"] = ((dims["detail_weights"],), np.float32)
+        comp = _compression(compression)
+        shapes = dataset_shapes(layout, size, dims, detail)
         self._ds = {}
         for name, (shape, dtype) in shapes.items():
-            extra = comp if name in MAP_DATASETS else {}
-            if name in MAP_DATASETS and compression == "gzip" and np.dtype(dtype).itemsize > 1:
-                extra = dict(extra, shuffle=True)  # byte shuffle: a no-op (but a copy) for 1-byte types
-            ds = self._f.create_dataset(name, shape=(self.n,) + shape, dtype=dtype, chunks=(1,) + shape,
-                                        fletcher32=True, **extra)
+            if name in MAP_DATASETS:
+                extra = dict(comp, chunks=(1,) + shape)
+                if compression == "gzip" and np.dtype(dtype).itemsize > 1:
+                    extra["shuffle"] = True  # byte shuffle: a no-op (but a copy) for 1-byte types
+            else:  # small arrays: read whole by the reader, so one chunk (no per-sample chunk overhead)
+                extra = {"chunks": (max(self.n, 1),) + shape} if layout >= 3 else {"chunks": (1,) + shape}
+            ds = self._f.create_dataset(name, shape=(self.n,) + shape, dtype=dtype, fletcher32=True, **extra)
             unit, encoding, description = DATASETS[name]
             ds.attrs.update({"unit": unit, "encoding": encoding, "description": description})
             self._ds[name] = ds
@@ -148,7 +145,7 @@ class ShardWriter:
         keys = {name: {"dtype": np.dtype(dt).str, "shape": list(s), "unit": DATASETS[name][0],
                        "encoding": DATASETS[name][1]} for name, (s, dt) in shapes.items()}
         self._f.attrs.update({k: v for k, v in attrs.items()})
-        self._f.attrs.update({"layout_version": LAYOUT_VERSION, "n_samples": self.n, "detail": bool(detail),
+        self._f.attrs.update({"layout_version": layout, "n_samples": self.n, "detail": bool(detail),
                               "compression": compression, "keys": json.dumps(keys), "complete": False})
 
     def write(self, i: int, encoded: dict[str, np.ndarray]) -> None:
@@ -195,6 +192,41 @@ class ShardWriter:
             self.abort()
 
 
+def _compression(name: str) -> dict:
+    """h5py ``create_dataset`` keywords of a :data:`COMPRESSIONS` name."""
+    if name == "lzf":
+        return {"compression": "lzf"}
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 1}
+    import hdf5plugin
+
+    return dict(hdf5plugin.Zstd(clevel=1))
+
+
+def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -> dict[str, tuple[tuple, type]]:
+    """``{name: (per-sample shape, dtype)}`` of the datasets a shard of ``layout`` (2 or 3) stores."""
+    h = w = size
+    shapes = {
+        "image": ((h, w, 3), np.uint8), "landmarks": ((68, 2), np.float32), "landmarks_visible": ((68,), np.uint8),
+        "alpha_id": ((dims["alpha_id"],), np.float32), "alpha_exp": ((dims["alpha_exp"],), np.float32),
+        "beta": ((dims["beta"],), np.float32), "sh": ((9, 3), np.float32), "pose": ((3,), np.float32),
+        "translation": ((3,), np.float32), "intrinsics": ((3, 3), np.float32), "specular": ((2,), np.float32),
+        "index": ((), np.int64),
+    }
+    if layout >= 3:
+        shapes.update({"mask": ((h, w), np.uint8), "tri_id": ((h, w), np.int32)})
+    else:
+        shapes.update({"depth_offset": ((), np.float32), "depth_step": ((), np.float32),
+                       "normals": ((h, w, 2), np.int8), "pncc": ((h, w, 3), np.uint8), "albedo": ((h, w, 3), np.uint8)})
+        if detail:
+            shapes.update({"depth_coarse": ((h, w), np.uint16), "depth_detail": ((h, w), np.int16)})
+        else:
+            shapes["depth"] = ((h, w), np.uint16)
+    if detail:
+        shapes["detail_weights"] = ((dims["detail_weights"],), np.float32)
+    return shapes
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -229,9 +261,15 @@ class ShardReader:
     per-sample datasets (parameters, landmarks, depth quantisation) are read whole, once per reader,
     and then served from memory. The HDF5 file is opened lazily and reopened after pickling (safe in
     DataLoader workers); the cache is not pickled.
+
+    Layout 3 recomputes ``depth``, ``depth_coarse``, ``normals``, ``pncc`` and ``albedo`` from the
+    stored triangle ids with ``model`` (a :class:`~morphable_model.MorphableModel` whose fingerprint
+    is the shard's; None: the built-in model, loaded on the first such read, when the shard was made
+    with it). The recomputing renderer (its scaled bases: ~130 MB for the built-in model) is shared by
+    the readers of a process (:func:`surface_renderer`). Reading only the other keys needs no model.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, model=None):
         self.path = Path(path)
         if not self.path.is_file():
             raise ValueError(f"shard {str(self.path)!r} does not exist")
@@ -248,10 +286,15 @@ class ShardReader:
         self._n = int(f.attrs["n_samples"])
         self.attrs: dict[str, Any] = {k: plain_attr(v) for k, v in f.attrs.items()}
         self.keys = tuple(f.keys())
-        self.detail = "depth_coarse" in self.keys
+        self.detail = ("detail_weights" if version >= 3 else "depth_coarse") in self.keys
+        self._model = model
+        if model is not None and model.fingerprint != self.attrs.get("model_fingerprint"):
+            raise ValueError(f"shard {str(self.path)!r} was rendered with model {self.attrs.get('model_fingerprint')}, "
+                             f"got model {model.fingerprint} ({getattr(model, 'source', '?')})")
 
     def _file(self):
         import h5py
+        import hdf5plugin  # noqa: F401  (registers the Zstandard filter of layout-3 shards)
 
         if self._f is None:
             self._f = h5py.File(self.path, "r")
@@ -293,8 +336,9 @@ class ShardReader:
     def read(self, i: int, keys=None) -> dict[str, np.ndarray]:
         """Decoded arrays of sample ``i`` (keys and dtypes of docs/DESIGN.md): all of them, or only
         ``keys`` (``ValueError`` for a key this shard cannot have)."""
+        surface = self._surface if self.layout >= 3 else None
         if keys is None:
-            return decode_sample(self.read_raw(i), layout=self.layout)
+            return decode_sample(self.read_raw(i), layout=self.layout, surface=surface)
         keys = tuple(keys)
         need = self._plans.get(keys)
         if need is None:
@@ -303,7 +347,22 @@ class ShardReader:
             if missing:
                 raise ValueError(f"shard {str(self.path)!r} lacks the datasets {missing} (needed for keys {list(keys)})")
             self._plans[keys] = need
-        return decode_sample(self.read_raw(i, need), keys, self.layout)
+        return decode_sample(self.read_raw(i, need), keys, self.layout, surface=surface)
+
+    def _surface(self, raw: dict[str, np.ndarray], tri_id: np.ndarray):
+        """The maps of one layout-3 sample, recomputed from its triangle ids and parameters."""
+        from .sampling import SampleParams
+
+        if self._model is None:
+            self._model = _builtin_for(self)
+        renderer = surface_renderer(self._model, int(self.attrs["size"]))
+        params = SampleParams(
+            index=int(raw["index"]), alpha_id=raw["alpha_id"], alpha_exp=raw["alpha_exp"], beta=raw["beta"],
+            pose=raw["pose"], translation=raw["translation"], intrinsics=raw["intrinsics"],
+            projection=str(self.attrs["projection"]), sh=np.zeros((9, 3), np.float32),
+            detail_weights=raw["detail_weights"] if self.detail else None, background_kind="none",
+            background_color=np.zeros(3), background_seed=0, occluders=[])
+        return renderer.surface_maps(params, tri_id)
 
     def __iter__(self):
         for i in range(self._n):
@@ -321,6 +380,37 @@ class ShardReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_RENDERERS: dict[tuple[str, int], Any] = {}  # (model fingerprint, size) -> FaceRenderer, filled on use
+
+
+def surface_renderer(model, size: int):
+    """The CPU :class:`~synth.render.FaceRenderer` that recomputes layout-3 maps of ``model`` at ``size``,
+    one per (model, size) in a process (created on first use; readers share it)."""
+    key = (model.fingerprint, int(size))
+    r = _RENDERERS.get(key)
+    if r is None:
+        from .render import FaceRenderer
+
+        r = _RENDERERS[key] = FaceRenderer(model, int(size), platform="cpu")
+    return r
+
+
+def _builtin_for(reader: "ShardReader"):
+    """The built-in model, when it is the one ``reader``'s shard was rendered with."""
+    from morphable_model.builtin import MODEL_VERSION, builtin_model
+
+    want = reader.attrs.get("model_fingerprint")
+    source = str(reader.attrs.get("model_source", ""))
+    m = re.fullmatch(r"builtin:v(\d+):grid([0-9.]+):seed(\d+)", source)
+    model = None
+    if m and int(m.group(1)) == MODEL_VERSION:
+        model = builtin_model(grid_mm=float(m.group(2)), seed=int(m.group(3)))
+    if model is None or model.fingerprint != want:
+        raise ValueError(f"shard {str(reader.path)!r}: its maps are recomputed with the morphable model it was rendered "
+                         f"with ({source or '?'}, fingerprint {want}); pass it as ShardReader(path, model=...)")
+    return model
 
 
 def plain_attr(v):

@@ -1,6 +1,8 @@
 """Shard verification: every file opens, has the layout's attributes and datasets, holds the samples
 its name and the dataset manifest say, and every chunk passes its checksum and decodes to sane
-values (``synth-cli verify``)."""
+values (``synth-cli verify``). Layout 3: the mask equals ``tri_id >= 0`` and, with ``maps=True``, the
+maps recomputed from the triangle ids with the shard's model are checked too (depth > 0 on the
+face, unit normals, PNCC and albedo in [0, 1])."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from .codecs import decode_sample
-from .shards import READABLE_LAYOUTS, SHARD_PATTERN, list_shards, plain_attr, shard_bounds, shard_count, shard_name
+from .shards import (READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes, list_shards, plain_attr, shard_bounds,
+                     shard_count, shard_name)
 
 __all__ = ["ShardReport", "verify_shard", "verify_dir"]
 
@@ -31,16 +34,20 @@ class ShardReport:
         return not self.problems
 
 
-def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None) -> ShardReport:
+def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None, maps: bool = False,
+                 model=None) -> ShardReport:
     """Check a shard: opens, layout, counts, indices, checksums (every chunk read), NaNs, value ranges.
 
     Every readable layout (:data:`synth.codecs.READABLE_LAYOUTS`) is checked with its own datasets
-    (layout 2 adds ``specular``: strength >= 0, shininess >= 1); another layout is a problem.
+    (layout 2 adds ``specular``: strength >= 0, shininess >= 1; layout 3 stores ``mask`` and
+    ``tri_id`` instead of the maps, and the mask must equal ``tri_id >= 0``); another layout is a problem.
 
     ``expected`` (optional): ``{"n_total", "shard_size", "size", "seed", "model_fingerprint"}`` from the
-    dataset manifest, to check the shard belongs to it.
+    dataset manifest, to check the shard belongs to it. ``maps`` (layout 3): also recompute every
+    sample's maps with ``model`` (None: the built-in model the shard names) and check their values.
     """
     import h5py
+    import hdf5plugin  # noqa: F401  (the Zstandard filter)
 
     path = Path(path)
     problems: list[str] = []
@@ -71,13 +78,10 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             for key in ("n_total", "shard_size", "size", "seed", "model_fingerprint"):
                 if key in expected and plain_attr(a.get(key)) != expected[key]:
                     problems.append(f"attribute {key}={plain_attr(a.get(key))!r}, dataset manifest says {expected[key]!r}")
-        required = ["image", "depth_offset", "depth_step", "normals", "pncc", "albedo", "landmarks",
-                    "landmarks_visible", "alpha_id", "alpha_exp", "beta", "sh", "pose", "translation",
-                    "intrinsics", "index"] + (["specular"] if layout >= 2 else [])
-        if bool(a.get("detail", False)):
-            required += ["depth_coarse", "depth_detail", "detail_weights"]
-        else:
-            required += ["depth"]
+        dims = {"alpha_id": 0, "alpha_exp": 0, "beta": 0, "detail_weights": 0}  # shapes unused here
+        required = list(dataset_shapes(max(layout, 2), 8, dims, bool(a.get("detail", False))))
+        if layout == 1:
+            required.remove("specular")
         try:
             missing = [r for r in required if r not in f]
             if missing:
@@ -90,6 +94,12 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
         if problems:
             return ShardReport(path.name, n, problems)
         size = int(a["size"])
+        reader = None
+        if maps and layout >= 3:
+            try:
+                reader = ShardReader(path, model=model)
+            except ValueError as e:
+                return ShardReport(path.name, n, [str(e)])
         for i in range(n):
             try:
                 raw = {name: f[name][i] for name in f.keys()}
@@ -99,6 +109,11 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
                     break
                 continue
             problems += [f"sample {i}: {p}" for p in _check_sample(raw, start + i, size, layout)]
+            if reader is not None and not problems:
+                try:
+                    problems += [f"sample {i}: {p}" for p in _check_maps(reader.read(i))]
+                except ValueError as e:
+                    return ShardReport(path.name, n, problems + [str(e)])
             if len(problems) >= 10:
                 problems.append("... (stopped after 10 problems)")
                 break
@@ -119,15 +134,42 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, la
     d = decode_sample(raw, layout=layout)
     if not d["mask"].any():
         out.append("face mask is empty")
+    if layout >= 3:
+        if not np.array_equal(d["mask"], d["tri_id"] >= 0):
+            out.append("mask differs from tri_id >= 0")
+        if d["tri_id"].min() < -1:
+            out.append(f"tri_id below -1 ({int(d['tri_id'].min())})")
+    else:
+        out += _check_quantised_maps(raw, d)
+    return out + _check_params(raw)
+
+
+def _check_quantised_maps(raw: dict[str, np.ndarray], d: dict[str, np.ndarray]) -> list[str]:
+    """Layouts 1-2: the depth quantisation and the decoded maps."""
     if not (float(raw["depth_step"]) > 0 and float(raw["depth_offset"]) >= 0):
-        out.append(f"bad depth quantisation offset={raw['depth_offset']} step={raw['depth_step']}")
-    elif d["mask"].any() and d["depth"][d["mask"]].min() <= 0:
+        return [f"bad depth quantisation offset={raw['depth_offset']} step={raw['depth_step']}"]
+    return _check_maps(d)
+
+
+def _check_maps(d: dict[str, np.ndarray]) -> list[str]:
+    """Value checks of decoded (layout 2) or recomputed (layout 3) maps."""
+    out = []
+    m = d["mask"]
+    if m.any() and d["depth"][m].min() <= 0:
         out.append("non-positive depth on the face")
-    if "depth_coarse" in d and d["mask"].any() and d["depth_coarse"][d["mask"]].min() <= 0:
+    if d.get("depth_coarse") is not None and m.any() and d["depth_coarse"][m].min() <= 0:
         out.append("non-positive coarse depth on the face")
-    nrm = np.linalg.norm(d["normals"][d["mask"]], axis=-1)
+    nrm = np.linalg.norm(d["normals"][m], axis=-1)
     if nrm.size and np.abs(nrm - 1).max() > 1e-3:
         out.append("normals are not unit length")
+    for key in ("pncc", "albedo"):
+        if key in d and (d[key].min() < 0 or d[key].max() > 1):
+            out.append(f"{key} outside [0, 1]")
+    return out
+
+
+def _check_params(raw: dict[str, np.ndarray]) -> list[str]:
+    out = []
     k = raw["intrinsics"]
     if not (k[0, 0] > 0 and k[1, 1] > 0 and k[2, 2] == 1):
         out.append(f"bad intrinsics {k.tolist()}")
@@ -140,8 +182,9 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, la
     return out
 
 
-def verify_dir(directory: str | os.PathLike) -> tuple[list[ShardReport], list[str]]:
-    """Verify every shard in ``directory`` against its ``dataset.json`` manifest (when present).
+def verify_dir(directory: str | os.PathLike, maps: bool = False, model=None) -> tuple[list[ShardReport], list[str]]:
+    """Verify every shard in ``directory`` against its ``dataset.json`` manifest (when present);
+    ``maps``, ``model``: as :func:`verify_shard`.
 
     Returns (per-shard reports, dataset-level problems such as missing shards).
     """
@@ -158,7 +201,7 @@ def verify_dir(directory: str | os.PathLike) -> tuple[list[ShardReport], list[st
             expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}
         except (ValueError, KeyError) as e:
             dataset_problems.append(f"dataset.json unreadable: {e}")
-    reports = [verify_shard(p, expected) for p in shards]
+    reports = [verify_shard(p, expected, maps=maps, model=model) for p in shards]
     if expected is not None:
         n_shards = shard_count(expected["n_total"], expected["shard_size"])
         present = {int(SHARD_PATTERN.match(p.name).group(1)) for p in shards}

@@ -137,11 +137,12 @@ def tiny_shards(tiny_model, tmp_path_factory) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def write_shard() -> Callable[..., list]:
-    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None)``: render ``n``
-    samples of ``model`` (global indices ``k * n + j``) and write them as shard ``k`` at ``path``
-    with :class:`synth.shards.ShardWriter`; returns the ``(params, render output)`` pairs."""
+    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=3, compression="zstd")``:
+    render ``n`` samples of ``model`` (global indices ``k * n + j``, all maps) and write them as shard
+    ``k`` at ``path`` with :class:`synth.shards.ShardWriter` in ``layout`` (3, or 2 to test the older
+    reader); returns the ``(params, render output)`` pairs."""
 
-    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None) -> list:
+    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=3, compression="zstd") -> list:
         import json
 
         from synth.codecs import encode_sample
@@ -155,11 +156,12 @@ def write_shard() -> Callable[..., list]:
                  "start_index": k * n, "generator_config": json.dumps(cfg.to_dict())}
         dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": 16}
         outs = []
-        with FaceRenderer(model, size) as r, ShardWriter(path, n, size, dims, detail, attrs) as w:
+        with FaceRenderer(model, size) as r, ShardWriter(path, n, size, dims, detail, attrs, compression,
+                                                         layout=layout) as w:
             for j in range(n):
                 p = sample_params(model, cfg, size, 0, k * n + j)
                 o = r.render(p)
-                w.write(j, encode_sample(p, o))
+                w.write(j, encode_sample(p, o, layout=layout))
                 outs.append((p, o))
             w.commit()
         return outs

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from morphable_model import load_model
 from synth.cli import main
 from synth.dataset import DatasetConfig, assigned_shards
 from synth.shards import ShardReader, list_shards
@@ -47,18 +48,21 @@ def reference(tmp_path_factory, tmp_model_h5):
     return out
 
 
-def test_render_writes_valid_shards(reference):
+def test_render_writes_valid_shards(reference, tmp_model_h5):
     assert [p.name for p in list_shards(reference)] == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
     reports, problems = verify_dir(reference)
     assert all(r.ok for r in reports) and not problems
     arrays = _arrays(reference)
     assert sorted(arrays) == [0, 1, 2, 3, 4]
-    with ShardReader(reference / "shard-00002.h5") as r:
+    with ShardReader(reference / "shard-00002.h5", model=load_model(tmp_model_h5)) as r:
         assert len(r) == 1 and r.attrs["size"] == 32 and r.attrs["seed"] == 3 and r.attrs["lights"] == "sh9"
         d = r.read(0)
-        assert d["image"].shape == (32, 32, 3) and "depth_coarse" in d
+        assert d["image"].shape == (32, 32, 3) and "depth_coarse" in d and r.layout == 3
     res = _run("verify", reference)
     assert res.exit_code == 0 and "3/3 shards ok, 5 valid samples" in res.output
+    res = _run("verify", reference, "--maps", "--model", tmp_model_h5)  # maps recomputed from the ids
+    assert res.exit_code == 0 and "3/3 shards ok, 5 valid samples" in res.output
+
 
 
 def test_same_arrays_with_two_workers(reference, tmp_path, tmp_model_h5):
@@ -185,9 +189,9 @@ def test_photo_colour_flags(tmp_path, tmp_model_h5):
     sampling = json.loads((out / "dataset.json").read_text())["sampling"]
     assert sampling["background"] == "images" and sampling["specular"] is False
     with ShardReader(out / "shard-00000.h5") as r:
-        assert r.layout == 2
+        assert r.layout == 3
         for i in range(2):
-            d = r.read(i)
+            d = r.read(i, keys=("specular", "image", "mask"))
             assert d["specular"][0] == 0
             np.testing.assert_array_equal(d["image"][~d["mask"]], np.tile([10, 200, 30], ((~d["mask"]).sum(), 1)))
     out2 = tmp_path / "s2"

@@ -49,7 +49,7 @@ def test_delta2d_roundtrip_is_exact_with_wrapping():
     assert np.count_nonzero(d) == 20 + 30 - 1  # first row and column only
 
 
-def _sample(detail: bool, rng):
+def _sample(detail: bool, rng, layout: int = 2):
     """Stored arrays of a random 8x8 sample as encode_sample makes them (fields the decoder reads)."""
     from types import SimpleNamespace
 
@@ -62,35 +62,66 @@ def _sample(detail: bool, rng):
                           depth_coarse=(depth + np.where(mask, 0.3, 0)).astype(np.float32) if detail else None,
                           normals=np.where(mask[..., None], normals, 0), pncc=rng.uniform(0, 1, (8, 8, 3)),
                           albedo=rng.uniform(0, 1, (8, 8, 3)), landmarks=rng.uniform(0, 8, (68, 2)),
-                          landmarks_visible=rng.uniform(size=68) > 0.5)
+                          landmarks_visible=rng.uniform(size=68) > 0.5,
+                          tri_id=np.where(mask, rng.integers(0, 5000, (8, 8)), -1))
     params = SimpleNamespace(alpha_id=rng.normal(size=5), alpha_exp=rng.normal(size=3), beta=rng.normal(size=4),
                              sh=rng.normal(size=(9, 3)), pose=rng.normal(size=3), translation=rng.normal(size=3),
                              intrinsics=np.eye(3), index=7, detail_weights=rng.uniform(size=16) if detail else None,
                              specular_strength=0.3, shininess=20.0)
-    return codecs.encode_sample(params, out), out
+    return codecs.encode_sample(params, out, layout=layout), out
 
 
 @pytest.mark.parametrize("detail", [False, True])
 def test_decode_sample_subsets_equal_the_full_decoding(detail):
     raw, out = _sample(detail, np.random.default_rng(3))
-    full = codecs.decode_sample(raw)
+    full = codecs.decode_sample(raw, layout=2)
     assert ("depth_coarse" in full) == detail and ("detail_weights" in full) == detail
     np.testing.assert_array_equal(full["mask"], out.mask)
     np.testing.assert_array_equal(full["image"], out.image)
     for keys in (["image", "mask"], ["depth"], ["normals", "index"], ["pncc", "landmarks_visible", "pose"],
                  ["mask"] + (["depth_coarse"] if detail else [])):
-        need = codecs.stored_for(keys, detail)
-        part = codecs.decode_sample({k: raw[k] for k in need}, keys)  # only the stored datasets named
+        need = codecs.stored_for(keys, detail, layout=2)
+        part = codecs.decode_sample({k: raw[k] for k in need}, keys, layout=2)  # only the stored datasets named
         assert sorted(part) == sorted(keys)
         for k in keys:
             assert part[k].dtype == full[k].dtype
             np.testing.assert_array_equal(part[k], full[k])
 
 
+@pytest.mark.parametrize("detail", [False, True])
+def test_layout_3_decodes_ids_and_asks_the_surface_for_the_maps(detail):
+    from types import SimpleNamespace
+
+    raw, out = _sample(detail, np.random.default_rng(4), layout=3)
+    assert {"tri_id", "mask"} <= set(raw) and not {"depth", "normals", "pncc", "albedo", "depth_offset"} & set(raw)
+    calls = []
+
+    def surface(r, tri):  # stands for ShardReader's recomputation from the ids, parameters and model
+        calls.append(tri)
+        return SimpleNamespace(depth=np.full((8, 8), 1.5, np.float32), depth_coarse=None, normals=None, pncc=None,
+                               albedo=np.zeros((8, 8, 3), np.float32))
+
+    full = codecs.decode_sample(raw, layout=3)  # without a surface: everything but the maps
+    assert not set(codecs.SURFACE_KEYS) & set(full) and ("detail_weights" in full) == detail
+    np.testing.assert_array_equal(full["tri_id"], out.tri_id)
+    np.testing.assert_array_equal(full["mask"], out.mask)
+    np.testing.assert_array_equal(full["image"], out.image)
+    assert full["tri_id"].dtype == np.int32
+    need = codecs.stored_for(["depth", "mask"], detail, layout=3)
+    assert need == ("tri_id",) + codecs.GEOMETRY_KEYS + (("detail_weights",) if detail else ()) + ("mask",)
+    part = codecs.decode_sample({k: raw[k] for k in need}, ["depth", "mask"], layout=3, surface=surface)
+    assert part["depth"][0, 0] == 1.5 and len(calls) == 1
+    np.testing.assert_array_equal(calls[0], out.tri_id)
+    with pytest.raises(ValueError, match=r"\['albedo'\] of a layout-3 shard are recomputed"):
+        codecs.decode_sample(raw, ["albedo"], layout=3)
+
+
 def test_stored_for_names_what_each_key_needs():
-    assert codecs.stored_for(["mask"], detail=False) == ("depth",)
-    assert codecs.stored_for(["mask"], detail=True) == ("depth_coarse",)
-    assert codecs.stored_for(["depth"], detail=True) == ("depth_coarse", "depth_offset", "depth_step", "depth_detail")
+    assert codecs.stored_for(["mask"], detail=False, layout=2) == ("depth",)
+    assert codecs.stored_for(["mask"], detail=True, layout=2) == ("depth_coarse",)
+    assert codecs.stored_for(["depth"], detail=True, layout=2) == ("depth_coarse", "depth_offset", "depth_step",
+                                                                    "depth_detail")
+    assert codecs.stored_for(["mask", "image"], detail=True) == ("mask", "image")  # layout 3
     assert codecs.stored_for(["image", "pose", "image"], detail=True) == ("image", "pose")
     with pytest.raises(ValueError, match="unknown key 'colour'"):
         codecs.stored_for(["colour"], detail=True)

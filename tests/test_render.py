@@ -350,15 +350,16 @@ def test_interpolated_maps_match_per_pixel_formula(tiny_model, tiny_renderer):
 
 
 # ------------------------------------------------------------------------------ MeshRenderer
-@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
-def test_mesh_renderer_draws_what_the_face_renderer_draws(tiny_model, projection):
+@pytest.mark.parametrize("projection,platform", [("perspective", "cpu"), ("weak_perspective", "cpu"),
+                                                 ("perspective", "osmesa")])
+def test_mesh_renderer_draws_what_the_face_renderer_draws(tiny_model, projection, platform):
     """The same vertices, albedo, camera and light: the same mask, depth, normals and shading."""
     cfg = SamplingConfig(detail=False, background="none", projection=projection)
     p = sample_params(tiny_model, cfg, 64, 3, 1)
-    with FaceRenderer(tiny_model, 64) as r:
+    with FaceRenderer(tiny_model, 64, platform=platform) as r:
         out = r.render(p)
         verts, _, _, albedo = r.geometry(p)
-    with MeshRenderer(tiny_model.triangles, tiny_model.n_vertices) as mr:
+    with MeshRenderer(tiny_model.triangles, tiny_model.n_vertices, platform=platform) as mr:
         img = mr.render(verts, p.intrinsics, 64, p.sh, albedo, projection)
         again = mr.render(verts, p.intrinsics, 64, p.sh, albedo, projection)
     np.testing.assert_array_equal(img.mask, out.mask)
@@ -374,15 +375,16 @@ def test_mesh_renderer_draws_what_the_face_renderer_draws(tiny_model, projection
 
 def test_mesh_renderer_golden_square_at_two_sizes():
     """A 100 mm square at 200 mm, f = 64 px, principal point (32, 32): it covers pixels 16..47 at
-    size 64; at size 96 the same camera draws the same pixels (the rest of the image is empty);
-    ambient light 0.5 on white gives 0.5; a colour per vertex is interpolated."""
+    size 64; at size 96 and in a 48 x 80 image the same camera draws the same pixels (the rest of
+    the image is empty); ambient light 0.5 on white gives 0.5; a colour per vertex is interpolated."""
     v = np.asarray(SQUARE, np.float64) + [0, 0, -200]
     k = cam.intrinsics_matrix(64, 64, 32, 32)
     sh = np.zeros((9, 3), np.float32)
     sh[0] = 0.5 / 0.28209479  # constant irradiance 0.5
     with MeshRenderer(np.array([[0, 1, 2], [0, 2, 3]]), 4) as mr:
-        for size in (64, 96):
+        for size in (64, 96, (48, 80)):
             img = mr.render(v, k, size, sh)
+            assert img.mask.shape == ((size, size) if isinstance(size, int) else size)
             assert img.mask[16:48, 16:48].all() and img.mask.sum() == 32 * 32, size
             np.testing.assert_allclose(img.depth[img.mask], 200.0, atol=1e-4)
             np.testing.assert_allclose(img.image[img.mask], 0.5, atol=1e-6)

@@ -50,3 +50,24 @@ def test_verify_dir_reports_missing_shards(tiny_model, tmp_path, write_shard):
     reports, problems = verify_dir(tmp_path)
     assert [r.ok for r in reports] == [True]
     assert problems and "shard-00001.h5" in problems[0]
+
+
+def test_verify_layout_3_checks_mask_ids_and_recomputed_maps(tiny_model, tmp_path, write_shard):
+    from synth.codecs import delta2d_decode, delta2d_encode
+
+    path = tmp_path / shard_name(0)
+    write_shard(tiny_model, path)
+    assert verify_shard(path, maps=True, model=tiny_model).ok
+    with h5py.File(path, "r+") as f:
+        ids = delta2d_decode(f["tri_id"][1])
+        ids[ids == 0] = 1  # a background pixel now names triangle 0: the mask no longer matches
+        f["tri_id"][1] = delta2d_encode(ids)
+    assert "sample 1: mask differs from tri_id >= 0" in " ".join(verify_shard(path).problems)
+    with h5py.File(path, "r+") as f:
+        f["mask"][1] = (delta2d_decode(f["tri_id"][1]) > 0).astype(np.uint8)  # consistent again
+        f["alpha_id"][2] = 1e6  # absurd coefficients: the recomputed maps go wrong, the stored arrays do not
+    assert verify_shard(path).ok
+    problems = " ".join(verify_shard(path, maps=True, model=tiny_model).problems)
+    assert "sample 2:" in problems and "sample 1:" not in problems
+    other = tiny_model.replace(mean_shape=np.asarray(tiny_model.mean_shape) + 1.0)
+    assert "was rendered with model" in " ".join(verify_shard(path, maps=True, model=other).problems)

@@ -100,7 +100,7 @@ class ShardDataset(torch.utils.data.Dataset):
     """All samples of the shards in ``root`` (see the module docstring).
 
     Samples are read with ``synth.shards.ShardReader.read(i, keys=SAMPLE_KEYS)``: two chunk reads
-    (the image and the quantised depth, whose ``q > 0`` is the mask) per sample, the small
+    (the image and the mask; in layout-2 shards the quantised depth, whose ``q > 0`` is the mask) per sample, the small
     per-sample arrays from the reader's in-memory columns; the maps CoarseNet does not use are not read.
 
     Items are ``ds[i]`` (never augmented) or ``ds[(i, epoch)]`` (augmented when configured, the

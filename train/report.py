@@ -1,8 +1,8 @@
 """Pictures and pages of reconstructions: shaded views, the overlay on the photo, the side-by-side
 comparison, the turntable GIF and the folder's ``index.html``.
 
-Every picture is drawn by :class:`synth.render.MeshRenderer` (the renderer's triangle-id pass and
-numpy shading) with a grey "clay" material and a fixed light (:data:`DISPLAY_SH`: soft ambient
+Every picture is drawn by :class:`synth.render.MeshRenderer` (the renderer's triangle ids and
+per-pixel shading) with a grey "clay" material and a fixed light (:data:`DISPLAY_SH`: soft ambient
 plus a key light from the upper left, in front), so what shows is the geometry, not the photo's
 colours. Shading is computed in linear light and encoded to sRGB for display
 (:mod:`synth.color`, like the renders); photo colours are decoded from sRGB first.
@@ -83,7 +83,7 @@ def _scaled(k: np.ndarray, sx: float, sy: float | None = None) -> np.ndarray:
 def clay_view(renderer, verts_cam: np.ndarray, intrinsics: np.ndarray, size: int, colors: np.ndarray | None = None,
               projection: str = "perspective", background=BACKGROUND,
               normals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(image (size, size, 3) uint8, mask (size, size) bool)``: the mesh shaded with
+    """``(image (H, W, 3) uint8, mask (H, W) bool)`` (``size``: an int or ``(H, W)``): the mesh shaded with
     :data:`DISPLAY_SH`, grey clay (or ``colors (N, 3)`` uint8), over ``background``
     (``normals``: the vertex normals when known, see :meth:`synth.render.MeshRenderer.render`)."""
     if colors is None:
@@ -91,7 +91,7 @@ def clay_view(renderer, verts_cam: np.ndarray, intrinsics: np.ndarray, size: int
     else:
         albedo, sh = srgb_u8_to_linear(np.asarray(colors, np.uint8)), TEXTURE_SH
     out = renderer.render(verts_cam, intrinsics, size, sh, albedo, projection, normals=normals)
-    img = np.empty((size, size, 3), np.uint8)
+    img = np.empty(out.mask.shape + (3,), np.uint8)
     img[...] = np.asarray(background, np.uint8)
     img[out.mask] = linear_to_srgb_u8(out.image[out.mask])
     return img, out.mask
@@ -165,11 +165,9 @@ def overlay_image(result, rgb: np.ndarray, renderer, max_side: int, projection: 
         Image.fromarray(rgb).resize((w2, h2), Image.Resampling.LANCZOS, reducing_gap=3.0))
     k = _scaled(result.face.photo_intrinsics, w2 / w, h2 / h)
     verts = result.vertices_detailed if result.vertices_detailed is not None else result.vertices_cam
-    side = max(w2, h2)  # the id pass is square: draw the square the photo's top-left corner starts, keep the photo
     n_coarse, n_detailed = _normals(renderer, result) if normals is None else normals
-    shaded, mask = clay_view(renderer, verts, k, side, projection=projection,
+    shaded, mask = clay_view(renderer, verts, k, (h2, w2), projection=projection,
                              normals=n_detailed if result.vertices_detailed is not None else n_coarse)
-    shaded, mask = shaded[:h2, :w2], mask[:h2, :w2]
     out = photo.astype(np.float32)
     out[mask] = (1.0 - OVERLAY_ALPHA) * out[mask] + OVERLAY_ALPHA * shaded[mask]
     return np.round(out).astype(np.uint8)

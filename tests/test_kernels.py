@@ -1,0 +1,76 @@
+"""synth.kernels: each compiled kernel against its numpy reference (bit for bit where the arithmetic is the same)."""
+import numpy as np
+import pytest
+
+from morphable_model.geometry import vertex_normals as vertex_normals_numpy
+from synth import camera as cam
+from synth import kernels
+from synth.raster import barycentrics, rasterize_reference
+
+
+def _scene(model, seed, size=40):
+    rng = np.random.default_rng(seed)
+    rot = cam.rotation_matrix(*rng.uniform(-0.6, 0.6, 3))
+    verts = cam.to_camera(np.asarray(model.mean_shape, np.float64), rot, np.array([0.0, 0.0, -600.0]))
+    k = np.array([[2.2 * size, 0, size / 2 + rng.uniform(-3, 3)], [0, 2.2 * size, size / 2], [0, 0, 1]])
+    return verts, k
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+@pytest.mark.parametrize("cull", [True, False])
+def test_rasterize_equals_the_reference(tiny_model, projection, cull):
+    for seed in range(3):
+        verts, k = _scene(tiny_model, seed)
+        if projection == "weak_perspective":
+            k[0, 0] /= 600.0  # same image scale at the head's depth: s = f / 600 px/mm
+            k[1, 1] /= 600.0
+        ref = rasterize_reference(verts, tiny_model.triangles, k, (40, 37), projection, cull_backfaces=cull)
+        uv, d = cam.project(verts, k, projection)
+        ids = kernels.rasterize(uv, d, tiny_model.triangles, (40, 37), projection, cull_backfaces=cull)
+        assert ids.dtype == np.int32 and ids.shape == (40, 37) and (ids >= 0).mean() > 0.2
+        np.testing.assert_array_equal(ids, ref.tri_id)  # same formulas, same order: identical ids
+
+
+def test_rasterize_golden_two_triangles():
+    # a unit square at depth 10 in front of a pinhole camera, split along its diagonal, covering 4x4
+    # pixel centres; counter-clockwise seen from the camera = front faces
+    verts = np.array([[-1, -1, -10], [1, -1, -10], [1, 1, -10], [-1, 1, -10]], np.float64)
+    k = np.array([[20.0, 0, 4], [0, 20.0, 4], [0, 0, 1]])
+    uv, d = cam.project(verts, k)
+    ids = kernels.rasterize(uv, d, np.array([[0, 1, 2], [0, 2, 3]]), 8)
+    assert (ids[2:6, 2:6] >= 0).all() and (ids >= 0).sum() == 16
+    # image rows grow downwards: the triangle (0, 1, 2) holds the lower-right half
+    assert ids[5, 5] == 0 and ids[2, 2] == 1
+    back = kernels.rasterize(uv, d, np.array([[0, 2, 1]]), 8)  # clockwise: culled
+    assert (back == -1).all()
+
+
+def test_interpolate_and_plane_depth_equal_the_numpy_barycentrics(tiny_model):
+    verts, k = _scene(tiny_model, 5)
+    tris = np.asarray(tiny_model.triangles, np.int64)
+    uv, d = cam.project(verts, k)
+    ids = kernels.rasterize(uv, d, tris, 40)
+    pix = np.flatnonzero(ids.reshape(-1) >= 0)
+    tid = ids.reshape(-1)[pix]
+    attrs = np.random.default_rng(0).uniform(-1, 1, (len(verts), 5)).astype(np.float32)
+    values, z = kernels.interpolate(pix, tid, 40, uv, d, tris, attrs)
+    points = np.stack([pix % 40 + 0.5, pix // 40 + 0.5], axis=-1)
+    lam, z_ref = barycentrics(points, uv[tris[tid]], d[tris[tid]], "perspective", clip=True)
+    ref = attrs[tris[tid, 0]] * lam[:, :1].astype(np.float32)
+    ref += attrs[tris[tid, 1]] * lam[:, 1:2].astype(np.float32)
+    ref += attrs[tris[tid, 2]] * lam[:, 2:3].astype(np.float32)
+    np.testing.assert_array_equal(z, z_ref)
+    np.testing.assert_array_equal(values, ref)
+    plane = kernels.plane_depth(pix, tid, 40, uv, d, tris)
+    np.testing.assert_array_equal(plane, barycentrics(points, uv[tris[tid]], d[tris[tid]], "perspective", clip=False)[1])
+
+
+def test_vertex_normals_equal_the_numpy_version(tiny_model):
+    v = (np.asarray(tiny_model.mean_shape) + np.random.default_rng(1).normal(0, 0.3, (tiny_model.n_vertices, 3)))
+    for dtype in (np.float32, np.float64):
+        x = v.astype(dtype)
+        out = kernels.vertex_normals(x, tiny_model.triangles)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, vertex_normals_numpy(x, tiny_model.triangles))
+    with pytest.raises(ValueError, match=r"vertices must be \(N, 3\)"):
+        kernels.vertex_normals(v[None], tiny_model.triangles)
