@@ -4,7 +4,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 N ?= 1000
 OUT ?= shards
-WORKERS ?= 2
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SEED ?= 0
 SIZE ?= 224
 LIGHTS ?= sh9
@@ -16,9 +16,13 @@ export PYOPENGL_PLATFORM ?= osmesa
 help: ## list the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-install: .make/installed ## install system + Python dependencies (idempotent; a second run takes seconds)
+# one install stamp per Python environment: after switching to another venv `make` installs again
+ENV_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')
+STAMP := .make/installed-$(ENV_ID)
 
-.make/installed: pyproject.toml Makefile
+install: $(STAMP) ## install system + Python dependencies (idempotent; a second run takes seconds)
+
+$(STAMP): pyproject.toml Makefile
 	@if ! ldconfig -p | grep -q libOSMesa; then \
 	  echo "installing libosmesa6 (headless OpenGL for pyrender)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6; fi
@@ -31,7 +35,7 @@ install: .make/installed ## install system + Python dependencies (idempotent; a 
 test: install ## run the test suite (what CI runs)
 	$(PYTHON) -m pytest -q tests
 
-dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=2 SEED=0 SIZE=224 LIGHTS=sh9)
+dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=<cores> SEED=0 SIZE=224 LIGHTS=sh9)
 	synth-cli render --out $(OUT) --n $(N) --workers $(WORKERS) --seed $(SEED) --size $(SIZE) --lights $(LIGHTS)
 
 preview: install ## re-render docs/builtin_preview.png (mean head, skin range, identity and expression samples of the built-in model)

@@ -4,8 +4,15 @@ the time split (sampling, geometry, render, post, write), bytes per sample, and 
 same model.
 
     python benchmarks/synth_throughput.py [--n 48] [--model PATH] [--sizes 128,224] [--workers 1,2]
+                                          [--cli-n 400,4000] [--cli-only]
     # an older synth side by side (same script, same machine, one after the other):
     PYTHONPATH=/path/to/old/checkout python benchmarks/synth_throughput.py --skip-ceiling
+
+"As a user runs it" (``--cli-n``): ``synth-cli render --out DIR --n N --workers W`` with every other
+flag at its default (224 px, detail, sh9, the default shard size), in a subprocess with the
+caller's environment (no thread variables added): wall-clock samples/s including Python start-up
+and model loading, next to the steady rate read from the shard files' finishing times (from the
+moment a quarter of the samples is done to the last shard), and the 1 -> 2 worker ratio of both.
 
 "cpu ms" is the CPU time per sample of the rendering processes (robust when other jobs share the
 machine: 2 workers scale as 2 x cpu(1 worker) / cpu(2 workers) when both have a free core).
@@ -27,13 +34,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+_USER_ENV = dict(os.environ)  # what `synth-cli` gets in the "as a user runs it" runs
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LP_NUM_THREADS"):  # one core per worker
     os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402  (after the thread variables: OpenBLAS reads them when it loads)
 
 
 def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, workers: int, sampling=None,
@@ -62,6 +74,47 @@ def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, worke
     nbytes = sum(p.stat().st_size for p in out.glob("shard-*.h5"))
     return {"wall": wall, "rate_wall": n / wall, "rate_steady": steady, "timings": summary.timings,
             "bytes_per_sample": nbytes / n}
+
+
+def _busy_seconds() -> float:
+    """CPU seconds all processes of this machine have used since boot (/proc/stat)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def run_cli(out: Path, n: int, workers: int) -> dict:
+    """``synth-cli render --out OUT --n N --workers W``, default flags, as a user runs it. ``others``:
+    the share of the machine's cores that other processes used meanwhile (0 = an idle machine)."""
+    import resource
+
+    exe = Path(sys.executable).with_name("synth-cli")
+    cmd = [str(exe) if exe.exists() else "synth-cli", "render", "--out", str(out), "--n", str(n),
+           "--workers", str(workers)]
+    busy0, ru0 = _busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=_USER_ENV, capture_output=True, text=True)
+    wall = time.time() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)  # synth-cli and its workers
+    others = max(0.0, _busy_seconds() - busy0 - ours) / (wall * (os.cpu_count() or 1))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    from synth.shards import ShardReader
+
+    done = []  # (finishing time, samples) per shard
+    for p in out.glob("shard-*.h5"):
+        with ShardReader(p) as r:
+            done.append((p.stat().st_mtime, len(r)))
+    done.sort()
+    count = 0
+    for t_q, k in done:
+        count += k
+        if count >= n // 4:
+            break
+    t_end = done[-1][0]
+    steady = (n - count) / (t_end - t_q) if t_end > t_q else float("nan")
+    return {"wall": wall, "rate_wall": n / wall, "rate_steady": steady, "shards": len(done), "cpu": ours,
+            "others": others}
 
 
 def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
@@ -158,6 +211,10 @@ def main() -> None:
                     help="only the dataset jobs (e.g. to time an older synth on PYTHONPATH side by side)")
     ap.add_argument("--platform", default="cpu", help="the dataset jobs' --platform (cpu | osmesa)")
     ap.add_argument("--no-detail-off", action="store_true", help="skip the detail-off rows")
+    ap.add_argument("--cli-n", default="400,4000", help="N of the synth-cli runs with default flags ('' = none)")
+    ap.add_argument("--cli-only", action="store_true", help="only the synth-cli runs")
+    ap.add_argument("--repeat", type=int, default=1, help="synth-cli runs per configuration, alternating "
+                    "1 and 2 workers (on a shared machine: the median and the best are printed)")
     args = ap.parse_args()
     from morphable_model import load_model
 
@@ -179,6 +236,32 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
     try:
+        cli_ns = [int(v) for v in args.cli_n.split(",") if v.strip()]
+        if cli_ns:
+            print(f"load average before the synth-cli runs: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+            print(f"{'synth-cli, default flags':>26} {'wall s':>7} {'samples/s':>10} {'steady/s':>9} {'shards':>6} "
+                  f"{'cpu s':>6} {'others':>6}  (others: share of the cores other processes used meanwhile)")
+        for n in cli_ns:
+            res: dict[int, list[dict]] = {w: [] for w in workers}
+            for _ in range(args.repeat):  # alternating, so that a change of load hits both worker counts
+                for w in workers:
+                    out = tmp / f"cli-n{n}-w{w}"
+                    r = run_cli(out, n, w)
+                    res[w].append(r)
+                    print(f"{f'--n {n} --workers {w}':>26} {r['wall']:>7.1f} {r['rate_wall']:>10.1f} "
+                          f"{r['rate_steady']:>9.1f} {r['shards']:>6} {r['cpu']:>6.1f} {r['others']:>6.0%}",
+                          flush=True)
+                    shutil.rmtree(out)
+            if 1 in res and 2 in res:
+                for how, pick in (("median", lambda v: float(np.median(v))), ("best", max)):
+                    wall = pick([r["rate_wall"] for r in res[2]]) / pick([r["rate_wall"] for r in res[1]])
+                    steady = pick([r["rate_steady"] for r in res[2]]) / pick([r["rate_steady"] for r in res[1]])
+                    print(f"synth-cli --n {n}, 1 -> 2 workers ({how} of {args.repeat}): wall-clock {wall:.2f}x "
+                          f"(target >= 1.7x at N = 400), steady {steady:.2f}x", flush=True)
+        if cli_ns:
+            print(f"load average after the synth-cli runs: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        if args.cli_only:
+            return
         print(f"{'size':>5} {'detail':>6} {'workers':>7} {'samples/s':>10} {'(wall)':>8} {'per core':>9} "
               f"{'kB/sample':>9} {'cpu ms':>7}  split ms/sample (sampling geometry render post write)")
         rates, cpu_ms, kbs = {}, {}, {}

@@ -7,17 +7,10 @@
 """
 from __future__ import annotations
 
-import os
-
-# Rendering parallelism comes from worker processes; multi-threaded BLAS on these small products
-# only adds contention. Set before numpy is first imported (the console script imports us first).
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import logging  # noqa: E402
+import logging
 from pathlib import Path
 
-import click  # noqa: E402
+import click
 
 from .lighting import LIGHT_MODES
 from .backgrounds import BACKGROUNDS
@@ -53,13 +46,15 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--lights", type=click.Choice(LIGHT_MODES), default="sh9", show_default=True,
               help="sh9: 27 SH coefficients; ambient; point: directional + ambient")
 @click.option("--size", type=int, default=224, show_default=True, help="image side in pixels")
-@click.option("--workers", type=int, default=1, show_default=True, help="worker processes (each owns a renderer)")
+@click.option("--workers", type=int, default=1, show_default=True, help="rendering processes (this one + W-1 spawned), one core each: one BLAS and one llvmpipe thread")
 @click.option("--seed", type=int, default=0, show_default=True, help="global seed; sample i depends only on (seed, i)")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="BFM2017/2019 .h5 or BFM2009 .mat (default: built-in model)")
 @click.option("--detail/--no-detail", default=True, show_default=True, help="procedural wrinkles and pores")
 @click.option("--detail-scale", type=float, default=1.0, show_default=True, help="multiplies detail amplitudes")
-@click.option("--shard-size", type=int, default=1000, show_default=True, help="samples per shard")
+@click.option("--shard-size", type=int, default=None,
+              help="samples per shard [default: the existing dataset's in --out, else from N: "
+                   "min(1000, max(32, 16 ceil(N/1024))), at most 64 shards below N = 64000; never from --workers]")
 @click.option("--shard-range", default=None, help="render only shards a..b-1 (a:b); default: all, or the "
               "SLURM_ARRAY_TASK_ID share")
 @click.option("--compression", type=click.Choice(["zstd", "gzip", "lzf"]), default="zstd", show_default=True,

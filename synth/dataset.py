@@ -2,25 +2,36 @@
 
 - Everything that can fail on bad input (config, model file, output folder, an existing dataset
   with another configuration) is checked before anything is written.
-- ``OUT/dataset.json`` (the manifest: generator config, model fingerprint, N, shard size) is written
-  atomically first; a rerun with a different configuration is refused.
+- ``OUT/dataset.json`` (the manifest: generator config, model fingerprint, N, shard size and the
+  rule that chose it) is written atomically first; a rerun with a different configuration is refused.
 - Shard ``k`` holds samples ``[k S, min((k+1) S, N))``. It is written to a temporary name and
   renamed into place when complete (:class:`synth.shards.ShardWriter`), so a finished shard is
-  exactly a file named ``shard-*.h5``. A rerun skips finished shards and deletes stale temporary
-  files of the shards it renders: killing a run at any moment and rerunning it gives exactly N
-  valid samples.
+  exactly a file named ``shard-*.h5``. A rerun checks finished shards cheaply
+  (:func:`synth.verify.quick_check_shard`) and skips them, renders a damaged one again (with a
+  warning naming it), and deletes stale temporary files of the shards it renders: killing a run
+  at any moment and rerunning it gives exactly N valid samples.
+- The shard size S is ``--shard-size`` when given, else the existing dataset's (a rerun resumes),
+  else chosen from N alone (:func:`default_shard_size`: at most 64 shards of 32..1000 samples), never
+  from the worker count: the files are the same for any ``--workers``.
 - Sample ``i`` depends only on (seed, i) (see :mod:`synth.sampling`), so the sample arrays are the
-  same for any worker count, shard order, machine or ``shard_range`` split.
-- Workers are ``spawn`` processes, each owning one renderer; shards are handed out one at a time;
-  progress (samples) flows back through a queue to the ``progress`` callback.
+  same for any worker count, shard size, shard order, machine or ``shard_range`` split.
+- W workers = the calling process plus W - 1 ``spawn`` processes, each owning one renderer and
+  running one BLAS thread and one llvmpipe (OSMesa) thread, so W workers keep W cores busy. Each
+  takes the next shard when it is free (a counter in shared memory); the calling process starts
+  rendering as soon as a one-worker run would, the spawned ones join when they have started (so a
+  second worker never makes a small job slower). Progress (samples) and finished shards' timings
+  flow back through a queue to the ``progress`` callback; a worker's error stops the run.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
+import pickle
 import queue as queue_mod
 import time
 from pathlib import Path
@@ -32,12 +43,26 @@ from . import shards as sh
 from .codecs import encode_sample
 from .detail import N_FIELDS
 from .sampling import SamplingConfig, face_framing, sample_params
+from .verify import quick_check_shard
 
 log = logging.getLogger(__name__)
 
 # fields of the manifest that must match for a rerun to resume into the same folder
 _IDENTITY_KEYS = ("n_total", "shard_size", "size", "seed", "model_fingerprint", "sampling", "layout_version",
                   "platform")
+
+SHARD_SIZE_RULE = "min(1000, max(32, 16 * ceil(N / 1024)))"
+
+
+def default_shard_size(n: int) -> int:
+    """Samples per shard when ``--shard-size`` is not given: ``min(1000, max(32, 16 ceil(N / 1024)))``.
+
+    43 to 64 shards for 2048 <= N <= 64000 (fewer, of 32 samples, below; 1000-sample shards from
+    N ~ 63500 on), so up to dozens of workers all get shards for any N worth parallelising.
+    Multiples of ``GEOMETRY_BATCH`` = 16 (except the 1000 cap) keep the model-evaluation blocks
+    whole. Depends on N only: the files are identical for any worker count.
+    """
+    return min(1000, max(32, 16 * math.ceil(int(n) / 1024)))
 
 
 @dataclasses.dataclass
@@ -48,7 +73,8 @@ class DatasetConfig:
     n: int  # --n: total number of samples N
     size: int = 224  # --size: image side in pixels
     seed: int = 0  # --seed: global seed
-    shard_size: int = 1000  # --shard-size: samples per shard
+    shard_size: int | None = None  # --shard-size: samples per shard (None: the existing dataset's, else
+    # default_shard_size(n))
     workers: int = 1  # --workers: worker processes (0 = render in this process)
     compression: str = "zstd"  # --compression: zstd (level 1) | gzip (level 1 + shuffle) | lzf
     platform: str = "cpu"  # --platform: cpu (compiled rasterizer) | osmesa | egl (OpenGL id pass)
@@ -63,7 +89,7 @@ class DatasetConfig:
             raise ValueError(f"--n must be a positive integer, got {self.n!r}")
         if not isinstance(self.size, (int, np.integer)) or not 8 <= self.size <= 4096:
             raise ValueError(f"--size must be an integer in [8, 4096], got {self.size!r}")
-        if not isinstance(self.shard_size, (int, np.integer)) or self.shard_size <= 0:
+        if self.shard_size is not None and (not isinstance(self.shard_size, (int, np.integer)) or self.shard_size <= 0):
             raise ValueError(f"--shard-size must be a positive integer, got {self.shard_size!r}")
         if not isinstance(self.workers, (int, np.integer)) or self.workers < 0:
             raise ValueError(f"--workers must be an integer >= 0, got {self.workers!r}")
@@ -76,7 +102,7 @@ class DatasetConfig:
 
     @property
     def n_shards(self) -> int:
-        return sh.shard_count(self.n, self.shard_size)
+        return sh.shard_count(self.n, self.shard_size or default_shard_size(self.n))
 
 
 def parse_shard_range(text: str) -> tuple[int, int | None]:
@@ -142,12 +168,13 @@ def _load(model):
     return model
 
 
-def manifest_for(config: DatasetConfig, model) -> dict[str, Any]:
-    """The ``dataset.json`` content of a job."""
+def manifest_for(config: DatasetConfig, model, shard_size_rule: str = "--shard-size") -> dict[str, Any]:
+    """The ``dataset.json`` content of a job (``config.shard_size`` resolved, see :func:`prepare`)."""
     return {
         "layout_version": sh.LAYOUT_VERSION,
         "n_total": int(config.n),
         "shard_size": int(config.shard_size),
+        "shard_size_rule": shard_size_rule,
         "n_shards": config.n_shards,
         "size": int(config.size),
         "seed": int(config.seed),
@@ -176,8 +203,34 @@ def _check_output_dir(out: Path) -> None:
         raise ValueError(f"--out {str(out)!r} is not writable (no write permission on {str(existing)!r})")
 
 
-def prepare(config: DatasetConfig, model=None):
-    """Validate a job without writing anything; returns (model, manifest, shards to render, skipped)."""
+@dataclasses.dataclass
+class Plan:
+    """What :func:`prepare` decided: the job with its shard size resolved, and the shards to render."""
+
+    config: DatasetConfig  # shard_size resolved
+    model: Any  # the MorphableModel
+    manifest: dict[str, Any]
+    todo: list[int]  # shards to render (missing or damaged)
+    skipped: list[int]  # finished shards that passed the quick check
+    damaged: dict[int, str]  # finished shards that failed it: shard -> one-line reason (also in todo)
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); remove it or use another --out") from None
+
+
+def prepare(config: DatasetConfig, model=None) -> Plan:
+    """Validate a job without writing anything and decide what to render.
+
+    The shard size is ``config.shard_size`` when given, else the one of the dataset already in
+    ``config.out`` (so rerunning the same command resumes it), else :func:`default_shard_size`.
+    Finished shards get :func:`synth.verify.quick_check_shard`; a damaged one is rendered again.
+    """
     out = Path(config.out)
     _check_output_dir(out)
     if config.sampling.background == "images":
@@ -187,27 +240,38 @@ def prepare(config: DatasetConfig, model=None):
     model = _load(config.model if model is None else model)
     if model.landmarks is None:
         log.warning("model %s has no landmarks: landmarks are stored as zeros, all invisible", model.source)
-    manifest = manifest_for(config, model)
     mpath = out / "dataset.json"
-    if mpath.exists():
-        try:
-            old = json.loads(mpath.read_text())
-        except ValueError as e:
-            raise ValueError(f"{mpath} is not valid JSON ({e}); remove it or use another --out") from None
+    old = _read_manifest(mpath)
+    rule = "--shard-size"
+    if config.shard_size is None:
+        if old is not None and old.get("n_total") == config.n and isinstance(old.get("shard_size"), int):
+            config = dataclasses.replace(config, shard_size=old["shard_size"])
+            rule = str(old.get("shard_size_rule", "--shard-size"))
+        else:
+            config = dataclasses.replace(config, shard_size=default_shard_size(config.n))
+            rule = f"from N: {SHARD_SIZE_RULE}"
+    manifest = manifest_for(config, model, rule)
+    if old is not None:
         diff = [k for k in _IDENTITY_KEYS if old.get(k) != json.loads(json.dumps(manifest[k]))]
         if diff:
             raise ValueError(f"--out {str(out)!r} already holds a dataset with another configuration "
                              f"(differs in: {', '.join(diff)}); use a new --out or remove it")
     elif out.exists() and sh.list_shards(out):
         raise ValueError(f"--out {str(out)!r} holds shards but no dataset.json; use a new --out")
-    todo, skipped = [], []
+    expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}
+    todo, skipped, damaged = [], [], {}
     for k in assigned_shards(config):
         path = out / sh.shard_name(k)
-        if path.exists():
+        if not path.exists():
+            todo.append(k)
+            continue
+        problem = quick_check_shard(path, expected)
+        if problem is None:
             skipped.append(k)
         else:
+            damaged[k] = problem
             todo.append(k)
-    return model, manifest, todo, skipped
+    return Plan(config=config, model=model, manifest=manifest, todo=todo, skipped=skipped, damaged=damaged)
 
 
 # ---------------------------------------------------------------------------------- per process
@@ -293,10 +357,91 @@ class _ShardRenderer:
         self.renderer.close()
 
 
-_WORKER: dict[str, Any] = {}  # per worker process: set once by _init_worker
+# One thread per process: rendering parallelism comes from worker processes, and the small BLAS
+# products and llvmpipe's tile threads only add contention between the processes.
+_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _init_worker(config_dict: dict, model, manifest: dict, progress_queue) -> None:
+@contextlib.contextmanager
+def _one_thread():
+    """While inside: one BLAS/OpenMP thread (threadpoolctl, for the libraries already loaded) and
+    ``LP_NUM_THREADS=1`` (unless set) for OpenGL contexts created meanwhile. llvmpipe reads it when a
+    process creates its first context, so a renderer created inside keeps one thread for good."""
+    from threadpoolctl import threadpool_limits
+
+    saved = os.environ.get("LP_NUM_THREADS")
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("LP_NUM_THREADS", None)
+
+
+def _pin_worker_threads() -> None:
+    """A worker process, for its whole life: one BLAS/OpenMP thread and one llvmpipe thread. The
+    spawn environment (:func:`_spawn_environment`) already asked for it before numpy loaded; this
+    also holds when a library ignored the variables."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ.setdefault("LP_NUM_THREADS", "1")  # before the worker creates its OpenGL context
+    threadpool_limits(limits=1)  # not used as a context manager: never restored
+
+
+@contextlib.contextmanager
+def _spawn_environment(platform: str):
+    """The environment handed to spawned workers (restored afterwards): one BLAS/OpenMP thread,
+    read by those libraries when the worker first imports numpy, before any code of ours runs;
+    one llvmpipe thread unless the user set ``LP_NUM_THREADS``; the requested OpenGL platform."""
+    keys = _BLAS_ENV + ("PYOPENGL_PLATFORM", "LP_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: "1" for k in _BLAS_ENV})
+    if platform != "cpu":  # the compiled rasterizer needs no OpenGL platform
+        os.environ["PYOPENGL_PLATFORM"] = platform
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _thread_counts() -> dict[str, int]:
+    """This process's BLAS threads and llvmpipe threads: ``{"blas": n, "llvmpipe": n}``."""
+    from threadpoolctl import threadpool_info
+
+    blas = max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"), default=0)
+    names = [Path(t, "comm").read_text().strip() for t in Path("/proc/self/task").iterdir()]
+    return {"blas": blas, "llvmpipe": sum(n.startswith("llvmpipe") for n in names)}
+
+
+class _Shards:
+    """The shards to render, taken one at a time by the calling process and the spawned workers
+    (a counter in shared memory): whoever is free takes the next one. ``todo`` is set per process
+    once the job is known (:class:`_Workers` sends it)."""
+
+    def __init__(self, ctx):
+        self.todo: list[int] = []
+        self.next = ctx.Value("i", 0)
+
+    def take(self) -> int | None:
+        with self.next.get_lock():
+            i = self.next.value
+            if i >= len(self.todo):
+                return None
+            self.next.value = i + 1
+        return self.todo[i]
+
+
+def _worker_main(config_dict: dict, model, shards: _Shards, jobs, results) -> None:
+    """A spawned worker: sets up its renderer, waits for the job (``(resolved config, manifest,
+    todo)`` or ``None``), then renders the shards it takes until none are left. Messages to the
+    parent: ``("progress", n)``, ``("done", k, timings)``, ``("exit", thread counts)`` or
+    ``("error", exc)``."""
     try:  # die with the parent (Linux), so a killed run leaves no orphan writing shards
         import ctypes
         import signal
@@ -304,20 +449,32 @@ def _init_worker(config_dict: dict, model, manifest: dict, progress_queue) -> No
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    _WORKER["manifest"] = manifest
-    _WORKER["queue"] = progress_queue
+    _pin_worker_threads()
+    state = None
     try:
-        config = DatasetConfig(**config_dict)
-        _WORKER["state"] = _ShardRenderer(config, _load(model))
-    except Exception as e:  # reported by the first task instead of a silently respawning pool
-        _WORKER["error"] = e
-
-
-def _worker_render(k: int) -> dict[str, float]:
-    if "error" in _WORKER:
-        raise _WORKER["error"]
-    q = _WORKER["queue"]
-    return _WORKER["state"].render_shard(k, _WORKER["manifest"], progress=q.put)
+        model = _load(model)  # a path or None (the built-in model's cache file): no 100 MB pickle
+        # the renderer depends on size, platform, detail and backgrounds only, not on the shard size
+        state = _ShardRenderer(DatasetConfig(**config_dict), model)
+        job = jobs.get()
+        if job is not None:
+            config_dict, manifest, shards.todo = job
+            state.config = DatasetConfig(**config_dict)  # the shard size resolved by prepare()
+            if model.fingerprint != manifest["model_fingerprint"]:
+                raise ValueError(f"morphable model {state.config.model or 'built-in'} changed while rendering "
+                                 f"({model.fingerprint[:12]}... != {manifest['model_fingerprint'][:12]}...)")
+            while (k := shards.take()) is not None:
+                timings = state.render_shard(k, manifest, progress=lambda n: results.put(("progress", n)))
+                results.put(("done", k, timings))
+        results.put(("exit", _thread_counts()))
+    except BaseException as e:  # reported by the parent, which stops the run
+        try:
+            pickle.dumps(e)
+        except Exception:
+            e = RuntimeError(f"{type(e).__name__}: {e}")
+        results.put(("error", e))
+    finally:
+        if state is not None:
+            state.close()
 
 
 def _config_dict(config: DatasetConfig) -> dict:
@@ -326,43 +483,100 @@ def _config_dict(config: DatasetConfig) -> dict:
     return d
 
 
+class _Workers:
+    """``n`` spawned rendering processes (:func:`_worker_main`). They are started before the job is
+    validated (their imports, model loading and renderer set-up, ~3 s, overlap the caller's), and
+    wait for :meth:`begin`; :meth:`stop` ends them."""
+
+    def __init__(self, config: DatasetConfig, model, n: int):
+        ctx = mp.get_context("spawn")
+        self.shards = _Shards(ctx)
+        self.jobs, self.results = ctx.Queue(), ctx.Queue()
+        self.procs = [ctx.Process(target=_worker_main, name=f"synth-worker-{i}", daemon=True,
+                                  args=(_config_dict(config), model, self.shards, self.jobs, self.results))
+                      for i in range(n)]
+        with _spawn_environment(config.platform):
+            for p in self.procs:
+                p.start()
+
+    def begin(self, config: DatasetConfig, manifest: dict, todo: list[int]) -> None:
+        """Hand the job to the workers; ``todo`` is shared with the caller (same order, same counter)."""
+        self.shards.todo = list(todo)
+        for _ in self.procs:
+            self.jobs.put((_config_dict(config), manifest, list(todo)))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()  # idle or failing: nothing of a finished shard is lost
+        for p in self.procs:
+            p.join()
+
+
+def _model_is_cheap_to_load(config: DatasetConfig, model) -> bool:
+    """Whether workers can get the model without building it: the caller's object, a file, or the
+    built-in model's cache file (on the very first run the caller builds and caches it first)."""
+    if model is not None or config.model is not None:
+        return True
+    from morphable_model.builtin import cache_path
+
+    return cache_path().exists()
+
+
 def render_dataset(config: DatasetConfig, model=None, progress: Callable[[int], None] | None = None,
                    on_start: Callable[[int, int], None] | None = None) -> RenderSummary:
     """Render the shards of ``config`` that are not finished yet.
 
     ``model``: a ``MorphableModel`` (overrides ``config.model``) or None (load ``config.model``).
     ``progress(k)`` is called as k more samples are done; ``on_start(samples_todo, samples_skipped)``
-    once before rendering. Raises ``ValueError`` on bad input before writing anything.
+    once before rendering. Raises ``ValueError`` on bad input before writing anything. A finished
+    shard that fails :func:`synth.verify.quick_check_shard` is logged (one warning line naming it)
+    and rendered again.
+
+    ``config.workers`` W > 1: this process renders too, beside W - 1 spawned workers, so it starts
+    as soon as a single-process run would and each worker adds its core once it is ready.
     """
     t_start = time.perf_counter()
-    # what workers load: the caller's model object (pickled), else the file path / None = built-in
+    # what spawned workers load: the caller's model object (pickled), else the file path / None =
+    # built-in (its cache file; cheaper than a 100 MB pickle per worker)
     worker_model = model if model is not None else config.model
-    model, manifest, todo, skipped = prepare(config, model)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / f"{sh.TEMP_PREFIX}probe.{os.getpid()}"
+    n_spawn = max(0, min(config.workers, config.n_shards) - 1)
+    workers = None
+    if n_spawn and _model_is_cheap_to_load(config, model):
+        workers = _Workers(config, worker_model, n_spawn)  # set up while this process validates the job
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"--out {str(out)!r} is not writable: {e}") from None
-    if not (out / "dataset.json").exists():
-        sh.write_json_atomic(out / "dataset.json", manifest)
+        plan = prepare(config, model)
+        config, todo, skipped = plan.config, plan.todo, plan.skipped
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f"{sh.TEMP_PREFIX}probe.{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"--out {str(out)!r} is not writable: {e}") from None
+        if not (out / "dataset.json").exists():
+            sh.write_json_atomic(out / "dataset.json", plan.manifest)
+        for k, problem in plan.damaged.items():
+            log.warning("%s is damaged (%s): rendering it again", out / sh.shard_name(k), problem)
 
-    def n_in(k: int) -> int:
-        a, b = sh.shard_bounds(k, config.n, config.shard_size)
-        return b - a
+        def n_in(k: int) -> int:
+            a, b = sh.shard_bounds(k, config.n, config.shard_size)
+            return b - a
 
-    n_todo = sum(n_in(k) for k in todo)
-    if on_start is not None:
-        on_start(n_todo, sum(n_in(k) for k in skipped))
-    if skipped:
-        log.info("skipping %d finished shards", len(skipped))
-    timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0, "cpu": 0.0}
-    if todo and config.workers <= 1:
-        _render_in_process(config, model, manifest, todo, progress, timings)
-    elif todo:
-        _render_with_pool(config, worker_model, manifest, todo, progress, timings)
+        n_todo = sum(n_in(k) for k in todo)
+        if on_start is not None:
+            on_start(n_todo, sum(n_in(k) for k in skipped))
+        if skipped:
+            log.info("skipping %d finished shards", len(skipped))
+        timings = {"sampling": 0.0, "geometry": 0.0, "render": 0.0, "post": 0.0, "write": 0.0, "cpu": 0.0}
+        if todo:
+            if workers is None and n_spawn and len(todo) > 1:
+                workers = _Workers(config, worker_model, min(n_spawn, len(todo) - 1))
+            _render(config, plan.model, plan.manifest, todo, workers, progress, timings)
+    finally:
+        if workers is not None:
+            workers.stop()
     return RenderSummary(out=out, n_total=config.n, shards_assigned=len(todo) + len(skipped),
                          shards_rendered=len(todo), shards_skipped=len(skipped), samples_rendered=n_todo,
                          seconds=time.perf_counter() - t_start, timings=timings)
@@ -373,65 +587,53 @@ def _add(total: dict, part: dict) -> None:
         total[k] = total.get(k, 0.0) + v
 
 
-def _render_in_process(config, model, manifest, todo, progress, timings) -> None:
-    state = _ShardRenderer(config, model)
-    try:
-        for k in todo:
-            _add(timings, state.render_shard(k, manifest, progress))
-    finally:
-        state.close()
+def _render(config, model, manifest, todo, workers: _Workers | None, progress, timings) -> None:
+    """Render ``todo`` in this process and in ``workers`` (None: this process alone); returns when
+    every shard is finished (the workers are then idle: the caller stops them)."""
+    if workers is not None:
+        workers.begin(config, manifest, todo)
+        shards, results, procs = workers.shards, workers.results, workers.procs
+    else:  # this process takes every shard
+        shards, results, procs = _Shards(mp.get_context("spawn")), None, []
+        shards.todo = list(todo)
+    remaining = set(todo)
 
-
-_SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _render_with_pool(config, worker_model, manifest, todo, progress, timings) -> None:
-    ctx = mp.get_context("spawn")
-    # workers: one BLAS thread each, the requested OpenGL platform (inherited at spawn)
-    saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV + ("PYOPENGL_PLATFORM", "LP_NUM_THREADS")}
-    for k in _SINGLE_THREAD_ENV:
-        os.environ[k] = "1"
-    if config.platform != "cpu":
-        os.environ["PYOPENGL_PLATFORM"] = config.platform
-    if saved["LP_NUM_THREADS"] is None:
-        os.environ["LP_NUM_THREADS"] = "1"  # one llvmpipe (OSMesa) thread per worker process
-    q = ctx.Queue()
-    try:
-        pool = ctx.Pool(min(config.workers, len(todo)), initializer=_init_worker,
-                        initargs=(_config_dict(config), worker_model, manifest, q))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    try:
-        results = [pool.apply_async(_worker_render, (k,)) for k in todo]
-        pending = list(results)
-        while pending:
+    def poll(timeout: float | None = None) -> None:
+        """Handle the workers' messages (waiting up to ``timeout`` for the first); raise a worker's error."""
+        while results is not None:
             try:
-                n = q.get(timeout=0.2)
+                msg = results.get(timeout=timeout) if timeout else results.get_nowait()
+            except queue_mod.Empty:
+                return
+            timeout = None
+            if msg[0] == "progress":
                 if progress is not None:
-                    progress(n)
-            except queue_mod.Empty:
-                pass
-            still = []
-            for r in pending:
-                if r.ready():
-                    _add(timings, r.get())  # re-raises a worker's exception
-                else:
-                    still.append(r)
-            pending = still
-        while True:  # drain the last progress messages
-            try:
-                n = q.get_nowait()
-            except queue_mod.Empty:
-                break
-            if progress is not None:
-                progress(n)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
+                    progress(msg[1])
+            elif msg[0] == "done":
+                _add(timings, msg[2])
+                remaining.discard(msg[1])
+            elif msg[0] == "exit":
+                log.debug("a worker finished; its threads: %s", msg[1])
+            else:
+                raise msg[1]
+
+    def own_progress(n: int) -> None:
+        if progress is not None:
+            progress(n)
+        poll()  # the workers' progress, between this process's samples
+
+    with _one_thread():
+        state = _ShardRenderer(config, model)
+        try:
+            while (k := shards.take()) is not None:
+                _add(timings, state.render_shard(k, manifest, own_progress))
+                remaining.discard(k)
+        finally:
+            state.close()
+    while remaining:
+        poll(timeout=0.2)
+        dead = [p for p in procs if p.exitcode not in (None, 0)]
+        if dead and remaining:
+            poll()  # its error message may still be in the queue
+            raise RuntimeError(f"a render worker died (exit code {dead[0].exitcode}); rerun to resume")
+    poll()

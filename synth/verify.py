@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from .codecs import decode_sample
-from .shards import (READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes, list_shards, plain_attr, shard_bounds,
-                     shard_count, shard_name)
+from .shards import (LAYOUT_VERSION, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
+                     list_shards, plain_attr, shard_bounds, shard_count, shard_name)
 
-__all__ = ["ShardReport", "verify_shard", "verify_dir"]
+__all__ = ["ShardReport", "verify_shard", "quick_check_shard", "verify_dir"]
 
 
 @dataclasses.dataclass
@@ -32,6 +32,56 @@ class ShardReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str | None:
+    """Cheap check of a finished shard that a rerun is about to skip; returns ``None`` when it looks
+    sound, else a one-line reason.
+
+    Checked (~45 ms for a 1000-sample shard, independent of the image size): the file opens (HDF5 records
+    the end-of-file address in its checksummed superblock, so a truncated file fails here), its
+    attributes (``complete``, the layout this version writes, shard index, sample count;
+    ``n_total``, ``shard_size``, ``size``, ``seed`` and ``model_fingerprint`` of ``expected``, the
+    dataset manifest), the datasets of the layout present, every dataset with ``n`` rows and a
+    readable chunk index (``n`` chunks for a map, one for a small per-sample array), and the small per-sample datasets read in full (every chunk
+    fletcher32-checked), ``index`` equal to the shard's global range. Not checked: the contents of
+    the map chunks (image, depth, ...): :func:`verify_shard` (``synth-cli verify``) decodes every sample.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            if int(a.get("layout_version", -1)) != LAYOUT_VERSION or not bool(a.get("complete", False)):
+                return f"not a complete shard of layout {LAYOUT_VERSION}"
+            n, k = int(a["n_samples"]), int(a["shard_index"])
+            m = SHARD_PATTERN.match(path.name)
+            if m and int(m.group(1)) != k:
+                return f"attribute shard_index = {k}"
+            for key in ("n_total", "shard_size", "size", "seed", "model_fingerprint"):
+                if plain_attr(a.get(key)) != expected[key]:
+                    return f"attribute {key} = {plain_attr(a.get(key))!r}, the dataset has {expected[key]!r}"
+            start, stop = shard_bounds(k, int(a["n_total"]), int(a["shard_size"]))
+            if stop - start != n:
+                return f"holds {n} samples, expected {stop - start}"
+            dims = {"alpha_id": 0, "alpha_exp": 0, "beta": 0, "detail_weights": 0}  # names only
+            wanted = dataset_shapes(LAYOUT_VERSION, int(a["size"]), dims, bool(a.get("detail", False)))
+            missing = [name for name in wanted if name not in f]
+            if missing:
+                return f"datasets missing: {', '.join(missing)}"
+            for name, ds in f.items():
+                # maps: one chunk per sample; the small per-sample arrays: one chunk (layout 3)
+                chunks = n if name in MAP_DATASETS else (1 if n else 0)
+                if ds.shape[0] != n or ds.id.get_num_chunks() != chunks:
+                    return f"dataset {name} has {ds.shape[0]} rows / {ds.id.get_num_chunks()} chunks, expected {n}"
+                if name not in MAP_DATASETS:
+                    values = ds[...]  # every chunk is read: fletcher32 raises OSError on a mismatch
+                    if name == "index" and not np.array_equal(values, np.arange(start, stop)):
+                        return f"index is not {start}..{stop - 1}"
+    except (OSError, KeyError, ValueError, TypeError) as e:  # unreadable, truncated, checksum, missing attribute
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    return None
 
 
 def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None, maps: bool = False,

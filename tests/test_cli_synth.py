@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,29 +111,84 @@ def test_rerun_skips_finished_and_fills_gaps(reference, tmp_path, tmp_model_h5):
     _assert_same(_arrays(reference), _arrays(out))
 
 
+KILL_POINTS = Path(__file__).with_name("kill_points.py")
+
+
 def test_kill_minus_9_and_resume(tmp_path, tmp_model_h5):
+    """kill -9 in the middle of a shard (the run paused there by tests/kill_points.py after a seeded
+    random number of samples), then rerun: exactly the 40 samples of a clean run, all compared."""
     out = tmp_path / "killed"
-    args = ["--out", str(out), "--model", str(tmp_model_h5), "--n", "40", "--size", "32", "--shard-size", "2"]
-    proc = subprocess.Popen([sys.executable, "-m", "synth.cli", "render", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None and not (out / "shard-00002.h5").exists():
-        time.sleep(0.005)
+    args = ["render", "--out", str(out), "--model", str(tmp_model_h5), "--n", "40", "--size", "32",
+            "--shard-size", "4"]
+    written = int(np.random.default_rng(9).integers(9, 31))  # samples written before the kill, mid-run
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, str(KILL_POINTS), str(marker), "shard-write", str(written),
+                             "synth.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not marker.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"never reached the kill point: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    print("shards finished before the kill:", len(list_shards(out)) if out.exists() else 0)
-    res = _run("render", *args)
+    assert proc.wait() == -signal.SIGKILL
+    # really interrupted: the finished shards are those before the one being written, which is a
+    # temporary file; 10 shards are expected in all
+    finished = [int(p.name[6:11]) for p in list_shards(out)]
+    assert finished == list(range((written - 1) // 4)) and len(finished) < 10
+    assert len(list(out.glob(f".tmp-shard-{(written - 1) // 4:05d}.h5.*"))) == 1
+    res = _run(*args)
     assert res.exit_code == 0, res.output
+    assert f"{len(finished)} shards were already done" in res.output
     reports, problems = verify_dir(out)
-    assert len(reports) == 20 and all(r.ok for r in reports) and not problems
+    assert len(reports) == 10 and all(r.ok for r in reports) and not problems
     arrays = _arrays(out)
     assert sorted(arrays) == list(range(40))  # exactly N samples: no loss, no duplicate
     assert not list(out.glob(".tmp-*"))
     clean = tmp_path / "clean"
-    res = _run("render", "--out", clean, "--model", tmp_model_h5, "--n", "40", "--size", "32", "--shard-size", "2",
-               "--shard-range", "0:3")
-    assert res.exit_code == 0
-    _assert_same({i: arrays[i] for i in range(6)}, _arrays(clean))
+    res = _run(*[a if a != str(out) else str(clean) for a in args])
+    assert res.exit_code == 0, res.output
+    _assert_same(arrays, _arrays(clean))
+
+
+def _flip(path, offset, n=8):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = f.read(n)
+        f.seek(offset)
+        f.write(bytes(255 - b for b in data))
+
+
+def test_rerun_renders_a_damaged_finished_shard_again(reference, tmp_path, tmp_model_h5, caplog):
+    """A finished shard truncated, another with bytes flipped in its index dataset: the rerun's quick
+    check names both in a one-line warning, renders them again (identical to a clean run) and
+    leaves the sound shard alone; synth-cli verify (the full check) agrees before and after."""
+    import logging
+    import shutil
+
+    import h5py
+
+    out = tmp_path / "damaged"
+    shutil.copytree(reference, out)
+    p0, p1, p2 = (out / f"shard-0000{k}.h5" for k in range(3))
+    p0.write_bytes(p0.read_bytes()[: p0.stat().st_size * 3 // 5])
+    with h5py.File(p1, "r") as f:
+        offset = f["index"].id.get_chunk_info(0).byte_offset  # layout 3: the whole index is one chunk
+    _flip(p1, offset)
+    before = p2.stat().st_mtime_ns
+    res = _run("verify", out)
+    assert res.exit_code == 1 and "BAD shard-00000.h5" in res.output and "BAD shard-00001.h5" in res.output
+    with caplog.at_level(logging.WARNING, logger="synth.dataset"):
+        res = _run("render", "--out", out, "--model", tmp_model_h5, *ARGS)
+    assert res.exit_code == 0, res.output
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("\n" not in w and "rendering it again" in w for w in warnings)
+    assert "shard-00000.h5 is damaged" in warnings[0] and "shard-00001.h5 is damaged" in warnings[1]
+    assert "4 samples in 2 shards" in res.output and "1 shards were already done" in res.output
+    assert p2.stat().st_mtime_ns == before
+    _assert_same(_arrays(reference), _arrays(out))
+    assert _run("verify", out).exit_code == 0
 
 
 def test_shard_range_and_slurm_split_equal_single_run(reference, tmp_path, tmp_model_h5):

@@ -48,8 +48,8 @@ import torch
 
 __all__ = [
     "FORMAT_VERSION", "INFERENCE_FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint",
-    "load_checkpoint", "load_inference_checkpoint", "export_inference", "convert_checkpoint", "rng_state",
-    "set_rng_state",
+    "load_checkpoint", "load_inference_checkpoint", "export_inference", "convert_checkpoint",
+    "remove_stale_temporaries", "rng_state", "set_rng_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     _atomic_write(path, lambda f: torch.save(full, f))
     log.info("saved checkpoint %s (step %s)", path, state["step"])
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete ``path.tmp-*`` files: checkpoint writes of a process that was killed before its rename
+    (call it when no other process writes ``path``). Returns the deleted paths."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f"{path.name}.tmp-*")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+        log.info("removed %s (a checkpoint write cut short)", p)
+    return stale
 
 
 # ---------------------------------------------------------------------------- reading

@@ -64,22 +64,33 @@ class RunLog:
 
 
 def truncate_logs(out: Path, step: int) -> None:
-    """Drop log rows after ``step`` (written by a run that died after its last checkpoint)."""
+    """Drop log rows after ``step`` (written by a run that died after its last checkpoint), and a
+    last line that a kill cut short (no newline). Each file is replaced atomically, so a kill
+    during the truncation leaves either the old or the new file."""
+    def complete_lines(path: Path) -> list[str]:
+        lines = path.read_text().split("\n")
+        return [ln for ln in lines[:-1] if ln.strip()]  # lines[-1]: "" or a line cut short
+
+    def replace(path: Path, lines: list[str]) -> None:
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(ln + "\n" for ln in lines))
+        os.replace(tmp, path)
+
     for name in ("train.csv", "val.csv"):
         path = out / name
         if not path.exists():
             continue
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
+        lines = complete_lines(path)
+        if not lines:  # empty, or a header cut short: the next row writes a new header
+            replace(path, [])
             continue
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
-        with open(path, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows(keep)
+        width = len(next(csv.reader([lines[0]])))
+        keep = [lines[0]] + [ln for ln, row in zip(lines[1:], csv.reader(lines[1:]))
+                             if len(row) == width and int(float(row[0])) <= step]
+        replace(path, keep)
     path = out / "log.jsonl"
     if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+        replace(path, [ln for ln in complete_lines(path) if json.loads(ln).get("step", 0) <= step])
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:

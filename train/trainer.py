@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 import torch.distributed as dist
 
-from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .checkpoint import remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .logs import RunLog, plot_curves, truncate_logs
 
 __all__ = ["LoopConfig", "DistInfo", "init_distributed", "resolve_device", "Trainer", "TrainResult",
@@ -317,6 +317,7 @@ class Trainer:
             log.info("resumed from %s at step %d", self.ckpt_path, run.step)
         if self.dist.is_main:
             truncate_logs(self.out, run.step)
+            remove_stale_temporaries(self.ckpt_path)  # a checkpoint write cut short by a kill
         if run.step >= loop.total_steps:
             log.info("nothing to do: step %d >= --steps %d", run.step, loop.total_steps)
         run.result.step = run.step
