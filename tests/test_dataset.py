@@ -39,18 +39,20 @@ def test_default_shard_size_in_the_manifest_and_kept_by_a_rerun(tiny_model, tmp_
         prepare(DatasetConfig(out=str(out), n=5, size=16, shard_size=3, workers=0), tiny_model)
 
 
-def test_workers_run_one_blas_and_one_llvmpipe_thread(tiny_model, tmp_path):
-    """A spawned worker, its renderer warmed up, has one BLAS thread and one llvmpipe thread (this
-    machine's default would be one per core), and the parent's environment is left as it was."""
+@pytest.mark.parametrize("platform, llvmpipe", [("osmesa", 1), ("cpu", 0)])
+def test_workers_run_one_blas_and_one_llvmpipe_thread(tiny_model, tmp_path, platform, llvmpipe):
+    """A spawned worker, its renderer warmed up, has one BLAS thread and (OSMesa) one llvmpipe thread
+    (this machine's default would be one per core) or (the compiled CPU rasterizer) no OpenGL at
+    all, and the parent's environment is left as it was."""
     before = dict(os.environ)
-    plan = prepare(DatasetConfig(out=str(tmp_path / "w"), n=4, size=16, workers=2), tiny_model)
+    plan = prepare(DatasetConfig(out=str(tmp_path / "w"), n=4, size=16, workers=2, platform=platform), tiny_model)
     workers = _Workers(plan.config, tiny_model, 1)
     try:
         workers.begin(plan.config, plan.manifest, [])  # no shard to take: it reports its threads and exits
         msg = workers.results.get(timeout=120)
     finally:
         workers.stop()
-    assert msg == ("exit", {"blas": 1, "llvmpipe": 1})
+    assert msg == ("exit", {"blas": 1, "llvmpipe": llvmpipe})
     assert dict(os.environ) == before
 
 
