@@ -91,7 +91,11 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 class Stages:
-    """Runs the stages in order, skipping finished ones; keeps their wall times in DEMO/stages.json."""
+    """Runs the stages in order, skipping finished ones; keeps their wall times in DEMO/stages.json.
+
+    A stage's stamp holds its ``key``: it is skipped only when it finished with the same key (the
+    reconstructions and evaluations made without FineNet are redone once FineNet weights exist).
+    A stage returning ``NOT_DONE`` (with a note) leaves no stamp: it is tried again next time."""
 
     def __init__(self, demo: Demo):
         self.demo = demo
@@ -100,20 +104,29 @@ class Stages:
         self.times_path = demo.path("stages.json")
         self.times = json.loads(self.times_path.read_text()) if self.times_path.exists() else {}
 
-    def __call__(self, name: str, fn) -> None:
+    def __call__(self, name: str, fn, key: str = "done") -> None:
         stamp = self.done_dir / name
-        if stamp.exists():
+        if stamp.exists() and stamp.read_text() == key:
             print(f"[{name}] done earlier ({self.times.get(name, {}).get('wall_s', '?')} s): skipped", flush=True)
             return
         print(f"[{name}]", flush=True)
         t0 = time.time()
         note = fn()
         wall = round(time.time() - t0, 1)
+        done = not (isinstance(note, tuple) and note[0] is NOT_DONE)
+        note = note[1] if not done else note
         self.times[name] = {"wall_s": wall, "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+                            "key": key, "load_average": [round(x, 1) for x in os.getloadavg()],
                             **({"note": note} if note else {})}
         self.times_path.write_text(json.dumps(self.times, indent=1))
-        stamp.write_text(str(wall))
+        if done:
+            stamp.write_text(key)
+        else:
+            stamp.unlink(missing_ok=True)
         print(f"[{name}] {wall:.0f} s" + (f" ({note})" if note else ""), flush=True)
+
+
+NOT_DONE = object()
 
 
 # ------------------------------------------------------------------------------ stages
@@ -162,9 +175,9 @@ def has_fine() -> bool:
     return res.returncode == 0
 
 
-def stage_fine(d: Demo, log: Path) -> str | None:
+def stage_fine(d: Demo, log: Path):
     if not has_fine():
-        return "skipped: this version has no `train-cli fine` (FineNet); reconstructions are coarse only"
+        return NOT_DONE, "skipped: this version has no `train-cli fine` (FineNet); reconstructions are coarse only"
     _train(d, log, "fine", [
         "--photos", str(d.path("photos")), "--coarse", str(d.path("weights", "coarse.safetensors")),
         "--synthetic", str(d.path("shards", "train")), "--val-data", str(d.path("shards", "val")),
@@ -183,6 +196,8 @@ def fine_weights(d: Demo) -> Path | None:
 
 def stage_reconstruct(d: Demo, log: Path) -> None:
     out = d.path("reconstruct")
+    if out.exists():
+        shutil.rmtree(out)  # an earlier run's files (e.g. coarse only) would stay listed
     fine = fine_weights(d)
     run([cli("train-cli"), "reconstruct", str(d.path("photos")), "--out", str(out),
          "--coarse", str(d.path("weights", "coarse.safetensors")),
@@ -192,12 +207,14 @@ def stage_reconstruct(d: Demo, log: Path) -> None:
 
 def stage_evaluate(d: Demo, log: Path) -> None:
     test = str(d.path("shards", "test"))
+    d.path("eval_fine.json").unlink(missing_ok=True)
     run([cli("train-cli"), "evaluate", "--ckpt", str(d.path("weights", "coarse.safetensors")), "--data", test,
          "--samples", str(d.n_test), "--device", "cpu", "--json-out", str(d.path("eval_coarse.json"))], log)
     fine = fine_weights(d)
     if fine:
-        run([cli("train-cli"), "evaluate", "--ckpt", str(fine), "--data", test, "--samples", str(d.n_test),
-             "--device", "cpu", "--json-out", str(d.path("eval_fine.json"))], log)
+        run([cli("train-cli"), "evaluate", "--ckpt", str(d.path("weights", "coarse.safetensors")), "--fine", str(fine),
+             "--data", test, "--samples", str(d.n_test), "--device", "cpu",
+             "--json-out", str(d.path("eval_fine.json"))], log)
 
 
 # ------------------------------------------------------------------------------ report
@@ -345,8 +362,9 @@ def main() -> None:
     stages("render", lambda: stage_render(d, log))
     stages("coarse", lambda: stage_coarse(d, log))
     stages("fine", lambda: stage_fine(d, log))
-    stages("reconstruct", lambda: stage_reconstruct(d, log))
-    stages("evaluate", lambda: stage_evaluate(d, log))
+    with_fine = "with FineNet" if fine_weights(d) else "coarse only"
+    stages("reconstruct", lambda: stage_reconstruct(d, log), key=with_fine)
+    stages("evaluate", lambda: stage_evaluate(d, log), key=with_fine)
     json_path, page = stage_report(d, stages, time.time() - t0)
     total = sum(t.get("wall_s", 0.0) for t in stages.times.values())
     print(f"demo done: all stages {total / 60:.1f} min (this run {(time.time() - t0) / 60:.1f} min); log {log}")
