@@ -319,3 +319,19 @@ def test_depth_png_round_trip(tmp_path):
     assert (back[~mask] == 0).all()
     assert np.abs(back[mask] - depth[mask]).max() <= scale / 2 + 1e-4  # half a level (+ float32 input rounding)
     assert scale < 80.0 / 65000  # the range spans all 16 bits: ~1.2 um per level here
+
+
+def test_a_face_that_cannot_be_written_is_skipped_and_the_rest_go_on(photos, tiny_coarse_weights, cache, tmp_path):
+    """A photo whose name is fine but whose output names are too long for the file system (255
+    bytes) is skipped with the reason; the other photo is written."""
+    d = tmp_path / "in"
+    d.mkdir()
+    long_name = "x" * 245 + ".png"  # 249 bytes; "<stem>_turntable.gif" would be 259
+    shutil.copy(photos / "astronaut.png", d / long_name)
+    shutil.copy(photos / "grace_hopper.jpg", d / "grace_hopper.jpg")
+    res = _run([d], tmp_path / "out", tiny_coarse_weights, cache)
+    assert res.exit_code == 0, res.output
+    assert "1 face from 1 photo written" in res.output
+    assert f"{long_name}: cannot write its outputs as {'x' * 245}" in res.output
+    assert (tmp_path / "out" / "grace_hopper.json").is_file()
+    assert not list((tmp_path / "out").glob(".tmp-*"))

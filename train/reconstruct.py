@@ -5,8 +5,9 @@ Per photo (:func:`run_reconstruct`):
 1. **Photos** (:mod:`train.photos`): decode, detect (cached by content), crop each face by the
    framing rule of the renders, at the size the networks want; a bad or faceless file is skipped
    with its one-line reason and the rest go on.
-2. **CoarseNet** (:func:`train.inference.reconstruct`, all its iterations, batched): the
-   morphable-model parameters, the mesh in the camera frame, and its depth map at the crop size.
+2. **CoarseNet** (:func:`train.inference.reconstruct`, all its iterations, batched, on the crops
+   resampled to its input size): the morphable-model parameters, the mesh in the camera frame,
+   and its depth map at FineNet's input size (CoarseNet's with ``--no-fine``).
 3. **FineNet** (a :class:`FineStage`; skipped with ``--no-fine``): the refined depth map at the
    same size, the coarse depth plus a residual.
 4. **Meshes** (:func:`build_meshes`): the coarse mesh (the model's topology, camera frame, mm) and
@@ -14,7 +15,7 @@ Per photo (:func:`run_reconstruct`):
    camera ray to the refined depth at its pixel (bilinear; hidden vertices stay where they are).
 
    Why this and not the depth map meshed: the built-in model's mesh (1 mm between vertices) is
-   finer than the depth map (about 1.3 mm per pixel at 224 px), so sampling the refined depth at
+   finer than the depth map (about 2.3 mm per pixel at 128 px, 1.3 at 224), so sampling the refined depth at
    each vertex keeps all the detail FineNet produces while keeping the model's topology (the same
    vertex count, correspondence and landmarks as the coarse mesh, a clean silhouette, the face
    surface outside the photo's view kept from the coarse fit). Along the *ray* rather than the
@@ -54,7 +55,7 @@ from scipy.ndimage import map_coordinates
 from scipy.spatial import cKDTree
 
 from synth import camera
-from synth.render import LANDMARK_DEPTH_TOL_MM
+from synth.render import LANDMARK_DEPTH_TOL_MM, MeshRenderer
 
 from . import report
 from .checkpoint import CheckpointError, load_inference_checkpoint
@@ -666,8 +667,6 @@ def run_reconstruct(inputs: Iterable[str | os.PathLike], config: ReconstructConf
             return
         results = run_networks(stages, [f for f, _ in pending])
         if config.pictures and renderer is None:
-            from synth.render import MeshRenderer
-
             renderer = MeshRenderer(stages.model.triangles, stages.model.n_vertices)
         rgb_path, rgb = None, None
         for (face, times), res in zip(pending, results):
@@ -681,7 +680,11 @@ def run_reconstruct(inputs: Iterable[str | os.PathLike], config: ReconstructConf
                     skip(face.path, f"cannot be read again to write its outputs ({e})")
                 t["reload"] = time.perf_counter() - t0
             if rgb is not None:
-                written.append(write_face(res, rgb, out, _unique(face.name, used_names), stages, config, renderer, t))
+                name = _unique(face.name, used_names)
+                try:
+                    written.append(write_face(res, rgb, out, name, stages, config, renderer, t))
+                except OSError as e:  # a full disk, a name the file system refuses: this face, not the run
+                    skip(face.path, f"cannot write its outputs as {name} ({e.strerror or e})")
         if progress:
             progress(len({f.path for f, _ in pending}))
         pending.clear()
