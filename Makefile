@@ -11,7 +11,7 @@ LIGHTS ?= sh9
 export PYOPENGL_PLATFORM ?= osmesa
 
 .DEFAULT_GOAL := help
-.PHONY: help install test dataset preview train benchmark clean
+.PHONY: help install test dataset preview train benchmark demo clean
 
 help: ## list the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ DATA ?= shards
 RUN ?= runs/coarse
 train: install ## train CoarseNet on DATA/ into RUN/ (DATA=shards RUN=runs/coarse SIZE=224)
 	train-cli coarse --data $(DATA) --out $(RUN) --size $(SIZE)
+
+demo: install ## the whole pipeline at small scale (~30 min on 2 cores): demo/index.html, demo/report.json
+	$(PYTHON) scripts/demo.py
 
 benchmark: install ## print the speed benchmarks (ratios measured side by side)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done

@@ -39,10 +39,11 @@ from . import kernels
 from .backgrounds import ImageFolder, draw_background, paint_occluders
 from .color import linear_to_srgb_u8
 from .detail import DetailBank, apply_detail, build_detail_bank, displacement
-from .lighting import blinn_phong, dominant_light, sh_basis, view_directions
+from .lighting import blinn_phong, dominant_light, sh_basis, shade, view_directions
 from .sampling import SampleParams
 
-__all__ = ["FaceRenderer", "RenderOutput", "SurfaceMaps", "PLATFORMS", "GEOMETRY_BATCH", "LANDMARK_DEPTH_TOL_MM"]
+__all__ = ["FaceRenderer", "RenderOutput", "SurfaceMaps", "MeshRenderer", "MeshImage", "PLATFORMS", "GEOMETRY_BATCH",
+           "LANDMARK_DEPTH_TOL_MM"]
 
 PLATFORMS = ("cpu", "osmesa", "egl")
 """Where the triangle ids are rasterized: ``cpu`` (default) the compiled z-buffer loop
@@ -400,6 +401,130 @@ class FaceRenderer:
         patch = padded[r[:, None] + dr.ravel(), c[:, None] + dc.ravel()]  # (68, 9)
         not_in_front = (patch > 0) & (patch >= d[:, None] - LANDMARK_DEPTH_TOL_MM)
         return uv.astype(np.float32), inside & not_in_front.any(axis=1)
+
+
+# ------------------------------------------------------------------------------ any mesh, any camera
+@dataclasses.dataclass
+class MeshImage:
+    """What :meth:`MeshRenderer.render` draws (``(H, W)`` as asked)."""
+
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1], linear light: colour * SH shading on the mesh, 0 off it
+    mask: np.ndarray  # (H, W) bool, pixels covered by the mesh
+    depth: np.ndarray  # (H, W) float32 mm (-p_z of the visible surface), 0 off the mesh
+    normals: np.ndarray  # (H, W, 3) float32 unit camera-frame normals, 0 off the mesh
+
+
+class MeshRenderer:
+    """Draws a mesh of one fixed triangle list through any camera with SH lighting: "render this
+    mesh with this camera and this light" for pictures of reconstructions (:mod:`train.report`).
+
+    Not a second renderer: the steps of :class:`FaceRenderer` — the triangle-id image (the compiled
+    z-buffer :func:`synth.kernels.rasterize` on ``platform="cpu"``, or the GL id pass of
+    :mod:`synth.gl` on ``osmesa`` / ``egl``; back faces culled), exact perspective-correct
+    barycentrics and interpolation of the vertex normals and colours at the pixel centres
+    (:func:`synth.kernels.interpolate`), and Lambertian SH shading (:func:`synth.lighting.shade`).
+    Vertex positions change per call (turntables, coarse vs detailed meshes of one topology), the
+    triangles do not. Any image size, square or not.
+    """
+
+    def __init__(self, triangles: np.ndarray, n_vertices: int, platform: str = "cpu"):
+        tris = np.ascontiguousarray(triangles, dtype=np.int64)
+        if tris.ndim != 2 or tris.shape[1] != 3:
+            raise ValueError(f"triangles must be (T, 3), got {tris.shape}")
+        if tris.size and (tris.min() < 0 or tris.max() >= n_vertices):
+            raise ValueError(f"triangles must index 0..{n_vertices - 1}, got {tris.min()}..{tris.max()}")
+        if platform not in PLATFORMS:
+            raise ValueError(f"--platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+        if platform != "cpu":
+            from .gl import select_platform
+
+            select_platform(platform)
+        self.platform = platform
+        self.triangles = tris
+        self.n_vertices = int(n_vertices)
+        self._context = None  # GL platforms: one context, one id pass per (square) size
+        self._passes: dict = {}
+
+    def vertex_normals(self, verts_cam: np.ndarray) -> np.ndarray:
+        """Unit vertex normals ``(N, 3)`` float32 of the mesh with vertices ``verts_cam (N, 3)``."""
+        return kernels.vertex_normals(np.asarray(verts_cam, np.float32), self.triangles)
+
+    def _ids(self, v: np.ndarray, uv: np.ndarray, d: np.ndarray, k: np.ndarray, projection: str,
+             h: int, w: int) -> np.ndarray:
+        if self.platform == "cpu":
+            return kernels.rasterize(uv, d, self.triangles, (h, w), projection, cull_backfaces=True)
+        from .gl import GLContext, PrimitiveIdPass, projection_matrix
+
+        side = max(h, w)  # the GL pass is square: draw the square from the image's top-left corner
+        if self._context is None:
+            self._context = GLContext(self.platform, side, side)
+        self._context.make_current()
+        if side not in self._passes:
+            self._passes[side] = PrimitiveIdPass(side, self.triangles, self.n_vertices)
+        near = 0.5 * float(d.min()) if projection == "perspective" else float(d.min()) - 1.0
+        proj = projection_matrix(k, projection, side, znear=near, zfar=2.0 * float(d.max()) + 1.0)
+        return self._passes[side].draw(v, proj)[:h, :w]
+
+    def render(self, verts_cam: np.ndarray, intrinsics: np.ndarray, size, sh: np.ndarray,
+               colors: np.ndarray | None = None, projection: str = "perspective",
+               normals: np.ndarray | None = None) -> MeshImage:
+        """The mesh with camera-frame vertices ``verts_cam (N, 3)`` seen through ``intrinsics (3, 3)``
+        in an image of ``size`` (an int: square, or ``(H, W)``), lit by irradiance SH ``sh (9, 3)``
+        (camera frame), with per-vertex linear albedo ``colors (N, 3)`` in [0, 1] (None: white); the
+        image is linear light (encode it with :func:`synth.color.linear_to_srgb` to show it).
+        ``normals (N, 3)``: the vertices' unit normals when the caller has them
+        (:meth:`vertex_normals`; e.g. rotated with the mesh for a turntable), else computed here."""
+        h, w = (size, size) if np.ndim(size) == 0 else tuple(size)
+        if int(h) != h or int(w) != w or h < 1 or w < 1:
+            raise ValueError(f"size must be a positive integer or (H, W), got {size!r}")
+        h, w = int(h), int(w)
+        v = np.asarray(verts_cam, np.float64)
+        if v.shape != (self.n_vertices, 3):
+            raise ValueError(f"verts_cam must be ({self.n_vertices}, 3), got {v.shape}")
+        if colors is not None and np.shape(colors) != (self.n_vertices, 3):
+            raise ValueError(f"colors must be ({self.n_vertices}, 3), got {np.shape(colors)}")
+        if normals is not None and np.shape(normals) != (self.n_vertices, 3):
+            raise ValueError(f"normals must be ({self.n_vertices}, 3), got {np.shape(normals)}")
+        k = np.asarray(intrinsics, np.float64)
+        if k.shape != (3, 3):
+            raise ValueError(f"intrinsics must be (3, 3), got {k.shape}")
+        cam.check_projection(projection)
+        uv, d = cam.project(v, k, projection)  # (N, 2), (N,)
+        if projection == "perspective" and d.min() <= 0:
+            raise ValueError("every vertex must be in front of the camera (p_z < 0)")
+        ids = self._ids(v, uv, d, k, projection, h, w).reshape(-1)  # (H*W,)
+        pix = np.flatnonzero(ids >= 0)  # (P,) flat indices of the mesh pixels
+        normals = self.vertex_normals(v) if normals is None else np.asarray(normals, np.float32)  # (N, 3)
+        albedo = np.ones((self.n_vertices, 3), np.float32) if colors is None else np.asarray(colors, np.float32)
+        attrs = np.concatenate([normals, albedo], axis=1)  # (N, 6)
+        values, z = kernels.interpolate(pix, ids[pix], w, uv, d, self.triangles, attrs, projection)  # (P, 6), (P,)
+        n = values[:, :3] / np.maximum(np.linalg.norm(values[:, :3], axis=1, keepdims=True), 1e-12)
+        rgb = shade(np.clip(values[:, 3:], 0.0, 1.0), n, np.asarray(sh, np.float32))  # (P, 3)
+
+        def full(x: np.ndarray) -> np.ndarray:  # (P, C) -> (H, W, C), 0 off the mesh
+            out = np.zeros((h * w,) + x.shape[1:], np.float32)
+            out[pix] = x
+            return out.reshape((h, w) + x.shape[1:])
+
+        mask = np.zeros(h * w, bool)
+        mask[pix] = True
+        return MeshImage(image=full(rgb), mask=mask.reshape(h, w), depth=full(z.astype(np.float32)), normals=full(n))
+
+    def close(self) -> None:
+        """Free the GL objects and the context, if any (the renderer cannot be used afterwards)."""
+        if self._context is not None:
+            self._context.make_current()
+            for p in self._passes.values():
+                p.delete()
+            self._passes.clear()
+            self._context.delete()
+            self._context = None
+
+    def __enter__(self) -> "MeshRenderer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _full(values: np.ndarray, pix: np.ndarray, size: int) -> np.ndarray:

@@ -194,3 +194,20 @@ def detail_shards(face_model_2mm, tmp_path_factory) -> Path:
     render_dataset(DatasetConfig(out=str(out), n=3, size=128, seed=0, shard_size=3, workers=0, sampling=sampling),
                    model=face_model_2mm)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_coarse_weights(tiny_shards, tmp_model_h5, tmp_path_factory) -> Path:
+    """A tiny CoarseNet (32 px, 2 iterations, width x0.125, no mask in its input) trained for 3
+    steps on ``tiny_shards(24, 48, 4)`` with ``tmp_model_h5`` and exported as safetensors, as a
+    user would (``train-cli coarse`` then ``train-cli export``); trained once per session."""
+    from train.checkpoint import export_inference
+    from train.coarse_task import train_coarse
+    from train.config import CoarseConfig
+
+    root = tmp_path_factory.mktemp("tiny_coarse")
+    config = CoarseConfig(data=str(tiny_shards(n=24, size=48, seed=4)), out=str(root / "run"), model=str(tmp_model_h5),
+                          iters=2, size=32, batch_size=6, steps=3, width_mult=0.125, workers=0, threads=1,
+                          progress=False, val_every=1000, log_every=1)
+    result = train_coarse(config)
+    return export_inference(result.checkpoint, root / "coarse.safetensors")

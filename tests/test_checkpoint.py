@@ -144,6 +144,8 @@ def _entry_points(evil, shards, model_h5, tmp_path):
         "convert-checkpoint": ["convert-checkpoint", str(evil), str(tmp_path / "new.pt")],  # without the trust flag
         "fine": ["fine", "--out", str(tmp_path / "fine_run"), "--synthetic", str(shards), "--model", str(model_h5),
                  "--coarse", str(evil), "--size", "48", "--steps", "1", "--no-progress"],
+        "reconstruct": ["reconstruct", str(tmp_path), "--out", str(tmp_path / "recon"), "--coarse", str(evil),
+                        "--no-fine"],
     }
 
 
@@ -161,12 +163,13 @@ def test_every_cli_entry_point_refuses_code(shards, tmp_model_h5, tmp_path):
             assert f"checkpoint {where} may contain code and was not loaded" in msg, (name, msg)
         assert not marker.exists(), name
     assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "new.pt").exists()
+    assert not (tmp_path / "recon").exists()  # reconstruct stopped before writing anything
 
 
 def test_the_entry_point_list_covers_every_checkpoint_flag(shards, tmp_model_h5, tmp_path):
     """A new command that takes a checkpoint must join test_every_cli_entry_point_refuses_code."""
     tested = set(_entry_points(tmp_path / "x.pt", shards, tmp_model_h5, tmp_path))
-    words = ("ckpt", "checkpoint", "resume", "weights", "old")
+    words = ("ckpt", "checkpoint", "resume", "weights", "old", "coarse", "fine")
     takes = {name for name, cmd in main.commands.items()
              if any(w in p.name.lower() for p in cmd.params for w in words)}
     assert takes and takes <= tested, takes - tested

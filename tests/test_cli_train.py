@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from train.cli import coarse, evaluate, main
-from train.config import CoarseConfig, EvaluateConfig, field_docs
+from train.cli import coarse, evaluate, main, reconstruct_cmd
+from train.config import CoarseConfig, EvaluateConfig, ReconstructConfig, field_docs
 
 SIZE = 48
 
@@ -100,19 +100,24 @@ def test_missing_data_dir(tmp_path, tmp_model_h5):
     assert res.exit_code != 0 and "does not exist" in res.output
 
 
-@pytest.mark.parametrize("command,config_cls", [(coarse, CoarseConfig), (evaluate, EvaluateConfig)])
+@pytest.mark.parametrize("command,config_cls", [(coarse, CoarseConfig), (evaluate, EvaluateConfig),
+                                                (reconstruct_cmd, ReconstructConfig)])
 def test_flags_are_generated_one_to_one_from_the_config(command, config_cls):
     """Each field is one flag: --kebab-case name, the field's type, default (as a run resolves it:
-    click 8.2+ keeps a sentinel in Option.default, get_default(ctx) resolves it) and docstring."""
+    click 8.2+ keeps a sentinel in Option.default, get_default(ctx) resolves it) and docstring.
+    (``reconstruct`` also takes its photos as arguments, ahead of the options.)"""
     ctx = click.Context(command)
     docs = field_docs(config_cls)
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    assert [p.name for p in command.params] == list(fields)  # same names, same order
-    for p in command.params:
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    assert [p.name for p in options] == list(fields)  # same names, same order
+    for p in options:
         f = fields[p.name]
         flag = "--" + p.name.replace("_", "-")
         assert p.opts == [flag] and p.help == docs[p.name], p.name
-        if f.type == "bool":  # an --x/--no-x pair
+        if f.type == "bool" and f.metadata.get("single_flag"):  # one flag, e.g. --no-fine
+            assert p.is_flag and not p.secondary_opts, p.name
+        elif f.type == "bool":  # an --x/--no-x pair
             assert p.secondary_opts == ["--no-" + flag[2:]], p.name
         else:
             assert not p.secondary_opts and not p.is_flag, p.name
@@ -120,8 +125,10 @@ def test_flags_are_generated_one_to_one_from_the_config(command, config_cls):
         if f.default is not dataclasses.MISSING:
             assert p.get_default(ctx) == f.default, p.name
     # parsing only the required flags (evaluate: one of --data / --photos) gives exactly the config's defaults
-    needed = {p.name for p in command.params if p.required} | ({"data"} if config_cls is EvaluateConfig else set())
-    parsed = command.make_context(command.name, [a for n in sorted(needed) for a in ("--" + n, "x")]).params
+    arguments = ["photo.jpg"] * any(isinstance(p, click.Argument) for p in command.params)
+    needed = {p.name for p in options if p.required} | ({"data"} if config_cls is EvaluateConfig else set())
+    parsed = command.make_context(command.name, arguments + [a for n in sorted(needed) for a in ("--" + n.replace("_", "-"), "x")]).params
+    parsed = {k: v for k, v in parsed.items() if k in fields}
     assert config_cls(**parsed) == config_cls(**{n: "x" for n in needed})
 
 

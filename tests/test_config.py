@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from train.config import CoarseConfig, EvaluateConfig, field_docs
+from train.config import CoarseConfig, EvaluateConfig, ReconstructConfig, field_docs
 
 
 def test_coarse_config_errors_name_the_flag():
@@ -41,7 +41,15 @@ def test_norm_choices_are_named():
         CoarseConfig(data="d", out="o", norm="layer")
 
 
-@pytest.mark.parametrize("cls", [CoarseConfig, EvaluateConfig])
+def test_reconstruct_config_errors_name_the_flag():
+    with pytest.raises(ValueError, match="--turntable-frames must be >= 4, got 2"):
+        ReconstructConfig(out="o", turntable_frames=2)
+    with pytest.raises(ValueError, match="--min-score must be in"):
+        ReconstructConfig(out="o", min_score=1.5)
+    assert ReconstructConfig(out="o", no_fine=True).fine is None
+
+
+@pytest.mark.parametrize("cls", [CoarseConfig, EvaluateConfig, ReconstructConfig])
 def test_every_field_has_a_one_line_doc(cls):
     docs = field_docs(cls)
     assert set(docs) == {f.name for f in dataclasses.fields(cls)}

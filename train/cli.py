@@ -15,13 +15,14 @@ import json
 import logging
 import math
 import os
+import sys
 import types
 import typing
 from typing import Any, Callable, Literal
 
 import click
 
-from .config import CoarseConfig, EvaluateConfig, FineConfig, field_docs
+from .config import CoarseConfig, EvaluateConfig, FineConfig, ReconstructConfig, field_docs
 from .metrics import metrics_report, metrics_table
 
 __all__ = ["main", "options_from"]
@@ -56,8 +57,9 @@ def options_from(config_cls: type) -> Callable[[Callable], Callable]:
     """Decorator adding one click option per field of the dataclass ``config_cls``.
 
     Field ``batch_size: int = 32`` becomes ``--batch-size`` (type int, default 32, shown in
-    ``--help``); a ``bool`` field an ``--x/--no-x`` pair; a ``tuple[str, ...]`` field a flag
-    that may be repeated; a field without default a required option; the help text is the field's docstring (:func:`train.config.field_docs`). The
+    ``--help``); a ``bool`` field an ``--x/--no-x`` pair (one flag ``--x`` with the field metadata
+    :data:`train.config.SINGLE_FLAG`); a ``tuple[str, ...]`` field a flag that may be repeated; a
+    field without default a required option; the help text is the field's docstring (:func:`train.config.field_docs`). The
     command receives the values as keyword arguments named like the fields.
     """
     hints = typing.get_type_hints(config_cls, include_extras=False)
@@ -76,7 +78,9 @@ def options_from(config_cls: type) -> Callable[[Callable], Callable]:
                 kw["show_default"] = field.default not in (None, ())
             if multiple:
                 kw["multiple"] = True
-            if is_flag:
+            if is_flag and field.metadata.get("single_flag"):  # SINGLE_FLAG: one flag, e.g. --no-fine
+                f = click.option(flag, field.name, is_flag=True, **kw)(f)
+            elif is_flag:
                 f = click.option(f"{flag}/--no-{flag[2:]}", field.name, **kw)(f)
             else:
                 f = click.option(flag, field.name, type=click_type, **kw)(f)
@@ -191,6 +195,52 @@ def _write_json(path: str, obj: Any) -> None:
     with open(tmp, "w") as f:
         json.dump(clean(obj), f, indent=2, allow_nan=False)
     os.replace(tmp, path)
+
+
+@main.command("reconstruct")
+@click.argument("photos", nargs=-1, required=True, type=click.Path())
+@options_from(ReconstructConfig)
+def reconstruct_cmd(photos, **kwargs) -> None:
+    """Photos -> detailed 3-D faces. PHOTOS are image files and folders of them. Per face, into
+    --out: <name>.json (68 landmarks in photo pixels, box, parameters, timings), coarse and detailed
+    meshes (OBJ + PLY, photo colours), the depth as a 16-bit PNG, an overlay, a comparison and a
+    turntable; and index.html to look at them. A bad or faceless file is skipped with its reason;
+    the exit status is non-zero only when nothing could be reconstructed."""
+    import warnings
+
+    from tqdm import tqdm
+
+    from .checkpoint import CheckpointError
+    from .reconstruct import run_reconstruct
+
+    # mediapipe 0.10.14 calls a protobuf API that protobuf 4 deprecates, once per photo: not the user's concern
+    warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+
+    try:
+        config = ReconstructConfig(**kwargs)
+    except ValueError as e:
+        _fail(e)
+    bar = None
+
+    def on_total(n: int) -> None:
+        nonlocal bar
+        bar = tqdm(total=n, unit="photo", desc="reconstruct", disable=not config.progress)
+
+    def on_skip(path, reason: str) -> None:  # one line per skipped file, above the bar
+        tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+
+    try:
+        run = run_reconstruct(photos, config, progress=lambda k: bar.update(k) if bar is not None else None,
+                              on_total=on_total, on_skip=on_skip)
+    except (ValueError, CheckpointError) as e:  # ReconstructError, ModelFileError are ValueErrors
+        _fail(e)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not run.written:
+        raise click.ClickException(f"nothing reconstructed: {len(run.skipped)} input(s) skipped")
+    click.echo(run.summary())
+    click.echo(f"open {run.index}")
 
 
 @main.command()

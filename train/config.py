@@ -23,12 +23,17 @@ import os
 import textwrap
 from typing import Any, Literal, get_args
 
-__all__ = ["CoarseConfig", "FineConfig", "EvaluateConfig", "field_docs", "DEVICES", "Norm"]
+__all__ = ["CoarseConfig", "FineConfig", "EvaluateConfig", "ReconstructConfig", "field_docs", "DEVICES", "Norm",
+           "SINGLE_FLAG"]
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = get_args(Device)
 Norm = Literal["batch", "iter_batch", "group"]
 """CoarseNet's normalisation layers (``--norm``; built by ``train.coarse_net.make_norm``)."""
+
+SINGLE_FLAG = {"single_flag": True}
+"""Field metadata for a ``bool`` field that is one flag named like the field (``no_fine`` ->
+``--no-fine``, default False) instead of an ``--x/--no-x`` pair."""
 
 
 @functools.cache
@@ -465,3 +470,64 @@ class EvaluateConfig:
         _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
         _need(self.workers >= 0, "--workers", ">= 0", self.workers)
+
+
+@dataclasses.dataclass
+class ReconstructConfig:
+    """``train-cli reconstruct``: photos -> detailed 3-D faces (meshes, depth, JSON, pictures, a page)."""
+
+    out: str
+    """output folder (created; files of earlier runs with other names are kept)."""
+    coarse: str | None = None
+    """CoarseNet checkpoint (a run's .pt or an exported .safetensors); default: the shipped
+    train/weights/coarse.safetensors."""
+    fine: str | None = None
+    """FineNet checkpoint (.pt or .safetensors); default: the shipped train/weights/fine.safetensors."""
+    no_fine: bool = dataclasses.field(default=False, metadata=SINGLE_FLAG)
+    """skip the fine stage: coarse meshes only (the depth written is the coarse one)."""
+    model: str | None = None
+    """morphable model file; default: the one named in the checkpoint (the built-in model when none)."""
+    all_faces: bool = False
+    """reconstruct every detected face (outputs <stem>_face<k> for all but the largest) instead of the largest only."""
+    max_faces: int = 8
+    """with --all-faces, at most this many faces per photo (largest first)."""
+    min_score: float = 0.5
+    """detector confidence below which a face is ignored."""
+    fov: float = 50.0
+    """assumed field of view of the photos on their longer side, degrees (a photo does not state it)."""
+    device: Device = "auto"
+    """where the networks run: cuda when available (auto), cpu or cuda."""
+    batch_size: int = 8
+    """faces per network batch."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    recursive: bool = False
+    """also take photos from the sub-folders of the folders given."""
+    pictures: bool = True
+    """write the overlay, compare and turntable pictures (--no-pictures: meshes, depth and JSON only)."""
+    view_size: int = 256
+    """side of the compare panels and the turntable frames, pixels."""
+    turntable_frames: int = 24
+    """frames of the turntable GIF (one swing of yaw: 0, +60, 0, -60 degrees and back)."""
+    overlay_max_side: int = 1024
+    """the overlay is the photo scaled to at most this many pixels on its longer side."""
+    cache: bool = True
+    """cache face detections on disk, keyed by the file's content (--no-cache: always detect)."""
+    cache_dir: str | None = None
+    """detections cache folder; default: $DETAILFACE_CACHE/detections (~/.cache/detailface/detections)."""
+    progress: bool = True
+    """show a tqdm progress bar."""
+
+    def __post_init__(self) -> None:
+        _need(bool(self.out), "--out", "a directory", self.out)
+        _need(self.max_faces >= 1, "--max-faces", ">= 1", self.max_faces)
+        _need(0.0 <= self.min_score <= 1.0, "--min-score", "in [0, 1]", self.min_score)
+        _need(math.isfinite(self.fov) and 1.0 <= self.fov <= 170.0, "--fov", "in [1, 170] degrees", self.fov)
+        _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
+        _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
+        _need(self.threads >= 0, "--threads", ">= 0", self.threads)
+        _need(self.view_size >= 32, "--view-size", ">= 32", self.view_size)
+        _need(self.turntable_frames >= 4, "--turntable-frames", ">= 4", self.turntable_frames)
+        _need(self.overlay_max_side >= 64, "--overlay-max-side", ">= 64", self.overlay_max_side)
+        if self.no_fine and self.fine is not None:
+            raise ValueError(f"--fine and --no-fine are exclusive, got --fine {self.fine} and --no-fine")

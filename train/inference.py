@@ -54,17 +54,22 @@ class Reconstruction:
     vertices_cam: torch.Tensor
     """(B, N, 3) camera-frame vertices of the final estimate."""
     depth: torch.Tensor
-    """(B, H, W) rendered depth (mm along the optical axis, 0 off the face)."""
+    """(B, H, W) rendered depth (mm along the optical axis, 0 off the face), in the input's view
+    or the ``depth_view`` asked for."""
     mask: torch.Tensor
     """(B, H, W) bool, where the face covers the image."""
 
 
 @torch.no_grad()
 def reconstruct(model: IterativeCoarseNet, image: torch.Tensor, intrinsics: torch.Tensor,
-                iters: int | None = None) -> Reconstruction:
+                iters: int | None = None,
+                depth_view: tuple[torch.Tensor, tuple[int, int]] | None = None) -> Reconstruction:
     """Images ``(B, 3, H, W)`` in [0, 1] (at the network's input size, background included) with
     their intrinsics ``(B, 3, 3)`` (at that size) -> parameters per iteration, vertices and a
-    depth map."""
+    depth map.
+
+    ``depth_view = (intrinsics (B, 3, 3), (H', W'))`` renders the depth map in that view instead
+    of the input's (e.g. the same crop at another size: one rasterization, at the size needed)."""
     was_training = model.training
     model.eval()
     try:
@@ -76,7 +81,8 @@ def reconstruct(model: IterativeCoarseNet, image: torch.Tensor, intrinsics: torc
     last = params[-1]
     verts = model.render.vertices(last.alpha_id, last.alpha_exp)
     cam = camera.to_camera(verts, camera.rotation_matrix(last.pose), last.translation)  # (B, N, 3)
-    frags = depth_render.rasterize(cam, model.render.triangles, intrinsics.float(), size,
+    k_view, size_view = (intrinsics, size) if depth_view is None else depth_view
+    frags = depth_render.rasterize(cam, model.render.triangles, k_view.float(), size_view,
                                    projection=model.render.projection)
     return Reconstruction(params=params, vertices=verts, vertices_cam=cam, depth=frags.depth, mask=frags.mask)
 

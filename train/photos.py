@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -353,6 +354,9 @@ class PhotoRun:
     skipped: list[tuple[Path, str]]  # (file, one-line reason)
     detected: int = 0  # decoded photos the detector ran on
     cached: int = 0  # decoded photos whose detections came from the cache
+    timings: dict[Path, dict[str, float]] = dataclasses.field(default_factory=dict)
+    """per used photo, seconds: ``decode`` (read + decode), ``detect`` (0 when cached), ``crop``
+    (framing and resampling of all its faces)."""
 
     def summary(self) -> str:
         """One line: ``N photos: U used (F faces; ...from the cache), S skipped (name: reason; ...)``."""
@@ -388,8 +392,10 @@ def prepare_photos(inputs: Iterable[str | os.PathLike], config: PhotoConfig | No
     faces: list[PhotoFace] = []
     used: list[Path] = []
     detected = cached = 0
+    timings: dict[Path, dict[str, float]] = {}
     try:
         for path in files:
+            t0 = time.perf_counter()
             try:
                 rgb, digest = load_photo(path, config.max_pixels)
             except PhotoError as e:
@@ -398,6 +404,7 @@ def prepare_photos(inputs: Iterable[str | os.PathLike], config: PhotoConfig | No
                 if progress:
                     progress(1)
                 continue
+            t1 = time.perf_counter()
             entry = cache_dir / cache_key(digest, config) if config.use_cache else None
             dets = _read_cache(entry) if entry is not None else None
             if dets is None:
@@ -418,6 +425,7 @@ def prepare_photos(inputs: Iterable[str | os.PathLike], config: PhotoConfig | No
                     _write_cache(entry, dets, (rgb.shape[1], rgb.shape[0]))
             else:
                 cached += 1
+            t2 = time.perf_counter()
             if not dets:
                 skipped.append((path, "no face found"))
             else:
@@ -430,6 +438,7 @@ def prepare_photos(inputs: Iterable[str | os.PathLike], config: PhotoConfig | No
                 if mine:
                     faces.extend(mine)
                     used.append(path)
+                    timings[path] = {"decode": t1 - t0, "detect": t2 - t1, "crop": time.perf_counter() - t2}
                 else:
                     skipped.append((path, "no face could be framed (degenerate detection)"))
             if progress:
@@ -437,7 +446,7 @@ def prepare_photos(inputs: Iterable[str | os.PathLike], config: PhotoConfig | No
     finally:
         if own_detector is not None:
             own_detector.close()
-    run = PhotoRun(faces=faces, used=used, skipped=skipped, detected=detected, cached=cached)
+    run = PhotoRun(faces=faces, used=used, skipped=skipped, detected=detected, cached=cached, timings=timings)
     log.info("%s", run.summary())
     return run
 
