@@ -165,7 +165,7 @@ def stage_coarse(d: Demo, log: Path) -> None:
     _train(d, log, "coarse", [
         "--data", str(d.path("shards", "train")), "--val-data", str(d.path("shards", "val")), "--size", str(d.size),
         "--steps", str(d.coarse_steps), "--batch-size", str(d.coarse_batch), "--width-mult", str(d.coarse_width),
-        "--feedback-cell", str(d.coarse_feedback_cell), "--no-mask-input", "--workers", "1", "--seed", str(d.seed), "--val-every", str(max(1, d.coarse_steps // 4)),
+        "--feedback-cell", str(d.coarse_feedback_cell), "--workers", "1", "--seed", str(d.seed), "--val-every", str(max(1, d.coarse_steps // 4)),
         "--val-samples", str(d.n_val), "--ckpt-every", str(max(1, d.coarse_steps // 4)), "--log-every", "10"])
 
 
@@ -208,13 +208,13 @@ def stage_reconstruct(d: Demo, log: Path) -> None:
 def stage_evaluate(d: Demo, log: Path) -> None:
     test = str(d.path("shards", "test"))
     d.path("eval_fine.json").unlink(missing_ok=True)
-    run([cli("train-cli"), "evaluate", "--ckpt", str(d.path("weights", "coarse.safetensors")), "--data", test,
-         "--samples", str(d.n_test), "--device", "cpu", "--json-out", str(d.path("eval_coarse.json"))], log)
+    run([cli("train-cli"), "evaluate", "--checkpoint", str(d.path("weights", "coarse.safetensors")), "--data", test,
+         "--samples", str(d.n_test), "--device", "cpu", "--json", str(d.path("eval_coarse.json"))], log)
     fine = fine_weights(d)
     if fine:
-        run([cli("train-cli"), "evaluate", "--ckpt", str(d.path("weights", "coarse.safetensors")), "--fine", str(fine),
+        run([cli("train-cli"), "evaluate", "--checkpoint", str(d.path("weights", "coarse.safetensors")), "--fine", str(fine),
              "--data", test, "--samples", str(d.n_test), "--device", "cpu",
-             "--json-out", str(d.path("eval_fine.json"))], log)
+             "--json", str(d.path("eval_fine.json"))], log)
 
 
 # ------------------------------------------------------------------------------ report
@@ -257,23 +257,22 @@ def _last_row(csv_path: Path) -> dict:
 
 
 def _metrics_table(metrics: dict) -> str:
-    """``name/itK`` keys as a table (a row per metric, a column per iteration); other numbers below."""
+    """A ``train-cli evaluate`` report as a table: a row per metric, a column per iteration and
+    the mean-face reference (true pose); the fine stage's numbers (``"fine"``) below."""
     e = html.escape
-    per: dict[str, dict[str, float]] = {}
-    rest = {}
-    for k, v in metrics.items():
-        if not isinstance(v, (int, float)):
-            continue
-        name, _, it = k.rpartition("/it")
-        if name and it.isdigit():
-            per.setdefault(name, {})[it] = v
-        else:
-            rest[k] = v
-    its = sorted({i for row in per.values() for i in row}, key=int)
-    head = "<tr><th>metric</th>" + "".join(f"<th>iteration {i}</th>" for i in its) + "</tr>"
-    body = "".join(f"<tr><td>{e(n)}</td>" + "".join(f"<td>{row[i]:.4g}</td>" if i in row else "<td></td>" for i in its)
-                   + "</tr>" for n, row in per.items())
-    body += "".join(f"<tr><td>{e(k)}</td><td>{v:.4g}</td></tr>" for k, v in rest.items())
+    its = metrics.get("iterations", [])
+    ref = metrics.get("baselines", {}).get("mean_face_true_pose", {})
+    names = [k for k in (its[-1] if its else {}) if k != "iteration"]
+    head = ("<tr><th>metric</th>" + "".join(f"<th>iteration {r['iteration']}</th>" for r in its)
+            + "<th>mean face, true pose</th></tr>")
+
+    def cell(v) -> str:
+        return f"<td>{v:.4g}</td>" if isinstance(v, (int, float)) else "<td></td>"
+
+    body = "".join(f"<tr><td>{e(n)}</td>" + "".join(cell(r.get(n)) for r in its) + cell(ref.get(n)) + "</tr>"
+                   for n in names)
+    fine = metrics.get("fine") or {}
+    body += "".join(f"<tr><td>{e(k)}</td>{cell(v)}</tr>" for k, v in fine.items() if isinstance(v, (int, float)))
     return f"<table>{head if its else ''}{body}</table>"
 
 
