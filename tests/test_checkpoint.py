@@ -313,3 +313,20 @@ def test_convert_needs_trust_and_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match=r"partial\.pt must hold keys"):
         convert_checkpoint(tmp_path / "partial.pt", tmp_path / "new.pt", trust=True)
     assert not (tmp_path / "new.pt").exists()
+
+
+@pytest.mark.parametrize("name,task", [("coarse", "coarse"), ("fine", "fine")])
+def test_shipped_weights_are_safetensors_of_the_builtin_model(name, task):
+    """The weights shipped as package data (train/weights/, the defaults of reconstruct and
+    evaluate): safetensors (no pickle), at most 20 MB, the right network, trained with the default
+    built-in model (its source recorded in the config), loadable without building that model."""
+    import train
+    from train.checkpoint import _is_safetensors, load_inference_checkpoint
+
+    path = pathlib.Path(train.__file__).parent / "weights" / f"{name}.safetensors"
+    assert path.is_file(), f"{path} is not shipped"
+    assert _is_safetensors(path) and path.stat().st_size <= 20 * 2**20
+    ck = load_inference_checkpoint(path, task=task)
+    assert ck["step"] > 0 and len(ck["model_fingerprint"]) == 64
+    assert ck["config"].get("model") is None  # trained with the default (built-in) model
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
