@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,14 +18,13 @@ import torch.nn as nn
 
 from morphable_model import load_model
 
-from .checkpoint import CheckpointError, load_checkpoint
 from .coarse_net import IterativeCoarseNet, refuse_oracle_input
 from .config import CoarseConfig
 from .data import Augment, ShardDataset, image_to_float, make_eval_loader, make_train_loader, rank_indices
 from .losses import CoarseLoss, LossOutput, LossWeights
 from .metrics import coarse_metrics
 from .params import N_SH, ParamLayout, ParamStats
-from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device
+from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, resume_state_for
 
 __all__ = ["CoarseTask", "build_task", "build_task_from_state", "train_coarse"]
 
@@ -119,18 +117,9 @@ def train_coarse(config: CoarseConfig, model=None) -> TrainResult:
     if model is None:
         model = load_model(config.model)
     fp = model.fingerprint
-    resume_state = None
-    ckpt_path = Path(config.out) / "checkpoints" / "last.pt"
-    if config.resume:
-        resume_state = load_checkpoint(ckpt_path, map_location="cpu", fingerprint=fp)
-        refuse_oracle_input(resume_state.get("task_state", {}), f"checkpoint {ckpt_path}")
-        old = {"norm": "batch", **resume_state["config"]}  # runs before --norm existed used shared BatchNorm
-        diff = {k: (old.get(k), getattr(config, k)) for k in config.ARCH_FIELDS if old.get(k) != getattr(config, k)}
-        if diff:
-            raise CheckpointError(f"checkpoint {ckpt_path} was trained with other settings {diff}; "
-                                  "use the same flags or a new --out")
-    elif ckpt_path.exists():
-        raise ValueError(f"--out {config.out} already holds a run ({ckpt_path}); pass --resume or choose a new --out")
+    resume_state = resume_state_for(  # runs before --norm existed used one shared BatchNorm
+        config, fp, old_defaults={"norm": "batch"},
+        check=lambda state, what: refuse_oracle_input(state.get("task_state", {}), what))
 
     workers = config.loader_workers()
     train_ds = ShardDataset(config.data, fingerprint=fp, size=config.size, augment=Augment.from_config(config),

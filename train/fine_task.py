@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -42,7 +41,7 @@ from synth import camera
 from synth.color import srgb_to_linear
 
 from . import depth_render
-from .checkpoint import CheckpointError, load_checkpoint, load_inference_checkpoint
+from .checkpoint import load_inference_checkpoint
 from .coarse_net import IterativeCoarseNet
 from .config import EvaluateConfig, FineConfig
 from .data import DetailShardDataset, EpochIndexed, PhotoDataset, image_to_float, make_eval_loader, make_train_loader
@@ -51,7 +50,7 @@ from .inference import load_checkpoint_and_model
 from .losses import FineLoss, FineLossWeights, LossOutput, fine_targets, refine_mask
 from .metrics import detail_depth_errors, detail_recovered
 from .params import decode_params
-from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, validate
+from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, resume_state_for, validate
 
 __all__ = ["CoarseMaps", "coarse_maps", "refinable_triangles", "refinable_pixels", "FineModel", "FineTask", "FineRows", "train_fine", "evaluate_fine",
            "build_fine_model"]
@@ -404,17 +403,7 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
         torch.set_num_threads(config.threads)
     coarse, coarse_size, model = _load_coarse(config.coarse, model, config.model)
     fp = model.fingerprint
-    resume_state = None
-    ckpt_path = Path(config.out) / "checkpoints" / "last.pt"
-    if config.resume:
-        resume_state = load_checkpoint(ckpt_path, map_location="cpu", fingerprint=fp)
-        old = resume_state["config"]
-        diff = {k: (old.get(k), getattr(config, k)) for k in config.ARCH_FIELDS if old.get(k) != getattr(config, k)}
-        if diff:
-            raise CheckpointError(f"checkpoint {ckpt_path} was trained with other settings {diff}; "
-                                  "use the same flags or a new --out")
-    elif ckpt_path.exists():
-        raise ValueError(f"--out {config.out} already holds a run ({ckpt_path}); pass --resume or choose a new --out")
+    resume_state = resume_state_for(config, fp)
 
     parts, summary = [], []
     photos = synthetic = None

@@ -42,13 +42,36 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 import torch.distributed as dist
 
-from .checkpoint import remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .logs import RunLog, plot_curves, truncate_logs
 
-__all__ = ["LoopConfig", "DistInfo", "init_distributed", "resolve_device", "Trainer", "TrainResult",
+__all__ = ["resume_state_for", "LoopConfig", "DistInfo", "init_distributed", "resolve_device", "Trainer", "TrainResult",
            "cosine_lambda", "cudnn_benchmark", "validate"]
 
 log = logging.getLogger(__name__)
+
+
+def resume_state_for(config, fingerprint: str, old_defaults: dict[str, Any] | None = None,
+                     check: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any] | None:
+    """The checkpoint a run continues from: ``OUT/checkpoints/last.pt`` with ``config.resume``
+    (safe loader, ``fingerprint`` checked), None for a new run. ``config`` is a job config with
+    ``out``, ``resume`` and ``ARCH_FIELDS``. ``check(state, what)`` may refuse the checkpoint
+    first (e.g. an oracle input); ``old_defaults`` fill settings older runs did not record.
+    ``CheckpointError`` when an architecture setting differs from the checkpoint's; ``ValueError``
+    when a new run would overwrite one."""
+    path = Path(config.out) / "checkpoints" / "last.pt"
+    if not config.resume:
+        if path.exists():
+            raise ValueError(f"--out {config.out} already holds a run ({path}); pass --resume or choose a new --out")
+        return None
+    state = load_checkpoint(path, map_location="cpu", fingerprint=fingerprint)
+    if check is not None:
+        check(state, f"checkpoint {path}")
+    old = {**(old_defaults or {}), **state["config"]}
+    diff = {k: (old.get(k), getattr(config, k)) for k in config.ARCH_FIELDS if old.get(k) != getattr(config, k)}
+    if diff:
+        raise CheckpointError(f"checkpoint {path} was trained with other settings {diff}; use the same flags or a new --out")
+    return state
 
 
 @dataclasses.dataclass
