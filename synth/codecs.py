@@ -167,22 +167,13 @@ def encode_sample(params, out, layout: int = LAYOUT_VERSION) -> dict[str, np.nda
         "albedo": _encode_albedo(out.albedo, out.mask),
         "landmarks": out.landmarks.astype(np.float32),
         "landmarks_visible": out.landmarks_visible.astype(np.uint8),
-        "alpha_id": params.alpha_id.astype(np.float32),
-        "alpha_exp": params.alpha_exp.astype(np.float32),
-        "beta": params.beta.astype(np.float32),
-        "sh": np.asarray(params.sh, np.float32),
-        "pose": np.asarray(params.pose, np.float32),
-        "translation": np.asarray(params.translation, np.float32),
-        "intrinsics": np.asarray(params.intrinsics, np.float32),
-        "specular": np.array([params.specular_strength, params.shininess], np.float32),
-        "index": np.int64(params.index),
+        **_params(params),
     }
     if detail:
         # relative to the *decoded* coarse depth so that decoding reproduces depth to DETAIL_STEP_MM / 2
         dq = decode_depth(q, offset, step)
         delta = np.where(out.mask, np.round((out.depth - dq) / DETAIL_STEP_MM), 0)
         enc["depth_detail"] = np.clip(delta, -32767, 32767).astype(np.int16)
-        enc["detail_weights"] = np.asarray(params.detail_weights, np.float32)
     for key in DELTA2D:
         if key in enc:
             enc[key] = delta2d_encode(enc[key])

@@ -38,14 +38,19 @@ def _is_numpy(x) -> bool:
     return not hasattr(x, "clamp")
 
 
+def _unit_float(x) -> np.ndarray:
+    """numpy ``x`` as a float array (float64 for ints / Python numbers) clipped to [0, 1]."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    return np.clip(x, 0.0, 1.0)
+
+
 def linear_to_srgb(x):
     """Linear light ``x`` in [0, 1] -> sRGB-encoded values in [0, 1] (any shape; numpy or torch).
     numpy input is computed in its float dtype (float64 for ints / Python numbers)."""
     if _is_numpy(x):
-        x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            x = x.astype(np.float64)
-        x = np.clip(x, 0.0, 1.0)
+        x = _unit_float(x)
         hi = np.asarray(np.maximum(x, SRGB_LINEAR_KNEE))  # the power branch never sees values below the knee
         np.power(hi, 1.0 / _GAMMA, out=hi)
         hi *= 1.0 + _A
@@ -62,10 +67,7 @@ def srgb_to_linear(x):
     """sRGB-encoded ``x`` in [0, 1] -> linear light in [0, 1] (any shape; numpy or torch).
     numpy input is computed in its float dtype (float64 for ints / Python numbers)."""
     if _is_numpy(x):
-        x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            x = x.astype(np.float64)
-        x = np.clip(x, 0.0, 1.0)
+        x = _unit_float(x)
         hi = np.asarray(np.maximum(x, SRGB_ENCODED_KNEE))
         hi += _A
         hi /= 1.0 + _A

@@ -110,24 +110,31 @@ def rasterize(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size, pr
     return tri_id
 
 
+@njit(cache=True, inline="always")
+def _screen_barycentrics(pixel, width, u, v, a, b, c):
+    """Unclipped screen-space barycentrics ``(l0, l1, l2)`` of the centre of flat pixel ``pixel``
+    in triangle ``(a, b, c)`` (the float64 operations of :func:`synth.raster.barycentrics`)."""
+    x = (pixel % width) + 0.5
+    y = (pixel // width) + 0.5
+    ax, ay = u[a], v[a]
+    abx, aby = u[b] - ax, v[b] - ay
+    acx, acy = u[c] - ax, v[c] - ay
+    apx, apy = x - ax, y - ay
+    den = abx * acy - aby * acx
+    if not abs(den) > 1e-12:
+        den = 1e-12
+    l1 = (apx * acy - apy * acx) / den
+    l2 = (abx * apy - aby * apx) / den
+    return 1.0 - l1 - l2, l1, l2
+
+
 @njit(cache=True)
 def _interpolate(pix, tid, width, u, v, d, tris, attrs, perspective, out, depth):
     n_attr = attrs.shape[1]
     for p in range(pix.shape[0]):
         t = tid[p]
         a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
-        x = (pix[p] % width) + 0.5
-        y = (pix[p] // width) + 0.5
-        ax, ay = u[a], v[a]
-        abx, aby = u[b] - ax, v[b] - ay
-        acx, acy = u[c] - ax, v[c] - ay
-        apx, apy = x - ax, y - ay
-        den = abx * acy - aby * acx
-        if not abs(den) > 1e-12:
-            den = 1e-12
-        l1 = (apx * acy - apy * acx) / den
-        l2 = (abx * apy - aby * apx) / den
-        l0 = 1.0 - l1 - l2
+        l0, l1, l2 = _screen_barycentrics(pix[p], width, u, v, a, b, c)
         l0, l1, l2 = min(max(l0, 0.0), 1.0), min(max(l1, 0.0), 1.0), min(max(l2, 0.0), 1.0)
         s = l0 + l1 + l2
         l0, l1, l2 = l0 / s, l1 / s, l2 / s
@@ -167,18 +174,7 @@ def _plane_depth(pix, tid, width, u, v, d, tris, perspective, depth):
     for p in range(pix.shape[0]):
         t = tid[p]
         a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
-        x = (pix[p] % width) + 0.5
-        y = (pix[p] // width) + 0.5
-        ax, ay = u[a], v[a]
-        abx, aby = u[b] - ax, v[b] - ay
-        acx, acy = u[c] - ax, v[c] - ay
-        apx, apy = x - ax, y - ay
-        den = abx * acy - aby * acx
-        if not abs(den) > 1e-12:
-            den = 1e-12
-        l1 = (apx * acy - apy * acx) / den
-        l2 = (abx * apy - aby * apx) / den
-        l0 = 1.0 - l1 - l2
+        l0, l1, l2 = _screen_barycentrics(pix[p], width, u, v, a, b, c)
         if perspective:
             w = l0 / d[a] + l1 / d[b] + l2 / d[c]
             if abs(w) > 1e-9:
