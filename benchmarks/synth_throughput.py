@@ -194,6 +194,13 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
                         rd.read(i, keys=keys)
                         count += 1
                 secs[f"{name}, {label}"] = secs.get(f"{name}, {label}", 0.0) + (time.process_time() - t0) / count / 2
+            # what the fine stage's loader does (ShardDataset.__getitems__): a batch's samples read together
+            label = f"{name}, + depth, depth_coarse, albedo, batched (read_many)"
+            t0 = time.process_time()
+            count = 0
+            for rd in rs:
+                count += len(rd.read_many(range(len(rd)), keys=train_keys + map_keys))
+            secs[label] = secs.get(label, 0.0) + (time.process_time() - t0) / count / 2
     res.update({k: 1000 * v for k, v in secs.items()})
     return res
 

@@ -153,6 +153,8 @@ def test_corrupt_sample_names_file_and_sample(shards, tiny_model, tmp_path):
     ds[0]
     with pytest.raises(ShardError, match=r"shard-00002\.h5: sample 1 cannot be read: .*lacks the datasets \['pose'\]"):
         ds[25]
+    with pytest.raises(ShardError, match=r"shard-00002\.h5: sample 1 cannot be read: .*lacks the datasets \['pose'\]"):
+        ds.__getitems__([0, 25, 26])  # a batch: the error still names the sample
 
 
 def test_samples_match_the_full_shard_decoding(shards, tiny_model):
@@ -171,6 +173,23 @@ def test_samples_match_the_full_shard_decoding(shards, tiny_model):
         assert want.keys() == got.keys()
         for key in got:
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+def test_batched_items_equal_single_items(shards, tiny_model):
+    """DataLoader asks for a batch through __getitems__ (samples of one shard read together): the
+    same tensors as ds[x] one by one, in the batch's order, across shards, augmented or not."""
+    ds = ShardDataset(shards, fingerprint=tiny_model.fingerprint, size=40, augment=Augment(0.1, 0.05, photo=None))
+    items = [(30, 2), (1, 0), (13, 1), (1, 0), (35, 3), (12, 1)]
+    for batch in (items, [i for i, _ in items]):
+        got = ds.__getitems__(batch)
+        for x, g in zip(batch, got):
+            want = ds[x]
+            assert want.keys() == g.keys()
+            for key in g:
+                torch.testing.assert_close(g[key], want[key], rtol=0, atol=0)
+    loaded = next(iter(make_train_loader(ds, np.arange(36), 6, seed=0, total_steps=1, workers=0)))
+    batch = StepBatchSampler(np.arange(36), 6, seed=0, total_steps=1).batch(0)
+    torch.testing.assert_close(loaded["image"], torch.stack([ds[x]["image"] for x in batch]), rtol=0, atol=0)
 
 
 def test_missing_or_empty_directory(tmp_path):

@@ -72,6 +72,19 @@ def _batch(shards, tiny_model, n=3, use_net=True):
     return torch.utils.data.default_collate([rows[i] for i in range(n)])
 
 
+def test_batched_rows_equal_single_rows(shards, tiny_model):
+    """The loader's batched read (layout-3 maps recomputed with one model evaluation per 16
+    samples) gives the rows read one by one, bit for bit."""
+    rows = FineRows(DetailShardDataset(shards, fingerprint=tiny_model.fingerprint), True, tiny_model.n_id,
+                    tiny_model.n_exp)
+    items = [(5, 0), (23, 1), (0, 0), (17, 2)]
+    for x, got in zip(items, rows.__getitems__(items)):
+        want = rows[x]
+        assert want.keys() == got.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
 def test_coarse_maps_match_inference_and_carry_gradients(shards, tiny_model, coarse_ckpt):
     _, net = coarse_ckpt
     b = _batch(shards, tiny_model)

@@ -137,6 +137,25 @@ def test_keyed_read_equals_full_decoding_and_reads_only_what_it_needs(tiny_model
             r.read(0, keys=["colour"])
 
 
+def test_read_many_equals_read_bit_for_bit(tiny_model, tmp_path, write_shard):
+    """read_many evaluates the model once per 16 samples (layout-3 maps): the same bits as read,
+    in any order, with repeats, across more than one 16-sample group, for any keys."""
+    path = tmp_path / sh.shard_name(0)
+    write_shard(tiny_model, path, n=20)
+    order = [19, 3, 3, 0, 7, 18, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]  # 21: two groups
+    with sh.ShardReader(path, model=tiny_model) as r:
+        for keys in (None, ("image", "depth", "depth_coarse", "albedo", "mask"), ("normals",), ("image", "pose")):
+            want = [r.read(j, keys) for j in order]
+            got = r.read_many(order, keys)
+            assert len(got) == len(want)
+            for w, g in zip(want, got):
+                assert w.keys() == g.keys()
+                for k in w:
+                    assert g[k].dtype == w[k].dtype
+                    np.testing.assert_array_equal(g[k], w[k], err_msg=str((keys, k)))
+        assert r.read_many([], ("depth",)) == []
+
+
 def test_stored_image_is_the_srgb_encoded_shading_of_the_stored_maps(tiny_model, tmp_path, write_shard):
     """On face pixels, image = linear_to_srgb(clip(albedo * shading + specular)) recomputed from the
     stored maps and parameters alone (normals, albedo, sh, intrinsics, specular)."""

@@ -200,13 +200,40 @@ class ShardDataset(torch.utils.data.Dataset):
         except Exception as e:
             raise ShardError(f"shard {self.paths[k]}: sample {j} cannot be read: {type(e).__name__}: {e}") from e
 
+    def read_many(self, positions: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        """:meth:`read_raw` of each global position, the samples of one shard read together
+        (``ShardReader.read_many``: one model evaluation per 16 samples when layout-3 maps are read).
+        A failure is reported as :meth:`read_raw` reports it, naming the sample."""
+        out: list[dict[str, np.ndarray] | None] = [None] * len(positions)
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for n, i in enumerate(positions):
+            k, j = self.locate(int(i))
+            groups.setdefault(k, []).append((n, j))
+        for k, rows in groups.items():
+            reader = self._reader(k)
+            try:
+                samples = reader.read_many([j for _, j in rows], keys=self.sample_keys)
+            except Exception:  # read one by one: the error names the sample that fails
+                samples = [self.read_raw(int(self.offsets[k]) + j) for _, j in rows]
+            for (n, _), sample in zip(rows, samples):
+                out[n] = sample
+        return out
+
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
+        return self._item(item, self.read_raw(int(item[0] if isinstance(item, tuple) else item)))
+
+    def __getitems__(self, items: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
+        """The items of a batch (what ``DataLoader`` asks for): as ``[ds[x] for x in items]``, with
+        the samples of each shard read together (:meth:`read_many`)."""
+        raws = self.read_many([int(x[0] if isinstance(x, tuple) else x) for x in items])
+        return [self._item(x, raw) for x, raw in zip(items, raws)]
+
+    def _item(self, item, raw: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         if isinstance(item, tuple):  # training: (index, epoch) seeds the augmentation
-            i, epoch = item
-            raw = self.read_raw(int(i))
-            return self.convert(raw, np.random.default_rng([self.seed, 12, int(epoch), int(i)]),
-                                np.random.default_rng([self.seed, 13, int(epoch), int(i)]))
-        return self.convert(self.read_raw(int(item)), None)  # plain index: never augmented
+            i, epoch = int(item[0]), int(item[1])
+            return self.convert(raw, np.random.default_rng([self.seed, 12, epoch, i]),
+                                np.random.default_rng([self.seed, 13, epoch, i]))
+        return self.convert(raw, None)  # plain index: never augmented
 
     def convert(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None = None,
                 photo_rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:

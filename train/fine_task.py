@@ -275,7 +275,14 @@ class FineRows(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item) -> dict[str, Any]:
-        x = self._items[item]
+        return self._row(self._items[item])
+
+    def __getitems__(self, items) -> list[dict[str, Any]]:
+        """A batch's rows, the shard samples read together (:meth:`train.data.ShardDataset.__getitems__`)."""
+        many = getattr(self._items, "__getitems__", None)
+        return [self._row(x) for x in (many(items) if many else [self._items[i] for i in items])]
+
+    def _row(self, x: dict[str, Any]) -> dict[str, Any]:
         s = x["image"].shape[-1]
         row = {"image": x["image"], "intrinsics": x["intrinsics"], "landmarks": x["landmarks"].float(),
                "use_net": torch.tensor(self.use_net),
