@@ -14,13 +14,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from synth import camera
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.cli import main
 from train.coarse_net import IterativeCoarseNet
 from train.config import CoarseConfig, FineConfig
 from train.data import DetailShardDataset, ShardError, image_to_float
 from train.fine_net import FineNet
-from train.fine_task import FineModel, FineRows, FineTask, coarse_maps, train_fine
+from train.fine_task import FineModel, FineRows, FineTask, GroundTruthRegion, coarse_maps, train_fine
 from train.inference import reconstruct
 from train.losses import FineLossWeights
 from train.params import ParamLayout, ParamStats
@@ -83,6 +84,24 @@ def test_batched_rows_equal_single_rows(shards, tiny_model):
         assert want.keys() == got.keys()
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+def test_loader_region_equals_the_training_step_region(shards, tiny_model):
+    """On CPU the loader computes the ground-truth refinable region (GroundTruthRegion); the
+    training step then uses it: the same mask as the step computes itself (on GPU)."""
+    ds = DetailShardDataset(shards, fingerprint=tiny_model.fingerprint)
+    plain = FineRows(ds, False, tiny_model.n_id, tiny_model.n_exp)
+    with_region = FineRows(ds, False, tiny_model.n_id, tiny_model.n_exp, GroundTruthRegion(tiny_model, ds.projection))
+    items = [3, 11, 20]
+    a = torch.utils.data.default_collate(plain.__getitems__(items))
+    b = torch.utils.data.default_collate(with_region.__getitems__(items))
+    assert "region_gt" not in a and b["region_gt"].any()
+    task = FineTask(tiny_model, FineModel(tiny_model, FineNet(0.125), None, projection=ds.projection),
+                    FineLossWeights(sh=1.0, fid=0.05, smooth=1.0))
+    cpu = torch.device("cpu")
+    torch.testing.assert_close(task.prepare_batch(b, cpu)["region_gt"], task.prepare_batch(a, cpu)["region_gt"],
+                               rtol=0, atol=0)
+    torch.testing.assert_close(with_region[11]["region_gt"], b["region_gt"][1], rtol=0, atol=0)
 
 
 def test_coarse_maps_match_inference_and_carry_gradients(shards, tiny_model, coarse_ckpt):
@@ -279,3 +298,43 @@ def test_coarse_net_runs_at_its_own_size(shards, tiny_model, coarse_ckpt):
     at24 = FineModel(tiny_model, FineNet(0.125), net0, projection=net.render.projection, coarse_size=24).eval()(*args)
     assert at48["mask"].any()
     torch.testing.assert_close(at24["depth_coarse"], at48["depth_coarse"], rtol=0, atol=1e-4)
+
+
+def test_training_patches_crop_inputs_and_targets_alike(shards, tiny_model, tmp_path):
+    """--patch: in training FineNet sees one crop per row, centred on a refined pixel, and the loss
+    targets (image, ground truth, intrinsics, landmarks) are cut at the same place; evaluation
+    sees the whole image."""
+    fm = FineModel(tiny_model, FineNet(0.125), None, projection=DetailShardDataset(shards).projection)
+    task = FineTask(tiny_model, fm, FineLossWeights(sh=1.0, fid=0.05, smooth=1.0, sup=100.0))
+    batch = task.prepare_batch(_batch(shards, tiny_model, n=3, use_net=False), torch.device("cpu"))
+    full = task.forward(fm.eval(), batch)
+    assert "corner" not in full and full["depth"].shape == (3, SIZE, SIZE)
+    p = 24
+    fm.train().patch = p
+    torch.manual_seed(0)
+    out = task.forward(fm, batch)
+    corner = out["corner"]
+    torch.manual_seed(0)
+    torch.testing.assert_close(task.forward(fm, batch)["corner"], corner, rtol=0, atol=0)  # seeded draws
+    assert out["depth"].shape == (3, p, p) and ((corner >= 0) & (corner <= SIZE - p)).all()
+    t = task.targets(out, batch)
+    for i, (r, c) in enumerate(corner.tolist()):
+        assert out["refine"][i].any()  # centred on a refined pixel
+        for key in ("depth_coarse", "mask", "albedo", "refine"):
+            torch.testing.assert_close(out[key][i], full[key][i, r:r + p, c:c + p], rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(t.depth_gt[i], batch["depth"][i, r:r + p, c:c + p].float(), rtol=0, atol=0)
+        torch.testing.assert_close(t.image_linear[i], batch["image_linear"][i, r:r + p, c:c + p], rtol=0, atol=0)
+        # a camera point lands at the same place of the patch as of the image, moved by the corner
+        point = torch.tensor([[[3.0, -5.0, -400.0]]])
+        uv_full, _ = camera.project(point, batch["intrinsics"][i:i + 1].float())
+        uv_patch, _ = camera.project(point, t.intrinsics[i:i + 1])
+        torch.testing.assert_close(uv_patch, uv_full - torch.tensor([float(c), float(r)]))
+    lo = task.loss(out, batch)
+    lo.total.backward()
+    assert torch.isfinite(lo.total) and set(lo.terms) == {"sh", "fid", "smooth", "sup"}
+    with pytest.raises(ValueError, match=r"--patch must be 0 or in \[16, --size 48\], got 8"):
+        FineConfig(out="-", synthetic="-", size=SIZE, patch=8)
+    cfg = FineConfig(out=str(tmp_path / "patch"), synthetic=str(shards), size=SIZE, patch=p, batch_size=4, steps=2,
+                     width_mult=0.125, workers=0, progress=False, val_data=str(shards), val_samples=4, val_every=2)
+    res = train_fine(cfg, model=tiny_model)  # trains on patches, validates on whole images
+    assert res.step == 2 and np.isfinite(res.val["detail_recovered"])

@@ -257,6 +257,10 @@ class FineConfig:
     """morphable model file; default: the one of the --coarse checkpoint (the built-in model when none)."""
     size: int = 128
     """network input size in pixels (photo crops are cut at it; shards must be rendered at it)."""
+    patch: int = 0
+    """train FineNet on one random PATCH x PATCH crop of each image, centred on a refined pixel (it
+    is fully convolutional; validation and inference see the whole image): ~(size/patch)^2 less
+    compute per sample at the same pixel scale. 0 = the whole image."""
     batch_size: int = 8
     """photos per step per process."""
     synthetic_batch_size: int | None = None
@@ -351,6 +355,7 @@ class FineConfig:
         if self.end_to_end and self.gt_coarse and not self.photos:
             raise ValueError("--end-to-end with --gt-coarse needs --photos (no row would use CoarseNet)")
         _need(self.size >= 16, "--size", ">= 16", self.size)
+        _need(self.patch == 0 or 16 <= self.patch <= self.size, "--patch", f"0 or in [16, --size {self.size}]", self.patch)
         _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         if self.synthetic_batch_size is not None:
             _need(self.synthetic_batch_size >= 0, "--synthetic-batch-size", ">= 0", self.synthetic_batch_size)

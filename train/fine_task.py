@@ -96,6 +96,26 @@ def refinable_pixels(morph, refinable: torch.Tensor, alpha_id: torch.Tensor, alp
         return frags.mask & refinable[frags.tri_id.clamp_min(0)]
 
 
+class GroundTruthRegion:
+    """The refinable pixels of shard rows' ground-truth meshes (:func:`refinable_pixels`),
+    computed by the data loader (:class:`FineRows`) rather than in the training step: the
+    rasterization of the whole mesh is about half a CPU step of FineNet on patches, and loader
+    workers do it on another core. On a GPU the training step does it (``region_gt`` absent)."""
+
+    def __init__(self, morph_model, projection: str):
+        self.morph = MorphableModelModule(morph_model)
+        self.refinable = torch.tensor(refinable_triangles(morph_model))
+        self.projection = projection
+
+    def __call__(self, rows: list[dict[str, Any]]) -> torch.Tensor:
+        """``(B, H, W)`` bool for rows holding ``alpha_id``, ``alpha_exp``, ``pose``, ``translation``,
+        ``intrinsics`` and ``image (3, H, W)``."""
+        x = {k: torch.stack([r[k] for r in rows]) for k in ("alpha_id", "alpha_exp", "pose", "translation", "intrinsics")}
+        size = tuple(rows[0]["image"].shape[-2:])
+        return refinable_pixels(self.morph, self.refinable, x["alpha_id"], x["alpha_exp"], x["pose"], x["translation"],
+                                x["intrinsics"], size, self.projection)
+
+
 def coarse_maps(net: IterativeCoarseNet, estimate: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int],
                 predicted_albedo: bool = False, refinable: torch.Tensor | None = None) -> CoarseMaps:
     """Render a normalised CoarseNet ``estimate (B, dim)``: the mesh of its coefficients in its
@@ -121,6 +141,41 @@ def coarse_maps(net: IterativeCoarseNet, estimate: torch.Tensor, intrinsics: tor
     return CoarseMaps(depth=frags.depth, mask=frags.mask, albedo=albedo, region=region)
 
 
+def patch_corners(refine: torch.Tensor, patch: int) -> torch.Tensor:
+    """Top-left corners ``(B, 2)`` (row, col) of square training patches of side ``patch``: each
+    centred on a pixel drawn uniformly from its row's ``refine (B, H, W)`` mask (the image centre
+    when the mask is empty), moved inside the image. Draws from torch's global generator (the
+    trainer restores its state on resume)."""
+    b, h, w = refine.shape
+    if not 0 < patch <= min(h, w):
+        raise ValueError(f"--patch must be in 1..{min(h, w)} (the image side), got {patch}")
+    weights = refine.reshape(b, -1).float()
+    empty = weights.sum(dim=1) == 0
+    weights[empty] = 0.0
+    weights[empty, (h // 2) * w + w // 2] = 1.0
+    pick = torch.multinomial(weights, 1)[:, 0]  # (B,) flat pixel index
+    centre = torch.stack([pick // w, pick % w], dim=1)
+    limit = torch.tensor([h - patch, w - patch], device=refine.device)
+    return torch.minimum((centre - patch // 2).clamp(min=0), limit)
+
+
+def crop_rows(x: torch.Tensor, corner: torch.Tensor, patch: int) -> torch.Tensor:
+    """``x (B, H, W, ...)`` cut to ``(B, patch, patch, ...)`` at ``corner (B, 2)`` (row, col) per row."""
+    ar = torch.arange(patch, device=x.device)
+    rows = (corner[:, 0, None] + ar)[:, :, None]  # (B, P, 1)
+    cols = (corner[:, 1, None] + ar)[:, None, :]  # (B, 1, P)
+    return x[torch.arange(x.shape[0], device=x.device)[:, None, None], rows, cols]
+
+
+def crop_camera(intrinsics: torch.Tensor, landmarks: torch.Tensor, corner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intrinsics ``(B, 3, 3)`` and landmarks ``(B, 68, 2)`` (x, y) of the patches at ``corner``:
+    the principal point and the points move by the corner (the pixel size is unchanged)."""
+    shift = corner.flip(1).to(intrinsics.dtype)  # (B, 2) (col, row) = (x, y)
+    k = intrinsics.clone()
+    k[:, :2, 2] -= shift
+    return k, landmarks - shift[:, None, :].to(landmarks.dtype)
+
+
 class _Frozen:
     """Holds a module without registering it (not optimised, not in ``state_dict``)."""
 
@@ -137,7 +192,8 @@ class FineModel(nn.Module):
     ``use_net (B,)`` bool (rows whose coarse maps CoarseNet computes, from the image alone).
     Returns a dict of ``(B, H, W)`` tensors: ``depth`` (refined), ``residual``, ``depth_coarse``,
     ``mask`` (coarse mesh), ``refine`` (refined pixels: :func:`train.losses.refine_mask` within
-    the refinable region), and ``albedo (B, H, W, 3)``.
+    the refinable region), and ``albedo (B, H, W, 3)``; in training with :attr:`patch` set, all of
+    them are ``(B, patch, patch)`` crops and ``corner (B, 2)`` says where (:func:`patch_corners`).
 
     CoarseNet (when given) always runs in eval mode (its batch-norm statistics stay those of
     phase 1), on the image resized to ``coarse_size`` (the size it was trained at; None = as
@@ -172,6 +228,9 @@ class FineModel(nn.Module):
         if albedo == "predicted" and coarse is not None and not has_head:
             raise ValueError("--albedo predicted needs a CoarseNet with an albedo head (n_albedo > 0)")
         self.predicted_albedo = albedo == "predicted" or (albedo == "auto" and has_head)
+        self.patch = 0
+        """training only (``--patch``): FineNet sees one random ``patch`` x ``patch`` crop per row
+        (:func:`patch_corners`; output ``corner``); 0 or eval mode: the whole image."""
 
     @property
     def coarse_net(self) -> IterativeCoarseNet | None:
@@ -225,9 +284,16 @@ class FineModel(nn.Module):
             refine, _ = refine_mask(depth_coarse, mask, intrinsics.float(), self.projection, self.mask_erode,
                                     self.min_facing)
             refine = refine & region
+        crop = {}
+        if self.training and 0 < self.patch < min(size):  # the coarse maps above stay full size
+            p = self.patch
+            corner = patch_corners(refine, p)
+            image = crop_rows(image.permute(0, 2, 3, 1), corner, p).permute(0, 3, 1, 2)
+            depth_coarse, mask, albedo, refine = (crop_rows(t, corner, p) for t in (depth_coarse, mask, albedo, refine))
+            crop = {"corner": corner}
         out = self.fine(image, depth_coarse, mask, refine)
         return {"depth": out.depth, "residual": out.residual, "depth_coarse": depth_coarse, "mask": mask,
-                "refine": refine, "albedo": albedo}
+                "refine": refine, "albedo": albedo, **crop}
 
     def hyperparameters(self) -> dict[str, Any]:
         """What rebuilds this model besides the weights (and the frozen CoarseNet's checkpoint)."""
@@ -263,9 +329,10 @@ class FineRows(torch.utils.data.Dataset):
     ``albedo (S, S, 3)`` and the ground-truth ``alpha_id (n_id,)``, ``alpha_exp (n_exp,)``,
     ``pose``, ``translation`` (zeros for photos). Indexed by ``i`` or ``(i, epoch)``."""
 
-    def __init__(self, dataset, use_net: bool, n_id: int, n_exp: int):
+    def __init__(self, dataset, use_net: bool, n_id: int, n_exp: int, region: GroundTruthRegion | None = None):
         self.dataset, self.use_net = dataset, bool(use_net)
         self.n_id, self.n_exp = int(n_id), int(n_exp)
+        self.region = region  # shard rows then carry region_gt (FineTask.prepare_batch computes it otherwise)
         self.photos = isinstance(dataset, PhotoDataset)
         if self.photos and not use_net:
             raise ValueError("photo rows need CoarseNet's coarse depth (use_net=True)")
@@ -275,12 +342,16 @@ class FineRows(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item) -> dict[str, Any]:
-        return self._row(self._items[item])
+        return self.__getitems__([item])[0]
 
     def __getitems__(self, items) -> list[dict[str, Any]]:
         """A batch's rows, the shard samples read together (:meth:`train.data.ShardDataset.__getitems__`)."""
         many = getattr(self._items, "__getitems__", None)
-        return [self._row(x) for x in (many(items) if many else [self._items[i] for i in items])]
+        rows = [self._row(x) for x in (many(items) if many else [self._items[i] for i in items])]
+        if self.region is not None and not self.photos and rows:
+            for row, region in zip(rows, self.region(rows)):
+                row["region_gt"] = region
+        return rows
 
     def _row(self, x: dict[str, Any]) -> dict[str, Any]:
         s = x["image"].shape[-1]
@@ -342,9 +413,11 @@ class FineTask:
         out["image"] = image_to_float(out["image"])
         img = out["image"].permute(0, 2, 3, 1)  # (B, 3, H, W) -> (B, H, W, 3)
         out["image_linear"] = srgb_to_linear(img)
-        region = self.model.region(out["alpha_id"], out["alpha_exp"], out["pose"], out["translation"],
-                                   out["intrinsics"], tuple(img.shape[1:3]))
-        out["region_gt"] = region & out["has_gt"][:, None, None]
+        region = out.get("region_gt")  # from the loader (FineRows with a GroundTruthRegion)
+        if region is None:
+            region = self.model.region(out["alpha_id"], out["alpha_exp"], out["pose"], out["translation"],
+                                       out["intrinsics"], tuple(img.shape[1:3]))
+        out["region_gt"] = region.bool() & out["has_gt"][:, None, None]
         return out
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -357,9 +430,14 @@ class FineTask:
         has = batch["has_gt"][:, None, None]
         gt, gt_coarse = (torch.where(has, batch[k].float(), torch.zeros_like(batch[k].float()))
                          for k in ("depth", "depth_coarse"))
-        return fine_targets(batch["image_linear"], out["depth_coarse"], out["mask"], out["albedo"],
-                            batch["intrinsics"].float(), m.projection, batch["landmarks"], depth_gt=gt,
-                            depth_gt_coarse=gt_coarse, erode=m.mask_erode, min_facing=m.min_facing)
+        image, k, landmarks = batch["image_linear"], batch["intrinsics"].float(), batch["landmarks"]
+        corner = out.get("corner")
+        if corner is not None:  # a training patch (FineModel.patch): the same crop of the batch
+            p = out["depth"].shape[-1]
+            image, gt, gt_coarse = (crop_rows(t, corner, p) for t in (image, gt, gt_coarse))
+            k, landmarks = crop_camera(k, landmarks, corner)
+        return fine_targets(image, out["depth_coarse"], out["mask"], out["albedo"], k, m.projection, landmarks,
+                            depth_gt=gt, depth_gt_coarse=gt_coarse, erode=m.mask_erode, min_facing=m.min_facing)
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> LossOutput:
         return self.criterion(out["depth"], self.targets(out, batch))
@@ -425,10 +503,11 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
         synthetic = DetailShardDataset(config.synthetic, fingerprint=fp, size=config.size)
     projection = coarse.render.projection if coarse is not None else synthetic.projection
     use_net_syn = coarse is not None and not config.gt_coarse
+    region = GroundTruthRegion(model, projection) if device.type == "cpu" else None  # class docstring
     val_rows = None
     if config.val_data and dinfo.is_main:
         val_rows = FineRows(DetailShardDataset(config.val_data, fingerprint=fp, size=config.size), use_net_syn,
-                            model.n_id, model.n_exp)
+                            model.n_id, model.n_exp, region)
     for ds in (synthetic, val_rows.dataset if val_rows else None):
         if ds is not None and ds.projection != projection:
             raise ValueError(f"shards in {ds.root} use {ds.projection} projection, CoarseNet {projection}")
@@ -440,12 +519,13 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     fine = FineNet(config.width_mult, config.depth_scale_mm, config.residual_scale_mm)
     fmodel = FineModel(model, fine, coarse, end_to_end=config.end_to_end, projection=projection, albedo=config.albedo,
                        mask_erode=config.mask_erode, min_facing=config.min_facing, coarse_size=coarse_size)
+    fmodel.patch = config.patch
     task = FineTask(model, fmodel, FineLossWeights.from_config(config), config.smooth_on)
     workers, pin = config.loader_workers(), device.type == "cuda"
     if photos is not None:
         parts.append((FineRows(photos, True, model.n_id, model.n_exp), photo_idx, config.batch_size, config.seed))
     if synthetic is not None:
-        parts.append((FineRows(synthetic, use_net_syn, model.n_id, model.n_exp), syn_idx, config.synthetic_per_step,
+        parts.append((FineRows(synthetic, use_net_syn, model.n_id, model.n_exp, region), syn_idx, config.synthetic_per_step,
                       config.seed + 1))
 
     def loader_fn(start: int):
@@ -480,7 +560,8 @@ def evaluate_fine(config: EvaluateConfig, model, coarse: IterativeCoarseNet | No
     fmodel.load_state_dict(ck["model"])
     task = FineTask(model, fmodel, FineLossWeights.from_config(run), run.smooth_on).to(device)
     ds = DetailShardDataset(config.data, fingerprint=model.fingerprint, size=run.size)
-    rows = FineRows(ds, fmodel.coarse_net is not None, model.n_id, model.n_exp)
+    rows = FineRows(ds, fmodel.coarse_net is not None, model.n_id, model.n_exp,
+                    GroundTruthRegion(model, ds.projection) if device.type == "cpu" else None)
     loader = make_eval_loader(rows, config.batch_size, config.samples, config.workers)
     res = validate(task, fmodel, loader, device, amp=run.amp)
     res["n_fine"] = res.pop("n")
