@@ -162,7 +162,7 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
     from synth.detail import N_FIELDS
     from synth.render import FaceRenderer
     from synth.sampling import SamplingConfig, face_framing, sample_params
-    from synth.shards import ShardReader, ShardWriter, list_shards
+    from synth.shards import ShardReader, ShardWriter, list_shards, read_samples
 
     train_keys = ("image", "mask", "landmarks", "landmarks_visible", "intrinsics", "alpha_id", "alpha_exp", "beta",
                   "sh", "pose", "translation", "index")
@@ -194,13 +194,15 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
                         rd.read(i, keys=keys)
                         count += 1
                 secs[f"{name}, {label}"] = secs.get(f"{name}, {label}", 0.0) + (time.process_time() - t0) / count / 2
-            # what the fine stage's loader does (ShardDataset.__getitems__): a batch's samples read together
-            label = f"{name}, + depth, depth_coarse, albedo, batched (read_many)"
+            # what the fine stage's loader does (ShardDataset.__getitems__): batches of 16 drawn at
+            # random across the shards, read together (synth.shards.read_samples)
+            label = f"{name}, + depth, depth_coarse, albedo, random batches of 16 (read_samples)"
+            pairs = [(rd, i) for rd in rs for i in range(len(rd))]
+            order = np.random.default_rng(0).permutation(len(pairs))
             t0 = time.process_time()
-            count = 0
-            for rd in rs:
-                count += len(rd.read_many(range(len(rd)), keys=train_keys + map_keys))
-            secs[label] = secs.get(label, 0.0) + (time.process_time() - t0) / count / 2
+            for b in range(0, len(order), 16):
+                read_samples([pairs[n] for n in order[b:b + 16]], train_keys + map_keys)
+            secs[label] = secs.get(label, 0.0) + (time.process_time() - t0) / len(pairs) / 2
     res.update({k: 1000 * v for k, v in secs.items()})
     return res
 

@@ -344,28 +344,12 @@ class ShardReader:
 
     def read_many(self, indices, keys=None) -> list[dict[str, np.ndarray]]:
         """:meth:`read` of each sample in ``indices``, bit for bit, cheaper per sample when a layout-3
-        shard recomputes maps (``depth``, ``depth_coarse``, ``normals``, ``pncc``, ``albedo``): the
-        morphable model is evaluated for up to ``GEOMETRY_BATCH`` samples in one GEMM, whose values do
-        not depend on the batching (:meth:`synth.render.FaceRenderer.model_arrays`), instead of once per
-        sample (the GEMM is memory bound: the bases are read once per call)."""
-        indices = [int(i) for i in indices]
-        keys = None if keys is None else tuple(keys)
-        maps = self.layout >= 3 and (keys is None or bool(set(keys) & set(SURFACE_KEYS)))
-        if not maps:
-            return [self.read(i, keys) for i in indices]
-        from .render import GEOMETRY_BATCH
+        shard recomputes maps: :func:`read_samples` of this shard's samples."""
+        return read_samples([(self, int(i)) for i in indices], keys)
 
-        raws = [self.read_raw(i) if keys is None else self.read_raw(i, self._plan(keys)) for i in indices]
-        params = [self._sample_params(raw) for raw in raws]
-        renderer = self._renderer()
-        out = []
-        for b in range(0, len(raws), GEOMETRY_BATCH):
-            chunk = params[b:b + GEOMETRY_BATCH]
-            for raw, p, arrays in zip(raws[b:b + GEOMETRY_BATCH], chunk, renderer.model_arrays(chunk)):
-                def surface(raw, tri_id, p=p, arrays=arrays):
-                    return renderer.surface_maps(p, tri_id, arrays=arrays)
-                out.append(decode_sample(raw, keys, self.layout, surface=surface))
-        return out
+    def _raw_for(self, i: int, keys: tuple | None) -> dict[str, np.ndarray]:
+        """The stored arrays :meth:`read` decodes ``keys`` of sample ``i`` from."""
+        return self.read_raw(i) if keys is None else self.read_raw(i, self._plan(keys))
 
     def _plan(self, keys: tuple) -> tuple:
         """The stored datasets ``keys`` need (checked against the shard once per tuple of keys)."""
@@ -415,6 +399,38 @@ class ShardReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_samples(requests, keys=None) -> list[dict[str, np.ndarray]]:
+    """``reader.read(i, keys)`` for each ``(reader, i)`` of ``requests`` (readers of any shards),
+    bit for bit, with the morphable model evaluated once per ``GEOMETRY_BATCH`` samples *across
+    all of them* where layout-3 maps are recomputed (``depth``, ``depth_coarse``, ``normals``,
+    ``pncc``, ``albedo``): readers of one model and image size share the recomputing renderer
+    (:func:`surface_renderer`), and its padded GEMM gives values that do not depend on the batching
+    (:meth:`synth.render.FaceRenderer.model_arrays`; it is memory bound, so one call for 16 samples
+    costs about one call for one). A training batch draws from many shards: this is what the
+    loaders use (``train.data.ShardDataset.__getitems__``). Raw arrays are read 16 samples at a time."""
+    from .render import GEOMETRY_BATCH
+
+    keys = None if keys is None else tuple(keys)
+    out: list[dict[str, np.ndarray] | None] = [None] * len(requests)
+    groups: dict[int, list[int]] = {}  # renderer -> positions in requests whose maps it recomputes
+    for n, (reader, i) in enumerate(requests):
+        if reader.layout >= 3 and (keys is None or bool(set(keys) & set(SURFACE_KEYS))):
+            groups.setdefault(id(reader._renderer()), []).append(n)
+        else:
+            out[n] = reader.read(i, keys)
+    for positions in groups.values():
+        renderer = requests[positions[0]][0]._renderer()
+        for b in range(0, len(positions), GEOMETRY_BATCH):
+            chunk = positions[b:b + GEOMETRY_BATCH]
+            raws = [requests[n][0]._raw_for(requests[n][1], keys) for n in chunk]
+            params = [requests[n][0]._sample_params(raw) for n, raw in zip(chunk, raws)]
+            for n, raw, p, arrays in zip(chunk, raws, params, renderer.model_arrays(params)):
+                def surface(raw, tri_id, p=p, arrays=arrays):
+                    return renderer.surface_maps(p, tri_id, arrays=arrays)
+                out[n] = decode_sample(raw, keys, requests[n][0].layout, surface=surface)
+    return out
 
 
 _RENDERERS: dict[tuple[str, int], Any] = {}  # (model fingerprint, size) -> FaceRenderer, filled on use

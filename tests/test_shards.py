@@ -154,6 +154,16 @@ def test_read_many_equals_read_bit_for_bit(tiny_model, tmp_path, write_shard):
                     assert g[k].dtype == w[k].dtype
                     np.testing.assert_array_equal(g[k], w[k], err_msg=str((keys, k)))
         assert r.read_many([], ("depth",)) == []
+    # across shards (a training batch draws from many): one model evaluation for both, same bits
+    other = tmp_path / sh.shard_name(1)
+    write_shard(tiny_model, other, n=3, k=1)
+    keys = ("depth", "albedo", "index")
+    with sh.ShardReader(path, model=tiny_model) as a, sh.ShardReader(other, model=tiny_model) as b:
+        requests = [(b, 2), (a, 5), (b, 0), (a, 19)]
+        for (reader, j), got in zip(requests, sh.read_samples(requests, keys)):
+            want = reader.read(j, keys)
+            for k in keys:
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
 def test_stored_image_is_the_srgb_encoded_shading_of_the_stored_maps(tiny_model, tmp_path, write_shard):

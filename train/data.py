@@ -201,30 +201,28 @@ class ShardDataset(torch.utils.data.Dataset):
             raise ShardError(f"shard {self.paths[k]}: sample {j} cannot be read: {type(e).__name__}: {e}") from e
 
     def read_many(self, positions: Sequence[int]) -> list[dict[str, np.ndarray]]:
-        """:meth:`read_raw` of each global position, the samples of one shard read together
-        (``ShardReader.read_many``: one model evaluation per 16 samples when layout-3 maps are read).
-        A failure is reported as :meth:`read_raw` reports it, naming the sample."""
-        out: list[dict[str, np.ndarray] | None] = [None] * len(positions)
-        groups: dict[int, list[tuple[int, int]]] = {}
-        for n, i in enumerate(positions):
+        """:meth:`read_raw` of each global position, read together across shards
+        (:func:`synth.shards.read_samples`: one model evaluation per 16 samples when layout-3 maps
+        are read). A failure is reported as :meth:`read_raw` reports it, naming the sample."""
+        from synth.shards import read_samples
+
+        requests = []
+        for i in positions:
             k, j = self.locate(int(i))
-            groups.setdefault(k, []).append((n, j))
-        for k, rows in groups.items():
-            reader = self._reader(k)
-            try:
-                samples = reader.read_many([j for _, j in rows], keys=self.sample_keys)
-            except Exception:  # read one by one: the error names the sample that fails
-                samples = [self.read_raw(int(self.offsets[k]) + j) for _, j in rows]
-            for (n, _), sample in zip(rows, samples):
-                out[n] = sample
-        return out
+            requests.append((self._reader(k), j))
+        try:
+            return read_samples(requests, self.sample_keys)
+        except Exception as e:  # read one by one: the error names the sample that fails
+            log.warning("%s: a batch of %d samples failed to read together (%s: %s); reading them one by one",
+                        self.root, len(requests), type(e).__name__, e)
+            return [self.read_raw(int(i)) for i in positions]
 
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
         return self._item(item, self.read_raw(int(item[0] if isinstance(item, tuple) else item)))
 
     def __getitems__(self, items: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
-        """The items of a batch (what ``DataLoader`` asks for): as ``[ds[x] for x in items]``, with
-        the samples of each shard read together (:meth:`read_many`)."""
+        """The items of a batch (what ``DataLoader`` asks for): as ``[ds[x] for x in items]``, the
+        samples read together (:meth:`read_many`)."""
         raws = self.read_many([int(x[0] if isinstance(x, tuple) else x) for x in items])
         return [self._item(x, raw) for x, raw in zip(items, raws)]
 
