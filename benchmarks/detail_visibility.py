@@ -12,7 +12,7 @@ specular highlight are switched off (they hide or mimic detail, and are not what
 A change well under one 8-bit level is below the image's quantisation: no image-to-depth
 network can recover it, whatever its training.
 
-    python benchmarks/detail_visibility.py [--n 12] [--size 128] [--scales 0,1,3,10] [--seed 2]
+    python benchmarks/detail_visibility.py [--n 12] [--size 128] [--scales 1,3,10] [--seed 2]
     [--save docs/detail_visibility.png]   # the renders at each scale and |diff| x 8, per sample
 """
 

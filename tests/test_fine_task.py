@@ -21,7 +21,8 @@ from train.coarse_net import IterativeCoarseNet
 from train.config import CoarseConfig, FineConfig
 from train.data import DetailShardDataset, ShardError, image_to_float
 from train.fine_net import FineNet
-from train.fine_task import FineModel, FineRows, FineTask, GroundTruthRegion, coarse_maps, train_fine
+from train.fine_task import (FineModel, FineRows, FineTask, GroundTruthRegion, coarse_maps, patch_corners,
+                             train_fine)
 from train.inference import reconstruct
 from train.losses import FineLossWeights
 from train.params import ParamLayout, ParamStats
@@ -102,6 +103,11 @@ def test_loader_region_equals_the_training_step_region(shards, tiny_model):
     torch.testing.assert_close(task.prepare_batch(b, cpu)["region_gt"], task.prepare_batch(a, cpu)["region_gt"],
                                rtol=0, atol=0)
     torch.testing.assert_close(with_region[11]["region_gt"], b["region_gt"][1], rtol=0, atol=0)
+    import pickle  # what a spawned loader worker receives: the model, its tensors rebuilt there
+
+    region = pickle.loads(pickle.dumps(with_region.region))
+    assert region._morph is None
+    torch.testing.assert_close(region([with_region[3]]), b["region_gt"][:1], rtol=0, atol=0)
 
 
 def test_coarse_maps_match_inference_and_carry_gradients(shards, tiny_model, coarse_ckpt):
@@ -300,30 +306,51 @@ def test_coarse_net_runs_at_its_own_size(shards, tiny_model, coarse_ckpt):
     torch.testing.assert_close(at24["depth_coarse"], at48["depth_coarse"], rtol=0, atol=1e-4)
 
 
+def test_patch_corners_by_hand():
+    """The corner centres the patch on the pixel at quantile u of the mask (raster order), moved
+    inside the image; an empty mask centres it on the image."""
+    mask = torch.zeros(4, 48, 40, dtype=torch.bool)
+    mask[0, 5, 30] = True  # row 5, column 30: near the top edge
+    mask[1, 40, 38] = True  # near the bottom-right corner
+    mask[3, 2, 3] = mask[3, 10, 20] = True  # two pixels: u picks one
+    u = torch.tensor([0.3, 0.9, 0.5, 0.2], dtype=torch.float64)
+    got = patch_corners(mask, 16, u)
+    # (5, 30) -> (5 - 8, 30 - 8) clamped to >= 0; (40, 38) -> clamped to (48 - 16, 40 - 16);
+    # empty -> the centre (24, 20) - 8; the first of the two pixels for u = 0.2
+    assert got.tolist() == [[0, 22], [32, 24], [16, 12], [0, 0]]
+    assert patch_corners(mask[3:], 16, torch.tensor([0.7], dtype=torch.float64)).tolist() == [[2, 12]]
+    with pytest.raises(ValueError, match="--patch must be in 1..40"):
+        patch_corners(mask, 41, u)
+
+
 def test_training_patches_crop_inputs_and_targets_alike(shards, tiny_model, tmp_path):
-    """--patch: in training FineNet sees one crop per row, centred on a refined pixel, and the loss
-    targets (image, ground truth, intrinsics, landmarks) are cut at the same place; evaluation
-    sees the whole image."""
+    """--patch: in training FineNet sees one crop per row, centred on a refined pixel drawn from the
+    row's patch_u, and the loss targets are the whole image's cut at the same place (lighting and
+    pixel size of the whole image); evaluation sees the whole image."""
     fm = FineModel(tiny_model, FineNet(0.125), None, projection=DetailShardDataset(shards).projection)
     task = FineTask(tiny_model, fm, FineLossWeights(sh=1.0, fid=0.05, smooth=1.0, sup=100.0))
     batch = task.prepare_batch(_batch(shards, tiny_model, n=3, use_net=False), torch.device("cpu"))
     full = task.forward(fm.eval(), batch)
+    t_full = task.targets(full, batch)
     assert "corner" not in full and full["depth"].shape == (3, SIZE, SIZE)
     p = 24
     fm.train().patch = p
-    torch.manual_seed(0)
     out = task.forward(fm, batch)
     corner = out["corner"]
-    torch.manual_seed(0)
-    torch.testing.assert_close(task.forward(fm, batch)["corner"], corner, rtol=0, atol=0)  # seeded draws
+    torch.testing.assert_close(task.forward(fm, batch)["corner"], corner, rtol=0, atol=0)  # a function of patch_u
+    moved = dict(batch, patch_u=(batch["patch_u"] + 0.37) % 1.0)
+    assert not torch.equal(task.forward(fm, moved)["corner"], corner)
     assert out["depth"].shape == (3, p, p) and ((corner >= 0) & (corner <= SIZE - p)).all()
     t = task.targets(out, batch)
+    torch.testing.assert_close(t.sh, t_full.sh, rtol=0, atol=0)  # lighting of the whole face
+    torch.testing.assert_close(t.unit, t_full.unit, rtol=0, atol=0)
     for i, (r, c) in enumerate(corner.tolist()):
-        assert out["refine"][i].any()  # centred on a refined pixel
+        assert out["refine"][i].any()
         for key in ("depth_coarse", "mask", "albedo", "refine"):
             torch.testing.assert_close(out[key][i], full[key][i, r:r + p, c:c + p], rtol=0, atol=0, msg=key)
-        torch.testing.assert_close(t.depth_gt[i], batch["depth"][i, r:r + p, c:c + p].float(), rtol=0, atol=0)
-        torch.testing.assert_close(t.image_linear[i], batch["image_linear"][i, r:r + p, c:c + p], rtol=0, atol=0)
+        for key in ("mask", "sh_mask", "depth_gt", "image_linear"):
+            torch.testing.assert_close(getattr(t, key)[i], getattr(t_full, key)[i, r:r + p, c:c + p], rtol=0, atol=0,
+                                       msg=key)
         # a camera point lands at the same place of the patch as of the image, moved by the corner
         point = torch.tensor([[[3.0, -5.0, -400.0]]])
         uv_full, _ = camera.project(point, batch["intrinsics"][i:i + 1].float())
@@ -332,9 +359,22 @@ def test_training_patches_crop_inputs_and_targets_alike(shards, tiny_model, tmp_
     lo = task.loss(out, batch)
     lo.total.backward()
     assert torch.isfinite(lo.total) and set(lo.terms) == {"sh", "fid", "smooth", "sup"}
+    with pytest.raises(ValueError, match="needs patch_u"):
+        fm(batch["image"], batch["intrinsics"], batch["depth_coarse"], batch["mask"], batch["albedo"],
+           batch["region_gt"], batch["use_net"])
     with pytest.raises(ValueError, match=r"--patch must be 0 or in \[16, --size 48\], got 8"):
         FineConfig(out="-", synthetic="-", size=SIZE, patch=8)
-    cfg = FineConfig(out=str(tmp_path / "patch"), synthetic=str(shards), size=SIZE, patch=p, batch_size=4, steps=2,
-                     width_mult=0.125, workers=0, progress=False, val_data=str(shards), val_samples=4, val_every=2)
-    res = train_fine(cfg, model=tiny_model)  # trains on patches, validates on whole images
-    assert res.step == 2 and np.isfinite(res.val["detail_recovered"])
+
+
+def test_patch_run_resumes_exactly(shards, tmp_model_h5, tmp_path):
+    """Patches are drawn from the data's seeds, not torch's global generator: an interrupted and
+    resumed --patch run equals the uninterrupted one; validation sees whole images."""
+    kw = dict(steps=4, val_every=4, patch=24)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert CliRunner().invoke(main, _flags(a, shards, tmp_model_h5, None, **kw)).exit_code == 0
+    assert CliRunner().invoke(main, _flags(b, shards, tmp_model_h5, None, stop_at=2, **kw)).exit_code == 0
+    res = CliRunner().invoke(main, _flags(b, shards, tmp_model_h5, None, **kw) + ["--resume"])
+    assert res.exit_code == 0, res.output
+    ra, rb = _rows(a / "train.csv"), _rows(b / "train.csv")
+    np.testing.assert_allclose([float(r["loss"]) for r in rb], [float(r["loss"]) for r in ra], rtol=1e-6)
+    assert np.isfinite(float(_rows(a / "val.csv")[-1]["detail_recovered"]))

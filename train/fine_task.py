@@ -47,7 +47,7 @@ from .config import EvaluateConfig, FineConfig
 from .data import DetailShardDataset, EpochIndexed, PhotoDataset, image_to_float, make_eval_loader, make_train_loader
 from .fine_net import FineNet
 from .inference import load_checkpoint_and_model
-from .losses import FineLoss, FineLossWeights, LossOutput, fine_targets, refine_mask
+from .losses import FineLoss, FineLossWeights, FineTargets, LossOutput, fine_targets, refine_mask
 from .metrics import detail_depth_errors, detail_recovered
 from .params import decode_params
 from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, resume_state_for, validate
@@ -103,16 +103,21 @@ class GroundTruthRegion:
     workers do it on another core. On a GPU the training step does it (``region_gt`` absent)."""
 
     def __init__(self, morph_model, projection: str):
-        self.morph = MorphableModelModule(morph_model)
-        self.refinable = torch.tensor(refinable_triangles(morph_model))
-        self.projection = projection
+        self.model, self.projection = morph_model, projection
+        self._morph = self._refinable = None  # built on first use, in the process that uses them
+
+    def __getstate__(self) -> dict[str, Any]:  # workers started by spawn receive the model, not its tensors
+        return {**self.__dict__, "_morph": None, "_refinable": None}
 
     def __call__(self, rows: list[dict[str, Any]]) -> torch.Tensor:
         """``(B, H, W)`` bool for rows holding ``alpha_id``, ``alpha_exp``, ``pose``, ``translation``,
         ``intrinsics`` and ``image (3, H, W)``."""
+        if self._morph is None:
+            self._morph = MorphableModelModule(self.model)
+            self._refinable = torch.tensor(refinable_triangles(self.model))
         x = {k: torch.stack([r[k] for r in rows]) for k in ("alpha_id", "alpha_exp", "pose", "translation", "intrinsics")}
         size = tuple(rows[0]["image"].shape[-2:])
-        return refinable_pixels(self.morph, self.refinable, x["alpha_id"], x["alpha_exp"], x["pose"], x["translation"],
+        return refinable_pixels(self._morph, self._refinable, x["alpha_id"], x["alpha_exp"], x["pose"], x["translation"],
                                 x["intrinsics"], size, self.projection)
 
 
@@ -141,19 +146,20 @@ def coarse_maps(net: IterativeCoarseNet, estimate: torch.Tensor, intrinsics: tor
     return CoarseMaps(depth=frags.depth, mask=frags.mask, albedo=albedo, region=region)
 
 
-def patch_corners(refine: torch.Tensor, patch: int) -> torch.Tensor:
+def patch_corners(refine: torch.Tensor, patch: int, u: torch.Tensor) -> torch.Tensor:
     """Top-left corners ``(B, 2)`` (row, col) of square training patches of side ``patch``: each
-    centred on a pixel drawn uniformly from its row's ``refine (B, H, W)`` mask (the image centre
-    when the mask is empty), moved inside the image. Draws from torch's global generator (the
-    trainer restores its state on resume)."""
+    centred on the pixel at quantile ``u (B,)`` in [0, 1) of its row's ``refine (B, H, W)`` pixels
+    in raster order (``u`` uniform: a pixel drawn uniformly; the image centre when the mask is
+    empty), moved inside the image. ``u`` comes from the data (:class:`FineRows`: seeded by
+    (seed, epoch, sample)), so runs, resumes and ranks draw the same patches."""
     b, h, w = refine.shape
     if not 0 < patch <= min(h, w):
         raise ValueError(f"--patch must be in 1..{min(h, w)} (the image side), got {patch}")
-    weights = refine.reshape(b, -1).float()
-    empty = weights.sum(dim=1) == 0
-    weights[empty] = 0.0
-    weights[empty, (h // 2) * w + w // 2] = 1.0
-    pick = torch.multinomial(weights, 1)[:, 0]  # (B,) flat pixel index
+    cum = refine.reshape(b, -1).long().cumsum(dim=1)  # (B, H*W) non-decreasing
+    count = cum[:, -1]
+    nth = (u.to(torch.float64).clamp(0.0, 1.0 - 1e-12) * count).long() + 1  # 1..count
+    pick = torch.searchsorted(cum, nth[:, None])[:, 0]  # the first pixel where the count reaches nth
+    pick = torch.where(count > 0, pick, torch.full_like(pick, (h // 2) * w + w // 2))
     centre = torch.stack([pick // w, pick % w], dim=1)
     limit = torch.tensor([h - patch, w - patch], device=refine.device)
     return torch.minimum((centre - patch // 2).clamp(min=0), limit)
@@ -167,13 +173,17 @@ def crop_rows(x: torch.Tensor, corner: torch.Tensor, patch: int) -> torch.Tensor
     return x[torch.arange(x.shape[0], device=x.device)[:, None, None], rows, cols]
 
 
-def crop_camera(intrinsics: torch.Tensor, landmarks: torch.Tensor, corner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Intrinsics ``(B, 3, 3)`` and landmarks ``(B, 68, 2)`` (x, y) of the patches at ``corner``:
-    the principal point and the points move by the corner (the pixel size is unchanged)."""
-    shift = corner.flip(1).to(intrinsics.dtype)  # (B, 2) (col, row) = (x, y)
-    k = intrinsics.clone()
-    k[:, :2, 2] -= shift
-    return k, landmarks - shift[:, None, :].to(landmarks.dtype)
+def crop_targets(t: FineTargets, corner: torch.Tensor, patch: int) -> FineTargets:
+    """Whole-image :class:`train.losses.FineTargets` cut to the training patches at ``corner``: the
+    per-pixel maps cropped, the intrinsics moved; the lighting fitted on the whole face and the
+    pixel size stay the image's (a patch alone would determine neither well). The losses treat the
+    patch border as an image border (no neighbours outside it)."""
+    cut = {name: crop_rows(getattr(t, name), corner, patch)
+           for name in ("depth_coarse", "mask", "image_linear", "albedo", "sh_mask", "depth_gt", "depth_gt_coarse")
+           if getattr(t, name) is not None}
+    k = t.intrinsics.clone()
+    k[:, :2, 2] -= corner.flip(1).to(k.dtype)
+    return dataclasses.replace(t, intrinsics=k, **cut)
 
 
 class _Frozen:
@@ -193,7 +203,8 @@ class FineModel(nn.Module):
     Returns a dict of ``(B, H, W)`` tensors: ``depth`` (refined), ``residual``, ``depth_coarse``,
     ``mask`` (coarse mesh), ``refine`` (refined pixels: :func:`train.losses.refine_mask` within
     the refinable region), and ``albedo (B, H, W, 3)``; in training with :attr:`patch` set, all of
-    them are ``(B, patch, patch)`` crops and ``corner (B, 2)`` says where (:func:`patch_corners`).
+    them are crops ``(B, patch, patch[, 3])`` at ``corner (B, 2)`` (:func:`patch_corners`, drawn with
+    ``patch_u (B,)``), and ``full_depth_coarse``, ``full_mask``, ``full_albedo`` keep the whole image's.
 
     CoarseNet (when given) always runs in eval mode (its batch-norm statistics stay those of
     phase 1), on the image resized to ``coarse_size`` (the size it was trained at; None = as
@@ -258,7 +269,8 @@ class FineModel(nn.Module):
         return out
 
     def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, depth_coarse: torch.Tensor, mask: torch.Tensor,
-                albedo: torch.Tensor, region: torch.Tensor, use_net: torch.Tensor) -> dict[str, torch.Tensor]:
+                albedo: torch.Tensor, region: torch.Tensor, use_net: torch.Tensor,
+                patch_u: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         size = tuple(image.shape[-2:])
         rows = torch.nonzero(use_net.bool()).squeeze(1)
         depth_coarse, mask, albedo, region = depth_coarse.float(), mask.bool(), albedo.float(), region.bool()
@@ -286,11 +298,14 @@ class FineModel(nn.Module):
             refine = refine & region
         crop = {}
         if self.training and 0 < self.patch < min(size):  # the coarse maps above stay full size
+            if patch_u is None:
+                raise ValueError("training on patches needs patch_u (B,), the rows' patch draws (FineRows)")
             p = self.patch
-            corner = patch_corners(refine, p)
+            corner = patch_corners(refine, p, patch_u)
+            # the whole-image maps build the loss targets (crop_targets)
+            crop = {"corner": corner, "full_depth_coarse": depth_coarse, "full_mask": mask, "full_albedo": albedo}
             image = crop_rows(image.permute(0, 2, 3, 1), corner, p).permute(0, 3, 1, 2)
             depth_coarse, mask, albedo, refine = (crop_rows(t, corner, p) for t in (depth_coarse, mask, albedo, refine))
-            crop = {"corner": corner}
         out = self.fine(image, depth_coarse, mask, refine)
         return {"depth": out.depth, "residual": out.residual, "depth_coarse": depth_coarse, "mask": mask,
                 "refine": refine, "albedo": albedo, **crop}
@@ -327,12 +342,16 @@ class FineRows(torch.utils.data.Dataset):
     fine stage (module docstring): ``image (3, S, S)`` uint8 sRGB (photos and shards alike),
     ``intrinsics``, ``landmarks (68, 2)``, ``use_net``, ``has_gt`` (bools), ``depth``, ``depth_coarse`` ``(S, S)``, ``mask (S, S)``,
     ``albedo (S, S, 3)`` and the ground-truth ``alpha_id (n_id,)``, ``alpha_exp (n_exp,)``,
-    ``pose``, ``translation`` (zeros for photos). Indexed by ``i`` or ``(i, epoch)``."""
+    ``pose``, ``translation`` (zeros for photos), ``patch_u`` (float64, uniform in [0, 1) from
+    (``seed``, epoch, index): where the training patch goes) and, with ``region``, ``region_gt
+    (S, S)`` (the ground truth's refinable pixels; none on photos). Indexed by ``i`` or ``(i, epoch)``."""
 
-    def __init__(self, dataset, use_net: bool, n_id: int, n_exp: int, region: GroundTruthRegion | None = None):
+    def __init__(self, dataset, use_net: bool, n_id: int, n_exp: int, region: GroundTruthRegion | None = None,
+                 seed: int = 0):
         self.dataset, self.use_net = dataset, bool(use_net)
         self.n_id, self.n_exp = int(n_id), int(n_exp)
-        self.region = region  # shard rows then carry region_gt (FineTask.prepare_batch computes it otherwise)
+        self.region = region  # rows then carry region_gt (FineTask.prepare_batch computes it otherwise)
+        self.seed = int(seed)
         self.photos = isinstance(dataset, PhotoDataset)
         if self.photos and not use_net:
             raise ValueError("photo rows need CoarseNet's coarse depth (use_net=True)")
@@ -348,8 +367,13 @@ class FineRows(torch.utils.data.Dataset):
         """A batch's rows, the shard samples read together (:meth:`train.data.ShardDataset.__getitems__`)."""
         many = getattr(self._items, "__getitems__", None)
         rows = [self._row(x) for x in (many(items) if many else [self._items[i] for i in items])]
-        if self.region is not None and not self.photos and rows:
-            for row, region in zip(rows, self.region(rows)):
+        for item, row in zip(items, rows):  # the training patch's draw (FineModel.patch), seeded per sample
+            i, epoch = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (int(item), 0)
+            row["patch_u"] = torch.tensor(np.random.default_rng([self.seed, 14, epoch, i]).random(), dtype=torch.float64)
+        if self.region is not None and rows:
+            s = rows[0]["image"].shape[-1]
+            regions = torch.zeros(len(rows), s, s, dtype=torch.bool) if self.photos else self.region(rows)
+            for row, region in zip(rows, regions):
                 row["region_gt"] = region
         return rows
 
@@ -379,6 +403,9 @@ class _MixedLoader:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for parts in zip(*self.loaders):
+            keys = set(parts[0])
+            if any(set(p) != keys for p in parts[1:]):
+                raise ValueError(f"photo and synthetic rows differ in their keys: {sorted(keys ^ set(parts[-1]))}")
             yield {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -422,7 +449,7 @@ class FineTask:
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return model(batch["image"], batch["intrinsics"], batch["depth_coarse"], batch["mask"], batch["albedo"],
-                     batch["region_gt"], batch["use_net"])
+                     batch["region_gt"], batch["use_net"], batch.get("patch_u"))
 
     def targets(self, out: dict[str, torch.Tensor], batch: dict[str, Any]):
         """:class:`train.losses.FineTargets` of a forward's output (lighting fitted per image)."""
@@ -430,14 +457,12 @@ class FineTask:
         has = batch["has_gt"][:, None, None]
         gt, gt_coarse = (torch.where(has, batch[k].float(), torch.zeros_like(batch[k].float()))
                          for k in ("depth", "depth_coarse"))
-        image, k, landmarks = batch["image_linear"], batch["intrinsics"].float(), batch["landmarks"]
         corner = out.get("corner")
-        if corner is not None:  # a training patch (FineModel.patch): the same crop of the batch
-            p = out["depth"].shape[-1]
-            image, gt, gt_coarse = (crop_rows(t, corner, p) for t in (image, gt, gt_coarse))
-            k, landmarks = crop_camera(k, landmarks, corner)
-        return fine_targets(image, out["depth_coarse"], out["mask"], out["albedo"], k, m.projection, landmarks,
-                            depth_gt=gt, depth_gt_coarse=gt_coarse, erode=m.mask_erode, min_facing=m.min_facing)
+        full = "full_" if corner is not None else ""  # training patches: targets of the whole image, then cut
+        t = fine_targets(batch["image_linear"], out[full + "depth_coarse"], out[full + "mask"], out[full + "albedo"],
+                         batch["intrinsics"].float(), m.projection, batch["landmarks"], depth_gt=gt,
+                         depth_gt_coarse=gt_coarse, erode=m.mask_erode, min_facing=m.min_facing)
+        return t if corner is None else crop_targets(t, corner, out["depth"].shape[-1])
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> LossOutput:
         return self.criterion(out["depth"], self.targets(out, batch))
@@ -523,9 +548,11 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     task = FineTask(model, fmodel, FineLossWeights.from_config(config), config.smooth_on)
     workers, pin = config.loader_workers(), device.type == "cuda"
     if photos is not None:
-        parts.append((FineRows(photos, True, model.n_id, model.n_exp), photo_idx, config.batch_size, config.seed))
+        parts.append((FineRows(photos, True, model.n_id, model.n_exp, region, config.seed), photo_idx,
+                      config.batch_size, config.seed))
     if synthetic is not None:
-        parts.append((FineRows(synthetic, use_net_syn, model.n_id, model.n_exp, region), syn_idx, config.synthetic_per_step,
+        parts.append((FineRows(synthetic, use_net_syn, model.n_id, model.n_exp, region, config.seed + 1), syn_idx,
+                      config.synthetic_per_step,
                       config.seed + 1))
 
     def loader_fn(start: int):
