@@ -336,11 +336,9 @@ class ShardReader:
     def read(self, i: int, keys=None) -> dict[str, np.ndarray]:
         """Decoded arrays of sample ``i`` (keys and dtypes of docs/DESIGN.md): all of them, or only
         ``keys`` (``ValueError`` for a key this shard cannot have)."""
-        surface = self._surface if self.layout >= 3 else None
-        if keys is None:
-            return decode_sample(self.read_raw(i), layout=self.layout, surface=surface)
-        keys = tuple(keys)
-        return decode_sample(self.read_raw(i, self._plan(keys)), keys, self.layout, surface=surface)
+        keys = None if keys is None else tuple(keys)
+        return decode_sample(self._raw_for(i, keys), keys, self.layout,
+                             surface=self._surface if self.layout >= 3 else None)
 
     def read_many(self, indices, keys=None) -> list[dict[str, np.ndarray]]:
         """:meth:`read` of each sample in ``indices``, bit for bit, cheaper per sample when a layout-3
@@ -413,10 +411,11 @@ def read_samples(requests, keys=None) -> list[dict[str, np.ndarray]]:
     from .render import GEOMETRY_BATCH
 
     keys = None if keys is None else tuple(keys)
+    maps = keys is None or bool(set(keys) & set(SURFACE_KEYS))  # recomputed from layout 3 on
     out: list[dict[str, np.ndarray] | None] = [None] * len(requests)
     groups: dict[int, list[int]] = {}  # renderer -> positions in requests whose maps it recomputes
     for n, (reader, i) in enumerate(requests):
-        if reader.layout >= 3 and (keys is None or bool(set(keys) & set(SURFACE_KEYS))):
+        if maps and reader.layout >= 3:
             groups.setdefault(id(reader._renderer()), []).append(n)
         else:
             out[n] = reader.read(i, keys)
