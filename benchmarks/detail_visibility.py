@@ -42,7 +42,7 @@ def main() -> None:
     model = builtin_model()
     cfg = dataclasses.replace(SamplingConfig(), occluders=0.0)
     framing = face_framing(model)
-    stats = {s: {"mean": [], "p99": [], "detail_mean": [], "detail_max": []} for s in scales}
+    stats = {s: {"mean": [], "p99": [], "detail_mean": [], "detail_max": [], "crease_px": [], "crease_mean": []} for s in scales}
     tiles = []
     with FaceRenderer(model, args.size, platform="cpu") as r:
         for i in range(args.n):
@@ -55,6 +55,9 @@ def main() -> None:
                 diff = np.abs(o.image.astype(np.float32) - base.image.astype(np.float32)).mean(axis=-1)
                 detail = np.abs(o.depth - o.depth_coarse)[face]
                 st = stats[s]
+                crease = detail > 0.1
+                st["crease_px"].append(float(crease.mean() * 100))
+                st["crease_mean"].append(float(diff[face][crease].mean()) if crease.any() else 0.0)
                 st["mean"].append(float(diff[face].mean()))
                 st["p99"].append(float(np.percentile(diff[face], 99)))
                 st["detail_mean"].append(float(detail.mean()))
@@ -64,10 +67,10 @@ def main() -> None:
                 tiles.append(np.concatenate(row, axis=1))
     print(f"{args.n} renders at {args.size} px (seed {args.seed}), face pixels, no occluders or specular; "
           "image change vs the detail-free render in 8-bit sRGB levels (median over samples)")
-    print(f"{'detail scale':>12} | {'mean |diff|':>11} | {'p99 |diff|':>10} | {'detail mean mm':>14} | {'detail max mm':>13}")
+    print(f"{'detail scale':>12} | {'mean |diff|':>11} | {'p99 |diff|':>10} | {'detail mean mm':>14} | {'detail max mm':>13} | {'crease % face':>13} | {'crease |diff|':>13}")
     for s in scales:
         st = {k: float(np.median(v)) for k, v in stats[s].items()}
-        print(f"{s:>12g} | {st['mean']:>11.2f} | {st['p99']:>10.2f} | {st['detail_mean']:>14.3f} | {st['detail_max']:>13.2f}")
+        print(f"{s:>12g} | {st['mean']:>11.2f} | {st['p99']:>10.2f} | {st['detail_mean']:>14.3f} | {st['detail_max']:>13.2f} | {st['crease_px']:>13.1f} | {st['crease_mean']:>13.2f}")
     if args.save:
         from PIL import Image
 

@@ -52,6 +52,8 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
               help="BFM2017/2019 .h5 or BFM2009 .mat (default: built-in model)")
 @click.option("--detail/--no-detail", default=True, show_default=True, help="procedural wrinkles and pores")
 @click.option("--detail-scale", type=float, default=1.0, show_default=True, help="multiplies detail amplitudes")
+@click.option("--cavity", type=float, default=0.4, show_default=True,
+              help="crease darkening: creases d mm deep get exp(-cavity d) of the light (0 = off)")
 @click.option("--shard-size", type=int, default=None,
               help="samples per shard [default: the existing dataset's in --out, else from N: "
                    "min(1000, max(32, 16 ceil(N/1024))), at most 64 shards below N = 64000; never from --workers]")
@@ -91,7 +93,7 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--truncation", type=float, default=3.0, show_default=True, help="clip coefficients (std); 0 = off")
 @click.option("--platform", type=click.Choice(["cpu", "osmesa", "egl"]), default="cpu", show_default=True,
               help="triangle-id rasterizer: cpu (compiled, no OpenGL), osmesa (software OpenGL), egl (GPU OpenGL)")
-def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, shard_size, shard_range,
+def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, cavity, shard_size, shard_range,
            compression, projection, background, background_dir, occluders, specular, specular_strength, shininess,
            yaw, pitch, roll, distance,
            framing_jitter, retired_fov, retired_face_fraction, retired_jitter, id_scale, exp_scale, albedo_scale,
@@ -116,7 +118,7 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
             lights=lights, id_scale=id_scale, exp_scale=exp_scale, albedo_scale=albedo_scale,
             truncation=truncation if truncation > 0 else None, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
             projection=projection, distance_mm=_pair(distance, "--distance"), framing_jitter=framing_jitter,
-            detail=detail, detail_scale=detail_scale,
+            detail=detail, detail_scale=detail_scale, cavity=cavity,
             background=background or ("images" if background_dir else "photos"),
             background_dir=str(background_dir) if background_dir else None, occluders=occluders,
             specular=specular, specular_strength=_pair(specular_strength, "--specular-strength"),

@@ -304,7 +304,7 @@ class _ShardRenderer:
             "projection": c.sampling.projection, "size": c.size, "seed": c.seed, "shard_index": k,
             "shard_size": c.shard_size, "n_total": c.n, "start_index": start,
             "generator_config": json.dumps(manifest["sampling"], sort_keys=True),
-            "lights": c.sampling.lights,
+            "lights": c.sampling.lights, "detail_bank_version": self.renderer.detail_version,
         }
         dims = {"alpha_id": self.model.n_id, "alpha_exp": self.model.n_exp, "beta": self.model.n_albedo,
                 "detail_weights": N_FIELDS}

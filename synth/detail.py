@@ -25,8 +25,24 @@ import scipy.sparse
 
 FAMILIES = ("forehead", "crows_right", "crows_left", "nasolabial", "pores")
 N_VARIANTS = {"forehead": 4, "crows_right": 3, "crows_left": 3, "nasolabial": 3, "pores": 3}
-MAX_AMPLITUDE_MM = {"forehead": 0.8, "crows_right": 0.6, "crows_left": 0.6, "nasolabial": 1.2, "pores": 0.12}
+MAX_AMPLITUDE_MM = {"forehead": 1.6, "crows_right": 1.2, "crows_left": 1.2, "nasolabial": 2.4, "pores": 0.12}
 PRESENCE = {"forehead": 0.8, "crows_right": 0.7, "crows_left": 0.7, "nasolabial": 0.8, "pores": 1.0}
+
+
+# Crease half-width multipliers (x the base half-width of about a millimetre) of each bank version.
+# Version 1 (shards written before the "detail_bank_version" attribute): creases ~1 mm wide, under a
+# pixel at 128-224 px, invisible in the renders (benchmarks/detail_visibility.py). Version 2: folds
+# a few pixels wide at 128 px, so that they shade.
+CREASE_WIDTH = {1: {"forehead": 1.0, "crows": 1.0, "nasolabial": 1.0},
+                2: {"forehead": 2.0, "crows": 1.6, "nasolabial": 1.6}}
+BANK_VERSION = 2  # what synth-cli render writes (shard attribute "detail_bank_version")
+
+
+def cavity_occlusion(disp: np.ndarray, strength: float) -> np.ndarray:
+    """Per-vertex light fraction ``(N,)`` float32 of a crease ``disp`` mm deep (negative = into the
+    skin): ``exp(strength * min(disp, 0))``, 1 on flat or raised skin. A cheap ambient occlusion: a
+    groove sees less of the sky and of the key light the deeper it is (``strength`` per mm)."""
+    return np.exp(np.float32(strength) * np.minimum(np.asarray(disp, np.float32), 0.0)).astype(np.float32)
 
 
 def layout() -> list[tuple[str, int]]:
@@ -130,8 +146,12 @@ def _neighbour_mean(values: np.ndarray, triangles: np.ndarray, n: int) -> np.nda
     return (adj @ values) / deg
 
 
-def build_detail_bank(model, seed: int = 0) -> DetailBank:
-    """The bank of unit-amplitude displacement fields for ``model`` (deterministic for ``seed``)."""
+def build_detail_bank(model, seed: int = 0, version: int = BANK_VERSION) -> DetailBank:
+    """The bank of unit-amplitude displacement fields for ``model`` (deterministic for ``seed``) in
+    the crease widths of bank ``version`` (:data:`CREASE_WIDTH`)."""
+    if version not in CREASE_WIDTH:
+        raise ValueError(f"detail bank version must be one of {sorted(CREASE_WIDTH)}, got {version!r}")
+    widen = CREASE_WIDTH[version]
     rng = np.random.default_rng([seed, 1234])
     v = np.asarray(model.mean_shape, dtype=np.float64)
     n = v.shape[0]
@@ -159,7 +179,7 @@ def build_detail_bank(model, seed: int = 0) -> DetailBank:
             wave = rng.uniform(0.5, 2.5) * np.sin(2 * math.pi * (x - xc) / rng.uniform(40, 90) + rng.uniform(0, 6.3))
             length = half * rng.uniform(0.5, 1.0)
             shift = rng.uniform(-0.2, 0.2) * half
-            f -= np.exp(-(((y - base - wave) / w) ** 2)) * _window(x - xc - shift, -length, length, 6.0)
+            f -= np.exp(-(((y - base - wave) / (w * widen["forehead"])) ** 2)) * _window(x - xc - shift, -length, length, 6.0)
         fields.append(f * front)
 
     # crow's feet: rays from the outer eye corners, pointing away from the face centre
@@ -173,13 +193,13 @@ def build_detail_bank(model, seed: int = 0) -> DetailBank:
             for ang in np.radians(np.sort(rng.uniform(-45, 40, int(rng.integers(3, 6))))):
                 along = r * np.cos(theta - ang)
                 across = r * np.sin(theta - ang)
-                f -= np.exp(-((across / w) ** 2)) * _window(along, rng.uniform(4, 7), rng.uniform(14, 24), 3.0)
+                f -= np.exp(-((across / (w * widen["crows"])) ** 2)) * _window(along, rng.uniform(4, 7), rng.uniform(14, 24), 3.0)
             fields.append(f * front)
 
     # nasolabial folds: a bent curve from each nose wing past the mouth corner
     for _ in range(N_VARIANTS["nasolabial"]):
         f = np.zeros(n)
-        width = w * rng.uniform(1.5, 2.5)
+        width = w * widen["nasolabial"] * rng.uniform(1.5, 2.5)
         for wing, mouth, side in ((a["nose_wing_r"], a["mouth_r"], -1.0), (a["nose_wing_l"], a["mouth_l"], 1.0)):
             p0 = wing[:2] + np.array([side * rng.uniform(3, 6), rng.uniform(-2, 2)])
             p2 = mouth[:2] + np.array([side * rng.uniform(4, 8), -rng.uniform(6, 14)])

@@ -169,6 +169,9 @@ def interpolate(pix: np.ndarray, tri: np.ndarray, width: int, uv: np.ndarray, de
     return out, z
 
 
+PLANE_DEPTH_MARGIN_MM = 8.0  # > any synth.detail displacement: only runaway cuts are clamped
+
+
 @njit(cache=True)
 def _plane_depth(pix, tid, width, u, v, d, tris, perspective, depth):
     for p in range(pix.shape[0]):
@@ -184,13 +187,18 @@ def _plane_depth(pix, tid, width, u, v, d, tris, perspective, depth):
                             + min(max(l2, 0.0), 1.0) * d[c])
         else:
             depth[p] = l0 * d[a] + l1 * d[b] + l2 * d[c]
+        # a nearly edge-on triangle's plane can meet the ray hundreds of mm away: keep the cut within
+        # PLANE_DEPTH_MARGIN_MM of the triangle's own depth range
+        lo = min(d[a], min(d[b], d[c])) - PLANE_DEPTH_MARGIN_MM
+        hi = max(d[a], max(d[b], d[c])) + PLANE_DEPTH_MARGIN_MM
+        depth[p] = min(max(depth[p], lo), hi)
 
 
 def plane_depth(pix: np.ndarray, tri: np.ndarray, width: int, uv: np.ndarray, depth: np.ndarray,
                 triangles: np.ndarray, projection: str = "perspective") -> np.ndarray:
     """Depth ``(P,)`` float64 where the ray of each pixel centre ``pix`` meets the *plane* of its
-    triangle ``tri`` (weights not clipped): :func:`synth.raster.barycentrics` with ``clip=False``.
-    Used for the coarse depth, cut by the ray through the pixel of the detailed surface."""
+    triangle ``tri`` (weights not clipped): :func:`synth.raster.barycentrics` with ``clip=False``,
+    then clamped to the triangle's corner depths +- :data:`PLANE_DEPTH_MARGIN_MM`. Used for the coarse depth, cut by the ray through the pixel of the detailed surface."""
     pix = np.ascontiguousarray(pix, np.int64)
     z = np.empty(pix.shape[0], np.float64)
     _plane_depth(pix, np.ascontiguousarray(tri, np.int64), int(width), np.ascontiguousarray(uv[:, 0], np.float64),

@@ -38,7 +38,7 @@ from . import camera as cam
 from . import kernels
 from .backgrounds import ImageFolder, draw_background, paint_occluders
 from .color import linear_to_srgb_u8
-from .detail import DetailBank, apply_detail, build_detail_bank, displacement
+from .detail import BANK_VERSION, CREASE_WIDTH, DetailBank, apply_detail, build_detail_bank, cavity_occlusion, displacement
 from .lighting import blinn_phong, dominant_light, sh_basis, shade, view_directions
 from .sampling import SampleParams
 
@@ -95,6 +95,7 @@ class _Pixels:
     albedo: np.ndarray  # (P, 3) float32 in [0, 1]
     pncc: np.ndarray | None  # (P, 3) float32 in [0, 1]
     depth_coarse: np.ndarray | None  # (P,) float32 mm
+    occlusion: np.ndarray | None = None  # (P,) float32 crease darkening, None = none
 
 
 @dataclasses.dataclass
@@ -105,6 +106,7 @@ class _Geometry:
     coarse_cam: np.ndarray | None  # (N, 3) float32 model-only surface (detail on)
     normals_cam: np.ndarray  # (N, 3) float32 unit vertex normals of the drawn surface
     albedo: np.ndarray  # (N, 3) float32 in [0, 1]
+    occlusion: np.ndarray | None = None  # (N,) float32 in (0, 1]: crease darkening of the image (cavity > 0)
 
 
 @dataclasses.dataclass
@@ -125,7 +127,7 @@ class FaceRenderer:
     """
 
     def __init__(self, model, size: int = 224, platform: str = "cpu", detail_bank: DetailBank | None = None,
-                 background_dir: str | None = None):
+                 background_dir: str | None = None, detail_version: int = BANK_VERSION):
         if int(size) != size or size < 8:
             raise ValueError(f"--size must be an integer >= 8, got {size!r}")
         if platform not in PLATFORMS:
@@ -142,10 +144,14 @@ class FaceRenderer:
         if self.n_tri >= 2 ** 32 - 1:
             raise ValueError(f"model has {self.n_tri} triangles; the id pass (R32UI, id + 1) supports < 2^32 - 1")
         self._tri_cols = tuple(np.ascontiguousarray(self.triangles[:, j]) for j in range(3))  # (T,) corner j
+        if detail_bank is None and detail_version not in CREASE_WIDTH:
+            raise ValueError(f"detail bank version must be one of {sorted(CREASE_WIDTH)}, got {detail_version!r}")
         self._detail_bank = detail_bank
+        self.detail_version = detail_version
         self._pncc = np.asarray(model.pncc_colors, np.float32)
-        self._attrs = np.zeros((model.n_vertices, 9), np.float32)  # interpolation buffer, see render()
-        self._attrs[:, 6:9] = self._pncc
+        # interpolation buffer (see _pixels): normal 0:3, albedo 3:6, occlusion 6, pncc 7:10 (constant)
+        self._attrs = np.zeros((model.n_vertices, 10), np.float32)
+        self._attrs[:, 7:10] = self._pncc
         self._mean_normals = kernels.vertex_normals(np.asarray(model.mean_shape, np.float32), self.triangles)
         self._landmarks = None if model.landmarks is None else np.asarray(model.landmarks)
         self._images = ImageFolder(background_dir) if background_dir else None
@@ -171,7 +177,7 @@ class FaceRenderer:
         if self.platform != "cpu":
             self._setup_gl()
         if detail and self._detail_bank is None:
-            self._detail_bank = build_detail_bank(self.model)
+            self._detail_bank = build_detail_bank(self.model, version=self.detail_version)
         self._model_bases()
 
     def close(self) -> None:
@@ -266,13 +272,15 @@ class FaceRenderer:
     def _geometry(self, params: SampleParams, arrays=None) -> "_Geometry":
         m = self.model
         coarse, albedo = self.model_arrays([params])[0] if arrays is None else arrays
-        detailed = None
+        detailed = occlusion = None
         if params.detail_weights is not None:
             if self._detail_bank is None:
-                self._detail_bank = build_detail_bank(m)
+                self._detail_bank = build_detail_bank(m, version=self.detail_version)
             disp = displacement(self._detail_bank, params.detail_weights)  # (N,)
-            # along the mean shape's normals: sub-millimetre displacements, one normal pass saved
+            # along the mean shape's normals: millimetre displacements, one normal pass saved
             detailed = apply_detail(coarse, self._mean_normals, disp)
+            if params.cavity > 0:
+                occlusion = cavity_occlusion(disp, params.cavity)
         drawn = coarse if detailed is None else detailed
         # = morphable_model.geometry.vertex_normals bit for bit (tested), ~3x faster
         normals = kernels.vertex_normals(np.asarray(drawn, np.float32), self.triangles)
@@ -281,7 +289,7 @@ class FaceRenderer:
         coarse_cam = cam.to_camera(coarse, rot, t)  # (N, 3)
         verts_cam = coarse_cam if detailed is None else cam.to_camera(detailed, rot, t)
         normals_cam = normals @ rot.T  # (N, 3) @ (3, 3)^T: normals rotate, they do not translate
-        return _Geometry(verts_cam, coarse_cam if detailed is not None else None, normals_cam, albedo)
+        return _Geometry(verts_cam, coarse_cam if detailed is not None else None, normals_cam, albedo, occlusion)
 
     def render(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None,
                maps: bool = True) -> RenderOutput:
@@ -303,6 +311,8 @@ class FaceRenderer:
         n, alb, pix = px.normals, px.albedo, px.pix
         sh = np.asarray(params.sh, np.float32)
         face_rgb = alb * (sh_basis(n) @ sh)  # (P, 3) linear Lambertian radiance: (P, 9) @ (9, 3)
+        if px.occlusion is not None:
+            face_rgb *= px.occlusion[:, None]  # creases receive less light (SamplingConfig.cavity)
         spec = None
         if params.specular_strength > 0:
             light_dir, light_color = dominant_light(sh)  # (3,), (3,)
@@ -362,15 +372,17 @@ class FaceRenderer:
         mask = np.zeros(size * size, bool)
         mask[pix] = True
         tid = flat_ids[pix]
-        attrs = self._attrs if pncc else self._attrs[:, :6]  # (N, 9) buffer: normal, albedo, pncc (constant)
+        attrs = self._attrs if pncc else self._attrs[:, :7]  # (N, 10) buffer, see __init__
         self._attrs[:, 0:3] = geo.normals_cam
         self._attrs[:, 3:6] = geo.albedo
+        self._attrs[:, 6] = 1.0 if geo.occlusion is None else geo.occlusion
         values, z = kernels.interpolate(pix, tid, size, uv, d, self.triangles, attrs, projection)  # (P, C), (P,)
         n = values[:, 0:3]
         norm = np.sqrt(np.einsum("pc,pc->p", n, n))  # (P,)
         n /= np.maximum(norm, 1e-12)[:, None]
         alb = np.clip(values[:, 3:6], 0.0, 1.0)
-        pncc_v = np.clip(values[:, 6:9], 0.0, 1.0) if pncc else None
+        occ = None if geo.occlusion is None else values[:, 6]
+        pncc_v = np.clip(values[:, 7:10], 0.0, 1.0) if pncc else None
         zc = None
         if coarse and geo.coarse_cam is not None:
             uv_c, d_c = cam.project(geo.coarse_cam.astype(np.float64), k, projection)
@@ -379,7 +391,7 @@ class FaceRenderer:
         # (P, 2) pixel centres (u, v)
         points = np.stack([self._pixel_u.reshape(-1)[pix], self._pixel_v.reshape(-1)[pix]], axis=-1)
         return _Pixels(pix=pix, mask=mask.reshape(size, size), points=points, depth=z, normals=n, albedo=alb,
-                       pncc=pncc_v, depth_coarse=zc)
+                       pncc=pncc_v, depth_coarse=zc, occlusion=occ)
 
     def _landmarks_2d(self, verts_cam, k, projection, depth):
         """Projected landmarks ``(68, 2)`` and visibility ``(68,)``.

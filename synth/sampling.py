@@ -45,6 +45,7 @@ class SamplingConfig:
     framing_jitter: float = 1.0  # --framing-jitter: x the detector's measured crop bias and spread (0 = the exact rule)
     detail: bool = True  # --detail/--no-detail: procedural fine-scale geometry
     detail_scale: float = 1.0  # --detail-scale: multiplies every detail amplitude
+    cavity: float = 0.4  # --cavity: crease darkening exp(cavity * depth mm), 0 = off
     background: str = "photos"  # --background: photos (bundled real photos) | images | noise | solid | none
     background_dir: str | None = None  # --background-dir: folder of images for --background images
     occluders: float = 0.2  # --occluders: probability that a sample gets 1-3 occluding shapes
@@ -63,7 +64,8 @@ class SamplingConfig:
         if self.lighting.mode != self.lights:
             raise ValueError(f"--lights {self.lights!r} disagrees with lighting.mode {self.lighting.mode!r}")
         for flag, value in (("--id-scale", self.id_scale), ("--exp-scale", self.exp_scale),
-                            ("--albedo-scale", self.albedo_scale), ("--detail-scale", self.detail_scale)):
+                            ("--albedo-scale", self.albedo_scale), ("--detail-scale", self.detail_scale),
+                            ("--cavity", self.cavity)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{flag} must be finite and >= 0, got {value}")
         if self.truncation is not None and not self.truncation > 0:
@@ -185,6 +187,7 @@ class SampleParams:
     occluders: list[Occluder]
     specular_strength: float = 0.0  # Blinn-Phong strength (x the dominant light's irradiance); 0 = none
     shininess: float = 16.0  # Blinn-Phong exponent
+    cavity: float = 0.0  # crease darkening per mm of detail depth (synth.detail.cavity_occlusion); 0 = none
 
     @property
     def rotation(self) -> np.ndarray:
@@ -331,5 +334,5 @@ def sample_params(model, config: SamplingConfig, size: int, seed: int, index: in
         translation=translation, intrinsics=intrinsics, projection=config.projection, sh=sh,
         detail_weights=detail_weights, background_kind=config.background,
         background_color=background_color, background_seed=background_seed, occluders=occluders,
-        specular_strength=strength, shininess=shininess,
+        specular_strength=strength, shininess=shininess, cavity=config.cavity if config.detail else 0.0,
     )

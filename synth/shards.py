@@ -145,6 +145,10 @@ class ShardWriter:
         keys = {name: {"dtype": np.dtype(dt).str, "shape": list(s), "unit": DATASETS[name][0],
                        "encoding": DATASETS[name][1]} for name, (s, dt) in shapes.items()}
         self._f.attrs.update({k: v for k, v in attrs.items()})
+        if detail and "detail_bank_version" not in attrs:
+            from .detail import BANK_VERSION
+
+            self._f.attrs["detail_bank_version"] = BANK_VERSION  # the bank layout-3 maps are recomputed with
         self._f.attrs.update({"layout_version": layout, "n_samples": self.n, "detail": bool(detail),
                               "compression": compression, "keys": json.dumps(keys), "complete": False})
 
@@ -368,7 +372,13 @@ class ShardReader:
         """The renderer that recomputes this shard's layout-3 maps (the model loaded on first use)."""
         if self._model is None:
             self._model = _builtin_for(self)
-        return surface_renderer(self._model, int(self.attrs["size"]))
+        return surface_renderer(self._model, int(self.attrs["size"]), self.detail_bank_version)
+
+    @property
+    def detail_bank_version(self) -> int:
+        """The :mod:`synth.detail` bank version of this shard's detail (1 when the attribute is absent:
+        shards written before it existed)."""
+        return int(self.attrs.get("detail_bank_version", 1))
 
     def _sample_params(self, raw: dict[str, np.ndarray]):
         """The :class:`synth.sampling.SampleParams` the maps of a layout-3 sample depend on."""
@@ -432,18 +442,22 @@ def read_samples(requests, keys=None) -> list[dict[str, np.ndarray]]:
     return out
 
 
-_RENDERERS: dict[tuple[str, int], Any] = {}  # (model fingerprint, size) -> FaceRenderer, filled on use
+_RENDERERS: dict[tuple[str, int, int], Any] = {}  # (model fingerprint, size, bank) -> FaceRenderer
 
 
-def surface_renderer(model, size: int):
-    """The CPU :class:`~synth.render.FaceRenderer` that recomputes layout-3 maps of ``model`` at ``size``,
-    one per (model, size) in a process (created on first use; readers share it)."""
-    key = (model.fingerprint, int(size))
+def surface_renderer(model, size: int, detail_version: int | None = None):
+    """The CPU :class:`~synth.render.FaceRenderer` that recomputes layout-3 maps of ``model`` at ``size``
+    with detail bank ``detail_version`` (default: the current one), one per (model, size, version) in
+    a process (created on first use; readers share it)."""
+    from .detail import BANK_VERSION
+
+    version = BANK_VERSION if detail_version is None else int(detail_version)
+    key = (model.fingerprint, int(size), version)
     r = _RENDERERS.get(key)
     if r is None:
         from .render import FaceRenderer
 
-        r = _RENDERERS[key] = FaceRenderer(model, int(size), platform="cpu")
+        r = _RENDERERS[key] = FaceRenderer(model, int(size), platform="cpu", detail_version=version)
     return r
 
 

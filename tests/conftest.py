@@ -137,12 +137,15 @@ def tiny_shards(tiny_model, tmp_path_factory) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def write_shard() -> Callable[..., list]:
-    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=3, compression="zstd")``:
+    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=3, compression="zstd",
+    detail_version=None, cavity=None)``:
     render ``n`` samples of ``model`` (global indices ``k * n + j``, all maps) and write them as shard
     ``k`` at ``path`` with :class:`synth.shards.ShardWriter` in ``layout`` (3, or 2 to test the older
-    reader); returns the ``(params, render output)`` pairs."""
+    reader), detail bank ``detail_version`` (None: the current one, not written as an attribute, as
+    the writer then records it), crease darkening ``cavity`` (None: the default); returns the ``(params, render output)`` pairs."""
 
-    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=3, compression="zstd") -> list:
+    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=3, compression="zstd",
+              detail_version=None, cavity=None) -> list:
         import json
 
         from synth.codecs import encode_sample
@@ -150,13 +153,16 @@ def write_shard() -> Callable[..., list]:
         from synth.sampling import SamplingConfig, sample_params
         from synth.shards import ShardWriter
 
-        cfg = SamplingConfig(detail=detail)
+        cfg = SamplingConfig(detail=detail) if cavity is None else SamplingConfig(detail=detail, cavity=cavity)
         attrs = {"model_fingerprint": model.fingerprint, "model_source": model.source, "projection": "perspective",
                  "size": size, "seed": 0, "shard_index": k, "shard_size": n, "n_total": n_total or n * (k + 1),
                  "start_index": k * n, "generator_config": json.dumps(cfg.to_dict())}
+        if detail_version is not None:
+            attrs["detail_bank_version"] = detail_version
         dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": 16}
         outs = []
-        with FaceRenderer(model, size) as r, ShardWriter(path, n, size, dims, detail, attrs, compression,
+        bank = {} if detail_version is None else {"detail_version": detail_version}
+        with FaceRenderer(model, size, **bank) as r, ShardWriter(path, n, size, dims, detail, attrs, compression,
                                                          layout=layout) as w:
             for j in range(n):
                 p = sample_params(model, cfg, size, 0, k * n + j)
@@ -180,7 +186,8 @@ def face_model_2mm() -> MorphableModel:
 
 @pytest.fixture(scope="session")
 def detail_shards(face_model_2mm, tmp_path_factory) -> Path:
-    """3 samples of the 2 mm-grid built-in model rendered at 128 px (seed 0, detail on, Lambertian): fine
+    """3 samples of the 2 mm-grid built-in model rendered at 128 px (seed 0, detail on, Lambertian,
+    no cavity): fine
     enough that the renders carry resolvable detail (the 8 mm tiny model's triangles are several
     pixels wide); for the fine-stage geometry, lighting and loss tests. Shared, read-only."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
@@ -188,9 +195,9 @@ def detail_shards(face_model_2mm, tmp_path_factory) -> Path:
     from synth.sampling import SamplingConfig
 
     out = tmp_path_factory.mktemp("detail_shards_128")
-    # the Lambertian SH image formation alone (no specular highlight, no occluder): the losses'
-    # model of a photo, exactly
-    sampling = SamplingConfig(specular=False, occluders=0.0)
+    # the Lambertian SH image formation alone (no specular highlight, no occluder, no crease
+    # darkening): the losses' model of a photo, exactly
+    sampling = SamplingConfig(specular=False, occluders=0.0, cavity=0.0)
     render_dataset(DatasetConfig(out=str(out), n=3, size=128, seed=0, shard_size=3, workers=0, sampling=sampling),
                    model=face_model_2mm)
     return out

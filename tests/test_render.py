@@ -168,8 +168,10 @@ def test_landmarks_agree_with_mask_and_depth(tiny_model, tiny_renderer):
 
 
 def test_shading_is_the_shared_formula(tiny_model, tiny_renderer):
-    """Specular off: the image is the Lambertian SH formula the training loss uses, sRGB-encoded."""
-    p = sample_params(tiny_model, SamplingConfig(background="none", occluders=0, specular=False), 64, 1, 2)
+    """Specular and crease darkening off: the image is the Lambertian SH formula the training loss
+    uses, sRGB-encoded."""
+    p = sample_params(tiny_model, SamplingConfig(background="none", occluders=0, specular=False, cavity=0.0),
+                      64, 1, 2)
     assert p.specular_strength == 0
     out = tiny_renderer.render(p)
     m = out.mask
@@ -181,7 +183,8 @@ def test_shading_is_the_shared_formula(tiny_model, tiny_renderer):
 
 def test_specular_is_blinn_phong_of_the_dominant_light(tiny_model, tiny_renderer):
     """linear = clip(albedo * shading + specular), the specular recomputed from the maps and parameters."""
-    cfg = SamplingConfig(background="none", occluders=0, specular_strength=(0.6, 0.6), shininess=(10, 10))
+    cfg = SamplingConfig(background="none", occluders=0, specular_strength=(0.6, 0.6), shininess=(10, 10),
+                         cavity=0.0)
     p = sample_params(tiny_model, cfg, 64, 1, 2)
     out = tiny_renderer.render(p)
     m = out.mask
@@ -234,6 +237,33 @@ def test_detail_changes_depth_within_amplitude(tiny_model, tiny_renderer):
     assert off.mean() < 5e-3 and np.abs(dc - d0).max() < 0.1
     off = tiny_renderer.render(dataclasses.replace(p, detail_weights=None))
     assert off.depth_coarse is None
+
+
+def test_cavity_darkens_the_shading_of_creases_only(tiny_model, tiny_renderer):
+    """``cavity`` multiplies the face's linear radiance by the interpolated exp(cavity * min(disp, 0))
+    and changes nothing else: maps, mask and landmarks equal the cavity-free render's."""
+    from synth.color import srgb_to_linear
+    from synth.detail import cavity_occlusion, displacement
+
+    p = sample_params(tiny_model, SamplingConfig(detail_scale=2.0, occluders=0.0, specular=False), 64, 0, 6)
+    dark = tiny_renderer.render(dataclasses.replace(p, cavity=0.5))
+    flat = tiny_renderer.render(dataclasses.replace(p, cavity=0.0))
+    for key in ("depth", "depth_coarse", "normals", "albedo", "pncc", "mask", "tri_id", "landmarks"):
+        np.testing.assert_array_equal(getattr(dark, key), getattr(flat, key), err_msg=key)
+    m = flat.mask
+    np.testing.assert_array_equal(dark.image[~m], flat.image[~m])  # the background is untouched
+    ratio = srgb_to_linear(dark.image[m] / 255.0) / np.maximum(srgb_to_linear(flat.image[m] / 255.0), 1e-6)
+    bright = srgb_to_linear(flat.image[m] / 255.0) > 0.05  # where 8-bit rounding leaves a usable ratio
+    disp = displacement(tiny_renderer._detail_bank, p.detail_weights)
+    lo = float(cavity_occlusion(disp, 0.5).min())
+    assert lo < 0.8  # the sample has a real crease
+    assert (ratio[bright] <= 1.02).all() and (ratio[bright] >= lo - 0.02).all()
+    crease = (flat.depth - flat.depth_coarse)[m] > 0.5  # > 0.5 mm into the skin (farther away): >= 22 % darker
+    assert crease.any() and np.median(ratio[bright & crease[:, None]]) < 0.85
+    assert dataclasses.replace(p, cavity=0.0).cavity == 0.0 and SamplingConfig(detail=False).cavity > 0
+    assert sample_params(tiny_model, SamplingConfig(detail=False), 64, 0, 6).cavity == 0.0  # no detail, no creases
+    with pytest.raises(ValueError, match="--cavity"):
+        SamplingConfig(cavity=-1.0)
 
 
 def test_backgrounds_and_occluders(tiny_model, tiny_renderer, tmp_path):

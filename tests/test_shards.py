@@ -168,11 +168,12 @@ def test_read_many_equals_read_bit_for_bit(tiny_model, tmp_path, write_shard):
 
 def test_stored_image_is_the_srgb_encoded_shading_of_the_stored_maps(tiny_model, tmp_path, write_shard):
     """On face pixels, image = linear_to_srgb(clip(albedo * shading + specular)) recomputed from the
-    stored maps and parameters alone (normals, albedo, sh, intrinsics, specular)."""
+    stored maps and parameters alone (normals, albedo, sh, intrinsics, specular), crease darkening
+    off (it multiplies the shading: tests/test_render.py)."""
     from synth.lighting import blinn_phong, dominant_light, sh_basis, view_directions
 
     path = tmp_path / sh.shard_name(0)
-    outs = write_shard(tiny_model, path, n=3, size=48)
+    outs = write_shard(tiny_model, path, n=3, size=48, cavity=0.0)
     assert any(p.specular_strength > 0.1 for p, _ in outs)
     c = np.arange(48) + 0.5
     grid = np.stack(np.meshgrid(c, c), axis=-1)  # (48, 48, 2) pixel centres
