@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from synth.detail import (FAMILIES, MAX_AMPLITUDE_MM, N_FIELDS, N_VARIANTS, apply_detail, build_detail_bank,
-                          displacement, layout, sample_detail_weights)
+from synth.detail import (BANK_VERSION, CREASE_WIDTH, FAMILIES, MAX_AMPLITUDE_MM, N_FIELDS, N_VARIANTS, apply_detail,
+                          build_detail_bank, cavity_occlusion, displacement, layout, sample_detail_weights)
 
 
 def test_detail_bank_fields(tiny_model):
@@ -45,3 +45,29 @@ def test_displacement_moves_vertices_along_normals(tiny_model):
     np.testing.assert_allclose(np.einsum("nc,nc->n", moved - tiny_model.mean_shape, normals), d, atol=1e-5)
     with pytest.raises(ValueError, match="weights"):
         displacement(bank, w[:3])
+
+
+def test_bank_versions_widen_the_creases(face_model_2mm):
+    """Bank 2 (written now) draws the same creases as bank 1, wider: more vertices of each crease
+    field reach half its depth, by about the width factor; pores are the same; unknown versions
+    are refused."""
+    v1, v2 = build_detail_bank(face_model_2mm, version=1), build_detail_bank(face_model_2mm, version=2)
+    assert BANK_VERSION == 2 and set(CREASE_WIDTH) == {1, 2}
+    np.testing.assert_array_equal(build_detail_bank(face_model_2mm).fields, v2.fields)
+    for name, family in (("forehead0", "forehead"), ("crows_right0", "crows"), ("nasolabial0", "nasolabial")):
+        i = v1.names.index(name)
+        ratio = (np.abs(v2.fields[i]) > 0.5).sum() / (np.abs(v1.fields[i]) > 0.5).sum()
+        assert 0.7 * CREASE_WIDTH[2][family] < ratio < 1.4 * CREASE_WIDTH[2][family], (name, ratio)
+    pores = [v1.names.index(n) for n in v1.names if n.startswith("pores")]
+    np.testing.assert_array_equal(v1.fields[pores], v2.fields[pores])
+    with pytest.raises(ValueError, match="version"):
+        build_detail_bank(face_model_2mm, version=3)
+
+
+def test_cavity_occlusion():
+    d = np.array([-2.0, -0.5, 0.0, 0.3], np.float32)
+    o = cavity_occlusion(d, 0.4)
+    assert o.dtype == np.float32
+    np.testing.assert_allclose(o, np.exp(0.4 * np.minimum(d, 0)), rtol=1e-6)
+    assert o[2] == o[3] == 1.0 and o[0] < o[1] < 1.0  # deeper is darker, raised skin is not brightened
+    np.testing.assert_array_equal(cavity_occlusion(d, 0.0), np.ones(4, np.float32))

@@ -41,6 +41,30 @@ def test_roundtrip_layout_3_recomputes_the_maps_bit_for_bit(tiny_model, tmp_path
     assert verify_shard(path).ok
 
 
+def test_layout_3_maps_are_recomputed_with_the_shards_own_detail_bank(tiny_model, tmp_path, write_shard):
+    """A shard records the detail bank it was rendered with; one written before the attribute existed
+    (bank 1) still reads back bit for bit, and the current bank is recorded by the writer itself."""
+    from synth.detail import BANK_VERSION
+
+    old, new = tmp_path / "old" / sh.shard_name(0), tmp_path / "new" / sh.shard_name(0)
+    old.parent.mkdir()
+    new.parent.mkdir()
+    outs_old = write_shard(tiny_model, old, detail_version=1)
+    with h5py.File(old, "r+") as f:  # as written before the attribute existed
+        assert int(f.attrs["detail_bank_version"]) == 1
+        del f.attrs["detail_bank_version"]
+    outs_new = write_shard(tiny_model, new)
+    with sh.ShardReader(old, model=tiny_model) as r_old, sh.ShardReader(new, model=tiny_model) as r_new:
+        assert r_old.detail_bank_version == 1 and r_new.detail_bank_version == BANK_VERSION == 2
+        for j in range(3):
+            for r, outs in ((r_old, outs_old), (r_new, outs_new)):
+                d = r.read(j, keys=("depth", "normals"))
+                np.testing.assert_array_equal(d["depth"], outs[j][1].depth)
+                np.testing.assert_array_equal(d["normals"], outs[j][1].normals)
+        # the two banks differ, so reading with the wrong one would not go unnoticed
+        assert not np.array_equal(outs_old[0][1].depth, outs_new[0][1].depth)
+
+
 @pytest.mark.parametrize("compression", ["gzip", "lzf"])
 def test_layout_2_shards_still_read_at_their_precision(tiny_model, tmp_path, write_shard, compression):
     path = tmp_path / sh.shard_name(0)
