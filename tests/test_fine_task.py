@@ -286,6 +286,8 @@ def test_synthetic_only_on_ground_truth_coarse(shards, tiny_model, tmp_path):
     # 0.55 %: the tiny model's folds are as wide as its 8 mm triangles); CoarseNet's mean face is 26 % off
     assert res.val["depth_err_detail_coarse_pct"] < 2.0
     assert np.isfinite(res.val["detail_recovered"])
+    pooled = 1.0 - res.val["detail_error_energy"] / res.val["detail_energy"]
+    assert res.val["detail_recovered_pooled"] == pytest.approx(pooled) and res.val["detail_energy"] > 0
 
 
 def test_coarse_net_runs_at_its_own_size(shards, tiny_model, coarse_ckpt):

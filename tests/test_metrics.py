@@ -20,6 +20,7 @@ from train.metrics import (
     INNER_51,
     coarse_metrics,
     detail_depth_errors,
+    detail_energies,
     detail_recovered,
     high_pass,
     masked_gaussian_blur,
@@ -300,6 +301,26 @@ def test_detail_recovered_values():
     assert torch.isnan(empty).all()
     with pytest.raises(ValueError, match="pass both pred_base and gt_base"):
         detail_recovered(gt, gt, mask, pred_base=coarse)
+
+
+def test_pooled_detail_weighs_images_by_their_detail():
+    # two images: one with detail, recovered in half (0.75 per image); one with almost none, where
+    # a little invented detail is a large negative ratio. The per-image mean is dominated by the
+    # second; the pooled share 1 - sum(error) / sum(energy) is not.
+    mask, i, j = _disc()
+    coarse = (0.05 * (i - 20) ** 2)[None].repeat(2, 1, 1)
+    detail = torch.cos(1.3 * j)[None] * torch.sin(0.9 * i)[None]
+    gt = coarse + torch.cat([0.5 * detail, 0.01 * detail])
+    pred = coarse + torch.cat([0.25 * detail, 0.05 * detail])
+    m = mask.expand(2, -1, -1)
+    kw = dict(pred_base=coarse, gt_base=coarse)
+    per_image = detail_recovered(pred, gt, m, **kw)
+    err, energy = detail_energies(pred, gt, m, **kw)
+    assert torch.allclose(per_image, 1 - err / energy)
+    assert float(per_image[0]) == pytest.approx(0.75) and float(per_image[1]) == pytest.approx(-15.0)
+    pooled = 1 - float(err.sum() / energy.sum())
+    assert pooled == pytest.approx(1 - (0.25 * 0.5 ** 2 + 16 * 0.01 ** 2) / (0.5 ** 2 + 0.01 ** 2))
+    assert pooled > 0.7 and float(per_image.mean()) < -7
 
 
 def test_detail_depth_errors_use_the_coarse_metric():

@@ -48,7 +48,7 @@ from .data import DetailShardDataset, EpochIndexed, PhotoDataset, image_to_float
 from .fine_net import FineNet
 from .inference import load_checkpoint_and_model
 from .losses import FineLoss, FineLossWeights, FineTargets, LossOutput, fine_targets, refine_mask
-from .metrics import detail_depth_errors, detail_recovered
+from .metrics import detail_depth_errors, detail_energies, detail_recovered
 from .params import decode_params
 from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, resume_state_for, validate
 
@@ -473,17 +473,29 @@ class FineTask:
         ``detail_recovered`` (the detail added vs the true detail, :func:`train.metrics.detail_recovered`
         with bases), ``detail_recovered_hp`` and ``detail_recovered_hp_coarse`` (the plain
         high-pass form, refined and coarse), ``depth_err_detail_coarse_pct`` /
-        ``depth_err_detail_fine_pct`` (:func:`train.metrics.detail_depth_errors`), each ``(B,)``."""
+        ``depth_err_detail_fine_pct`` (:func:`train.metrics.detail_depth_errors`), and
+        ``detail_error_energy`` / ``detail_energy`` (:func:`train.metrics.detail_energies`, for
+        :meth:`summarize`), each ``(B,)``."""
         gt, gt_coarse = batch["depth"].float(), batch["depth_coarse"].float()
         gt_mask = batch["mask"].bool() & batch["region_gt"]  # the coarse metric's pixels: the inner face
         fine, coarse = out["depth"].float(), out["depth_coarse"].float()
         m = out["refine"] & gt_mask
+        err, energy = detail_energies(fine, gt, m, pred_base=coarse, gt_base=gt_coarse)
         res = {"detail_recovered": detail_recovered(fine, gt, m, pred_base=coarse, gt_base=gt_coarse),
+               "detail_error_energy": err, "detail_energy": energy,
                "detail_recovered_hp": detail_recovered(fine, gt, m),
                "detail_recovered_hp_coarse": detail_recovered(coarse, gt, m),
                **detail_depth_errors(coarse, fine, gt, gt_mask, out["mask"])}
         nan = torch.full_like(res["detail_recovered"], float("nan"))
         return {k: torch.where(batch["has_gt"], v, nan) for k, v in res.items()}
+
+    @staticmethod
+    def summarize(means: dict[str, float]) -> dict[str, float]:
+        """Set-level metrics from the means of :meth:`metrics`: ``detail_recovered_pooled`` =
+        1 - sum(error energy) / sum(true detail energy) over the set (each image weighted by its
+        detail; the per-image mean ``detail_recovered`` is dominated by images with almost none)."""
+        err, energy = means.get("detail_error_energy", float("nan")), means.get("detail_energy", float("nan"))
+        return {"detail_recovered_pooled": 1.0 - err / energy if energy > 0 else float("nan")}
 
     def extra_state(self) -> dict[str, Any]:
         """Stored in checkpoints (``task_state``) so the model can be rebuilt."""

@@ -58,6 +58,7 @@ __all__ = [
     "masked_gaussian_blur",
     "high_pass",
     "detail_recovered",
+    "detail_energies",
     "detail_depth_errors",
 ]
 
@@ -489,6 +490,20 @@ def detail_recovered(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, s
     if pred.shape != gt.shape or pred.ndim != 3 or mask.shape != gt.shape:
         raise ValueError(f"pred, gt and mask must all be (B, H, W), got {tuple(pred.shape)}, {tuple(gt.shape)}, "
                          f"{tuple(mask.shape)}")
+    num, den = detail_energies(pred, gt, mask, sigma, pred_base, gt_base)
+    out = 1.0 - num / den.clamp_min(1e-30)
+    return torch.where(mask.bool().flatten(1).any(1), out, torch.full_like(out, float("nan")))
+
+
+def detail_energies(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, sigma: float = 2.0,
+                    pred_base: torch.Tensor | None = None,
+                    gt_base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(|hp(pred - pred_base) - hp(gt - gt_base)|^2, |hp(gt - gt_base)|^2)``, each ``(B,)`` mm^2
+    summed over ``mask``: the error and the true detail's energy of :func:`detail_recovered`
+    (same arguments). Summed over a set, ``1 - sum(error) / sum(energy)`` is the *pooled* share of
+    detail recovered, which weighs each image by how much detail it has — the per-image mean is
+    dominated by images with almost none (a face turned away, creases absent), where any added
+    detail is a large negative ratio."""
     if (pred_base is None) != (gt_base is None):
         raise ValueError("pass both pred_base and gt_base, or neither")
     if pred_base is not None:
@@ -498,10 +513,7 @@ def detail_recovered(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, s
         pred, gt = pred - pred_base, gt - gt_base
     m = mask.bool()
     hp_p, hp_g = high_pass(pred, m, sigma), high_pass(gt, m, sigma)
-    num = ((hp_p - hp_g) ** 2).flatten(1).sum(1)
-    den = (hp_g ** 2).flatten(1).sum(1)
-    out = 1.0 - num / den.clamp_min(1e-30)
-    return torch.where(m.flatten(1).any(1), out, torch.full_like(out, float("nan")))
+    return ((hp_p - hp_g) ** 2).flatten(1).sum(1), (hp_g ** 2).flatten(1).sum(1)
 
 
 def detail_depth_errors(coarse: torch.Tensor, fine: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor,

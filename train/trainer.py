@@ -10,6 +10,7 @@ A task provides (see :class:`train.coarse_task.CoarseTask`)::
     task.forward(model, batch)         -> model output (model may be the DDP wrapper)
     task.loss(out, batch)              -> train.losses.LossOutput (total, terms, per_iter)
     task.metrics(out, batch)           -> {name: (B,) tensor} per-sample validation metrics
+    task.summarize(means)              -> {name: float} set-level metrics from their means (optional)
     task.extra_state()                 -> dict stored in checkpoints (to rebuild the model)
 
 :class:`Trainer` does the rest: device and DistributedDataParallel (``torchrun``; gloo on CPU,
@@ -197,8 +198,9 @@ def _autocast(amp: bool):
 
 @torch.no_grad()
 def validate(task, model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = False) -> dict[str, float]:
-    """Mean of every per-sample metric of ``task.metrics`` over ``loader`` (NaNs skipped), plus
-    ``n`` (the number of samples); ``model`` is left in the mode it was in. ``amp``: bf16
+    """Mean of every per-sample metric of ``task.metrics`` over ``loader`` (NaNs skipped), what
+    ``task.summarize(means)`` derives from them when the task has it, plus ``n`` (the number of
+    samples); ``model`` is left in the mode it was in. ``amp``: bf16
     autocast for the forward (CUDA only)."""
     was = model.training
     model.eval()
@@ -217,6 +219,8 @@ def validate(task, model: torch.nn.Module, loader: Iterable, device: torch.devic
         n += int(batch["image"].shape[0])
     model.train(was)
     res = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
+    if hasattr(task, "summarize"):  # set-level metrics derived from the means
+        res.update(task.summarize(res))
     res["n"] = float(n)
     return res
 
