@@ -41,7 +41,7 @@ import numpy as np
 
 from . import shards as sh
 from .codecs import encode_sample
-from .detail import N_FIELDS
+from .detail import BANK_VERSION, N_FIELDS
 from .sampling import SamplingConfig, face_framing, sample_params
 from .verify import quick_check_shard
 
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 # fields of the manifest that must match for a rerun to resume into the same folder
 _IDENTITY_KEYS = ("n_total", "shard_size", "size", "seed", "model_fingerprint", "sampling", "layout_version",
-                  "platform")
+                  "platform", "detail_bank_version")
 
 SHARD_SIZE_RULE = "min(1000, max(32, 16 * ceil(N / 1024)))"
 
@@ -188,6 +188,8 @@ def manifest_for(config: DatasetConfig, model, shard_size_rule: str = "--shard-s
         # the rasterizers agree on all but edge pixels (a pixel centre on a shared edge, docs/rendering.md):
         # a dataset is rendered on one platform
         "platform": config.platform,
+        # synth.detail's bank (None: detail off); absent from manifests written before bank 2
+        "detail_bank_version": BANK_VERSION if config.sampling.detail else None,
     }
 
 
@@ -254,8 +256,12 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
     if old is not None:
         diff = [k for k in _IDENTITY_KEYS if old.get(k) != json.loads(json.dumps(manifest[k]))]
         if diff:
+            bank = ""
+            if "detail_bank_version" in diff and config.sampling.detail:
+                bank = (f"; it was rendered with detail bank {old.get('detail_bank_version') or 1}, this synth-cli "
+                        f"writes bank {BANK_VERSION}")
             raise ValueError(f"--out {str(out)!r} already holds a dataset with another configuration "
-                             f"(differs in: {', '.join(diff)}); use a new --out or remove it")
+                             f"(differs in: {', '.join(diff)}{bank}); use a new --out or remove it")
     elif out.exists() and sh.list_shards(out):
         raise ValueError(f"--out {str(out)!r} holds shards but no dataset.json; use a new --out")
     expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}
@@ -304,8 +310,10 @@ class _ShardRenderer:
             "projection": c.sampling.projection, "size": c.size, "seed": c.seed, "shard_index": k,
             "shard_size": c.shard_size, "n_total": c.n, "start_index": start,
             "generator_config": json.dumps(manifest["sampling"], sort_keys=True),
-            "lights": c.sampling.lights, "detail_bank_version": self.renderer.detail_version,
+            "lights": c.sampling.lights,
         }
+        if c.sampling.detail:
+            attrs["detail_bank_version"] = self.renderer.detail_version
         dims = {"alpha_id": self.model.n_id, "alpha_exp": self.model.n_exp, "beta": self.model.n_albedo,
                 "detail_weights": N_FIELDS}
         for stale in out.glob(f"{sh.TEMP_PREFIX}{sh.shard_name(k)}.*"):

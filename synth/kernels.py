@@ -9,7 +9,8 @@ against it (bit for bit where the arithmetic is the same, see each docstring):
   the interpolated per-vertex attributes; twin of :func:`synth.raster.barycentrics` (``clip=True``)
   followed by ``sum_k w_k * attrs[corner_k]`` in float32;
 * :func:`plane_depth` — depth where each pixel ray meets its triangle's plane; twin of
-  :func:`synth.raster.barycentrics` with ``clip=False``;
+  :func:`synth.raster.barycentrics` with ``clip=False``, clamped to within ``margin_mm`` of the
+  triangle's corner depths (only runaway cuts of nearly edge-on triangles differ);
 * :func:`vertex_normals` — area-weighted unit vertex normals; twin of
   :func:`morphable_model.geometry.vertex_normals` (same float32 cross products, float64 sums in
   triangle order, same normalisation).
@@ -169,11 +170,13 @@ def interpolate(pix: np.ndarray, tri: np.ndarray, width: int, uv: np.ndarray, de
     return out, z
 
 
-PLANE_DEPTH_MARGIN_MM = 8.0  # > any synth.detail displacement: only runaway cuts are clamped
+# plane_depth's default clamp: above the deepest synth.detail fold (2.4 mm x --detail-scale, up to
+# ~13), far below the runaway cuts of nearly edge-on triangles (hundreds of mm)
+PLANE_DEPTH_MARGIN_MM = 32.0
 
 
 @njit(cache=True)
-def _plane_depth(pix, tid, width, u, v, d, tris, perspective, depth):
+def _plane_depth(pix, tid, width, u, v, d, tris, perspective, margin, depth):
     for p in range(pix.shape[0]):
         t = tid[p]
         a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
@@ -188,22 +191,24 @@ def _plane_depth(pix, tid, width, u, v, d, tris, perspective, depth):
         else:
             depth[p] = l0 * d[a] + l1 * d[b] + l2 * d[c]
         # a nearly edge-on triangle's plane can meet the ray hundreds of mm away: keep the cut within
-        # PLANE_DEPTH_MARGIN_MM of the triangle's own depth range
-        lo = min(d[a], min(d[b], d[c])) - PLANE_DEPTH_MARGIN_MM
-        hi = max(d[a], max(d[b], d[c])) + PLANE_DEPTH_MARGIN_MM
+        # margin of the triangle's own depth range
+        lo = min(d[a], min(d[b], d[c])) - margin
+        hi = max(d[a], max(d[b], d[c])) + margin
         depth[p] = min(max(depth[p], lo), hi)
 
 
 def plane_depth(pix: np.ndarray, tri: np.ndarray, width: int, uv: np.ndarray, depth: np.ndarray,
-                triangles: np.ndarray, projection: str = "perspective") -> np.ndarray:
+                triangles: np.ndarray, projection: str = "perspective",
+                margin_mm: float = PLANE_DEPTH_MARGIN_MM) -> np.ndarray:
     """Depth ``(P,)`` float64 where the ray of each pixel centre ``pix`` meets the *plane* of its
     triangle ``tri`` (weights not clipped): :func:`synth.raster.barycentrics` with ``clip=False``,
-    then clamped to the triangle's corner depths +- :data:`PLANE_DEPTH_MARGIN_MM`. Used for the coarse depth, cut by the ray through the pixel of the detailed surface."""
+    then clamped to the triangle's corner depths +- ``margin_mm``. Used for the coarse depth, cut
+    by the ray through the pixel of the detailed surface."""
     pix = np.ascontiguousarray(pix, np.int64)
     z = np.empty(pix.shape[0], np.float64)
     _plane_depth(pix, np.ascontiguousarray(tri, np.int64), int(width), np.ascontiguousarray(uv[:, 0], np.float64),
                  np.ascontiguousarray(uv[:, 1], np.float64), np.ascontiguousarray(depth, np.float64),
-                 np.ascontiguousarray(triangles, np.int64), projection == "perspective", z)
+                 np.ascontiguousarray(triangles, np.int64), projection == "perspective", float(margin_mm), z)
     return z
 
 

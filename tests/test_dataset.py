@@ -37,6 +37,16 @@ def test_default_shard_size_in_the_manifest_and_kept_by_a_rerun(tiny_model, tmp_
     assert sizes == [2, 2, 1]
     with pytest.raises(ValueError, match="differs in: shard_size"):
         prepare(DatasetConfig(out=str(out), n=5, size=16, shard_size=3, workers=0), tiny_model)
+    # a dataset whose manifest predates detail bank 2 is not resumed with bank 2 (mixed folds)
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["detail_bank_version"] == 2
+    with ShardReader(list_shards(out)[0]) as r:
+        assert r.detail_bank_version == 2
+    del manifest["detail_bank_version"]
+    (out / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="detail_bank_version; it was rendered with detail bank 1, this synth-cli "
+                                         "writes bank 2"):
+        prepare(DatasetConfig(out=str(out), n=5, size=16, workers=0), tiny_model)
 
 
 @pytest.mark.parametrize("platform, llvmpipe", [("osmesa", 1), ("cpu", 0)])

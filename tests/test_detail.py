@@ -71,3 +71,22 @@ def test_cavity_occlusion():
     np.testing.assert_allclose(o, np.exp(0.4 * np.minimum(d, 0)), rtol=1e-6)
     assert o[2] == o[3] == 1.0 and o[0] < o[1] < 1.0  # deeper is darker, raised skin is not brightened
     np.testing.assert_array_equal(cavity_occlusion(d, 0.0), np.ones(4, np.float32))
+
+
+# Bank 1 of the 8 mm tiny model as the code before bank versions (commit 8593681) built it: per field
+# sum |f| and sum f * (vertex index mod 97). Shards without "detail_bank_version" are read with bank
+# 1, so it must not drift (computed from that commit's synth/detail.py; bit-identical today).
+_BANK1_ABS = [
+    23.61624, 18.77511, 24.14792, 21.92518, 2.245435, 2.76999, 3.5089, 3.106517, 2.780522, 2.609115, 36.52261,
+    32.61856, 28.42457, 71.89039, 81.02251, 76.91634,
+]
+_BANK1_WEIGHTED = [
+    -1147.525, -1002.376, -1131.549, -1107.983, -104.1794, -110.8567, -173.7841, -147.4749, -137.528,
+    -131.3625, -2040.592, -1877.436, -1619.701, -58.97326, 108.1911, 72.28833,
+]
+
+
+def test_bank_1_is_the_bank_old_shards_were_rendered_with(tiny_model):
+    f = build_detail_bank(tiny_model, version=1).fields.astype(np.float64)
+    np.testing.assert_allclose(np.abs(f).sum(1), _BANK1_ABS, rtol=1e-5)
+    np.testing.assert_allclose((f * (np.arange(f.shape[1]) % 97)).sum(1), _BANK1_WEIGHTED, rtol=1e-5, atol=1e-3)

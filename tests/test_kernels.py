@@ -65,6 +65,25 @@ def test_interpolate_and_plane_depth_equal_the_numpy_barycentrics(tiny_model):
     np.testing.assert_array_equal(plane, barycentrics(points, uv[tris[tid]], d[tris[tid]], "perspective", clip=False)[1])
 
 
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_plane_depth_clamps_runaway_cuts_of_edge_on_triangles(projection):
+    # a triangle seen almost edge-on (depths 500-540 mm over a tenth of a pixel in v): pixel rows
+    # away from it meet its plane hundreds of mm off; the cut is clamped to its depth range +-
+    # the margin, and equals barycentrics(clip=False) wherever that stays inside
+    uv = np.array([[2.0, 5.0], [30.0, 5.0], [16.0, 5.1]])
+    d = np.array([500.0, 500.0, 540.0])
+    tris = np.array([[0, 1, 2]])
+    pix = np.array([5 * 40 + 16, 4 * 40 + 16, 9 * 40 + 16, 30 * 40 + 16], np.int64)  # rows 5, 4, 9, 30
+    tid = np.zeros(4, np.int64)
+    points = np.stack([pix % 40 + 0.5, pix // 40 + 0.5], axis=-1)
+    free = barycentrics(points, uv[tris[tid]], d[tris[tid]], projection, clip=False)[1]
+    got = kernels.plane_depth(pix, tid, 40, uv, d, tris, projection, margin_mm=32.0)
+    assert np.abs(free - 520).max() > 200  # the runaway cuts this is about (even negative depths)
+    np.testing.assert_array_equal(got, np.clip(free, 500.0 - 32.0, 540.0 + 32.0))
+    assert (got >= 468.0).all() and (got <= 572.0).all()
+    np.testing.assert_array_equal(kernels.plane_depth(pix, tid, 40, uv, d, tris, projection, margin_mm=1e9), free)
+
+
 def test_vertex_normals_equal_the_numpy_version(tiny_model):
     v = (np.asarray(tiny_model.mean_shape) + np.random.default_rng(1).normal(0, 0.3, (tiny_model.n_vertices, 3)))
     for dtype in (np.float32, np.float64):

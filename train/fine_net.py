@@ -19,7 +19,7 @@ depth normalised per image, ``(z - median_mask(z)) / depth_scale_mm`` on the coa
 
 Output: ``depth = z_coarse + refine * residual_scale_mm * y`` with ``y`` the last layer's output
 and ``refine`` the pixels to refine (the coarse mask by default), so ``residual_scale_mm``
-(default 1 mm, the amplitude of wrinkles and folds) sets the units the network works in; elsewhere
+(default 1 mm, the order of wrinkles and folds: up to ~2.4 mm deep in the renders) sets the units the network works in; elsewhere
 the depth stays the coarse one (0 off-face).
 """
 

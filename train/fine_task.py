@@ -481,6 +481,8 @@ class FineTask:
         fine, coarse = out["depth"].float(), out["depth_coarse"].float()
         m = out["refine"] & gt_mask
         err, energy = detail_energies(fine, gt, m, pred_base=coarse, gt_base=gt_coarse)
+        both = torch.isfinite(err) & torch.isfinite(energy)  # summarize divides their means: same samples
+        err, energy = (torch.where(both, x, torch.full_like(x, float("nan"))) for x in (err, energy))
         res = {"detail_recovered": detail_recovered(fine, gt, m, pred_base=coarse, gt_base=gt_coarse),
                "detail_error_energy": err, "detail_energy": energy,
                "detail_recovered_hp": detail_recovered(fine, gt, m),
