@@ -288,6 +288,7 @@ def test_synthetic_only_on_ground_truth_coarse(shards, tiny_model, tmp_path):
     assert np.isfinite(res.val["detail_recovered"])
     pooled = 1.0 - res.val["detail_error_energy"] / res.val["detail_energy"]
     assert res.val["detail_recovered_pooled"] == pytest.approx(pooled) and res.val["detail_energy"] > 0
+    assert np.isfinite(res.val["detail_recovered_median"])
 
 
 def test_coarse_net_runs_at_its_own_size(shards, tiny_model, coarse_ckpt):

@@ -105,6 +105,26 @@ def test_toy_task_trains_logs_validates_and_checkpoints(tmp_path):
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 8 + 2  # train rows + val rows
 
 
+def test_validate_reports_medians_and_set_level_metrics():
+    from train.trainer import validate
+
+    class Fixed(ToyTask):
+        median_metrics = ("v",)
+
+        def metrics(self, out, batch):
+            return {"v": batch["v"], "w": 2 * batch["v"]}
+
+        @staticmethod
+        def summarize(means):
+            return {"ratio": means["w"] / means["v"]}
+
+    loader = [{"image": torch.zeros(3, 3), "v": torch.tensor([1.0, 100.0, float("nan")])},
+              {"image": torch.zeros(2, 3), "v": torch.tensor([3.0, 4.0])}]
+    res = validate(Fixed(), torch.nn.Linear(3, 1), loader, torch.device("cpu"))
+    assert res["v"] == pytest.approx(27.0) and res["v_median"] == pytest.approx(3.5)  # NaN skipped
+    assert res["ratio"] == pytest.approx(2.0) and res["n"] == 5 and "w_median" not in res
+
+
 def test_resume_reproduces_the_uninterrupted_run_and_drops_stale_rows(tmp_path):
     _fit(tmp_path / "a")
     _fit(tmp_path / "b", stop_at=20)

@@ -421,6 +421,7 @@ class FineTask:
 
     name = "fine"
     curve_metrics = ("detail_recovered", "depth_err_detail_fine_pct")
+    median_metrics = ("detail_recovered",)  # the per-image mean is dominated by images with no detail
 
     def __init__(self, morph_model, model: FineModel, weights: FineLossWeights, smooth_on: str = "residual"):
         self.morph_model, self.model = morph_model, model

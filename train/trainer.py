@@ -11,6 +11,7 @@ A task provides (see :class:`train.coarse_task.CoarseTask`)::
     task.loss(out, batch)              -> train.losses.LossOutput (total, terms, per_iter)
     task.metrics(out, batch)           -> {name: (B,) tensor} per-sample validation metrics
     task.summarize(means)              -> {name: float} set-level metrics from their means (optional)
+    task.median_metrics                names of metrics also reported as their median (optional)
     task.extra_state()                 -> dict stored in checkpoints (to rebuild the model)
 
 :class:`Trainer` does the rest: device and DistributedDataParallel (``torchrun``; gloo on CPU,
@@ -40,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -198,14 +200,16 @@ def _autocast(amp: bool):
 
 @torch.no_grad()
 def validate(task, model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = False) -> dict[str, float]:
-    """Mean of every per-sample metric of ``task.metrics`` over ``loader`` (NaNs skipped), what
-    ``task.summarize(means)`` derives from them when the task has it, plus ``n`` (the number of
-    samples); ``model`` is left in the mode it was in. ``amp``: bf16
+    """Mean of every per-sample metric of ``task.metrics`` over ``loader`` (NaNs skipped), the
+    median (``<name>_median``) of those named in ``task.median_metrics`` (optional), what
+    ``task.summarize(means)`` derives from the means when the task has it, plus ``n`` (the number
+    of samples); ``model`` is left in the mode it was in. ``amp``: bf16
     autocast for the forward (CUDA only)."""
     was = model.training
     model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
+    kept: dict[str, list[torch.Tensor]] = {name: [] for name in getattr(task, "median_metrics", ())}
     n = 0
     for batch in loader:
         batch = task.prepare_batch(batch, device)
@@ -216,9 +220,14 @@ def validate(task, model: torch.nn.Module, loader: Iterable, device: torch.devic
             ok = torch.isfinite(v)
             sums[name] = sums.get(name, 0.0) + float(v[ok].sum())
             counts[name] = counts.get(name, 0) + int(ok.sum())
+            if name in kept:
+                kept[name].append(v[ok].cpu())
         n += int(batch["image"].shape[0])
     model.train(was)
     res = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
+    for name, parts in kept.items():  # torch's median of an even count is the lower middle: use numpy's
+        values = torch.cat(parts).double().numpy() if parts else np.zeros(0)
+        res[f"{name}_median"] = float(np.median(values)) if values.size else float("nan")
     if hasattr(task, "summarize"):  # set-level metrics derived from the means
         res.update(task.summarize(res))
     res["n"] = float(n)
