@@ -420,7 +420,7 @@ class FineTask:
     """What the shared trainer needs for phase 2 (module docstring)."""
 
     name = "fine"
-    curve_metrics = ("detail_recovered", "depth_err_detail_fine_pct")
+    curve_metrics = ("detail_recovered_pooled", "depth_err_detail_fine_pct")
     median_metrics = ("detail_recovered",)  # the per-image mean is dominated by images with no detail
 
     def __init__(self, morph_model, model: FineModel, weights: FineLossWeights, smooth_on: str = "residual"):
