@@ -1,4 +1,5 @@
 """synth-cli render/verify/preview end to end on tiny runs (32 px, a few samples)."""
+import json
 import os
 import signal
 import subprocess
@@ -258,6 +259,13 @@ def test_photo_colour_flags(tmp_path, tmp_model_h5):
         np.testing.assert_allclose(r.read(1)["specular"], [0.3, 20.0], rtol=1e-6)
     res = _run("render", "--out", tmp_path / "s3", "--n", "2", "--specular-strength", "a,b")
     assert res.exit_code == 2 and "--specular-strength" in res.output
+    # --cavity: the crease darkening reaches the manifest; a negative one is refused naming the flag
+    res = _run("render", "--out", tmp_path / "s4", "--model", tmp_model_h5, "--n", "2", "--size", "32",
+               "--cavity", "0")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "s4" / "dataset.json").read_text())["sampling"]["cavity"] == 0.0
+    res = _run("render", "--out", tmp_path / "s5", "--n", "2", "--cavity", "-1")
+    assert res.exit_code == 1 and "--cavity must be finite and >= 0, got -1.0" in res.output
 
 
 def test_verify_names_the_corrupted_shard(reference, tmp_path):
