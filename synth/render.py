@@ -38,7 +38,8 @@ from . import camera as cam
 from . import kernels
 from .backgrounds import ImageFolder, draw_background, paint_occluders
 from .color import linear_to_srgb_u8
-from .detail import BANK_VERSION, CREASE_WIDTH, DetailBank, apply_detail, build_detail_bank, cavity_occlusion, displacement
+from .detail import (BANK_VERSION, CREASE_WIDTH, DetailBank, apply_detail, build_detail_bank, cavity_occlusion,
+                     displacement)
 from .lighting import blinn_phong, dominant_light, sh_basis, shade, view_directions
 from .sampling import SampleParams
 

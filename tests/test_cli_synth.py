@@ -1,5 +1,4 @@
 """synth-cli render/verify/preview end to end on tiny runs (32 px, a few samples)."""
-import json
 import os
 import signal
 import subprocess
