@@ -179,7 +179,8 @@ def build_detail_bank(model, seed: int = 0, version: int = BANK_VERSION) -> Deta
             wave = rng.uniform(0.5, 2.5) * np.sin(2 * math.pi * (x - xc) / rng.uniform(40, 90) + rng.uniform(0, 6.3))
             length = half * rng.uniform(0.5, 1.0)
             shift = rng.uniform(-0.2, 0.2) * half
-            f -= np.exp(-(((y - base - wave) / (w * widen["forehead"])) ** 2)) * _window(x - xc - shift, -length, length, 6.0)
+            crease = np.exp(-(((y - base - wave) / (w * widen["forehead"])) ** 2))
+            f -= crease * _window(x - xc - shift, -length, length, 6.0)
         fields.append(f * front)
 
     # crow's feet: rays from the outer eye corners, pointing away from the face centre
@@ -193,7 +194,8 @@ def build_detail_bank(model, seed: int = 0, version: int = BANK_VERSION) -> Deta
             for ang in np.radians(np.sort(rng.uniform(-45, 40, int(rng.integers(3, 6))))):
                 along = r * np.cos(theta - ang)
                 across = r * np.sin(theta - ang)
-                f -= np.exp(-((across / (w * widen["crows"])) ** 2)) * _window(along, rng.uniform(4, 7), rng.uniform(14, 24), 3.0)
+                crease = np.exp(-((across / (w * widen["crows"])) ** 2))
+                f -= crease * _window(along, rng.uniform(4, 7), rng.uniform(14, 24), 3.0)
             fields.append(f * front)
 
     # nasolabial folds: a bent curve from each nose wing past the mouth corner

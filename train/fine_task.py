@@ -48,7 +48,7 @@ from .data import DetailShardDataset, EpochIndexed, PhotoDataset, image_to_float
 from .fine_net import FineNet
 from .inference import load_checkpoint_and_model
 from .losses import FineLoss, FineLossWeights, FineTargets, LossOutput, fine_targets, refine_mask
-from .metrics import detail_depth_errors, detail_energies, detail_recovered
+from .metrics import detail_depth_errors, detail_energies, detail_recovered, detail_share
 from .params import decode_params
 from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, resume_state_for, validate
 
@@ -482,10 +482,10 @@ class FineTask:
         fine, coarse = out["depth"].float(), out["depth_coarse"].float()
         m = out["refine"] & gt_mask
         err, energy = detail_energies(fine, gt, m, pred_base=coarse, gt_base=gt_coarse)
+        share = detail_share(err, energy, m)  # = detail_recovered(fine, gt, m, coarse, gt_coarse)
         both = torch.isfinite(err) & torch.isfinite(energy)  # summarize divides their means: same samples
         err, energy = (torch.where(both, x, torch.full_like(x, float("nan"))) for x in (err, energy))
-        res = {"detail_recovered": detail_recovered(fine, gt, m, pred_base=coarse, gt_base=gt_coarse),
-               "detail_error_energy": err, "detail_energy": energy,
+        res = {"detail_recovered": share, "detail_error_energy": err, "detail_energy": energy,
                "detail_recovered_hp": detail_recovered(fine, gt, m),
                "detail_recovered_hp_coarse": detail_recovered(coarse, gt, m),
                **detail_depth_errors(coarse, fine, gt, gt_mask, out["mask"])}

@@ -59,6 +59,7 @@ __all__ = [
     "high_pass",
     "detail_recovered",
     "detail_energies",
+    "detail_share",
     "detail_depth_errors",
 ]
 
@@ -490,8 +491,13 @@ def detail_recovered(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, s
     if pred.shape != gt.shape or pred.ndim != 3 or mask.shape != gt.shape:
         raise ValueError(f"pred, gt and mask must all be (B, H, W), got {tuple(pred.shape)}, {tuple(gt.shape)}, "
                          f"{tuple(mask.shape)}")
-    num, den = detail_energies(pred, gt, mask, sigma, pred_base, gt_base)
-    out = 1.0 - num / den.clamp_min(1e-30)
+    return detail_share(*detail_energies(pred, gt, mask, sigma, pred_base, gt_base), mask)
+
+
+def detail_share(error: torch.Tensor, energy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``1 - error / energy`` per image ``(B,)`` from :func:`detail_energies`, NaN where ``mask``
+    (``(B, H, W)``) is empty: :func:`detail_recovered` when the energies are already computed."""
+    out = 1.0 - error / energy.clamp_min(1e-30)
     return torch.where(mask.bool().flatten(1).any(1), out, torch.full_like(out, float("nan")))
 
 
