@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -249,10 +250,23 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
     if not occluders:
         return
     size = image.shape[0]
-    c = np.arange(size, dtype=np.float64) + 0.5
-    uu, vv = np.meshgrid(c, c)
     for o in occluders:
         hx, hy = float(o.half_size[0]), float(o.half_size[1])
+        # compute on a window around the shape only (the same per-pixel values as on the whole image,
+        # tested): no pixel further than `reach` from the centre gets coverage > 0. Rectangle: it is
+        # the shape grown by half a pixel. Ellipse (r^2 = a^2 + b^2, g = |grad r^2| / 2 <= r / h_min):
+        # coverage is 0 where r^2 - 1 >= g, so wherever r >= r* = (1 / h_min + sqrt(1 / h_min^2 + 4)) / 2,
+        # i.e. beyond a distance h_max r* from the centre
+        if o.kind == "ellipse":
+            inv = 1.0 / max(min(hx, hy), 1e-9)
+            reach = max(hx, hy) * 0.5 * (inv + math.sqrt(inv * inv + 4.0)) + 1.0
+        else:
+            reach = math.hypot(hx + 0.5, hy + 0.5) + 1.0
+        r0, r1 = max(int(math.floor(o.center[1] - reach)), 0), min(int(math.ceil(o.center[1] + reach)), size)
+        c0, c1 = max(int(math.floor(o.center[0] - reach)), 0), min(int(math.ceil(o.center[0] + reach)), size)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
         du, dv = uu - o.center[0], vv - o.center[1]
         ca, sa = np.cos(o.angle), np.sin(o.angle)
         a = (ca * du + sa * dv) / hx  # shape coordinates: the outline is a^2 + b^2 = 1 or max(|a|, |b|) = 1
@@ -268,10 +282,11 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
         if not cover.any():
             continue
         seed = getattr(o, "texture_seed", None)
+        window = image[r0:r1, c0:c1]  # a view: painted in place
         if seed is not None:
-            fill = default_bank().draw(np.random.default_rng(seed), size)
+            fill = default_bank().draw(np.random.default_rng(seed), size)[r0:r1, c0:c1]
         else:
-            fill = np.broadcast_to(srgb_to_linear(np.asarray(o.color, np.float32)), image.shape)
+            fill = np.broadcast_to(srgb_to_linear(np.asarray(o.color, np.float32)), window.shape)
         w = cover[..., None]
-        image *= 1.0 - w
-        image += w * fill
+        window *= 1.0 - w
+        window += w * fill

@@ -13,7 +13,11 @@ against it (bit for bit where the arithmetic is the same, see each docstring):
   triangle's corner depths (only runaway cuts of nearly edge-on triangles differ);
 * :func:`vertex_normals` — area-weighted unit vertex normals; twin of
   :func:`morphable_model.geometry.vertex_normals` (same float32 cross products, float64 sums in
-  triangle order, same normalisation).
+  triangle order, same normalisation);
+* :func:`shade_pixels` — the renderer's per-pixel radiance ``clip(albedo * (sh_basis(n) @ sh) *
+  occlusion + specular, 0, 1)`` written into the image; twin of :func:`synth.lighting.shade`,
+  :func:`synth.lighting.blinn_phong` and :func:`synth.lighting.view_directions` (float64 inside,
+  so it differs from the float32 numpy formula by float32 rounding only: images within one level).
 
 Why: the triangles of the built-in model cover ~0.3 pixel centres each at 224 px, so the cost of a
 rasterizer is its per-triangle set-up; a plain loop over triangles (projection done once per
@@ -27,9 +31,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from morphable_model.geometry import _normalize  # the normalisation of vertex_normals (same bits)
+from .lighting import C0, C1, C2, C3, C4  # the SH constants of synth.lighting.sh_basis
 
-__all__ = ["rasterize", "interpolate", "plane_depth", "vertex_normals"]
+__all__ = ["rasterize", "interpolate", "plane_depth", "vertex_normals", "shade_pixels"]
 
 _ZNEAR = 1e-6  # perspective: triangles with a corner this close to the camera plane are skipped (reference)
 
@@ -131,7 +135,6 @@ def _screen_barycentrics(pixel, width, u, v, a, b, c):
 
 @njit(cache=True)
 def _interpolate(pix, tid, width, u, v, d, tris, attrs, perspective, out, depth):
-    n_attr = attrs.shape[1]
     for p in range(pix.shape[0]):
         t = tid[p]
         a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
@@ -147,26 +150,36 @@ def _interpolate(pix, tid, width, u, v, d, tris, attrs, perspective, out, depth)
             z = l0 * d[a] + l1 * d[b] + l2 * d[c]
         depth[p] = z
         f0, f1, f2 = np.float32(l0), np.float32(l1), np.float32(l2)
-        for k in range(n_attr):
-            out[p, k] = (attrs[a, k] * f0 + attrs[b, k] * f1) + attrs[c, k] * f2
+        col = 0
+        for arr in attrs:  # the attribute arrays side by side: columns col .. col + C_i - 1
+            for k in range(arr.shape[1]):
+                out[p, col] = (arr[a, k] * f0 + arr[b, k] * f1) + arr[c, k] * f2
+                col += 1
 
 
 def interpolate(pix: np.ndarray, tri: np.ndarray, width: int, uv: np.ndarray, depth: np.ndarray,
-                triangles: np.ndarray, attrs: np.ndarray, projection: str = "perspective"):
+                triangles: np.ndarray, attrs, projection: str = "perspective"):
     """``(values (P, C) float32, depth (P,) float64)`` at the pixel centres ``pix (P,)`` (flat indices
     ``i * width + j``) owned by triangles ``tri (P,)``: perspective-correct barycentrics exactly as
     :func:`synth.raster.barycentrics` with ``clip=True`` (same float64 operations), then
-    ``sum_k w_k * attrs[corner_k]`` in float32 (``attrs (N, C)``), summed in corner order."""
-    attrs = np.ascontiguousarray(attrs, np.float32)
+    ``sum_k w_k * attrs[corner_k]`` in float32, summed in corner order. ``attrs``: an ``(N, C)``
+    array, or a sequence of ``(N, C_i)`` / ``(N,)`` arrays whose values come out side by side
+    (``C = sum C_i``; no packed copy is made)."""
+    parts = [attrs] if isinstance(attrs, np.ndarray) else list(attrs)
+    parts = tuple(np.ascontiguousarray(a, np.float32).reshape(a.shape[0], -1) for a in parts)
+    # one array type for the compiled loop over the tuple (a read-only input is copied)
+    parts = tuple(a if a.flags.writeable else a.copy() for a in parts)
+    if not parts or any(a.shape[0] != parts[0].shape[0] for a in parts):
+        raise ValueError(f"attrs must be (N, C) arrays with one N, got {[a.shape for a in parts]}")
     pix = np.ascontiguousarray(pix, np.int64)
     tri = np.ascontiguousarray(tri, np.int64)
     if tri.shape != pix.shape:
         raise ValueError(f"tri must be {pix.shape} like pix, got {tri.shape}")
-    out = np.empty((pix.shape[0], attrs.shape[1]), np.float32)
+    out = np.empty((pix.shape[0], sum(a.shape[1] for a in parts)), np.float32)
     z = np.empty(pix.shape[0], np.float64)
     _interpolate(pix, tri, int(width), np.ascontiguousarray(uv[:, 0], np.float64),
                  np.ascontiguousarray(uv[:, 1], np.float64), np.ascontiguousarray(depth, np.float64),
-                 np.ascontiguousarray(triangles, np.int64), attrs, projection == "perspective", out, z)
+                 np.ascontiguousarray(triangles, np.int64), parts, projection == "perspective", out, z)
     return out, z
 
 
@@ -237,4 +250,94 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     acc = np.zeros(v.shape, np.float64)
     _vertex_normals(np.ascontiguousarray(v[:, 0]), np.ascontiguousarray(v[:, 1]), np.ascontiguousarray(v[:, 2]),
                     np.ascontiguousarray(triangles, np.int64), acc)
-    return _normalize(acc).astype(v.dtype, copy=False)
+    out = np.empty(v.shape, v.dtype if v.dtype in (np.float32, np.float64) else np.float64)
+    _normalize_rows(acc, out)
+    return out
+
+
+@njit(cache=True)
+def _normalize_rows(acc, out):
+    # morphable_model.geometry._normalize: sqrt((x^2 + y^2) + z^2) in float64, zero rows stay zero,
+    # then rounded to out's dtype (no fast-math: the same IEEE operations, the same bits)
+    for i in range(acc.shape[0]):
+        x, y, z = acc[i, 0], acc[i, 1], acc[i, 2]
+        norm = np.sqrt((x * x + y * y) + z * z)
+        if norm > 0.0:
+            out[i, 0], out[i, 1], out[i, 2] = x / norm, y / norm, z / norm
+        else:
+            out[i, 0], out[i, 1], out[i, 2] = 0.0, 0.0, 0.0
+
+
+@njit(cache=True)
+def _shade_pixels(pix, width, normals, albedo, occlusion, sh, spec_on, light_dir, light_color, strength,
+                  shininess, fx, fy, cx, cy, perspective, image, specular):
+    for p in range(pix.shape[0]):
+        x, y, z = np.float64(normals[p, 0]), np.float64(normals[p, 1]), np.float64(normals[p, 2])
+        # synth.lighting.sh_basis, in its order
+        b0, b1, b2, b3 = C0, C1 * y, C1 * z, C1 * x
+        b4, b5, b6 = C2 * x * y, C2 * y * z, C3 * (3.0 * z * z - 1.0)
+        b7, b8 = C2 * x * z, C4 * (x * x - y * y)
+        occ = np.float64(occlusion[p]) if occlusion.shape[0] else 1.0
+        lobe = 0.0
+        if spec_on:
+            # synth.lighting.view_directions (surface -> camera) and blinn_phong
+            if perspective:
+                vx, vy = (cx - ((pix[p] % width) + 0.5)) / fx, (((pix[p] // width) + 0.5) - cy) / fy
+            else:
+                vx, vy = 0.0, 0.0
+            vn = np.sqrt(vx * vx + vy * vy + 1.0)
+            hx, hy, hz = vx / vn + light_dir[0], vy / vn + light_dir[1], 1.0 / vn + light_dir[2]
+            hn = max(np.sqrt(hx * hx + hy * hy + hz * hz), 1e-12)
+            nh = max((x * hx + y * hy + z * hz) / hn, 0.0)
+            if x * light_dir[0] + y * light_dir[1] + z * light_dir[2] > 0.0:
+                lobe = nh ** shininess * strength
+        for c in range(3):
+            s = (b0 * sh[0, c] + b1 * sh[1, c] + b2 * sh[2, c] + b3 * sh[3, c] + b4 * sh[4, c] + b5 * sh[5, c]
+                 + b6 * sh[6, c] + b7 * sh[7, c] + b8 * sh[8, c])
+            v = albedo[p, c] * s * occ
+            if spec_on:
+                spec = lobe * light_color[c]
+                specular[p, c] = spec
+                v += spec
+            image[pix[p], c] = min(max(v, 0.0), 1.0)
+
+
+def shade_pixels(image: np.ndarray, pix: np.ndarray, normals: np.ndarray, albedo: np.ndarray, sh: np.ndarray,
+                 occlusion: np.ndarray | None = None, specular: tuple | None = None,
+                 intrinsics: np.ndarray | None = None, projection: str = "perspective") -> np.ndarray | None:
+    """Shade the face pixels ``pix (P,)`` (flat indices into ``image (H, W, 3)`` float32, linear light,
+    written in place) with ``clip(albedo * (sh_basis(normals) @ sh) * occlusion + spec, 0, 1)``.
+
+    ``normals (P, 3)`` unit, ``albedo (P, 3)`` in [0, 1], ``sh (9, 3)``, ``occlusion (P,)`` (None = 1).
+    ``specular``: ``(light_dir (3,), light_color (3,), strength, shininess)`` of
+    :func:`synth.lighting.dominant_light` and the sample, or None for none; the view direction of
+    each pixel centre comes from ``intrinsics (3, 3)`` and ``projection``
+    (:func:`synth.lighting.view_directions`). Returns the specular radiance ``(P, 3)`` float32 (None
+    without a highlight). One compiled pass instead of ~20 numpy passes; the same formulas as
+    :func:`synth.lighting.shade` + :func:`synth.lighting.blinn_phong`, evaluated in float64."""
+    if image.dtype != np.float32 or image.ndim != 3 or image.shape[2] != 3 or not image.flags.c_contiguous:
+        raise ValueError(f"image must be a C-contiguous (H, W, 3) float32 array, got {image.dtype} {image.shape}")
+    pix = np.ascontiguousarray(pix, np.int64)
+    n_pix = pix.shape[0]
+    if normals.shape != (n_pix, 3) or albedo.shape != (n_pix, 3):
+        raise ValueError(f"normals and albedo must be ({n_pix}, 3), got {normals.shape}, {albedo.shape}")
+    occ = np.zeros(0, np.float32) if occlusion is None else np.asarray(occlusion, np.float32)
+    if occ.shape not in ((0,), (n_pix,)):
+        raise ValueError(f"occlusion must be ({n_pix},), got {occ.shape}")
+    sh = np.asarray(sh, np.float64)
+    if sh.shape != (9, 3):
+        raise ValueError(f"sh must be (9, 3), got {sh.shape}")
+    k = np.eye(3) if intrinsics is None else np.asarray(intrinsics, np.float64)
+    spec_on = specular is not None
+    if spec_on:
+        light_dir, light_color, strength, shininess = specular
+        spec = np.empty((n_pix, 3), np.float32)
+    else:
+        light_dir = light_color = np.zeros(3)
+        strength = shininess = 0.0
+        spec = np.empty((0, 3), np.float32)
+    _shade_pixels(pix, image.shape[1], normals, albedo, occ, sh, spec_on, np.asarray(light_dir, np.float64),
+                  np.asarray(light_color, np.float64), float(strength), float(shininess), float(k[0, 0]),
+                  float(k[1, 1]), float(k[0, 2]), float(k[1, 2]), projection == "perspective",
+                  image.reshape(-1, 3), spec)
+    return spec if spec_on else None

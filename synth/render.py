@@ -1,26 +1,28 @@
-"""Render one synthetic sample: a GL triangle-id pass (OSMesa by default, EGL optional) + exact numpy maps.
+"""Render one synthetic sample: a triangle-id pass (compiled CPU z-buffer by default; GL on OSMesa or
+EGL optional) + exact per-pixel maps and shading.
 
 How a sample is rendered
 ------------------------
-1. Geometry (numpy): coarse vertices and albedo from the model (one GEMM per block of samples,
-   :meth:`FaceRenderer.model_arrays`), optional detail displacement along the mean shape's vertex
-   normals, vertex normals (:func:`morphable_model.geometry.vertex_normals`), transform to the
-   camera frame ``p = R v + t`` (:func:`synth.camera.to_camera`).
-2. ONE triangle-id pass in a headless GL context (:mod:`synth.gl`): the indexed mesh drawn by a
-   two-line GLSL program writing ``gl_PrimitiveID + 1`` into an ``R32UI`` target of its own
-   single-sample framebuffer, back faces culled, depth test ``GL_LESS``; one ``glReadPixels`` of
-   that target is the triangle-id image. Context, program and buffers are created once; per sample
-   only the vertex positions ``(N, 3)`` are uploaded and the projection set.
-3. Per pixel (numpy): exact barycentrics of the pixel centre in its triangle
-   (:func:`synth.raster.barycentrics`, perspective-correct, equivalent to the ray-triangle
-   intersection of the camera model), then depth, normals, PNCC, albedo and the shading are
-   interpolated / computed **per pixel**, in linear light:
-   ``linear = clip(albedo * (sh_basis(normal) @ sh) + specular, 0, 1)`` (the Lambertian SH term is
-   :func:`synth.lighting.shade`, the same formula the training loss uses; ``specular`` is the
+1. Geometry (numpy + compiled kernels): coarse vertices and albedo from the model (one GEMM per
+   block of samples, :meth:`FaceRenderer.model_arrays`), optional detail displacement along the
+   mean shape's vertex normals, vertex normals (:func:`synth.kernels.vertex_normals`, the twin of
+   :func:`morphable_model.geometry.vertex_normals`), transform to the camera frame ``p = R v + t``
+   (:func:`synth.camera.to_camera`).
+2. ONE triangle-id pass: :func:`synth.kernels.rasterize` on ``platform="cpu"``, or the indexed mesh
+   drawn in a headless GL context (:mod:`synth.gl`) by a two-line GLSL program writing
+   ``gl_PrimitiveID + 1`` into an ``R32UI`` target; back faces culled, nearest wins.
+3. Per pixel: exact barycentrics of the pixel centre in its triangle (perspective-correct,
+   equivalent to the ray-triangle intersection of the camera model; :func:`synth.kernels.interpolate`,
+   the twin of :func:`synth.raster.barycentrics`), then depth, normals, PNCC and albedo are
+   interpolated **per pixel**, and the radiance is computed in linear light:
+   ``linear = clip(albedo * (sh_basis(normal) @ sh) * occlusion + specular, 0, 1)`` (the Lambertian
+   SH term is :func:`synth.lighting.shade`, the same formula the training loss uses; ``occlusion``
+   the crease darkening :func:`synth.detail.cavity_occlusion`, 1 without; ``specular`` is the
    Blinn-Phong highlight :func:`synth.lighting.blinn_phong` of the SH lighting's dominant light,
    :func:`synth.lighting.dominant_light`, with the sample's strength and shininess, 0 when the
-   strength is 0), composited over the linear-light background (:mod:`synth.backgrounds`), occluders
-   painted, and the image encoded to sRGB uint8 (:func:`synth.color.linear_to_srgb_u8`), like a photo.
+   strength is 0) in one compiled pass (:func:`synth.kernels.shade_pixels`) over the linear-light
+   background (:mod:`synth.backgrounds`); occluders are painted and the image is encoded to sRGB
+   uint8 (:func:`synth.color.linear_to_srgb_u8`), like a photo.
 
 Depth is camera-space ``-p_z`` in millimetres, 0 off the face. ``depth_coarse`` (detail on) is the
 depth of the model-only (coarse) version of the triangle hit by the pixel ray. Images have hard
@@ -40,7 +42,7 @@ from .backgrounds import ImageFolder, draw_background, paint_occluders
 from .color import linear_to_srgb_u8
 from .detail import (BANK_VERSION, CREASE_WIDTH, DetailBank, apply_detail, build_detail_bank, cavity_occlusion,
                      displacement)
-from .lighting import blinn_phong, dominant_light, sh_basis, shade, view_directions
+from .lighting import dominant_light, shade
 from .sampling import SampleParams
 
 __all__ = ["FaceRenderer", "RenderOutput", "SurfaceMaps", "MeshRenderer", "MeshImage", "PLATFORMS", "GEOMETRY_BATCH",
@@ -90,7 +92,6 @@ class _Pixels:
 
     pix: np.ndarray  # (P,) flat pixel indices
     mask: np.ndarray  # (H, W) bool
-    points: np.ndarray  # (P, 2) pixel centres (u, v)
     depth: np.ndarray  # (P,) float64 mm
     normals: np.ndarray  # (P, 3) float32 unit
     albedo: np.ndarray  # (P, 3) float32 in [0, 1]
@@ -149,15 +150,10 @@ class FaceRenderer:
             raise ValueError(f"detail bank version must be one of {sorted(CREASE_WIDTH)}, got {detail_version!r}")
         self._detail_bank = detail_bank
         self.detail_version = detail_version
-        self._pncc = np.asarray(model.pncc_colors, np.float32)
-        # interpolation buffer (see _pixels): normal 0:3, albedo 3:6, occlusion 6, pncc 7:10 (constant)
-        self._attrs = np.zeros((model.n_vertices, 10), np.float32)
-        self._attrs[:, 7:10] = self._pncc
+        self._pncc = np.array(model.pncc_colors, np.float32)  # writeable: see kernels.interpolate
         self._mean_normals = kernels.vertex_normals(np.asarray(model.mean_shape, np.float32), self.triangles)
         self._landmarks = None if model.landmarks is None else np.asarray(model.landmarks)
         self._images = ImageFolder(background_dir) if background_dir else None
-        c = np.arange(self.size) + 0.5
-        self._pixel_u, self._pixel_v = np.meshgrid(c, c)  # (H, W) pixel-centre coordinates
         self.timings = {"geometry": 0.0, "render": 0.0, "post": 0.0}
         self._gl: _GLState | None = None
         self._bases = None
@@ -270,7 +266,9 @@ class FaceRenderer:
         g = self._geometry(params, arrays)
         return g.verts_cam, g.coarse_cam, g.normals_cam, g.albedo
 
-    def _geometry(self, params: SampleParams, arrays=None) -> "_Geometry":
+    def _geometry(self, params: SampleParams, arrays=None, coarse_cam: bool = True) -> "_Geometry":
+        """``coarse_cam=False``: the model-only surface is not transformed (``coarse_cam`` None; only
+        ``depth_coarse`` needs it)."""
         m = self.model
         coarse, albedo = self.model_arrays([params])[0] if arrays is None else arrays
         detailed = occlusion = None
@@ -287,8 +285,13 @@ class FaceRenderer:
         normals = kernels.vertex_normals(np.asarray(drawn, np.float32), self.triangles)
         rot = params.rotation.astype(np.float32)
         t = params.translation.astype(np.float32)
-        coarse_cam = cam.to_camera(coarse, rot, t)  # (N, 3)
-        verts_cam = coarse_cam if detailed is None else cam.to_camera(detailed, rot, t)
+        verts_cam = cam.to_camera(coarse if detailed is None else detailed, rot, t)  # (N, 3)
+        if detailed is None:
+            coarse_cam = verts_cam
+        elif coarse_cam:
+            coarse_cam = cam.to_camera(coarse, rot, t)
+        else:
+            coarse_cam = None
         normals_cam = normals @ rot.T  # (N, 3) @ (3, 3)^T: normals rotate, they do not translate
         return _Geometry(verts_cam, coarse_cam if detailed is not None else None, normals_cam, albedo, occlusion)
 
@@ -297,12 +300,12 @@ class FaceRenderer:
         """All maps of one sample (``arrays``: its :meth:`model_arrays` entry, computed here if None).
 
         ``maps=False``: only what the shards of layout 3 store is computed — the image, the triangle
-        ids, the mask, the landmarks; ``depth``, ``normals`` and ``albedo`` are then the values the
-        image was shaded with only where the face is (the maps are still full size), ``pncc`` and
-        ``depth_coarse`` are None. :meth:`surface_maps` recomputes the maps from the ids."""
+        ids, the mask, the landmarks (and ``depth``, which the landmarks' visibility needs);
+        ``normals``, ``pncc``, ``albedo``, ``specular`` and ``depth_coarse`` are None.
+        :meth:`surface_maps` recomputes the maps from the ids."""
         size, projection = self.size, params.projection
         t0 = time.perf_counter()
-        geo = self._geometry(params, arrays)
+        geo = self._geometry(params, arrays, coarse_cam=maps)
         k = np.asarray(params.intrinsics, np.float64)
         uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)  # (N, 2), (N,)
         t1 = time.perf_counter()
@@ -311,22 +314,16 @@ class FaceRenderer:
         px = self._pixels(geo, tri_id, uv, d, k, projection, pncc=maps, coarse=maps)
         n, alb, pix = px.normals, px.albedo, px.pix
         sh = np.asarray(params.sh, np.float32)
-        face_rgb = alb * (sh_basis(n) @ sh)  # (P, 3) linear Lambertian radiance: (P, 9) @ (9, 3)
-        if px.occlusion is not None:
-            face_rgb *= px.occlusion[:, None]  # creases receive less light (SamplingConfig.cavity)
-        spec = None
+        highlight = None
         if params.specular_strength > 0:
             light_dir, light_color = dominant_light(sh)  # (3,), (3,)
-            view = view_directions(px.points, k, projection).astype(np.float32)  # (P, 3) surface -> camera
-            spec = blinn_phong(n, view, light_dir, light_color, np.float32(params.specular_strength),
-                               np.float32(params.shininess)).astype(np.float32)  # (P, 3)
-            face_rgb += spec
-        np.clip(face_rgb, 0.0, 1.0, out=face_rgb)
-
-        background = draw_background(params.background_kind, params.background_color, params.background_seed,
-                                     size, self._images)
-        image = np.ascontiguousarray(background, dtype=np.float32)  # (H, W, 3) linear light, owned
-        image.reshape(-1, 3)[pix] = face_rgb  # a view: writes into image
+            highlight = (light_dir, light_color, np.float32(params.specular_strength), np.float32(params.shininess))
+        image = draw_background(params.background_kind, params.background_color, params.background_seed,
+                                size, self._images)
+        image = np.ascontiguousarray(image, dtype=np.float32)  # (H, W, 3) linear light, owned
+        # linear = clip(albedo * (sh_basis(n) @ sh) * occlusion + blinn_phong(...), 0, 1) at the face
+        # pixels, in one compiled pass (the twin of synth.lighting.shade / blinn_phong, tested)
+        spec = kernels.shade_pixels(image, pix, n, alb, sh, px.occlusion, highlight, k, projection)
         paint_occluders(image, params.occluders)
         image_u8 = linear_to_srgb_u8(image)  # encoded like a photo
         depth = _full(px.depth.astype(np.float32), pix, size)
@@ -337,8 +334,10 @@ class FaceRenderer:
         self.timings["post"] += t3 - t2
         return RenderOutput(image=image_u8, depth=depth,
                             depth_coarse=None if px.depth_coarse is None else _full(px.depth_coarse, pix, size),
-                            normals=_full(n, pix, size), pncc=None if px.pncc is None else _full(px.pncc, pix, size),
-                            albedo=_full(alb, pix, size), specular=None if spec is None else _full(spec, pix, size),
+                            normals=_full(n, pix, size) if maps else None,
+                            pncc=None if px.pncc is None else _full(px.pncc, pix, size),
+                            albedo=_full(alb, pix, size) if maps else None,
+                            specular=None if spec is None or not maps else _full(spec, pix, size),
                             mask=px.mask, landmarks=lm, landmarks_visible=vis, tri_id=tri_id)
 
     def surface_maps(self, params: SampleParams, tri_id: np.ndarray,
@@ -373,25 +372,23 @@ class FaceRenderer:
         mask = np.zeros(size * size, bool)
         mask[pix] = True
         tid = flat_ids[pix]
-        attrs = self._attrs if pncc else self._attrs[:, :7]  # (N, 10) buffer, see __init__
-        self._attrs[:, 0:3] = geo.normals_cam
-        self._attrs[:, 3:6] = geo.albedo
-        self._attrs[:, 6] = 1.0 if geo.occlusion is None else geo.occlusion
-        values, z = kernels.interpolate(pix, tid, size, uv, d, self.triangles, attrs, projection)  # (P, C), (P,)
+        # columns: normal 0:3, albedo 3:6, then the crease darkening and the PNCC when present / asked
+        attrs = [geo.normals_cam, geo.albedo] + ([] if geo.occlusion is None else [geo.occlusion])
+        values, z = kernels.interpolate(pix, tid, size, uv, d, self.triangles, attrs + ([self._pncc] if pncc else []),
+                                        projection)  # (P, C), (P,)
         n = values[:, 0:3]
         norm = np.sqrt(np.einsum("pc,pc->p", n, n))  # (P,)
         n /= np.maximum(norm, 1e-12)[:, None]
         alb = np.clip(values[:, 3:6], 0.0, 1.0)
         occ = None if geo.occlusion is None else values[:, 6]
-        pncc_v = np.clip(values[:, 7:10], 0.0, 1.0) if pncc else None
+        first = 6 if geo.occlusion is None else 7  # the PNCC's first column
+        pncc_v = np.clip(values[:, first:first + 3], 0.0, 1.0) if pncc else None
         zc = None
         if coarse and geo.coarse_cam is not None:
             uv_c, d_c = cam.project(geo.coarse_cam.astype(np.float64), k, projection)
             # the coarse triangle's plane, cut by the same pixel ray (no clipping of the weights)
             zc = kernels.plane_depth(pix, tid, size, uv_c, d_c, self.triangles, projection).astype(np.float32)
-        # (P, 2) pixel centres (u, v)
-        points = np.stack([self._pixel_u.reshape(-1)[pix], self._pixel_v.reshape(-1)[pix]], axis=-1)
-        return _Pixels(pix=pix, mask=mask.reshape(size, size), points=points, depth=z, normals=n, albedo=alb,
+        return _Pixels(pix=pix, mask=mask.reshape(size, size), depth=z, normals=n, albedo=alb,
                        pncc=pncc_v, depth_coarse=zc, occlusion=occ)
 
     def _landmarks_2d(self, verts_cam, k, projection, depth):

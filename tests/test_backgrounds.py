@@ -130,3 +130,41 @@ def test_subset_and_validation():
     assert len(bank) == 1
     with pytest.raises(ValueError, match="unknown bank image"):
         PhotoBank(("camera",))
+
+
+def _paint_whole_image(image, o):
+    """paint_occluders' per-pixel formula evaluated on every pixel (the reference of its window)."""
+    size = image.shape[0]
+    c = np.arange(size, dtype=np.float64) + 0.5
+    uu, vv = np.meshgrid(c, c)
+    hx, hy = float(o.half_size[0]), float(o.half_size[1])
+    du, dv = uu - o.center[0], vv - o.center[1]
+    a = (np.cos(o.angle) * du + np.sin(o.angle) * dv) / hx
+    b = (-np.sin(o.angle) * du + np.cos(o.angle) * dv) / hy
+    if o.kind == "ellipse":
+        dist = (1.0 - (a * a + b * b)) / np.maximum(2.0 * np.sqrt((a / hx) ** 2 + (b / hy) ** 2), 1e-9)
+    else:
+        dist = np.minimum((1.0 - np.abs(a)) * hx, (1.0 - np.abs(b)) * hy)
+    w = np.clip(dist + 0.5, 0.0, 1.0).astype(np.float32)[..., None]
+    fill = np.broadcast_to(srgb_to_linear(np.asarray(o.color, np.float32)), image.shape)
+    image *= 1.0 - w
+    image += w * fill
+
+
+def test_occluders_are_painted_on_a_window_with_the_whole_image_values():
+    """paint_occluders computes only around each shape: the same values as the formula on every
+    pixel, for thin, fat, rotated shapes, at the border and (partly) outside the image."""
+    rng = np.random.default_rng(5)
+    size = 48
+    shapes = []
+    for kind in ("ellipse", "rectangle"):
+        for half in ((0.6, 20.0), (20.0, 0.6), (1.0, 1.0), (15.0, 9.0), (30.0, 2.0)):
+            for center in ((24.3, 23.8), (1.0, 46.5), (-5.0, 20.0), (60.0, 60.0)):
+                shapes.append(Occluder(kind, np.array(center), np.array(half), float(rng.uniform(0, np.pi)),
+                                       rng.uniform(0, 1, 3)))
+    base = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
+    for o in shapes:
+        got, ref = base.copy(), base.copy()
+        paint_occluders(got, [o])
+        _paint_whole_image(ref, o)
+        np.testing.assert_array_equal(got, ref)

@@ -61,6 +61,13 @@ def test_interpolate_and_plane_depth_equal_the_numpy_barycentrics(tiny_model):
     ref += attrs[tris[tid, 2]] * lam[:, 2:3].astype(np.float32)
     np.testing.assert_array_equal(z, z_ref)
     np.testing.assert_array_equal(values, ref)
+    # the attributes as separate arrays (a 1-D one, a read-only one): the same columns side by side
+    ro = attrs[:, 3:5].copy()
+    ro.setflags(write=False)
+    parts, _ = kernels.interpolate(pix, tid, 40, uv, d, tris, [attrs[:, 0:2], attrs[:, 2], ro])
+    np.testing.assert_array_equal(parts, values)
+    with pytest.raises(ValueError, match="attrs must be"):
+        kernels.interpolate(pix, tid, 40, uv, d, tris, [attrs, attrs[:3]])
     plane = kernels.plane_depth(pix, tid, 40, uv, d, tris)
     np.testing.assert_array_equal(plane, barycentrics(points, uv[tris[tid]], d[tris[tid]], "perspective", clip=False)[1])
 
@@ -93,3 +100,44 @@ def test_vertex_normals_equal_the_numpy_version(tiny_model):
         np.testing.assert_array_equal(out, vertex_normals_numpy(x, tiny_model.triangles))
     with pytest.raises(ValueError, match=r"vertices must be \(N, 3\)"):
         kernels.vertex_normals(v[None], tiny_model.triangles)
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_shade_pixels_equals_the_numpy_lighting(projection):
+    """kernels.shade_pixels = clip(albedo * (sh_basis(n) @ sh) * occlusion + blinn_phong(n, view, ...), 0, 1)
+    of synth.lighting, written at the face pixels only (float64 inside vs the float32 formula)."""
+    from synth.lighting import blinn_phong, dominant_light, sh_basis, view_directions
+
+    rng = np.random.default_rng(3)
+    h, w = 9, 13
+    pix = np.sort(rng.choice(h * w, 60, replace=False))
+    n = rng.normal(size=(60, 3)).astype(np.float32)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    alb = rng.uniform(0, 1, (60, 3)).astype(np.float32)
+    occ = rng.uniform(0.5, 1, 60).astype(np.float32)
+    sh = rng.normal(0, 0.4, (9, 3)).astype(np.float32)
+    sh[0] += 1.5
+    k = np.array([[30.0, 0, 6.2], [0, 31.0, 4.1], [0, 0, 1]])
+    light_dir, light_color = dominant_light(sh)
+    background = rng.uniform(0, 1, (h, w, 3)).astype(np.float32)
+    c = np.arange(w) + 0.5, np.arange(h) + 0.5
+    uv = np.stack(np.meshgrid(*c), -1).reshape(-1, 2)[pix]  # (P, 2) pixel centres
+    for occlusion, highlight in ((None, None), (occ, None), (occ, (light_dir, light_color, 0.7, 12.0))):
+        image = background.copy()
+        spec = kernels.shade_pixels(image, pix, n, alb, sh, occlusion, highlight, k, projection)
+        lin = alb * (sh_basis(n) @ sh) * (1.0 if occlusion is None else occlusion[:, None])
+        if highlight is None:
+            assert spec is None
+        else:
+            ref = blinn_phong(n.astype(np.float64), view_directions(uv, k, projection), light_dir, light_color,
+                              0.7, 12.0)
+            assert ref.max() > 0.05  # a visible highlight is tested
+            np.testing.assert_allclose(spec, ref, atol=1e-6)
+            lin = lin + ref
+        np.testing.assert_allclose(image.reshape(-1, 3)[pix], np.clip(lin, 0, 1), atol=2e-6)
+        off = np.setdiff1d(np.arange(h * w), pix)
+        np.testing.assert_array_equal(image.reshape(-1, 3)[off], background.reshape(-1, 3)[off])  # untouched
+    with pytest.raises(ValueError, match="image must be a C-contiguous"):
+        kernels.shade_pixels(background.astype(np.float64), pix, n, alb, sh)
+    with pytest.raises(ValueError, match=r"occlusion must be \(60,\)"):
+        kernels.shade_pixels(background.copy(), pix, n, alb, sh, occ[:5])

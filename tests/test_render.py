@@ -167,6 +167,12 @@ def test_landmarks_agree_with_mask_and_depth(tiny_model, tiny_renderer):
     assert seen_hidden  # at +-70 degrees some contour landmarks are hidden
 
 
+def _assert_same_levels(got, want):
+    """uint8 images equal up to one level, in at most 1 % of the values (float rounding only)."""
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.01, (diff.max(), (diff > 0).mean())
+
+
 def test_shading_is_the_shared_formula(tiny_model, tiny_renderer):
     """Specular and crease darkening off: the image is the Lambertian SH formula the training loss
     uses, sRGB-encoded."""
@@ -176,8 +182,8 @@ def test_shading_is_the_shared_formula(tiny_model, tiny_renderer):
     out = tiny_renderer.render(p)
     m = out.mask
     assert out.specular is None
-    # the same float32 operations: identical bits
-    np.testing.assert_array_equal(out.image[m], linear_to_srgb_u8(shade(out.albedo[m], out.normals[m], p.sh)))
+    # the compiled pass (float64 inside) vs the float32 formula: a value may cross a rounding boundary
+    _assert_same_levels(out.image[m], linear_to_srgb_u8(shade(out.albedo[m], out.normals[m], p.sh)))
     assert np.all(out.image[~m] == 0)
 
 
@@ -196,7 +202,7 @@ def test_specular_is_blinn_phong_of_the_dominant_light(tiny_model, tiny_renderer
     np.testing.assert_allclose(out.specular[m], spec, atol=1e-5)  # float32 vs float64
     assert spec.max() > 0.05  # a visible highlight
     lin = out.albedo[m] * (sh_basis(out.normals[m]) @ p.sh) + out.specular[m]
-    np.testing.assert_array_equal(out.image[m], linear_to_srgb_u8(np.clip(lin, 0, 1)))
+    _assert_same_levels(out.image[m], linear_to_srgb_u8(np.clip(lin, 0, 1)))
     off = tiny_renderer.render(dataclasses.replace(p, specular_strength=0.0))
     assert np.all(out.image[m].astype(int) >= off.image[m]) and (out.image[m] > off.image[m]).any()
 
