@@ -124,7 +124,7 @@ def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
     """Samples per CPU second in this process on the same parameters, interleaved in 4 rounds (so a change of load
     hits every figure alike): the GL id pass alone (OSMesa: the ceiling of the GL design), the
     compiled CPU rasterizer alone, ``FaceRenderer.render`` on the ``cpu`` platform with all maps and
-    with what layout 3 stores (``maps=False``; model arrays batched as the dataset does)."""
+    with what layouts 3-4 store (``maps=False``; model arrays batched as the dataset does)."""
     from synth.render import GEOMETRY_BATCH, FaceRenderer
     from synth.sampling import SamplingConfig, face_framing, sample_params
 
@@ -157,10 +157,11 @@ def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
 
 
 def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
-    """CPU ms per sample of keyed reads, layout 3 (shards of ``out``) and layout 2 (the same samples
-    rendered and written here as layout 2 wrote them: quantised maps, gzip-1), interleaved; plus the
-    layout-2 kB/sample."""
-    from synth.codecs import encode_sample
+    """CPU ms per sample of keyed reads: layout 4 (shards of ``out``), layout 3 and layout 2 (the same
+    samples rendered here and written as layout 3 wrote them — Zstandard-1, plainer codes — and as
+    layout 2 did: quantised maps, gzip-1), interleaved; plus the layout-3 and layout-2 kB/sample (the
+    first ``n`` samples of the job, side by side with the job's own layout-4 figure)."""
+    from synth.codecs import LAYOUT_VERSION, encode_sample
     from synth.dataset import _ShardRenderer, DatasetConfig  # noqa: F401  (same renderer set-up as the job)
     from synth.detail import N_FIELDS
     from synth.render import FaceRenderer
@@ -172,17 +173,24 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
     map_keys = ("depth", "depth_coarse", "albedo")  # what the fine stage reads besides
     cfg = SamplingConfig()
     framing = face_framing(model)
-    v2 = out / "layout2.h5"
     dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": N_FIELDS}
-    with FaceRenderer(model, size) as r, ShardWriter(v2, n, size, dims, True, {"size": size, "projection": "perspective",
-                                                                               "model_fingerprint": model.fingerprint},
-                                                     compression="gzip", layout=2) as w:
+    attrs = {"size": size, "projection": "perspective", "model_fingerprint": model.fingerprint,
+             "model_source": model.source}
+    files = {layout: out / f"layout{layout}.h5" for layout in (LAYOUT_VERSION, 3, 2)}
+    with FaceRenderer(model, size) as r, \
+            ShardWriter(files[LAYOUT_VERSION], n, size, dims, True, attrs, compression="zstd") as w4, \
+            ShardWriter(files[3], n, size, dims, True, attrs, compression="zstd", layout=3) as w3, \
+            ShardWriter(files[2], n, size, dims, True, attrs, compression="gzip", layout=2) as w2:
         for i in range(n):
             p = sample_params(model, cfg, size, 0, i, framing)
-            w.write(i, encode_sample(p, r.render(p), layout=2))
-        w.commit()
-    readers = {"layout 3": [ShardReader(p, model=model) for p in list_shards(out)], "layout 2": [ShardReader(v2)]}
-    res = {"layout2_kB": v2.stat().st_size / n / 1000}
+            o = r.render(p)
+            for w, layout in ((w4, LAYOUT_VERSION), (w3, 3), (w2, 2)):
+                w.write(i, encode_sample(p, o, layout=layout))
+        for w in (w4, w3, w2):
+            w.commit()
+    readers = {f"layout {LAYOUT_VERSION}": [ShardReader(p, model=model) for p in list_shards(out)],
+               "layout 3": [ShardReader(files[3], model=model)], "layout 2": [ShardReader(files[2])]}
+    res = {f"layout{k}_kB": f.stat().st_size / n / 1000 for k, f in files.items()}
     for rs in readers.values():
         for rd in rs:
             rd.read(0, keys=train_keys + map_keys)  # open files, fill caches, build the recomputing renderer
@@ -295,9 +303,11 @@ def main() -> None:
                           f"{1000 * t.get('cpu', float('nan')) / args.n:>7.1f}  {split}", flush=True)
                     if detail and w == workers[0] and not args.skip_ceiling:
                         r_read = read_rates(model, out, size, min(args.n, 32))
-                        print("        reading, CPU ms/sample (layout 3 vs layout 2 of the same renders): " + "; ".join(
-                            f"{k} {v:.2f}" for k, v in r_read.items() if k != "layout2_kB")
-                            + f"; layout 2 kB/sample {r_read['layout2_kB']:.1f}", flush=True)
+                        print("        reading, CPU ms/sample (layout 4 of the job vs layouts 3 and 2 of the same renders): "
+                              + "; ".join(f"{k} {v:.2f}" for k, v in r_read.items() if not k.endswith("_kB"))
+                              + f"; kB/sample of the same {min(args.n, 32)} renders: layout 4 "
+                              f"{r_read['layout4_kB']:.1f}, layout 3 {r_read['layout3_kB']:.1f}, layout 2 "
+                              f"{r_read['layout2_kB']:.1f}", flush=True)
                     shutil.rmtree(out)
         if 1 in workers and 2 in workers:
             for size in sizes:

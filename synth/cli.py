@@ -156,7 +156,7 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--maps", is_flag=True,
-              help="layout 3: also recompute every sample's maps from its triangle ids and check them (slower)")
+              help="layouts 3 and 4: also recompute every sample's maps from its triangle ids and check them (slower)")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="the shards' morphable model for --maps (default: the built-in model they name)")
 def verify(directory: Path, maps: bool, model_path: Path | None) -> None:

@@ -260,6 +260,9 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
             if "detail_bank_version" in diff and config.sampling.detail:
                 bank = (f"; it was rendered with detail bank {old.get('detail_bank_version') or 1}, this synth-cli "
                         f"writes bank {BANK_VERSION}")
+            if "layout_version" in diff:
+                bank += (f"; its shards are layout {old.get('layout_version')}, this synth-cli writes layout "
+                         f"{sh.LAYOUT_VERSION} (older layouts are read, not extended)")
             raise ValueError(f"--out {str(out)!r} already holds a dataset with another configuration "
                              f"(differs in: {', '.join(diff)}{bank}); use a new --out or remove it")
     elif out.exists() and sh.list_shards(out):
@@ -327,7 +330,7 @@ class _ShardRenderer:
                     batch = self._model_batch(index, timings)
                 params, arrays = batch.pop(index)
                 t1 = time.perf_counter()
-                result = self.renderer.render(params, arrays, maps=False)  # layout 3 stores no maps
+                result = self.renderer.render(params, arrays, maps=False)  # layouts 3-4 store no maps
                 t2 = time.perf_counter()
                 writer.write(j, encode_sample(params, result))
                 t3 = time.perf_counter()

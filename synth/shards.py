@@ -4,7 +4,7 @@ The per-map encodings are in :mod:`synth.codecs`, the checks in :mod:`synth.veri
 grid in :mod:`synth.preview`; docs/shards.md describes the format for readers in other languages.
 
 One file ``shard-00007.h5`` holds global samples ``[7 * S, min(8 * S, N))`` (S = shard size).
-Every per-sample dataset has shape ``(n, ...)`` and fletcher32 checksums; the maps (layout 3: image,
+Every per-sample dataset has shape ``(n, ...)`` and fletcher32 checksums; the maps (layouts 3 and 4: image,
 mask, triangle ids) have one sample per chunk and are compressed with Zstandard level 1 (default;
 the ``hdf5plugin`` filter: ``import hdf5plugin`` before opening a shard with h5py elsewhere),
 gzip-1 + shuffle or lzf; the small per-sample arrays are one uncompressed chunk per dataset (read
@@ -34,6 +34,8 @@ __all__ = [
     "TEMP_PREFIX",
     "COMPRESSIONS",
     "DATASETS",
+    "ENCODINGS_V4",
+    "dataset_info",
     "MAP_DATASETS",
     "shard_name",
     "shard_count",
@@ -81,6 +83,19 @@ DATASETS: dict[str, tuple[str, str, str]] = {
                "depth, depth_coarse, normals, pncc and albedo (synth.render.FaceRenderer.surface_maps)"),
 }
 MAP_DATASETS = ("image", "depth", "depth_coarse", "depth_detail", "normals", "pncc", "albedo", "mask", "tri_id")
+ENCODINGS_V4 = {
+    "image": "delta2d of the uint8 (G, R - G, B - G) modulo 256 (synth.codecs.rct_encode)",
+    "tri_id": "uint32 zigzag of (tri_id + 1) minus its left neighbour, per row (synth.codecs.row_delta_encode)",
+}
+"""The encodings layout 4 changed (every other dataset is stored as in layout 3, :data:`DATASETS`)."""
+
+
+def dataset_info(name: str, layout: int = LAYOUT_VERSION) -> tuple[str, str, str]:
+    """``(unit, encoding, description)`` of stored dataset ``name`` in shards of ``layout``."""
+    unit, encoding, description = DATASETS[name]
+    if layout >= 4:
+        encoding = ENCODINGS_V4.get(name, encoding)
+    return unit, encoding, description
 
 
 def shard_name(k: int) -> str:
@@ -118,8 +133,8 @@ class ShardWriter:
 
         if compression not in COMPRESSIONS:
             raise ValueError(f"--compression must be one of {COMPRESSIONS}, got {compression!r}")
-        if layout not in (2, 3):
-            raise ValueError(f"layout must be 2 or 3 (the writer's), got {layout}")
+        if layout not in (2, 3, 4):
+            raise ValueError(f"layout must be 2, 3 or 4 (the writer's), got {layout}")
         self.path = Path(path)
         self.tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}.{os.getpid()}")
         self.n = int(n_samples)
@@ -136,14 +151,14 @@ class ShardWriter:
             else:  # small arrays: read whole by the reader, so one chunk (no per-sample chunk overhead)
                 extra = {"chunks": (max(self.n, 1),) + shape} if layout >= 3 else {"chunks": (1,) + shape}
             ds = self._f.create_dataset(name, shape=(self.n,) + shape, dtype=dtype, fletcher32=True, **extra)
-            unit, encoding, description = DATASETS[name]
+            unit, encoding, description = dataset_info(name, layout)
             ds.attrs.update({"unit": unit, "encoding": encoding, "description": description})
             self._ds[name] = ds
         # small per-sample arrays are kept here and written in one call per dataset by commit()
         self._small = {name: np.zeros((self.n,) + shape, dtype) for name, (shape, dtype) in shapes.items()
                        if name not in MAP_DATASETS}
-        keys = {name: {"dtype": np.dtype(dt).str, "shape": list(s), "unit": DATASETS[name][0],
-                       "encoding": DATASETS[name][1]} for name, (s, dt) in shapes.items()}
+        keys = {name: {"dtype": np.dtype(dt).str, "shape": list(s), "unit": dataset_info(name, layout)[0],
+                       "encoding": dataset_info(name, layout)[1]} for name, (s, dt) in shapes.items()}
         self._f.attrs.update({k: v for k, v in attrs.items()})
         if detail and "detail_bank_version" not in attrs:
             from .detail import BANK_VERSION
@@ -208,7 +223,7 @@ def _compression(name: str) -> dict:
 
 
 def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -> dict[str, tuple[tuple, type]]:
-    """``{name: (per-sample shape, dtype)}`` of the datasets a shard of ``layout`` (2 or 3) stores."""
+    """``{name: (per-sample shape, dtype)}`` of the datasets a shard of ``layout`` (2, 3 or 4) stores."""
     h = w = size
     shapes = {
         "image": ((h, w, 3), np.uint8), "landmarks": ((68, 2), np.float32), "landmarks_visible": ((68,), np.uint8),
@@ -218,7 +233,7 @@ def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -
         "index": ((), np.int64),
     }
     if layout >= 3:
-        shapes.update({"mask": ((h, w), np.uint8), "tri_id": ((h, w), np.int32)})
+        shapes.update({"mask": ((h, w), np.uint8), "tri_id": ((h, w), np.uint32 if layout >= 4 else np.int32)})
     else:
         shapes.update({"depth_offset": ((), np.float32), "depth_step": ((), np.float32),
                        "normals": ((h, w, 2), np.int8), "pncc": ((h, w, 3), np.uint8), "albedo": ((h, w, 3), np.uint8)})

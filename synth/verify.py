@@ -89,11 +89,11 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
     """Check a shard: opens, layout, counts, indices, checksums (every chunk read), NaNs, value ranges.
 
     Every readable layout (:data:`synth.codecs.READABLE_LAYOUTS`) is checked with its own datasets
-    (layout 2 adds ``specular``: strength >= 0, shininess >= 1; layout 3 stores ``mask`` and
+    (layout 2 adds ``specular``: strength >= 0, shininess >= 1; layouts 3 and 4 store ``mask`` and
     ``tri_id`` instead of the maps, and the mask must equal ``tri_id >= 0``); another layout is a problem.
 
     ``expected`` (optional): ``{"n_total", "shard_size", "size", "seed", "model_fingerprint"}`` from the
-    dataset manifest, to check the shard belongs to it. ``maps`` (layout 3): also recompute every
+    dataset manifest, to check the shard belongs to it. ``maps`` (layouts 3, 4): also recompute every
     sample's maps with ``model`` (None: the built-in model the shard names) and check their values.
     """
     import h5py

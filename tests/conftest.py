@@ -137,14 +137,14 @@ def tiny_shards(tiny_model, tmp_path_factory) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def write_shard() -> Callable[..., list]:
-    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=3, compression="zstd",
+    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=4, compression="zstd",
     detail_version=None, cavity=None)``:
     render ``n`` samples of ``model`` (global indices ``k * n + j``, all maps) and write them as shard
-    ``k`` at ``path`` with :class:`synth.shards.ShardWriter` in ``layout`` (3, or 2 to test the older
-    reader), detail bank ``detail_version`` (None: the current one, not written as an attribute, as
+    ``k`` at ``path`` with :class:`synth.shards.ShardWriter` in ``layout`` (4, or 3 / 2 to test the older
+    readers), detail bank ``detail_version`` (None: the current one, not written as an attribute, as
     the writer then records it), crease darkening ``cavity`` (None: the default); returns the ``(params, render output)`` pairs."""
 
-    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=3, compression="zstd",
+    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=4, compression="zstd",
               detail_version=None, cavity=None) -> list:
         import json
 

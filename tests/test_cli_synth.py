@@ -58,7 +58,7 @@ def test_render_writes_valid_shards(reference, tmp_model_h5):
     with ShardReader(reference / "shard-00002.h5", model=load_model(tmp_model_h5)) as r:
         assert len(r) == 1 and r.attrs["size"] == 32 and r.attrs["seed"] == 3 and r.attrs["lights"] == "sh9"
         d = r.read(0)
-        assert d["image"].shape == (32, 32, 3) and "depth_coarse" in d and r.layout == 3
+        assert d["image"].shape == (32, 32, 3) and "depth_coarse" in d and r.layout == 4
     res = _run("verify", reference)
     assert res.exit_code == 0 and "3/3 shards ok, 5 valid samples" in res.output
     res = _run("verify", reference, "--maps", "--model", tmp_model_h5)  # maps recomputed from the ids
@@ -245,7 +245,7 @@ def test_photo_colour_flags(tmp_path, tmp_model_h5):
     sampling = json.loads((out / "dataset.json").read_text())["sampling"]
     assert sampling["background"] == "images" and sampling["specular"] is False
     with ShardReader(out / "shard-00000.h5") as r:
-        assert r.layout == 3
+        assert r.layout == 4
         for i in range(2):
             d = r.read(i, keys=("specular", "image", "mask"))
             assert d["specular"][0] == 0

@@ -88,11 +88,12 @@ def test_decode_sample_subsets_equal_the_full_decoding(detail):
             np.testing.assert_array_equal(part[k], full[k])
 
 
+@pytest.mark.parametrize("layout", [3, 4])
 @pytest.mark.parametrize("detail", [False, True])
-def test_layout_3_decodes_ids_and_asks_the_surface_for_the_maps(detail):
+def test_layouts_3_4_decode_ids_and_ask_the_surface_for_the_maps(detail, layout):
     from types import SimpleNamespace
 
-    raw, out = _sample(detail, np.random.default_rng(4), layout=3)
+    raw, out = _sample(detail, np.random.default_rng(4), layout=layout)
     assert {"tri_id", "mask"} <= set(raw) and not {"depth", "normals", "pncc", "albedo", "depth_offset"} & set(raw)
     calls = []
 
@@ -101,19 +102,19 @@ def test_layout_3_decodes_ids_and_asks_the_surface_for_the_maps(detail):
         return SimpleNamespace(depth=np.full((8, 8), 1.5, np.float32), depth_coarse=None, normals=None, pncc=None,
                                albedo=np.zeros((8, 8, 3), np.float32))
 
-    full = codecs.decode_sample(raw, layout=3)  # without a surface: everything but the maps
+    full = codecs.decode_sample(raw, layout=layout)  # without a surface: everything but the maps
     assert not set(codecs.SURFACE_KEYS) & set(full) and ("detail_weights" in full) == detail
     np.testing.assert_array_equal(full["tri_id"], out.tri_id)
     np.testing.assert_array_equal(full["mask"], out.mask)
     np.testing.assert_array_equal(full["image"], out.image)
     assert full["tri_id"].dtype == np.int32
-    need = codecs.stored_for(["depth", "mask"], detail, layout=3)
+    need = codecs.stored_for(["depth", "mask"], detail, layout=layout)
     assert need == ("tri_id",) + codecs.GEOMETRY_KEYS + (("detail_weights",) if detail else ()) + ("mask",)
-    part = codecs.decode_sample({k: raw[k] for k in need}, ["depth", "mask"], layout=3, surface=surface)
+    part = codecs.decode_sample({k: raw[k] for k in need}, ["depth", "mask"], layout=layout, surface=surface)
     assert part["depth"][0, 0] == 1.5 and len(calls) == 1
     np.testing.assert_array_equal(calls[0], out.tri_id)
-    with pytest.raises(ValueError, match=r"\['albedo'\] of a layout-3 shard are recomputed"):
-        codecs.decode_sample(raw, ["albedo"], layout=3)
+    with pytest.raises(ValueError, match=rf"\['albedo'\] of a layout-{layout} shard are recomputed"):
+        codecs.decode_sample(raw, ["albedo"], layout=layout)
 
 
 def test_stored_for_names_what_each_key_needs():
@@ -121,9 +122,33 @@ def test_stored_for_names_what_each_key_needs():
     assert codecs.stored_for(["mask"], detail=True, layout=2) == ("depth_coarse",)
     assert codecs.stored_for(["depth"], detail=True, layout=2) == ("depth_coarse", "depth_offset", "depth_step",
                                                                     "depth_detail")
-    assert codecs.stored_for(["mask", "image"], detail=True) == ("mask", "image")  # layout 3
+    assert codecs.stored_for(["mask", "image"], detail=True) == ("mask", "image")  # layout 4
     assert codecs.stored_for(["image", "pose", "image"], detail=True) == ("image", "pose")
     with pytest.raises(ValueError, match="unknown key 'colour'"):
         codecs.stored_for(["colour"], detail=True)
     with pytest.raises(ValueError, match="'depth_coarse' exists only in shards rendered with detail on"):
         codecs.stored_for(["depth_coarse"], detail=False)
+
+
+def test_rct_and_row_delta_codes_are_exact_inverses():
+    """Layout 4's codes: every uint8 colour and any triangle ids (-1 off the face, large jumps) come back
+    exactly; small colour differences and neighbouring ids give small codes."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (17, 9, 3), dtype=np.uint8)
+    img[0, 0], img[0, 1] = (255, 0, 255), (0, 255, 0)
+    code = codecs.rct_encode(img)
+    assert code.dtype == np.uint8
+    np.testing.assert_array_equal(codecs.rct_decode(code), img)
+    grey = np.full((2, 2, 3), 77, np.uint8)
+    np.testing.assert_array_equal(codecs.rct_encode(grey)[..., 1:], 0)  # equal channels: zero differences
+    with pytest.raises(ValueError, match=r"image must be uint8 \(\.\.\., 3\)"):
+        codecs.rct_encode(img.astype(np.int16))
+    ids = rng.integers(-1, 2**31 - 2, (13, 11)).astype(np.int32)
+    ids[:, :3] = -1
+    ids[4, 5:9] = [100, 101, 99, 2**31 - 2]
+    enc = codecs.row_delta_encode(ids)
+    assert enc.dtype == np.uint32
+    np.testing.assert_array_equal(enc[4, 6:8], [2, 3])  # +1 -> 2, -2 -> 3 (zigzag)
+    dec = codecs.row_delta_decode(enc)
+    assert dec.dtype == np.int32
+    np.testing.assert_array_equal(dec, ids)

@@ -47,6 +47,12 @@ def test_default_shard_size_in_the_manifest_and_kept_by_a_rerun(tiny_model, tmp_
     with pytest.raises(ValueError, match="detail_bank_version; it was rendered with detail bank 1, this synth-cli "
                                          "writes bank 2"):
         prepare(DatasetConfig(out=str(out), n=5, size=16, workers=0), tiny_model)
+    # nor one of shard layout 3 (its shards stay readable)
+    manifest.update(detail_bank_version=2, layout_version=3)
+    (out / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"differs in: layout_version; its shards are layout 3, this synth-cli writes "
+                                         r"layout 4 \(older layouts are read, not extended\)"):
+        prepare(DatasetConfig(out=str(out), n=5, size=16, workers=0), tiny_model)
 
 
 @pytest.mark.parametrize("platform, llvmpipe", [("osmesa", 1), ("cpu", 0)])

@@ -9,12 +9,14 @@ from synth.color import linear_to_srgb, linear_to_srgb_u8
 from synth.verify import verify_shard
 
 
-def test_roundtrip_layout_3_recomputes_the_maps_bit_for_bit(tiny_model, tmp_path, write_shard):
+@pytest.mark.parametrize("layout", [4, 3])
+def test_roundtrip_layouts_3_4_recompute_the_maps_bit_for_bit(tiny_model, tmp_path, write_shard, layout):
+    """Layout 4 (written) and layout 3 (read): the same decoded keys, bit for bit."""
     path = tmp_path / sh.shard_name(0)
-    outs = write_shard(tiny_model, path)
+    outs = write_shard(tiny_model, path, layout=layout)
     assert not list(tmp_path.glob(".tmp-*"))
     with sh.ShardReader(path, model=tiny_model) as r:
-        assert r.layout == 3 and r.detail
+        assert r.layout == layout and r.detail
         assert len(r) == 3 and r.attrs["model_fingerprint"] == tiny_model.fingerprint and r.attrs["complete"]
         for j, (p, o) in enumerate(outs):
             d = r.read(j)
@@ -35,7 +37,9 @@ def test_roundtrip_layout_3_recomputes_the_maps_bit_for_bit(tiny_model, tmp_path
             assert d["index"] == j and d["index"].dtype == np.int64
     with h5py.File(path) as f:  # maps: one sample per chunk, checksummed, Zstandard (filter 32015)
         assert f["image"].chunks == (1, 32, 32, 3) and f["image"].fletcher32 and "32015" in f["image"]._filters
-        assert f["tri_id"].dtype == np.int32 and f["mask"].dtype == np.uint8
+        assert f["tri_id"].dtype == (np.uint32 if layout == 4 else np.int32) and f["mask"].dtype == np.uint8
+        assert ("rct_encode" in f["image"].attrs["encoding"]) == (layout == 4)
+        assert ("row_delta_encode" in f["tri_id"].attrs["encoding"]) == (layout == 4)
         assert not {"depth", "depth_coarse", "normals", "pncc", "albedo"} & set(f)
         assert f["alpha_id"].chunks == (3, tiny_model.n_id)  # small arrays: one chunk, read whole
     assert verify_shard(path).ok
@@ -267,7 +271,7 @@ def test_unknown_layout_is_refused_in_one_line(tiny_model, tmp_path, write_shard
     write_shard(tiny_model, path, n=1, detail=False)
     with h5py.File(path, "r+") as f:
         f.attrs["layout_version"] = 7
-    with pytest.raises(ValueError, match=r"shard-00000\.h5.* has layout_version 7; this reader needs one of 1, 2, 3") as e:
+    with pytest.raises(ValueError, match=r"shard-00000\.h5.* has layout_version 7; this reader needs one of 1, 2, 3, 4") as e:
         sh.ShardReader(path)
     assert "\n" not in str(e.value)
     assert any("layout_version 7" in p for p in verify_shard(path).problems)

@@ -8,9 +8,14 @@ from synth.shards import shard_name
 from synth.verify import verify_dir, verify_shard
 
 
-def _corrupt(path, offset_fraction=0.5):
+def _corrupt(path, dataset="image", sample=1):
+    """Flip 64 bytes inside the stored chunk of ``dataset`` holding ``sample`` (as a bad disk would)."""
+    import hdf5plugin  # noqa: F401
+
+    with h5py.File(path) as f:
+        info = f[dataset].id.get_chunk_info_by_coord((sample,) + (0,) * (f[dataset].ndim - 1))
     data = bytearray(path.read_bytes())
-    i = int(len(data) * offset_fraction)
+    i = info.byte_offset + info.size // 4
     data[i:i + 64] = bytes(255 - b for b in data[i:i + 64])
     path.write_bytes(bytes(data))
 
@@ -52,19 +57,19 @@ def test_verify_dir_reports_missing_shards(tiny_model, tmp_path, write_shard):
     assert problems and "shard-00001.h5" in problems[0]
 
 
-def test_verify_layout_3_checks_mask_ids_and_recomputed_maps(tiny_model, tmp_path, write_shard):
-    from synth.codecs import delta2d_decode, delta2d_encode
+def test_verify_layouts_3_4_check_mask_ids_and_recomputed_maps(tiny_model, tmp_path, write_shard):
+    from synth.codecs import row_delta_decode, row_delta_encode
 
     path = tmp_path / shard_name(0)
     write_shard(tiny_model, path)
     assert verify_shard(path, maps=True, model=tiny_model).ok
     with h5py.File(path, "r+") as f:
-        ids = delta2d_decode(f["tri_id"][1])
-        ids[ids == 0] = 1  # a background pixel now names triangle 0: the mask no longer matches
-        f["tri_id"][1] = delta2d_encode(ids)
+        ids = row_delta_decode(f["tri_id"][1])
+        ids[ids == -1] = 0  # a background pixel now names triangle 0: the mask no longer matches
+        f["tri_id"][1] = row_delta_encode(ids)
     assert "sample 1: mask differs from tri_id >= 0" in " ".join(verify_shard(path).problems)
     with h5py.File(path, "r+") as f:
-        f["mask"][1] = (delta2d_decode(f["tri_id"][1]) > 0).astype(np.uint8)  # consistent again
+        f["mask"][1] = (row_delta_decode(f["tri_id"][1]) >= 0).astype(np.uint8)  # consistent again
         f["alpha_id"][2] = 1e6  # absurd coefficients: the recomputed maps go wrong, the stored arrays do not
     assert verify_shard(path).ok
     problems = " ".join(verify_shard(path, maps=True, model=tiny_model).problems)
