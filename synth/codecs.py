@@ -12,7 +12,7 @@
   (:func:`delta2d_encode`, wrapping integer arithmetic) so smooth maps compress well;
 * ``specular``: ``(strength, shininess)`` float32 of the sample's Blinn-Phong term.
 
-Layout 4 (:data:`LAYOUT_VERSION`, written) is layout 3 with two tighter lossless codes, ~17 %
+Layout 4 (:data:`LAYOUT_VERSION`, written) is layout 3 with two tighter lossless codes, ~10 %
 smaller at 224 px: the image in a reversible colour transform (:func:`rct_encode`: G, R - G, B - G
 modulo 256) before the 2-D difference, and the triangle ids as the zigzag-coded difference to the
 left neighbour along each row (:func:`row_delta_encode`, uint32). Every decoded key is bit for bit
