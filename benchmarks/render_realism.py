@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401  (the Zstandard filter of the shards, docs/shards.md)
 import numpy as np
 
 BUCKETS = ((0.0, 30.0), (30.0, 60.0), (60.0, 75.0))
@@ -51,8 +52,11 @@ def read_shards(folder: Path) -> dict[str, np.ndarray]:
     for path in sorted(folder.glob("shard-*.h5")):
         with h5py.File(path, "r") as f:
             d = f["image"][...]
-            if f["image"].attrs.get("encoding", "") == "delta2d":  # a = cumsum(cumsum(d, 0), 1), wrapping
+            if str(f["image"].attrs.get("encoding", "")).startswith("delta2d"):  # a = cumsum(cumsum(d, 0), 1), wrapping
                 d = np.cumsum(np.cumsum(d, axis=1, dtype=np.uint8), axis=2, dtype=np.uint8)
+            if int(f.attrs.get("layout_version", 0)) >= 4:  # stored (G, R - G, B - G) modulo 256 (docs/shards.md)
+                g = d[..., 0]
+                d = np.stack([d[..., 1] + g, g, d[..., 2] + g], axis=-1)
             out["image"].append(d)
             for k in ("landmarks", "pose", "index"):
                 out[k].append(f[k][...])

@@ -22,8 +22,9 @@ Targets (issue 14), each printed as a ratio measured in this run:
    gl_PrimitiveID pass alone on OSMesa, the raster ceiling of the GL design), >= 1.8x with 2 workers;
 2. <= 60 kB/sample at 224 px;
 3. reading: the keyed read training uses (image + mask + parameters + landmarks) and the maps
-   (recomputed from the triangle ids in layout 3), ms/sample, layout 3 next to layout 2 written from
-   the same renders in this run (`benchmarks/loader.py` compares reading with a training step);
+   (recomputed from the triangle ids from layout 3 on), ms/sample, the job's layout-4 shards next to
+   layouts 3 and 2 written from the same renders in this run, with the three layouts' kB/sample on
+   those renders (`benchmarks/loader.py` compares reading with a training step);
 4. 80 samples/s per core (1000 / CPU ms per sample of the 1-worker job).
 Rates are "steady": measured from the first finished quarter of the samples to the last, so process
 start-up and model loading are reported separately. Every process (the in-process 1-worker run

@@ -198,6 +198,8 @@ def encode_sample(params, out, layout: int = LAYOUT_VERSION) -> dict[str, np.nda
         return _encode_v3(params, out, layout)
     if layout != 2:
         raise ValueError(f"layout must be 2, 3 or 4, got {layout}")
+    if out.normals is None or out.pncc is None or out.albedo is None:
+        raise ValueError("layout 2 stores the maps: encode a render(params, maps=True) output")
     detail = out.depth_coarse is not None
     # detail on: the smooth coarse depth compresses well; the detail is stored once, as a difference
     q, offset, step = encode_depth(out.depth_coarse if detail else out.depth)

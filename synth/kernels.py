@@ -241,8 +241,8 @@ def _vertex_normals(x, y, z, tris, acc):
 
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals ``(N, 3)`` (dtype of ``vertices (N, 3)``; zero where no
-    triangle contributes): the result of :func:`morphable_model.geometry.vertex_normals` — cross
+    """Area-weighted unit vertex normals ``(N, 3)`` (dtype of ``vertices (N, 3)`` when float32/64, else
+    float64; zero where no triangle contributes): the result of :func:`morphable_model.geometry.vertex_normals` — cross
     products in the input precision, summed in float64 per vertex in triangle order, normalised."""
     v = np.asarray(vertices)
     if v.ndim != 2 or v.shape[1] != 3:
@@ -319,6 +319,9 @@ def shade_pixels(image: np.ndarray, pix: np.ndarray, normals: np.ndarray, albedo
         raise ValueError(f"image must be a C-contiguous (H, W, 3) float32 array, got {image.dtype} {image.shape}")
     pix = np.ascontiguousarray(pix, np.int64)
     n_pix = pix.shape[0]
+    if n_pix and (pix.min() < 0 or pix.max() >= image.shape[0] * image.shape[1]):
+        raise ValueError(f"pix must index the {image.shape[0]} x {image.shape[1]} image, got "
+                         f"[{pix.min()}, {pix.max()}]")
     if normals.shape != (n_pix, 3) or albedo.shape != (n_pix, 3):
         raise ValueError(f"normals and albedo must be ({n_pix}, 3), got {normals.shape}, {albedo.shape}")
     occ = np.zeros(0, np.float32) if occlusion is None else np.asarray(occlusion, np.float32)
@@ -327,8 +330,10 @@ def shade_pixels(image: np.ndarray, pix: np.ndarray, normals: np.ndarray, albedo
     sh = np.asarray(sh, np.float64)
     if sh.shape != (9, 3):
         raise ValueError(f"sh must be (9, 3), got {sh.shape}")
-    k = np.eye(3) if intrinsics is None else np.asarray(intrinsics, np.float64)
     spec_on = specular is not None
+    if spec_on and intrinsics is None and projection == "perspective":
+        raise ValueError("intrinsics are needed for the view directions of a perspective highlight")
+    k = np.eye(3) if intrinsics is None else np.asarray(intrinsics, np.float64)
     if spec_on:
         light_dir, light_color, strength, shininess = specular
         spec = np.empty((n_pix, 3), np.float32)

@@ -64,10 +64,11 @@ class RenderOutput:
     image: np.ndarray  # (H, W, 3) uint8, sRGB-encoded, over the background
     depth: np.ndarray  # (H, W) float32 mm, 0 off-face
     depth_coarse: np.ndarray | None  # (H, W) float32 mm, model-only geometry (detail on)
-    normals: np.ndarray  # (H, W, 3) float32 unit, camera frame, 0 off-face
-    pncc: np.ndarray  # (H, W, 3) float32 [0, 1], 0 off-face
-    albedo: np.ndarray  # (H, W, 3) float32 [0, 1] linear RGB, 0 off-face
-    specular: np.ndarray | None  # (H, W, 3) float32 linear Blinn-Phong radiance (None: strength 0; not stored)
+    normals: np.ndarray | None  # (H, W, 3) float32 unit, camera frame, 0 off-face (None: maps=False)
+    pncc: np.ndarray | None  # (H, W, 3) float32 [0, 1], 0 off-face (None: maps=False)
+    albedo: np.ndarray | None  # (H, W, 3) float32 [0, 1] linear RGB, 0 off-face (None: maps=False)
+    specular: np.ndarray | None  # (H, W, 3) float32 linear Blinn-Phong radiance (None: strength 0 or maps=False;
+    # not stored)
     mask: np.ndarray  # (H, W) bool, pixels covered by the face mesh
     landmarks: np.ndarray  # (68, 2) float32 pixel (u, v)
     landmarks_visible: np.ndarray  # (68,) bool

@@ -141,3 +141,7 @@ def test_shade_pixels_equals_the_numpy_lighting(projection):
         kernels.shade_pixels(background.astype(np.float64), pix, n, alb, sh)
     with pytest.raises(ValueError, match=r"occlusion must be \(60,\)"):
         kernels.shade_pixels(background.copy(), pix, n, alb, sh, occ[:5])
+    with pytest.raises(ValueError, match=r"pix must index the 9 x 13 image, got \[0, 117\]"):
+        kernels.shade_pixels(background.copy(), np.r_[pix[:-1], 117], n, alb, sh)
+    with pytest.raises(ValueError, match="intrinsics are needed"):
+        kernels.shade_pixels(background.copy(), pix, n, alb, sh, specular=(light_dir, light_color, 0.7, 12.0))

@@ -207,6 +207,20 @@ def test_specular_is_blinn_phong_of_the_dominant_light(tiny_model, tiny_renderer
     assert np.all(out.image[m].astype(int) >= off.image[m]) and (out.image[m] > off.image[m]).any()
 
 
+def test_render_without_maps_has_the_stored_outputs_only(tiny_model, tiny_renderer):
+    """maps=False (the dataset job): the same image, ids, mask and landmarks; no maps to encode as layout 2."""
+    from synth.codecs import encode_sample
+
+    p = sample_params(tiny_model, SamplingConfig(), 64, 1, 5)
+    full, lean = tiny_renderer.render(p), tiny_renderer.render(p, maps=False)
+    for key in ("image", "tri_id", "mask", "depth", "landmarks", "landmarks_visible"):
+        np.testing.assert_array_equal(getattr(lean, key), getattr(full, key), err_msg=key)
+    assert lean.normals is None and lean.albedo is None and lean.pncc is None and lean.depth_coarse is None
+    assert set(encode_sample(p, lean)) == set(encode_sample(p, full))  # layout 4 needs no maps
+    with pytest.raises(ValueError, match="layout 2 stores the maps"):
+        encode_sample(p, lean, layout=2)
+
+
 def test_outputs_shapes_ranges_odd_size(tiny_model):
     with FaceRenderer(tiny_model, 33) as r:
         p = sample_params(tiny_model, SamplingConfig(), 33, 0, 3)
