@@ -267,9 +267,9 @@ class FaceRenderer:
         g = self._geometry(params, arrays)
         return g.verts_cam, g.coarse_cam, g.normals_cam, g.albedo
 
-    def _geometry(self, params: SampleParams, arrays=None, coarse_cam: bool = True) -> "_Geometry":
-        """``coarse_cam=False``: the model-only surface is not transformed (``coarse_cam`` None; only
-        ``depth_coarse`` needs it)."""
+    def _geometry(self, params: SampleParams, arrays=None, with_coarse: bool = True) -> "_Geometry":
+        """``with_coarse=False``: the model-only surface of a detailed sample is not transformed
+        (``coarse_cam`` None; only ``depth_coarse`` needs it)."""
         m = self.model
         coarse, albedo = self.model_arrays([params])[0] if arrays is None else arrays
         detailed = occlusion = None
@@ -286,27 +286,22 @@ class FaceRenderer:
         normals = kernels.vertex_normals(np.asarray(drawn, np.float32), self.triangles)
         rot = params.rotation.astype(np.float32)
         t = params.translation.astype(np.float32)
-        verts_cam = cam.to_camera(coarse if detailed is None else detailed, rot, t)  # (N, 3)
-        if detailed is None:
-            coarse_cam = verts_cam
-        elif coarse_cam:
-            coarse_cam = cam.to_camera(coarse, rot, t)
-        else:
-            coarse_cam = None
+        verts_cam = cam.to_camera(drawn, rot, t)  # (N, 3)
+        coarse_cam = cam.to_camera(coarse, rot, t) if detailed is not None and with_coarse else None
         normals_cam = normals @ rot.T  # (N, 3) @ (3, 3)^T: normals rotate, they do not translate
-        return _Geometry(verts_cam, coarse_cam if detailed is not None else None, normals_cam, albedo, occlusion)
+        return _Geometry(verts_cam, coarse_cam, normals_cam, albedo, occlusion)
 
     def render(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None,
                maps: bool = True) -> RenderOutput:
         """All maps of one sample (``arrays``: its :meth:`model_arrays` entry, computed here if None).
 
-        ``maps=False``: only what the shards of layout 3 store is computed — the image, the triangle
+        ``maps=False``: only what the shards of layouts 3 and 4 store is computed — the image, the triangle
         ids, the mask, the landmarks (and ``depth``, which the landmarks' visibility needs);
         ``normals``, ``pncc``, ``albedo``, ``specular`` and ``depth_coarse`` are None.
         :meth:`surface_maps` recomputes the maps from the ids."""
         size, projection = self.size, params.projection
         t0 = time.perf_counter()
-        geo = self._geometry(params, arrays, coarse_cam=maps)
+        geo = self._geometry(params, arrays, with_coarse=maps)
         k = np.asarray(params.intrinsics, np.float64)
         uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)  # (N, 2), (N,)
         t1 = time.perf_counter()
