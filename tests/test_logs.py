@@ -38,6 +38,25 @@ def test_rows_round_trip_and_append_keeps_the_header(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_rows_with_new_columns_widen_the_file(tmp_path):
+    """A run resumed by a version that logs more metrics keeps them: the header gains the new
+    columns, the earlier rows read back blank (NaN) there, and the file still truncates."""
+    _write(tmp_path, [1, 2])
+    log = RunLog(tmp_path, enabled=True)
+    log.val_row({"step": 4, "rmse/it1": 0.75, "rmse/it2": 0.5, "n": 4.0, "detail_pooled": 0.6})
+    log.val_row({"step": 6, "rmse/it1": 0.5, "rmse/it2": 0.25, "n": 4.0, "detail_pooled": 0.7, "extra": 1.0})
+    log.close()
+    text = (tmp_path / "val.csv").read_text()
+    assert text.count("step,") == 1 and text.splitlines()[0] == "step,rmse/it1,rmse/it2,n,detail_pooled,extra"
+    va = read_csv(tmp_path / "val.csv")
+    np.testing.assert_array_equal(va["step"], [2, 4, 6])
+    np.testing.assert_array_equal(va["rmse/it1"], [1.5, 0.75, 0.5])
+    np.testing.assert_array_equal(va["detail_pooled"], [np.nan, 0.6, 0.7])
+    np.testing.assert_array_equal(va["extra"], [np.nan, np.nan, 1.0])
+    truncate_logs(tmp_path, 4)
+    np.testing.assert_array_equal(read_csv(tmp_path / "val.csv")["detail_pooled"], [np.nan, 0.6])
+
+
 def test_truncate_drops_rows_after_the_checkpoint(tmp_path):
     _write(tmp_path, [1, 2, 3, 4])
     truncate_logs(tmp_path, 2)

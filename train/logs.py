@@ -21,7 +21,7 @@ __all__ = ["RunLog", "truncate_logs", "read_csv", "plot_curves"]
 
 class RunLog:
     """Appends rows to ``OUT/train.csv`` / ``OUT/val.csv`` (header from the first row, or the
-    existing file's) and to ``OUT/log.jsonl`` (every row, with its ``kind``), flushed per row.
+    existing file's; a row with new columns widens the file, earlier rows blank there) and to ``OUT/log.jsonl`` (every row, with its ``kind``), flushed per row.
     ``enabled=False`` (the ranks other than 0) writes nothing."""
 
     def __init__(self, out: Path, enabled: bool):
@@ -40,15 +40,30 @@ class RunLog:
                 with open(path) as f:
                     fields = next(csv.reader(f))
             new = not path.exists() or path.stat().st_size == 0
-            self._files[table] = open(path, "a", newline="")
-            self._writers[table] = csv.DictWriter(self._files[table], fieldnames=fields, extrasaction="ignore",
-                                                 lineterminator="\n")
-            if new:
-                self._writers[table].writeheader()
+            self._open(table, path, fields, header=new)
+        added = [k for k in row if k not in self._writers[table].fieldnames]
+        if added:  # e.g. a run resumed by a version that logs more metrics: widen the file, old rows blank there
+            self._files[table].close()
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            fields = list(self._writers[table].fieldnames) + added
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, path)
+            self._open(table, path, fields, header=False)
         self._writers[table].writerow(row)
         self._files[table].flush()
         self._jsonl.write(json.dumps({"kind": table, **row}) + "\n")
         self._jsonl.flush()
+
+    def _open(self, table: str, path: Path, fields: list[str], header: bool) -> None:
+        self._files[table] = open(path, "a", newline="")
+        self._writers[table] = csv.DictWriter(self._files[table], fieldnames=fields, lineterminator="\n")
+        if header:
+            self._writers[table].writeheader()
 
     def train_row(self, row: dict[str, Any]) -> None:
         self._row("train", row)
