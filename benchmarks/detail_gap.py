@@ -82,7 +82,8 @@ def main() -> None:
                         break
                     d = r.read(i, keys=("image", "depth", "depth_coarse", "mask"))
                     # upsampled so the detector and the crop see a photo-sized face
-                    Image.fromarray(d["image"]).resize((256, 256), Image.BICUBIC).save(renders / f"r{len(truth):03d}.png")
+                    big = Image.fromarray(d["image"]).resize((256, 256), Image.BICUBIC)
+                    big.save(renders / f"r{len(truth):03d}.png")
                     truth.append(float(np.percentile(np.abs(d["depth"] - d["depth_coarse"])[d["mask"]], 99)))
             if len(truth) == args.n:
                 break

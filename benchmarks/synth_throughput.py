@@ -304,7 +304,8 @@ def main() -> None:
                           f"{1000 * t.get('cpu', float('nan')) / args.n:>7.1f}  {split}", flush=True)
                     if detail and w == workers[0] and not args.skip_ceiling:
                         r_read = read_rates(model, out, size, min(args.n, 32))
-                        print("        reading, CPU ms/sample (layout 4 of the job vs layouts 3 and 2 of the same renders): "
+                        print("        reading, CPU ms/sample (layout 4 of the job vs layouts 3 and 2 of the same "
+                              "renders): "
                               + "; ".join(f"{k} {v:.2f}" for k, v in r_read.items() if not k.endswith("_kB"))
                               + f"; kB/sample of the same {min(args.n, 32)} renders: layout 4 "
                               f"{r_read['layout4_kB']:.1f}, layout 3 {r_read['layout3_kB']:.1f}, layout 2 "

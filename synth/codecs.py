@@ -376,8 +376,8 @@ def _decode_v3(raw: dict[str, np.ndarray], keys, surface, layout: int) -> dict[s
     if wanted & set(SURFACE_KEYS):
         if surface is None:
             raise ValueError(f"keys {sorted(wanted & set(SURFACE_KEYS))} of a layout-{layout} shard are recomputed "
-                             "from the triangle ids and the morphable model: read them through synth.shards.ShardReader "
-                             "(with model= for a model other than the built-in one)")
+                             "from the triangle ids and the morphable model: read them through "
+                             "synth.shards.ShardReader (with model= for a model other than the built-in one)")
         maps = surface(raw, tri)
     for key in keys:
         if key == "image":

@@ -242,7 +242,8 @@ def _vertex_normals(x, y, z, tris, acc):
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals ``(N, 3)`` (dtype of ``vertices (N, 3)`` when float32/64, else
-    float64; zero where no triangle contributes): the result of :func:`morphable_model.geometry.vertex_normals` — cross
+    float64; zero where no triangle contributes): the result of
+    :func:`morphable_model.geometry.vertex_normals` — cross
     products in the input precision, summed in float64 per vertex in triangle order, normalised."""
     v = np.asarray(vertices)
     if v.ndim != 2 or v.shape[1] != 3:
