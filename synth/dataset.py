@@ -256,15 +256,15 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
     if old is not None:
         diff = [k for k in _IDENTITY_KEYS if old.get(k) != json.loads(json.dumps(manifest[k]))]
         if diff:
-            bank = ""
+            why = ""  # the differences that come from a newer synth-cli, explained
             if "detail_bank_version" in diff and config.sampling.detail:
-                bank = (f"; it was rendered with detail bank {old.get('detail_bank_version') or 1}, this synth-cli "
-                        f"writes bank {BANK_VERSION}")
+                why = (f"; it was rendered with detail bank {old.get('detail_bank_version') or 1}, this synth-cli "
+                       f"writes bank {BANK_VERSION}")
             if "layout_version" in diff:
-                bank += (f"; its shards are layout {old.get('layout_version')}, this synth-cli writes layout "
-                         f"{sh.LAYOUT_VERSION} (older layouts are read, not extended)")
+                why += (f"; its shards are layout {old.get('layout_version')}, this synth-cli writes layout "
+                        f"{sh.LAYOUT_VERSION} (older layouts are read, not extended)")
             raise ValueError(f"--out {str(out)!r} already holds a dataset with another configuration "
-                             f"(differs in: {', '.join(diff)}{bank}); use a new --out or remove it")
+                             f"(differs in: {', '.join(diff)}{why}); use a new --out or remove it")
     elif out.exists() and sh.list_shards(out):
         raise ValueError(f"--out {str(out)!r} holds shards but no dataset.json; use a new --out")
     expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}

@@ -143,6 +143,7 @@ class ShardWriter:
         comp = _compression(compression)
         shapes = dataset_shapes(layout, size, dims, detail)
         self._ds = {}
+        keys = {}  # the file's "keys" attribute: dtype, shape, unit and encoding of every dataset
         for name, (shape, dtype) in shapes.items():
             if name in MAP_DATASETS:
                 extra = dict(comp, chunks=(1,) + shape)
@@ -153,12 +154,11 @@ class ShardWriter:
             ds = self._f.create_dataset(name, shape=(self.n,) + shape, dtype=dtype, fletcher32=True, **extra)
             unit, encoding, description = dataset_info(name, layout)
             ds.attrs.update({"unit": unit, "encoding": encoding, "description": description})
+            keys[name] = {"dtype": np.dtype(dtype).str, "shape": list(shape), "unit": unit, "encoding": encoding}
             self._ds[name] = ds
         # small per-sample arrays are kept here and written in one call per dataset by commit()
         self._small = {name: np.zeros((self.n,) + shape, dtype) for name, (shape, dtype) in shapes.items()
                        if name not in MAP_DATASETS}
-        keys = {name: {"dtype": np.dtype(dt).str, "shape": list(s), "unit": dataset_info(name, layout)[0],
-                       "encoding": dataset_info(name, layout)[1]} for name, (s, dt) in shapes.items()}
         self._f.attrs.update({k: v for k, v in attrs.items()})
         if detail and "detail_bank_version" not in attrs:
             from .detail import BANK_VERSION

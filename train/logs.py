@@ -21,7 +21,8 @@ __all__ = ["RunLog", "truncate_logs", "read_csv", "plot_curves"]
 
 class RunLog:
     """Appends rows to ``OUT/train.csv`` / ``OUT/val.csv`` (header from the first row, or the
-    existing file's; a row with new columns widens the file, earlier rows blank there) and to ``OUT/log.jsonl`` (every row, with its ``kind``), flushed per row.
+    existing file's; a row with new columns widens the file, earlier rows blank there) and to
+    ``OUT/log.jsonl`` (every row, with its ``kind``), flushed per row.
     ``enabled=False`` (the ranks other than 0) writes nothing."""
 
     def __init__(self, out: Path, enabled: bool):
