@@ -23,14 +23,9 @@ import numpy as np
 
 
 def offline_photos(folder: Path) -> Path:
-    import matplotlib.cbook
-    import skimage.data
-    from PIL import Image
+    from train.photos import write_sample_photos
 
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(skimage.data.astronaut()).save(folder / "astronaut.png")
-    Image.fromarray(skimage.data.camera()).convert("RGB").save(folder / "cameraman.png")
-    shutil.copy(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), folder / "grace_hopper.jpg")
+    write_sample_photos(folder)
     return folder
 
 

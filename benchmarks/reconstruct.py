@@ -50,14 +50,9 @@ STAGES = ("decode", "detect", "crop", "coarse", "fine", "mesh", "write", "pictur
 
 def offline_photos(folder: Path, n: int) -> list[Path]:
     """``n`` photo files: alternating copies of the astronaut and Grace Hopper."""
-    import matplotlib.cbook
-    from PIL import Image
-    from skimage import data
+    from train.photos import write_sample_photos
 
-    folder.mkdir(parents=True, exist_ok=True)
-    src = [folder / "src_astronaut.png", folder / "src_grace_hopper.jpg"]
-    Image.fromarray(data.astronaut()).save(src[0])
-    shutil.copy(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), src[1])
+    src = write_sample_photos(folder / "src", ("astronaut", "grace_hopper"))
     out = []
     for i in range(n):
         s = src[i % 2]

@@ -131,14 +131,9 @@ NOT_DONE = object()
 
 # ------------------------------------------------------------------------------ stages
 def stage_photos(d: Demo) -> None:
-    import matplotlib.cbook
-    from PIL import Image
-    from skimage import data
+    from train.photos import write_sample_photos
 
-    folder = d.path("photos")
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
-    shutil.copy(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), folder / "grace_hopper.jpg")
+    write_sample_photos(d.path("photos"), ("astronaut", "grace_hopper"))
 
 
 def stage_render(d: Demo, log: Path) -> None:

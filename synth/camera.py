@@ -72,6 +72,28 @@ def rotation_matrix(pose, pitch=None, roll=None):
     return rz @ rx @ ry
 
 
+def rotation_to_pose(rotation):
+    """The inverse of :func:`rotation_matrix`: ``(..., 3, 3)`` rotation -> ``(..., 3)`` (yaw,
+    pitch, roll) radians, with pitch in [-pi/2, pi/2] (numpy, or torch: differentiable away from
+    pitch = +-pi/2). From ``R = Rz(roll) Rx(pitch) Ry(yaw)``: ``R[2] = (-cos p sin y, sin p,
+    cos p cos y)``, ``R[0, 1] = -sin r cos p``, ``R[1, 1] = cos r cos p``.
+    """
+    r = rotation
+    if r.ndim < 2 or tuple(r.shape[-2:]) != (3, 3):
+        raise ValueError(f"rotation must be (..., 3, 3), got {tuple(r.shape)}")
+    if _is_torch(r):
+        import torch
+
+        atan2, asin, stack = torch.atan2, lambda x: torch.asin(x.clamp(-1.0, 1.0)), torch.stack
+    else:
+        r = np.asarray(r, dtype=np.float64)
+        atan2, asin, stack = np.arctan2, lambda x: np.arcsin(np.clip(x, -1.0, 1.0)), np.stack
+    yaw = atan2(-r[..., 2, 0], r[..., 2, 2])
+    pitch = asin(r[..., 2, 1])
+    roll = atan2(-r[..., 0, 1], r[..., 1, 1])
+    return stack([yaw, pitch, roll], -1)
+
+
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` float32 (for weak perspective fx = fy = s)."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float32)

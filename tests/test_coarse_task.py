@@ -222,3 +222,20 @@ def test_a_run_trained_with_the_oracle_mask_is_not_resumed(data, tiny_model, tmp
         train_coarse(_cfg(data, tmp_path / "old", steps=2, resume=True), model=tiny_model)
     with pytest.raises(CheckpointError, match=r"last\.pt was trained with an oracle input"):
         evaluate_checkpoint(EvaluateConfig(checkpoint=str(path), data=str(data["val"]), device="cpu"), model=tiny_model)
+
+
+def test_landmark_init_run_logs_the_head_and_starts_from_a_checkpoint(data, tiny_model, tmp_path):
+    """``--landmark-init`` end to end on the tiny model: the head's loss and NME are logged,
+    ``evaluate`` reports them; ``--init`` starts a landmark network from a plain run's weights."""
+    plain = train_coarse(_cfg(data, tmp_path / "plain", steps=2), model=tiny_model)
+    out = tmp_path / "lmk"
+    res = train_coarse(_cfg(data, out, steps=6, val_every=6, val_data=str(data["val"]), landmark_init=True,
+                            init=str(plain.checkpoint)), model=tiny_model)
+    assert math.isfinite(res.val["landmark_head_nme51"]) and math.isfinite(res.val["landmark_nme51/it2"])
+    rows = _rows(out / "train.csv")
+    assert all(math.isfinite(float(r["loss_lmk"])) for r in rows)
+    ck = load_checkpoint(out / "checkpoints" / "last.pt", fingerprint=tiny_model.fingerprint)
+    assert ck["task_state"]["landmark_init"] is True and ck["config"]["init"] == str(plain.checkpoint)
+    ev = evaluate_checkpoint(EvaluateConfig(checkpoint=str(out / "checkpoints" / "last.pt"), data=str(data["val"]),
+                                            batch_size=16, device="cpu"), model=tiny_model)
+    assert ev["landmark_head"]["nme51"] == pytest.approx(res.val["landmark_head_nme51"], rel=1e-5)

@@ -346,3 +346,17 @@ def test_a_photo_the_detector_fails_on_is_skipped_and_the_rest_processed(astrona
     run = prepare_photos([tmp_path], _config(tmp_path, size=32), detector=FailsOnSmall())
     assert [p.name for p in run.used] == ["a.png"]
     assert run.skipped == [(tmp_path / "tiny.png", "face detection failed (RuntimeError: graph failed)")]
+
+
+def test_write_sample_photos(tmp_path):
+    from train.photos import SAMPLE_PHOTOS, write_sample_photos
+
+    paths = write_sample_photos(tmp_path / "p")
+    assert [p.name for p in paths] == ["astronaut.png", "cameraman.png", "grace_hopper.jpg"]
+    assert len(paths) == len(SAMPLE_PHOTOS)
+    for p in paths:
+        with Image.open(p) as im:
+            assert im.mode == "RGB" and min(im.size) >= 256
+    assert write_sample_photos(tmp_path / "q", ("grace_hopper",))[0].name == "grace_hopper.jpg"
+    with pytest.raises(ValueError, match="unknown sample photo 'lena'"):
+        write_sample_photos(tmp_path / "r", ("lena",))

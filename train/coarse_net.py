@@ -10,9 +10,14 @@ One set of convolution weights serves every iteration; the normalisation layers 
 iteration (``norm``: the inputs of iteration 1, fed the mean face, and of iteration 4, fed an
 almost-right face, have different feature statistics).
 
+With ``landmark_init`` the first pass also predicts the 68 landmarks (``LandmarkHead``: heatmaps
+on a small feature pyramid, soft-argmax), and the iterations start from the morphable model fitted
+to them (:mod:`train.landmark_fit`) instead of from the mean face at the mean pose.
+
 Layout of this module: the vertex-clustering decimation of the feedback mesh
 (``cluster_decimate``), the normalisation layers (``NORMS``, ``make_norm``,
-``IterationBatchNorm2d``), the network blocks (``BasicBlock``, ``CoarseNet``), the feedback
+``IterationBatchNorm2d``), the network blocks (``BasicBlock``, ``CoarseNet``, ``LandmarkHead``,
+``soft_argmax``), the feedback
 renderer and the iterative model (``FeedbackRenderer``, ``IterativeCoarseNet``). Training lives
 in :mod:`train.coarse_task`, inference (``reconstruct``, ``load_coarse``) in :mod:`train.inference`.
 """
@@ -34,7 +39,8 @@ from synth import camera
 from . import depth_render
 from .checkpoint import CheckpointError
 from .config import Norm
-from .params import CoarseParams, ParamLayout, ParamStats, decode_params
+from .landmark_fit import fit_landmarks
+from .params import CoarseParams, ParamLayout, ParamStats, decode_params, translation_to_cam
 
 __all__ = [
     "cluster_decimate",
@@ -43,12 +49,21 @@ __all__ = [
     "IterationBatchNorm2d",
     "BasicBlock",
     "CoarseNet",
+    "LandmarkHead",
+    "soft_argmax",
     "FeedbackRenderer",
     "refuse_oracle_input",
     "IterativeCoarseNet",
 ]
 
 log = logging.getLogger(__name__)
+
+FIT_CLAMP = 6.0
+"""Bound (prior stds) on each entry of a landmark-fitted estimate (:meth:`IterativeCoarseNet.fit_estimate`)."""
+FIT_SIGMA = 0.02
+"""The landmark noise (fraction of the image width) the landmark fit assumes (its ridge weight,
+:func:`train.landmark_fit.fit_landmarks`): on held-out renders with 2 % noise added to the true
+landmarks, 0.02-0.05 fit best."""
 
 
 # ---------------------------------------------------------------------------- feedback mesh
@@ -189,15 +204,68 @@ class CoarseNet(nn.Module):
         nn.init.zeros_(self.fc[-1].bias)
         self.in_channels, self.out_dim, self.norm = in_channels, out_dim, norm
 
-    def forward(self, x: torch.Tensor, iteration: int = 0) -> torch.Tensor:
-        """``iteration`` (0-based) selects the per-iteration norms of ``norm="iter_batch"``."""
+    def forward(self, x: torch.Tensor, iteration: int = 0, features: bool = False):
+        """``iteration`` (0-based) selects the per-iteration norms of ``norm="iter_batch"``.
+        Returns the update ``(B, out_dim)``; with ``features``, ``(update, [the output of each of
+        the 4 stages])`` (strides 2, 4, 8, 16 of the input) for :class:`LandmarkHead`."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must be (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         y = F.relu(_norm(self.stem[1], self.stem[0](x), iteration), inplace=True)
-        for block in self.blocks:
+        stages = []
+        for i, block in enumerate(self.blocks):
             y = block(y, iteration)
+            if i % 2 == 1:
+                stages.append(y)
         y = F.relu(_norm(self.head_conv[1], self.head_conv[0](y), iteration), inplace=True)  # (B, out_dim, h, w)
-        return self.fc(y.mean(dim=(2, 3)))  # GAP -> (B, out_dim) -> FC x3
+        update = self.fc(y.mean(dim=(2, 3)))  # GAP -> (B, out_dim) -> FC x3
+        return (update, stages) if features else update
+
+    @property
+    def widths(self) -> list[int]:
+        """Channels of the 4 stages."""
+        return [self.blocks[2 * i].conv2.out_channels for i in range(4)]
+
+
+class LandmarkHead(nn.Module):
+    """The 68 landmarks as heatmaps on CoarseNet's features, read out by a soft-argmax.
+
+    A small feature pyramid (Lin et al. 2017) over the outputs of stages 2-4 (strides 4, 8, 16):
+    1x1 lateral convolutions to ``channels``, top-down nearest upsampling and addition, a 3x3
+    convolution, normalisation, ReLU and a 1x1 convolution to one heatmap per point at stride 4.
+    Each heatmap's softmax over the pixels weights the pixel centres (integral regression, Sun et
+    al. 2018): ``(B, n_points, 2)`` image points in pixels (u right, v down, pixel centres at
+    ``j + 0.5``), differentiable, sub-cell precise.
+    """
+
+    def __init__(self, widths: list[int], channels: int, n_points: int = 68, norm: str = "batch"):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(w, channels, 1) for w in widths[1:])
+        self.conv = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.norm = make_norm("batch" if norm == "iter_batch" else norm, channels)
+        self.out = nn.Conv2d(channels, n_points, 1)
+        self.n_points = n_points
+
+    def forward(self, stages: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        feats = [lat(f) for lat, f in zip(self.lateral, stages[1:])]  # strides 4, 8, 16
+        y = feats[-1]
+        for f in reversed(feats[:-1]):
+            y = f + F.interpolate(y, size=f.shape[-2:], mode="nearest")
+        y = F.relu(self.norm(self.conv(y)), inplace=True)
+        return soft_argmax(self.out(y).float(), size)
+
+
+def soft_argmax(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Heatmap logits ``(B, P, h, w)`` over an image of ``size`` (H, W) -> the expected pixel
+    ``(B, P, 2)`` (u, v) under each map's softmax, each cell standing for its centre (the
+    project's pixel convention: pixel ``j`` covers ``[j, j + 1)``, centre ``j + 0.5``)."""
+    b, p, hh, ww = heat.shape
+    prob = torch.softmax(heat.reshape(b, p, -1), dim=-1).reshape(b, p, hh, ww)
+    h, w = size
+    xs = (torch.arange(ww, device=heat.device, dtype=heat.dtype) + 0.5) * (w / ww)  # cell centres, pixels
+    ys = (torch.arange(hh, device=heat.device, dtype=heat.dtype) + 0.5) * (h / hh)
+    u = (prob.sum(2) * xs).sum(-1)  # (B, P): marginal over rows, then the expectation
+    v = (prob.sum(3) * ys).sum(-1)
+    return torch.stack([u, v], dim=-1)
 
 
 # ---------------------------------------------------------------------------- feedback rendering
@@ -277,7 +345,8 @@ class IterativeCoarseNet(nn.Module):
     """
 
     def __init__(self, model, layout: ParamLayout, stats: ParamStats, *, iters: int, width_mult: float = 1.0,
-                 projection: str = "perspective", feedback_cell: float = 0.0, norm: str = "batch"):
+                 projection: str = "perspective", feedback_cell: float = 0.0, norm: str = "batch",
+                 landmark_init: bool = False):
         super().__init__()
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
@@ -285,12 +354,27 @@ class IterativeCoarseNet(nn.Module):
         self.width_mult = width_mult
         self.net = CoarseNet(in_channels=9, out_dim=layout.dim, width_mult=width_mult, norm=norm, iters=iters)
         self.render = FeedbackRenderer(model, projection=projection, cell_mm=feedback_cell)
+        self.landmark_head: LandmarkHead | None = None
+        if landmark_init:
+            if model.landmarks is None or len(model.landmarks) != 68:
+                n = 0 if model.landmarks is None else len(model.landmarks)
+                raise ValueError(f"--landmark-init needs a morphable model with 68 landmark vertices, this one has {n} "
+                                 "(give the model a landmark file, or train with --no-landmark-init)")
+            self.landmark_head = LandmarkHead(self.net.widths, max(16, self.net.widths[2]), 68, norm)
+            # the landmark vertices of the mean and of the bases (mm per std unit) for the fit
+            m, lm = self.render.morph, self.render.morph.landmarks
+            self.register_buffer("fit_mean", m.mean_shape[lm].clone(), persistent=False)
+            self.register_buffer("fit_id", (m.id_basis[:, :layout.n_id] * m.id_std[:layout.n_id])
+                                 .reshape(-1, 3, layout.n_id)[lm].clone(), persistent=False)
+            self.register_buffer("fit_exp", (m.exp_basis[:, :layout.n_exp] * m.exp_std[:layout.n_exp])
+                                 .reshape(-1, 3, layout.n_exp)[lm].clone(), persistent=False)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Everything besides the weights and the morphable model that defines this network."""
         return {"layout": self.layout.to_dict(), "stats": self.stats.to_dict(), "iters": self.iters,
                 "projection": self.render.projection, "width_mult": self.width_mult,
-                "feedback_cell": self.render.cell_mm, "norm": self.net.norm}
+                "feedback_cell": self.render.cell_mm, "norm": self.net.norm,
+                "landmark_init": self.landmark_head is not None}
 
     @classmethod
     def from_hyperparameters(cls, model, hp: dict[str, Any], source: str = "the checkpoint") -> "IterativeCoarseNet":
@@ -300,23 +384,55 @@ class IterativeCoarseNet(nn.Module):
         refuse_oracle_input(hp, source)
         return cls(model, ParamLayout.from_dict(hp["layout"]), ParamStats.from_dict(hp["stats"]),
                    iters=int(hp["iters"]), width_mult=float(hp["width_mult"]), projection=hp["projection"],
-                   feedback_cell=float(hp.get("feedback_cell", 0.0)), norm=str(hp.get("norm", "batch")))
+                   feedback_cell=float(hp.get("feedback_cell", 0.0)), norm=str(hp.get("norm", "batch")),
+                   landmark_init=bool(hp.get("landmark_init", False)))
 
-    def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, iters: int | None = None) -> list[torch.Tensor]:
+    @torch.no_grad()
+    def fit_estimate(self, points: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The normalised estimate ``(B, dim)`` of the morphable model fitted to the image points
+        ``(B, 68, 2)`` (:func:`train.landmark_fit.fit_landmarks`; albedo and lighting slots 0).
+        Clamped to +-:data:`FIT_CLAMP` prior stds so that points far from any face (an untrained
+        head) give a finite estimate."""
+        lay, st, dev = self.layout, self.stats, points.device
+        with torch.autocast(device_type=dev.type, enabled=False):
+            fit = fit_landmarks(points.float(), intrinsics.float(), self.fit_mean, self.fit_id, self.fit_exp,
+                                projection=self.render.projection, sigma=FIT_SIGMA)
+            cam = translation_to_cam(fit.translation, intrinsics.double(), size, self.render.projection)
+            parts = [fit.alpha_id, fit.alpha_exp, (fit.pose - st.pose_mean.to(dev)) / st.pose_std.to(dev),
+                     (cam - st.cam_mean.to(dev)) / st.cam_std.to(dev),
+                     points.new_zeros(points.shape[0], lay.n_albedo + lay.n_sh, dtype=torch.float64)]
+            vec = torch.cat(parts, dim=1).float()
+            return torch.nan_to_num(vec, nan=0.0).clamp(-FIT_CLAMP, FIT_CLAMP)
+
+    def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, iters: int | None = None,
+                return_landmarks: bool = False):
+        """The estimates after each iteration; with ``return_landmarks``, ``(estimates,
+        landmarks)``: the landmark head's points ``(B, 68, 2)`` in pixels (None without a head).
+
+        With a landmark head (``landmark_init``), the first iteration's estimate of shape, pose
+        and camera is the morphable model fitted to the head's points (:meth:`fit_estimate`, no
+        gradient through the fit: the head learns from its own landmark loss), its update
+        supplies only albedo and lighting; the later iterations refine as usual."""
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
         b, _, h, w = image.shape
         if intrinsics.shape != (b, 3, 3):
             raise ValueError(f"intrinsics must be ({b}, 3, 3), got {tuple(intrinsics.shape)}")
         est = image.new_zeros(b, self.layout.dim, dtype=torch.float32)  # iteration 0: mean face, mean pose
-        out = []
+        out, points = [], None
         for it in range(iters or self.iters):
             p = decode_params(est, self.layout, self.stats, intrinsics.float(), (h, w), self.render.projection)
             fb = self.render(p, intrinsics, (h, w))  # (B, 6, H, W)
             x = torch.cat([image, fb.to(image.dtype)], dim=1)  # (B, 9, H, W)
             if x.is_cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-            delta = self.net(x, it)
-            est = est + delta.float()
+            if it == 0 and self.landmark_head is not None:
+                delta, stages = self.net(x, it, features=True)
+                points = self.landmark_head(stages, (h, w))  # (B, 68, 2)
+                keep = torch.zeros(self.layout.dim, device=est.device)  # the update's albedo and SH slots
+                keep[self.layout.n_id + self.layout.n_exp + 6:] = 1.0
+                est = self.fit_estimate(points.detach(), intrinsics, (h, w)) + delta.float() * keep
+            else:
+                est = est + self.net(x, it).float()
             out.append(est)
-        return out
+        return (out, points) if return_landmarks else out

@@ -18,15 +18,17 @@ import torch.nn as nn
 
 from morphable_model import load_model
 
+from .checkpoint import CheckpointError
 from .coarse_net import IterativeCoarseNet, refuse_oracle_input
 from .config import CoarseConfig
+from .inference import load_checkpoint_and_model
 from .data import Augment, ShardDataset, image_to_float, make_eval_loader, make_train_loader, rank_indices
 from .losses import CoarseLoss, LossOutput, LossWeights
-from .metrics import coarse_metrics
+from .metrics import coarse_metrics, landmark_head_metrics
 from .params import N_SH, ParamLayout, ParamStats
 from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, resume_state_for
 
-__all__ = ["CoarseTask", "build_task", "build_task_from_state", "train_coarse"]
+__all__ = ["CoarseTask", "build_task", "build_task_from_state", "load_initial_weights", "train_coarse"]
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,22 @@ class CoarseTask:
         out["image"] = image_to_float(out["image"], out.pop("color", None))
         return out
 
-    def forward(self, model: nn.Module, batch: dict[str, Any]) -> list[torch.Tensor]:
-        return model(batch["image"], batch["intrinsics"])
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """``(estimates after each iteration, the landmark head's points or None)``."""
+        return model(batch["image"], batch["intrinsics"], return_landmarks=True)
 
-    def loss(self, out: list[torch.Tensor], batch: dict[str, Any]) -> LossOutput:
-        return self.criterion(out, batch)
+    def loss(self, out: tuple[list[torch.Tensor], torch.Tensor | None], batch: dict[str, Any]) -> LossOutput:
+        return self.criterion(out[0], batch, out[1])
 
     @torch.no_grad()
-    def metrics(self, out: list[torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return coarse_metrics(self.model, out, batch, self.morph_model.face_region)
+    def metrics(self, out: tuple[list[torch.Tensor], torch.Tensor | None], batch: dict[str, Any]
+                ) -> dict[str, torch.Tensor]:
+        """:func:`train.metrics.coarse_metrics`, and the landmark head's own NME
+        (``landmark_head_nme68`` / ``_nme51``) when the network has one."""
+        out_m = coarse_metrics(self.model, out[0], batch, self.morph_model.face_region)
+        if out[1] is not None:
+            out_m.update(landmark_head_metrics(out[1], batch))
+        return out_m
 
     def extra_state(self) -> dict[str, Any]:
         """Stored in checkpoints (``task_state``) so the network can be rebuilt."""
@@ -91,8 +100,28 @@ def build_task(config: CoarseConfig, morph_model, stats: ParamStats, projection:
     layout = ParamLayout(n_id=n_id, n_exp=n_exp, n_albedo=min(config.n_albedo, morph_model.n_albedo),
                          n_sh=N_SH if config.predict_sh else 0)
     net = IterativeCoarseNet(morph_model, layout, stats, iters=config.iters, width_mult=config.width_mult,
-                             projection=projection, feedback_cell=config.feedback_cell, norm=config.norm)
+                             projection=projection, feedback_cell=config.feedback_cell, norm=config.norm,
+                             landmark_init=config.landmark_init)
     return CoarseTask(morph_model, net, LossWeights.from_config(config))
+
+
+def load_initial_weights(net: IterativeCoarseNet, path: str, morph_model) -> list[str]:
+    """``--init``: copy into ``net`` the tensors of the CoarseNet checkpoint ``path`` (a run's
+    ``.pt`` or exported ``.safetensors``) whose names and shapes match; returns the names of
+    ``net``'s tensors left as initialised. ``CheckpointError`` naming the file when it is not a
+    CoarseNet checkpoint of this morphable model, was trained with an oracle input, or shares
+    no tensor with ``net``."""
+    ck, _ = load_checkpoint_and_model(path, morph_model)
+    own = net.state_dict()
+    take = {k: v for k, v in ck["model"].items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not any(v.ndim for v in take.values()):  # only BatchNorm step counters (scalars) in common
+        raise CheckpointError(f"--init {path}: no tensor of the checkpoint matches this network (its architecture "
+                              "differs: --width-mult, --n-id, --n-exp, ...)")
+    net.load_state_dict(take, strict=False)
+    fresh = [k for k in own if k not in take]
+    log.info("--init %s: %d tensors loaded, %d start fresh%s", path, len(take), len(fresh),
+             f" ({', '.join(sorted({k.rsplit('.', 2)[0] for k in fresh})[:6])}, ...)" if fresh else "")
+    return fresh
 
 
 def build_task_from_state(morph_model, task_state: dict[str, Any], config: CoarseConfig,
@@ -134,6 +163,8 @@ def train_coarse(config: CoarseConfig, model=None) -> TrainResult:
                                         train_ds.projection, arr["sh"])
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
     task = build_task(config, model, stats, train_ds.projection)
+    if config.init and resume_state is None:
+        load_initial_weights(task.model, config.init, model)
     pin = device.type == "cuda"
 
     def loader_fn(start: int):

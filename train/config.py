@@ -117,6 +117,13 @@ class CoarseConfig:
     norm: Norm = "batch"
     """normalisation layers: batch (one BatchNorm shared by the iterations), iter_batch (one
     BatchNorm per iteration), group (GroupNorm)."""
+    landmark_init: bool = False
+    """predict the 68 landmarks as heatmaps and start the iterations from the morphable model
+    fitted to them (instead of the mean face at the mean pose)."""
+    init: str | None = None
+    """start from the network weights of this checkpoint (.pt or .safetensors, e.g. the shipped
+    CoarseNet): tensors whose names and shapes match are loaded, new parts (the landmark head)
+    start fresh; the optimiser and schedule start fresh (not with --resume)."""
     color_jitter: float = 0.1
     """colour augmentation strength (0 = off)."""
     crop_jitter: float = 0.02
@@ -152,6 +159,8 @@ class CoarseConfig:
     """weight of the albedo-coefficient loss (with --n-albedo)."""
     w_sh: float = 1.0
     """weight of the SH loss (with --predict-sh)."""
+    w_lmk: float = 1.0
+    """weight of the landmark-head loss (with --landmark-init)."""
     val_every: int = 1000
     """validate every this many steps (and at the end)."""
     val_samples: int = 512
@@ -203,7 +212,7 @@ class CoarseConfig:
         from .augment import PhotoAugment  # validates the --photo-* values, naming the flag
 
         PhotoAugment(**{f.name: getattr(self, "photo_" + f.name) for f in dataclasses.fields(PhotoAugment)})
-        for name in ("w_geo", "w_proj", "w_pose", "w_cam", "w_param", "w_alb", "w_sh"):
+        for name in ("w_geo", "w_proj", "w_pose", "w_cam", "w_param", "w_alb", "w_sh", "w_lmk"):
             v = getattr(self, name)
             _need(v >= 0 and math.isfinite(v), "--" + name.replace("_", "-"), ">= 0", v)
         _need(self.stop_at >= 0, "--stop-at", ">= 0", self.stop_at)

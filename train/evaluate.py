@@ -84,7 +84,10 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     "baselines": {"mean_face_pred_pose": {...}}, "per_photo": [{"photo", "face",
     "landmark_nme51", "landmark_nme68", "mean_face_pred_pose_nme51"}], "skipped": [{"photo",
     "reason"}], "summary"}``; statistics are None when no face had detector landmarks. Faces
-    framed from a box only (the detector gave no landmarks) are listed as skipped.
+    framed from a box only (the detector gave no landmarks) are listed as skipped. A network with
+    a landmark head (``--landmark-init``) adds ``"landmark_head": {"landmark_nme51_median",
+    "landmark_nme68_median"}`` and per photo ``landmark_head_nme51`` / ``_nme68``: the head's own
+    points against the detector's.
     """
     from .photos import PhotoConfig, faces_to_arrays, prepare_photos
 
@@ -96,6 +99,7 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     skipped += [{"photo": str(f.path), "reason": "the detector gave a box but no landmarks"} for f in run.faces
                 if f.landmarks is None]
     per_it: dict[int, dict[str, list[float]]] = {}
+    head_nme: dict[str, list[float]] = {}
     rows: list[dict[str, Any]] = []
     was = net.training
     net.eval()
@@ -106,7 +110,12 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
             img = image_to_float(torch.from_numpy(a["image"]).permute(0, 3, 1, 2).to(device))  # (F, S, S, 3) -> (F, 3, S, S)
             k = torch.from_numpy(a["intrinsics"]).to(device)
             ref = torch.from_numpy(a["landmarks"]).to(device)  # (F, 68, 2) detector, crop pixels
-            ests = net(img, k)
+            ests, points = net(img, k, return_landmarks=True)
+            if points is not None:  # the landmark head's own points (networks with --landmark-init)
+                head = {"landmark_nme51": landmark_nme(points.float(), ref, points=INNER_51).tolist(),
+                        "landmark_nme68": landmark_nme(points.float(), ref).tolist()}
+                for name, v in head.items():
+                    head_nme.setdefault(name, []).extend(v)
             zeros = ests[0].new_zeros
             mean_verts = net.render.vertices(zeros(len(chunk), net.layout.n_id), zeros(len(chunk), net.layout.n_exp))
             for it, est in enumerate(ests, start=1):
@@ -123,7 +132,8 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
             for j, f in enumerate(chunk):
                 i = start + j
                 rows.append({"photo": str(f.path), "face": f.name,
-                             **{name: float(last[name][i]) for name in last}})
+                             **{name: float(last[name][i]) for name in last},
+                             **{f"landmark_head_{name}": float(v[i]) for name, v in head_nme.items()}})
     finally:
         net.train(was)
     iterations = []
@@ -139,6 +149,7 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
                                      "landmark_nme68_mean")},
         "iterations": iterations,
         "baselines": {"mean_face_pred_pose": {"landmark_nme51_median": last.get("mean_face_pred_pose_nme51_median")}},
+        **({"landmark_head": {f"{name}_median": _stats(v)["median"] for name, v in head_nme.items()}} if head_nme else {}),
         "per_photo": rows, "skipped": skipped, "summary": run.summary(),
     }
 

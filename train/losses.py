@@ -8,6 +8,7 @@ Phase 1 (CoarseNet), :class:`CoarseLoss`, summed over the iterations ``k = 1..K`
              + w_cam   * mean |c_k - c*|^2                              (normalised units)
              + w_param * mean |alpha_k - alpha*|^2                      (std units, optional)
              + w_alb   * mean |beta_k - beta*|^2 + w_sh * mean |sh_k - sh*|^2  (optional heads)
+    + w_lmk * mean_l |q_l - q*_l| / (0.1 * size)       (landmark head, with --landmark-init)
 
 * ``V(a)`` are the model-space vertices (pose removed) of the identity/expression coefficients on
   a fixed vertex subset (the face region when the model has one, at most ``max_vertices``
@@ -19,6 +20,10 @@ Phase 1 (CoarseNet), :class:`CoarseLoss`, summed over the iterations ``k = 1..K`
   guess and dimensionless.
 * ``P`` projects the same vertices to pixels with each sample's known intrinsics: the image
   alignment term, which couples shape, pose and camera; normalised by 10 % of the image width.
+* ``q_l`` are the landmark head's 68 image points (:class:`train.coarse_net.LandmarkHead`), ``q*``
+  the ground-truth landmarks of the sample (the projected landmark vertices, occluded or not);
+  the mean distance (not squared: its gradient does not fade as the points get close), once per
+  image, counted with iteration 1 whose pass computes the points.
 * pose / camera: squared error of the normalised parameters (``(x - mean) / std`` of the
   training prior, see :class:`train.params.ParamStats`; the camera vector is the translation
   as the image shows it, :func:`train.params.translation_to_cam`).
@@ -61,6 +66,7 @@ class LossWeights:
     param: float
     alb: float
     sh: float
+    lmk: float
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -140,7 +146,9 @@ class CoarseLoss(nn.Module):
             flat = flat + alpha_exp.float() @ self.exp_basis[:, :ke].T
         return flat.reshape(flat.shape[0], -1, 3)  # (B, 3M) -> (B, M, 3)
 
-    def forward(self, estimates: list[torch.Tensor], batch: dict[str, Any]) -> LossOutput:
+    def forward(self, estimates: list[torch.Tensor], batch: dict[str, Any],
+                landmarks: torch.Tensor | None = None) -> LossOutput:
+        """``landmarks (B, 68, 2)``: the landmark head's points (pixels), when the network has one."""
         w, lay = self.weights, self.layout
         dev = estimates[0].device
         with torch.autocast(device_type=dev.type, enabled=False):
@@ -154,7 +162,7 @@ class CoarseLoss(nn.Module):
             proj_norm2 = (0.1 * width) ** 2
             terms: dict[str, torch.Tensor] = {}
             per_iter, total = [], None
-            for est in estimates:
+            for i, est in enumerate(estimates):
                 est = est.float()
                 p = decode_params(est, lay, self.stats, k, size, self.projection)
                 v = self.subset_vertices(p.alpha_id, p.alpha_exp)
@@ -173,6 +181,8 @@ class CoarseLoss(nn.Module):
                     it["alb"] = ((est[:, s["beta"]] - target[:, s["beta"]]) ** 2).mean()
                 if lay.n_sh:
                     it["sh"] = ((est[:, s["sh"]] - target[:, s["sh"]]) ** 2).mean()
+                if i == 0 and landmarks is not None:
+                    it["lmk"] = (landmarks.float() - batch["landmarks"].float()).norm(dim=-1).mean() / (0.1 * width)
                 it_total = sum(getattr(w, name) * val for name, val in it.items())
                 total = it_total if total is None else total + it_total
                 per_iter.append(it_total.detach())

@@ -42,6 +42,7 @@ __all__ = [
     "INNER_51",
     "Similarity",
     "umeyama",
+    "landmark_head_metrics",
     "shape_error_aligned",
     "view_depth_range",
     "vertex_rmse",
@@ -367,6 +368,15 @@ def coarse_metrics(net: IterativeCoarseNet, estimates: list[torch.Tensor], batch
     return out
 
 
+def landmark_head_metrics(points: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Per-sample NME ``(B,)`` of the landmark head's points ``(B, 68, 2)`` (pixels) against the
+    sample's landmarks, all 68 and the inner 51, on the visible ones like the estimates' NME:
+    ``landmark_head_nme68``, ``landmark_head_nme51``."""
+    gt, vis = batch["landmarks"].float(), batch.get("landmarks_visible")
+    return {"landmark_head_nme68": landmark_nme(points.float(), gt, vis),
+            "landmark_head_nme51": landmark_nme(points.float(), gt, vis, INNER_51)}
+
+
 # ---------------------------------------------------------------------------- reports
 HEADLINE = ("shape_err_aligned_mm", "shape_err_aligned_pct", "depth_err_mean_pct", "depth_err_median_pct",
             "depth_err_aligned_mean_pct", "depth_err_aligned_median_pct", "landmark_nme68", "landmark_nme51",
@@ -389,6 +399,7 @@ def metrics_report(flat: dict[str, float]) -> dict[str, Any]:
     per_it: dict[int, dict[str, float]] = {}
     pred_pose: dict[int, dict[str, float]] = {}
     true_pose: dict[str, float] = {}
+    head: dict[str, float] = {}
     for key, v in flat.items():
         m = _IT.match(key)
         if m and m["base"] is None:
@@ -397,6 +408,8 @@ def metrics_report(flat: dict[str, float]) -> dict[str, Any]:
             pred_pose.setdefault(int(m["it"]), {})[m["metric"]] = v
         elif key.startswith("mean_face_true_pose/"):
             true_pose[key.split("/", 1)[1]] = v
+        elif key.startswith("landmark_head_"):
+            head[key[len("landmark_head_"):]] = float(v)
 
     def ordered(d: dict[str, float]) -> dict[str, float]:
         return {k: float(d[k]) for k in sorted(d, key=lambda k: (HEADLINE.index(k) if k in HEADLINE else len(HEADLINE), k))}
@@ -414,6 +427,8 @@ def metrics_report(flat: dict[str, float]) -> dict[str, Any]:
         base["mean_face_pred_pose"] = {**ordered(pred_pose[last]),
                                        "iterations": [{"iteration": i, **ordered(pred_pose[i])} for i in sorted(pred_pose)]}
     report["baselines"] = base
+    if head:
+        report["landmark_head"] = head
     return report
 
 

@@ -468,3 +468,35 @@ def faces_to_arrays(faces: Sequence[PhotoFace]) -> dict[str, np.ndarray]:
     return {"image": np.stack([f.image for f in faces]),
             "intrinsics": np.stack([f.intrinsics for f in faces]).astype(np.float32),
             "landmarks": lm, "landmarks_valid": valid}
+
+
+SAMPLE_PHOTOS = ("astronaut", "cameraman", "grace_hopper")
+"""The public-domain photos that ship inside installed packages (no download): scikit-image's
+astronaut (Eileen Collins) and cameraman, matplotlib's Grace Hopper."""
+
+
+def write_sample_photos(folder: str | os.PathLike, names: Sequence[str] = SAMPLE_PHOTOS) -> list[Path]:
+    """Write the offline sample photos ``names`` (of :data:`SAMPLE_PHOTOS`) into ``folder`` as
+    ``astronaut.png``, ``cameraman.png`` (greyscale saved as RGB), ``grace_hopper.jpg`` (copied
+    as shipped); returns their paths in the order asked. For demos, benchmarks and tests."""
+    import shutil
+
+    import matplotlib.cbook
+    import skimage.data
+    from PIL import Image
+
+    unknown = [n for n in names if n not in SAMPLE_PHOTOS]
+    if unknown:
+        raise ValueError(f"unknown sample photo {unknown[0]!r}: choose from {', '.join(SAMPLE_PHOTOS)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in names:
+        if name == "grace_hopper":
+            path = folder / "grace_hopper.jpg"
+            shutil.copy(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), path)
+        else:
+            path = folder / f"{name}.png"
+            Image.fromarray(getattr(skimage.data, "camera" if name == "cameraman" else name)()).convert("RGB").save(path)
+        out.append(path)
+    return out
