@@ -200,7 +200,7 @@ def test_prediction_ignores_the_stored_mask(data, tiny_model, tmp_path):
         for train_mode in (True, False):
             task.model.train(train_mode)
             torch.manual_seed(1)
-            outs[name][1].extend(task.forward(task.model, batch))
+            outs[name][1].extend(task.forward(task.model, batch)[0])  # (estimates, head points)
     (b0, e0), (b1, e1) = outs["stored"], outs["altered"]
     assert b0["mask"].any() and not torch.equal(b0["mask"], b1["mask"])  # the alteration reached the batch
     assert torch.equal(b0["image"], b1["image"])

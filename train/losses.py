@@ -66,7 +66,7 @@ class LossWeights:
     param: float
     alb: float
     sh: float
-    lmk: float
+    lmk: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
