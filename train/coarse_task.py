@@ -21,8 +21,8 @@ from morphable_model import load_model
 from .checkpoint import CheckpointError
 from .coarse_net import IterativeCoarseNet, refuse_oracle_input
 from .config import CoarseConfig
-from .inference import load_checkpoint_and_model
 from .data import Augment, ShardDataset, image_to_float, make_eval_loader, make_train_loader, rank_indices
+from .inference import load_checkpoint_and_model
 from .losses import CoarseLoss, LossOutput, LossWeights
 from .metrics import coarse_metrics, landmark_head_metrics
 from .params import N_SH, ParamLayout, ParamStats

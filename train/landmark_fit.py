@@ -14,14 +14,16 @@ Alternation (``rounds`` times), each step a closed-form least-squares solve:
    scale ``s`` (mean singular value) and the first two rows of the rotation (``U V^T``; the third
    row is their cross product, so the rotation is proper);
 2. **perspective correction** (as in POSIT, DeMenthon & Davis 1995): each point is moved to where a
-   weak-perspective camera at the landmarks' mean depth would see it, ``u' = c + (u - c) d_i / d``,
-   using the depths ``d_i`` of the current estimate (perspective cameras only);
+   weak-perspective camera at the depth ``d`` of the landmarks' centroid would see it,
+   ``u' = c + (u - c) d_i / d`` with ``c`` the principal point, using the depths ``d_i`` of the
+   current estimate (perspective cameras only);
 3. **shape** given the pose: the points are linear in the coefficients, ``q_i = c + s P R (m_i +
    B_i alpha)``, solved as ridge regression with the prior ``alpha ~ N(0, I)`` and a landmark noise
    of ``sigma`` (a fraction of the image width): ``(A^T A + (sigma W)^2 I) alpha = A^T b``.
 
-The translation follows from the scale and the points' centroid: ``d = f_x / s`` is the depth of
-the landmarks' centroid, placed on the ray of the image centroid.
+The translation follows from the last pose step: the model origin's image point is ``s t_xy``, and
+``d = f_x / s`` is the depth of the landmarks' centroid (weak perspective has no depth: the
+centroid is put at 1 mm).
 """
 
 from __future__ import annotations
