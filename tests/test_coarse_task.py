@@ -236,6 +236,12 @@ def test_landmark_init_run_logs_the_head_and_starts_from_a_checkpoint(data, tiny
     assert all(math.isfinite(float(r["loss_lmk"])) for r in rows)
     ck = load_checkpoint(out / "checkpoints" / "last.pt", fingerprint=tiny_model.fingerprint)
     assert ck["task_state"]["landmark_init"] is True and ck["config"]["init"] == str(plain.checkpoint)
-    ev = evaluate_checkpoint(EvaluateConfig(checkpoint=str(out / "checkpoints" / "last.pt"), data=str(data["val"]),
-                                            batch_size=16, device="cpu"), model=tiny_model)
+    last = str(out / "checkpoints" / "last.pt")
+    ev = evaluate_checkpoint(EvaluateConfig(checkpoint=last, data=str(data["val"]), batch_size=16, device="cpu",
+                                            flip_test=False), model=tiny_model)
     assert ev["landmark_head"]["nme51"] == pytest.approx(res.val["landmark_head_nme51"], rel=1e-5)
+    # evaluate's default, as reconstruct runs: the head also reads the mirrored crops (validation does not)
+    flip = evaluate_checkpoint(EvaluateConfig(checkpoint=last, data=str(data["val"]), batch_size=16, device="cpu"),
+                               model=tiny_model)
+    assert math.isfinite(flip["landmark_head"]["nme51"])
+    assert flip["landmark_head"]["nme51"] != pytest.approx(ev["landmark_head"]["nme51"], rel=1e-4)

@@ -15,7 +15,8 @@ import torch
 
 from synth.camera import intrinsics_matrix, project, rotation_matrix, rotation_to_pose, to_camera
 from train.checkpoint import CheckpointError
-from train.coarse_net import IterativeCoarseNet, soft_argmax
+from morphable_model.landmarks import mirror_permutation
+from train.coarse_net import IterativeCoarseNet, mirror_points, soft_argmax
 from train.coarse_task import load_initial_weights
 from train.landmark_fit import fit_landmarks
 from train.losses import CoarseLoss, LossWeights
@@ -149,6 +150,43 @@ def test_network_with_landmark_init_starts_from_the_fit(tiny_model):
         torch.testing.assert_close(ests[0], net.fit_estimate(points, k, (64, 64)))
         assert torch.equal(net(img, k)[1], ests[1])  # the plain call returns the estimates alone
     assert _net(tiny_model, False)(img, k, return_landmarks=True)[1] is None
+
+
+def test_mirror_points_maps_a_symmetric_face_onto_itself(tiny_model):
+    # the built-in model is exactly mirror-symmetric: its mean face seen frontally with the principal
+    # point at the image centre has mirror-image landmarks, which mirror_points must map onto themselves
+    mean = torch.tensor(tiny_model.mean_shape[np.asarray(tiny_model.landmarks)], dtype=torch.float64)
+    k = torch.tensor(intrinsics_matrix(120.0, 120.0, 32.0, 32.0)).expand(1, 3, 3)
+    uv, _ = project(to_camera(mean[None], rotation_matrix(torch.zeros(1, 3, dtype=torch.float64)),
+                              torch.tensor([[0.0, 5.0, -600.0]], dtype=torch.float64)), k, "perspective")
+    partner = torch.from_numpy(mirror_permutation())
+    assert float((uv[0, :, 0] - 32.0).abs().max()) > 5.0  # not all on the midline
+    torch.testing.assert_close(mirror_points(uv, 64, partner), uv, atol=1e-9, rtol=0)
+    shifted = uv + torch.tensor([3.0, 0.0], dtype=torch.float64)  # 3 px right -> its mirror image is 3 px left
+    torch.testing.assert_close(mirror_points(shifted, 64, partner), uv - torch.tensor([3.0, 0.0], dtype=torch.float64))
+
+
+def test_flip_test_averages_the_head_with_its_reading_of_the_mirrored_crop(tiny_model):
+    net = _net(tiny_model, True).eval()
+    img = torch.rand(2, 3, 64, 64)
+    k = torch.tensor(intrinsics_matrix(120.0, 120.0, 30.0, 35.0)).expand(2, 3, 3).clone()  # off-centre principal point
+    k_mirror = k.clone()
+    k_mirror[:, 0, 2] = 64 - 30.0
+    est0 = torch.zeros(2, net.layout.dim)
+    with torch.no_grad():
+        ests, plain = net(img, k, return_landmarks=True)
+        mirrored = net.mirrored_points(img, k, est0)
+        # the mirrored reading of the mirrored crop (under the mirrored camera) is the plain reading
+        torch.testing.assert_close(mirror_points(net.mirrored_points(img.flip(-1), k_mirror, est0), 64, net.mirror),
+                                   plain, atol=1e-4, rtol=0)
+        assert float((mirrored - plain).abs().max()) > 1e-3  # an untrained head is not symmetric
+        net.flip_test = True
+        ests_flip, averaged = net(img, k, return_landmarks=True)
+        torch.testing.assert_close(averaged, 0.5 * (plain + mirrored))
+        torch.testing.assert_close(ests_flip[0], net.fit_estimate(averaged, k, (64, 64)))
+    net.train()  # training ignores it: one reading, gradients to the head
+    _, trained = net(img, k, return_landmarks=True)
+    assert trained.requires_grad
 
 
 def test_loss_has_the_landmark_term(tiny_model):

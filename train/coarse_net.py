@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from morphable_model.geometry import vertex_normals
+from morphable_model.landmarks import mirror_permutation
 from morphable_model.torch_model import MorphableModelModule
 from synth import camera
 
@@ -51,6 +52,7 @@ __all__ = [
     "CoarseNet",
     "LandmarkHead",
     "soft_argmax",
+    "mirror_points",
     "FeedbackRenderer",
     "refuse_oracle_input",
     "IterativeCoarseNet",
@@ -268,6 +270,14 @@ def soft_argmax(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.stack([u, v], dim=-1)
 
 
+def mirror_points(points: torch.Tensor, width: float, partner: torch.Tensor) -> torch.Tensor:
+    """Image points ``(B, P, 2)`` (pixels, u right) of a face -> those of its mirror image in an
+    image ``width`` pixels wide: ``u -> width - u`` (pixel ``j`` covers ``[j, j + 1)``) and each
+    point swapped with its mirror partner (``partner[i]``, an involution such as
+    :func:`morphable_model.landmarks.mirror_permutation`)."""
+    return torch.stack([width - points[..., 0], points[..., 1]], dim=-1)[:, partner]
+
+
 # ---------------------------------------------------------------------------- feedback rendering
 class FeedbackRenderer(nn.Module):
     """Renders the PNCC and normal maps of a parameter estimate (no gradient, float32).
@@ -346,7 +356,7 @@ class IterativeCoarseNet(nn.Module):
 
     def __init__(self, model, layout: ParamLayout, stats: ParamStats, *, iters: int, width_mult: float = 1.0,
                  projection: str = "perspective", feedback_cell: float = 0.0, norm: str = "batch",
-                 landmark_init: bool = False):
+                 landmark_init: bool = False, flip_test: bool = False):
         super().__init__()
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
@@ -355,6 +365,9 @@ class IterativeCoarseNet(nn.Module):
         self.net = CoarseNet(in_channels=9, out_dim=layout.dim, width_mult=width_mult, norm=norm, iters=iters)
         self.render = FeedbackRenderer(model, projection=projection, cell_mm=feedback_cell)
         self.landmark_head: LandmarkHead | None = None
+        self.flip_test = flip_test
+        """In eval mode, average the landmark head's points with those of the mirrored image
+        (:meth:`mirrored_points`); an inference setting, not a hyperparameter of the weights."""
         if landmark_init:
             if model.landmarks is None or len(model.landmarks) != 68:
                 n = 0 if model.landmarks is None else len(model.landmarks)
@@ -368,6 +381,7 @@ class IterativeCoarseNet(nn.Module):
                                  .reshape(-1, 3, layout.n_id)[lm].clone(), persistent=False)
             self.register_buffer("fit_exp", (m.exp_basis[:, :layout.n_exp] * m.exp_std[:layout.n_exp])
                                  .reshape(-1, 3, layout.n_exp)[lm].clone(), persistent=False)
+            self.register_buffer("mirror", torch.from_numpy(mirror_permutation()), persistent=False)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Everything besides the weights and the morphable model that defines this network."""
@@ -404,6 +418,22 @@ class IterativeCoarseNet(nn.Module):
             vec = torch.cat(parts, dim=1).float()
             return torch.nan_to_num(vec, nan=0.0).clamp(-FIT_CLAMP, FIT_CLAMP)
 
+    def mirrored_points(self, image: torch.Tensor, intrinsics: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+        """The landmark head's points ``(B, 68, 2)`` read off the mirrored image (test-time
+        augmentation, ``flip_test``): the head sees ``image`` flipped left-right with the feedback
+        maps of the first iteration's estimate ``est`` under the mirrored camera (principal point
+        ``c_x -> W - c_x``), and its points are mirrored back (``u -> W - u``, each landmark
+        swapped with its mirror partner, :func:`morphable_model.landmarks.mirror_permutation`)."""
+        _, _, h, w = image.shape
+        k = intrinsics.clone()
+        k[:, 0, 2] = w - k[:, 0, 2]
+        p = decode_params(est, self.layout, self.stats, k.float(), (h, w), self.render.projection)
+        x = torch.cat([image.flip(-1), self.render(p, k, (h, w)).to(image.dtype)], dim=1)
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        _, stages = self.net(x, 0, features=True)
+        return mirror_points(self.landmark_head(stages, (h, w)), w, self.mirror)
+
     def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, iters: int | None = None,
                 return_landmarks: bool = False):
         """The estimates after each iteration; with ``return_landmarks``, ``(estimates,
@@ -429,6 +459,8 @@ class IterativeCoarseNet(nn.Module):
             if it == 0 and self.landmark_head is not None:
                 delta, stages = self.net(x, it, features=True)
                 points = self.landmark_head(stages, (h, w))  # (B, 68, 2)
+                if self.flip_test and not self.training:
+                    points = 0.5 * (points + self.mirrored_points(image, intrinsics, est))
                 keep = torch.zeros(self.layout.dim, device=est.device)  # the update's albedo and SH slots
                 keep[self.layout.n_id + self.layout.n_exp + 6:] = 1.0
                 est = self.fit_estimate(points.detach(), intrinsics, (h, w)) + delta.float() * keep

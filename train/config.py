@@ -456,6 +456,9 @@ class EvaluateConfig:
     iters: int | None = None
     """CoarseNet iterations to run (default: the checkpoint's; more than it was trained with reuse
     the last iteration's normalisation statistics)."""
+    flip_test: bool = True
+    """as train-cli reconstruct: the landmark head also reads the mirrored crop (networks trained
+    with --landmark-init; --no-flip-test: one reading)."""
     batch_size: int = 32
     """images per batch."""
     device: Device = "auto"
@@ -509,6 +512,9 @@ class ReconstructConfig:
     """detector confidence below which a face is ignored."""
     fov: float = 50.0
     """assumed field of view of the photos on their longer side, degrees (a photo does not state it)."""
+    flip_test: bool = True
+    """CoarseNet's landmark head also reads the mirrored crop and the two readings are averaged
+    (networks trained with --landmark-init; --no-flip-test: one reading, ~1/3 less CoarseNet time)."""
     device: Device = "auto"
     """where the networks run: cuda when available (auto), cpu or cuda."""
     batch_size: int = 8

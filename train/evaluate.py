@@ -41,16 +41,18 @@ log = logging.getLogger(__name__)
 
 
 def load_task(path: str | os.PathLike | None, model=None, model_path: str | None = None,
-              device: str | torch.device = "cpu", iters: int | None = None) -> tuple[CoarseTask, dict[str, Any]]:
+              device: str | torch.device = "cpu", iters: int | None = None, flip_test: bool = True
+              ) -> tuple[CoarseTask, dict[str, Any]]:
     """The :class:`train.coarse_task.CoarseTask` of a checkpoint (``None``: the shipped one) with its
     weights, on ``device`` in eval mode, and the checkpoint dict; ``iters`` overrides the number of
-    iterations the network runs."""
+    iterations the network runs, ``flip_test`` is the network's (as ``reconstruct``'s)."""
     path = shipped_checkpoint() if path is None else path
     ck, model = load_checkpoint_and_model(path, model, model_path)
     task = build_task_from_state(model, ck["task_state"], CoarseConfig.from_dict(ck["config"]), f"checkpoint {path}")
     task.model.load_state_dict(ck["model"])
     if iters is not None:
         task.model.iters = task.iters = int(iters)
+    task.model.flip_test = flip_test
     task.to(device)
     task.model.eval()
     return task, ck
@@ -161,7 +163,7 @@ def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> di
     metrics of that FineNet on ``config.data`` under ``"fine"`` (:func:`train.fine_task.evaluate_fine`). ``model`` overrides the
     morphable model, ``detector`` the face detector (tests)."""
     device = resolve_device(config.device)
-    task, ck = load_task(config.checkpoint, model, config.model, device, config.iters)
+    task, ck = load_task(config.checkpoint, model, config.model, device, config.iters, config.flip_test)
     path = config.checkpoint if config.checkpoint is not None else str(shipped_checkpoint())
     size = int(ck["config"]["size"])
     report: dict[str, Any] = {"checkpoint": str(Path(path)), "step": int(ck["step"])}

@@ -46,7 +46,7 @@ from .coarse_net import IterativeCoarseNet
 from .config import EvaluateConfig, FineConfig
 from .data import DetailShardDataset, EpochIndexed, PhotoDataset, image_to_float, make_eval_loader, make_train_loader
 from .fine_net import FineNet
-from .inference import load_checkpoint_and_model
+from .inference import load_coarse_checkpoint
 from .losses import FineLoss, FineLossWeights, FineTargets, LossOutput, fine_targets, refine_mask
 from .metrics import detail_depth_errors, detail_energies, detail_recovered, detail_share
 from .params import decode_params
@@ -509,11 +509,9 @@ class FineTask:
 def _load_coarse(config_coarse: str | None, model, model_path: str | None):
     """(CoarseNet or None, the size it was trained at or None, morphable model) for ``--coarse`` / ``--model``."""
     if config_coarse:
-        ck, model = load_checkpoint_and_model(config_coarse, model, model_path)
-        net = IterativeCoarseNet.from_hyperparameters(model, ck["task_state"])
-        net.load_state_dict(ck["model"])
+        net, ck, model = load_coarse_checkpoint(config_coarse, model, model_path=model_path)
         size = ck["config"].get("size")
-        return net.eval(), (int(size) if size else None), model
+        return net, (int(size) if size else None), model
     return None, None, (model if model is not None else load_model(model_path))
 
 

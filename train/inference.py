@@ -24,7 +24,7 @@ from .checkpoint import CheckpointError, load_inference_checkpoint
 from .coarse_net import IterativeCoarseNet, refuse_oracle_input
 from .params import CoarseParams, decode_params
 
-__all__ = ["Reconstruction", "reconstruct", "load_coarse", "load_checkpoint_and_model", "SHIPPED_CHECKPOINT",
+__all__ = ["Reconstruction", "reconstruct", "load_coarse", "load_coarse_checkpoint", "load_checkpoint_and_model", "SHIPPED_CHECKPOINT",
            "shipped_checkpoint"]
 
 SHIPPED_CHECKPOINT = "weights/coarse.safetensors"
@@ -105,12 +105,23 @@ def load_checkpoint_and_model(path: str | os.PathLike, model=None, model_path: s
     return ck, model
 
 
-def load_coarse(path: str | os.PathLike, model=None, device: str | torch.device = "cpu") -> IterativeCoarseNet:
+def load_coarse(path: str | os.PathLike, model=None, device: str | torch.device = "cpu", *,
+                model_path: str | None = None, flip_test: bool = True) -> IterativeCoarseNet:
     """An :class:`IterativeCoarseNet` loaded from a training checkpoint (``.pt``, safe loader) or
     exported weights (``.safetensors``), in eval mode, ready for :func:`reconstruct`. ``model``
-    defaults to ``morphable_model.load_model(config['model'])``; its fingerprint must match the
-    checkpoint's."""
-    ck, model = load_checkpoint_and_model(path, model)
+    defaults to ``morphable_model.load_model(model_path or config['model'])``; its fingerprint must
+    match the checkpoint's. ``flip_test``: the landmark head also reads the mirrored crop
+    (:meth:`IterativeCoarseNet.mirrored_points`; networks trained with ``--landmark-init``)."""
+    return load_coarse_checkpoint(path, model, device, model_path=model_path, flip_test=flip_test)[0]
+
+
+def load_coarse_checkpoint(path: str | os.PathLike, model=None, device: str | torch.device = "cpu", *,
+                           model_path: str | None = None, flip_test: bool = True
+                           ) -> tuple[IterativeCoarseNet, dict[str, Any], Any]:
+    """:func:`load_coarse` that also returns the checkpoint dict (its ``config``, ``step``) and the
+    morphable model: ``(network, checkpoint, model)``."""
+    ck, model = load_checkpoint_and_model(path, model, model_path)
     net = IterativeCoarseNet.from_hyperparameters(model, ck["task_state"], f"checkpoint {path}")
     net.load_state_dict(ck["model"])
-    return net.to(device).eval()
+    net.flip_test = flip_test
+    return net.to(device).eval(), ck, model

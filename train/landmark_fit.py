@@ -34,18 +34,18 @@ import torch
 
 from synth import camera
 
+from .params import CoarseParams
+
 __all__ = ["LandmarkFit", "fit_landmarks"]
 
 
 @dataclasses.dataclass
-class LandmarkFit:
-    """Result of :func:`fit_landmarks` (a batch)."""
+class LandmarkFit(CoarseParams):
+    """Result of :func:`fit_landmarks` (a batch): the physical parameters of
+    :class:`train.params.CoarseParams` (``alpha_id``, ``alpha_exp``, ``pose``, ``translation``;
+    no albedo or lighting) and how well they explain the points."""
 
-    alpha_id: torch.Tensor  # (B, n_id) std units
-    alpha_exp: torch.Tensor  # (B, n_exp) std units
-    pose: torch.Tensor  # (B, 3) yaw, pitch, roll rad
-    translation: torch.Tensor  # (B, 3) mm
-    residual_px: torch.Tensor  # (B,) RMS distance of the fitted landmarks to the points, pixels
+    residual_px: torch.Tensor | None = None  # (B,) RMS distance of the fitted landmarks to the points, pixels
 
 
 def _pose_step(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor | None = None

@@ -60,7 +60,7 @@ from synth.render import LANDMARK_DEPTH_TOL_MM, MeshRenderer
 from . import report
 from .checkpoint import CheckpointError, load_inference_checkpoint
 from .config import ReconstructConfig
-from .inference import SHIPPED_CHECKPOINT, load_checkpoint_and_model, reconstruct
+from .inference import SHIPPED_CHECKPOINT, load_coarse_checkpoint, reconstruct
 from .photos import PhotoConfig, PhotoFace, PhotoRun, list_photos, load_photo, prepare_photos
 from .report import RESULT_FORMAT
 
@@ -209,15 +209,12 @@ def load_stages(config: ReconstructConfig, model=None) -> Stages:
     :class:`train.checkpoint.CheckpointError` for an unreadable or unsafe file or a CoarseNet trained
     with the ground-truth mask in its input (a photo has no such mask; :func:`train.inference.load_checkpoint_and_model`).
     """
-    from .coarse_net import IterativeCoarseNet
 
     device = resolve_device(config.device)
     coarse_path = _coarse_path(config)
     fine_path = _fine_path(config)  # before any loading: a missing file is reported at once
-    ck, model = load_checkpoint_and_model(coarse_path, model=model, model_path=config.model)
-    net = IterativeCoarseNet.from_hyperparameters(model, ck["task_state"])
-    net.load_state_dict(ck["model"])
-    net = net.to(device).eval()
+    net, ck, model = load_coarse_checkpoint(coarse_path, model, device, model_path=config.model,
+                                            flip_test=config.flip_test)
     coarse_size, coarse_step, coarse_name = int(ck["config"].get("size", 224)), int(ck["step"]), str(coarse_path)
     fine, fine_step = None, None
     if fine_path is not None:
@@ -225,6 +222,7 @@ def load_stages(config: ReconstructConfig, model=None) -> Stages:
         if own is not None:  # trained end to end: its CoarseNet goes with it
             log.info("%s was trained end to end: its own CoarseNet replaces %s", fine_path, coarse_path)
             net, coarse_size, coarse_step, coarse_name = own.eval(), fine.size, fine_step, f"{fine_path} (end to end)"
+            net.flip_test = config.flip_test
     return Stages(model=model, coarse=net, coarse_size=coarse_size, fine=fine, device=device,
                   coarse_path=coarse_name, coarse_step=coarse_step,
                   fine_path=None if fine_path is None else str(fine_path), fine_step=fine_step)
@@ -553,6 +551,7 @@ def write_face(result: FaceResult, rgb: np.ndarray, out: Path, name: str, stages
                  "residual_mm": None if not result.refined or residual.size == 0 else
                  {"mean_abs": round(float(np.abs(residual).mean()), 4), "max_abs": round(float(np.abs(residual).max()), 4)}},
         "checkpoints": {"coarse": stages.coarse_path, "coarse_step": stages.coarse_step,
+                        "coarse_flip_test": bool(stages.coarse.flip_test and stages.coarse.landmark_head is not None),
                         "fine": stages.fine_path, "fine_step": stages.fine_step,
                         "model_fingerprint": model.fingerprint},
         "files": {k: p.name for k, p in files.items()},
