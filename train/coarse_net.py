@@ -427,12 +427,15 @@ class IterativeCoarseNet(nn.Module):
         _, _, h, w = image.shape
         k = intrinsics.clone()
         k[:, 0, 2] = w - k[:, 0, 2]
-        p = decode_params(est, self.layout, self.stats, k.float(), (h, w), self.render.projection)
-        x = torch.cat([image.flip(-1), self.render(p, k, (h, w)).to(image.dtype)], dim=1)
-        if x.is_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        _, stages = self.net(x, 0, features=True)
+        _, stages = self.net(self._input(image.flip(-1), k, est), 0, features=True)
         return mirror_points(self.landmark_head(stages, (h, w)), w, self.mirror)
+
+    def _input(self, image: torch.Tensor, intrinsics: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+        """The network input ``(B, 9, H, W)``: the image and the feedback maps of ``est``."""
+        size = tuple(image.shape[-2:])
+        p = decode_params(est, self.layout, self.stats, intrinsics.float(), size, self.render.projection)
+        x = torch.cat([image, self.render(p, intrinsics, size).to(image.dtype)], dim=1)
+        return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
     def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, iters: int | None = None,
                 return_landmarks: bool = False):
@@ -451,11 +454,7 @@ class IterativeCoarseNet(nn.Module):
         est = image.new_zeros(b, self.layout.dim, dtype=torch.float32)  # iteration 0: mean face, mean pose
         out, points = [], None
         for it in range(iters or self.iters):
-            p = decode_params(est, self.layout, self.stats, intrinsics.float(), (h, w), self.render.projection)
-            fb = self.render(p, intrinsics, (h, w))  # (B, 6, H, W)
-            x = torch.cat([image, fb.to(image.dtype)], dim=1)  # (B, 9, H, W)
-            if x.is_cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self._input(image, intrinsics, est)  # (B, 9, H, W): image + PNCC and normals of est
             if it == 0 and self.landmark_head is not None:
                 delta, stages = self.net(x, it, features=True)
                 points = self.landmark_head(stages, (h, w))  # (B, 68, 2)
