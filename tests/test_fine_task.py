@@ -336,6 +336,8 @@ def test_training_patches_crop_inputs_and_targets_alike(shards, tiny_model, tmp_
     full = task.forward(fm.eval(), batch)
     t_full = task.targets(full, batch)
     assert "corner" not in full and full["depth"].shape == (3, SIZE, SIZE)
+    torch.testing.assert_close(t_full.mask, full["refine"], rtol=0, atol=0)  # the losses look where FineNet refines
+    assert not (full["refine"] & ~batch["region_gt"]).any()
     p = 24
     fm.train().patch = p
     out = task.forward(fm, batch)

@@ -347,6 +347,28 @@ def test_masks(renders):
     assert with_lm.sum() < m.sum() and not (with_lm & ~m).any()
 
 
+def test_fine_targets_on_a_given_refinement_mask(renders):
+    """FineModel hands its refinement mask (restricted to the refinable region) and the coarse
+    normals to fine_targets: the same targets as computing them there, and a smaller mask is
+    what every term and the lighting fit look at."""
+    b = renders[0]
+    args = (b["image"], b["depth_coarse"], b["mask"], b["albedo"], b["K"])
+    own = fine_targets(*args, landmarks=b["landmarks"])
+    refine, dn = refine_mask(b["depth_coarse"], b["mask"], b["K"])
+    given = fine_targets(*args, landmarks=b["landmarks"], refine=refine, normals=dn.normals)
+    for key in ("mask", "sh_mask", "sh", "unit"):
+        torch.testing.assert_close(getattr(given, key), getattr(own, key), rtol=0, atol=0, msg=key)
+    half = refine.clone()
+    half[:, :, : refine.shape[2] // 2] = False  # the right half of the image only
+    t = fine_targets(*args, landmarks=b["landmarks"], refine=half, normals=dn.normals)
+    assert torch.equal(t.mask, half) and not (t.sh_mask & ~half).any() and t.sh_mask.any()
+    assert not torch.allclose(t.sh, own.sh)  # lit from the right half's pixels
+    with pytest.raises(ValueError, match="pass both refine and normals"):
+        fine_targets(*args, refine=refine)
+    with pytest.raises(ValueError, match="normals must start with"):
+        fine_targets(*args, refine=refine, normals=dn.normals[:, 1:])
+
+
 def _tiny_scene(seed=0, h=5, w=6):
     g = torch.Generator().manual_seed(seed)
     i, j = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")

@@ -58,8 +58,50 @@ def _need(cond: bool, flag: str, rule: str, value: Any) -> None:
         raise ValueError(f"{flag} must be {rule}, got {value!r}")
 
 
+class _TrainJob:
+    """What the training jobs (:class:`CoarseConfig`, :class:`FineConfig`) share besides their
+    fields (each declares its own, with its own help): the checks of the trainer's flags, the
+    loader's worker count, and saving / loading."""
+
+    def _check_trainer(self) -> None:
+        """The trainer's flags (length, optimiser, schedule, device, bookkeeping)."""
+        _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"--steps and --epochs are exclusive, got --steps {self.steps} and --epochs {self.epochs}")
+        if self.steps is not None:
+            _need(self.steps >= 1, "--steps", ">= 1", self.steps)
+        if self.epochs is not None:
+            _need(self.epochs > 0 and math.isfinite(self.epochs), "--epochs", "> 0", self.epochs)
+        _need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
+        _need(self.weight_decay >= 0, "--weight-decay", ">= 0", self.weight_decay)
+        _need(0 <= self.warmup < 1, "--warmup", "in [0, 1)", self.warmup)
+        _need(0 <= self.min_lr <= 1, "--min-lr", "in [0, 1]", self.min_lr)
+        _need(self.grad_clip >= 0, "--grad-clip", ">= 0", self.grad_clip)
+        _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
+        _need(self.threads >= 0, "--threads", ">= 0", self.threads)
+        if self.workers is not None:
+            _need(self.workers >= 0, "--workers", ">= 0", self.workers)
+        _need(self.width_mult > 0, "--width-mult", "> 0", self.width_mult)
+        _need(self.stop_at >= 0, "--stop-at", ">= 0", self.stop_at)
+        for name in ("val_every", "val_samples", "log_every", "ckpt_every"):
+            _need(getattr(self, name) >= 1, "--" + name.replace("_", "-"), ">= 1", getattr(self, name))
+
+    def loader_workers(self) -> int:
+        """--workers, or when it is None (automatic) min(8, CPUs - 1) of this machine."""
+        return self.workers if self.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """A config saved by :meth:`to_dict` (keys of fields since removed are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclasses.dataclass
-class CoarseConfig:
+class CoarseConfig(_TrainJob):
     """``train-cli coarse``: phase 1, CoarseNet on synthetic shards."""
 
     data: str
@@ -184,23 +226,7 @@ class CoarseConfig:
         _need(bool(self.out), "--out", "a directory", self.out)
         _need(self.iters >= 1, "--iters", ">= 1", self.iters)
         _need(self.size >= 16, "--size", ">= 16", self.size)
-        _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError(f"--steps and --epochs are exclusive, got --steps {self.steps} and --epochs {self.epochs}")
-        if self.steps is not None:
-            _need(self.steps >= 1, "--steps", ">= 1", self.steps)
-        if self.epochs is not None:
-            _need(self.epochs > 0 and math.isfinite(self.epochs), "--epochs", "> 0", self.epochs)
-        _need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
-        _need(self.weight_decay >= 0, "--weight-decay", ">= 0", self.weight_decay)
-        _need(0 <= self.warmup < 1, "--warmup", "in [0, 1)", self.warmup)
-        _need(0 <= self.min_lr <= 1, "--min-lr", "in [0, 1]", self.min_lr)
-        _need(self.grad_clip >= 0, "--grad-clip", ">= 0", self.grad_clip)
-        _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
-        _need(self.threads >= 0, "--threads", ">= 0", self.threads)
-        if self.workers is not None:
-            _need(self.workers >= 0, "--workers", ">= 0", self.workers)
-        _need(self.width_mult > 0, "--width-mult", "> 0", self.width_mult)
+        self._check_trainer()
         _need(self.n_id >= 1, "--n-id", ">= 1", self.n_id)
         if self.n_exp is not None:
             _need(self.n_exp >= 0, "--n-exp", ">= 0", self.n_exp)
@@ -215,9 +241,7 @@ class CoarseConfig:
         for name in ("w_geo", "w_proj", "w_pose", "w_cam", "w_param", "w_alb", "w_sh", "w_lmk"):
             v = getattr(self, name)
             _need(v >= 0 and math.isfinite(v), "--" + name.replace("_", "-"), ">= 0", v)
-        _need(self.stop_at >= 0, "--stop-at", ">= 0", self.stop_at)
-        for name in ("val_every", "val_samples", "log_every", "ckpt_every", "stats_samples"):
-            _need(getattr(self, name) >= 1, "--" + name.replace("_", "-"), ">= 1", getattr(self, name))
+        _need(self.stats_samples >= 1, "--stats-samples", ">= 1", self.stats_samples)
 
     def total_steps(self, samples_per_process: int) -> int:
         """--steps, or --epochs converted with the per-process sample count (default 10000)."""
@@ -227,25 +251,12 @@ class CoarseConfig:
             return max(1, math.ceil(self.epochs * samples_per_process / self.batch_size))
         return 10000
 
-    def loader_workers(self) -> int:
-        """--workers, or when it is None (automatic) min(8, CPUs - 1) of this machine."""
-        return self.workers if self.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CoarseConfig":
-        """A config saved by :meth:`to_dict` (keys of fields since removed are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
     # fields that change the network or its targets: a resumed run must keep them
     ARCH_FIELDS = ("iters", "size", "width_mult", "n_id", "n_exp", "n_albedo", "predict_sh", "norm")
 
 
 @dataclasses.dataclass
-class FineConfig:
+class FineConfig(_TrainJob):
     """``train-cli fine``: phase 2, FineNet on real photos (unsupervised shape from shading),
     optionally with supervised batches of synthetic shards that carry fine detail."""
 
@@ -365,25 +376,9 @@ class FineConfig:
             raise ValueError("--end-to-end with --gt-coarse needs --photos (no row would use CoarseNet)")
         _need(self.size >= 16, "--size", ">= 16", self.size)
         _need(self.patch == 0 or 16 <= self.patch <= self.size, "--patch", f"0 or in [16, --size {self.size}]", self.patch)
-        _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
+        self._check_trainer()
         if self.synthetic_batch_size is not None:
             _need(self.synthetic_batch_size >= 0, "--synthetic-batch-size", ">= 0", self.synthetic_batch_size)
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError(f"--steps and --epochs are exclusive, got --steps {self.steps} and --epochs {self.epochs}")
-        if self.steps is not None:
-            _need(self.steps >= 1, "--steps", ">= 1", self.steps)
-        if self.epochs is not None:
-            _need(self.epochs > 0 and math.isfinite(self.epochs), "--epochs", "> 0", self.epochs)
-        _need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
-        _need(self.weight_decay >= 0, "--weight-decay", ">= 0", self.weight_decay)
-        _need(0 <= self.warmup < 1, "--warmup", "in [0, 1)", self.warmup)
-        _need(0 <= self.min_lr <= 1, "--min-lr", "in [0, 1]", self.min_lr)
-        _need(self.grad_clip >= 0, "--grad-clip", ">= 0", self.grad_clip)
-        _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
-        _need(self.threads >= 0, "--threads", ">= 0", self.threads)
-        if self.workers is not None:
-            _need(self.workers >= 0, "--workers", ">= 0", self.workers)
-        _need(self.width_mult > 0, "--width-mult", "> 0", self.width_mult)
         _need(self.depth_scale_mm > 0, "--depth-scale-mm", "> 0", self.depth_scale_mm)
         _need(self.residual_scale_mm > 0, "--residual-scale-mm", "> 0", self.residual_scale_mm)
         for name in ("w_sh", "w_fid", "w_smooth", "w_sup", "sh_huber"):
@@ -394,9 +389,6 @@ class FineConfig:
         _need(-1 <= self.min_facing < 1, "--min-facing", "in [-1, 1)", self.min_facing)
         _need(self.albedo in ("auto", "mean", "predicted"), "--albedo", "auto, mean or predicted", self.albedo)
         _need(math.isfinite(self.fov) and 1 <= self.fov <= 170, "--fov", "in [1, 170] degrees", self.fov)
-        _need(self.stop_at >= 0, "--stop-at", ">= 0", self.stop_at)
-        for name in ("val_every", "val_samples", "log_every", "ckpt_every"):
-            _need(getattr(self, name) >= 1, "--" + name.replace("_", "-"), ">= 1", getattr(self, name))
 
     @property
     def synthetic_per_step(self) -> int:
@@ -415,19 +407,6 @@ class FineConfig:
                            else (synthetic_per_process, max(1, self.synthetic_per_step)))
             return max(1, math.ceil(self.epochs * n / per_step))
         return 2000
-
-    def loader_workers(self) -> int:
-        """--workers, or when it is None (automatic) min(8, CPUs - 1) of this machine."""
-        return self.workers if self.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FineConfig":
-        """A config saved by :meth:`to_dict` (keys of fields since removed are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     # fields that change the networks or their inputs: a resumed run must keep them
     ARCH_FIELDS = ("size", "width_mult", "depth_scale_mm", "residual_scale_mm", "coarse", "end_to_end", "gt_coarse",

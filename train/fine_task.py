@@ -202,9 +202,11 @@ class FineModel(nn.Module):
     ``use_net (B,)`` bool (rows whose coarse maps CoarseNet computes, from the image alone).
     Returns a dict of ``(B, H, W)`` tensors: ``depth`` (refined), ``residual``, ``depth_coarse``,
     ``mask`` (coarse mesh), ``refine`` (refined pixels: :func:`train.losses.refine_mask` within
-    the refinable region), and ``albedo (B, H, W, 3)``; in training with :attr:`patch` set, all of
-    them are crops ``(B, patch, patch[, 3])`` at ``corner (B, 2)`` (:func:`patch_corners`, drawn with
-    ``patch_u (B,)``), and ``full_depth_coarse``, ``full_mask``, ``full_albedo`` keep the whole image's.
+    the refinable region; the losses' pixels too), ``albedo (B, H, W, 3)`` and ``coarse_normals
+    (B, H, W, 3)`` (of the coarse depth, whole image: the lighting fit's); in training with
+    :attr:`patch` set, the others are crops ``(B, patch, patch[, 3])`` at ``corner (B, 2)``
+    (:func:`patch_corners`, drawn with ``patch_u (B,)``), and ``full_depth_coarse``, ``full_mask``,
+    ``full_albedo``, ``full_refine`` keep the whole image's.
 
     CoarseNet (when given) always runs in eval mode (its batch-norm statistics stay those of
     phase 1), on the image resized to ``coarse_size`` (the size it was trained at; None = as
@@ -293,8 +295,8 @@ class FineModel(nn.Module):
             albedo = albedo.index_put((rows,), maps.albedo.to(albedo.dtype))
             region = region.index_put((rows,), maps.region)
         with torch.autocast(device_type=image.device.type, enabled=False):
-            refine, _ = refine_mask(depth_coarse, mask, intrinsics.float(), self.projection, self.mask_erode,
-                                    self.min_facing)
+            refine, dn = refine_mask(depth_coarse, mask, intrinsics.float(), self.projection, self.mask_erode,
+                                     self.min_facing)
             refine = refine & region
         crop = {}
         if self.training and 0 < self.patch < min(size):  # the coarse maps above stay full size
@@ -303,12 +305,13 @@ class FineModel(nn.Module):
             p = self.patch
             corner = patch_corners(refine, p, patch_u)
             # the whole-image maps build the loss targets (crop_targets)
-            crop = {"corner": corner, "full_depth_coarse": depth_coarse, "full_mask": mask, "full_albedo": albedo}
+            crop = {"corner": corner, "full_depth_coarse": depth_coarse, "full_mask": mask, "full_albedo": albedo,
+                    "full_refine": refine}
             image = crop_rows(image.permute(0, 2, 3, 1), corner, p).permute(0, 3, 1, 2)
             depth_coarse, mask, albedo, refine = (crop_rows(t, corner, p) for t in (depth_coarse, mask, albedo, refine))
         out = self.fine(image, depth_coarse, mask, refine)
         return {"depth": out.depth, "residual": out.residual, "depth_coarse": depth_coarse, "mask": mask,
-                "refine": refine, "albedo": albedo, **crop}
+                "refine": refine, "albedo": albedo, "coarse_normals": dn.normals, **crop}
 
     def hyperparameters(self) -> dict[str, Any]:
         """What rebuilds this model besides the weights (and the frozen CoarseNet's checkpoint)."""
@@ -462,7 +465,7 @@ class FineTask:
         full = "full_" if corner is not None else ""  # training patches: targets of the whole image, then cut
         t = fine_targets(batch["image_linear"], out[full + "depth_coarse"], out[full + "mask"], out[full + "albedo"],
                          batch["intrinsics"].float(), m.projection, batch["landmarks"], depth_gt=gt,
-                         depth_gt_coarse=gt_coarse, erode=m.mask_erode, min_facing=m.min_facing)
+                         depth_gt_coarse=gt_coarse, refine=out[full + "refine"], normals=out["coarse_normals"])
         return t if corner is None else crop_targets(t, corner, out["depth"].shape[-1])
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> LossOutput:

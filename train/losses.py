@@ -491,19 +491,29 @@ class FineTargets:
 def fine_targets(image_linear: torch.Tensor, depth_coarse: torch.Tensor, mask: torch.Tensor, albedo: torch.Tensor,
                  intrinsics: torch.Tensor, projection: str = "perspective", landmarks: torch.Tensor | None = None,
                  depth_gt: torch.Tensor | None = None, depth_gt_coarse: torch.Tensor | None = None, erode: int = 2,
-                 min_facing: float = 0.3) -> FineTargets:
+                 min_facing: float = 0.3, refine: torch.Tensor | None = None,
+                 normals: torch.Tensor | None = None) -> FineTargets:
     """Build :class:`FineTargets` from the coarse face ``mask``: the refinement mask
     (:func:`refine_mask`), the shading mask, the least-squares lighting on it from the coarse
-    normals and ``albedo`` (:func:`synth.lighting.fit_sh`) and the pixel unit. Nothing here has
-    gradients except ``depth_coarse`` itself (for end-to-end training)."""
+    normals and ``albedo`` (:func:`synth.lighting.fit_sh`) and the pixel unit. ``refine (B, H, W)``
+    and the coarse ``normals (B, H, W, 3)``, when the caller has them (:class:`train.fine_task.FineModel`
+    computes both, its ``refine`` also restricted to the refinable region), replace the
+    :func:`refine_mask` of ``mask`` (``erode`` and ``min_facing`` then unused): the losses look
+    at the pixels FineNet refines. Nothing here has gradients except ``depth_coarse`` itself (for
+    end-to-end training)."""
     _check_maps(depth_coarse, image_linear=image_linear, mask=mask, albedo=albedo, depth_gt=depth_gt,
-                depth_gt_coarse=depth_gt_coarse)
+                depth_gt_coarse=depth_gt_coarse, refine=refine, normals=normals)
     if (depth_gt is None) != (depth_gt_coarse is None):
         raise ValueError("pass both depth_gt and depth_gt_coarse, or neither")
+    if (refine is None) != (normals is None):
+        raise ValueError("pass both refine and normals, or neither")
     with torch.no_grad():
-        refine, dn = refine_mask(depth_coarse, mask, intrinsics, projection, erode, min_facing)
+        if refine is None:
+            refine, dn = refine_mask(depth_coarse, mask, intrinsics, projection, erode, min_facing)
+            normals = dn.normals
+        refine = refine.bool()
         sh_mask = shading_mask(image_linear, refine, landmarks)
-        sh = fit_sh(image_linear.detach(), albedo.detach(), dn.normals, sh_mask)  # (B, 9, 3)
+        sh = fit_sh(image_linear.detach(), albedo.detach(), normals.detach(), sh_mask)  # (B, 9, 3)
         unit = pixel_size_mm(depth_coarse, mask.bool(), intrinsics, projection)
     return FineTargets(depth_coarse=depth_coarse, mask=refine, image_linear=image_linear, albedo=albedo, sh=sh,
                        sh_mask=sh_mask, intrinsics=intrinsics, unit=unit, projection=projection, depth_gt=depth_gt,
