@@ -209,7 +209,6 @@ def load_stages(config: ReconstructConfig, model=None) -> Stages:
     :class:`train.checkpoint.CheckpointError` for an unreadable or unsafe file or a CoarseNet trained
     with the ground-truth mask in its input (a photo has no such mask; :func:`train.inference.load_checkpoint_and_model`).
     """
-
     device = resolve_device(config.device)
     coarse_path = _coarse_path(config)
     fine_path = _fine_path(config)  # before any loading: a missing file is reported at once
