@@ -8,6 +8,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SEED ?= 0
 SIZE ?= 224
 LIGHTS ?= sh9
+IMAGE ?= lossless
 export PYOPENGL_PLATFORM ?= osmesa
 
 .DEFAULT_GOAL := help
@@ -35,8 +36,8 @@ $(STAMP): pyproject.toml Makefile
 test: install ## run the test suite (what CI runs)
 	$(PYTHON) -m pytest -q tests
 
-dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=<cores> SEED=0 SIZE=224 LIGHTS=sh9)
-	synth-cli render --out $(OUT) --n $(N) --workers $(WORKERS) --seed $(SEED) --size $(SIZE) --lights $(LIGHTS)
+dataset: install ## render N synthetic samples into OUT/ (N=1000 OUT=shards WORKERS=<cores> SEED=0 SIZE=224 LIGHTS=sh9 IMAGE=lossless|jpeg)
+	synth-cli render --out $(OUT) --n $(N) --workers $(WORKERS) --seed $(SEED) --size $(SIZE) --lights $(LIGHTS) --image-codec $(IMAGE)
 
 preview: install ## re-render docs/builtin_preview.png (mean head, skin range, identity and expression samples of the built-in model)
 	$(PYTHON) scripts/make_model_preview.py

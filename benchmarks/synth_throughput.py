@@ -20,10 +20,12 @@ machine: 2 workers scale as 2 x cpu(1 worker) / cpu(2 workers) when both have a 
 Targets (issue 14), each printed as a ratio measured in this run:
 1. the dataset job (1 worker, all outputs, default flags) >= 80 % of the id-pass ceiling (the GLSL
    gl_PrimitiveID pass alone on OSMesa, the raster ceiling of the GL design), >= 1.8x with 2 workers;
-2. <= 60 kB/sample at 224 px;
+2. <= 60 kB/sample at 224 px: the job's (layout 4, lossless) and, on the same renders, layout 5
+   (``--image-codec jpeg``: the image as JPEG quality 95, everything else as layout 4), with the CPU
+   ms of encoding a sample in each and the JPEG image's error (RMSE and peak, levels of 255);
 3. reading: the keyed read training uses (image + mask + parameters + landmarks) and the maps
    (recomputed from the triangle ids from layout 3 on), ms/sample, the job's layout-4 shards next to
-   layouts 3 and 2 written from the same renders in this run, with the three layouts' kB/sample on
+   layouts 5, 3 and 2 written from the same renders in this run, with the four layouts' kB/sample on
    those renders (`benchmarks/loader.py` compares reading with a training step);
 4. 80 samples/s per core (1000 / CPU ms per sample of the 1-worker job).
 Rates are "steady": measured from the first finished quarter of the samples to the last, so process
@@ -158,11 +160,12 @@ def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
 
 
 def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
-    """CPU ms per sample of keyed reads: layout 4 (shards of ``out``), layout 3 and layout 2 (the same
-    samples rendered here and written as layout 3 wrote them — Zstandard-1, plainer codes — and as
-    layout 2 did: quantised maps, gzip-1), interleaved; plus the layout-3 and layout-2 kB/sample (the
-    first ``n`` samples of the job, side by side with the job's own layout-4 figure)."""
-    from synth.codecs import LAYOUT_VERSION, encode_sample
+    """CPU ms per sample of keyed reads: layout 4 (shards of ``out``), layout 5 (JPEG image), layout 3
+    and layout 2 (the same samples rendered here and written as layout 5 writes them, as layout 3 wrote
+    them — Zstandard-1, plainer codes — and as layout 2 did: quantised maps, gzip-1), interleaved; plus
+    the kB/sample of the four layouts on those ``n`` renders, the CPU ms of encoding a sample in layouts
+    4 and 5, and the JPEG image's RMSE and peak error (levels of 255)."""
+    from synth.codecs import DEFAULT_JPEG_QUALITY, JPEG_LAYOUT, LAYOUT_VERSION, encode_sample
     from synth.dataset import _ShardRenderer, DatasetConfig  # noqa: F401  (same renderer set-up as the job)
     from synth.detail import N_FIELDS
     from synth.render import FaceRenderer
@@ -177,21 +180,35 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
     dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": N_FIELDS}
     attrs = {"size": size, "projection": "perspective", "model_fingerprint": model.fingerprint,
              "model_source": model.source}
-    files = {layout: out / f"layout{layout}.h5" for layout in (LAYOUT_VERSION, 3, 2)}
+    files = {layout: out / f"layout{layout}.h5" for layout in (LAYOUT_VERSION, JPEG_LAYOUT, 3, 2)}
+    encode_s = {LAYOUT_VERSION: 0.0, JPEG_LAYOUT: 0.0}
+    images = []  # the rendered images, to measure the JPEG error
     with FaceRenderer(model, size) as r, \
             ShardWriter(files[LAYOUT_VERSION], n, size, dims, True, attrs, compression="zstd") as w4, \
+            ShardWriter(files[JPEG_LAYOUT], n, size, dims, True, attrs, compression="zstd", layout=JPEG_LAYOUT,
+                        image_quality=DEFAULT_JPEG_QUALITY) as w5, \
             ShardWriter(files[3], n, size, dims, True, attrs, compression="zstd", layout=3) as w3, \
             ShardWriter(files[2], n, size, dims, True, attrs, compression="gzip", layout=2) as w2:
         for i in range(n):
             p = sample_params(model, cfg, size, 0, i, framing)
             o = r.render(p)
-            for w, layout in ((w4, LAYOUT_VERSION), (w3, 3), (w2, 2)):
-                w.write(i, encode_sample(p, o, layout=layout))
-        for w in (w4, w3, w2):
+            for w, layout in ((w4, LAYOUT_VERSION), (w5, JPEG_LAYOUT), (w3, 3), (w2, 2)):
+                t0 = time.process_time()
+                enc = encode_sample(p, o, layout=layout, image_quality=DEFAULT_JPEG_QUALITY)
+                if layout in encode_s:
+                    encode_s[layout] += time.process_time() - t0
+                w.write(i, enc)
+            images.append(o.image)
+        for w in (w4, w5, w3, w2):
             w.commit()
     readers = {f"layout {LAYOUT_VERSION}": [ShardReader(p, model=model) for p in list_shards(out)],
+               f"layout {JPEG_LAYOUT}": [ShardReader(files[JPEG_LAYOUT], model=model)],
                "layout 3": [ShardReader(files[3], model=model)], "layout 2": [ShardReader(files[2])]}
     res = {f"layout{k}_kB": f.stat().st_size / n / 1000 for k, f in files.items()}
+    res.update({f"encode_ms_layout{k}": 1000 * v / n for k, v in encode_s.items()})
+    diff = np.stack([readers[f"layout {JPEG_LAYOUT}"][0].read(i, keys=("image",))["image"].astype(np.float64) - im
+                     for i, im in enumerate(images)])
+    res.update(jpeg_rmse=float(np.sqrt(np.mean(diff ** 2))), jpeg_peak=float(np.abs(diff).max()))
     for rs in readers.values():
         for rd in rs:
             rd.read(0, keys=train_keys + map_keys)  # open files, fill caches, build the recomputing renderer
@@ -285,7 +302,7 @@ def main() -> None:
             return
         print(f"{'size':>5} {'detail':>6} {'workers':>7} {'samples/s':>10} {'(wall)':>8} {'per core':>9} "
               f"{'kB/sample':>9} {'cpu ms':>7}  split ms/sample (sampling geometry render post write)")
-        rates, cpu_ms, kbs = {}, {}, {}
+        rates, cpu_ms, kbs, jpeg = {}, {}, {}, {}
         details = (True,) if args.no_detail_off else (True, False)
         for size in sizes:
             for detail in details:
@@ -304,12 +321,14 @@ def main() -> None:
                           f"{1000 * t.get('cpu', float('nan')) / args.n:>7.1f}  {split}", flush=True)
                     if detail and w == workers[0] and not args.skip_ceiling:
                         r_read = read_rates(model, out, size, min(args.n, 32))
-                        print("        reading, CPU ms/sample (layout 4 of the job vs layouts 3 and 2 of the same "
+                        jpeg[size] = r_read
+                        print("        reading, CPU ms/sample (layout 4 of the job vs layouts 5, 3 and 2 of the same "
                               "renders): "
-                              + "; ".join(f"{k} {v:.2f}" for k, v in r_read.items() if not k.endswith("_kB"))
+                              + "; ".join(f"{k} {v:.2f}" for k, v in r_read.items() if not k.endswith("_kB")
+                                          and not k.startswith(("encode_", "jpeg_")))
                               + f"; kB/sample of the same {min(args.n, 32)} renders: layout 4 "
-                              f"{r_read['layout4_kB']:.1f}, layout 3 {r_read['layout3_kB']:.1f}, layout 2 "
-                              f"{r_read['layout2_kB']:.1f}", flush=True)
+                              f"{r_read['layout4_kB']:.1f}, layout 5 (JPEG 95) {r_read['layout5_kB']:.1f}, layout 3 "
+                              f"{r_read['layout3_kB']:.1f}, layout 2 {r_read['layout2_kB']:.1f}", flush=True)
                     shutil.rmtree(out)
         if 1 in workers and 2 in workers:
             for size in sizes:
@@ -320,6 +339,13 @@ def main() -> None:
                           f"(2 x CPU-ms ratio {cpu_ratio:.2f}x; target >= 1.8x)")
         for size in sizes:
             print(f"target 2: {size} px {kbs[(size, True)]:.1f} kB/sample (target <= 60)")
+            if size in jpeg:
+                j = jpeg[size]
+                print(f"target 2, --image-codec jpeg (layout 5, quality 95; same {min(args.n, 32)} renders): "
+                      f"{j['layout5_kB']:.1f} kB/sample vs layout 4 {j['layout4_kB']:.1f} "
+                      f"({j['layout5_kB'] / j['layout4_kB']:.2f}x; target <= 60); encoding "
+                      f"{j['encode_ms_layout5']:.2f} vs {j['encode_ms_layout4']:.2f} CPU ms/sample; image error "
+                      f"RMSE {j['jpeg_rmse']:.2f}, peak {j['jpeg_peak']:.0f} levels of 255")
             if 1 in workers:
                 print(f"target 4: {size} px {1000 / cpu_ms[(size, True, 1)]:.1f} samples/s per CPU core "
                       f"(1000 / CPU ms of the 1-worker job; target 80)")

@@ -62,6 +62,11 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--compression", type=click.Choice(["zstd", "gzip", "lzf"]), default="zstd", show_default=True,
               help="zstd: Zstandard level 1 (hdf5plugin; smallest and fastest); gzip: level 1 + shuffle (plain h5py); "
                    "lzf: plain h5py, fast, larger")
+@click.option("--image-codec", type=click.Choice(["lossless", "jpeg"]), default="lossless", show_default=True,
+              help="how the image is stored: lossless (shard layout 4) or jpeg (layout 5: lossy, 4:4:4, "
+                   "--jpeg-quality; ~half the bytes per sample, every other output exact)")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
+              help="JPEG quality of --image-codec jpeg [default: 95]")
 @click.option("--projection", type=click.Choice(["perspective", "weak_perspective"]), default="perspective",
               show_default=True)
 @click.option("--background", type=click.Choice(BACKGROUNDS), default=None,
@@ -94,7 +99,8 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--platform", type=click.Choice(["cpu", "osmesa", "egl"]), default="cpu", show_default=True,
               help="triangle-id rasterizer: cpu (compiled, no OpenGL), osmesa (software OpenGL), egl (GPU OpenGL)")
 def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, cavity, shard_size, shard_range,
-           compression, projection, background, background_dir, occluders, specular, specular_strength, shininess,
+           compression, image_codec, jpeg_quality, projection, background, background_dir, occluders, specular,
+           specular_strength, shininess,
            yaw, pitch, roll, distance,
            framing_jitter, retired_fov, retired_face_fraction, retired_jitter, id_scale, exp_scale, albedo_scale,
            truncation, platform) -> None:
@@ -108,8 +114,11 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
             raise click.UsageError(f"{flag} was retired: renders are framed by the photo pipeline's rule "
                                    "(synth.framing); use --distance lo,hi (mm) for the perspective and "
                                    "--framing-jitter for the crop jitter")
+    if jpeg_quality is not None and image_codec != "jpeg":
+        raise click.UsageError("--jpeg-quality applies to --image-codec jpeg (the default image codec is lossless)")
     from tqdm import tqdm
 
+    from .codecs import DEFAULT_JPEG_QUALITY
     from .dataset import DatasetConfig, parse_shard_range, render_dataset
     from .sampling import SamplingConfig
 
@@ -124,7 +133,9 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
             specular=specular, specular_strength=_pair(specular_strength, "--specular-strength"),
             shininess=_pair(shininess, "--shininess"))
         config = DatasetConfig(out=str(out), n=n, size=size, seed=seed, shard_size=shard_size, workers=workers,
-                               compression=compression, platform=platform,
+                               compression=compression, image_codec=image_codec,
+                               jpeg_quality=DEFAULT_JPEG_QUALITY if jpeg_quality is None else jpeg_quality,
+                               platform=platform,
                                model=str(model_path) if model_path else None,
                                shard_range=parse_shard_range(shard_range) if shard_range else None,
                                sampling=sampling)
@@ -156,7 +167,7 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--maps", is_flag=True,
-              help="layouts 3 and 4: also recompute every sample's maps from its triangle ids and check them (slower)")
+              help="layouts 3 to 5: also recompute every sample's maps from its triangle ids and check them (slower)")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="the shards' morphable model for --maps (default: the built-in model they name)")
 def verify(directory: Path, maps: bool, model_path: Path | None) -> None:

@@ -12,6 +12,14 @@
   (:func:`delta2d_encode`, wrapping integer arithmetic) so smooth maps compress well;
 * ``specular``: ``(strength, shininess)`` float32 of the sample's Blinn-Phong term.
 
+Layout 5 (:data:`JPEG_LAYOUT`, written only on request: ``synth-cli render --image-codec jpeg``) is
+layout 4 with the one lossy code of the project: the image as JPEG bytes (:func:`jpeg_encode`:
+Pillow / libjpeg, 4:4:4, no chroma subsampling, quality :data:`DEFAULT_JPEG_QUALITY` unless asked
+otherwise), decoded with :func:`jpeg_decode`. Every other key decodes bit for bit as in layout 4;
+the image comes back within the error of its quality (docs/shards.md gives the measured RMSE and
+peak error). The shard stores the bytes of all its samples back to back (``image``, 1-D uint8, checksummed
+chunks) and each sample's ``[start, stop)`` in ``image_span``.
+
 Layout 4 (:data:`LAYOUT_VERSION`, written) is layout 3 with two tighter lossless codes, ~10 %
 smaller at 224 px: the image in a reversible colour transform (:func:`rct_encode`: G, R - G, B - G
 modulo 256) before the 2-D difference, and the triangle ids as the zigzag-coded difference to the
@@ -58,6 +66,10 @@ __all__ = [
     "rct_decode",
     "row_delta_encode",
     "row_delta_decode",
+    "jpeg_encode",
+    "jpeg_decode",
+    "JPEG_LAYOUT",
+    "DEFAULT_JPEG_QUALITY",
     "encode_depth",
     "decode_depth",
     "encode_sample",
@@ -70,9 +82,13 @@ __all__ = [
 LAYOUT_VERSION = 4
 """The shard layout written (4: image, mask and triangle ids, as layout 3 with tighter codes; the maps
 are recomputed on read)."""
-READABLE_LAYOUTS = (1, 2, 3, 4)
-"""Layouts :func:`decode_sample` decodes (2: quantised maps; 1: linear image and albedo, no specular;
-see the module doc)."""
+JPEG_LAYOUT = 5
+"""The layout written when the image is stored lossy (layout 4 with the image as JPEG bytes; opt-in)."""
+DEFAULT_JPEG_QUALITY = 95
+"""JPEG quality of layout-5 images unless asked otherwise (``synth-cli render --jpeg-quality``)."""
+READABLE_LAYOUTS = (1, 2, 3, 4, 5)
+"""Layouts :func:`decode_sample` decodes (5: layout 4 with a JPEG image; 2: quantised maps; 1: linear
+image and albedo, no specular; see the module doc)."""
 SURFACE_KEYS = ("depth", "depth_coarse", "normals", "pncc", "albedo")
 """Layouts 3 and 4: the maps recomputed from ``tri_id``, the parameters and the model."""
 GEOMETRY_KEYS = ("alpha_id", "alpha_exp", "beta", "pose", "translation", "intrinsics", "index")
@@ -85,7 +101,7 @@ PARAMETER_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", 
 DECODED_KEYS = ("image", "depth", "depth_coarse", "normals", "pncc", "albedo", "mask", "landmarks",
                 "landmarks_visible") + PARAMETER_KEYS + ("index", "tri_id")
 """Every key :func:`decode_sample` can return (``depth_coarse``, ``detail_weights``: detail on only;
-``tri_id``: layouts 3 and 4 only)."""
+``tri_id``: layouts 3 to 5 only)."""
 _DECODED = frozenset(DECODED_KEYS)
 _NEED_MASK = frozenset(("depth", "depth_coarse", "mask", "normals"))  # decoded from the quantised depth q
 
@@ -174,6 +190,39 @@ def row_delta_decode(code: np.ndarray) -> np.ndarray:
     return (np.cumsum(d, axis=1) - 1).astype(np.int32)
 
 
+def jpeg_encode(image: np.ndarray, quality: int, subsampling: str = "4:4:4") -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` -> JPEG bytes as a 1-D uint8 array (Pillow / libjpeg, baseline, no
+    optimisation pass, ``subsampling`` of the chroma: ``"4:4:4"`` none, ``"4:2:0"`` halved in both
+    directions). Deterministic for one libjpeg build. Inverse (up to the loss): :func:`jpeg_decode`."""
+    import io
+
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in [1, 100], got {quality!r}")
+    if subsampling not in ("4:4:4", "4:2:0"):
+        raise ValueError(f"subsampling must be '4:4:4' or '4:2:0', got {subsampling!r}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=int(quality), subsampling=subsampling)
+    return np.frombuffer(buf.getvalue(), np.uint8)
+
+
+def jpeg_decode(data) -> np.ndarray:
+    """JPEG bytes (bytes or a 1-D uint8 array) -> uint8 RGB ``(H, W, 3)`` (a writable array)."""
+    import io
+
+    from PIL import Image
+
+    raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8).tobytes()
+    with Image.open(io.BytesIO(raw)) as im:
+        if im.format != "JPEG":
+            raise ValueError(f"expected JPEG bytes, got {im.format}")
+        return np.array(im.convert("RGB"))
+
+
 def encode_depth(depth: np.ndarray) -> tuple[np.ndarray, float, float]:
     """float depth (0 off-face) -> (uint16 q, offset, step); q = 0 off-face."""
     on = depth > 0
@@ -190,14 +239,16 @@ def decode_depth(q: np.ndarray, offset: float, step: float) -> np.ndarray:
     return np.where(q > 0, np.float32(offset) + (q.astype(np.float32) - 1.0) * np.float32(step), 0.0).astype(np.float32)
 
 
-def encode_sample(params, out, layout: int = LAYOUT_VERSION) -> dict[str, np.ndarray]:
-    """Stored arrays of one sample of shard ``layout`` (4, or 3 / 2 for tests of the older readers) from
-    :class:`~synth.sampling.SampleParams` and :class:`~synth.render.RenderOutput` (layouts 3 and 4
-    need only the image, the mask, the triangle ids and the landmarks: ``render(maps=False)``)."""
-    if layout in (3, 4):
-        return _encode_v3(params, out, layout)
+def encode_sample(params, out, layout: int = LAYOUT_VERSION,
+                  image_quality: int | None = None) -> dict[str, np.ndarray]:
+    """Stored arrays of one sample of shard ``layout`` (4; 5: the image as JPEG at ``image_quality``, which
+    must be given — the writer's ``image_quality`` too; 3 / 2 for tests of the older readers) from :class:`~synth.sampling.SampleParams` and
+    :class:`~synth.render.RenderOutput` (layouts 3 to 5 need only the image, the mask, the triangle
+    ids and the landmarks: ``render(maps=False)``)."""
+    if layout in (3, 4, JPEG_LAYOUT):
+        return _encode_v3(params, out, layout, image_quality)
     if layout != 2:
-        raise ValueError(f"layout must be 2, 3 or 4, got {layout}")
+        raise ValueError(f"layout must be 2, 3, 4 or 5, got {layout}")
     if out.normals is None or out.pncc is None or out.albedo is None:
         raise ValueError("layout 2 stores the maps: encode a render(params, maps=True) output")
     detail = out.depth_coarse is not None
@@ -243,10 +294,16 @@ def _params(params) -> dict[str, np.ndarray]:
     return enc
 
 
-def _encode_v3(params, out, layout: int) -> dict[str, np.ndarray]:
+def _encode_v3(params, out, layout: int, image_quality: int | None) -> dict[str, np.ndarray]:
     tri = np.asarray(out.tri_id)
+    if layout >= JPEG_LAYOUT:
+        if image_quality is None:
+            raise ValueError("layout 5 stores the image as JPEG: pass image_quality (the ShardWriter's)")
+        image = jpeg_encode(out.image, image_quality)
+    else:
+        image = delta2d_encode(rct_encode(out.image) if layout >= 4 else out.image)
     enc = {
-        "image": delta2d_encode(rct_encode(out.image) if layout >= 4 else out.image),
+        "image": image,
         "mask": out.mask.astype(np.uint8),
         # layout 3: 0 off the face
         "tri_id": row_delta_encode(tri) if layout >= 4 else delta2d_encode((tri + 1).astype(np.int32)),
@@ -275,6 +332,9 @@ def stored_for(keys, detail: bool, layout: int = LAYOUT_VERSION) -> tuple[str, .
             raise ValueError(f"keys: unknown key {key!r}, expected some of {', '.join(DECODED_KEYS)}")
         if key in ("depth_coarse", "detail_weights") and not detail:
             raise ValueError(f"keys: {key!r} exists only in shards rendered with detail on")
+        if key == "image" and layout >= JPEG_LAYOUT:
+            out += [n for n in ("image", "image_span") if n not in out]
+            continue
         if key == "tri_id" and layout < 3:
             raise ValueError(f"keys: 'tri_id' is stored from shard layout 3 on (this shard: layout {layout})")
         if layout >= 3:
@@ -381,8 +441,11 @@ def _decode_v3(raw: dict[str, np.ndarray], keys, surface, layout: int) -> dict[s
         maps = surface(raw, tri)
     for key in keys:
         if key == "image":
-            image = delta2d_decode(raw["image"])
-            out[key] = rct_decode(image) if layout >= 4 else image
+            if layout >= JPEG_LAYOUT:
+                out[key] = jpeg_decode(raw["image"])
+            else:
+                image = delta2d_decode(raw["image"])
+                out[key] = rct_decode(image) if layout >= 4 else image
         elif key == "mask":
             out[key] = raw["mask"].astype(bool)
         elif key == "tri_id":

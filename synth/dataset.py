@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import shards as sh
-from .codecs import encode_sample
+from .codecs import DEFAULT_JPEG_QUALITY, JPEG_LAYOUT, encode_sample
 from .detail import BANK_VERSION, N_FIELDS
 from .sampling import SamplingConfig, face_framing, sample_params
 from .verify import quick_check_shard
@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 
 # fields of the manifest that must match for a rerun to resume into the same folder
 _IDENTITY_KEYS = ("n_total", "shard_size", "size", "seed", "model_fingerprint", "sampling", "layout_version",
-                  "platform", "detail_bank_version")
+                  "platform", "detail_bank_version", "image_quality")
+IMAGE_CODECS = ("lossless", "jpeg")
+"""``--image-codec``: lossless (layout 4, the default) or jpeg (layout 5, ``--jpeg-quality``)."""
 
 SHARD_SIZE_RULE = "min(1000, max(32, 16 * ceil(N / 1024)))"
 
@@ -77,6 +79,8 @@ class DatasetConfig:
     # default_shard_size(n))
     workers: int = 1  # --workers: worker processes (0 = render in this process)
     compression: str = "zstd"  # --compression: zstd (level 1) | gzip (level 1 + shuffle) | lzf
+    image_codec: str = "lossless"  # --image-codec: lossless (layout 4) | jpeg (layout 5, lossy image)
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY  # --jpeg-quality: JPEG quality of --image-codec jpeg
     platform: str = "cpu"  # --platform: cpu (compiled rasterizer) | osmesa | egl (OpenGL id pass)
     model: str | None = None  # --model: BFM file (None = built-in model)
     shard_range: tuple[int, int | None] | None = None  # --shard-range a:b (None: all, or SLURM array split)
@@ -97,8 +101,17 @@ class DatasetConfig:
             raise ValueError(f"--seed must be an integer >= 0, got {self.seed!r}")
         if self.compression not in sh.COMPRESSIONS:
             raise ValueError(f"--compression must be one of {', '.join(sh.COMPRESSIONS)}, got {self.compression!r}")
+        if self.image_codec not in IMAGE_CODECS:
+            raise ValueError(f"--image-codec must be one of {', '.join(IMAGE_CODECS)}, got {self.image_codec!r}")
+        if not isinstance(self.jpeg_quality, (int, np.integer)) or not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"--jpeg-quality must be an integer in [1, 100], got {self.jpeg_quality!r}")
         if self.platform not in ("cpu", "osmesa", "egl"):
             raise ValueError(f"--platform must be cpu, osmesa or egl, got {self.platform!r}")
+
+    @property
+    def layout(self) -> int:
+        """The shard layout this job writes (4; 5 with ``--image-codec jpeg``)."""
+        return JPEG_LAYOUT if self.image_codec == "jpeg" else sh.LAYOUT_VERSION
 
     @property
     def n_shards(self) -> int:
@@ -171,7 +184,10 @@ def _load(model):
 def manifest_for(config: DatasetConfig, model, shard_size_rule: str = "--shard-size") -> dict[str, Any]:
     """The ``dataset.json`` content of a job (``config.shard_size`` resolved, see :func:`prepare`)."""
     return {
-        "layout_version": sh.LAYOUT_VERSION,
+        "layout_version": config.layout,
+        "image_codec": config.image_codec,
+        # JPEG quality of the stored images (layout 5); None: lossless
+        "image_quality": int(config.jpeg_quality) if config.image_codec == "jpeg" else None,
         "n_total": int(config.n),
         "shard_size": int(config.shard_size),
         "shard_size_rule": shard_size_rule,
@@ -260,14 +276,21 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
             if "detail_bank_version" in diff and config.sampling.detail:
                 why = (f"; it was rendered with detail bank {old.get('detail_bank_version') or 1}, this synth-cli "
                        f"writes bank {BANK_VERSION}")
-            if "layout_version" in diff:
-                why += (f"; its shards are layout {old.get('layout_version')}, this synth-cli writes layout "
-                        f"{sh.LAYOUT_VERSION} (older layouts are read, not extended)")
+            if "layout_version" in diff or "image_quality" in diff:
+                def image(q):
+                    return f"JPEG quality {q}" if q else "lossless"
+
+                why += (f"; its shards are layout {old.get('layout_version')} (image {image(old.get('image_quality'))}), "
+                        f"this job writes layout {config.layout} (image {image(manifest['image_quality'])}); a dataset "
+                        "is written in one layout and image codec")
+                if old.get("layout_version", sh.LAYOUT_VERSION) < sh.LAYOUT_VERSION:
+                    why += " (older layouts are read, not extended)"
             raise ValueError(f"--out {str(out)!r} already holds a dataset with another configuration "
                              f"(differs in: {', '.join(diff)}{why}); use a new --out or remove it")
     elif out.exists() and sh.list_shards(out):
         raise ValueError(f"--out {str(out)!r} holds shards but no dataset.json; use a new --out")
-    expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}
+    expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint", "layout_version",
+                                         "image_quality")}
     todo, skipped, damaged = [], [], {}
     for k in assigned_shards(config):
         path = out / sh.shard_name(k)
@@ -323,16 +346,16 @@ class _ShardRenderer:
             stale.unlink(missing_ok=True)  # left by a killed run
         pending = 0
         with sh.ShardWriter(out / sh.shard_name(k), stop - start, c.size, dims, c.sampling.detail, attrs,
-                            c.compression) as writer:
+                            c.compression, layout=c.layout, image_quality=c.jpeg_quality) as writer:
             batch: dict[int, tuple] = {}
             for j, index in enumerate(range(start, stop)):
                 if index not in batch:  # parameters and model arrays of the next aligned block
                     batch = self._model_batch(index, timings)
                 params, arrays = batch.pop(index)
                 t1 = time.perf_counter()
-                result = self.renderer.render(params, arrays, maps=False)  # layouts 3-4 store no maps
+                result = self.renderer.render(params, arrays, maps=False)  # layouts 3-5 store no maps
                 t2 = time.perf_counter()
-                writer.write(j, encode_sample(params, result))
+                writer.write(j, encode_sample(params, result, c.layout, c.jpeg_quality))
                 t3 = time.perf_counter()
                 timings["write"] += t3 - t2
                 pending += 1

@@ -295,7 +295,7 @@ class FaceRenderer:
                maps: bool = True) -> RenderOutput:
         """All maps of one sample (``arrays``: its :meth:`model_arrays` entry, computed here if None).
 
-        ``maps=False``: only what the shards of layouts 3 and 4 store is computed — the image, the triangle
+        ``maps=False``: only what the shards of layouts 3 to 5 store is computed — the image, the triangle
         ids, the mask, the landmarks (and ``depth``, which the landmarks' visibility needs);
         ``normals``, ``pncc``, ``albedo``, ``specular`` and ``depth_coarse`` are None.
         :meth:`surface_maps` recomputes the maps from the ids."""

@@ -4,13 +4,19 @@ The per-map encodings are in :mod:`synth.codecs`, the checks in :mod:`synth.veri
 grid in :mod:`synth.preview`; docs/shards.md describes the format for readers in other languages.
 
 One file ``shard-00007.h5`` holds global samples ``[7 * S, min(8 * S, N))`` (S = shard size).
-Every per-sample dataset has shape ``(n, ...)`` and fletcher32 checksums; the maps (layouts 3 and 4: image,
-mask, triangle ids) have one sample per chunk and are compressed with Zstandard level 1 (default;
+Every per-sample dataset has shape ``(n, ...)`` (but layout 5's JPEG bytes, below) and fletcher32
+checksums; the maps (layouts 3 to 5: image, mask, triangle ids) have one sample per chunk and are compressed with Zstandard level 1 (default;
 the ``hdf5plugin`` filter: ``import hdf5plugin`` before opening a shard with h5py elsewhere),
 gzip-1 + shuffle or lzf; the small per-sample arrays are one uncompressed chunk per dataset (read
 whole). :data:`DATASETS` lists every stored dataset with its unit, encoding and description
 (also written as dataset attributes and the file's ``keys`` attribute); the full table of stored
 datasets -> decoded keys and the file attributes are in docs/shards.md.
+
+Layout 5 (opt-in, ``synth-cli render --image-codec jpeg``) stores the image as JPEG: the JPEG bytes
+of all the shard's samples back to back in one 1-D uint8 dataset ``image`` (uncompressed,
+checksummed chunks of :data:`JPEG_CHUNK` bytes) and each sample's ``[start, stop)`` in the small
+per-sample dataset ``image_span``; the file attributes ``image_codec`` (``"jpeg"``) and
+``image_quality`` say how it was encoded.
 """
 from __future__ import annotations
 
@@ -23,13 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import LAYOUT_VERSION, READABLE_LAYOUTS, SURFACE_KEYS, decode_sample, stored_for
+from .codecs import (JPEG_LAYOUT, LAYOUT_VERSION, READABLE_LAYOUTS, SURFACE_KEYS, decode_sample,
+                     stored_for)
 
 __all__ = [
     "surface_renderer",
     "dataset_shapes",
     "LAYOUT_VERSION",
     "READABLE_LAYOUTS",
+    "JPEG_LAYOUT",
+    "WRITTEN_LAYOUTS",
     "SHARD_PATTERN",
     "TEMP_PREFIX",
     "COMPRESSIONS",
@@ -50,6 +59,10 @@ __all__ = [
 SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.h5$")
 TEMP_PREFIX = ".tmp-"
 COMPRESSIONS = ("zstd", "gzip", "lzf")
+WRITTEN_LAYOUTS = (2, 3, 4, JPEG_LAYOUT)
+"""Layouts :class:`ShardWriter` writes (4: the default; 5: JPEG image; 2 and 3 for tests of the older readers)."""
+JPEG_CHUNK = 16384
+"""Layout 5: chunk size in bytes of the concatenated JPEG ``image`` dataset (a sample spans ~1-2 chunks)."""
 
 # name: (unit, encoding, description) of every stored dataset
 DATASETS: dict[str, tuple[str, str, str]] = {
@@ -77,6 +90,7 @@ DATASETS: dict[str, tuple[str, str, str]] = {
     "specular": ("(x light irradiance, exponent)", "raw",
                  "Blinn-Phong (strength, shininess) of the highlight from the SH lighting's dominant light"),
     "index": ("", "raw", "global sample index"),
+    "image_span": ("byte", "raw int64 [start, stop)", "where the sample's JPEG bytes lie in image (layout 5)"),
     "mask": ("bool", "uint8 0/1", "pixels covered by the face mesh"),
     "tri_id": ("triangle index", "delta2d of int32 tri_id + 1 (0 = off the face)",
                "index of the model triangle seen at each pixel centre; with the parameters and the model it gives "
@@ -88,6 +102,11 @@ ENCODINGS_V4 = {
     "tri_id": "uint32 zigzag of (tri_id + 1) minus its left neighbour, per row (synth.codecs.row_delta_encode)",
 }
 """The encodings layout 4 changed (every other dataset is stored as in layout 3, :data:`DATASETS`)."""
+ENCODINGS_V5 = {
+    "image": "JPEG (Pillow / libjpeg, 4:4:4, quality: the file's image_quality attribute) of the sRGB uint8 image; "
+             "sample i is image[image_span[i, 0]:image_span[i, 1]] (all samples' bytes back to back)",
+}
+"""The encodings layout 5 changed from layout 4 (the image only)."""
 
 
 def dataset_info(name: str, layout: int = LAYOUT_VERSION) -> tuple[str, str, str]:
@@ -95,6 +114,8 @@ def dataset_info(name: str, layout: int = LAYOUT_VERSION) -> tuple[str, str, str
     unit, encoding, description = DATASETS[name]
     if layout >= 4:
         encoding = ENCODINGS_V4.get(name, encoding)
+    if layout >= JPEG_LAYOUT:
+        encoding = ENCODINGS_V5.get(name, encoding)
     return unit, encoding, description
 
 
@@ -125,17 +146,26 @@ class ShardWriter:
 
     Use as a context manager: leaving the block without :meth:`commit` (an exception) deletes the
     temporary file, so a final ``shard-*.h5`` always holds a complete, checksummed shard.
+
+    Layout 5 (JPEG image): ``image_quality`` (required) is recorded as the file's attribute (the samples
+    are encoded by :func:`synth.codecs.encode_sample` with the same quality); the JPEG bytes are kept in
+    memory and written by :meth:`commit` (~9-25 kB per sample at 128-224 px).
     """
 
     def __init__(self, path: str | os.PathLike, n_samples: int, size: int, dims: dict[str, int], detail: bool,
-                 attrs: dict[str, Any], compression: str = "zstd", layout: int = LAYOUT_VERSION):
+                 attrs: dict[str, Any], compression: str = "zstd", layout: int = LAYOUT_VERSION,
+                 image_quality: int | None = None):
         import h5py
 
         if compression not in COMPRESSIONS:
             raise ValueError(f"--compression must be one of {COMPRESSIONS}, got {compression!r}")
-        if layout not in (2, 3, 4):
-            raise ValueError(f"layout must be 2, 3 or 4 (the writer's), got {layout}")
+        if layout not in WRITTEN_LAYOUTS:
+            raise ValueError(f"layout must be one of {WRITTEN_LAYOUTS} (the writer's), got {layout}")
+        if layout >= JPEG_LAYOUT and not (isinstance(image_quality, (int, np.integer)) and 1 <= image_quality <= 100):
+            raise ValueError(f"--jpeg-quality must be an integer in [1, 100], got {image_quality!r}")
         self.path = Path(path)
+        self.layout = layout
+        self._jpeg: list[np.ndarray | None] = [None] * int(n_samples) if layout >= JPEG_LAYOUT else []
         self.tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}.{os.getpid()}")
         self.n = int(n_samples)
         self._written = np.zeros(self.n, bool)
@@ -145,6 +175,10 @@ class ShardWriter:
         self._ds = {}
         keys = {}  # the file's "keys" attribute: dtype, shape, unit and encoding of every dataset
         for name, (shape, dtype) in shapes.items():
+            if shape is None:  # layout 5's JPEG bytes: created by commit(), once their length is known
+                keys[name] = {"dtype": np.dtype(dtype).str, "shape": None, "unit": dataset_info(name, layout)[0],
+                              "encoding": dataset_info(name, layout)[1]}
+                continue
             if name in MAP_DATASETS:
                 extra = dict(comp, chunks=(1,) + shape)
                 if compression == "gzip" and np.dtype(dtype).itemsize > 1:
@@ -159,6 +193,8 @@ class ShardWriter:
         # small per-sample arrays are kept here and written in one call per dataset by commit()
         self._small = {name: np.zeros((self.n,) + shape, dtype) for name, (shape, dtype) in shapes.items()
                        if name not in MAP_DATASETS}
+        if layout >= JPEG_LAYOUT:
+            attrs = {**attrs, "image_codec": "jpeg", "image_quality": int(image_quality)}
         self._f.attrs.update({k: v for k, v in attrs.items()})
         if detail and "detail_bank_version" not in attrs:
             from .detail import BANK_VERSION
@@ -169,7 +205,15 @@ class ShardWriter:
 
     def write(self, i: int, encoded: dict[str, np.ndarray]) -> None:
         """Store the encoded sample (:func:`synth.codecs.encode_sample`) at position ``i`` of the shard."""
+        if self.layout >= JPEG_LAYOUT:
+            data = np.asarray(encoded["image"])
+            if data.dtype != np.uint8 or data.ndim != 1:
+                raise ValueError(f"shard {self.path.name}: a layout-{self.layout} image is JPEG bytes (1-D uint8), got "
+                                 f"{data.dtype} {data.shape} (encode_sample(..., layout={self.layout}))")
+            self._jpeg[i] = data
         for name, ds in self._ds.items():
+            if name == "image_span":
+                continue  # layout 5: set by commit()
             if name in self._small:
                 self._small[name][i] = encoded[name]
             else:
@@ -181,6 +225,8 @@ class ShardWriter:
         if not self._written.all():
             raise ValueError(f"shard {self.path.name}: samples {np.flatnonzero(~self._written)[:5].tolist()}... "
                              "were never written")
+        if self.layout >= JPEG_LAYOUT:
+            self._write_jpeg()
         for name, values in self._small.items():
             self._ds[name][...] = values
         self._f.attrs["complete"] = True
@@ -195,6 +241,20 @@ class ShardWriter:
         os.replace(self.tmp, self.path)
         _fsync_dir(self.path.parent)
         return self.path
+
+    def _write_jpeg(self) -> None:
+        """Layout 5: the samples' JPEG bytes back to back in ``image``, each one's range in ``image_span``."""
+        lengths = np.array([len(b) for b in self._jpeg], np.int64)
+        stops = np.cumsum(lengths)
+        self._small["image_span"][:] = np.stack([stops - lengths, stops], axis=1)
+        total = int(stops[-1]) if len(stops) else 0
+        ds = self._f.create_dataset("image", shape=(total,), dtype=np.uint8, chunks=(max(1, min(JPEG_CHUNK, total)),),
+                                    fletcher32=True)
+        if total:
+            ds[...] = np.concatenate(self._jpeg)
+        unit, encoding, description = dataset_info("image", self.layout)
+        ds.attrs.update({"unit": unit, "encoding": encoding, "description": description})
+        self._jpeg = []
 
     def abort(self) -> None:
         if self._f is not None:
@@ -222,8 +282,9 @@ def _compression(name: str) -> dict:
     return dict(hdf5plugin.Zstd(clevel=1))
 
 
-def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -> dict[str, tuple[tuple, type]]:
-    """``{name: (per-sample shape, dtype)}`` of the datasets a shard of ``layout`` (2, 3 or 4) stores."""
+def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -> dict[str, tuple[tuple | None, type]]:
+    """``{name: (per-sample shape, dtype)}`` of the datasets a shard of ``layout`` (2 to 5) stores; layout 5's
+    ``image`` (the JPEG bytes of all samples, 1-D) has shape ``None``."""
     h = w = size
     shapes = {
         "image": ((h, w, 3), np.uint8), "landmarks": ((68, 2), np.float32), "landmarks_visible": ((68,), np.uint8),
@@ -234,6 +295,8 @@ def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -
     }
     if layout >= 3:
         shapes.update({"mask": ((h, w), np.uint8), "tri_id": ((h, w), np.uint32 if layout >= 4 else np.int32)})
+        if layout >= JPEG_LAYOUT:
+            shapes.update({"image": (None, np.uint8), "image_span": ((2,), np.int64)})
     else:
         shapes.update({"depth_offset": ((), np.float32), "depth_step": ((), np.float32),
                        "normals": ((h, w, 2), np.int8), "pncc": ((h, w, 3), np.uint8), "albedo": ((h, w, 3), np.uint8)})
@@ -340,17 +403,27 @@ class ShardReader:
         f = self._file()
         out = {}
         for name in self.keys if names is None else names:
-            if name in MAP_DATASETS:
+            if name == "image" and self.layout >= JPEG_LAYOUT:  # the sample's JPEG bytes
+                ds = self._maps.get(name)
+                if ds is None:
+                    ds = self._maps[name] = f[name]
+                a, b = (int(v) for v in self._column("image_span")[i])
+                out[name] = ds[a:b]
+            elif name in MAP_DATASETS:
                 ds = self._maps.get(name)
                 if ds is None:
                     ds = self._maps[name] = f[name]
                 out[name] = ds[i]
             else:  # small per-sample dataset: read whole once, then from memory
-                column = self._columns.get(name)
-                if column is None:
-                    column = self._columns[name] = f[name][()]
-                out[name] = column[i]
+                out[name] = self._column(name)[i]
         return out
+
+    def _column(self, name: str) -> np.ndarray:
+        """Small per-sample dataset ``name``, read whole on first use and kept."""
+        column = self._columns.get(name)
+        if column is None:
+            column = self._columns[name] = self._file()[name][()]
+        return column
 
     def read(self, i: int, keys=None) -> dict[str, np.ndarray]:
         """Decoded arrays of sample ``i`` (keys and dtypes of docs/DESIGN.md): all of them, or only

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import decode_sample
+from .codecs import JPEG_LAYOUT, decode_sample
 from .shards import (LAYOUT_VERSION, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
                      list_shards, plain_attr, shard_bounds, shard_count, shard_name)
 
@@ -42,7 +42,8 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
     the end-of-file address in its checksummed superblock, so a truncated file fails here), its
     attributes (``complete``, the layout this version writes, shard index, sample count;
     ``n_total``, ``shard_size``, ``size``, ``seed`` and ``model_fingerprint`` of ``expected``, the
-    dataset manifest), the datasets of the layout present, every dataset with ``n`` rows and a
+    dataset manifest; its ``layout_version`` (default: :data:`LAYOUT_VERSION`) and, for layout 5, its
+    ``image_quality``), the datasets of the layout present, every dataset with ``n`` rows and a
     readable chunk index (``n`` chunks for a map, one for a small per-sample array), and the small per-sample datasets read in full (every chunk
     fletcher32-checked), ``index`` equal to the shard's global range. Not checked: the contents of
     the map chunks (image, depth, ...): :func:`verify_shard` (``synth-cli verify``) decodes every sample.
@@ -53,8 +54,12 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
     try:
         with h5py.File(path, "r") as f:
             a = f.attrs
-            if int(a.get("layout_version", -1)) != LAYOUT_VERSION or not bool(a.get("complete", False)):
-                return f"not a complete shard of layout {LAYOUT_VERSION}"
+            layout = int(expected.get("layout_version", LAYOUT_VERSION))
+            if int(a.get("layout_version", -1)) != layout or not bool(a.get("complete", False)):
+                return f"not a complete shard of layout {layout}"
+            if layout >= JPEG_LAYOUT and plain_attr(a.get("image_quality")) != expected.get("image_quality"):
+                return f"attribute image_quality = {plain_attr(a.get('image_quality'))!r}, the dataset has " \
+                       f"{expected.get('image_quality')!r}"
             n, k = int(a["n_samples"]), int(a["shard_index"])
             m = SHARD_PATTERN.match(path.name)
             if m and int(m.group(1)) != k:
@@ -66,11 +71,20 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
             if stop - start != n:
                 return f"holds {n} samples, expected {stop - start}"
             dims = {"alpha_id": 0, "alpha_exp": 0, "beta": 0, "detail_weights": 0}  # names only
-            wanted = dataset_shapes(LAYOUT_VERSION, int(a["size"]), dims, bool(a.get("detail", False)))
+            wanted = dataset_shapes(layout, int(a["size"]), dims, bool(a.get("detail", False)))
             missing = [name for name in wanted if name not in f]
             if missing:
                 return f"datasets missing: {', '.join(missing)}"
             for name, ds in f.items():
+                if name == "image" and layout >= JPEG_LAYOUT:  # the JPEG bytes: checked with image_span
+                    span = f["image_span"][...]
+                    if span.shape != (n, 2):
+                        return f"dataset image_span has shape {span.shape}, expected {(n, 2)}"
+                    total = int(span[-1, 1]) if n else 0
+                    if ds.shape != (total,) or ds.id.get_num_chunks() != math.ceil(total / ds.chunks[0]):
+                        return f"dataset image holds {ds.shape[0]} bytes / {ds.id.get_num_chunks()} chunks, " \
+                               f"image_span says {total}"
+                    continue
                 # maps: one chunk per sample; the small per-sample arrays: one chunk (layout 3)
                 chunks = n if name in MAP_DATASETS else (1 if n else 0)
                 if ds.shape[0] != n or ds.id.get_num_chunks() != chunks:
@@ -79,7 +93,7 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
                     values = ds[...]  # every chunk is read: fletcher32 raises OSError on a mismatch
                     if name == "index" and not np.array_equal(values, np.arange(start, stop)):
                         return f"index is not {start}..{stop - 1}"
-    except (OSError, KeyError, ValueError, TypeError) as e:  # unreadable, truncated, checksum, missing attribute
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as e:  # unreadable, truncated, checksum, missing attribute
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
     return None
 
@@ -89,11 +103,12 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
     """Check a shard: opens, layout, counts, indices, checksums (every chunk read), NaNs, value ranges.
 
     Every readable layout (:data:`synth.codecs.READABLE_LAYOUTS`) is checked with its own datasets
-    (layout 2 adds ``specular``: strength >= 0, shininess >= 1; layouts 3 and 4 store ``mask`` and
-    ``tri_id`` instead of the maps, and the mask must equal ``tri_id >= 0``); another layout is a problem.
+    (layout 2 adds ``specular``: strength >= 0, shininess >= 1; layouts 3 to 5 store ``mask`` and
+    ``tri_id`` instead of the maps, and the mask must equal ``tri_id >= 0``; layout 5's JPEG byte
+    ranges must tile ``image`` and each decode to the image size); another layout is a problem.
 
-    ``expected`` (optional): ``{"n_total", "shard_size", "size", "seed", "model_fingerprint"}`` from the
-    dataset manifest, to check the shard belongs to it. ``maps`` (layouts 3, 4): also recompute every
+    ``expected`` (optional): ``{"n_total", "shard_size", "size", "seed", "model_fingerprint"}`` (and
+    ``"layout_version"``) from the dataset manifest, to check the shard belongs to it. ``maps`` (layouts 3, 4): also recompute every
     sample's maps with ``model`` (None: the built-in model the shard names) and check their values.
     """
     import h5py
@@ -125,7 +140,7 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
         if stop - start != n:
             problems.append(f"holds {n} samples, shard {k} of N={total}, S={s} must hold {stop - start}")
         if expected:
-            for key in ("n_total", "shard_size", "size", "seed", "model_fingerprint"):
+            for key in ("n_total", "shard_size", "size", "seed", "model_fingerprint", "layout_version", "image_quality"):
                 if key in expected and plain_attr(a.get(key)) != expected[key]:
                     problems.append(f"attribute {key}={plain_attr(a.get(key))!r}, dataset manifest says {expected[key]!r}")
         dims = {"alpha_id": 0, "alpha_exp": 0, "beta": 0, "detail_weights": 0}  # shapes unused here
@@ -137,7 +152,9 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             if missing:
                 return ShardReport(path.name, n, problems + [f"missing datasets: {', '.join(missing)}"])
             for name in required:
-                if f[name].shape[0] != n:
+                if name == "image" and layout >= JPEG_LAYOUT:
+                    problems += _check_spans(f, n, a)
+                elif f[name].shape[0] != n:
                     problems.append(f"{name} has {f[name].shape[0]} rows, expected {n}")
         except (OSError, RuntimeError) as e:  # h5py: a corrupt object header or link table (bad checksum)
             return ShardReport(path.name, n, problems + [f"corrupt HDF5 structure ({str(e).splitlines()[0]})"])
@@ -150,9 +167,12 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
                 reader = ShardReader(path, model=model)
             except ValueError as e:
                 return ShardReport(path.name, n, [str(e)])
+        spans = f["image_span"][...] if layout >= JPEG_LAYOUT else None
         for i in range(n):
             try:
-                raw = {name: f[name][i] for name in f.keys()}
+                raw = {name: f[name][i] for name in f.keys() if spans is None or name != "image"}
+                if spans is not None:
+                    raw["image"] = f["image"][int(spans[i, 0]):int(spans[i, 1])]
             except (OSError, RuntimeError) as e:  # fletcher32 mismatch / broken compressed chunk
                 problems.append(f"sample {i}: unreadable chunk ({str(e).splitlines()[0]})")
                 if len(problems) >= 10:
@@ -174,8 +194,15 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, la
     out = []
     if int(raw["index"]) != expected_index:
         out.append(f"index {int(raw['index'])} != expected {expected_index}")
-    if raw["image"].shape != (size, size, 3):
-        out.append(f"image shape {raw['image'].shape} != {(size, size, 3)}")
+    if layout >= JPEG_LAYOUT:
+        try:
+            shape = decode_sample(raw, ("image",), layout)["image"].shape
+        except (OSError, ValueError) as e:  # Pillow: not a JPEG, truncated data
+            return out + [f"image is not a decodable JPEG ({str(e).splitlines()[0] if str(e) else type(e).__name__})"]
+    else:
+        shape = raw["image"].shape
+    if shape != (size, size, 3):
+        out.append(f"image shape {shape} != {(size, size, 3)}")
     for key, value in raw.items():
         if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.all(np.isfinite(value)):
             out.append(f"{key} has NaN/inf")
@@ -192,6 +219,25 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, la
     else:
         out += _check_quantised_maps(raw, d)
     return out + _check_params(raw)
+
+
+def _check_spans(f, n: int, a) -> list[str]:
+    """Layout 5: ``image_span`` tiles the ``image`` bytes in sample order; the codec attributes."""
+    out = []
+    quality = plain_attr(a.get("image_quality"))
+    if plain_attr(a.get("image_codec")) != "jpeg" or not (isinstance(quality, int) and 1 <= quality <= 100):
+        out.append(f"attributes image_codec={plain_attr(a.get('image_codec'))!r} "
+                   f"image_quality={plain_attr(a.get('image_quality'))!r}, expected 'jpeg' and 1..100")
+    span = f["image_span"][...]
+    if span.shape != (n, 2):
+        return out + [f"image_span has shape {span.shape}, expected {(n, 2)}"]
+    starts = np.concatenate([[0], span[:-1, 1]]).astype(np.int64)
+    if n and (not np.array_equal(span[:, 0], starts) or (span[:, 1] <= span[:, 0]).any()):
+        out.append("image_span ranges do not tile the image bytes in sample order")
+    total = int(span[-1, 1]) if n else 0
+    if f["image"].shape != (total,):
+        out.append(f"image holds {f['image'].shape[0]} bytes, image_span ends at {total}")
+    return out
 
 
 def _check_quantised_maps(raw: dict[str, np.ndarray], d: dict[str, np.ndarray]) -> list[str]:
@@ -249,6 +295,10 @@ def verify_dir(directory: str | os.PathLike, maps: bool = False, model=None) -> 
         try:
             manifest = json.loads(manifest_path.read_text())
             expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}
+            if "layout_version" in manifest:
+                expected["layout_version"] = manifest["layout_version"]
+            if manifest.get("image_quality") is not None:  # layout 5
+                expected["image_quality"] = manifest["image_quality"]
         except (ValueError, KeyError) as e:
             dataset_problems.append(f"dataset.json unreadable: {e}")
     reports = [verify_shard(p, expected, maps=maps, model=model) for p in shards]

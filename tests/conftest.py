@@ -140,8 +140,8 @@ def write_shard() -> Callable[..., list]:
     """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=4, compression="zstd",
     detail_version=None, cavity=None)``:
     render ``n`` samples of ``model`` (global indices ``k * n + j``, all maps) and write them as shard
-    ``k`` at ``path`` with :class:`synth.shards.ShardWriter` in ``layout`` (4, or 3 / 2 to test the older
-    readers), detail bank ``detail_version`` (None: the current one, not written as an attribute, as
+    ``k`` at ``path`` with :class:`synth.shards.ShardWriter` in ``layout`` (4; 5: JPEG quality 95; 3 / 2 to
+    test the older readers), detail bank ``detail_version`` (None: the current one, not written as an attribute, as
     the writer then records it), crease darkening ``cavity`` (None: the default); returns the ``(params, render output)`` pairs."""
 
     def write(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=4, compression="zstd",
@@ -162,12 +162,13 @@ def write_shard() -> Callable[..., list]:
         dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": 16}
         outs = []
         bank = {} if detail_version is None else {"detail_version": detail_version}
+        quality = {"image_quality": 95} if layout == 5 else {}
         with FaceRenderer(model, size, **bank) as r, ShardWriter(path, n, size, dims, detail, attrs, compression,
-                                                         layout=layout) as w:
+                                                         layout=layout, **quality) as w:
             for j in range(n):
                 p = sample_params(model, cfg, size, 0, k * n + j)
                 o = r.render(p)
-                w.write(j, encode_sample(p, o, layout=layout))
+                w.write(j, encode_sample(p, o, layout=layout, **quality))
                 outs.append((p, o))
             w.commit()
         return outs

@@ -66,6 +66,24 @@ def test_render_writes_valid_shards(reference, tmp_model_h5):
 
 
 
+def test_jpeg_image_codec_from_the_cli(reference, tmp_path, tmp_model_h5):
+    """--image-codec jpeg --jpeg-quality Q: layout-5 shards that verify; every stored array but the
+    image equals the lossless job's."""
+    out = tmp_path / "jpeg"
+    res = _run("render", "--out", out, "--model", tmp_model_h5, "--image-codec", "jpeg", "--jpeg-quality", "90", *ARGS)
+    assert res.exit_code == 0, res.output
+    res = _run("verify", out, "--maps", "--model", tmp_model_h5)
+    assert res.exit_code == 0 and "3/3 shards ok, 5 valid samples" in res.output
+    jpeg, lossless = _arrays(out), _arrays(reference)
+    for i in lossless:
+        assert set(jpeg[i]) == set(lossless[i]) | {"image_span"}
+        for k in lossless[i]:
+            if k != "image":
+                np.testing.assert_array_equal(jpeg[i][k], lossless[i][k], err_msg=k)
+    with ShardReader(out / "shard-00000.h5") as r:
+        assert (r.layout, r.attrs["image_quality"]) == (5, 90)
+
+
 def test_same_arrays_with_two_workers(reference, tmp_path, tmp_model_h5):
     res = _run("render", "--out", tmp_path / "w2", "--model", tmp_model_h5, "--workers", "2", *ARGS)
     assert res.exit_code == 0, res.output
@@ -225,6 +243,10 @@ def test_clear_errors_touch_nothing(reference, tmp_path, tmp_model_h5):
     assert res.exit_code == 1 and "not a directory" in res.output
     res = _run("render", "--out", reference, "--model", tmp_model_h5, "--background", "images", *ARGS)
     assert res.exit_code == 1 and "--background-dir" in res.output
+    res = _run("render", "--out", reference, "--model", tmp_model_h5, "--jpeg-quality", "90", *ARGS)
+    assert res.exit_code == 2 and "--jpeg-quality applies to --image-codec jpeg" in res.output
+    res = _run("render", "--out", reference, "--model", tmp_model_h5, "--image-codec", "jpeg", *ARGS)
+    assert res.exit_code == 1 and "differs in: layout_version, image_quality" in res.output
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reference.iterdir()} == snapshot
 
 

@@ -152,3 +152,32 @@ def test_rct_and_row_delta_codes_are_exact_inverses():
     dec = codecs.row_delta_decode(enc)
     assert dec.dtype == np.int32
     np.testing.assert_array_equal(dec, ids)
+
+
+def test_jpeg_codec_round_trip_error_and_bad_input():
+    """Layout 5's image code: a smooth image comes back within a level or two at quality 95 (4:4:4),
+    worse at a lower quality, the same bytes from the same pixels; bad input is named."""
+    yy, xx = np.mgrid[0:48, 0:40]
+    img = np.stack([yy * 5, xx * 6, (yy + xx) * 2], axis=-1).astype(np.uint8)
+    data = codecs.jpeg_encode(img, 95)
+    assert data.dtype == np.uint8 and data.ndim == 1 and bytes(data[:2]) == b"\xff\xd8"  # JPEG start of image
+    np.testing.assert_array_equal(codecs.jpeg_encode(img, 95), data)
+    errors = {q: np.abs(codecs.jpeg_decode(codecs.jpeg_encode(img, q)).astype(int) - img).mean() for q in (95, 30)}
+    assert errors[95] < 1.5 and errors[30] > errors[95]
+    assert codecs.jpeg_decode(data).shape == img.shape and codecs.jpeg_decode(data.tobytes()).flags.writeable
+    with pytest.raises(ValueError, match=r"image must be uint8 \(H, W, 3\)"):
+        codecs.jpeg_encode(img[..., 0], 95)
+    with pytest.raises(ValueError, match=r"JPEG quality must be in \[1, 100\], got 0"):
+        codecs.jpeg_encode(img, 0)
+    with pytest.raises(ValueError, match="subsampling must be"):
+        codecs.jpeg_encode(img, 95, subsampling="4:1:1")
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.fromarray(img).save(png, format="PNG")
+    with pytest.raises(ValueError, match="expected JPEG bytes, got PNG"):
+        codecs.jpeg_decode(np.frombuffer(png.getvalue(), np.uint8))
+    # layout 5 reads the image from the JPEG bytes and its byte range
+    assert codecs.stored_for(["mask", "image"], detail=True, layout=5) == ("mask", "image", "image_span")

@@ -1,10 +1,12 @@
 """synth.shards: write/read round trip, the keyed (partial) read, atomic commit."""
+import json
+
 import h5py
 import numpy as np
 import pytest
 
 from synth import shards as sh
-from synth.codecs import DEPTH_STEP_MM, DETAIL_STEP_MM
+from synth.codecs import DEPTH_STEP_MM, DETAIL_STEP_MM, encode_sample
 from synth.color import linear_to_srgb, linear_to_srgb_u8
 from synth.verify import verify_shard
 
@@ -43,6 +45,48 @@ def test_roundtrip_layouts_3_4_recompute_the_maps_bit_for_bit(tiny_model, tmp_pa
         assert not {"depth", "depth_coarse", "normals", "pncc", "albedo"} & set(f)
         assert f["alpha_id"].chunks == (3, tiny_model.n_id)  # small arrays: one chunk, read whole
     assert verify_shard(path).ok
+
+
+def test_layout_5_stores_the_image_as_jpeg_and_everything_else_as_layout_4(tiny_model, tmp_path, write_shard):
+    """Layout 5: the JPEG bytes of all samples back to back in one checksummed dataset, each sample's
+    range in image_span; the image decodes within the JPEG error, every other key as layout 4 (bit
+    for bit); a keyed read of the image reads its bytes only; verify passes."""
+    five, four = tmp_path / "five" / sh.shard_name(0), tmp_path / "four" / sh.shard_name(0)
+    five.parent.mkdir()
+    four.parent.mkdir()
+    outs = write_shard(tiny_model, five, n=4, size=48, layout=5)
+    write_shard(tiny_model, four, n=4, size=48, layout=4)
+    with h5py.File(five) as f:
+        span = f["image_span"][...]
+        assert f["image"].ndim == 1 and f["image"].dtype == np.uint8 and f["image"].fletcher32
+        assert span[0, 0] == 0 and np.array_equal(span[1:, 0], span[:-1, 1]) and span[-1, 1] == f["image"].shape[0]
+        assert all(bytes(f["image"][a:a + 2]) == b"\xff\xd8" for a in span[:, 0])  # each a JPEG
+        assert (f.attrs["image_codec"], f.attrs["image_quality"], f.attrs["layout_version"]) == ("jpeg", 95, 5)
+        assert "JPEG" in f["image"].attrs["encoding"] and "JPEG" in json.loads(f.attrs["keys"])["image"]["encoding"]
+    with sh.ShardReader(five, model=tiny_model) as r5, sh.ShardReader(four, model=tiny_model) as r4:
+        assert r5.layout == 5
+        for j, (p, o) in enumerate(outs):
+            d5, d4 = r5.read(j), r4.read(j)
+            assert d5.keys() == d4.keys()
+            for key in d5:
+                if key != "image":
+                    np.testing.assert_array_equal(d5[key], d4[key], err_msg=key)
+            np.testing.assert_array_equal(d4["image"], o.image)
+            err = d5["image"].astype(np.float64) - o.image
+            assert d5["image"].dtype == np.uint8 and 0 < np.sqrt(np.mean(err ** 2)) < 6.0
+            with sh.ShardReader(five) as fresh:  # the keyed image read: its range, then its bytes
+                np.testing.assert_array_equal(fresh.read(j, keys=("image",))["image"], d5["image"])
+                assert set(fresh._columns) == {"image_span"} and set(fresh._maps) == {"image"}
+        got = r5.read_many([3, 0, 2], keys=("image", "depth"))
+        for j, g in zip([3, 0, 2], got):
+            np.testing.assert_array_equal(g["image"], r5.read(j)["image"])
+    assert verify_shard(five).ok and verify_shard(five, maps=True, model=tiny_model).ok
+    with pytest.raises(ValueError, match="layout 5 stores the image as JPEG: pass image_quality"):
+        encode_sample(*outs[0], layout=5)
+    with pytest.raises(ValueError, match=r"--jpeg-quality must be an integer in \[1, 100\], got 101"):
+        sh.ShardWriter(tmp_path / "x.h5", 1, 8, {}, False, {}, layout=5, image_quality=101)
+    with pytest.raises(ValueError, match=r"layout must be one of \(2, 3, 4, 5\)"):
+        sh.ShardWriter(tmp_path / "x.h5", 1, 8, {}, False, {}, layout=6)
 
 
 def test_layout_3_maps_are_recomputed_with_the_shards_own_detail_bank(tiny_model, tmp_path, write_shard):

@@ -76,3 +76,32 @@ def test_verify_layouts_3_4_check_mask_ids_and_recomputed_maps(tiny_model, tmp_p
     assert "sample 2:" in problems and "sample 1:" not in problems
     other = tiny_model.replace(mean_shape=np.asarray(tiny_model.mean_shape) + 1.0)
     assert "was rendered with model" in " ".join(verify_shard(path, maps=True, model=other).problems)
+
+
+def test_verify_layout_5_checks_the_jpeg_bytes_and_their_ranges(tiny_model, tmp_path, write_shard):
+    """Layout 5: a flipped byte in the JPEG data fails its chunk checksum, ranges that do not tile the
+    bytes are named, a range holding no JPEG is named."""
+    import hdf5plugin  # noqa: F401
+
+    path = tmp_path / shard_name(0)
+    write_shard(tiny_model, path, n=3, size=48, layout=5)
+    assert verify_shard(path).ok
+    good = path.read_bytes()
+    with h5py.File(path) as f:
+        info = f["image"].id.get_chunk_info(0)
+    data = bytearray(good)
+    data[info.byte_offset + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    problems = " ".join(verify_shard(path).problems)
+    assert "unreadable chunk" in problems
+    path.write_bytes(good)
+    with h5py.File(path, "r+") as f:
+        span = f["image_span"][...]
+        f["image_span"][1] = span[1] + 1  # starts one byte late: a gap, and sample 1 no longer a JPEG
+    problems = " ".join(verify_shard(path).problems)
+    assert "image_span ranges do not tile the image bytes in sample order" in problems
+    path.write_bytes(good)
+    with h5py.File(path, "r+") as f:
+        a, b = f["image_span"][2]
+        f["image"][a:a + 4] = np.zeros(4, np.uint8)  # checksums rewritten by h5py: only the decoder sees it
+    assert "sample 2: image is not a decodable JPEG" in " ".join(verify_shard(path).problems)

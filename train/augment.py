@@ -27,7 +27,6 @@ others' draws unchanged.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 
 import numpy as np
@@ -210,11 +209,8 @@ def adjust_contrast(x: np.ndarray, factor: float) -> np.ndarray:
 
 
 def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
-    """JPEG-encode and decode an ``(H, W, 3)`` uint8 image at ``quality`` (Pillow, in memory)."""
-    from PIL import Image
+    """JPEG-encode and decode an ``(H, W, 3)`` uint8 image at ``quality`` (Pillow, 4:2:0, in memory:
+    :func:`synth.codecs.jpeg_encode` / :func:`synth.codecs.jpeg_decode`)."""
+    from synth.codecs import jpeg_decode, jpeg_encode
 
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.array(im.convert("RGB"))  # a writable copy
+    return jpeg_decode(jpeg_encode(image, quality, subsampling="4:2:0"))
