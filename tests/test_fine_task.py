@@ -291,6 +291,33 @@ def test_synthetic_only_on_ground_truth_coarse(shards, tiny_model, tmp_path):
     assert np.isfinite(res.val["detail_recovered_median"])
 
 
+def test_init_starts_from_a_fine_checkpoint(shards, tiny_model, coarse_ckpt, tmp_path):
+    """--init: a second run starts from the first one's FineNet weights (a step at a vanishing learning
+    rate leaves them), exported weights load alike; another width or a CoarseNet checkpoint is
+    refused in one line naming the flag or the task."""
+    from train.checkpoint import CheckpointError, export_inference
+    from train.fine_task import load_initial_fine
+
+    kw = dict(synthetic=str(shards), size=SIZE, batch_size=4, width_mult=0.125, workers=0, progress=False)
+    first = train_fine(FineConfig(out=str(tmp_path / "a"), steps=3, **kw), model=tiny_model)
+    trained = {k[len("fine."):]: v for k, v in load_checkpoint(first.checkpoint)["model"].items()}
+    exported = export_inference(first.checkpoint, tmp_path / "fine.safetensors")
+    for path in (first.checkpoint, exported):
+        net = FineNet(width_mult=0.125)
+        load_initial_fine(net, str(path), tiny_model.fingerprint)
+        for k, v in net.state_dict().items():
+            torch.testing.assert_close(v, trained[k], rtol=0, atol=0)
+    second = train_fine(FineConfig(out=str(tmp_path / "b"), steps=1, lr=1e-9, init=str(exported), **kw),
+                        model=tiny_model)
+    after = load_checkpoint(second.checkpoint)["model"]
+    for k, _ in FineNet(width_mult=0.125).named_parameters():  # (BatchNorm statistics move with any step)
+        torch.testing.assert_close(after["fine." + k], trained[k], rtol=0, atol=1e-6)
+    with pytest.raises(CheckpointError, match=r"--width-mult 0.125 \(this run: 0.25\)"):
+        load_initial_fine(FineNet(width_mult=0.25), str(exported), tiny_model.fingerprint)
+    with pytest.raises(CheckpointError, match="holds a 'coarse' network, expected 'fine'"):
+        load_initial_fine(FineNet(width_mult=0.125), str(coarse_ckpt[0]), tiny_model.fingerprint)
+
+
 def test_coarse_net_runs_at_its_own_size(shards, tiny_model, coarse_ckpt):
     # CoarseNet trained at 24 px sees the 48 px image resized with its intrinsics scaled; its
     # normalised estimate renders at 48 px. With the last layer at zero (the mean face at the mean

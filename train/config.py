@@ -290,6 +290,11 @@ class FineConfig(_TrainJob):
     with --coarse (isolates FineNet from CoarseNet's errors; always the case without --coarse)."""
     end_to_end: bool = False
     """also train CoarseNet through the rasterized depth (default: CoarseNet frozen)."""
+    init: str | None = None
+    """start FineNet from the weights of this FineNet checkpoint (.pt or .safetensors, e.g. the shipped
+    train/weights/fine.safetensors, to train it further on a photo folder); its --width-mult,
+    --depth-scale-mm and --residual-scale-mm must be this run's; the optimiser and schedule start
+    fresh (not with --resume)."""
     steps: int | None = None
     """optimisation steps (exclusive with --epochs; 2000 when neither is given)."""
     epochs: float | None = None

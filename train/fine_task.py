@@ -41,7 +41,7 @@ from synth import camera
 from synth.color import srgb_to_linear
 
 from . import depth_render
-from .checkpoint import load_inference_checkpoint
+from .checkpoint import CheckpointError, load_inference_checkpoint
 from .coarse_net import IterativeCoarseNet
 from .config import EvaluateConfig, FineConfig
 from .data import DetailShardDataset, EpochIndexed, PhotoDataset, image_to_float, make_eval_loader, make_train_loader
@@ -518,6 +518,21 @@ def _load_coarse(config_coarse: str | None, model, model_path: str | None):
     return None, None, (model if model is not None else load_model(model_path))
 
 
+def load_initial_fine(fine: FineNet, path: str, fingerprint: str) -> None:
+    """``--init``: copy into ``fine`` the FineNet weights of checkpoint ``path`` (a fine run's ``.pt`` or
+    exported ``.safetensors``; a checkpoint trained end to end gives its FineNet only, CoarseNet is
+    ``--coarse``'s). ``CheckpointError`` naming the file when it is not a FineNet checkpoint of this
+    morphable model or its FineNet is built otherwise (the flags that differ, with both values)."""
+    ck = load_inference_checkpoint(path, fingerprint=fingerprint, task="fine")
+    theirs, ours = ck["task_state"]["fine"], fine.hyperparameters()
+    differ = [f"--{k.replace('_', '-')} {theirs.get(k)} (this run: {v})" for k, v in ours.items()
+              if float(theirs.get(k, float("nan"))) != float(v)]
+    if differ:
+        raise CheckpointError(f"--init {path}: its FineNet was built with {', '.join(differ)}")
+    fine.load_state_dict({k[len("fine."):]: v for k, v in ck["model"].items() if k.startswith("fine.")})
+    log.info("--init %s: FineNet weights of step %d loaded", path, int(ck["step"]))
+
+
 def train_fine(config: FineConfig, model=None) -> TrainResult:
     """Train FineNet as configured by a :class:`train.config.FineConfig` (``model``, a
     ``MorphableModel``, overrides the one of ``--coarse`` / ``--model``; tests pass the tiny one).
@@ -558,6 +573,8 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     total = config.total_steps(len(photo_idx), len(syn_idx))
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
     fine = FineNet(config.width_mult, config.depth_scale_mm, config.residual_scale_mm)
+    if config.init and resume_state is None:  # a resumed run continues from its own checkpoint
+        load_initial_fine(fine, config.init, fp)
     fmodel = FineModel(model, fine, coarse, end_to_end=config.end_to_end, projection=projection, albedo=config.albedo,
                        mask_erode=config.mask_erode, min_facing=config.min_facing, coarse_size=coarse_size)
     fmodel.patch = config.patch
