@@ -22,6 +22,7 @@ runs unchanged on older commits (the before/after numbers in the README).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from pathlib import Path
 import h5py
 import hdf5plugin  # noqa: F401  (the Zstandard filter of the shards, docs/shards.md)
 import numpy as np
+from PIL import Image
 
 BUCKETS = ((0.0, 30.0), (30.0, 60.0), (60.0, 75.0))
 INNER = np.arange(17, 68)  # the 51 inner iBUG points
@@ -51,6 +53,13 @@ def read_shards(folder: Path) -> dict[str, np.ndarray]:
     out: dict[str, list] = {"image": [], "landmarks": [], "pose": [], "index": []}
     for path in sorted(folder.glob("shard-*.h5")):
         with h5py.File(path, "r") as f:
+            if int(f.attrs.get("layout_version", 0)) >= 5:  # JPEG bytes, sample i at image[span[i,0]:span[i,1]]
+                data = f["image"][...]
+                out["image"].append(np.stack([np.asarray(Image.open(io.BytesIO(data[a:b].tobytes())).convert("RGB"))
+                                              for a, b in f["image_span"][...]]))
+                for k in ("landmarks", "pose", "index"):
+                    out[k].append(f[k][...])
+                continue
             d = f["image"][...]
             if str(f["image"].attrs.get("encoding", "")).startswith("delta2d"):  # a = cumsum(cumsum(d, 0), 1), wrapping
                 d = np.cumsum(np.cumsum(d, axis=1, dtype=np.uint8), axis=2, dtype=np.uint8)
@@ -127,7 +136,7 @@ def report(rows: list[dict], label: str) -> dict:
 
 def preview(data: dict[str, np.ndarray], rows: list[dict], path: Path, count: int = 12, cols: int = 4) -> None:
     """A grid of the first ``count`` renders (as rendered), labelled with |yaw| and whether a face was found."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     tiles = []
     for img, r in zip(data["image"][:count], rows[:count]):
