@@ -3,14 +3,14 @@
 The per-map encodings are in :mod:`synth.codecs`, the checks in :mod:`synth.verify`, the preview
 grid in :mod:`synth.preview`; docs/shards.md describes the format for readers in other languages.
 
-One file ``shard-00007.h5`` holds global samples ``[7 * S, min(8 * S, N))`` (S = shard size).
-Every per-sample dataset has shape ``(n, ...)`` (but layout 5's JPEG bytes, below) and fletcher32
-checksums; the maps (layouts 3 to 5: image, mask, triangle ids) have one sample per chunk and are compressed with Zstandard level 1 (default;
-the ``hdf5plugin`` filter: ``import hdf5plugin`` before opening a shard with h5py elsewhere),
-gzip-1 + shuffle or lzf; the small per-sample arrays are one uncompressed chunk per dataset (read
-whole). :data:`DATASETS` lists every stored dataset with its unit, encoding and description
-(also written as dataset attributes and the file's ``keys`` attribute); the full table of stored
-datasets -> decoded keys and the file attributes are in docs/shards.md.
+One file ``shard-00007.h5`` holds global samples ``[7 * S, min(8 * S, N))`` (S = shard size). Every
+per-sample dataset has shape ``(n, ...)`` (but layout 5's JPEG bytes, below) and fletcher32 checksums;
+the maps (layouts 3 to 5: image, mask, triangle ids) have one sample per chunk and are compressed with
+Zstandard level 1 (default; the ``hdf5plugin`` filter: ``import hdf5plugin`` before opening a shard with
+h5py elsewhere), gzip-1 + shuffle or lzf; the small per-sample arrays are one uncompressed chunk per
+dataset (read whole). :data:`DATASETS` lists every stored dataset with its unit, encoding and
+description (also written as dataset attributes and the file's ``keys`` attribute); the full table of
+stored datasets -> decoded keys and the file attributes are in docs/shards.md.
 
 Layout 5 (opt-in, ``synth-cli render --image-codec jpeg``) stores the image as JPEG: the JPEG bytes
 of all the shard's samples back to back in one 1-D uint8 dataset ``image`` (uncompressed,

@@ -93,7 +93,7 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
                     values = ds[...]  # every chunk is read: fletcher32 raises OSError on a mismatch
                     if name == "index" and not np.array_equal(values, np.arange(start, stop)):
                         return f"index is not {start}..{stop - 1}"
-    except (OSError, KeyError, ValueError, TypeError, IndexError) as e:  # unreadable, truncated, checksum, missing attribute
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as e:  # unreadable, truncated, checksum, attributes
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
     return None
 
@@ -108,8 +108,9 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
     ranges must tile ``image`` and each decode to the image size); another layout is a problem.
 
     ``expected`` (optional): ``{"n_total", "shard_size", "size", "seed", "model_fingerprint"}`` (and
-    ``"layout_version"``) from the dataset manifest, to check the shard belongs to it. ``maps`` (layouts 3, 4): also recompute every
-    sample's maps with ``model`` (None: the built-in model the shard names) and check their values.
+    ``"layout_version"``, ``"image_quality"``) from the dataset manifest, to check the shard belongs to
+    it. ``maps`` (layouts 3 to 5): also recompute every sample's maps with ``model`` (None: the
+    built-in model the shard names) and check their values.
     """
     import h5py
     import hdf5plugin  # noqa: F401  (the Zstandard filter)
@@ -140,7 +141,8 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
         if stop - start != n:
             problems.append(f"holds {n} samples, shard {k} of N={total}, S={s} must hold {stop - start}")
         if expected:
-            for key in ("n_total", "shard_size", "size", "seed", "model_fingerprint", "layout_version", "image_quality"):
+            for key in ("n_total", "shard_size", "size", "seed", "model_fingerprint", "layout_version",
+                        "image_quality"):
                 if key in expected and plain_attr(a.get(key)) != expected[key]:
                     problems.append(f"attribute {key}={plain_attr(a.get(key))!r}, dataset manifest says {expected[key]!r}")
         dims = {"alpha_id": 0, "alpha_exp": 0, "beta": 0, "detail_weights": 0}  # shapes unused here

@@ -104,7 +104,8 @@ def test_jpeg_images_write_layout_5_resume_and_refuse_another_codec(tiny_model, 
     batches = list(torch.utils.data.DataLoader(data, batch_size=5, num_workers=1))
     assert torch.equal(data[4]["image"], want) and torch.equal(batches[0]["image"][4], want)
     for bad, match in (({"image_codec": "png"}, "--image-codec must be one of lossless, jpeg"),
-                       ({"image_codec": "jpeg", "jpeg_quality": 0}, r"--jpeg-quality must be an integer in \[1, 100\]")):
+                       ({"image_codec": "jpeg", "jpeg_quality": 0},
+                        r"--jpeg-quality must be an integer in \[1, 100\]")):
         with pytest.raises(ValueError, match=match):
             DatasetConfig(out=str(tmp_path / "x"), n=5, **bad)
     render_dataset(DatasetConfig(out=str(lossless), n=5, size=24, shard_size=2, workers=0), model=tiny_model)
