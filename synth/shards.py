@@ -400,23 +400,23 @@ class ShardReader:
     def read_raw(self, i: int, names=None) -> dict[str, np.ndarray]:
         """Stored (encoded) arrays of sample ``i``: all datasets, or those in ``names``."""
         i = self._index(i)
-        f = self._file()
         out = {}
         for name in self.keys if names is None else names:
             if name == "image" and self.layout >= JPEG_LAYOUT:  # the sample's JPEG bytes
-                ds = self._maps.get(name)
-                if ds is None:
-                    ds = self._maps[name] = f[name]
                 a, b = (int(v) for v in self._column("image_span")[i])
-                out[name] = ds[a:b]
+                out[name] = self._map(name)[a:b]
             elif name in MAP_DATASETS:
-                ds = self._maps.get(name)
-                if ds is None:
-                    ds = self._maps[name] = f[name]
-                out[name] = ds[i]
+                out[name] = self._map(name)[i]
             else:  # small per-sample dataset: read whole once, then from memory
                 out[name] = self._column(name)[i]
         return out
+
+    def _map(self, name: str):
+        """The h5py dataset of map ``name``, looked up once (a lookup per read costs ~10x the read)."""
+        ds = self._maps.get(name)
+        if ds is None:
+            ds = self._maps[name] = self._file()[name]
+        return ds
 
     def _column(self, name: str) -> np.ndarray:
         """Small per-sample dataset ``name``, read whole on first use and kept."""
