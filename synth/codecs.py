@@ -241,10 +241,10 @@ def decode_depth(q: np.ndarray, offset: float, step: float) -> np.ndarray:
 
 def encode_sample(params, out, layout: int = LAYOUT_VERSION,
                   image_quality: int | None = None) -> dict[str, np.ndarray]:
-    """Stored arrays of one sample of shard ``layout`` (4; 5: the image as JPEG at ``image_quality``, which
-    must be given — the writer's ``image_quality`` too; 3 / 2 for tests of the older readers) from :class:`~synth.sampling.SampleParams` and
-    :class:`~synth.render.RenderOutput` (layouts 3 to 5 need only the image, the mask, the triangle
-    ids and the landmarks: ``render(maps=False)``)."""
+    """Stored arrays of one sample of shard ``layout`` (4; 5: the image as JPEG at ``image_quality``,
+    which must be given — the writer's ``image_quality`` too; 3 / 2 for tests of the older readers)
+    from :class:`~synth.sampling.SampleParams` and :class:`~synth.render.RenderOutput` (layouts 3 to
+    5 need only the image, the mask, the triangle ids and the landmarks: ``render(maps=False)``)."""
     if layout in (3, 4, JPEG_LAYOUT):
         return _encode_v3(params, out, layout, image_quality)
     if layout != 2:

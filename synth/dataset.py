@@ -281,8 +281,8 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
                     return f"JPEG quality {q}" if q else "lossless"
 
                 why += (f"; its shards are layout {old.get('layout_version')} "
-                        f"(image {image(old.get('image_quality'))}), this job writes layout {config.layout} (image {image(manifest['image_quality'])}); a dataset "
-                        "is written in one layout and image codec")
+                        f"(image {image(old.get('image_quality'))}), this job writes layout {config.layout} "
+                        f"(image {image(manifest['image_quality'])}); a dataset is written in one layout and image codec")
                 if old.get("layout_version", sh.LAYOUT_VERSION) < sh.LAYOUT_VERSION:
                     why += " (older layouts are read, not extended)"
             raise ValueError(f"--out {str(out)!r} already holds a dataset with another configuration "

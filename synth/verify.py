@@ -210,7 +210,8 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, la
             out.append(f"{key} has NaN/inf")
     if out:
         return out
-    d = decode_sample(raw, layout=layout)
+    # layouts 3-5: only the mask and the ids are checked below (the image was decoded above for layout 5)
+    d = decode_sample(raw, ("mask", "tri_id") if layout >= 3 else None, layout=layout)
     if not d["mask"].any():
         out.append("face mask is empty")
     if layout >= 3:
