@@ -26,7 +26,7 @@ from .inference import load_checkpoint_and_model
 from .losses import CoarseLoss, LossOutput, LossWeights
 from .metrics import coarse_metrics, landmark_head_metrics
 from .params import N_SH, ParamLayout, ParamStats
-from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, resume_state_for
+from .trainer import DistInfo, LoopConfig, Trainer, TrainResult, distributed, resolve_device, resume_state_for
 
 __all__ = ["CoarseTask", "build_task", "build_task_from_state", "load_initial_weights", "train_coarse"]
 
@@ -139,7 +139,11 @@ def train_coarse(config: CoarseConfig, model=None) -> TrainResult:
     ``model`` (a ``MorphableModel``) overrides ``config.model`` (tests pass the tiny model).
     Launch under ``torchrun --nproc-per-node N`` for DistributedDataParallel.
     """
-    dinfo = init_distributed(config.device)
+    with distributed(config.device) as dinfo:
+        return _train_coarse(config, model, dinfo)
+
+
+def _train_coarse(config: CoarseConfig, model, dinfo: DistInfo) -> TrainResult:
     device = resolve_device(config.device, dinfo.local_rank)
     if config.threads:
         torch.set_num_threads(config.threads)

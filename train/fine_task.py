@@ -50,7 +50,7 @@ from .inference import load_coarse_checkpoint
 from .losses import FineLoss, FineLossWeights, FineTargets, LossOutput, fine_targets, refine_mask
 from .metrics import detail_depth_errors, detail_energies, detail_recovered, detail_share
 from .params import decode_params
-from .trainer import LoopConfig, Trainer, TrainResult, init_distributed, resolve_device, resume_state_for, validate
+from .trainer import DistInfo, LoopConfig, Trainer, TrainResult, distributed, resolve_device, resume_state_for, validate
 
 __all__ = ["CoarseMaps", "coarse_maps", "refinable_triangles", "refinable_pixels", "FineModel", "FineTask", "FineRows", "train_fine", "evaluate_fine",
            "build_fine_model"]
@@ -538,7 +538,11 @@ def train_fine(config: FineConfig, model=None) -> TrainResult:
     ``MorphableModel``, overrides the one of ``--coarse`` / ``--model``; tests pass the tiny one).
     The photos' used/skipped summary is logged and returned in ``result.summary``.
     Launch under ``torchrun --nproc-per-node N`` for DistributedDataParallel."""
-    dinfo = init_distributed(config.device)
+    with distributed(config.device) as dinfo:
+        return _train_fine(config, model, dinfo)
+
+
+def _train_fine(config: FineConfig, model, dinfo: DistInfo) -> TrainResult:
     device = resolve_device(config.device, dinfo.local_rank)
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -48,8 +48,8 @@ import torch.distributed as dist
 from .checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .logs import RunLog, plot_curves, truncate_logs
 
-__all__ = ["resume_state_for", "LoopConfig", "DistInfo", "init_distributed", "resolve_device", "Trainer", "TrainResult",
-           "cosine_lambda", "cudnn_benchmark", "validate"]
+__all__ = ["resume_state_for", "LoopConfig", "DistInfo", "init_distributed", "distributed", "resolve_device", "Trainer",
+           "TrainResult", "cosine_lambda", "cudnn_benchmark", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,20 @@ def init_distributed(device_name: str) -> DistInfo:
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
         log.info("rank %d/%d joined the %s process group", rank, world, backend)
     return DistInfo(rank=rank, world=world, local_rank=local)
+
+
+@contextlib.contextmanager
+def distributed(device_name: str) -> Iterator[DistInfo]:
+    """:func:`init_distributed` for one job, leaving the process group it joined when the job ends
+    (normally or not). Left alive, gloo's threads meet the interpreter's exit unjoined and a rank can
+    abort there ("terminate called without an active exception") after its work is done."""
+    joined = not dist.is_initialized()
+    info = init_distributed(device_name)
+    try:
+        yield info
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def cosine_lambda(total: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
