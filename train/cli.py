@@ -175,6 +175,18 @@ def evaluate(**kwargs) -> None:
             click.echo(f"  median over {ph['n_faces']} faces: NME51 {ph['landmark_nme51_median']:.4f}, "
                        f"NME68 {ph['landmark_nme68_median']:.4f} (mean face, same pose: NME51 "
                        f"{ph['baselines']['mean_face_pred_pose']['landmark_nme51_median']:.4f})")
+        ann = ph.get("annotated")
+        if ann:
+            for row in ph["per_photo"]:
+                if "annotated_landmark_nme51" in row:
+                    click.echo(f"  {row['face']:32s} against its hand-placed points: NME51 "
+                               f"{row['annotated_landmark_nme51']:.4f} (the detector's: "
+                               f"{row['annotated_detector_nme51']:.4f})")
+            if ann["n_faces"]:
+                click.echo(f"  median over {ann['n_faces']} annotated faces: NME51 {ann['landmark_nme51_median']:.4f} "
+                           f"(the detector's: {ann['detector_nme51_median']:.4f})")
+            for sk in ann["skipped"]:
+                click.echo(f"  annotation not used: {sk['reason']}")
     if config.json:
         _write_json(config.json, report)
         click.echo(f"wrote {config.json}")

@@ -90,8 +90,17 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     a landmark head (``--landmark-init``) adds ``"landmark_head": {"landmark_nme51_median",
     "landmark_nme68_median"}`` and per photo ``landmark_head_nme51`` / ``_nme68``: the head's own
     points against the detector's.
+
+    **Hand-placed landmarks**: a photo with a ``<stem>.pts`` file beside it (68 iBUG points,
+    :func:`train.photos.photo_annotation`) is also scored against them, normalised by *their*
+    outer-eye-corner distance: ``"annotated": {"n_faces", "landmark_nme51_median", "_mean",
+    "landmark_nme68_median", "detector_nme51_median", "_mean" (the detector's own points: how good
+    the reference above is), "mean_face_pred_pose_nme51_median", ["landmark_head_nme51_median"],
+    "skipped": [{"photo", "reason"}]}`` and per photo ``annotated_landmark_nme51``, ... The points
+    go to the detected face whose box holds their centre; an unreadable file or points on no
+    detected face are listed under ``skipped`` (the photo is still scored against the detector).
     """
-    from .photos import PhotoConfig, faces_to_arrays, prepare_photos
+    from .photos import PhotoConfig, PhotoError, faces_to_arrays, photo_annotation, prepare_photos
 
     net = task.model
     device = next(net.parameters()).device
@@ -100,8 +109,10 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     skipped = [{"photo": str(p), "reason": r} for p, r in run.skipped]
     skipped += [{"photo": str(f.path), "reason": "the detector gave a box but no landmarks"} for f in run.faces
                 if f.landmarks is None]
+    annotations, ann_skipped = _annotations(faces, photo_annotation, PhotoError)
     per_it: dict[int, dict[str, list[float]]] = {}
     head_nme: dict[str, list[float]] = {}
+    annotated: dict[str, list[float]] = {}
     rows: list[dict[str, Any]] = []
     was = net.training
     net.eval()
@@ -112,12 +123,15 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
             img = image_to_float(torch.from_numpy(a["image"]).permute(0, 3, 1, 2).to(device))  # (F, S, S, 3) -> (F, 3, S, S)
             k = torch.from_numpy(a["intrinsics"]).to(device)
             ref = torch.from_numpy(a["landmarks"]).to(device)  # (F, 68, 2) detector, crop pixels
+            hand = torch.from_numpy(np.stack(annotations[start:start + batch_size])).to(ref)  # NaN: none
             ests, points = net(img, k, return_landmarks=True)
+            scored = {"detector_nme51": ref}
             if points is not None:  # the landmark head's own points (networks with --landmark-init)
                 head = {"landmark_nme51": landmark_nme(points.float(), ref, points=INNER_51).tolist(),
                         "landmark_nme68": landmark_nme(points.float(), ref).tolist()}
                 for name, v in head.items():
                     head_nme.setdefault(name, []).extend(v)
+                scored["landmark_head_nme51"] = points.float()
             zeros = ests[0].new_zeros
             mean_verts = net.render.vertices(zeros(len(chunk), net.layout.n_id), zeros(len(chunk), net.layout.n_exp))
             for it, est in enumerate(ests, start=1):
@@ -130,12 +144,18 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
                 d = per_it.setdefault(it, {})
                 for name, v in got.items():
                     d.setdefault(name, []).extend(v.tolist())
+            scored.update({"landmark_nme51": uv, "landmark_nme68": uv, "mean_face_pred_pose_nme51": uv_mean})
+            for name, pred in scored.items():  # the last iteration, against the hand-placed points
+                annotated.setdefault(name, []).extend(
+                    landmark_nme(pred, hand, points=None if name.endswith("68") else INNER_51).tolist())
             last = per_it[len(ests)]
             for j, f in enumerate(chunk):
                 i = start + j
                 rows.append({"photo": str(f.path), "face": f.name,
                              **{name: float(last[name][i]) for name in last},
-                             **{f"landmark_head_{name}": float(v[i]) for name, v in head_nme.items()}})
+                             **{f"landmark_head_{name}": float(v[i]) for name, v in head_nme.items()},
+                             **({f"annotated_{name}": float(v[i]) for name, v in annotated.items()}
+                                if math.isfinite(annotated["landmark_nme51"][i]) else {})})
     finally:
         net.train(was)
     iterations = []
@@ -152,8 +172,50 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
         "iterations": iterations,
         "baselines": {"mean_face_pred_pose": {"landmark_nme51_median": last.get("mean_face_pred_pose_nme51_median")}},
         **({"landmark_head": {f"{name}_median": _stats(v)["median"] for name, v in head_nme.items()}} if head_nme else {}),
+        **({"annotated": _annotated_report(annotated, ann_skipped)}
+           if any(math.isfinite(v) for v in annotated.get("landmark_nme51", [])) or ann_skipped else {}),
         "per_photo": rows, "skipped": skipped, "summary": run.summary(),
     }
+
+
+def _annotations(faces, photo_annotation, photo_error) -> tuple[list[np.ndarray], list[dict[str, str]]]:
+    """Per face, the hand-placed points of its photo in crop pixels (all NaN when none), each photo's
+    points given to the face whose detector box holds their centre; and the annotations skipped."""
+    out = [np.full((68, 2), np.nan, np.float32) for _ in faces]
+    skipped, by_photo = [], {}
+    for i, f in enumerate(faces):
+        by_photo.setdefault(f.path, []).append(i)
+    for path, idx in by_photo.items():
+        try:
+            points = photo_annotation(path)
+        except photo_error as e:
+            skipped.append({"photo": str(path), "reason": str(e)})
+            continue
+        if points is None:
+            continue
+        cx, cy = points.mean(0)
+        hits = [i for i in idx if faces[i].box[0] <= cx <= faces[i].box[2] and faces[i].box[1] <= cy <= faces[i].box[3]]
+        if not hits:
+            skipped.append({"photo": str(path), "reason": f"{Path(path).with_suffix('.pts')}: its points lie on no "
+                                                          "detected face (their centre is outside every detector box)"})
+            continue
+        f = faces[hits[0]]
+        out[hits[0]] = f.crop.map_points(points, f.size).astype(np.float32)
+    return out, skipped
+
+
+def _annotated_report(annotated: dict[str, list[float]], skipped: list[dict[str, str]]) -> dict[str, Any]:
+    stats = {name: _stats(v) for name, v in annotated.items()}
+    n = sum(math.isfinite(v) for v in annotated.get("landmark_nme51", []))
+    out: dict[str, Any] = {"n_faces": n}
+    for name in ("landmark_nme51", "detector_nme51"):
+        st = stats.get(name, {"median": None, "mean": None})
+        out[f"{name}_median"], out[f"{name}_mean"] = st["median"], st["mean"]
+    for name in ("landmark_nme68", "mean_face_pred_pose_nme51", "landmark_head_nme51"):
+        if name in stats:
+            out[f"{name}_median"] = stats[name]["median"]
+    out["skipped"] = skipped
+    return out
 
 
 def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> dict[str, Any]:

@@ -451,6 +451,49 @@ def prepare_photos(inputs: Iterable[str | os.PathLike], config: PhotoConfig | No
     return run
 
 
+# ------------------------------------------------------------------------------ annotations
+ANNOTATION_SUFFIX = ".pts"
+"""Hand-placed landmarks of a photo: ``<stem>.pts`` beside ``<stem>.jpg`` (the iBUG / 300-W format)."""
+
+
+def read_pts(path: str | os.PathLike) -> np.ndarray:
+    """The points of an iBUG / 300-W ``.pts`` file -> ``(N, 2)`` float64 ``(x, y)`` in photo pixels.
+
+    The format: ``version: 1``, ``n_points: N``, ``{``, N lines ``x y``, ``}``. It counts pixels from
+    1 (the first pixel's centre is (1, 1)); photo pixels here put that centre at (0.5, 0.5)
+    (:mod:`train.detector`), so 0.5 is subtracted. Raises :class:`PhotoError` (one line, naming the
+    file) for anything else."""
+    path = Path(path)
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError as e:
+        raise PhotoError(f"{path}: cannot read ({e.strerror or e})") from None
+    header = dict(ln.split(":", 1) for ln in lines if ":" in ln and "{" not in ln)
+    try:
+        n = int(header.get("n_points", ""))
+        start, end = lines.index("{"), lines.index("}")
+        points = np.array([[float(v) for v in ln.split()] for ln in lines[start + 1:end]], np.float64)
+    except ValueError:
+        raise PhotoError(f"{path}: not an iBUG .pts file (expected 'n_points: N', '{{', N lines 'x y', '}}')"
+                         ) from None
+    if points.shape != (n, 2) or not np.isfinite(points).all():
+        raise PhotoError(f"{path}: declares {n} points but holds {len(points)} lines of 'x y' (finite numbers)")
+    return points - 0.5
+
+
+def photo_annotation(photo: str | os.PathLike) -> np.ndarray | None:
+    """The 68 iBUG points annotated for ``photo`` (``<stem>.pts`` beside it, :func:`read_pts`), in
+    photo pixels; None when there is no such file. :class:`PhotoError` when it is unreadable or does
+    not hold 68 points."""
+    path = Path(photo).with_suffix(ANNOTATION_SUFFIX)
+    if not path.is_file():
+        return None
+    points = read_pts(path)
+    if points.shape != (68, 2):
+        raise PhotoError(f"{path}: holds {len(points)} points, expected the 68 iBUG landmarks")
+    return points
+
+
 def faces_to_arrays(faces: Sequence[PhotoFace]) -> dict[str, np.ndarray]:
     """Stack faces of one size: ``image (F, S, S, 3) uint8``, ``intrinsics (F, 3, 3) float32``,
     ``landmarks (F, 68, 2) float32`` crop pixels (NaN where missing), ``landmarks_valid (F,) bool``."""
