@@ -217,6 +217,7 @@ def test_evaluate_scores_hand_placed_landmarks(shards, tmp_model_h5, tmp_path):
     assert astro["annotated_landmark_nme68"] == pytest.approx(astro["landmark_nme68"], rel=1e-4)
     assert astro["annotated_mean_face_pred_pose_nme51"] == pytest.approx(astro["mean_face_pred_pose_nme51"], rel=1e-4)
     assert not any(k.startswith("annotated_") for k in rows["grace_hopper.jpg"])
+    assert ph["fit_landmarks"] is None  # the tiny network has no landmark head: nothing is fitted
     ann = ph["annotated"]
     assert ann["n_faces"] == 1 and ann["landmark_nme51_median"] == pytest.approx(astro["landmark_nme51"], rel=1e-4)
     assert [os.path.basename(s["photo"]) for s in ann["skipped"]] == ["grace_hopper.jpg"]

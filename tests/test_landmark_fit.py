@@ -189,6 +189,38 @@ def test_flip_test_averages_the_head_with_its_reading_of_the_mirrored_crop(tiny_
     assert trained.requires_grad
 
 
+def test_fit_points_replace_the_heads_points_per_row(tiny_model):
+    """Given points (a detector's) are what the first iteration fits; a NaN row keeps the head's;
+    the head's points are returned either way; the mirrored reading runs only for such a row."""
+    net = _net(tiny_model, True).eval()
+    net.flip_test = True
+    img = torch.rand(2, 3, 64, 64)
+    k = torch.tensor(intrinsics_matrix(120.0, 120.0, 32.0, 32.0)).expand(2, 3, 3).clone()
+    calls = []
+    mirrored = net.mirrored_points
+    net.mirrored_points = lambda *a: calls.append(1) or mirrored(*a)
+    with torch.no_grad():
+        _, head = net(img, k, return_landmarks=True)
+        assert len(calls) == 1
+        given = head.flip(0) + 2.0  # other points, per row
+        ests, points = net(img, k, return_landmarks=True, fit_points=given)
+        assert len(calls) == 1  # every row given: no mirrored reading
+        torch.testing.assert_close(points, net.landmark_head(net.net(net._input(img, k, torch.zeros(2, net.layout.dim)),
+                                                                     0, features=True)[1], (64, 64)))
+        torch.testing.assert_close(ests[0][:, :net.layout.n_id], net.fit_estimate(given, k, (64, 64))[:, :net.layout.n_id])
+        mixed = given.clone()
+        mixed[1] = float("nan")
+        ests_mixed, _ = net(img, k, return_landmarks=True, fit_points=mixed)
+        assert len(calls) == 2
+        both = torch.stack([given[0], head[1]])
+        torch.testing.assert_close(ests_mixed[0][:, :net.layout.n_id], net.fit_estimate(both, k, (64, 64))[:, :net.layout.n_id])
+        assert torch.isfinite(ests_mixed[1]).all()
+        with pytest.raises(ValueError, match="fit_points must be"):
+            net(img, k, fit_points=given[:, :51])
+        with pytest.raises(ValueError, match="landmark head"):
+            _net(tiny_model, False).eval()(img, k, fit_points=given)
+
+
 def test_loss_has_the_landmark_term(tiny_model):
     net = _net(tiny_model, True)
     w = LossWeights(geo=1, proj=1, pose=1, cam=1, param=0, alb=1, sh=1, lmk=2.0)

@@ -99,6 +99,34 @@ def test_every_file_written_and_readable(photos, tiny_coarse_weights, tiny_model
     assert not list(out.glob(".tmp-*"))  # no temporary file left behind
 
 
+def test_fit_landmarks_detector_or_head(photos, tiny_shards, tmp_model_h5, cache, tmp_path):
+    """A network with a landmark head fits the detector's 68 points by default (no mirrored reading
+    then), its head's with --fit-landmarks head (with the flip test); the JSON says which."""
+    from train.checkpoint import export_inference
+    from train.coarse_task import train_coarse
+    from train.config import CoarseConfig
+
+    config = CoarseConfig(data=str(tiny_shards(n=24, size=48, seed=4)), out=str(tmp_path / "run"),
+                          model=str(tmp_model_h5), iters=2, size=32, batch_size=6, steps=2, width_mult=0.125,
+                          workers=0, threads=1, progress=False, val_every=1000, log_every=1, landmark_init=True)
+    weights = export_inference(train_coarse(config).checkpoint, tmp_path / "head.safetensors")
+    docs = {}
+    for extra in ([], ["--fit-landmarks", "head"]):
+        out = tmp_path / ("out" + "".join(extra))
+        res = CliRunner().invoke(main, ["reconstruct", str(photos / "astronaut.png"), "--out", str(out), "--coarse",
+                                        str(weights), "--cache-dir", str(cache), *FAST, *extra])
+        assert res.exit_code == 0, res.output
+        docs[tuple(extra)] = json.loads((out / "astronaut.json").read_text())
+    det, head = docs[()], docs[("--fit-landmarks", "head")]
+    assert det["checkpoints"]["coarse_fit_landmarks"] == "detector" and not det["checkpoints"]["coarse_flip_test"]
+    assert head["checkpoints"]["coarse_fit_landmarks"] == "head" and head["checkpoints"]["coarse_flip_test"]
+    # an untrained head's points are nowhere near the detector's: the fitted pose differs
+    assert np.abs(np.subtract(det["params"]["translation_mm"], head["params"]["translation_mm"])).max() > 1e-2
+    res = CliRunner().invoke(main, ["reconstruct", str(photos / "astronaut.png"), "--out", str(tmp_path / "x"),
+                                    "--fit-landmarks", "hand"])
+    assert res.exit_code == 2 and "'hand' is not one of 'detector', 'head'" in res.output
+
+
 def test_nothing_reconstructed_is_a_failure(photos, tiny_coarse_weights, cache, tmp_path):
     res = _run([photos / "notes.jpg", photos / "blank.png", tmp_path / "missing.png"], tmp_path / "o",
                tiny_coarse_weights, cache)

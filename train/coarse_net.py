@@ -438,19 +438,25 @@ class IterativeCoarseNet(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
     def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, iters: int | None = None,
-                return_landmarks: bool = False):
+                return_landmarks: bool = False, fit_points: torch.Tensor | None = None):
         """The estimates after each iteration; with ``return_landmarks``, ``(estimates,
         landmarks)``: the landmark head's points ``(B, 68, 2)`` in pixels (None without a head).
 
         With a landmark head (``landmark_init``), the first iteration's estimate of shape, pose
         and camera is the morphable model fitted to the head's points (:meth:`fit_estimate`, no
         gradient through the fit: the head learns from its own landmark loss), its update
-        supplies only albedo and lighting; the later iterations refine as usual."""
+        supplies only albedo and lighting; the later iterations refine as usual. ``fit_points``
+        ``(B, 68, 2)`` (pixels of ``image``; e.g. a face detector's on a photo) are fitted instead
+        of the head's, which are still returned; a row of NaN falls back to the head's points (the
+        mirrored reading of ``flip_test`` is then skipped unless some row needs it)."""
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
         b, _, h, w = image.shape
         if intrinsics.shape != (b, 3, 3):
             raise ValueError(f"intrinsics must be ({b}, 3, 3), got {tuple(intrinsics.shape)}")
+        if fit_points is not None and (self.landmark_head is None or fit_points.shape != (b, 68, 2)):
+            raise ValueError(f"fit_points must be ({b}, 68, 2) and the network have a landmark head "
+                             f"(--landmark-init), got {tuple(fit_points.shape)}")
         est = image.new_zeros(b, self.layout.dim, dtype=torch.float32)  # iteration 0: mean face, mean pose
         out, points = [], None
         for it in range(iters or self.iters):
@@ -458,11 +464,15 @@ class IterativeCoarseNet(nn.Module):
             if it == 0 and self.landmark_head is not None:
                 delta, stages = self.net(x, it, features=True)
                 points = self.landmark_head(stages, (h, w))  # (B, 68, 2)
-                if self.flip_test and not self.training:
+                given = None if fit_points is None else torch.isfinite(fit_points.to(points)).all(-1).all(-1)  # (B,)
+                if self.flip_test and not self.training and (given is None or not bool(given.all())):
                     points = 0.5 * (points + self.mirrored_points(image, intrinsics, est))
                 keep = torch.zeros(self.layout.dim, device=est.device)  # the update's albedo and SH slots
                 keep[self.layout.n_id + self.layout.n_exp + 6:] = 1.0
-                est = self.fit_estimate(points.detach(), intrinsics, (h, w)) + delta.float() * keep
+                fitted = points.detach()
+                if given is not None:
+                    fitted = torch.where(given[:, None, None], torch.nan_to_num(fit_points.to(points)), fitted)
+                est = self.fit_estimate(fitted, intrinsics, (h, w)) + delta.float() * keep
             else:
                 est = est + self.net(x, it).float()
             out.append(est)

@@ -29,6 +29,7 @@ __all__ = ["CoarseConfig", "FineConfig", "EvaluateConfig", "ReconstructConfig", 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = get_args(Device)
 Norm = Literal["batch", "iter_batch", "group"]
+FitLandmarks = Literal["detector", "head"]
 """CoarseNet's normalisation layers (``--norm``; built by ``train.coarse_net.make_norm``)."""
 
 SINGLE_FLAG = {"single_flag": True}
@@ -443,6 +444,10 @@ class EvaluateConfig:
     flip_test: bool = True
     """as train-cli reconstruct: the landmark head also reads the mirrored crop (networks trained
     with --landmark-init; --no-flip-test: one reading)."""
+    fit_landmarks: FitLandmarks = "detector"
+    """as train-cli reconstruct, on --photos: the landmarks CoarseNet's first fit uses, the face
+    detector's (then no independent reference for the detector figures: see the hand-placed ones)
+    or its own landmark head's (networks trained with --landmark-init)."""
     batch_size: int = 32
     """images per batch."""
     device: Device = "auto"
@@ -499,6 +504,11 @@ class ReconstructConfig:
     flip_test: bool = True
     """CoarseNet's landmark head also reads the mirrored crop and the two readings are averaged
     (networks trained with --landmark-init; --no-flip-test: one reading, ~1/3 less CoarseNet time)."""
+    fit_landmarks: FitLandmarks = "detector"
+    """the 68 landmarks CoarseNet's first iteration fits the model to (networks trained with
+    --landmark-init): the face detector's, found on the photo anyway (closer to hand-placed points on
+    real photos, docs/experiments.md), or the network's own landmark head's (with --flip-test);
+    faces framed from a box alone use the head's."""
     device: Device = "auto"
     """where the networks run: cuda when available (auto), cpu or cuda."""
     batch_size: int = 8

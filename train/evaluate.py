@@ -77,9 +77,14 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 @torch.no_grad()
 def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size: int, batch_size: int = 32,
-                    cache_dir: str | None = None, detector=None, progress: Callable[[int], None] | None = None
-                    ) -> dict[str, Any]:
+                    cache_dir: str | None = None, detector=None, progress: Callable[[int], None] | None = None,
+                    fit_landmarks: str = "detector") -> dict[str, Any]:
     """Landmark NME of the network against the face detector on real photos (module docstring).
+
+    ``fit_landmarks`` ("detector" or "head"), as ``reconstruct --fit-landmarks``: the points a
+    network with a landmark head fits first, the detector's (the figures against the detector then
+    measure the model's fit of them and the later iterations, not an independent error) or the
+    head's; the report's ``"fit_landmarks"`` says which (None: no head, no fit).
 
     Returns ``{"n_photos", "n_faces", "landmark_nme51_median", "landmark_nme51_mean",
     "landmark_nme68_median", "landmark_nme68_mean", "iterations": [{"iteration", ...}],
@@ -110,6 +115,9 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     skipped += [{"photo": str(f.path), "reason": "the detector gave a box but no landmarks"} for f in run.faces
                 if f.landmarks is None]
     annotations, ann_skipped = _annotations(faces, photo_annotation, PhotoError)
+    if fit_landmarks not in ("detector", "head"):
+        raise ValueError(f"--fit-landmarks must be detector or head, got {fit_landmarks!r}")
+    fit = None if net.landmark_head is None else fit_landmarks
     per_it: dict[int, dict[str, list[float]]] = {}
     head_nme: dict[str, list[float]] = {}
     annotated: dict[str, list[float]] = {}
@@ -124,7 +132,7 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
             k = torch.from_numpy(a["intrinsics"]).to(device)
             ref = torch.from_numpy(a["landmarks"]).to(device)  # (F, 68, 2) detector, crop pixels
             hand = torch.from_numpy(np.stack(annotations[start:start + batch_size])).to(ref)  # NaN: none
-            ests, points = net(img, k, return_landmarks=True)
+            ests, points = net(img, k, return_landmarks=True, fit_points=ref if fit == "detector" else None)
             scored = {"detector_nme51": ref}
             if points is not None:  # the landmark head's own points (networks with --landmark-init)
                 head = {"landmark_nme51": landmark_nme(points.float(), ref, points=INNER_51).tolist(),
@@ -166,7 +174,7 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
                            "mean_face_pred_pose_nme51_median": sref["median"]})
     last = iterations[-1] if iterations else {}
     return {
-        "n_photos": len(run.used), "n_faces": len(rows),
+        "n_photos": len(run.used), "n_faces": len(rows), "fit_landmarks": fit,
         **{k: last.get(k) for k in ("landmark_nme51_median", "landmark_nme51_mean", "landmark_nme68_median",
                                      "landmark_nme68_mean")},
         "iterations": iterations,
@@ -234,7 +242,8 @@ def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> di
                                amp=bool(ck["config"].get("amp", False)))
         report.update({"data": str(config.data), **metrics_report(flat)})
     if config.photos:
-        report["photos"] = evaluate_photos(task, config.photos, size, config.batch_size, config.cache_dir, detector)
+        report["photos"] = evaluate_photos(task, config.photos, size, config.batch_size, config.cache_dir, detector,
+                                           fit_landmarks=config.fit_landmarks)
     if config.fine:
         from .fine_task import evaluate_fine
 

@@ -63,17 +63,20 @@ class Reconstruction:
 @torch.no_grad()
 def reconstruct(model: IterativeCoarseNet, image: torch.Tensor, intrinsics: torch.Tensor,
                 iters: int | None = None,
-                depth_view: tuple[torch.Tensor, tuple[int, int]] | None = None) -> Reconstruction:
+                depth_view: tuple[torch.Tensor, tuple[int, int]] | None = None,
+                fit_points: torch.Tensor | None = None) -> Reconstruction:
     """Images ``(B, 3, H, W)`` in [0, 1] (at the network's input size, background included) with
     their intrinsics ``(B, 3, 3)`` (at that size) -> parameters per iteration, vertices and a
     depth map.
 
     ``depth_view = (intrinsics (B, 3, 3), (H', W'))`` renders the depth map in that view instead
-    of the input's (e.g. the same crop at another size: one rasterization, at the size needed)."""
+    of the input's (e.g. the same crop at another size: one rasterization, at the size needed).
+    ``fit_points`` ``(B, 68, 2)``, input pixels: landmarks the first iteration's fit uses instead of
+    the landmark head's (rows of NaN: the head's; :meth:`IterativeCoarseNet.forward`)."""
     was_training = model.training
     model.eval()
     try:
-        ests = model(image, intrinsics, iters=iters)
+        ests = model(image, intrinsics, iters=iters, fit_points=fit_points)
     finally:
         model.train(was_training)
     size = tuple(image.shape[-2:])

@@ -123,6 +123,14 @@ class Stages:
     coarse_step: int
     fine_path: str | None = None
     fine_step: int | None = None
+    fit_landmarks: str = "detector"  # --fit-landmarks: "detector" or "head"
+
+    def fit_source(self, face: PhotoFace) -> str | None:
+        """Whose 68 points CoarseNet's first fit uses for ``face``: "detector", "head" (the
+        landmark head's), or None (a network without a landmark head: no fit)."""
+        if self.coarse.landmark_head is None:
+            return None
+        return "detector" if self.fit_landmarks == "detector" and face.landmarks is not None else "head"
 
     @property
     def size(self) -> int:
@@ -224,7 +232,8 @@ def load_stages(config: ReconstructConfig, model=None) -> Stages:
             net.flip_test = config.flip_test
     return Stages(model=model, coarse=net, coarse_size=coarse_size, fine=fine, device=device,
                   coarse_path=coarse_name, coarse_step=coarse_step,
-                  fine_path=None if fine_path is None else str(fine_path), fine_step=fine_step)
+                  fine_path=None if fine_path is None else str(fine_path), fine_step=fine_step,
+                  fit_landmarks=config.fit_landmarks)
 
 
 # ------------------------------------------------------------------------------ networks
@@ -288,7 +297,13 @@ def run_networks(stages: Stages, faces: list[PhotoFace]) -> list[FaceResult]:
     net = stages.coarse
     t0 = time.perf_counter()
     image_d, k_d = _resized(image, k, out_size)  # the view of the depth maps (the fine stage's)
-    rec = reconstruct(net, *_resized(image, k, stages.coarse_size), depth_view=(k_d, (out_size, out_size)))
+    fit_points = None
+    if any(stages.fit_source(f) == "detector" for f in faces):  # crop pixels -> CoarseNet's input pixels
+        fit_points = torch.from_numpy(np.stack([
+            f.landmarks_crop * (stages.coarse_size / size) if stages.fit_source(f) == "detector"
+            else np.full((68, 2), np.nan) for f in faces])).float().to(dev)
+    rec = reconstruct(net, *_resized(image, k, stages.coarse_size), depth_view=(k_d, (out_size, out_size)),
+                      fit_points=fit_points)
     depth_c, mask = rec.depth, rec.mask
     _sync(dev)
     t1 = time.perf_counter()
@@ -550,7 +565,8 @@ def write_face(result: FaceResult, rgb: np.ndarray, out: Path, name: str, stages
                  "residual_mm": None if not result.refined or residual.size == 0 else
                  {"mean_abs": round(float(np.abs(residual).mean()), 4), "max_abs": round(float(np.abs(residual).max()), 4)}},
         "checkpoints": {"coarse": stages.coarse_path, "coarse_step": stages.coarse_step,
-                        "coarse_flip_test": bool(stages.coarse.flip_test and stages.coarse.landmark_head is not None),
+                        "coarse_fit_landmarks": stages.fit_source(result.face),
+                        "coarse_flip_test": bool(stages.coarse.flip_test and stages.fit_source(result.face) == "head"),
                         "fine": stages.fine_path, "fine_step": stages.fine_step,
                         "model_fingerprint": model.fingerprint},
         "files": {k: p.name for k, p in files.items()},
