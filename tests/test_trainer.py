@@ -167,3 +167,40 @@ def test_cudnn_benchmark_is_scoped():
     assert torch.backends.cudnn.benchmark == before
     with cudnn_benchmark(False):
         assert torch.backends.cudnn.benchmark == before
+
+
+def test_distributed_leaves_the_group_it_joined_after_a_normal_end(monkeypatch, tmp_path):
+    """``trainer.distributed`` (how ``train_coarse`` / ``train_fine`` join torchrun's group): the
+    group it created is destroyed when the job ends normally (gloo's threads joined before the
+    interpreter exits), kept when the job fails (the launcher ends the ranks; tearing down under
+    a peer waiting in a collective can hang it), and a group the caller made is never touched.
+    A one-process gloo group stands in for torchrun's."""
+    import torch.distributed as dist
+
+    from train import trainer
+
+    real_init = dist.init_process_group
+    store = tmp_path / "store"
+
+    def one_process_group(backend, rank, world_size):  # torchrun's world of 2, as a world of 1
+        real_init(backend, init_method=f"file://{store}", rank=0, world_size=1)
+
+    monkeypatch.setattr(trainer.dist, "init_process_group", one_process_group)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    try:
+        with trainer.distributed("cpu") as info:
+            assert dist.is_initialized() and info.world == 2 and info.rank == 0
+        assert not dist.is_initialized()
+
+        store.unlink(missing_ok=True)
+        with pytest.raises(RuntimeError, match="the job failed"):
+            with trainer.distributed("cpu"):
+                raise RuntimeError("the job failed")
+        assert dist.is_initialized()  # left to the launcher
+        with trainer.distributed("cpu"):  # a group that exists already is not this job's to leave
+            pass
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():  # the other tests run without a group
+            dist.destroy_process_group()

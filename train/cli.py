@@ -168,6 +168,8 @@ def evaluate(**kwargs) -> None:
     if "photos" in report:
         ph = report["photos"]
         click.echo(f"photos: {ph['summary']}")
+        if ph["fit_landmarks"] == "detector":
+            click.echo("  (the detector's points were fitted: the figures against them are not an independent error)")
         for row in ph["per_photo"]:
             click.echo(f"  {row['face']:32s} NME51 {row['landmark_nme51']:.4f}  NME68 {row['landmark_nme68']:.4f}  "
                        f"(mean face, same pose: NME51 {row['mean_face_pred_pose_nme51']:.4f})")
@@ -183,8 +185,8 @@ def evaluate(**kwargs) -> None:
                                f"{row['annotated_landmark_nme51']:.4f} (the detector's: "
                                f"{row['annotated_detector_nme51']:.4f})")
             if ann["n_faces"]:
-                click.echo(f"  median over {ann['n_faces']} annotated faces: NME51 {ann['landmark_nme51_median']:.4f} "
-                           f"(the detector's: {ann['detector_nme51_median']:.4f})")
+                click.echo(f"  median over {ann['n_faces']} annotated face{'s' if ann['n_faces'] != 1 else ''}: "
+                           f"NME51 {ann['landmark_nme51_median']:.4f} (the detector's: {ann['detector_nme51_median']:.4f})")
             for sk in ann["skipped"]:
                 click.echo(f"  annotation not used: {sk['reason']}")
     if config.json:

@@ -454,9 +454,10 @@ class IterativeCoarseNet(nn.Module):
         b, _, h, w = image.shape
         if intrinsics.shape != (b, 3, 3):
             raise ValueError(f"intrinsics must be ({b}, 3, 3), got {tuple(intrinsics.shape)}")
-        if fit_points is not None and (self.landmark_head is None or fit_points.shape != (b, 68, 2)):
-            raise ValueError(f"fit_points must be ({b}, 68, 2) and the network have a landmark head "
-                             f"(--landmark-init), got {tuple(fit_points.shape)}")
+        if fit_points is not None and self.landmark_head is None:
+            raise ValueError("fit_points need a network with a landmark head (trained with --landmark-init)")
+        if fit_points is not None and fit_points.shape != (b, 68, 2):
+            raise ValueError(f"fit_points must be ({b}, 68, 2), got {tuple(fit_points.shape)}")
         est = image.new_zeros(b, self.layout.dim, dtype=torch.float32)  # iteration 0: mean face, mean pose
         out, points = [], None
         for it in range(iters or self.iters):

@@ -24,13 +24,15 @@ import textwrap
 from typing import Any, Literal, get_args
 
 __all__ = ["CoarseConfig", "FineConfig", "EvaluateConfig", "ReconstructConfig", "field_docs", "DEVICES", "Norm",
-           "SINGLE_FLAG"]
+           "FitLandmarks", "FIT_LANDMARKS", "SINGLE_FLAG"]
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES = get_args(Device)
 Norm = Literal["batch", "iter_batch", "group"]
-FitLandmarks = Literal["detector", "head"]
 """CoarseNet's normalisation layers (``--norm``; built by ``train.coarse_net.make_norm``)."""
+FitLandmarks = Literal["detector", "head"]
+"""Whose 68 points CoarseNet's first fit uses on a photo (``--fit-landmarks``)."""
+FIT_LANDMARKS = get_args(FitLandmarks)
 
 SINGLE_FLAG = {"single_flag": True}
 """Field metadata for a ``bool`` field that is one flag named like the field (``no_fine`` ->
@@ -442,8 +444,9 @@ class EvaluateConfig:
     """CoarseNet iterations to run (default: the checkpoint's; more than it was trained with reuse
     the last iteration's normalisation statistics)."""
     flip_test: bool = True
-    """as train-cli reconstruct: the landmark head also reads the mirrored crop (networks trained
-    with --landmark-init; --no-flip-test: one reading)."""
+    """as train-cli reconstruct: the landmark head also reads the mirrored crop when its points are
+    fitted (networks trained with --landmark-init: the shards, and photos with --fit-landmarks head;
+    --no-flip-test: one reading)."""
     fit_landmarks: FitLandmarks = "detector"
     """as train-cli reconstruct, on --photos: the landmarks CoarseNet's first fit uses, the face
     detector's (then no independent reference for the detector figures: see the hand-placed ones)
@@ -475,6 +478,8 @@ class EvaluateConfig:
             _need(self.iters >= 1, "--iters", ">= 1", self.iters)
         _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
+        _need(self.fit_landmarks in FIT_LANDMARKS, "--fit-landmarks", f"one of {', '.join(FIT_LANDMARKS)}",
+              self.fit_landmarks)
         _need(self.workers >= 0, "--workers", ">= 0", self.workers)
 
 
@@ -502,8 +507,9 @@ class ReconstructConfig:
     fov: float = 50.0
     """assumed field of view of the photos on their longer side, degrees (a photo does not state it)."""
     flip_test: bool = True
-    """CoarseNet's landmark head also reads the mirrored crop and the two readings are averaged
-    (networks trained with --landmark-init; --no-flip-test: one reading, ~1/3 less CoarseNet time)."""
+    """when the landmark head's points are fitted (--fit-landmarks head, or a face framed from a box
+    alone; networks trained with --landmark-init), the head also reads the mirrored crop and the two
+    readings are averaged (--no-flip-test: one reading, ~1/3 less CoarseNet time)."""
     fit_landmarks: FitLandmarks = "detector"
     """the 68 landmarks CoarseNet's first iteration fits the model to (networks trained with
     --landmark-init): the face detector's, found on the photo anyway (closer to hand-placed points on
@@ -538,6 +544,8 @@ class ReconstructConfig:
         _need(0.0 <= self.min_score <= 1.0, "--min-score", "in [0, 1]", self.min_score)
         _need(math.isfinite(self.fov) and 1.0 <= self.fov <= 170.0, "--fov", "in [1, 170] degrees", self.fov)
         _need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
+        _need(self.fit_landmarks in FIT_LANDMARKS, "--fit-landmarks", f"one of {', '.join(FIT_LANDMARKS)}",
+              self.fit_landmarks)
         _need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         _need(self.threads >= 0, "--threads", ">= 0", self.threads)
         _need(self.view_size >= 32, "--view-size", ">= 32", self.view_size)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .coarse_task import CoarseTask, build_task_from_state
-from .config import CoarseConfig, EvaluateConfig
+from .config import FIT_LANDMARKS, CoarseConfig, EvaluateConfig
 from .data import ShardDataset, image_to_float, make_eval_loader
 from .inference import load_checkpoint_and_model, shipped_checkpoint
 from .metrics import INNER_51, landmark_nme, metrics_report, project_landmarks
@@ -102,11 +102,17 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     "landmark_nme68_median", "detector_nme51_median", "_mean" (the detector's own points: how good
     the reference above is), "mean_face_pred_pose_nme51_median", ["landmark_head_nme51_median"],
     "skipped": [{"photo", "reason"}]}`` and per photo ``annotated_landmark_nme51``, ... The points
-    go to the detected face whose box holds their centre; an unreadable file or points on no
-    detected face are listed under ``skipped`` (the photo is still scored against the detector).
+    go to the detected face (with detector landmarks) whose box holds their centre, the nearest
+    one to them when several do; an unreadable file, points on no such face, or a photo whose faces
+    all lack detector landmarks are listed under ``skipped`` (the photo is still scored against the
+    detector where it can be). With ``fit_landmarks="detector"`` the head's own figures
+    (``landmark_head``) are single readings: its mirrored reading (``flip_test``) only runs when its
+    points are fitted.
     """
-    from .photos import PhotoConfig, PhotoError, faces_to_arrays, photo_annotation, prepare_photos
+    from .photos import PhotoConfig, faces_to_arrays, prepare_photos
 
+    if fit_landmarks not in FIT_LANDMARKS:
+        raise ValueError(f"--fit-landmarks must be one of {', '.join(FIT_LANDMARKS)}, got {fit_landmarks!r}")
     net = task.model
     device = next(net.parameters()).device
     run = prepare_photos(inputs, PhotoConfig(size=size, cache_dir=cache_dir), detector=detector, progress=progress)
@@ -114,9 +120,7 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     skipped = [{"photo": str(p), "reason": r} for p, r in run.skipped]
     skipped += [{"photo": str(f.path), "reason": "the detector gave a box but no landmarks"} for f in run.faces
                 if f.landmarks is None]
-    annotations, ann_skipped = _annotations(faces, photo_annotation, PhotoError)
-    if fit_landmarks not in ("detector", "head"):
-        raise ValueError(f"--fit-landmarks must be detector or head, got {fit_landmarks!r}")
+    annotations, ann_skipped = _annotations(faces, sorted({f.path for f in run.faces}))
     fit = None if net.landmark_head is None else fit_landmarks
     per_it: dict[int, dict[str, list[float]]] = {}
     head_nme: dict[str, list[float]] = {}
@@ -186,29 +190,36 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     }
 
 
-def _annotations(faces, photo_annotation, photo_error) -> tuple[list[np.ndarray], list[dict[str, str]]]:
-    """Per face, the hand-placed points of its photo in crop pixels (all NaN when none), each photo's
-    points given to the face whose detector box holds their centre; and the annotations skipped."""
+def _annotations(faces, photos) -> tuple[list[np.ndarray], list[dict[str, str]]]:
+    """Per face of ``faces`` (those with detector landmarks), the hand-placed points of its photo in
+    crop pixels (all NaN when none), each photo's points given to the face whose detector box holds
+    their centre (of several, the one whose detector landmarks are nearest to them); and the
+    annotations of ``photos`` (every photo with a face) that could not be used, with their reason."""
+    from .photos import PhotoError, photo_annotation
+
     out = [np.full((68, 2), np.nan, np.float32) for _ in faces]
-    skipped, by_photo = [], {}
-    for i, f in enumerate(faces):
-        by_photo.setdefault(f.path, []).append(i)
-    for path, idx in by_photo.items():
+    skipped = []
+    for path in photos:
         try:
             points = photo_annotation(path)
-        except photo_error as e:
+        except PhotoError as e:
             skipped.append({"photo": str(path), "reason": str(e)})
             continue
         if points is None:
             continue
+        pts = Path(path).with_suffix(".pts")
+        idx = [i for i, f in enumerate(faces) if f.path == path]
+        if not idx:
+            skipped.append({"photo": str(path), "reason": f"{pts}: no face of the photo has detector landmarks"})
+            continue
         cx, cy = points.mean(0)
         hits = [i for i in idx if faces[i].box[0] <= cx <= faces[i].box[2] and faces[i].box[1] <= cy <= faces[i].box[3]]
         if not hits:
-            skipped.append({"photo": str(path), "reason": f"{Path(path).with_suffix('.pts')}: its points lie on no "
-                                                          "detected face (their centre is outside every detector box)"})
+            skipped.append({"photo": str(path), "reason": f"{pts}: its points lie on no detected face (their centre "
+                                                          "is outside every detector box)"})
             continue
-        f = faces[hits[0]]
-        out[hits[0]] = f.crop.map_points(points, f.size).astype(np.float32)
+        best = min(hits, key=lambda i: float(np.linalg.norm(faces[i].landmarks - points, axis=1).mean()))
+        out[best] = faces[best].crop.map_points(points, faces[best].size).astype(np.float32)
     return out, skipped
 
 

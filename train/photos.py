@@ -461,8 +461,9 @@ def read_pts(path: str | os.PathLike) -> np.ndarray:
 
     The format: ``version: 1``, ``n_points: N``, ``{``, N lines ``x y``, ``}``. It counts pixels from
     1 (the first pixel's centre is (1, 1)); photo pixels here put that centre at (0.5, 0.5)
-    (:mod:`train.detector`), so 0.5 is subtracted. Raises :class:`PhotoError` (one line, naming the
-    file) for anything else."""
+    (:mod:`train.detector`), so 0.5 is subtracted. The points must be placed on the photo as a
+    viewer shows it (after its EXIF orientation, as :func:`load_photo` decodes it). Raises
+    :class:`PhotoError` (one line, naming the file) for anything else."""
     path = Path(path)
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
@@ -472,13 +473,21 @@ def read_pts(path: str | os.PathLike) -> np.ndarray:
     try:
         n = int(header.get("n_points", ""))
         start, end = lines.index("{"), lines.index("}")
-        points = np.array([[float(v) for v in ln.split()] for ln in lines[start + 1:end]], np.float64)
     except ValueError:
         raise PhotoError(f"{path}: not an iBUG .pts file (expected 'n_points: N', '{{', N lines 'x y', '}}')"
                          ) from None
-    if points.shape != (n, 2) or not np.isfinite(points).all():
-        raise PhotoError(f"{path}: declares {n} points but holds {len(points)} lines of 'x y' (finite numbers)")
-    return points - 0.5
+    rows = []
+    for k, ln in enumerate(lines[start + 1:end], start=1):
+        try:
+            xy = [float(v) for v in ln.split()]
+        except ValueError:
+            xy = []
+        if len(xy) != 2 or not all(math.isfinite(v) for v in xy):
+            raise PhotoError(f"{path}: point {k} is {ln!r}, expected 'x y' (two finite numbers)")
+        rows.append(xy)
+    if len(rows) != n:
+        raise PhotoError(f"{path}: declares {n} points but lists {len(rows)}")
+    return np.array(rows, np.float64).reshape(n, 2) - 0.5
 
 
 def photo_annotation(photo: str | os.PathLike) -> np.ndarray | None:

@@ -59,7 +59,7 @@ from synth.render import LANDMARK_DEPTH_TOL_MM, MeshRenderer
 
 from . import report
 from .checkpoint import CheckpointError, load_inference_checkpoint
-from .config import ReconstructConfig
+from .config import FitLandmarks, ReconstructConfig
 from .inference import SHIPPED_CHECKPOINT, load_coarse_checkpoint, reconstruct
 from .photos import PhotoConfig, PhotoFace, PhotoRun, list_photos, load_photo, prepare_photos
 from .report import RESULT_FORMAT
@@ -123,7 +123,7 @@ class Stages:
     coarse_step: int
     fine_path: str | None = None
     fine_step: int | None = None
-    fit_landmarks: str = "detector"  # --fit-landmarks: "detector" or "head"
+    fit_landmarks: FitLandmarks = "detector"  # --fit-landmarks
 
     def fit_source(self, face: PhotoFace) -> str | None:
         """Whose 68 points CoarseNet's first fit uses for ``face``: "detector", "head" (the

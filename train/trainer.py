@@ -163,16 +163,16 @@ def init_distributed(device_name: str) -> DistInfo:
 
 @contextlib.contextmanager
 def distributed(device_name: str) -> Iterator[DistInfo]:
-    """:func:`init_distributed` for one job, leaving the process group it joined when the job ends
-    (normally or not). Left alive, gloo's threads meet the interpreter's exit unjoined and a rank can
-    abort there ("terminate called without an active exception") after its work is done."""
+    """:func:`init_distributed` for one job, leaving the process group it joined when the job
+    ends. Left alive, gloo's threads meet the interpreter's exit unjoined and a rank can abort there
+    ("terminate called without an active exception") after its work is done. Only a job that ended
+    normally leaves it: a failing rank that tore the group down while the others wait in a
+    collective could hang them (NCCL); torchrun ends those ranks instead."""
     joined = not dist.is_initialized()
     info = init_distributed(device_name)
-    try:
-        yield info
-    finally:
-        if joined and dist.is_initialized():
-            dist.destroy_process_group()
+    yield info
+    if joined and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cosine_lambda(total: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
