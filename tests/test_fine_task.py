@@ -173,6 +173,26 @@ def test_ground_truth_never_reaches_the_input(shards, tiny_model, coarse_ckpt):
         assert torch.equal(a[k], c[k]), k
 
 
+def test_photo_rows_fit_their_detector_landmarks_and_renders_never_their_true_ones(shards, tiny_model, coarse_ckpt):
+    """With a landmark-head CoarseNet, a photo row's coarse depth follows its (detector) landmarks
+    (``--fit-landmarks detector``, as reconstruct), a render's never follows its stored, true
+    landmarks; with ``head`` no row's does."""
+    _, net = coarse_ckpt
+    head_net = IterativeCoarseNet.from_hyperparameters(tiny_model, dict(net.hyperparameters(), landmark_init=True))
+    head_net.stats = net.stats
+    torch.manual_seed(0)
+    model = FineModel(tiny_model, FineNet(0.125), head_net.eval(), projection=net.render.projection).eval()
+    b = _batch(shards, tiny_model)
+    b["has_gt"] = torch.tensor([False, True, True])  # row 0 stands for a photo
+    moved = dict(b, landmarks=b["landmarks"] + torch.tensor([4.0, -3.0]))
+    for fit, changes in (("detector", [True, False, False]), ("head", [False, False, False])):
+        task = FineTask(tiny_model, model, FineLossWeights(1.0, 0.05, 1.0), fit_landmarks=fit)
+        with torch.no_grad():
+            a = task.forward(model, task.prepare_batch(b, torch.device("cpu")))["depth_coarse"]
+            c = task.forward(model, task.prepare_batch(moved, torch.device("cpu")))["depth_coarse"]
+        assert [not torch.equal(a[i], c[i]) for i in range(3)] == changes, fit
+
+
 def test_rows_and_their_errors(shards, tiny_shards, tiny_model, photos, coarse_ckpt, tmp_path):
     b = _batch(shards, tiny_model, use_net=False)
     assert b["has_gt"].all() and not b["use_net"].any()

@@ -293,6 +293,10 @@ class FineConfig(_TrainJob):
     with --coarse (isolates FineNet from CoarseNet's errors; always the case without --coarse)."""
     end_to_end: bool = False
     """also train CoarseNet through the rasterized depth (default: CoarseNet frozen)."""
+    fit_landmarks: FitLandmarks = "detector"
+    """on photo rows, the 68 points the first fit of a --coarse trained with --landmark-init uses, as
+    train-cli reconstruct: the face detector's (as the photos' crops were found) or the network's
+    own head's; synthetic rows always fit the head's (their stored landmarks are ground truth)."""
     init: str | None = None
     """start FineNet from the weights of this FineNet checkpoint (.pt or .safetensors, e.g. the shipped
     train/weights/fine.safetensors, to train it further on a photo folder); its --width-mult,
@@ -396,6 +400,8 @@ class FineConfig(_TrainJob):
         _need(self.mask_erode >= 0, "--mask-erode", ">= 0", self.mask_erode)
         _need(-1 <= self.min_facing < 1, "--min-facing", "in [-1, 1)", self.min_facing)
         _need(self.albedo in ("auto", "mean", "predicted"), "--albedo", "auto, mean or predicted", self.albedo)
+        _need(self.fit_landmarks in FIT_LANDMARKS, "--fit-landmarks", f"one of {', '.join(FIT_LANDMARKS)}",
+              self.fit_landmarks)
         _need(math.isfinite(self.fov) and 1 <= self.fov <= 170, "--fov", "in [1, 170] degrees", self.fov)
 
     @property

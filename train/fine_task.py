@@ -199,7 +199,9 @@ class FineModel(nn.Module):
     ``forward(image, intrinsics, depth_coarse, mask, albedo, region, use_net)`` with ``image
     (B, 3, H, W)`` in [0, 1], ``intrinsics (B, 3, 3)``, the batch's coarse maps (depth, mesh mask,
     albedo ``(B, H, W, 3)``, refinable region; any values on rows taken from CoarseNet) and
-    ``use_net (B,)`` bool (rows whose coarse maps CoarseNet computes, from the image alone).
+    ``use_net (B,)`` bool (rows whose coarse maps CoarseNet computes, from the image alone) and
+    optionally ``fit_points (B, 68, 2)`` (pixels of ``image``; NaN rows: none): landmarks a
+    CoarseNet with a landmark head fits instead of its head's (a photo's detector points).
     Returns a dict of ``(B, H, W)`` tensors: ``depth`` (refined), ``residual``, ``depth_coarse``,
     ``mask`` (coarse mesh), ``refine`` (refined pixels: :func:`train.losses.refine_mask` within
     the refinable region; the losses' pixels too), ``albedo (B, H, W, 3)`` and ``coarse_normals
@@ -272,7 +274,7 @@ class FineModel(nn.Module):
 
     def forward(self, image: torch.Tensor, intrinsics: torch.Tensor, depth_coarse: torch.Tensor, mask: torch.Tensor,
                 albedo: torch.Tensor, region: torch.Tensor, use_net: torch.Tensor,
-                patch_u: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                patch_u: torch.Tensor | None = None, fit_points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         size = tuple(image.shape[-2:])
         rows = torch.nonzero(use_net.bool()).squeeze(1)
         depth_coarse, mask, albedo, region = depth_coarse.float(), mask.bool(), albedo.float(), region.bool()
@@ -282,12 +284,16 @@ class FineModel(nn.Module):
                 raise ValueError("rows need CoarseNet's coarse depth but no CoarseNet was given (--coarse)")
             with torch.set_grad_enabled(self.end_to_end and torch.is_grad_enabled()):
                 img, k = image[rows], intrinsics[rows]
+                points = None  # the landmarks to fit instead of the head's (NaN rows: the head's)
+                if fit_points is not None and net.landmark_head is not None:
+                    points = fit_points[rows].float()
                 if self.coarse_size is not None and self.coarse_size != size[0]:  # at CoarseNet's own size
                     cs = self.coarse_size
                     img = F.interpolate(img, size=(cs, cs), mode="bilinear", align_corners=False, antialias=True)
                     k = torch.cat([k[:, :2] * (cs / size[0]), k[:, 2:]], dim=1)  # pixel centres scale exactly
+                    points = None if points is None else points * (cs / size[0])
                 # no mask: the image alone; the normalised estimate decodes at any size
-                est = net(img, k, None)[-1]
+                est = net(img, k, None, fit_points=points)[-1]
                 maps = coarse_maps(net, est, intrinsics[rows], size, self.predicted_albedo, self.refinable)
             # out-of-place index_put keeps the graph to the estimate
             depth_coarse = depth_coarse.index_put((rows,), maps.depth.to(depth_coarse.dtype))
@@ -426,9 +432,11 @@ class FineTask:
     curve_metrics = ("detail_recovered_pooled", "depth_err_detail_fine_pct")
     median_metrics = ("detail_recovered",)  # the per-image mean is dominated by images with no detail
 
-    def __init__(self, morph_model, model: FineModel, weights: FineLossWeights, smooth_on: str = "residual"):
+    def __init__(self, morph_model, model: FineModel, weights: FineLossWeights, smooth_on: str = "residual",
+                 fit_landmarks: str = "detector"):
         self.morph_model, self.model = morph_model, model
         self.criterion = FineLoss(weights, smooth_on=smooth_on)
+        self.fit_landmarks = fit_landmarks  # photo rows: "detector" (their landmarks) or "head"
 
     def to(self, device) -> "FineTask":
         self.model.to(device)
@@ -452,8 +460,13 @@ class FineTask:
         return out
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        fit_points = None
+        if self.fit_landmarks == "detector":  # photo rows' detector points; never a render's true ones
+            photo = ~batch["has_gt"].bool()
+            fit_points = torch.where(photo[:, None, None], batch["landmarks"].float(),
+                                     torch.full_like(batch["landmarks"].float(), float("nan")))
         return model(batch["image"], batch["intrinsics"], batch["depth_coarse"], batch["mask"], batch["albedo"],
-                     batch["region_gt"], batch["use_net"], batch.get("patch_u"))
+                     batch["region_gt"], batch["use_net"], batch.get("patch_u"), fit_points)
 
     def targets(self, out: dict[str, torch.Tensor], batch: dict[str, Any]):
         """:class:`train.losses.FineTargets` of a forward's output (lighting fitted per image)."""
@@ -582,7 +595,7 @@ def _train_fine(config: FineConfig, model, dinfo: DistInfo) -> TrainResult:
     fmodel = FineModel(model, fine, coarse, end_to_end=config.end_to_end, projection=projection, albedo=config.albedo,
                        mask_erode=config.mask_erode, min_facing=config.min_facing, coarse_size=coarse_size)
     fmodel.patch = config.patch
-    task = FineTask(model, fmodel, FineLossWeights.from_config(config), config.smooth_on)
+    task = FineTask(model, fmodel, FineLossWeights.from_config(config), config.smooth_on, config.fit_landmarks)
     workers, pin = config.loader_workers(), device.type == "cuda"
     if photos is not None:
         parts.append((FineRows(photos, True, model.n_id, model.n_exp, region, config.seed), photo_idx,
