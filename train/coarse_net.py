@@ -465,14 +465,15 @@ class IterativeCoarseNet(nn.Module):
             if it == 0 and self.landmark_head is not None:
                 delta, stages = self.net(x, it, features=True)
                 points = self.landmark_head(stages, (h, w))  # (B, 68, 2)
-                given = None if fit_points is None else torch.isfinite(fit_points.to(points)).all(-1).all(-1)  # (B,)
+                fit = None if fit_points is None else fit_points.to(points)
+                given = None if fit is None else torch.isfinite(fit).all(-1).all(-1)  # (B,) rows given
                 if self.flip_test and not self.training and (given is None or not bool(given.all())):
                     points = 0.5 * (points + self.mirrored_points(image, intrinsics, est))
                 keep = torch.zeros(self.layout.dim, device=est.device)  # the update's albedo and SH slots
                 keep[self.layout.n_id + self.layout.n_exp + 6:] = 1.0
                 fitted = points.detach()
                 if given is not None:
-                    fitted = torch.where(given[:, None, None], torch.nan_to_num(fit_points.to(points)), fitted)
+                    fitted = torch.where(given[:, None, None], torch.nan_to_num(fit), fitted)
                 est = self.fit_estimate(fitted, intrinsics, (h, w)) + delta.float() * keep
             else:
                 est = est + self.net(x, it).float()

@@ -195,7 +195,7 @@ def _annotations(faces, photos) -> tuple[list[np.ndarray], list[dict[str, str]]]
     crop pixels (all NaN when none), each photo's points given to the face whose detector box holds
     their centre (of several, the one whose detector landmarks are nearest to them); and the
     annotations of ``photos`` (every photo with a face) that could not be used, with their reason."""
-    from .photos import PhotoError, photo_annotation
+    from .photos import ANNOTATION_SUFFIX, PhotoError, photo_annotation
 
     out = [np.full((68, 2), np.nan, np.float32) for _ in faces]
     skipped = []
@@ -207,7 +207,7 @@ def _annotations(faces, photos) -> tuple[list[np.ndarray], list[dict[str, str]]]
             continue
         if points is None:
             continue
-        pts = Path(path).with_suffix(".pts")
+        pts = Path(path).with_suffix(ANNOTATION_SUFFIX)
         idx = [i for i, f in enumerate(faces) if f.path == path]
         if not idx:
             skipped.append({"photo": str(path), "reason": f"{pts}: no face of the photo has detector landmarks"})
