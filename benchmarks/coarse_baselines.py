@@ -41,7 +41,7 @@ def main() -> None:
     task, ck = load_task(args.checkpoint)
     size = int(ck["config"]["size"])
     # iteration 0: the all-zero normalised estimate, through the same metrics
-    ds = ShardDataset(args.data, fingerprint=task.morph_model.fingerprint, size=size)
+    ds = ShardDataset(args.data, fingerprint=task.morph_model, size=size)
     sums: dict[str, float] = {}
     n = 0
     with torch.no_grad():

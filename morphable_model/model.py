@@ -19,13 +19,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 
 import numpy as np
 
 from .geometry import check_vertices, vertex_face_incidence, vertex_normals
 from .landmarks import N_LANDMARKS
 
-__all__ = ["MorphableModel", "ModelSample", "N_LANDMARKS"]
+__all__ = ["MorphableModel", "ModelSample", "N_LANDMARKS", "SKETCH_RTOL", "model_matches", "fingerprint_of"]
+
+log = logging.getLogger(__name__)
+
+SKETCH_VERSION = "sketch1"
+# tolerance of :meth:`MorphableModel.matches`, relative to each float array's L1 norm: a float32
+# array whose every entry moved by one ulp (2^-24 relative) moves its sketch by < 6e-8 of it
+SKETCH_RTOL = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +320,72 @@ class MorphableModel:
         return h.hexdigest()
 
     @functools.cached_property
+    def sketch(self) -> str:
+        """A summary of the model that survives floating-point round-off, for :meth:`matches`.
+
+        ``"sketch1:<sha256 of the shapes and of every integer and bool array>:<numbers>"``, the
+        numbers being, per float array in fingerprint order, two weighted sums ``sum(w x)`` (the
+        weights ``w`` in [-0.5, 0.5) hashed from the element index with integer arithmetic, the
+        same on every machine) and the L1 norm ``sum |x|``, in float64.
+
+        Why: the built-in model is computed (trigonometry, QR) rather than read from a file, and
+        numpy's vectorised float64 functions and BLAS kernels are chosen per CPU (AVX-512 or not):
+        the same code builds float32 arrays that differ by an ulp here and there on another
+        processor, so the exact :attr:`fingerprint` differs while the model is the same.
+        """
+        h = hashlib.sha256()
+        numbers: list[float] = []
+        for name in _FINGERPRINT_FIELDS + _OPTIONAL_FINGERPRINT_FIELDS:
+            a = getattr(self, name)
+            h.update(f"{name}{None if a is None else (a.dtype.str, a.shape)}".encode())
+            if a is None:
+                continue
+            if name in _FLOAT_FIELDS:
+                numbers.extend(_sketch_numbers(np.asarray(a).ravel()))
+            else:
+                h.update(np.ascontiguousarray(a).tobytes())
+        h.update(repr(self.region_names).encode())
+        return f"{SKETCH_VERSION}:{h.hexdigest()}:" + ",".join(f"{v:.17g}" for v in numbers)
+
+    def matches(self, fingerprint: str | None, sketch: str | None = None, what: str = "") -> bool:
+        """Whether this is the model recorded as ``fingerprint`` (its exact :attr:`fingerprint`)
+        or, failing that, as ``sketch`` (an earlier :attr:`sketch` of it, e.g. on another CPU):
+        the same shapes, integer and bool arrays bit for bit, and float arrays whose sketch
+        numbers agree within :data:`SKETCH_RTOL` of each array's L1 norm: the same model up to
+        round-off. ``what`` (e.g. the file) names the record in the log line of a tolerant match."""
+        if fingerprint is not None and str(fingerprint) == self.fingerprint:
+            return True
+        if not sketch:
+            return False
+        key = (None if fingerprint is None else str(fingerprint), str(sketch))
+        if key not in self._tolerant_matches:  # decided (and logged) once per record, not once per shard
+            self._tolerant_matches[key] = self._sketch_matches(str(sketch), fingerprint, what)
+        return self._tolerant_matches[key]
+
+    @functools.cached_property
+    def _tolerant_matches(self) -> dict:
+        return {}
+
+    def _sketch_matches(self, sketch: str, fingerprint, what: str) -> bool:
+        mine, theirs = self.sketch.split(":"), str(sketch).split(":")
+        if len(theirs) != 3 or theirs[0] != SKETCH_VERSION or theirs[1] != mine[1]:
+            return False
+        try:
+            a = np.array([float(v) for v in mine[2].split(",") if v])
+            b = np.array([float(v) for v in theirs[2].split(",") if v])
+        except ValueError:
+            return False
+        if a.shape != b.shape:
+            return False
+        l1 = np.repeat(np.maximum(a[2::3], b[2::3]), 3)  # each array's L1 norm beside its three numbers
+        ok = bool(np.all(np.abs(a - b) <= SKETCH_RTOL * l1))
+        if ok:
+            log.info("morphable model %s... is the one of %s(fingerprint %s...) up to floating-point round-off: "
+                     "matched by its sketch (the model was built on another CPU?)", self.fingerprint[:12],
+                     f"{what} " if what else "", str(fingerprint)[:12])
+        return ok
+
+    @functools.cached_property
     def pncc_colors(self) -> np.ndarray:
         """``(N, 3)`` float32: the mean shape normalised to [0, 1] per axis (read-only)."""
         lo = self.mean_shape.min(axis=0)  # (3,)
@@ -355,6 +429,36 @@ class MorphableModel:
             f"n_albedo={self.n_albedo}, landmarks={'yes' if self.landmarks is not None else 'no'}, "
             f"fingerprint={self.fingerprint[:12]})"
         )
+
+
+def fingerprint_of(expected: "MorphableModel | str") -> str:
+    """The exact fingerprint of ``expected``: a model's :attr:`MorphableModel.fingerprint`, or the string."""
+    return expected.fingerprint if isinstance(expected, MorphableModel) else str(expected)
+
+
+def model_matches(expected: "MorphableModel | str", fingerprint, sketch=None, what: str = "") -> bool:
+    """Whether a file's recorded ``fingerprint`` (and optional ``sketch``) describe ``expected``:
+    a model (:meth:`MorphableModel.matches`: exact, or the same model up to round-off) or a
+    fingerprint string (exact only). Bytes (HDF5 attributes) are decoded."""
+    fingerprint, sketch = (v.decode() if isinstance(v, bytes) else v for v in (fingerprint, sketch))
+    if isinstance(expected, MorphableModel):
+        return expected.matches(fingerprint, sketch, what)
+    return fingerprint is not None and str(fingerprint) == str(expected)
+
+
+def _sketch_numbers(x: np.ndarray, chunk: int = 1 << 20) -> list[float]:
+    """``[sum(w1 x), sum(w2 x), sum |x|]`` of a flat array (float64 sums, in chunks): the weights
+    come from the element index by uint32 multiplicative hashing (Knuth's and xxHash's constants;
+    exact integer arithmetic, so the same weights on every machine), scaled to [-0.5, 0.5)."""
+    out = np.zeros(3)
+    for start in range(0, x.size, chunk):
+        part = x[start:start + chunk].astype(np.float64)
+        idx = np.arange(start, start + part.size, dtype=np.uint32)
+        for j, mult in enumerate((2654435761, 2246822519)):
+            w = (idx * np.uint32(mult)).astype(np.float64) / 2.0**32 - 0.5  # wraps mod 2^32
+            out[j] += w @ part
+        out[2] += np.abs(part).sum()
+    return out.tolist()
 
 
 def _frozen(value, dtype, name: str) -> np.ndarray:

@@ -195,6 +195,7 @@ def manifest_for(config: DatasetConfig, model, shard_size_rule: str = "--shard-s
         "size": int(config.size),
         "seed": int(config.seed),
         "model_fingerprint": model.fingerprint,
+        "model_sketch": model.sketch,  # matches files written on another CPU (MorphableModel.matches)
         "model_source": str(getattr(model, "source", "")),
         "model_counts": {"n_vertices": model.n_vertices, "n_id": model.n_id, "n_exp": model.n_exp,
                          "n_albedo": model.n_albedo},
@@ -269,6 +270,10 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
             config = dataclasses.replace(config, shard_size=default_shard_size(config.n))
             rule = f"from N: {SHARD_SIZE_RULE}"
     manifest = manifest_for(config, model, rule)
+    if (old is not None and old.get("model_fingerprint") != manifest["model_fingerprint"]
+            and model.matches(old.get("model_fingerprint"), old.get("model_sketch"), f"dataset {mpath}")):
+        # the same model built on another CPU (round-off): the dataset keeps the identity it has
+        manifest.update(model_fingerprint=old["model_fingerprint"], model_sketch=old["model_sketch"])
     if old is not None:
         diff = [k for k in _IDENTITY_KEYS if old.get(k) != json.loads(json.dumps(manifest[k]))]
         if diff:
@@ -332,7 +337,8 @@ class _ShardRenderer:
         before = dict(self.renderer.timings)
         cpu0 = time.process_time()
         attrs = {
-            "model_fingerprint": manifest["model_fingerprint"], "model_source": manifest["model_source"],
+            "model_fingerprint": manifest["model_fingerprint"], "model_sketch": manifest["model_sketch"],
+            "model_source": manifest["model_source"],
             "projection": c.sampling.projection, "size": c.size, "seed": c.seed, "shard_index": k,
             "shard_size": c.shard_size, "n_total": c.n, "start_index": start,
             "generator_config": json.dumps(manifest["sampling"], sort_keys=True),
@@ -493,7 +499,7 @@ def _worker_main(config_dict: dict, model, shards: _Shards, jobs, results) -> No
         if job is not None:
             config_dict, manifest, shards.todo = job
             state.config = DatasetConfig(**config_dict)  # the shard size resolved by prepare()
-            if model.fingerprint != manifest["model_fingerprint"]:
+            if not model.matches(manifest["model_fingerprint"], manifest.get("model_sketch")):
                 raise ValueError(f"morphable model {state.config.model or 'built-in'} changed while rendering "
                                  f"({model.fingerprint[:12]}... != {manifest['model_fingerprint'][:12]}...)")
             while (k := shards.take()) is not None:

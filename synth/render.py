@@ -53,6 +53,19 @@ PLATFORMS = ("cpu", "osmesa", "egl")
 :func:`synth.kernels.rasterize`, no OpenGL; ``osmesa`` / ``egl`` the GLSL id pass of :mod:`synth.gl`
 (software / GPU). The per-pixel work is the same for all three."""
 
+_BLAS = None  # threadpoolctl.ThreadpoolController, made on first use (inspecting the libraries costs ~0.5 ms)
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread (~25 us to enter and leave)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
 GEOMETRY_BATCH = 16  # samples per model-evaluation GEMM (fixed: results do not depend on the batching)
 LANDMARK_DEPTH_TOL_MM = 5.0  # a landmark is hidden if the surface around its pixel is this much in front
 
@@ -233,8 +246,11 @@ class FaceRenderer:
         once for the batch; the GEMM is memory bound, so this is ~B times cheaper than B GEMVs).
 
         The batch is always padded to ``GEOMETRY_BATCH`` columns, so a sample's values do not depend
-        on the batch it is evaluated in (its position, its neighbours or the batch length; tested):
-        ``render(p)`` alone and the dataset's aligned batches give identical bits. Same values as
+        on the batch it is evaluated in (its position, its neighbours or the batch length; tested),
+        and the GEMMs run on one BLAS thread whatever the caller's setting (OpenBLAS splits the
+        columns among its threads, and the split changes a few values by an ulp on some CPUs):
+        ``render(p)`` alone, the dataset's aligned batches (one thread per worker) and the shard
+        reader give identical bits. Same values as
         ``model.shape``/``model.albedo`` up to float32 rounding."""
         params_list = list(params_list)
         if not 1 <= len(params_list) <= GEOMETRY_BATCH:
@@ -251,9 +267,10 @@ class FaceRenderer:
             c_shape[b, :a_id.size] = a_id
             c_shape[b, m.n_id:m.n_id + a_exp.size] = a_exp
             c_albedo[b, :beta.size] = beta
-        shapes = c_shape @ shape_t  # (B, Kid + Kexp) @ (Kid + Kexp, 3N) -> (B, 3N)
+        with _one_blas_thread():
+            shapes = c_shape @ shape_t  # (B, Kid + Kexp) @ (Kid + Kexp, 3N) -> (B, 3N)
+            albedos = c_albedo @ albedo_t  # (B, Ka) @ (Ka, 3N) -> (B, 3N)
         shapes += shape_mean
-        albedos = c_albedo @ albedo_t  # (B, Ka) @ (Ka, 3N) -> (B, 3N)
         albedos += albedo_mean
         np.clip(albedos, 0.0, 1.0, out=albedos)
         n = m.n_vertices

@@ -370,7 +370,8 @@ class ShardReader:
         self.keys = tuple(f.keys())
         self.detail = ("detail_weights" if version >= 3 else "depth_coarse") in self.keys
         self._model = model
-        if model is not None and model.fingerprint != self.attrs.get("model_fingerprint"):
+        if model is not None and not model.matches(self.attrs.get("model_fingerprint"), self.attrs.get("model_sketch"),
+                                                   f"shard {str(self.path)!r}"):
             raise ValueError(f"shard {str(self.path)!r} was rendered with model {self.attrs.get('model_fingerprint')}, "
                              f"got model {model.fingerprint} ({getattr(model, 'source', '?')})")
 
@@ -559,7 +560,7 @@ def _builtin_for(reader: "ShardReader"):
     model = None
     if m and int(m.group(1)) == MODEL_VERSION:
         model = builtin_model(grid_mm=float(m.group(2)), seed=int(m.group(3)))
-    if model is None or model.fingerprint != want:
+    if model is None or not model.matches(want, reader.attrs.get("model_sketch"), f"shard {str(reader.path)!r}"):
         raise ValueError(f"shard {str(reader.path)!r}: its maps are recomputed with the morphable model it was rendered "
                          f"with ({source or '?'}, fingerprint {want}); pass it as ShardReader(path, model=...)")
     return model

@@ -95,6 +95,27 @@ def tiny_model() -> MorphableModel:
     return build_face_model(grid_mm=TINY_GRID_MM, seed=0)
 
 
+def built_elsewhere(model: MorphableModel) -> MorphableModel:
+    """``model`` as another CPU may build it: every other entry of each float32 array one ulp away
+    (numpy's vectorised float64 functions and BLAS kernels differ per processor). Its exact
+    fingerprint differs, its sketch does not (MorphableModel.matches)."""
+    from morphable_model.model import _FLOAT_FIELDS
+
+    moved = {}
+    for name in _FLOAT_FIELDS:
+        a = np.array(getattr(model, name))
+        flat = a.reshape(-1)
+        flat[::2] = np.nextafter(flat[::2], np.float32(np.inf))
+        moved[name] = a
+    return model.replace(**moved)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_elsewhere(tiny_model) -> MorphableModel:
+    """``tiny_model`` built on "another CPU" (:func:`built_elsewhere`)."""
+    return built_elsewhere(tiny_model)
+
+
 @pytest.fixture(scope="session")
 def ellipsoid_model() -> MorphableModel:
     """The deterministic ellipsoid model (independent of builtin.py), for golden-value tests."""

@@ -206,6 +206,7 @@ def test_export_round_trip_gives_the_same_network(run, shards, tmp_model_h5, tin
         meta = f.metadata()
     assert meta["format"] == "detailface-inference" and meta["format_version"] == "2" and meta["task"] == "coarse"
     assert meta["model_fingerprint"] == tiny_model.fingerprint and json.loads(meta["config"])["size"] == 32
+    assert meta["model_sketch"] == tiny_model.sketch  # written by the trainer, kept by the export
 
     a, b = load_inference_checkpoint(pt), load_inference_checkpoint(st)
     assert a.keys() == b.keys() and a["config"] == b["config"] and a["task_state"] == b["task_state"]

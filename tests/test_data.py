@@ -133,6 +133,20 @@ def test_fingerprint_mismatch_names_the_file(shards):
         ShardDataset(shards, fingerprint="0" * 64)
 
 
+def test_shards_of_the_same_model_built_on_another_cpu_are_read(shards, tiny_model, tiny_model_elsewhere):
+    """Shards record the model's sketch beside its fingerprint: the same model rebuilt with
+    round-off differences (another CPU) reads them, their maps included; a fingerprint string
+    still needs the exact one."""
+    from synth.shards import ShardReader
+
+    ds = ShardDataset(shards, fingerprint=tiny_model_elsewhere, size=32)
+    assert ds.attrs[0]["model_sketch"] == tiny_model.sketch
+    with ShardReader(ds.paths[0], model=tiny_model_elsewhere) as r:
+        assert r.read(0)["normals"].shape[-1] == 3
+    with pytest.raises(ShardError, match="was made with morphable model"):
+        ShardDataset(shards, fingerprint=tiny_model_elsewhere.fingerprint)
+
+
 def test_corrupt_shard_names_the_file(shards, tiny_model, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(shards, bad)

@@ -75,6 +75,20 @@ def test_load_coarse_names_a_mismatched_model(batch, tiny_model, ellipsoid_model
         load_coarse(path, model=ellipsoid_model)
 
 
+def test_load_coarse_accepts_the_same_model_built_on_another_cpu(batch, tiny_model, tiny_model_elsewhere, tmp_path):
+    """A checkpoint records its model's sketch: the same model rebuilt with round-off differences
+    (another CPU: another exact fingerprint) loads it; without the sketch it is refused."""
+    b, ds = batch
+    net = _net(tiny_model, b, ds)
+    state = {"task": "coarse", "step": 1, "model": net.state_dict(), "config": {},
+             "task_state": net.hyperparameters(), "model_fingerprint": tiny_model.fingerprint}
+    path = save_checkpoint(tmp_path / "last.pt", {**state, "model_sketch": tiny_model.sketch})
+    load_coarse(path, model=tiny_model_elsewhere)
+    old = save_checkpoint(tmp_path / "old.pt", state)
+    with pytest.raises(CheckpointError, match=r"old\.pt was trained with morphable model"):
+        load_coarse(old, model=tiny_model_elsewhere)
+
+
 def test_depth_in_another_view_is_that_view_rendered(batch, tiny_model):
     """``depth_view``: the same estimate's depth map rendered at another size with scaled intrinsics
     equals rasterizing the returned camera-frame mesh there; the parameters do not change."""

@@ -224,6 +224,38 @@ def test_fingerprint(ellipsoid_model):
     assert MorphableModel(**{**_fields(m), "triangles": tri}).fingerprint != fp
 
 
+def test_sketch_matches_the_same_model_up_to_round_off(ellipsoid_model, tiny_model):
+    """A model rebuilt on another CPU (float32 entries one ulp away) has another fingerprint but
+    matches by its sketch; any other model, or a changed topology, landmark or region, does not."""
+    from conftest import built_elsewhere
+
+    from morphable_model.model import SKETCH_VERSION, model_matches
+
+    for m in (ellipsoid_model, tiny_model.replace(source="elsewhere")):
+        other = built_elsewhere(m)
+        assert other.fingerprint != m.fingerprint and other.sketch != m.sketch
+        assert other.matches(m.fingerprint, m.sketch, "test") and m.matches(other.fingerprint, other.sketch)
+        assert m.matches(m.fingerprint) and not other.matches(m.fingerprint)  # exact, no sketch given
+        assert not other.matches(m.fingerprint, None) and not other.matches(None, "")
+        assert model_matches(m, other.fingerprint.encode(), other.sketch.encode())  # HDF5 attributes as bytes
+        assert model_matches(m.fingerprint, m.fingerprint) and not model_matches(m.fingerprint, other.fingerprint, m.sketch)
+        assert m.sketch.startswith(SKETCH_VERSION + ":") and m.sketch.count(":") == 2
+    m, s = tiny_model, tiny_model.sketch
+    assert not ellipsoid_model.matches("0" * 64, s)  # another model altogether
+    assert not m.replace(id_basis=m.id_basis * 1.001).matches("0" * 64, s)  # a real change of one array
+    mean = m.mean_shape.copy()
+    mean[:, 2] += 0.01  # 10 micrometres everywhere
+    assert not m.replace(mean_shape=mean).matches("0" * 64, s)
+    assert not m.replace(triangles=m.triangles[:, [0, 2, 1]]).matches("0" * 64, s)  # winding: exact
+    assert not m.replace(landmarks=np.roll(m.landmarks, 1)).matches("0" * 64, s)
+    assert not m.replace(region_names=m.region_names[::-1]).matches("0" * 64, s)
+    assert not m.replace(id_basis=m.id_basis[:, :-1], id_std=m.id_std[:-1]).matches("0" * 64, s)  # shapes
+    head, digest, numbers = s.split(":")
+    for bad in (f"sketch0:{digest}:{numbers}", f"{head}:{digest}", f"{head}:{digest}:{numbers},1",
+                f"{head}:{digest}:x" + numbers, "garbage"):
+        assert not m.matches("0" * 64, bad), bad
+
+
 def test_fingerprint_without_regions_is_unchanged(ellipsoid_model):
     # region labels were added later: a model without them (every BFM file) keeps the fingerprint it
     # had before (written out here: name, dtype, shape, bytes of the original fields, in order)

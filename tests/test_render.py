@@ -365,6 +365,16 @@ def test_model_arrays_match_model_and_do_not_depend_on_batching(tiny_model, tiny
     np.testing.assert_array_equal(alone[1], batch[5][1])
     shuffled = tiny_renderer.model_arrays(params[5:0:-1])
     np.testing.assert_array_equal(shuffled[0][0], batch[5][0])
+    # nor with the caller's BLAS threads (OpenBLAS splits the columns among them: an ulp here and
+    # there on some CPUs; the dataset's workers run one thread, an interactive render(p) all)
+    from threadpoolctl import threadpool_limits
+
+    for n in (1, 2, 3):
+        with threadpool_limits(limits=n, user_api="blas"):
+            again = tiny_renderer.model_arrays(params)
+        for b in range(GEOMETRY_BATCH):
+            np.testing.assert_array_equal(again[b][0], batch[b][0])
+            np.testing.assert_array_equal(again[b][1], batch[b][1])
     # render(p) computes its arrays the same way
     out = tiny_renderer.render(params[5])
     out_b = tiny_renderer.render(params[5], batch[5])

@@ -8,6 +8,7 @@ Training checkpoint (``FORMAT_VERSION`` 2), a ``torch.save`` file read back with
      "optimizer": state_dict, "scheduler": state_dict, "config": dict (the job config),
      "task_state": dict (layout, normalisation stats, ... to rebuild the network),
      "model_fingerprint": str (sha256 of the morphable model),
+     "model_sketch": str (optional, written since stop 26: the model's round-off-tolerant summary),
      "rng": {"python": {"version": int, "internal": int64 tensor (625,), "gauss_next": float | None},
              "numpy": {"bit_generator": "MT19937", "key": int64 tensor (624,), "pos": int,
                        "has_gauss": int, "cached_gaussian": float},
@@ -23,8 +24,8 @@ request, for files they trust — and writes format 2.
 
 Inference weights (``train-cli export``): a safetensors file holding the network's state dict
 (tensors only, no pickle) with string metadata ``format = "detailface-inference"``,
-``format_version``, ``task``, ``step``, ``model_fingerprint`` and ``config`` / ``task_state``
-as JSON. :func:`load_inference_checkpoint` reads either kind and returns the same dict.
+``format_version``, ``task``, ``step``, ``model_fingerprint`` (and ``model_sketch`` when known)
+and ``config`` / ``task_state`` as JSON. :func:`load_inference_checkpoint` reads either kind and returns the same dict.
 
 Writes go to ``path.tmp-<pid>`` in the same directory, fsync, rename over ``path`` (atomic on
 POSIX): a crash never leaves a half-written file.
@@ -46,6 +47,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from morphable_model.model import fingerprint_of, model_matches
+
 __all__ = [
     "FORMAT_VERSION", "INFERENCE_FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint",
     "load_checkpoint", "load_inference_checkpoint", "export_inference", "convert_checkpoint",
@@ -59,6 +62,8 @@ INFERENCE_FORMAT = "detailface-inference"
 """``format`` metadata value of an exported safetensors file."""
 _REQUIRED = ("format_version", "step", "model", "config", "model_fingerprint")
 _INFERENCE_KEYS = ("format_version", "task", "step", "model", "config", "task_state", "model_fingerprint")
+# written since stop 26: the model's round-off-tolerant summary (morphable_model.MorphableModel.sketch)
+_OPTIONAL_KEYS = ("model_sketch",)
 _PLAIN = (torch.Tensor, str, int, float, bool, type(None))  # leaves the safe loader accepts
 _CONVERT_HINT = "train-cli convert-checkpoint {path} NEW.pt --i-trust-this-file"
 
@@ -215,11 +220,15 @@ def _check_version(version: Any, path: Path) -> None:
                           "(written by another detailface version?)")
 
 
-def _check_fingerprint(ckpt: dict[str, Any], path: Path, fingerprint: str | None) -> None:
-    if fingerprint is not None and ckpt["model_fingerprint"] != fingerprint:
+def _check_fingerprint(ckpt: dict[str, Any], path: Path, fingerprint) -> None:
+    """``fingerprint``: the morphable model in use (exact fingerprint or, failing that, the
+    checkpoint's ``model_sketch``: :meth:`morphable_model.MorphableModel.matches`) or its
+    fingerprint string (exact), or None (no check)."""
+    if fingerprint is not None and not model_matches(fingerprint, ckpt["model_fingerprint"], ckpt.get("model_sketch"),
+                                                     f"checkpoint {path}"):
         raise CheckpointError(
             f"checkpoint {path} was trained with morphable model {ckpt['model_fingerprint'][:12]}..., "
-            f"the model in use is {fingerprint[:12]}..."
+            f"the model in use is {fingerprint_of(fingerprint)[:12]}..."
         )
 
 
@@ -260,7 +269,8 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     try:
         out = {"format_version": int(meta["format_version"]), "task": meta["task"], "step": int(meta["step"]),
                "model": weights, "config": json.loads(meta["config"]), "task_state": json.loads(meta["task_state"]),
-               "model_fingerprint": meta["model_fingerprint"]}
+               "model_fingerprint": meta["model_fingerprint"],
+               **({"model_sketch": meta["model_sketch"]} if meta.get("model_sketch") else {})}
     except ValueError as e:  # int() or JSON
         raise CheckpointError(f"checkpoint {path} has malformed metadata ({e})") from e
     return out
@@ -281,7 +291,7 @@ def load_inference_checkpoint(path: str | os.PathLike, fingerprint: str | None =
         missing = [k for k in _INFERENCE_KEYS if k not in ckpt]
         if missing:
             raise CheckpointError(f"checkpoint {path} lacks {missing}, needed to rebuild the network")
-        ckpt = {k: ckpt[k] for k in _INFERENCE_KEYS}
+        ckpt = {k: ckpt[k] for k in _INFERENCE_KEYS + _OPTIONAL_KEYS if k in ckpt}
     _check_version(ckpt["format_version"], path)
     if task is not None and ckpt["task"] != task:
         raise CheckpointError(f"checkpoint {path} holds a {ckpt['task']!r} network, expected {task!r}")
@@ -303,6 +313,7 @@ def export_inference(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         tensors[k] = v.detach().to("cpu", copy=True).contiguous()  # own storage: safetensors refuses shared ones
     meta = {"format": INFERENCE_FORMAT, "format_version": str(FORMAT_VERSION), "task": str(ckpt["task"]),
             "step": str(int(ckpt["step"])), "model_fingerprint": str(ckpt["model_fingerprint"]),
+            **({"model_sketch": str(ckpt["model_sketch"])} if ckpt.get("model_sketch") else {}),
             "config": json.dumps(ckpt["config"], sort_keys=True),
             "task_state": json.dumps(ckpt["task_state"], sort_keys=True)}
     data = st_save(tensors, metadata=meta)

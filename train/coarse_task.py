@@ -149,7 +149,7 @@ def _train_coarse(config: CoarseConfig, model, dinfo: DistInfo) -> TrainResult:
         torch.set_num_threads(config.threads)
     if model is None:
         model = load_model(config.model)
-    fp = model.fingerprint
+    fp = model  # the checks below: its fingerprint, or its sketch for files written on another CPU
     resume_state = resume_state_for(  # runs before --norm existed used one shared BatchNorm
         config, fp, old_defaults={"norm": "batch"},
         check=lambda state, what: refuse_oracle_input(state.get("task_state", {}), what))

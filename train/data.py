@@ -5,7 +5,8 @@
   (DataLoader worker, DDP rank) opens its own reader lazily on first use (h5py handles must not
   cross a fork).
 * The shards' ``model_fingerprint`` attribute must equal the fingerprint of the morphable model in
-  use; a mismatch, an unreadable/corrupt file, or a sample that fails to decode raises
+  use (given as the model, shards written on another CPU also pass by their ``model_sketch``:
+  :meth:`morphable_model.MorphableModel.matches`); a mismatch, an unreadable/corrupt file, or a sample that fails to decode raises
   :class:`ShardError` naming the file (and the sample).
 * Samples come out as tensors at the requested input ``size`` (images resized with
   antialiasing, intrinsics and landmarks scaled to match; images stay uint8 until
@@ -32,6 +33,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from morphable_model.model import fingerprint_of, model_matches
 
 from .augment import PhotoAugment
 
@@ -117,7 +120,7 @@ class ShardDataset(torch.utils.data.Dataset):
     sample_keys = SAMPLE_KEYS
     """the decoded keys each sample is read with."""
 
-    def __init__(self, root: str | os.PathLike, fingerprint: str | None = None, size: int | None = None,
+    def __init__(self, root: str | os.PathLike, fingerprint=None, size: int | None = None,
                  augment: Augment | None = None, seed: int = 0):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -137,12 +140,11 @@ class ShardDataset(torch.utils.data.Dataset):
             finally:
                 _close(reader)
             got = attrs.get("model_fingerprint")
-            if isinstance(got, bytes):
-                got = got.decode()
-            if fingerprint is not None and got != fingerprint:
+            if fingerprint is not None and not model_matches(fingerprint, got, attrs.get("model_sketch"), f"shard {path}"):
+                got = got.decode() if isinstance(got, bytes) else got
                 raise ShardError(
                     f"shard {path} was made with morphable model {str(got)[:12]}..., the model in use is "
-                    f"{fingerprint[:12]}... (pass the generator's model with --model)"
+                    f"{fingerprint_of(fingerprint)[:12]}... (pass the generator's model with --model)"
                 )
             lengths.append(int(n))
             self.attrs.append(attrs)

@@ -63,7 +63,7 @@ def evaluate_shards(task: CoarseTask, data: str | os.PathLike, size: int, sample
     """Sample means of :func:`train.metrics.coarse_metrics` over the first ``samples`` samples of the
     shards in ``data`` at input ``size`` (flat keys, ``n`` = samples; :func:`train.trainer.validate`)."""
     device = next(task.model.parameters()).device
-    ds = ShardDataset(data, fingerprint=task.morph_model.fingerprint, size=size)
+    ds = ShardDataset(data, fingerprint=task.morph_model, size=size)
     loader = make_eval_loader(ds, batch_size, samples, workers)
     return validate(task, task.model, loader, device, amp=amp)
 

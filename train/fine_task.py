@@ -531,7 +531,7 @@ def _load_coarse(config_coarse: str | None, model, model_path: str | None):
     return None, None, (model if model is not None else load_model(model_path))
 
 
-def load_initial_fine(fine: FineNet, path: str, fingerprint: str) -> None:
+def load_initial_fine(fine: FineNet, path: str, fingerprint) -> None:
     """``--init``: copy into ``fine`` the FineNet weights of checkpoint ``path`` (a fine run's ``.pt`` or
     exported ``.safetensors``; a checkpoint trained end to end gives its FineNet only, CoarseNet is
     ``--coarse``'s). ``CheckpointError`` naming the file when it is not a FineNet checkpoint of this
@@ -560,7 +560,7 @@ def _train_fine(config: FineConfig, model, dinfo: DistInfo) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     coarse, coarse_size, model = _load_coarse(config.coarse, model, config.model)
-    fp = model.fingerprint
+    fp = model  # the checks below: its fingerprint, or its sketch for files written on another CPU
     resume_state = resume_state_for(config, fp)
 
     parts, summary = [], []
@@ -631,12 +631,12 @@ def evaluate_fine(config: EvaluateConfig, model, coarse: IterativeCoarseNet | No
     trained end to end; ``coarse_size``: the size ``coarse`` was trained at), or the shards'
     ground-truth coarse depth with ``--fine-gt-coarse``.
     Means over the samples of :meth:`FineTask.metrics`, plus ``n_fine``."""
-    ck = load_inference_checkpoint(config.fine, fingerprint=model.fingerprint, task="fine")
+    ck = load_inference_checkpoint(config.fine, fingerprint=model, task="fine")
     run = FineConfig.from_dict(ck["config"])
     fmodel = build_fine_model(model, ck["task_state"], None if config.fine_gt_coarse else coarse, coarse_size)
     fmodel.load_state_dict(ck["model"])
     task = FineTask(model, fmodel, FineLossWeights.from_config(run), run.smooth_on).to(device)
-    ds = DetailShardDataset(config.data, fingerprint=model.fingerprint, size=run.size)
+    ds = DetailShardDataset(config.data, fingerprint=model, size=run.size)
     rows = FineRows(ds, fmodel.coarse_net is not None, model.n_id, model.n_exp,
                     GroundTruthRegion(model, ds.projection) if device.type == "cpu" else None)
     loader = make_eval_loader(rows, config.batch_size, config.samples, config.workers)

@@ -102,7 +102,7 @@ def load_checkpoint_and_model(path: str | os.PathLike, model=None, model_path: s
     refuse_oracle_input(ck.get("task_state") or {}, f"checkpoint {path}")  # before loading a model for nothing
     if model is None:
         model = load_model(model_path if model_path is not None else ck["config"].get("model"))
-    if model.fingerprint != ck["model_fingerprint"]:
+    if not model.matches(ck["model_fingerprint"], ck.get("model_sketch"), f"checkpoint {path}"):
         raise CheckpointError(f"checkpoint {path} was trained with morphable model {ck['model_fingerprint'][:12]}..., "
                               f"the model given is {model.fingerprint[:12]}...")
     return ck, model

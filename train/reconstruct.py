@@ -195,7 +195,7 @@ def load_fine(path: str | os.PathLike, model, device: torch.device):
     except ImportError:
         raise ReconstructError(f"{path}: this version of detailface has no FineNet (train/fine_task.py); "
                                "pass --no-fine for coarse meshes") from None
-    ck = load_inference_checkpoint(path, fingerprint=model.fingerprint, task="fine")
+    ck = load_inference_checkpoint(path, fingerprint=model, task="fine")
     fine_model = build_fine_model(model, ck["task_state"], None)
     fine_model.load_state_dict(ck["model"])
     fine_model = fine_model.to(device).eval()

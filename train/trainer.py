@@ -45,6 +45,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from morphable_model.model import MorphableModel, fingerprint_of
+
 from .checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .logs import RunLog, plot_curves, truncate_logs
 
@@ -54,7 +56,7 @@ __all__ = ["resume_state_for", "LoopConfig", "DistInfo", "init_distributed", "di
 log = logging.getLogger(__name__)
 
 
-def resume_state_for(config, fingerprint: str, old_defaults: dict[str, Any] | None = None,
+def resume_state_for(config, fingerprint, old_defaults: dict[str, Any] | None = None,
                      check: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any] | None:
     """The checkpoint a run continues from: ``OUT/checkpoints/last.pt`` with ``config.resume``
     (safe loader, ``fingerprint`` checked), None for a new run. ``config`` is a job config with
@@ -311,7 +313,7 @@ class Trainer:
     batches for steps ``start_step .. total_steps - 1``; ``val_loader`` is iterated on rank 0."""
 
     def __init__(self, task, loop: LoopConfig, train_loader_fn: Callable[[int], Iterable], val_loader: Iterable | None,
-                 device: torch.device, run_config: dict[str, Any], fingerprint: str, dist_info: DistInfo = DistInfo(),
+                 device: torch.device, run_config: dict[str, Any], fingerprint, dist_info: DistInfo = DistInfo(),
                  resume_state: dict[str, Any] | None = None):
         self.task, self.loop, self.device, self.dist = task, loop, device, dist_info
         self.train_loader_fn, self.val_loader = train_loader_fn, val_loader
@@ -336,7 +338,9 @@ class Trainer:
         return save_checkpoint(self.ckpt_path, {
             "task": self.task.name, "step": run.step, "model": run.module.state_dict(),
             "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "config": self.run_config,
-            "task_state": self.task.extra_state(), "model_fingerprint": self.fingerprint, "rng": rng_state(),
+            "task_state": self.task.extra_state(), "model_fingerprint": fingerprint_of(self.fingerprint),
+            **({"model_sketch": self.fingerprint.sketch} if isinstance(self.fingerprint, MorphableModel) else {}),
+            "rng": rng_state(),
         })
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
