@@ -114,7 +114,8 @@ def build_face(
     """
     _check_args(grid_mm, seed, n_id, n_exp, n_albedo)
     # Multi-threaded BLAS/LAPACK (the QR of the bases) rounds differently with each thread count;
-    # one thread makes the arrays, and so the fingerprint, identical on every machine.
+    # one thread makes the arrays independent of it. They can still differ by an ulp between
+    # processors (numpy's and OpenBLAS's kernels are chosen per CPU): MorphableModel.sketch.
     with threadpool_limits(limits=1):
         return _build_face(grid_mm, seed, n_id, n_exp, n_albedo)
 

@@ -30,9 +30,9 @@ __all__ = ["MorphableModel", "ModelSample", "N_LANDMARKS", "SKETCH_RTOL", "model
 
 log = logging.getLogger(__name__)
 
-SKETCH_VERSION = "sketch1"
-# tolerance of :meth:`MorphableModel.matches`, relative to each float array's L1 norm: a float32
-# array whose every entry moved by one ulp (2^-24 relative) moves its sketch by < 6e-8 of it
+SKETCH_VERSION = "sketch2"
+# tolerance of :meth:`MorphableModel.matches`, relative to each column's L1 norm: a float32
+# column whose every entry moved by one ulp (<= 2^-23 relative) moves its numbers by < 1.2e-7 of it
 SKETCH_RTOL = 1e-6
 
 
@@ -323,10 +323,13 @@ class MorphableModel:
     def sketch(self) -> str:
         """A summary of the model that survives floating-point round-off, for :meth:`matches`.
 
-        ``"sketch1:<sha256 of the shapes and of every integer and bool array>:<numbers>"``, the
-        numbers being, per float array in fingerprint order, two weighted sums ``sum(w x)`` (the
-        weights ``w`` in [-0.5, 0.5) hashed from the element index with integer arithmetic, the
-        same on every machine) and the L1 norm ``sum |x|``, in float64.
+        ``"sketch2:<sha256 of the shapes and of every integer and bool array>:<numbers>"``, the
+        numbers being, per column of each float array in fingerprint order (the last axis: x, y,
+        z of a mean, each component of a basis, each entry of a std vector), two weighted sums
+        ``sum(w x)`` and the L1 norm ``sum |x|`` in float64; the weights ``w`` in [-0.5, 0.5)
+        come from the element's flat index through the splitmix64 hash (integer arithmetic: the
+        same weights on every machine), so a sign flip, a swap or a smooth change of a column moves
+        its sums by about its RMS times the square root of its length, far beyond round-off.
 
         Why: the built-in model is computed (trigonometry, QR) rather than read from a file, and
         numpy's vectorised float64 functions and BLAS kernels are chosen per CPU (AVX-512 or not):
@@ -341,11 +344,12 @@ class MorphableModel:
             if a is None:
                 continue
             if name in _FLOAT_FIELDS:
-                numbers.extend(_sketch_numbers(np.asarray(a).ravel()))
+                numbers.extend(_sketch_numbers(np.asarray(a).reshape(-1, a.shape[-1]) if a.ndim > 1
+                                               else np.asarray(a).reshape(1, -1)))
             else:
                 h.update(np.ascontiguousarray(a).tobytes())
         h.update(repr(self.region_names).encode())
-        return f"{SKETCH_VERSION}:{h.hexdigest()}:" + ",".join(f"{v:.17g}" for v in numbers)
+        return f"{SKETCH_VERSION}:{h.hexdigest()}:" + ",".join(f"{v:.12g}" for v in numbers)
 
     def matches(self, fingerprint: str | None, sketch: str | None = None, what: str = "") -> bool:
         """Whether this is the model recorded as ``fingerprint`` (its exact :attr:`fingerprint`)
@@ -377,7 +381,7 @@ class MorphableModel:
             return False
         if a.shape != b.shape:
             return False
-        l1 = np.repeat(np.maximum(a[2::3], b[2::3]), 3)  # each array's L1 norm beside its three numbers
+        l1 = np.repeat(np.maximum(a[2::3], b[2::3]), 3)  # each column's L1 norm beside its three numbers
         ok = bool(np.all(np.abs(a - b) <= SKETCH_RTOL * l1))
         if ok:
             log.info("morphable model %s... is the one of %s(fingerprint %s...) up to floating-point round-off: "
@@ -446,19 +450,29 @@ def model_matches(expected: "MorphableModel | str", fingerprint, sketch=None, wh
     return fingerprint is not None and str(fingerprint) == str(expected)
 
 
-def _sketch_numbers(x: np.ndarray, chunk: int = 1 << 20) -> list[float]:
-    """``[sum(w1 x), sum(w2 x), sum |x|]`` of a flat array (float64 sums, in chunks): the weights
-    come from the element index by uint32 multiplicative hashing (Knuth's and xxHash's constants;
-    exact integer arithmetic, so the same weights on every machine), scaled to [-0.5, 0.5)."""
-    out = np.zeros(3)
-    for start in range(0, x.size, chunk):
-        part = x[start:start + chunk].astype(np.float64)
-        idx = np.arange(start, start + part.size, dtype=np.uint32)
-        for j, mult in enumerate((2654435761, 2246822519)):
-            w = (idx * np.uint32(mult)).astype(np.float64) / 2.0**32 - 0.5  # wraps mod 2^32
-            out[j] += w @ part
-        out[2] += np.abs(part).sum()
-    return out.tolist()
+def _splitmix64(i: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser of uint64 ``i`` (wrapping integer arithmetic, the same on every
+    machine) as floats in [-0.5, 0.5) (the top 53 bits)."""
+    with np.errstate(over="ignore"):
+        z = i * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53 - 0.5
+
+
+def _sketch_numbers(x: np.ndarray, rows: int = 1 << 14) -> list[float]:
+    """Per column of ``x (R, C)``: ``[sum(w1 x), sum(w2 x), sum |x|]`` (float64 sums over row
+    blocks), the weights :func:`_splitmix64` of the flat index ``i`` and of ``i + 2^40``."""
+    r, c = x.shape
+    out = np.zeros((c, 3))
+    for start in range(0, r, rows):
+        part = x[start:start + rows].astype(np.float64)  # (r', C)
+        idx = np.arange(start * c, (start + part.shape[0]) * c, dtype=np.uint64).reshape(part.shape)
+        out[:, 0] += (_splitmix64(idx) * part).sum(0)
+        out[:, 1] += (_splitmix64(idx + np.uint64(1 << 40)) * part).sum(0)
+        out[:, 2] += np.abs(part).sum(0)
+    return out.ravel().tolist()
 
 
 def _frozen(value, dtype, name: str) -> np.ndarray:

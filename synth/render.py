@@ -53,20 +53,7 @@ PLATFORMS = ("cpu", "osmesa", "egl")
 :func:`synth.kernels.rasterize`, no OpenGL; ``osmesa`` / ``egl`` the GLSL id pass of :mod:`synth.gl`
 (software / GPU). The per-pixel work is the same for all three."""
 
-_BLAS = None  # threadpoolctl.ThreadpoolController, made on first use (inspecting the libraries costs ~0.5 ms)
-
-
-def _one_blas_thread():
-    """A context in which BLAS runs on one thread (~25 us to enter and leave)."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
-GEOMETRY_BATCH = 16  # samples per model-evaluation GEMM (fixed: results do not depend on the batching)
+GEOMETRY_BATCH = 16  # samples per model evaluation (kernels.linear_combination: results do not depend on the batching)
 LANDMARK_DEPTH_TOL_MM = 5.0  # a landmark is hidden if the surface around its pixel is this much in front
 
 
@@ -242,23 +229,23 @@ class FaceRenderer:
 
     def model_arrays(self, params_list) -> list[tuple[np.ndarray, np.ndarray]]:
         """Coarse vertices and clipped per-vertex albedo, ``(N, 3)`` float32 each, of up to
-        ``GEOMETRY_BATCH`` samples, evaluated as ONE padded GEMM per model part (the bases are read
-        once for the batch; the GEMM is memory bound, so this is ~B times cheaper than B GEMVs).
+        ``GEOMETRY_BATCH`` samples, evaluated in ONE pass over each model part's bases
+        (:func:`synth.kernels.linear_combination`: memory bound, so ~B times cheaper than B
+        separate evaluations).
 
-        The batch is always padded to ``GEOMETRY_BATCH`` columns, so a sample's values do not depend
-        on the batch it is evaluated in (its position, its neighbours or the batch length; tested),
-        and the GEMMs run on one BLAS thread whatever the caller's setting (OpenBLAS splits the
-        columns among its threads, and the split changes a few values by an ulp on some CPUs):
-        ``render(p)`` alone, the dataset's aligned batches (one thread per worker) and the shard
-        reader give identical bits. Same values as
+        Each sample's sums run in a fixed order, so its values do not depend on the batch it is
+        evaluated in (its position, its neighbours or the batch length), on BLAS threads or on the
+        CPU (tested): ``render(p)`` alone, the dataset's batches and the shard reader give
+        identical bits. (A BLAS GEMM did not: on an AMD EPYC, rows 6-15 of a padded 16-row GEMM
+        and 1 vs 2 threads each changed an ulp here and there.) Same values as
         ``model.shape``/``model.albedo`` up to float32 rounding."""
         params_list = list(params_list)
         if not 1 <= len(params_list) <= GEOMETRY_BATCH:
             raise ValueError(f"params_list must hold 1..{GEOMETRY_BATCH} samples, got {len(params_list)}")
         m = self.model
         shape_t, shape_mean, albedo_t, albedo_mean = self._model_bases()
-        c_shape = np.zeros((GEOMETRY_BATCH, m.n_id + m.n_exp), np.float32)
-        c_albedo = np.zeros((GEOMETRY_BATCH, m.n_albedo), np.float32)
+        c_shape = np.zeros((len(params_list), m.n_id + m.n_exp), np.float32)
+        c_albedo = np.zeros((len(params_list), m.n_albedo), np.float32)
         for b, p in enumerate(params_list):  # shorter coefficient vectors = trailing zeros (as model.shape)
             a_id, a_exp, beta = (np.asarray(x, np.float32).reshape(-1) for x in (p.alpha_id, p.alpha_exp, p.beta))
             if a_id.size > m.n_id or a_exp.size > m.n_exp or beta.size > m.n_albedo:
@@ -267,11 +254,8 @@ class FaceRenderer:
             c_shape[b, :a_id.size] = a_id
             c_shape[b, m.n_id:m.n_id + a_exp.size] = a_exp
             c_albedo[b, :beta.size] = beta
-        with _one_blas_thread():
-            shapes = c_shape @ shape_t  # (B, Kid + Kexp) @ (Kid + Kexp, 3N) -> (B, 3N)
-            albedos = c_albedo @ albedo_t  # (B, Ka) @ (Ka, 3N) -> (B, 3N)
-        shapes += shape_mean
-        albedos += albedo_mean
+        shapes = kernels.linear_combination(c_shape, shape_t, shape_mean)  # (B, Kid + Kexp) x (Kid + Kexp, 3N) -> (B, 3N)
+        albedos = kernels.linear_combination(c_albedo, albedo_t, albedo_mean)  # (B, Ka) x (Ka, 3N) -> (B, 3N)
         np.clip(albedos, 0.0, 1.0, out=albedos)
         n = m.n_vertices
         return [(shapes[b].reshape(n, 3), albedos[b].reshape(n, 3)) for b in range(len(params_list))]

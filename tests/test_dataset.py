@@ -57,6 +57,29 @@ def test_default_shard_size_in_the_manifest_and_kept_by_a_rerun(tiny_model, tmp_
         prepare(DatasetConfig(out=str(out), n=5, size=16, workers=0), tiny_model)
 
 
+def test_a_dataset_resumed_on_another_cpu_keeps_its_model_identity(tiny_model, tiny_model_elsewhere, tmp_path):
+    """A render resumed where the same model builds with round-off differences (another CPU: another
+    exact fingerprint, same sketch) continues the dataset under the fingerprint it started with;
+    its shards read and verify as one dataset. A model that is not the same is refused."""
+    from synth.verify import verify_dir
+
+    out = tmp_path / "a"
+    render_dataset(DatasetConfig(out=str(out), n=5, size=16, shard_size=2, workers=0, shard_range=(0, 1)),
+                   model=tiny_model)
+    summary = render_dataset(DatasetConfig(out=str(out), n=5, size=16, workers=0), model=tiny_model_elsewhere)
+    assert (summary.shards_skipped, summary.shards_rendered) == (1, 2)
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["model_fingerprint"] == tiny_model.fingerprint and manifest["model_sketch"] == tiny_model.sketch
+    for p in list_shards(out):
+        with ShardReader(p, model=tiny_model_elsewhere) as r:
+            assert r.attrs["model_fingerprint"] == tiny_model.fingerprint and r.read(0)["depth"].shape == (16, 16)
+    reports, problems = verify_dir(out, maps=True, model=tiny_model_elsewhere)
+    assert not problems and len(reports) == 3 and all(r.ok for r in reports), (problems, reports)
+    other = tiny_model.replace(id_basis=tiny_model.id_basis[:, ::-1].copy(), id_std=tiny_model.id_std[::-1].copy())
+    with pytest.raises(ValueError, match="differs in: model_fingerprint"):
+        prepare(DatasetConfig(out=str(out), n=5, size=16, workers=0), other)
+
+
 def test_jpeg_images_write_layout_5_resume_and_refuse_another_codec(tiny_model, tmp_path):
     """--image-codec jpeg: layout-5 shards, the quality in the manifest and the shards, a rerun skips
     the finished shards (their quick check knows layout 5), another codec or quality is refused, and

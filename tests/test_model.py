@@ -243,6 +243,12 @@ def test_sketch_matches_the_same_model_up_to_round_off(ellipsoid_model, tiny_mod
     m, s = tiny_model, tiny_model.sketch
     assert not ellipsoid_model.matches("0" * 64, s)  # another model altogether
     assert not m.replace(id_basis=m.id_basis * 1.001).matches("0" * 64, s)  # a real change of one array
+    flipped, swapped = m.id_basis.copy(), m.exp_basis.copy()
+    flipped[:, 3] *= -1  # a component's sign (the L1 norms stay)
+    swapped[:, [1, 2]] = swapped[:, [2, 1]]  # two components' order
+    assert not m.replace(id_basis=flipped).matches("0" * 64, s)
+    assert not m.replace(exp_basis=swapped, exp_std=m.exp_std[[0, 2, 1, *range(3, m.n_exp)]]).matches("0" * 64, s)
+    assert not m.replace(exp_basis=swapped).matches("0" * 64, s)
     mean = m.mean_shape.copy()
     mean[:, 2] += 0.01  # 10 micrometres everywhere
     assert not m.replace(mean_shape=mean).matches("0" * 64, s)

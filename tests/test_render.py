@@ -386,6 +386,31 @@ def test_model_arrays_match_model_and_do_not_depend_on_batching(tiny_model, tiny
         tiny_renderer.model_arrays([])
 
 
+def test_linear_combination_rows_depend_on_their_own_coefficients_only():
+    """synth.kernels.linear_combination: coef @ basis + mean up to float32 rounding, and a row's
+    bits are the same alone, at another position, among other rows and whatever BLAS's threads
+    (a BLAS GEMM's are not on some CPUs)."""
+    from threadpoolctl import threadpool_limits
+
+    from synth.kernels import linear_combination
+
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((37, 5000)).astype(np.float32)
+    mean = rng.standard_normal(5000).astype(np.float32) * 100
+    coef = rng.standard_normal((16, 37)).astype(np.float32)
+    coef[3, 20:] = 0.0  # a truncated row
+    out = linear_combination(coef, basis, mean)
+    np.testing.assert_allclose(out, coef.astype(np.float64) @ basis + mean, rtol=0, atol=2e-4)
+    for b in (0, 3, 6, 15):
+        np.testing.assert_array_equal(linear_combination(coef[b:b + 1], basis, mean)[0], out[b])
+    np.testing.assert_array_equal(linear_combination(coef[::-1], basis, mean)[::-1], out)
+    for n in (1, 2):
+        with threadpool_limits(limits=n, user_api="blas"):
+            np.testing.assert_array_equal(linear_combination(coef, basis, mean, block=333), out)
+    with pytest.raises(ValueError, match="linear_combination"):
+        linear_combination(coef, basis[:-1], mean)
+
+
 def test_interpolated_maps_match_per_pixel_formula(tiny_model, tiny_renderer):
     """The flat-index interpolation: every face pixel's normal / albedo / pncc is the barycentric
     combination of its triangle's vertex values (recomputed here with synth.raster.barycentrics on

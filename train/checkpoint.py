@@ -47,7 +47,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from morphable_model.model import fingerprint_of, model_matches
+from morphable_model.model import MorphableModel, fingerprint_of, model_matches
 
 __all__ = [
     "FORMAT_VERSION", "INFERENCE_FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint",
@@ -220,7 +220,7 @@ def _check_version(version: Any, path: Path) -> None:
                           "(written by another detailface version?)")
 
 
-def _check_fingerprint(ckpt: dict[str, Any], path: Path, fingerprint) -> None:
+def _check_fingerprint(ckpt: dict[str, Any], path: Path, fingerprint: MorphableModel | str | None) -> None:
     """``fingerprint``: the morphable model in use (exact fingerprint or, failing that, the
     checkpoint's ``model_sketch``: :meth:`morphable_model.MorphableModel.matches`) or its
     fingerprint string (exact), or None (no check)."""
@@ -233,10 +233,11 @@ def _check_fingerprint(ckpt: dict[str, Any], path: Path, fingerprint) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
-                    fingerprint: str | None = None) -> dict[str, Any]:
+                    fingerprint: "MorphableModel | str | None" = None) -> dict[str, Any]:
     """Read a training checkpoint with the safe loader; ``CheckpointError`` naming the file if it
     is missing, unreadable, refused by the safe loader (:class:`UnsafeCheckpointError`), of another
-    format, or (with ``fingerprint``) made for another morphable model."""
+    format, or (with ``fingerprint``: the model in use, or its fingerprint string for an exact
+    check only) made for another morphable model."""
     path = _existing(path)
     if _is_safetensors(path):
         raise CheckpointError(f"checkpoint {path} is exported inference weights (safetensors): they hold no optimizer "
@@ -276,7 +277,7 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     return out
 
 
-def load_inference_checkpoint(path: str | os.PathLike, fingerprint: str | None = None,
+def load_inference_checkpoint(path: str | os.PathLike, fingerprint: "MorphableModel | str | None" = None,
                               task: str | None = None) -> dict[str, Any]:
     """What inference needs from a training checkpoint (``.pt``, safe loader) or exported weights
     (``.safetensors``; recognised by content, not name): a dict with ``format_version``, ``task``,

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from morphable_model.model import fingerprint_of, model_matches
+from morphable_model.model import MorphableModel, fingerprint_of, model_matches
 
 from .augment import PhotoAugment
 
@@ -120,7 +120,7 @@ class ShardDataset(torch.utils.data.Dataset):
     sample_keys = SAMPLE_KEYS
     """the decoded keys each sample is read with."""
 
-    def __init__(self, root: str | os.PathLike, fingerprint=None, size: int | None = None,
+    def __init__(self, root: str | os.PathLike, fingerprint: "MorphableModel | str | None" = None, size: int | None = None,
                  augment: Augment | None = None, seed: int = 0):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -481,7 +481,8 @@ class DetailShardDataset(ShardDataset):
 
     sample_keys = SAMPLE_KEYS + DETAIL_KEYS
 
-    def __init__(self, root: str | os.PathLike, fingerprint: str | None = None, size: int | None = None):
+    def __init__(self, root: str | os.PathLike, fingerprint: "MorphableModel | str | None" = None,
+                 size: int | None = None):
         super().__init__(root, fingerprint=fingerprint, size=size)
         if self.size != self.native_size:
             raise ShardError(f"shards in {self.root} are rendered at {self.native_size} px, the fine stage needs them "

@@ -56,7 +56,7 @@ __all__ = ["resume_state_for", "LoopConfig", "DistInfo", "init_distributed", "di
 log = logging.getLogger(__name__)
 
 
-def resume_state_for(config, fingerprint, old_defaults: dict[str, Any] | None = None,
+def resume_state_for(config, fingerprint: MorphableModel | str, old_defaults: dict[str, Any] | None = None,
                      check: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any] | None:
     """The checkpoint a run continues from: ``OUT/checkpoints/last.pt`` with ``config.resume``
     (safe loader, ``fingerprint`` checked), None for a new run. ``config`` is a job config with
@@ -313,7 +313,7 @@ class Trainer:
     batches for steps ``start_step .. total_steps - 1``; ``val_loader`` is iterated on rank 0."""
 
     def __init__(self, task, loop: LoopConfig, train_loader_fn: Callable[[int], Iterable], val_loader: Iterable | None,
-                 device: torch.device, run_config: dict[str, Any], fingerprint, dist_info: DistInfo = DistInfo(),
+                 device: torch.device, run_config: dict[str, Any], fingerprint: MorphableModel | str, dist_info: DistInfo = DistInfo(),
                  resume_state: dict[str, Any] | None = None):
         self.task, self.loop, self.device, self.dist = task, loop, device, dist_info
         self.train_loader_fn, self.val_loader = train_loader_fn, val_loader
