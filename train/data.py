@@ -151,7 +151,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self.native_size = self._common_attr("size", int)
         self.projection = self._common_attr("projection", str)
         self.size = int(size) if size else self.native_size
-        self.fingerprint = fingerprint
+        self.fingerprint = None if fingerprint is None else fingerprint_of(fingerprint)  # a string: workers pickle the dataset
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self._readers: dict[int, Any] = {}
         self._pid = os.getpid()
