@@ -355,7 +355,7 @@ class MorphableModel:
         """Whether this is the model recorded as ``fingerprint`` (its exact :attr:`fingerprint`)
         or, failing that, as ``sketch`` (an earlier :attr:`sketch` of it, e.g. on another CPU):
         the same shapes, integer and bool arrays bit for bit, and float arrays whose sketch
-        numbers agree within :data:`SKETCH_RTOL` of each array's L1 norm: the same model up to
+        numbers agree within :data:`SKETCH_RTOL` of each column's L1 norm: the same model up to
         round-off. ``what`` (e.g. the file) names the record in the log line of a tolerant match."""
         if fingerprint is not None and str(fingerprint) == self.fingerprint:
             return True

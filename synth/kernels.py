@@ -352,7 +352,6 @@ def shade_pixels(image: np.ndarray, pix: np.ndarray, normals: np.ndarray, albedo
     return spec if spec_on else None
 
 
-
 @njit(cache=True)
 def _axpy(c, x, y):
     for j in range(x.shape[0]):  # 1-D slices, j >= 0 provable: LLVM vectorises (no fast-math, no FMA)
@@ -381,8 +380,9 @@ def linear_combination(coef: np.ndarray, basis_t: np.ndarray, mean: np.ndarray, 
     not on the other rows, its position, a thread count or the CPU. A BLAS GEMM splits and orders
     its sums by all of these (measured on an AMD EPYC with OpenBLAS: rows 6-15 of a 16-row product
     differ by an ulp from the same row alone, and 1 vs 2 threads differ too). Twin of
-    ``(coef @ basis_t) + mean`` up to float32 rounding. Single-threaded; ~1.2x the time of a
-    one-thread OpenBLAS GEMM on the built-in model (the bases are streamed once per call)."""
+    ``(coef @ basis_t) + mean`` up to float32 rounding. Single-threaded; ~2x the time of a
+    one-thread OpenBLAS GEMM for 16 rows of the built-in model (the bases are streamed once per
+    call), half of it for one row (no padding: docs/benchmarks.md)."""
     coef = np.ascontiguousarray(coef, np.float32)
     basis_t = np.ascontiguousarray(basis_t, np.float32)
     mean = np.ascontiguousarray(mean, np.float32)
