@@ -254,8 +254,9 @@ class FaceRenderer:
             c_shape[b, :a_id.size] = a_id
             c_shape[b, m.n_id:m.n_id + a_exp.size] = a_exp
             c_albedo[b, :beta.size] = beta
-        shapes = kernels.linear_combination(c_shape, shape_t, shape_mean)  # (B, Kid + Kexp) x (Kid + Kexp, 3N) -> (B, 3N)
-        albedos = kernels.linear_combination(c_albedo, albedo_t, albedo_mean)  # (B, Ka) x (Ka, 3N) -> (B, 3N)
+        # (B, Kid + Kexp) x (Kid + Kexp, 3N) -> (B, 3N); (B, Ka) x (Ka, 3N) -> (B, 3N)
+        shapes = kernels.linear_combination(c_shape, shape_t, shape_mean)
+        albedos = kernels.linear_combination(c_albedo, albedo_t, albedo_mean)
         np.clip(albedos, 0.0, 1.0, out=albedos)
         n = m.n_vertices
         return [(shapes[b].reshape(n, 3), albedos[b].reshape(n, 3)) for b in range(len(params_list))]

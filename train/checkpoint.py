@@ -25,7 +25,8 @@ request, for files they trust — and writes format 2.
 Inference weights (``train-cli export``): a safetensors file holding the network's state dict
 (tensors only, no pickle) with string metadata ``format = "detailface-inference"``,
 ``format_version``, ``task``, ``step``, ``model_fingerprint`` (and ``model_sketch`` when known)
-and ``config`` / ``task_state`` as JSON. :func:`load_inference_checkpoint` reads either kind and returns the same dict.
+and ``config`` / ``task_state`` as JSON. :func:`load_inference_checkpoint` reads either kind and
+returns the same dict.
 
 Writes go to ``path.tmp-<pid>`` in the same directory, fsync, rename over ``path`` (atomic on
 POSIX): a crash never leaves a half-written file.

@@ -6,8 +6,8 @@
   cross a fork).
 * The shards' ``model_fingerprint`` attribute must equal the fingerprint of the morphable model in
   use (given as the model, shards written on another CPU also pass by their ``model_sketch``:
-  :meth:`morphable_model.MorphableModel.matches`); a mismatch, an unreadable/corrupt file, or a sample that fails to decode raises
-  :class:`ShardError` naming the file (and the sample).
+  :meth:`morphable_model.MorphableModel.matches`); a mismatch, an unreadable/corrupt file, or a
+  sample that fails to decode raises :class:`ShardError` naming the file (and the sample).
 * Samples come out as tensors at the requested input ``size`` (images resized with
   antialiasing, intrinsics and landmarks scaled to match; images stay uint8 until
   :func:`image_to_float` on the device); optional augmentations are colour jitter (drawn in the
@@ -120,8 +120,8 @@ class ShardDataset(torch.utils.data.Dataset):
     sample_keys = SAMPLE_KEYS
     """the decoded keys each sample is read with."""
 
-    def __init__(self, root: str | os.PathLike, fingerprint: "MorphableModel | str | None" = None, size: int | None = None,
-                 augment: Augment | None = None, seed: int = 0):
+    def __init__(self, root: str | os.PathLike, fingerprint: "MorphableModel | str | None" = None,
+                 size: int | None = None, augment: Augment | None = None, seed: int = 0):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ShardError(f"shard directory {self.root} does not exist")
@@ -140,7 +140,8 @@ class ShardDataset(torch.utils.data.Dataset):
             finally:
                 _close(reader)
             got = attrs.get("model_fingerprint")
-            if fingerprint is not None and not model_matches(fingerprint, got, attrs.get("model_sketch"), f"shard {path}"):
+            sketch = attrs.get("model_sketch")
+            if fingerprint is not None and not model_matches(fingerprint, got, sketch, f"shard {path}"):
                 got = got.decode() if isinstance(got, bytes) else got
                 raise ShardError(
                     f"shard {path} was made with morphable model {str(got)[:12]}..., the model in use is "
@@ -151,7 +152,8 @@ class ShardDataset(torch.utils.data.Dataset):
         self.native_size = self._common_attr("size", int)
         self.projection = self._common_attr("projection", str)
         self.size = int(size) if size else self.native_size
-        self.fingerprint = None if fingerprint is None else fingerprint_of(fingerprint)  # a string: workers pickle the dataset
+        # a string, not the model: DataLoader workers pickle the dataset
+        self.fingerprint = None if fingerprint is None else fingerprint_of(fingerprint)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self._readers: dict[int, Any] = {}
         self._pid = os.getpid()

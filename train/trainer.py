@@ -313,7 +313,8 @@ class Trainer:
     batches for steps ``start_step .. total_steps - 1``; ``val_loader`` is iterated on rank 0."""
 
     def __init__(self, task, loop: LoopConfig, train_loader_fn: Callable[[int], Iterable], val_loader: Iterable | None,
-                 device: torch.device, run_config: dict[str, Any], fingerprint: MorphableModel | str, dist_info: DistInfo = DistInfo(),
+                 device: torch.device, run_config: dict[str, Any], fingerprint: MorphableModel | str,
+                 dist_info: DistInfo = DistInfo(),
                  resume_state: dict[str, Any] | None = None):
         self.task, self.loop, self.device, self.dist = task, loop, device, dist_info
         self.train_loader_fn, self.val_loader = train_loader_fn, val_loader
