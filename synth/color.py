@@ -17,14 +17,21 @@ precision.) Both functions take numpy arrays or torch tensors, like :func:`synth
 and keep the kind, dtype and device; the torch versions are autograd-friendly (the power branch is
 evaluated on values clamped above the knee, so no infinite gradient reaches the linear branch).
 uint8 helpers: :func:`srgb_u8_to_linear` (a 256-entry table) and :func:`linear_to_srgb_u8`.
+
+:func:`linear_to_srgb_u8` is exact: the level of a float32 value is ``round(255 * encode(x))`` of
+the curve above in exact arithmetic, decided by comparing ``x`` with 255 float32 thresholds derived
+with rational numbers (``1.055 x^(5/12) - 0.055 >= s`` is ``x^5 >= ((s + 0.055) / 1.055)^12``), so
+the images of the renderer do not depend on the ulps of the machine's ``pow`` (numpy's float32
+power is a SIMD routine on some CPUs and libm's on others) and cost one table look-up per value.
 """
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["linear_to_srgb", "srgb_to_linear", "srgb_u8_to_linear", "linear_to_srgb_u8",
+__all__ = ["linear_to_srgb", "srgb_to_linear", "srgb_u8_to_linear", "linear_to_srgb_u8", "encode_thresholds",
            "SRGB_LINEAR_KNEE", "SRGB_ENCODED_KNEE"]
 
 SRGB_LINEAR_KNEE = 0.0031308  # linear value where the encoding switches from the line to the power
@@ -103,9 +110,54 @@ def srgb_u8_to_linear(image):
     return table[image.long()]
 
 
+def _encodes_at_least(x: Fraction, s: Fraction) -> bool:
+    """Exactly: is ``encode(x) >= s`` for linear ``x`` in [0, 1] and an encoded value ``s`` in (0, 1)?"""
+    if x <= Fraction(str(SRGB_LINEAR_KNEE)):
+        return Fraction(str(_SLOPE)) * x >= s
+    # 1.055 x^(1/2.4) - 0.055 >= s  <=>  x^(5/12) >= r  <=>  x^5 >= r^12, r = (s + 0.055) / 1.055 > 0
+    r = (s + Fraction(str(_A))) / (1 + Fraction(str(_A)))
+    return x ** 5 >= r ** 12
+
+
+@functools.lru_cache(maxsize=1)
+def encode_thresholds() -> np.ndarray:
+    """``(255,)`` float32: entry ``i - 1`` is the smallest float32 whose exact encoding is at least
+    ``(i - 0.5) / 255``, so ``linear_to_srgb_u8(x)`` is the number of thresholds ``<= x`` (a value
+    exactly half way between two levels would round up; no float32 value is). Derived with rational
+    arithmetic from a float64 first guess: the same on every machine."""
+    one = np.float32(1.0)
+    out = np.empty(255, np.float32)
+    for i in range(1, 256):
+        s = Fraction(2 * i - 1, 510)
+        f = np.float32(srgb_to_linear(np.float64(s)))  # first guess, within a few float32 ulps
+        while not _encodes_at_least(Fraction(float(f)), s):
+            f = np.nextafter(f, one)
+        while f > 0 and _encodes_at_least(Fraction(float(np.nextafter(f, np.float32(0.0)))), s):
+            f = np.nextafter(f, np.float32(0.0))
+        out[i - 1] = f
+    out.setflags(write=False)
+    return out
+
+
 def linear_to_srgb_u8(x) -> np.ndarray:
-    """Linear light (numpy float, any shape; clipped to [0, 1]) -> uint8 sRGB ``round(255 * encode(x))``."""
-    out = linear_to_srgb(np.asarray(x, dtype=np.float32))
-    out *= 255.0
-    np.round(out, out=out)
-    return out.astype(np.uint8)
+    """Linear light (numpy, any shape; cast to float32, clipped to [0, 1], NaN -> 0) -> uint8 sRGB
+    ``round(255 * encode(x))``, exact (:func:`encode_thresholds`; one compiled pass)."""
+    from .kernels import srgb_encode_u8
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape, np.uint8)
+    srgb_encode_u8(x.reshape(-1), encode_thresholds(), _encode_start_levels(), out.reshape(-1))
+    return out
+
+
+ENCODE_BIN_SHIFT = 15  # a float32 in [0, 1] falls in bin ``bits >> 15`` (8 mantissa bits: 1/256 wide)
+
+
+@functools.lru_cache(maxsize=1)
+def _encode_start_levels() -> np.ndarray:
+    """uint8 level of the first float32 of each bin of :data:`ENCODE_BIN_SHIFT` over [0, 1]: the
+    encoder starts there and steps up past the thresholds inside the bin (at most a few)."""
+    starts = (np.arange((0x3F800000 >> ENCODE_BIN_SHIFT) + 1, dtype=np.uint32) << ENCODE_BIN_SHIFT).view(np.float32)
+    table = np.searchsorted(encode_thresholds(), starts, side="right").astype(np.uint8)
+    table.setflags(write=False)
+    return table

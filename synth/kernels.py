@@ -17,6 +17,8 @@ against it (bit for bit where the arithmetic is the same, see each docstring):
 * :func:`linear_combination` — the model evaluation ``coef @ basis + mean`` of a block of samples,
   each row summed in a fixed order (a BLAS GEMM's rounding depends on the row's position, the
   thread count and the CPU); twin of the numpy expression up to float32 rounding;
+* :func:`srgb_encode_u8` — linear float32 to sRGB uint8 by the exact thresholds of
+  :func:`synth.color.encode_thresholds` (the implementation of :func:`synth.color.linear_to_srgb_u8`);
 * :func:`shade_pixels` — the renderer's per-pixel radiance ``clip(albedo * (sh_basis(n) @ sh) *
   occlusion + specular, 0, 1)`` written into the image; twin of :func:`synth.lighting.shade`,
   :func:`synth.lighting.blinn_phong` and :func:`synth.lighting.view_directions` (float64 inside,
@@ -36,7 +38,8 @@ from numba import njit
 
 from .lighting import C0, C1, C2, C3, C4  # the SH constants of synth.lighting.sh_basis
 
-__all__ = ["rasterize", "interpolate", "plane_depth", "vertex_normals", "shade_pixels", "linear_combination"]
+__all__ = ["rasterize", "interpolate", "plane_depth", "vertex_normals", "shade_pixels", "linear_combination",
+           "srgb_encode_u8"]
 
 _ZNEAR = 1e-6  # perspective: triangles with a corner this close to the camera plane are skipped (reference)
 
@@ -423,3 +426,23 @@ def linear_combination(coef: np.ndarray, basis_t: np.ndarray, mean: np.ndarray, 
     out = np.empty((coef.shape[0], basis_t.shape[1]), np.float32)
     _linear_combination(coef, basis_t, mean, out, int(block))
     return out
+
+
+@njit(cache=True)
+def srgb_encode_u8(x, thresholds, start_levels, out):
+    """``out[i]`` = the number of ``thresholds`` (255, ascending float32) ``<= x[i]``: the exact sRGB
+    level of :func:`synth.color.linear_to_srgb_u8` (its argument checks and tables). ``x`` float32
+    1-D, NaN and values <= 0 -> 0, >= 1 -> 255; ``start_levels`` the level of the first float32 of
+    each bin ``bits >> 15`` (``synth.color._encode_start_levels``), from which the level steps up."""
+    bits = x.view(np.uint32)
+    for i in range(x.shape[0]):
+        v = x[i]
+        if not v > 0.0:
+            out[i] = 0
+        elif v >= 1.0:
+            out[i] = 255
+        else:
+            level = np.int64(start_levels[bits[i] >> 15])
+            while level < 255 and v >= thresholds[level]:
+                level += 1
+            out[i] = level

@@ -1,10 +1,12 @@
 """synth.color: the sRGB curve (IEC 61966-2-1), numpy and torch, uint8 helpers."""
+from decimal import Decimal, getcontext
+
 import numpy as np
 import pytest
 import torch
 
-from synth.color import (SRGB_ENCODED_KNEE, SRGB_LINEAR_KNEE, linear_to_srgb, linear_to_srgb_u8, srgb_to_linear,
-                         srgb_u8_to_linear)
+from synth.color import (SRGB_ENCODED_KNEE, SRGB_LINEAR_KNEE, encode_thresholds, linear_to_srgb, linear_to_srgb_u8,
+                         srgb_to_linear, srgb_u8_to_linear)
 
 
 def test_known_values():
@@ -66,3 +68,38 @@ def test_uint8_helpers():
     np.testing.assert_array_equal(t.numpy(), lin)
     with pytest.raises(ValueError, match="uint8"):
         srgb_u8_to_linear(np.zeros(3, np.float32))
+
+
+def _encode_decimal(x: float) -> Decimal:
+    """The sRGB encoding of a linear value with 40 significant digits (an independent evaluation)."""
+    x = Decimal(x)
+    if x <= Decimal("0.0031308"):
+        return Decimal("12.92") * x
+    return Decimal("1.055") * (x.ln() / Decimal("2.4")).exp() - Decimal("0.055")
+
+
+def test_uint8_encoding_is_exact():
+    """linear_to_srgb_u8 = round(255 * encode(x)) of the exact curve: each threshold is the first
+    float32 at or above its half level (checked in 40-digit decimal arithmetic, not the module's
+    rational one), random values agree with the float64 formula away from the half levels, and
+    NaN, infinities and out-of-range values are clipped."""
+    getcontext().prec = 40
+    t = encode_thresholds()
+    assert t.dtype == np.float32 and t.shape == (255,) and np.all(np.diff(t) > 0)
+    for i in range(1, 256):
+        half = Decimal(2 * i - 1) / Decimal(510)
+        assert _encode_decimal(float(t[i - 1])) >= half, i
+        assert _encode_decimal(float(np.nextafter(t[i - 1], np.float32(0)))) < half, i
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.random(1_000_000) ** 3, t, np.nextafter(t, np.float32(0))]).astype(np.float32)
+    got = linear_to_srgb_u8(x)
+    enc = 255.0 * linear_to_srgb(x.astype(np.float64))
+    far = np.abs(enc - np.floor(enc) - 0.5) > 1e-9  # not within float64 error of a half level
+    np.testing.assert_array_equal(got[far], np.round(enc[far]).astype(np.uint8))
+    np.testing.assert_array_equal(got[1_000_000:1_000_255], np.arange(1, 256))  # each threshold starts its level
+    np.testing.assert_array_equal(got[1_000_255:], np.arange(0, 255))  # the float32 below it does not
+    odd = np.array([np.nan, -np.inf, -1.0, -0.0, 0.0, 1.0, 1.5, np.inf], np.float32)
+    np.testing.assert_array_equal(linear_to_srgb_u8(odd), [0, 0, 0, 0, 0, 255, 255, 255])
+    img = rng.random((5, 7, 3))[:, ::2]  # float64, not contiguous: cast to float32 first
+    np.testing.assert_array_equal(linear_to_srgb_u8(img), linear_to_srgb_u8(img.astype(np.float32).copy()))
+    assert linear_to_srgb_u8(img).shape == (5, 4, 3)
