@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .color import srgb_to_linear, srgb_u8_to_linear
+from .color import srgb_to_linear, srgb_u8_to_linear, srgb_u8_to_linear_gained
 
 __all__ = ["BACKGROUNDS", "draw_background", "noise_texture", "ImageFolder", "PhotoBank", "BANK_IMAGES",
            "EXCLUDED_IMAGES", "MAX_SIDE", "bank_image", "default_bank", "paint_occluders"]
@@ -232,9 +232,7 @@ class PhotoBank:
         if flip:
             a = a[:, ::-1]
         a = np.rot90(a, turns)
-        lin = srgb_u8_to_linear(a)  # (size, size, 3) float32, a new array
-        lin *= gains
-        return np.clip(lin, 0.0, 1.0, out=lin)
+        return srgb_u8_to_linear_gained(a, gains)  # (size, size, 3) float32, a new array
 
 
 @functools.lru_cache(maxsize=1)

@@ -31,7 +31,8 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["linear_to_srgb", "srgb_to_linear", "srgb_u8_to_linear", "linear_to_srgb_u8", "encode_thresholds",
+__all__ = ["linear_to_srgb", "srgb_to_linear", "srgb_u8_to_linear", "srgb_u8_to_linear_gained", "linear_to_srgb_u8",
+           "encode_thresholds",
            "SRGB_LINEAR_KNEE", "SRGB_ENCODED_KNEE"]
 
 SRGB_LINEAR_KNEE = 0.0031308  # linear value where the encoding switches from the line to the power
@@ -136,6 +137,26 @@ def encode_thresholds() -> np.ndarray:
             f = np.nextafter(f, np.float32(0.0))
         out[i - 1] = f
     out.setflags(write=False)
+    return out
+
+
+def srgb_u8_to_linear_gained(image: np.ndarray, gains) -> np.ndarray:
+    """uint8 sRGB ``(H, W, C)`` (any strides: flipped or rotated views are fine) -> float32 linear
+    light times per-channel ``gains (C,)``, clipped to [0, 1]: ``clip(srgb_u8_to_linear(image) *
+    gains, 0, 1)`` in float32 with the same bits, as one look-up per value in a 256-entry table per
+    channel (a photo background's exposure and white balance)."""
+    from .kernels import lookup_channels
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"image must be a uint8 (H, W, C) array, got {image.dtype} {image.shape}")
+    gains = np.asarray(gains, np.float32).reshape(-1)
+    if gains.shape != image.shape[-1:]:
+        raise ValueError(f"gains must be ({image.shape[-1]},) for image {image.shape}, got {gains.shape}")
+    tables = _decode_table()[None, :] * gains[:, None]  # (C, 256) float32: the same products
+    np.clip(tables, 0.0, 1.0, out=tables)
+    out = np.empty(image.shape, np.float32)
+    lookup_channels(image, tables, out)
     return out
 
 

@@ -19,6 +19,8 @@ against it (bit for bit where the arithmetic is the same, see each docstring):
   thread count and the CPU); twin of the numpy expression up to float32 rounding;
 * :func:`srgb_encode_u8` — linear float32 to sRGB uint8 by the exact thresholds of
   :func:`synth.color.encode_thresholds` (the implementation of :func:`synth.color.linear_to_srgb_u8`);
+* :func:`lookup_channels` — a per-channel 256-entry table applied to a uint8 image of any strides
+  (:func:`synth.color.srgb_u8_to_linear_gained`: decoding, gains and clipping in one look-up);
 * :func:`shade_pixels` — the renderer's per-pixel radiance ``clip(albedo * (sh_basis(n) @ sh) *
   occlusion + specular, 0, 1)`` written into the image; twin of :func:`synth.lighting.shade`,
   :func:`synth.lighting.blinn_phong` and :func:`synth.lighting.view_directions` (float64 inside,
@@ -39,7 +41,7 @@ from numba import njit
 from .lighting import C0, C1, C2, C3, C4  # the SH constants of synth.lighting.sh_basis
 
 __all__ = ["rasterize", "interpolate", "plane_depth", "vertex_normals", "shade_pixels", "linear_combination",
-           "srgb_encode_u8"]
+           "srgb_encode_u8", "lookup_channels"]
 
 _ZNEAR = 1e-6  # perspective: triangles with a corner this close to the camera plane are skipped (reference)
 
@@ -446,3 +448,14 @@ def srgb_encode_u8(x, thresholds, start_levels, out):
             while level < 255 and v >= thresholds[level]:
                 level += 1
             out[i] = level
+
+
+@njit(cache=True)
+def lookup_channels(image, tables, out):
+    """``out[i, j, c] = tables[c, image[i, j, c]]``: ``image (H, W, C)`` uint8 of any strides, ``tables
+    (C, 256)`` float32, ``out (H, W, C)`` float32."""
+    for c in range(image.shape[2]):
+        table = tables[c]
+        for i in range(image.shape[0]):
+            for j in range(image.shape[1]):
+                out[i, j, c] = table[image[i, j, c]]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from synth.color import (SRGB_ENCODED_KNEE, SRGB_LINEAR_KNEE, encode_thresholds, linear_to_srgb, linear_to_srgb_u8,
-                         srgb_to_linear, srgb_u8_to_linear)
+                         srgb_to_linear, srgb_u8_to_linear, srgb_u8_to_linear_gained)
 
 
 def test_known_values():
@@ -103,3 +103,22 @@ def test_uint8_encoding_is_exact():
     img = rng.random((5, 7, 3))[:, ::2]  # float64, not contiguous: cast to float32 first
     np.testing.assert_array_equal(linear_to_srgb_u8(img), linear_to_srgb_u8(img.astype(np.float32).copy()))
     assert linear_to_srgb_u8(img).shape == (5, 4, 3)
+
+
+def test_gained_decoding_equals_the_numpy_formula_bit_for_bit():
+    """srgb_u8_to_linear_gained = clip(srgb_u8_to_linear(x) * gains, 0, 1) in float32, on flipped and
+    rotated views (what a photo background passes), with gains that clip; bad shapes are refused."""
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (31, 17, 3), dtype=np.uint8)
+    for view in (a, a[:, ::-1], np.rot90(a, 1), np.rot90(a[::-1], 3)):
+        gains = np.exp(rng.uniform(-0.8, 0.8, 3)).astype(np.float32)  # some > 1: bright values clip
+        want = srgb_u8_to_linear(view) * gains
+        np.clip(want, 0.0, 1.0, out=want)
+        got = srgb_u8_to_linear_gained(view, gains)
+        assert got.dtype == np.float32 and got.shape == view.shape and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+    assert srgb_u8_to_linear_gained(a, [4.0, 4.0, 4.0]).max() == 1.0
+    with pytest.raises(ValueError, match="uint8"):
+        srgb_u8_to_linear_gained(a.astype(np.float32), [1, 1, 1])
+    with pytest.raises(ValueError, match="gains"):
+        srgb_u8_to_linear_gained(a, [1, 1])
