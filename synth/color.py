@@ -167,7 +167,7 @@ def linear_to_srgb_u8(x) -> np.ndarray:
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty(x.shape, np.uint8)
-    srgb_encode_u8(x.reshape(-1), encode_thresholds(), _encode_start_levels(), out.reshape(-1))
+    srgb_encode_u8(x.reshape(-1), encode_thresholds(), _encode_start_levels(), ENCODE_BIN_SHIFT, out.reshape(-1))
     return out
 
 

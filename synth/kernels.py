@@ -431,11 +431,11 @@ def linear_combination(coef: np.ndarray, basis_t: np.ndarray, mean: np.ndarray, 
 
 
 @njit(cache=True)
-def srgb_encode_u8(x, thresholds, start_levels, out):
+def srgb_encode_u8(x, thresholds, start_levels, shift, out):
     """``out[i]`` = the number of ``thresholds`` (255, ascending float32) ``<= x[i]``: the exact sRGB
     level of :func:`synth.color.linear_to_srgb_u8` (its argument checks and tables). ``x`` float32
     1-D, NaN and values <= 0 -> 0, >= 1 -> 255; ``start_levels`` the level of the first float32 of
-    each bin ``bits >> 15`` (``synth.color._encode_start_levels``), from which the level steps up."""
+    each bin ``bits >> shift`` (``synth.color._encode_start_levels``), from which the level steps up."""
     bits = x.view(np.uint32)
     for i in range(x.shape[0]):
         v = x[i]
@@ -444,7 +444,7 @@ def srgb_encode_u8(x, thresholds, start_levels, out):
         elif v >= 1.0:
             out[i] = 255
         else:
-            level = np.int64(start_levels[bits[i] >> 15])
+            level = np.int64(start_levels[bits[i] >> shift])
             while level < 255 and v >= thresholds[level]:
                 level += 1
             out[i] = level
