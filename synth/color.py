@@ -21,8 +21,10 @@ uint8 helpers: :func:`srgb_u8_to_linear` (a 256-entry table) and :func:`linear_t
 :func:`linear_to_srgb_u8` is exact: the level of a float32 value is ``round(255 * encode(x))`` of
 the curve above in exact arithmetic, decided by comparing ``x`` with 255 float32 thresholds derived
 with rational numbers (``1.055 x^(5/12) - 0.055 >= s`` is ``x^5 >= ((s + 0.055) / 1.055)^12``), so
-the images of the renderer do not depend on the ulps of the machine's ``pow`` (numpy's float32
-power is a SIMD routine on some CPUs and libm's on others) and cost one table look-up per value.
+no float32 rounding near the half levels and no ulp of the machine's ``pow`` (numpy's float32
+power is a SIMD routine on some CPUs and libm's on others) can move a value to the next level. Per
+value: one look-up of the level at the start of its bin (:data:`ENCODE_BIN_SHIFT`), then at most
+one threshold comparison that steps it up.
 """
 from __future__ import annotations
 
@@ -32,11 +34,13 @@ from fractions import Fraction
 import numpy as np
 
 __all__ = ["linear_to_srgb", "srgb_to_linear", "srgb_u8_to_linear", "srgb_u8_to_linear_gained", "linear_to_srgb_u8",
-           "encode_thresholds",
-           "SRGB_LINEAR_KNEE", "SRGB_ENCODED_KNEE"]
+           "encode_thresholds", "SRGB_LINEAR_KNEE", "SRGB_ENCODED_KNEE", "ENCODE_BIN_SHIFT"]
 
 SRGB_LINEAR_KNEE = 0.0031308  # linear value where the encoding switches from the line to the power
 SRGB_ENCODED_KNEE = 0.04045  # encoded value where the decoding switches
+# linear_to_srgb_u8: a float32 in [0, 1] falls in bin ``bits >> 15`` (the exponent and the first 8
+# mantissa bits: 1/256 of its power-of-two range), which holds at most one threshold (tested)
+ENCODE_BIN_SHIFT = 15
 _SLOPE = 12.92
 _A = 0.055
 _GAMMA = 2.4
@@ -142,9 +146,9 @@ def encode_thresholds() -> np.ndarray:
 
 def srgb_u8_to_linear_gained(image: np.ndarray, gains) -> np.ndarray:
     """uint8 sRGB ``(H, W, C)`` (any strides: flipped or rotated views are fine) -> float32 linear
-    light times per-channel ``gains (C,)``, clipped to [0, 1]: ``clip(srgb_u8_to_linear(image) *
-    gains, 0, 1)`` in float32 with the same bits, as one look-up per value in a 256-entry table per
-    channel (a photo background's exposure and white balance)."""
+    light times per-channel ``gains (C,)`` (cast to float32 first), clipped to [0, 1]: the bits of
+    ``clip(srgb_u8_to_linear(image) * gains, 0, 1)`` with float32 gains, as one look-up per value in
+    a 256-entry table per channel (a photo background's exposure and white balance)."""
     from .kernels import lookup_channels
 
     image = np.asarray(image)
@@ -161,23 +165,21 @@ def srgb_u8_to_linear_gained(image: np.ndarray, gains) -> np.ndarray:
 
 
 def linear_to_srgb_u8(x) -> np.ndarray:
-    """Linear light (numpy, any shape; cast to float32, clipped to [0, 1], NaN -> 0) -> uint8 sRGB
-    ``round(255 * encode(x))``, exact (:func:`encode_thresholds`; one compiled pass)."""
+    """Linear light (numpy, any shape, 0-d included; cast to float32, clipped to [0, 1], NaN -> 0) ->
+    uint8 sRGB ``round(255 * encode(x))``, exact (:func:`encode_thresholds`; one compiled pass)."""
     from .kernels import srgb_encode_u8
 
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    shape = np.shape(x)
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     out = np.empty(x.shape, np.uint8)
-    srgb_encode_u8(x.reshape(-1), encode_thresholds(), _encode_start_levels(), ENCODE_BIN_SHIFT, out.reshape(-1))
-    return out
-
-
-ENCODE_BIN_SHIFT = 15  # a float32 in [0, 1] falls in bin ``bits >> 15`` (8 mantissa bits: 1/256 wide)
+    srgb_encode_u8(x, encode_thresholds(), _encode_start_levels(), ENCODE_BIN_SHIFT, out)
+    return out.reshape(shape)
 
 
 @functools.lru_cache(maxsize=1)
 def _encode_start_levels() -> np.ndarray:
     """uint8 level of the first float32 of each bin of :data:`ENCODE_BIN_SHIFT` over [0, 1]: the
-    encoder starts there and steps up past the thresholds inside the bin (at most a few)."""
+    encoder starts there and steps up past the threshold inside the bin, if any."""
     starts = (np.arange((0x3F800000 >> ENCODE_BIN_SHIFT) + 1, dtype=np.uint32) << ENCODE_BIN_SHIFT).view(np.float32)
     table = np.searchsorted(encode_thresholds(), starts, side="right").astype(np.uint8)
     table.setflags(write=False)

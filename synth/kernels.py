@@ -388,7 +388,7 @@ def _linear_combination(coef, basis_t, mean, out, block):
     m = basis_t.shape[1]
     k4, r4 = n_coef - n_coef % 4, n_rows - n_rows % 4
     c = np.empty((4, 4), np.float32)
-    for j0 in range(0, m, block):  # a block of columns of every row stays in cache while the bases stream by
+    for j0 in range(0, m, block):  # a block of columns of every row stays in L2 while the bases stream by
         j1 = min(j0 + block, m)
         out[:, j0:j1] = 0.0
         for k in range(0, k4, 4):  # every output sums its terms in the order k = 0, 1, ... (tiles of 4)
@@ -416,9 +416,10 @@ def linear_combination(coef: np.ndarray, basis_t: np.ndarray, mean: np.ndarray, 
     differ by an ulp from the same row alone, and 1 vs 2 threads differ too). Twin of
     ``(coef @ basis_t) + mean`` up to float32 rounding. Single-threaded, tiled by four rows and
     four terms (each basis value loaded once per four rows, each output stored once per four terms;
-    the same sums in the same order, so the same bits as one row at a time): for 16 rows of the
-    built-in model ~0.9x the time of a one-thread OpenBLAS GEMM, for one row ~0.25x of the GEMM
-    padded to 16 rows (docs/benchmarks.md)."""
+    the same sums in the same order, so the same bits as one row at a time, whatever ``block``):
+    with the default ``block`` of 8192 columns (16 rows x 8192 x 4 B = 512 KiB of output, fastest of
+    1024-16384 on an AMD EPYC), for 16 rows of the built-in model ~0.9x the time of a one-thread
+    OpenBLAS GEMM, for one row ~0.25x of the GEMM padded to 16 rows (``benchmarks/kernels.py``)."""
     coef = np.ascontiguousarray(coef, np.float32)
     basis_t = np.ascontiguousarray(basis_t, np.float32)
     mean = np.ascontiguousarray(mean, np.float32)

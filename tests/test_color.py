@@ -1,11 +1,11 @@
 """synth.color: the sRGB curve (IEC 61966-2-1), numpy and torch, uint8 helpers."""
-from decimal import Decimal, getcontext
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
 import torch
 
-from synth.color import (SRGB_ENCODED_KNEE, SRGB_LINEAR_KNEE, encode_thresholds, linear_to_srgb, linear_to_srgb_u8,
+from synth.color import (ENCODE_BIN_SHIFT, SRGB_ENCODED_KNEE, SRGB_LINEAR_KNEE, encode_thresholds, linear_to_srgb, linear_to_srgb_u8,
                          srgb_to_linear, srgb_u8_to_linear, srgb_u8_to_linear_gained)
 
 
@@ -83,13 +83,17 @@ def test_uint8_encoding_is_exact():
     float32 at or above its half level (checked in 40-digit decimal arithmetic, not the module's
     rational one), random values agree with the float64 formula away from the half levels, and
     NaN, infinities and out-of-range values are clipped."""
-    getcontext().prec = 40
     t = encode_thresholds()
     assert t.dtype == np.float32 and t.shape == (255,) and np.all(np.diff(t) > 0)
-    for i in range(1, 256):
-        half = Decimal(2 * i - 1) / Decimal(510)
-        assert _encode_decimal(float(t[i - 1])) >= half, i
-        assert _encode_decimal(float(np.nextafter(t[i - 1], np.float32(0)))) < half, i
+    with localcontext() as ctx:
+        ctx.prec = 40
+        for i in range(1, 256):
+            half = Decimal(2 * i - 1) / Decimal(510)
+            assert _encode_decimal(float(t[i - 1])) >= half, i
+            assert _encode_decimal(float(np.nextafter(t[i - 1], np.float32(0)))) < half, i
+    # the encoder's bins (bits >> ENCODE_BIN_SHIFT) hold at most one threshold each
+    bins = t.view(np.uint32) >> ENCODE_BIN_SHIFT
+    assert np.all(np.diff(bins) >= 1)
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.random(1_000_000) ** 3, t, np.nextafter(t, np.float32(0))]).astype(np.float32)
     got = linear_to_srgb_u8(x)
@@ -103,6 +107,8 @@ def test_uint8_encoding_is_exact():
     img = rng.random((5, 7, 3))[:, ::2]  # float64, not contiguous: cast to float32 first
     np.testing.assert_array_equal(linear_to_srgb_u8(img), linear_to_srgb_u8(img.astype(np.float32).copy()))
     assert linear_to_srgb_u8(img).shape == (5, 4, 3)
+    zero_d = linear_to_srgb_u8(np.float32(0.5))
+    assert zero_d.shape == () and zero_d == 188  # 255 * encode(0.5) = 187.52
 
 
 def test_gained_decoding_equals_the_numpy_formula_bit_for_bit():

@@ -410,7 +410,8 @@ def test_linear_combination_rows_depend_on_their_own_coefficients_only():
         acc = np.zeros((rows, basis.shape[1]), np.float32)
         for k in range(basis.shape[0]):
             acc = acc + coef[:rows, k:k + 1] * basis[k]
-        np.testing.assert_array_equal(linear_combination(coef[:rows], basis, mean), acc + mean)
+        for block in (8192, 333):  # one column block, several
+            np.testing.assert_array_equal(linear_combination(coef[:rows], basis, mean, block=block), acc + mean)
     for n in (1, 2):
         with threadpool_limits(limits=n, user_api="blas"):
             np.testing.assert_array_equal(linear_combination(coef, basis, mean, block=333), out)
