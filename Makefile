@@ -50,8 +50,12 @@ train: install ## train CoarseNet on DATA/ into RUN/ (DATA=shards RUN=runs/coars
 demo: install ## the whole pipeline at small scale (~30 min on 2 cores): demo/index.html, demo/report.json
 	$(PYTHON) scripts/demo.py
 
+# the speed benchmarks, which run with their defaults; the other scripts in benchmarks/ need
+# renders, photos or a checkpoint (docs/benchmarks.md)
+SPEED_BENCHMARKS = synth_throughput kernels rasterizer train_step loader reconstruct
+
 benchmark: install ## print the speed benchmarks (ratios measured side by side)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+	@for b in $(SPEED_BENCHMARKS); do echo "== benchmarks/$$b.py"; $(PYTHON) benchmarks/$$b.py || exit 1; done
 
 clean: ## remove the install stamp and caches (not the datasets)
 	rm -rf .make .pytest_cache build *.egg-info

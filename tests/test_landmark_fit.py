@@ -1,9 +1,10 @@
 """The landmark initialisation of CoarseNet: ``synth.camera.rotation_to_pose`` inverts
 ``rotation_matrix``; ``train.landmark_fit.fit_landmarks`` recovers pose, translation and shape from
-exact projections (perspective and weak perspective) and degrades gracefully with noise; the
-soft-argmax reads a peaked heatmap at its cell centre; a network with ``landmark_init`` returns its
-points, starts from the fitted estimate, round-trips through its hyperparameters, and its loss has
-the landmark term; ``--init`` loads the matching tensors of a checkpoint and leaves the head fresh."""
+exact projections (perspective and weak perspective), degrades gracefully with noise and ignores
+points of weight 0; the soft-argmax reads a peaked heatmap at its cell centre; a network with
+``landmark_init`` returns its points, starts from the fitted estimate (a detector's points with
+their weights), round-trips through its hyperparameters, and its loss has the landmark term;
+``--init`` loads the matching tensors of a checkpoint and leaves the head fresh."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from synth.camera import intrinsics_matrix, project, rotation_matrix, rotation_to_pose, to_camera
 from train.checkpoint import CheckpointError
 from morphable_model.landmarks import mirror_permutation
-from train.coarse_net import IterativeCoarseNet, mirror_points, soft_argmax
+from train.coarse_net import DETECTOR_FIT_WEIGHTS, IterativeCoarseNet, mirror_points, soft_argmax
 from train.coarse_task import load_initial_weights
 from train.landmark_fit import fit_landmarks
 from train.losses import CoarseLoss, LossWeights
@@ -98,6 +99,31 @@ def test_fit_without_shape_coefficients_and_with_noise(tiny_model):
     fit = fit_landmarks(noisy, s["k"], s["mean"], s["bid"], s["bexp"], sigma=0.02)
     assert (fit.pose - s["pose"]).abs().mean() < math.radians(4.0)
     assert fit.alpha_id.abs().max() < 6.0 and torch.isfinite(fit.translation).all()
+
+
+def test_weighted_fit_ignores_points_of_weight_zero(tiny_model):
+    """Weight 0 removes a point from every step: with the jaw's points moved far away and weighted 0
+    the fit equals the fit of the other 51 points alone (and all ones equals no weights)."""
+    s = _scene(tiny_model, 8, "perspective")
+    noisy = s["uv"] + 0.3 * torch.randn(s["uv"].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    moved = noisy.clone()
+    moved[:, :17] += 15.0  # a jaw the model's vertices cannot follow
+    w = torch.ones(8, 68, dtype=torch.float64)
+    w[:, :17] = 0.0
+    fit_w = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], weights=w)
+    keep = slice(17, 68)
+    fit_sub = fit_landmarks(noisy[:, keep], s["k"], s["mean"][keep], s["bid"][keep], s["bexp"][keep])
+    for name in ("alpha_id", "alpha_exp", "pose", "translation", "residual_px"):
+        torch.testing.assert_close(getattr(fit_w, name), getattr(fit_sub, name), rtol=1e-7, atol=1e-7)
+    plain = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"])
+    assert (plain.pose - s["pose"]).abs().mean() > 2 * (fit_w.pose - s["pose"]).abs().mean()  # the jaw pulled it
+    ones = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], weights=torch.ones(8, 68))
+    torch.testing.assert_close(ones.pose, plain.pose, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(ones.alpha_id, plain.alpha_id, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match=r"weights must be \(8, 68\)"):
+        fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], weights=w[:, :51])
+    with pytest.raises(ValueError, match="some positive weight"):
+        fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], weights=torch.zeros(8, 68))
 
 
 def test_fit_rejects_bad_shapes(tiny_model):
@@ -208,13 +234,19 @@ def test_fit_points_replace_the_heads_points_per_row(tiny_model):
         stages = net.net(net._input(img, k, torch.zeros(2, net.layout.dim)), 0, features=True)[1]
         torch.testing.assert_close(points, net.landmark_head(stages, (64, 64)))  # one plain reading
         n_id = net.layout.n_id
-        torch.testing.assert_close(ests[0][:, :n_id], net.fit_estimate(given, k, (64, 64))[:, :n_id])
+        # given points are a detector's: fitted with its weights (the jaw down-weighted)
+        det_w = torch.tensor(DETECTOR_FIT_WEIGHTS, dtype=torch.float64)
+        assert det_w[:17].max() < 1.0 and bool((det_w[17:] == 1.0).all())
+        torch.testing.assert_close(ests[0][:, :n_id],
+                                   net.fit_estimate(given, k, (64, 64), det_w.expand(2, 68))[:, :n_id])
+        assert not torch.allclose(ests[0][:, :n_id], net.fit_estimate(given, k, (64, 64))[:, :n_id])
         mixed = given.clone()
         mixed[1] = float("nan")
         ests_mixed, _ = net(img, k, return_landmarks=True, fit_points=mixed)
         assert len(calls) == 2
         both = torch.stack([given[0], head[1]])
-        torch.testing.assert_close(ests_mixed[0][:, :n_id], net.fit_estimate(both, k, (64, 64))[:, :n_id])
+        weights = torch.stack([det_w, torch.ones(68, dtype=torch.float64)])  # the head's points: all alike
+        torch.testing.assert_close(ests_mixed[0][:, :n_id], net.fit_estimate(both, k, (64, 64), weights)[:, :n_id])
         assert torch.isfinite(ests_mixed[1]).all()
         with pytest.raises(ValueError, match="fit_points must be"):
             net(img, k, fit_points=given[:, :51])

@@ -48,18 +48,27 @@ class LandmarkFit(CoarseParams):
     residual_px: torch.Tensor | None = None  # (B,) RMS distance of the fitted landmarks to the points, pixels
 
 
-def _pose_step(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor | None = None
+def _mean(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``x (B, L, C)`` over the points -> ``(B, 1, C)``, weighted by ``w (B, L)`` when given."""
+    if w is None:
+        return x.mean(1, keepdim=True)
+    return (x * w[..., None]).sum(1, keepdim=True) / w.sum(1)[:, None, None]
+
+
+def _pose_step(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor | None = None, w: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scaled orthographic pose of model points ``x (B, L, 3)`` seen at ``q (B, L, 2)``:
     rotation ``(B, 3, 3)``, scale ``(B,)`` (``scale`` when given: weak perspective knows it) and
-    the image point ``(B, 2)`` of the model origin."""
-    xm, qm = x.mean(1, keepdim=True), q.mean(1, keepdim=True)
+    the image point ``(B, 2)`` of the model origin. ``w (B, L)``: weighted least squares (weighted
+    means; a point of weight 0 plays no part)."""
+    xm, qm = _mean(x, w), _mean(q, w)
     xc, qc = x - xm, q - qm  # (B, L, 3), (B, L, 2)
-    gram = xc.transpose(1, 2) @ xc  # (B, 3, 3)
+    xw = xc if w is None else xc * w[..., None]
+    gram = xw.transpose(1, 2) @ xc  # (B, 3, 3)
     eye = torch.eye(3, dtype=x.dtype, device=x.device)
-    # M^T = (Xc^T Xc)^-1 Xc^T Qc: (B, 3, 2); tiny ridge for a degenerate (flat) point set
+    # M^T = (Xc^T W Xc)^-1 Xc^T W Qc: (B, 3, 2); tiny ridge for a degenerate (flat) point set
     mt = torch.linalg.solve(gram + 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] * eye,
-                            xc.transpose(1, 2) @ qc)
+                            xw.transpose(1, 2) @ qc)
     u, sv, vh = torch.linalg.svd(mt.transpose(1, 2), full_matrices=False)  # (B,2,2), (B,2), (B,2,3)
     # a known scale (weak perspective) only moves the origin: the rotation is the affine fit's
     # (the orthographic Procrustes problem has no closed form)
@@ -80,9 +89,12 @@ def fit_landmarks(points: torch.Tensor, intrinsics: torch.Tensor, lm_mean: torch
     ``lm_mean (L, 3)`` the mean shape's landmark vertices (mm), ``lm_id (L, 3, K_id)`` and
     ``lm_exp (L, 3, K_exp)`` the bases at those vertices already multiplied by their stds (mm per
     std unit; ``K`` = the coefficients to fit, may be 0). ``sigma``: the landmark noise as a
-    fraction of the image width ``2 c_x`` (the ridge weight). ``weights (B, L)`` (optional, >= 0)
-    weight each point in the shape solve. Computed in float64; no gradient is needed (callers
-    detach), but the operations are differentiable.
+    fraction of the image width ``2 c_x`` (the ridge weight). ``weights (B, L)`` (optional, >= 0,
+    some positive in each row) weight each point in every step — pose, perspective correction,
+    shape and the reported residual — so a point of weight 0 is ignored (a detector's jaw counts
+    a tenth: :data:`train.coarse_net.DETECTOR_FIT_WEIGHTS`); None: all points count alike (the
+    centroid is then the points' mean). Computed in float64; no gradient is needed (callers detach), but
+    the operations are differentiable.
     """
     if points.ndim != 3 or points.shape[-1] != 2:
         raise ValueError(f"points must be (B, L, 2), got {tuple(points.shape)}")
@@ -104,14 +116,19 @@ def fit_landmarks(points: torch.Tensor, intrinsics: torch.Tensor, lm_mean: torch
     # image points in the camera's orientation: (u - cx, -(v - cy)) / (fx, fy) * fx -> one scale
     q_obs = torch.stack([pts[..., 0] - cx[:, None], -(pts[..., 1] - cy[:, None]) * (fx / fy)[:, None]], -1)
     q = q_obs.clone()  # (B, L, 2), corrected for perspective in each round
-    w = torch.ones(b, n_lm, **f64) if weights is None else weights.to(**f64).clamp_min(0.0)
+    if weights is not None and tuple(weights.shape) != (b, n_lm):
+        raise ValueError(f"weights must be ({b}, {n_lm}), got {tuple(weights.shape)}")
+    pw = None if weights is None else weights.to(**f64).clamp_min(0.0)  # the pose's weights (None: plain means)
+    if pw is not None and not bool((pw.sum(1) > 0).all()):
+        raise ValueError("weights must give each row some positive weight")
+    w = torch.ones(b, n_lm, **f64) if pw is None else pw
     alpha = torch.zeros(b, n_coef, **f64)
     ridge = (sigma * 2.0 * cx) ** 2  # (B,) px^2 per std unit^2
     known = None if projection == "perspective" else fx  # weak perspective: the scale is the intrinsics'
     eye = torch.eye(n_coef, **f64)
     for _ in range(rounds):
         x = mean + torch.einsum("ljk,bk->blj", basis, alpha)  # (B, L, 3)
-        rot, scale, origin = _pose_step(x, q, known)
+        rot, scale, origin = _pose_step(x, q, known, pw)
         if n_coef:
             # q_i - origin = s (R (m_i + B_i a))_xy: A (B, L*2, K), rhs (B, L*2)
             a_mat = scale[:, None, None, None] * torch.einsum("bij,ljk->blik", rot[:, :2], basis)
@@ -121,22 +138,22 @@ def fit_landmarks(points: torch.Tensor, intrinsics: torch.Tensor, lm_mean: torch
             alpha = torch.linalg.solve(wa2.transpose(1, 2) @ a2 + ridge[:, None, None] * eye,
                                        (wa2.transpose(1, 2) @ r2[..., None]))[..., 0]
             x = mean + torch.einsum("ljk,bk->blj", basis, alpha)
-            rot, scale, origin = _pose_step(x, q, known)
+            rot, scale, origin = _pose_step(x, q, known, pw)
         if projection == "perspective":
             # depth of each landmark relative to the centroid's, for the weak-perspective points
             rx = torch.einsum("bij,blj->bli", rot, x)  # (B, L, 3) rotated, model origin at 0
             d_ref = fx / scale  # depth of the centroid
-            z_rel = rx[..., 2] - rx[..., 2].mean(1, keepdim=True)  # (B, L) camera z relative to the centroid
+            z_rel = rx[..., 2] - _mean(rx[..., 2:], pw)[..., 0]  # (B, L) camera z relative to the centroid
             ratio = (d_ref[:, None] - z_rel) / d_ref[:, None]  # d_i / d (camera looks along -z)
             q = q_obs * ratio[..., None]  # where a weak-perspective camera at depth d sees them
     # translation: the model origin's image point is s t_xy; the landmarks' centroid is at depth
     # f_x / s (perspective; weak perspective has no depth: the centroid is put at 1 mm)
-    cen_z = torch.einsum("bj,bj->b", rot[:, 2], x.mean(1))  # (B,) camera z of the centroid, origin at 0
+    cen_z = torch.einsum("bj,bj->b", rot[:, 2], _mean(x, pw)[:, 0])  # (B,) camera z of the centroid, origin at 0
     d = fx / scale if projection == "perspective" else torch.ones_like(fx)
     t = torch.stack([origin[:, 0] / scale, origin[:, 1] / scale, -d - cen_z], -1)
     pose = camera.rotation_to_pose(rot)
     # the residual of the final estimate under the real projection
     uv, _ = camera.project(camera.to_camera(x, rot, t), k, projection, min_depth=1e-6)
-    res = (uv - pts).square().sum(-1).mean(-1).sqrt()
+    res = _mean((uv - pts).square().sum(-1, keepdim=True), pw)[:, 0, 0].sqrt()
     return LandmarkFit(alpha_id=alpha[:, :n_id], alpha_exp=alpha[:, n_id:], pose=pose, translation=t,
                        residual_px=res)
