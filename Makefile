@@ -50,8 +50,9 @@ train: install ## train CoarseNet on DATA/ into RUN/ (DATA=shards RUN=runs/coars
 demo: install ## the whole pipeline at small scale (~30 min on 2 cores): demo/index.html, demo/report.json
 	$(PYTHON) scripts/demo.py
 
-# the speed benchmarks, which run with their defaults; the other scripts in benchmarks/ need
-# renders, photos or a checkpoint (docs/benchmarks.md)
+# the speed benchmarks (ratios side by side, run with their defaults); the other scripts in
+# benchmarks/ measure accuracy or statistics, some of them on renders, photos or a checkpoint you
+# give them (docs/benchmarks.md)
 SPEED_BENCHMARKS = synth_throughput kernels rasterizer train_step loader reconstruct
 
 benchmark: install ## print the speed benchmarks (ratios measured side by side)

@@ -16,8 +16,8 @@ detector finds its points, and how well the reconstruction fits them. This scrip
    the render-fitted offsets added (moved to the model's convention): which convention is nearer
    a human's, group by group;
 3. with ``--reconstructions`` (a ``train-cli reconstruct`` output folder of the same photos): the
-   reconstruction's points against the human's and the detector's, per group, and the mean
-   offset of each group across / along the eye line.
+   reconstruction's points against the human's, per group, and the mean offset of each group
+   from the human's, along the eye line and down the face.
 
 NME: mean point distance over the outer-eye-corner distance (points 36 and 45) of the reference
 (the rendered truth or the human's points).
@@ -32,14 +32,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from synth.shards import ShardReader, list_shards
 from train.detector import FaceDetector, mesh_to_ibug68
-from train.photos import photo_annotation
+from train.photos import load_photo, photo_annotation
 
-GROUPS = {"brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48), "mouth": range(48, 68),
-          "inner51": range(17, 68)}
+GROUPS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
+          "mouth": range(48, 68), "inner51": range(17, 68)}
 INNER = np.arange(17, 68)
 YAW_BUCKETS = ((0, 30), (30, 60), (60, 90))
 
@@ -66,16 +64,17 @@ def detect_renders(dirs: list[str], limit: int) -> list[dict]:
     with FaceDetector() as det:
         for d in dirs:
             for path in list_shards(d):
-                reader = ShardReader(path)
-                for i in range(len(reader)):
-                    s = reader.read(i, keys=("image", "landmarks", "landmarks_visible", "pose"))
-                    faces = det.detect(s["image"])
-                    if faces and faces[0].landmarks is not None:
-                        rows.append({"det3": mesh_to_ibug68(faces[0].mesh.astype(np.float64)),
-                                     "truth": s["landmarks"].astype(np.float64), "visible": s["landmarks_visible"],
-                                     "yaw": abs(float(np.degrees(s["pose"][0])))})
-                    if len(rows) >= limit:
-                        return rows
+                with ShardReader(path) as reader:
+                    for i in range(len(reader)):
+                        s = reader.read(i, keys=("image", "landmarks", "landmarks_visible", "pose"))
+                        faces = det.detect(s["image"])
+                        if faces and faces[0].landmarks is not None:
+                            rows.append({"det3": mesh_to_ibug68(faces[0].mesh.astype(np.float64)),
+                                         "truth": s["landmarks"].astype(np.float64),
+                                         "visible": s["landmarks_visible"],
+                                         "yaw": abs(float(np.degrees(s["pose"][0])))})
+                        if len(rows) >= limit:
+                            return rows
     return rows
 
 
@@ -98,6 +97,8 @@ class Offsets:
         for k in range(68):
             a = [s * rot[:2] for (s, rot), r in zip(frames, rows) if r["visible"][k]]
             y = [r["truth"][k] - r["det3"][k, :2] for r in rows if r["visible"][k]]
+            if not a:  # never visible: no offset
+                continue
             a, y = np.concatenate(a), np.concatenate(y)
             self.offset[k] = np.linalg.solve(a.T @ a + 1e-3 * len(y) * np.eye(3), a.T @ y)
 
@@ -143,6 +144,7 @@ def main() -> None:
     size = np.linalg.norm(offsets.offset[:, :2], axis=1)
     top = np.argsort(-size[INNER])[:8] + 17
     print("  largest inner offsets (outer-eye distances): " + ", ".join(f"{k} {size[k]:.3f}" for k in top))
+    print("  jaw offsets 0-16: " + " ".join(f"{size[k]:.2f}" for k in range(17)))
 
     if not args.photos:
         return
@@ -153,7 +155,7 @@ def main() -> None:
     with FaceDetector() as det:
         for p in photos:
             human = photo_annotation(p)
-            faces = [f for f in det.detect(np.asarray(Image.open(p).convert("RGB"))) if f.landmarks is not None]
+            faces = [f for f in det.detect(load_photo(p)[0]) if f.landmarks is not None]
             if not faces:
                 print(f"  {p.name}: no face with landmarks")
                 continue

@@ -101,23 +101,25 @@ def test_fit_without_shape_coefficients_and_with_noise(tiny_model):
     assert fit.alpha_id.abs().max() < 6.0 and torch.isfinite(fit.translation).all()
 
 
-def test_weighted_fit_ignores_points_of_weight_zero(tiny_model):
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_weighted_fit_ignores_points_of_weight_zero(tiny_model, projection):
     """Weight 0 removes a point from every step: with the jaw's points moved far away and weighted 0
     the fit equals the fit of the other 51 points alone (and all ones equals no weights)."""
-    s = _scene(tiny_model, 8, "perspective")
+    s = _scene(tiny_model, 8, projection)
     noisy = s["uv"] + 0.3 * torch.randn(s["uv"].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     moved = noisy.clone()
     moved[:, :17] += 15.0  # a jaw the model's vertices cannot follow
     w = torch.ones(8, 68, dtype=torch.float64)
     w[:, :17] = 0.0
-    fit_w = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], weights=w)
+    kw = dict(projection=projection)
+    fit_w = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], weights=w, **kw)
     keep = slice(17, 68)
-    fit_sub = fit_landmarks(noisy[:, keep], s["k"], s["mean"][keep], s["bid"][keep], s["bexp"][keep])
+    fit_sub = fit_landmarks(noisy[:, keep], s["k"], s["mean"][keep], s["bid"][keep], s["bexp"][keep], **kw)
     for name in ("alpha_id", "alpha_exp", "pose", "translation", "residual_px"):
         torch.testing.assert_close(getattr(fit_w, name), getattr(fit_sub, name), rtol=1e-7, atol=1e-7)
-    plain = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"])
+    plain = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], **kw)
     assert (plain.pose - s["pose"]).abs().mean() > 2 * (fit_w.pose - s["pose"]).abs().mean()  # the jaw pulled it
-    ones = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], weights=torch.ones(8, 68))
+    ones = fit_landmarks(moved, s["k"], s["mean"], s["bid"], s["bexp"], weights=torch.ones(8, 68), **kw)
     torch.testing.assert_close(ones.pose, plain.pose, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(ones.alpha_id, plain.alpha_id, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match=r"weights must be \(8, 68\)"):
@@ -228,7 +230,7 @@ def test_fit_points_replace_the_heads_points_per_row(tiny_model):
     with torch.no_grad():
         _, head = net(img, k, return_landmarks=True)
         assert len(calls) == 1
-        given = head.flip(0) + 2.0  # other points, per row
+        given = _scene(tiny_model, 2, "perspective")["uv"].float()  # other points (a face), per row
         ests, points = net(img, k, return_landmarks=True, fit_points=given)
         assert len(calls) == 1  # every row given: no mirrored reading
         stages = net.net(net._input(img, k, torch.zeros(2, net.layout.dim)), 0, features=True)[1]

@@ -73,8 +73,9 @@ face, as iBUG defines it, while the model's jaw points are fixed vertices: on re
 up to half an outer-eye distance apart (``benchmarks/landmark_convention.py``), and fitting them
 as much as the inner points pulls the whole face. On four photos with hand-placed points the
 reconstruction's NME51 against them fell from 0.074 to 0.065 (mean; weight 0: 0.063, but the jaw
-itself drifts, NME68 0.102 -> 0.122; 0.1 keeps it at 0.103): docs/experiments.md, "Fitting a
-detector's points". The landmark head's own points are the model's: all count alike."""
+itself drifts, median NME68 0.102 -> 0.122; 0.1 keeps it at 0.103; chosen on these four faces among
+0, 0.1 and 0.3): docs/experiments.md, "Fitting a detector's points, weighted". The landmark head's
+own points are the model's: all count alike."""
 
 
 # ---------------------------------------------------------------------------- feedback mesh
@@ -485,8 +486,9 @@ class IterativeCoarseNet(nn.Module):
                 fitted, weights = points.detach(), None
                 if given is not None:
                     fitted = torch.where(given[:, None, None], torch.nan_to_num(fit), fitted)
-                    det_w = torch.tensor(DETECTOR_FIT_WEIGHTS, dtype=torch.float64, device=est.device)
-                    weights = torch.where(given[:, None], det_w, torch.ones_like(det_w))  # (B, 68)
+                    if bool(given.any()):
+                        det_w = torch.tensor(DETECTOR_FIT_WEIGHTS, dtype=torch.float64, device=est.device)
+                        weights = torch.where(given[:, None], det_w, torch.ones_like(det_w))  # (B, 68)
                 est = self.fit_estimate(fitted, intrinsics, (h, w), weights) + delta.float() * keep
             else:
                 est = est + self.net(x, it).float()

@@ -10,20 +10,22 @@ Alternation (``rounds`` times), each step a closed-form least-squares solve:
 
 1. **pose** under scaled orthography: with the current shape's landmark vertices ``X_i`` and the
    image points ``q_i = (u_i, -v_i)`` (camera y goes up, rows go down), the affine map
-   ``M`` (2 x 3) minimising ``sum |M (X_i - X) - (q_i - q)|^2`` (bars: means); its SVD gives the
-   scale ``s`` (mean singular value) and the first two rows of the rotation (``U V^T``; the third
-   row is their cross product, so the rotation is proper);
+   ``M`` (2 x 3) minimising ``sum w_i |M (X_i - X) - (q_i - q)|^2`` (bars: means, weighted by the
+   points' weights ``w_i`` when given, else 1); its SVD gives the scale ``s`` (mean singular
+   value) and the first two rows of the rotation (``U V^T``; the third row is their cross
+   product, so the rotation is proper);
 2. **perspective correction** (as in POSIT, DeMenthon & Davis 1995): each point is moved to where a
    weak-perspective camera at the depth ``d`` of the landmarks' centroid would see it,
    ``u' = c + (u - c) d_i / d`` with ``c`` the principal point, using the depths ``d_i`` of the
    current estimate (perspective cameras only);
 3. **shape** given the pose: the points are linear in the coefficients, ``q_i = c + s P R (m_i +
    B_i alpha)``, solved as ridge regression with the prior ``alpha ~ N(0, I)`` and a landmark noise
-   of ``sigma`` (a fraction of the image width): ``(A^T A + (sigma W)^2 I) alpha = A^T b``.
+   of ``sigma`` (a fraction of the image width): ``(A^T Wt A + (sigma W)^2 I) alpha = A^T Wt b``
+   (``Wt``: the points' weights).
 
 The translation follows from the last pose step: the model origin's image point is ``s t_xy``, and
-``d = f_x / s`` is the depth of the landmarks' centroid (weak perspective has no depth: the
-centroid is put at 1 mm).
+``d = f_x / s`` is the depth of the landmarks' (weighted) centroid (weak perspective has no depth:
+the centroid is put at 1 mm).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class LandmarkFit(CoarseParams):
     :class:`train.params.CoarseParams` (``alpha_id``, ``alpha_exp``, ``pose``, ``translation``;
     no albedo or lighting) and how well they explain the points."""
 
-    residual_px: torch.Tensor | None = None  # (B,) RMS distance of the fitted landmarks to the points, pixels
+    residual_px: torch.Tensor | None = None  # (B,) RMS distance (weighted) of the fitted landmarks to the points, px
 
 
 def _mean(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
@@ -93,8 +95,9 @@ def fit_landmarks(points: torch.Tensor, intrinsics: torch.Tensor, lm_mean: torch
     some positive in each row) weight each point in every step — pose, perspective correction,
     shape and the reported residual — so a point of weight 0 is ignored (a detector's jaw counts
     a tenth: :data:`train.coarse_net.DETECTOR_FIT_WEIGHTS`); None: all points count alike (the
-    centroid is then the points' mean). Computed in float64; no gradient is needed (callers detach), but
-    the operations are differentiable.
+    centroid is then the points' mean). Their scale matters in the shape solve only, where weights
+    trade against the ridge (all weights times c act like ``sigma / sqrt(c)``). Computed in
+    float64; no gradient is needed (callers detach), but the operations are differentiable.
     """
     if points.ndim != 3 or points.shape[-1] != 2:
         raise ValueError(f"points must be (B, L, 2), got {tuple(points.shape)}")
