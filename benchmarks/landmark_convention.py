@@ -32,8 +32,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+
 from synth.shards import ShardReader, list_shards
 from train.detector import FaceDetector, mesh_to_ibug68
+from train.metrics import umeyama
 from train.photos import load_photo, photo_annotation
 
 GROUPS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
@@ -43,14 +46,10 @@ YAW_BUCKETS = ((0, 30), (30, 60), (60, 90))
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """``s, R, t`` with ``dst ~ s R src + t`` in the least-squares sense (Umeyama 1991), ``(L, 3)`` each."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    u, sv, vt = np.linalg.svd(b.T @ a / len(src))
-    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    r = u @ np.diag(d) @ vt
-    s = float((sv * d).sum() / (a ** 2).sum(1).mean())
-    return s, r, md - s * r @ ms
+    """``s, R, t`` with ``dst ~ s R src + t`` in the least-squares sense, ``(L, 3)`` each
+    (:func:`train.metrics.umeyama`)."""
+    t = umeyama(torch.from_numpy(src[None]), torch.from_numpy(dst[None]))
+    return float(t.scale[0]), t.rotation[0].numpy(), t.translation[0].numpy()
 
 
 def group_nme(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
