@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from morphable_model.landmarks import GROUPS as LANDMARK_GROUPS
 from synth.shards import ShardReader, list_shards
 from train.detector import FaceDetector, mesh_to_ibug68
 from train.metrics import umeyama
 from train.photos import load_photo, photo_annotation
 
-GROUPS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
-          "mouth": range(48, 68), "inner51": range(17, 68)}
+GROUPS = {**LANDMARK_GROUPS, "inner51": range(17, 68)}  # jaw, brows, nose, eyes, mouth + the 51 inner points
 INNER = np.arange(17, 68)
 YAW_BUCKETS = ((0, 30), (30, 60), (60, 90))
 
