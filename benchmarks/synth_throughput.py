@@ -20,13 +20,14 @@ machine: 2 workers scale as 2 x cpu(1 worker) / cpu(2 workers) when both have a 
 Targets (issue 14), each printed as a ratio measured in this run:
 1. the dataset job (1 worker, all outputs, default flags) >= 80 % of the id-pass ceiling (the GLSL
    gl_PrimitiveID pass alone on OSMesa, the raster ceiling of the GL design), >= 1.8x with 2 workers;
-2. <= 60 kB/sample at 224 px: the job's (layout 4, lossless) and, on the same renders, layout 5
-   (``--image-codec jpeg``: the image as JPEG quality 95, everything else as layout 4), with the CPU
-   ms of encoding a sample in each and the JPEG image's error (RMSE and peak, levels of 255);
-3. reading: the keyed read training uses (image + mask + parameters + landmarks) and the maps
-   (recomputed from the triangle ids from layout 3 on), ms/sample, the job's layout-4 shards next to
-   layouts 5, 3 and 2 written from the same renders in this run, with the four layouts' kB/sample on
-   those renders (`benchmarks/loader.py` compares reading with a training step);
+2. <= 60 kB/sample at 224 px: the job's (layout 6, lossless: the triangle ids recomputed on read)
+   and, on the same renders, layout 7 (``--image-codec jpeg``: the image as JPEG quality 95,
+   everything else as layout 6) and layout 4 (the ids stored, the default before), with the CPU ms
+   of encoding a sample in each and the JPEG image's error (RMSE and peak, levels of 255);
+3. reading: the keyed read training uses (image + mask + parameters + landmarks), the triangle ids
+   (recomputed from layout 6 on) and the maps (recomputed from the ids from layout 3 on), ms/sample,
+   the job's layout-6 shards next to layouts 7, 4, 3 and 2 written from the same renders in this run,
+   with their kB/sample on those renders (`benchmarks/loader.py` compares reading with a training step);
 4. 80 samples/s per core (1000 / CPU ms per sample of the 1-worker job).
 Rates are "steady": measured from the first finished quarter of the samples to the last, so process
 start-up and model loading are reported separately. Every process (the in-process 1-worker run
@@ -127,7 +128,7 @@ def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
     """Samples per CPU second in this process on the same parameters, interleaved in 4 rounds (so a change of load
     hits every figure alike): the GL id pass alone (OSMesa: the ceiling of the GL design), the
     compiled CPU rasterizer alone, ``FaceRenderer.render`` on the ``cpu`` platform with all maps and
-    with what layouts 3-4 store (``maps=False``; model arrays batched as the dataset does)."""
+    with what layout 6 stores (``maps=False, stable=True``; model arrays batched as the dataset does)."""
     from synth.render import GEOMETRY_BATCH, FaceRenderer
     from synth.sampling import SamplingConfig, face_framing, sample_params
 
@@ -154,17 +155,17 @@ def pure_render_rate(model, size: int, n: int) -> dict[str, float]:
                 for b in range(0, n, GEOMETRY_BATCH):
                     chunk = params[b:b + GEOMETRY_BATCH]
                     for p, a in zip(chunk, r.model_arrays(chunk)):
-                        r.render(p, a, maps=maps)
+                        r.render(p, a, maps=maps, stable=not maps)
                 secs[name] += time.process_time() - t0
     return {k: 4 * n / v for k, v in secs.items()}
 
 
 def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
-    """CPU ms per sample of keyed reads: layout 4 (shards of ``out``), layout 5 (JPEG image), layout 3
-    and layout 2 (the same samples rendered here and written as layout 5 writes them, as layout 3 wrote
-    them — Zstandard-1, plainer codes — and as layout 2 did: quantised maps, gzip-1), interleaved; plus
-    the kB/sample of the four layouts on those ``n`` renders, the CPU ms of encoding a sample in layouts
-    4 and 5, and the JPEG image's RMSE and peak error (levels of 255)."""
+    """CPU ms per sample of keyed reads: layout 6 (shards of ``out``), layout 7 (JPEG image), layouts 4
+    and 3 (the ids stored) and layout 2 (the same samples rendered here and written as layout 7 writes
+    them, as layouts 4 and 3 wrote them — Zstandard-1 — and as layout 2 did: quantised maps, gzip-1),
+    interleaved; plus the kB/sample of the five layouts on those ``n`` renders, the CPU ms of encoding
+    a sample in layouts 6, 7 and 4, and the JPEG image's RMSE and peak error (levels of 255)."""
     from synth.codecs import DEFAULT_JPEG_QUALITY, JPEG_LAYOUT, LAYOUT_VERSION, encode_sample
     from synth.dataset import _ShardRenderer, DatasetConfig  # noqa: F401  (same renderer set-up as the job)
     from synth.detail import N_FIELDS
@@ -180,29 +181,31 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
     dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": N_FIELDS}
     attrs = {"size": size, "projection": "perspective", "model_fingerprint": model.fingerprint,
              "model_source": model.source}
-    files = {layout: out / f"layout{layout}.h5" for layout in (LAYOUT_VERSION, JPEG_LAYOUT, 3, 2)}
-    encode_s = {LAYOUT_VERSION: 0.0, JPEG_LAYOUT: 0.0}
+    files = {layout: out / f"layout{layout}.h5" for layout in (LAYOUT_VERSION, JPEG_LAYOUT, 4, 3, 2)}
+    encode_s = {LAYOUT_VERSION: 0.0, JPEG_LAYOUT: 0.0, 4: 0.0}
     images = []  # the rendered images, to measure the JPEG error
     with FaceRenderer(model, size) as r, \
-            ShardWriter(files[LAYOUT_VERSION], n, size, dims, True, attrs, compression="zstd") as w4, \
+            ShardWriter(files[LAYOUT_VERSION], n, size, dims, True, attrs, compression="zstd") as w6, \
             ShardWriter(files[JPEG_LAYOUT], n, size, dims, True, attrs, compression="zstd", layout=JPEG_LAYOUT,
-                        image_quality=DEFAULT_JPEG_QUALITY) as w5, \
+                        image_quality=DEFAULT_JPEG_QUALITY) as w7, \
+            ShardWriter(files[4], n, size, dims, True, attrs, compression="zstd", layout=4) as w4, \
             ShardWriter(files[3], n, size, dims, True, attrs, compression="zstd", layout=3) as w3, \
             ShardWriter(files[2], n, size, dims, True, attrs, compression="gzip", layout=2) as w2:
         for i in range(n):
             p = sample_params(model, cfg, size, 0, i, framing)
-            o = r.render(p)
-            for w, layout in ((w4, LAYOUT_VERSION), (w5, JPEG_LAYOUT), (w3, 3), (w2, 2)):
+            o = r.render(p, stable=True)
+            for w, layout in ((w6, LAYOUT_VERSION), (w7, JPEG_LAYOUT), (w4, 4), (w3, 3), (w2, 2)):
                 t0 = time.process_time()
                 enc = encode_sample(p, o, layout=layout, image_quality=DEFAULT_JPEG_QUALITY)
                 if layout in encode_s:
                     encode_s[layout] += time.process_time() - t0
                 w.write(i, enc)
             images.append(o.image)
-        for w in (w4, w5, w3, w2):
+        for w in (w6, w7, w4, w3, w2):
             w.commit()
     readers = {f"layout {LAYOUT_VERSION}": [ShardReader(p, model=model) for p in list_shards(out)],
                f"layout {JPEG_LAYOUT}": [ShardReader(files[JPEG_LAYOUT], model=model)],
+               "layout 4": [ShardReader(files[4], model=model)],
                "layout 3": [ShardReader(files[3], model=model)], "layout 2": [ShardReader(files[2])]}
     res = {f"layout{k}_kB": f.stat().st_size / n / 1000 for k, f in files.items()}
     res.update({f"encode_ms_layout{k}": 1000 * v / n for k, v in encode_s.items()})
@@ -215,7 +218,10 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
     secs: dict[str, float] = {}
     for _ in range(2):
         for name, rs in readers.items():
-            for label, keys in (("train keys", train_keys), ("+ depth, depth_coarse, albedo", train_keys + map_keys)):
+            labels = (("train keys", train_keys), ("+ depth, depth_coarse, albedo", train_keys + map_keys))
+            if name != "layout 2":
+                labels += (("tri_id", ("tri_id",)),)
+            for label, keys in labels:
                 t0 = time.process_time()  # CPU time of this process: robust when other jobs share the cores
                 count = 0
                 for rd in rs:
@@ -322,13 +328,14 @@ def main() -> None:
                     if detail and w == workers[0] and not args.skip_ceiling:
                         r_read = read_rates(model, out, size, min(args.n, 32))
                         jpeg[size] = r_read
-                        print("        reading, CPU ms/sample (layout 4 of the job vs layouts 5, 3 and 2 of the same "
-                              "renders): "
+                        print("        reading, CPU ms/sample (layout 6 of the job vs layouts 7, 4, 3 and 2 of the "
+                              "same renders): "
                               + "; ".join(f"{k} {v:.2f}" for k, v in r_read.items() if not k.endswith("_kB")
                                           and not k.startswith(("encode_", "jpeg_")))
-                              + f"; kB/sample of the same {min(args.n, 32)} renders: layout 4 "
-                              f"{r_read['layout4_kB']:.1f}, layout 5 (JPEG 95) {r_read['layout5_kB']:.1f}, layout 3 "
-                              f"{r_read['layout3_kB']:.1f}, layout 2 {r_read['layout2_kB']:.1f}", flush=True)
+                              + f"; kB/sample of the same {min(args.n, 32)} renders: layout 6 "
+                              f"{r_read['layout6_kB']:.1f}, layout 7 (JPEG 95) {r_read['layout7_kB']:.1f}, layout 4 "
+                              f"{r_read['layout4_kB']:.1f}, layout 3 {r_read['layout3_kB']:.1f}, layout 2 "
+                              f"{r_read['layout2_kB']:.1f}", flush=True)
                     shutil.rmtree(out)
         if 1 in workers and 2 in workers:
             for size in sizes:
@@ -338,13 +345,17 @@ def main() -> None:
                     print(f"target 1b: speed-up 1 -> 2 workers at {size} px, detail={detail}: {ratio:.2f}x steady "
                           f"(2 x CPU-ms ratio {cpu_ratio:.2f}x; target >= 1.8x)")
         for size in sizes:
-            print(f"target 2: {size} px {kbs[(size, True)]:.1f} kB/sample (target <= 60)")
+            print(f"target 2: {size} px {kbs[(size, True)]:.1f} kB/sample, the job's shards (layout 6, lossless; "
+                  f"target <= 60)")
             if size in jpeg:
                 j = jpeg[size]
-                print(f"target 2, --image-codec jpeg (layout 5, quality 95; same {min(args.n, 32)} renders): "
-                      f"{j['layout5_kB']:.1f} kB/sample vs layout 4 {j['layout4_kB']:.1f} "
-                      f"({j['layout5_kB'] / j['layout4_kB']:.2f}x; target <= 60); encoding "
-                      f"{j['encode_ms_layout5']:.2f} vs {j['encode_ms_layout4']:.2f} CPU ms/sample; image error "
+                print(f"target 2, same {min(args.n, 32)} renders: layout 6 {j['layout6_kB']:.1f} kB/sample vs layout 4 "
+                      f"(ids stored) {j['layout4_kB']:.1f} ({j['layout6_kB'] / j['layout4_kB']:.2f}x; target <= 60); "
+                      f"encoding {j['encode_ms_layout6']:.2f} vs {j['encode_ms_layout4']:.2f} CPU ms/sample")
+                print(f"target 2, --image-codec jpeg (layout 7, quality 95; same {min(args.n, 32)} renders): "
+                      f"{j['layout7_kB']:.1f} kB/sample vs layout 6 {j['layout6_kB']:.1f} "
+                      f"({j['layout7_kB'] / j['layout6_kB']:.2f}x); encoding "
+                      f"{j['encode_ms_layout7']:.2f} vs {j['encode_ms_layout6']:.2f} CPU ms/sample; image error "
                       f"RMSE {j['jpeg_rmse']:.2f}, peak {j['jpeg_peak']:.0f} levels of 255")
             if 1 in workers:
                 print(f"target 4: {size} px {1000 / cpu_ms[(size, True, 1)]:.1f} samples/s per CPU core "
@@ -355,7 +366,7 @@ def main() -> None:
             print(f"{size} px, one process, {n_pure} samples x 4 interleaved rounds, per CPU second: GL id pass alone (OSMesa) "
                   f"{r['gl_id_pass']:.1f}/s = the ceiling; CPU id pass alone {r['cpu_id_pass']:.1f}/s "
                   f"({r['cpu_id_pass'] / r['gl_id_pass']:.2f}x); render() all maps {r['render_all_maps']:.1f}/s "
-                  f"({r['render_all_maps'] / r['gl_id_pass']:.0%}), render(maps=False) {r['render_layout3']:.1f}/s "
+                  f"({r['render_all_maps'] / r['gl_id_pass']:.0%}), render(maps=False, stable=True) {r['render_layout3']:.1f}/s "
                   f"({r['render_layout3'] / r['gl_id_pass']:.0%} of the ceiling)")
             if 1 in workers:
                 job = rates[(size, True, 1)]

@@ -63,7 +63,7 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
               help="zstd: Zstandard level 1 (hdf5plugin; smallest and fastest); gzip: level 1 + shuffle (plain h5py); "
                    "lzf: plain h5py, fast, larger")
 @click.option("--image-codec", type=click.Choice(["lossless", "jpeg"]), default="lossless", show_default=True,
-              help="how the image is stored: lossless (shard layout 4) or jpeg (layout 5: lossy, 4:4:4, "
+              help="how the image is stored: lossless (shard layout 6) or jpeg (layout 7: lossy, 4:4:4, "
                    "--jpeg-quality; ~half the bytes per sample, every other output exact)")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
               help="JPEG quality of --image-codec jpeg [default: 95]")
@@ -167,7 +167,8 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--maps", is_flag=True,
-              help="layouts 3 to 5: also recompute every sample's maps from its triangle ids and check them (slower)")
+              help="layouts 3 to 7: also recompute every sample's maps from its triangle ids and check them (slower; "
+                   "layouts 6 and 7 recompute and check the ids without it)")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="the shards' morphable model for --maps (default: the built-in model they name)")
 def verify(directory: Path, maps: bool, model_path: Path | None) -> None:

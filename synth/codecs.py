@@ -12,7 +12,21 @@
   (:func:`delta2d_encode`, wrapping integer arithmetic) so smooth maps compress well;
 * ``specular``: ``(strength, shininess)`` float32 of the sample's Blinn-Phong term.
 
-Layout 5 (:data:`JPEG_LAYOUT`, written only on request: ``synth-cli render --image-codec jpeg``) is
+Layout 6 (:data:`LAYOUT_VERSION`, written) is layout 4 without the triangle-id image: the reader
+**recomputes the ids** from the stored parameters and the model (the renderer's compiled
+rasterizer, :meth:`synth.render.FaceRenderer.surface_maps`), and the shard keeps only what that
+cannot be trusted to reproduce exactly on another machine: ``tri_fix``, the ids (``id + 1``, uint32,
+0 elsewhere) of the face pixels :func:`synth.kernels.rasterize_stable` marks unstable (an id that
+could change if the projected corners moved by :data:`synth.kernels.UNSTABLE_EPS_PX` pixels —
+model arrays and float rounding an ulp apart move them ~1e-5 px — or the writer drew the ids on an
+OpenGL platform whose edge rule differs: every pixel where the two differ), and ``tri_crc``, the
+CRC-32 of the writer's ids (:func:`ids_crc`). :func:`restore_ids` puts the mask, the stored ids and
+the recomputed ones together and checks the CRC: the ids, and so the maps, come back bit for bit
+or the read fails with a message saying why. ~23 kB less per sample at 224 px (the ids were a
+quarter of the shard); ~1 kB of ``tri_fix`` remains. Layout 7 (:data:`JPEG_LAYOUT`) is layout 6
+with the image as JPEG.
+
+Layout 5 (written only on request before layout 6: ``synth-cli render --image-codec jpeg``) is
 layout 4 with the one lossy code of the project: the image as JPEG bytes (:func:`jpeg_encode`:
 Pillow / libjpeg, 4:4:4, no chroma subsampling, quality :data:`DEFAULT_JPEG_QUALITY` unless asked
 otherwise), decoded with :func:`jpeg_decode`. Every other key decodes bit for bit as in layout 4;
@@ -46,6 +60,8 @@ The dataset table is in :mod:`synth.shards` and docs/shards.md.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .color import linear_to_srgb_u8, srgb_u8_to_linear
@@ -69,6 +85,12 @@ __all__ = [
     "jpeg_encode",
     "jpeg_decode",
     "JPEG_LAYOUT",
+    "is_jpeg",
+    "ids_recomputed",
+    "ids_crc",
+    "restore_ids",
+    "StoredIds",
+    "IdsMismatchError",
     "DEFAULT_JPEG_QUALITY",
     "encode_depth",
     "decode_depth",
@@ -79,20 +101,34 @@ __all__ = [
     "GEOMETRY_KEYS",
 ]
 
-LAYOUT_VERSION = 4
-"""The shard layout written (4: image, mask and triangle ids, as layout 3 with tighter codes; the maps
-are recomputed on read)."""
-JPEG_LAYOUT = 5
-"""The layout written when the image is stored lossy (layout 4 with the image as JPEG bytes; opt-in)."""
+LAYOUT_VERSION = 6
+"""The shard layout written (6: image, mask, the parameters and the ids of the unstable pixels only;
+the triangle ids and the maps are recomputed on read)."""
+JPEG_LAYOUT = 7
+"""The layout written when the image is stored lossy (layout 6 with the image as JPEG bytes; opt-in)."""
+
+
+def is_jpeg(layout: int) -> bool:
+    """Whether shards of ``layout`` store the image as JPEG bytes (layouts 5 and 7)."""
+    return layout in (5, 7)
+
+
+def ids_recomputed(layout: int) -> bool:
+    """Whether shards of ``layout`` recompute the triangle ids on read (layouts 6 and 7)."""
+    return layout >= 6
 DEFAULT_JPEG_QUALITY = 95
 """JPEG quality of layout-5 images unless asked otherwise (``synth-cli render --jpeg-quality``)."""
-READABLE_LAYOUTS = (1, 2, 3, 4, 5)
-"""Layouts :func:`decode_sample` decodes (5: layout 4 with a JPEG image; 2: quantised maps; 1: linear
-image and albedo, no specular; see the module doc)."""
+READABLE_LAYOUTS = (1, 2, 3, 4, 5, 6, 7)
+"""Layouts :func:`decode_sample` decodes (7: layout 6 with a JPEG image; 6: ids recomputed on read;
+5: layout 4 with a JPEG image; 2: quantised maps; 1: linear image and albedo, no specular; see the
+module doc)."""
 SURFACE_KEYS = ("depth", "depth_coarse", "normals", "pncc", "albedo")
-"""Layouts 3 and 4: the maps recomputed from ``tri_id``, the parameters and the model."""
+"""Layouts 3 to 7: the maps recomputed from ``tri_id``, the parameters and the model."""
 GEOMETRY_KEYS = ("alpha_id", "alpha_exp", "beta", "pose", "translation", "intrinsics", "index")
-"""Layouts 3 and 4: the stored parameters the recomputation of :data:`SURFACE_KEYS` needs (+ ``detail_weights``)."""
+"""Layouts 3 to 7: the stored parameters the recomputation of :data:`SURFACE_KEYS` (and, from layout 6,
+of ``tri_id``) needs (+ ``detail_weights``)."""
+IDS_STORED = ("mask", "tri_fix", "tri_crc")
+"""Layouts 6 and 7: what :func:`restore_ids` needs beside the recomputed ids."""
 DEPTH_STEP_MM = 1.0 / 128.0  # depth / coarse-depth quantisation step (coarser if the span needs it)
 DETAIL_STEP_MM = 1.0 / 128.0  # quantisation of depth - depth_coarse (the fine detail)
 PARAMETER_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", "intrinsics", "detail_weights",
@@ -101,7 +137,7 @@ PARAMETER_KEYS = ("alpha_id", "alpha_exp", "beta", "sh", "pose", "translation", 
 DECODED_KEYS = ("image", "depth", "depth_coarse", "normals", "pncc", "albedo", "mask", "landmarks",
                 "landmarks_visible") + PARAMETER_KEYS + ("index", "tri_id")
 """Every key :func:`decode_sample` can return (``depth_coarse``, ``detail_weights``: detail on only;
-``tri_id``: layouts 3 to 5 only)."""
+``tri_id``: layouts 3 to 7 only)."""
 _DECODED = frozenset(DECODED_KEYS)
 _NEED_MASK = frozenset(("depth", "depth_coarse", "mask", "normals"))  # decoded from the quantised depth q
 
@@ -190,6 +226,57 @@ def row_delta_decode(code: np.ndarray) -> np.ndarray:
     return (np.cumsum(d, axis=1) - 1).astype(np.int32)
 
 
+def ids_crc(ids: np.ndarray) -> int:
+    """CRC-32 (zlib) of a triangle-id image as little-endian int32 bytes, row by row: what a layout-6
+    shard stores per sample (``tri_crc``) and :func:`restore_ids` checks."""
+    import zlib
+
+    return zlib.crc32(np.ascontiguousarray(ids, "<i4").tobytes())
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredIds:
+    """What a layout-6 sample stores of its triangle ids: the face ``mask (H, W)`` bool, ``fix (H, W)``
+    (``id + 1`` at the pixels whose recomputed id cannot be trusted, 0 elsewhere) and ``crc`` (the
+    writer's :func:`ids_crc`). ``where`` names the sample in errors."""
+
+    mask: np.ndarray
+    fix: np.ndarray
+    crc: int
+    where: str = "a layout-6 sample"
+
+    @classmethod
+    def from_raw(cls, raw: dict, where: str = "a layout-6 sample") -> "StoredIds":
+        return cls(np.asarray(raw["mask"]).astype(bool), np.asarray(raw["tri_fix"]), int(raw["tri_crc"]), where)
+
+
+class IdsMismatchError(ValueError):
+    """The triangle ids recomputed by a reader do not reproduce the writer's (:func:`restore_ids`)."""
+
+
+def restore_ids(recomputed: np.ndarray, stored: StoredIds) -> np.ndarray:
+    """The writer's triangle ids ``(H, W)`` int32 from ids ``recomputed`` by the reader (the compiled
+    rasterizer on the stored parameters): -1 off the stored mask, the stored id where ``fix`` has one,
+    the recomputed id elsewhere. Raises :class:`IdsMismatchError` (a ``ValueError``) when the result's CRC is not the writer's — the
+    reader's model or arithmetic moved the geometry by more than the writer allowed for (or the shard
+    is damaged) — or a face pixel is left without a triangle."""
+    tri = np.array(recomputed, np.int32)
+    if tri.shape != stored.mask.shape or stored.fix.shape != stored.mask.shape:
+        raise ValueError(f"{stored.where}: recomputed ids {tri.shape}, mask {stored.mask.shape} and fix "
+                         f"{stored.fix.shape} must have one shape")
+    tri[~stored.mask] = -1
+    fixed = stored.fix > 0
+    tri[fixed] = stored.fix[fixed].astype(np.int64) - 1
+    holes = int(np.count_nonzero(stored.mask & (tri < 0)))
+    if holes or ids_crc(tri) != stored.crc:
+        why = f"{holes} face pixels without a triangle" if holes else "their CRC-32 differs from the writer's"
+        raise IdsMismatchError(f"{stored.where}: the triangle ids recomputed here do not reproduce the writer's ({why}): "
+                         "this machine's model or geometry differs from the writer's by more than the "
+                         "shard allows for (same model file and detailface version needed), or the shard "
+                         "is damaged (synth-cli verify)")
+    return tri
+
+
 def jpeg_encode(image: np.ndarray, quality: int, subsampling: str = "4:4:4") -> np.ndarray:
     """uint8 RGB ``(H, W, 3)`` -> JPEG bytes as a 1-D uint8 array (Pillow / libjpeg, baseline, no
     optimisation pass, ``subsampling`` of the chroma: ``"4:4:4"`` none, ``"4:2:0"`` halved in both
@@ -241,14 +328,16 @@ def decode_depth(q: np.ndarray, offset: float, step: float) -> np.ndarray:
 
 def encode_sample(params, out, layout: int = LAYOUT_VERSION,
                   image_quality: int | None = None) -> dict[str, np.ndarray]:
-    """Stored arrays of one sample of shard ``layout`` (4; 5: the image as JPEG at ``image_quality``,
-    which must be given — the writer's ``image_quality`` too; 3 / 2 for tests of the older readers)
-    from :class:`~synth.sampling.SampleParams` and :class:`~synth.render.RenderOutput` (layouts 3 to
-    5 need only the image, the mask, the triangle ids and the landmarks: ``render(maps=False)``)."""
-    if layout in (3, 4, JPEG_LAYOUT):
+    """Stored arrays of one sample of shard ``layout`` (6; 7 or 5: the image as JPEG at
+    ``image_quality``, which must be given — the writer's ``image_quality`` too; 4, 3, 2 for tests of
+    the older readers) from :class:`~synth.sampling.SampleParams` and
+    :class:`~synth.render.RenderOutput` (layouts 3 to 7 need only the image, the mask, the triangle
+    ids and the landmarks: ``render(maps=False)``; layouts 6 and 7 also its ``tri_unstable``:
+    ``render(maps=False, stable=True)``)."""
+    if layout in (3, 4, 5, 6, 7):
         return _encode_v3(params, out, layout, image_quality)
     if layout != 2:
-        raise ValueError(f"layout must be 2, 3, 4 or 5, got {layout}")
+        raise ValueError(f"layout must be one of 2 to 7, got {layout}")
     if out.normals is None or out.pncc is None or out.albedo is None:
         raise ValueError("layout 2 stores the maps: encode a render(params, maps=True) output")
     detail = out.depth_coarse is not None
@@ -296,20 +385,30 @@ def _params(params) -> dict[str, np.ndarray]:
 
 def _encode_v3(params, out, layout: int, image_quality: int | None) -> dict[str, np.ndarray]:
     tri = np.asarray(out.tri_id)
-    if layout >= JPEG_LAYOUT:
+    if is_jpeg(layout):
         if image_quality is None:
-            raise ValueError("layout 5 stores the image as JPEG: pass image_quality (the ShardWriter's)")
+            raise ValueError(f"layout {layout} stores the image as JPEG: pass image_quality (the ShardWriter's)")
         image = jpeg_encode(out.image, image_quality)
     else:
         image = delta2d_encode(rct_encode(out.image) if layout >= 4 else out.image)
     enc = {
         "image": image,
         "mask": out.mask.astype(np.uint8),
-        # layout 3: 0 off the face
-        "tri_id": row_delta_encode(tri) if layout >= 4 else delta2d_encode((tri + 1).astype(np.int32)),
         "landmarks": out.landmarks.astype(np.float32),
         "landmarks_visible": out.landmarks_visible.astype(np.uint8),
     }
+    if ids_recomputed(layout):
+        unstable = getattr(out, "tri_unstable", None)
+        if unstable is None:
+            raise ValueError(f"layout {layout} stores the ids of the unstable pixels only: encode a "
+                             "render(params, maps=False, stable=True) output")
+        if not np.array_equal(np.asarray(out.mask, bool), tri >= 0):
+            raise ValueError("the render's mask differs from its triangle ids >= 0")
+        keep = np.asarray(unstable, bool) & (tri >= 0)
+        enc["tri_fix"] = np.where(keep, tri.astype(np.int64) + 1, 0).astype(np.uint32)
+        enc["tri_crc"] = np.uint32(ids_crc(tri))
+    else:  # layout 3: 0 off the face
+        enc["tri_id"] = row_delta_encode(tri) if layout >= 4 else delta2d_encode((tri + 1).astype(np.int32))
     enc.update(_params(params))
     return enc
 
@@ -332,14 +431,18 @@ def stored_for(keys, detail: bool, layout: int = LAYOUT_VERSION) -> tuple[str, .
             raise ValueError(f"keys: unknown key {key!r}, expected some of {', '.join(DECODED_KEYS)}")
         if key in ("depth_coarse", "detail_weights") and not detail:
             raise ValueError(f"keys: {key!r} exists only in shards rendered with detail on")
-        if key == "image" and layout >= JPEG_LAYOUT:
+        if key == "image" and is_jpeg(layout):
             out += [n for n in ("image", "image_span") if n not in out]
             continue
         if key == "tri_id" and layout < 3:
             raise ValueError(f"keys: 'tri_id' is stored from shard layout 3 on (this shard: layout {layout})")
         if layout >= 3:
+            ids = list(IDS_STORED) if ids_recomputed(layout) else ["tri_id"]
+            geometry = list(GEOMETRY_KEYS) + (["detail_weights"] if detail else [])
             if key in SURFACE_KEYS:
-                need = ["tri_id"] + list(GEOMETRY_KEYS) + (["detail_weights"] if detail else [])
+                need = ids + geometry
+            elif key == "tri_id" and ids_recomputed(layout):
+                need = ids + geometry
             else:
                 need = [key]
         elif key == "depth":
@@ -365,9 +468,11 @@ def decode_sample(raw: dict[str, np.ndarray], keys=None, layout: int = LAYOUT_VE
     ``keys`` (default: all the sample has) limits the decoding to those keys; ``raw`` must then
     hold at least ``stored_for(keys, detail, layout)``. Each key decodes exactly as in the full decoding.
 
-    Layouts 3 and 4: ``surface(raw, tri_id)`` -> :class:`synth.render.SurfaceMaps` recomputes the maps
-    (:data:`SURFACE_KEYS`; :class:`synth.shards.ShardReader` passes one built from the model); without
-    it those keys raise ``ValueError`` and the full decoding leaves them out.
+    Layouts 3 to 7: ``surface(raw, tri_id, maps=True)`` -> :class:`synth.render.SurfaceMaps` recomputes
+    the maps (:data:`SURFACE_KEYS`; :class:`synth.shards.ShardReader` passes one built from the model);
+    without it those keys raise ``ValueError`` and the full decoding leaves them out. Layouts 6 and 7
+    recompute ``tri_id`` too: ``tri_id`` is then a :class:`StoredIds` (the surface rasterizes the ids and
+    :func:`restore_ids` them), and ``maps=False`` when only the ids are wanted.
     """
     if layout not in READABLE_LAYOUTS:
         raise ValueError(f"layout {layout} cannot be decoded; readable layouts: {READABLE_LAYOUTS}")
@@ -424,24 +529,33 @@ def _decode_v3(raw: dict[str, np.ndarray], keys, surface, layout: int) -> dict[s
     detail = "detail_weights" in raw
     if keys is None:
         keys = [k for k in DECODED_KEYS if (k not in PARAMETER_KEYS or k in raw) and (k != "depth_coarse" or detail)
-                and (k not in SURFACE_KEYS or surface is not None)]
+                and (k not in SURFACE_KEYS or surface is not None)
+                and (k != "tri_id" or surface is not None or not ids_recomputed(layout))]
     wanted = set(keys)
     if not wanted <= _DECODED:
         stored_for(keys, detail, layout)  # raises, naming the unknown key
     out: dict[str, np.ndarray] = {}
     tri = None
-    if "tri_id" in wanted or wanted & set(SURFACE_KEYS):  # (H, W) int32, -1 off the face
-        tri = row_delta_decode(raw["tri_id"]) if layout >= 4 else delta2d_decode(raw["tri_id"]) - 1
     maps = None
-    if wanted & set(SURFACE_KEYS):
+    want_maps = bool(wanted & set(SURFACE_KEYS))
+    if ids_recomputed(layout) and ("tri_id" in wanted or want_maps):
         if surface is None:
-            raise ValueError(f"keys {sorted(wanted & set(SURFACE_KEYS))} of a layout-{layout} shard are recomputed "
-                             "from the triangle ids and the morphable model: read them through "
+            raise ValueError(f"keys {sorted(wanted & (set(SURFACE_KEYS) | {'tri_id'}))} of a layout-{layout} shard are "
+                             "recomputed from the parameters and the morphable model: read them through "
                              "synth.shards.ShardReader (with model= for a model other than the built-in one)")
-        maps = surface(raw, tri)
+        maps = surface(raw, StoredIds.from_raw(raw, f"sample {int(raw['index'])}"), maps=want_maps)
+        tri = maps.tri_id
+    elif "tri_id" in wanted or want_maps:  # (H, W) int32, -1 off the face
+        tri = row_delta_decode(raw["tri_id"]) if layout >= 4 else delta2d_decode(raw["tri_id"]) - 1
+        if want_maps:
+            if surface is None:
+                raise ValueError(f"keys {sorted(wanted & set(SURFACE_KEYS))} of a layout-{layout} shard are "
+                                 "recomputed from the triangle ids and the morphable model: read them through "
+                                 "synth.shards.ShardReader (with model= for a model other than the built-in one)")
+            maps = surface(raw, tri)
     for key in keys:
         if key == "image":
-            if layout >= JPEG_LAYOUT:
+            if is_jpeg(layout):
                 out[key] = jpeg_decode(raw["image"])
             else:
                 image = delta2d_decode(raw["image"])

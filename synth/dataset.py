@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import shards as sh
-from .codecs import DEFAULT_JPEG_QUALITY, JPEG_LAYOUT, encode_sample
+from .codecs import DEFAULT_JPEG_QUALITY, JPEG_LAYOUT, encode_sample, ids_recomputed
 from .detail import BANK_VERSION, N_FIELDS
 from .sampling import SamplingConfig, face_framing, sample_params
 from .verify import quick_check_shard
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 _IDENTITY_KEYS = ("n_total", "shard_size", "size", "seed", "model_fingerprint", "sampling", "layout_version",
                   "platform", "detail_bank_version", "image_quality")
 IMAGE_CODECS = ("lossless", "jpeg")
-"""``--image-codec``: lossless (layout 4, the default) or jpeg (layout 5, ``--jpeg-quality``)."""
+"""``--image-codec``: lossless (layout 6, the default) or jpeg (layout 7, ``--jpeg-quality``)."""
 
 SHARD_SIZE_RULE = "min(1000, max(32, 16 * ceil(N / 1024)))"
 
@@ -79,7 +79,7 @@ class DatasetConfig:
     # default_shard_size(n))
     workers: int = 1  # --workers: worker processes (0 = render in this process)
     compression: str = "zstd"  # --compression: zstd (level 1) | gzip (level 1 + shuffle) | lzf
-    image_codec: str = "lossless"  # --image-codec: lossless (layout 4) | jpeg (layout 5, lossy image)
+    image_codec: str = "lossless"  # --image-codec: lossless (layout 6) | jpeg (layout 7, lossy image)
     jpeg_quality: int = DEFAULT_JPEG_QUALITY  # --jpeg-quality: JPEG quality of --image-codec jpeg
     platform: str = "cpu"  # --platform: cpu (compiled rasterizer) | osmesa | egl (OpenGL id pass)
     model: str | None = None  # --model: BFM file (None = built-in model)
@@ -110,7 +110,7 @@ class DatasetConfig:
 
     @property
     def layout(self) -> int:
-        """The shard layout this job writes (4; 5 with ``--image-codec jpeg``)."""
+        """The shard layout this job writes (6; 7 with ``--image-codec jpeg``)."""
         return JPEG_LAYOUT if self.image_codec == "jpeg" else sh.LAYOUT_VERSION
 
     @property
@@ -359,7 +359,8 @@ class _ShardRenderer:
                     batch = self._model_batch(index, timings)
                 params, arrays = batch.pop(index)
                 t1 = time.perf_counter()
-                result = self.renderer.render(params, arrays, maps=False)  # layouts 3-5 store no maps
+                # layouts 3 to 7 store no maps; 6 and 7 the ids of the unstable pixels only
+                result = self.renderer.render(params, arrays, maps=False, stable=ids_recomputed(c.layout))
                 t2 = time.perf_counter()
                 writer.write(j, encode_sample(params, result, c.layout, c.jpeg_quality))
                 t3 = time.perf_counter()

@@ -40,7 +40,7 @@ from numba import njit
 
 from .lighting import C0, C1, C2, C3, C4  # the SH constants of synth.lighting.sh_basis
 
-__all__ = ["rasterize", "interpolate", "plane_depth", "vertex_normals", "shade_pixels", "linear_combination",
+__all__ = ["rasterize", "rasterize_stable", "interpolate", "plane_depth", "vertex_normals", "shade_pixels", "linear_combination",
            "srgb_encode_u8", "lookup_channels"]
 
 _ZNEAR = 1e-6  # perspective: triangles with a corner this close to the camera plane are skipped (reference)
@@ -121,6 +121,136 @@ def rasterize(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size, pr
     _rasterize(np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1]), d, tris, h, w,
                projection == "perspective", bool(cull_backfaces), tri_id, zbuf)
     return tri_id
+
+
+# the tolerances of :func:`unstable_pixels` (the shard layout that recomputes the ids on read)
+UNSTABLE_EPS_PX = 1e-3
+UNSTABLE_EPS_MM = 1e-3
+
+
+@njit(cache=True)
+def _rasterize_stable(u, v, d, tris, height, width, perspective, cull_backfaces, eps, eps_z, tri_id, zbuf,
+                      zwin, tolwin, lo):
+    for t in range(tris.shape[0]):
+        a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
+        p0x, p0y, p1x, p1y, p2x, p2y = u[a], v[a], u[b], v[b], u[c], v[c]
+        d0, d1, d2 = d[a], d[b], d[c]
+        if perspective and min(d0, min(d1, d2)) <= _ZNEAR:
+            continue  # (as _rasterize; the scenes drawn keep every corner far in front of the camera)
+        area2 = (p1x - p0x) * (p2y - p0y) - (p1y - p0y) * (p2x - p0x)
+        if not np.isfinite(area2):
+            continue
+        q0 = (p2x - p1x) ** 2 + (p2y - p1y) ** 2  # squared length of the edge opposite corner 0
+        q1 = (p0x - p2x) ** 2 + (p0y - p2y) ** 2
+        q2 = (p1x - p0x) ** 2 + (p1y - p0y) ** 2
+        qmax = max(q0, max(q1, q2))
+        if qmax == 0.0:
+            continue  # three corners on one point: covers nothing, on any machine
+        # a sliver (smallest altitude |area2| / longest edge below 2 eps): its orientation (culling) or
+        # coverage may flip, so it is never a certain fragment
+        sliver = area2 * area2 < 4.0 * eps * eps * qmax
+        drawn = area2 != 0.0 and not (cull_backfaces and area2 > 0.0)  # what _rasterize draws
+        if not drawn and not sliver:
+            continue  # a back face on any machine
+        minx, maxx = min(p0x, min(p1x, p2x)), max(p0x, max(p1x, p2x))
+        miny, maxy = min(p0y, min(p1y, p2y)), max(p0y, max(p1y, p2y))
+        # _rasterize's box, and the box grown by eps
+        j0x = max(int(np.ceil(minx - 0.5)), 0)
+        j1x = min(int(np.floor(maxx - 0.5)), width - 1)
+        i0x = max(int(np.ceil(miny - 0.5)), 0)
+        i1x = min(int(np.floor(maxy - 0.5)), height - 1)
+        j0 = max(int(np.ceil(minx - eps - 0.5)), 0)
+        j1 = min(int(np.floor(maxx + eps - 0.5)), width - 1)
+        i0 = max(int(np.ceil(miny - eps - 0.5)), 0)
+        i1 = min(int(np.floor(maxy + eps - 0.5)), height - 1)
+        if j0 > j1 or i0 > i1:
+            continue  # most triangles (~0.3 pixel centres each at 224 px): the set-up below is skipped
+        abx, aby = p1x - p0x, p1y - p0y
+        acx, acy = p2x - p0x, p2y - p0y
+        den = abx * acy - aby * acx
+        if not abs(den) > 1e-12:
+            den = 1e-12
+        l0e, l1e, l2e = np.sqrt(q0), np.sqrt(q1), np.sqrt(q2)
+        h = abs(area2) / np.sqrt(qmax)  # the smallest altitude
+        sgn = 1.0 if area2 > 0.0 else -1.0
+        i0n, i1n, i2n = sgn / max(l0e, 1e-300), sgn / max(l1e, 1e-300), sgn / max(l2e, 1e-300)
+        # how far a fragment's depth may move when the corners move by eps pixels
+        tol = eps_z + (max(d0, max(d1, d2)) - min(d0, min(d1, d2))) * min(1.0, 2.0 * eps / max(h, 1e-300))
+        for i in range(i0, i1 + 1):
+            y = i + 0.5
+            for j in range(j0, j1 + 1):
+                x = j + 0.5
+                # the edge functions of _rasterize (the edge opposite each corner)
+                e0 = (p2x - p1x) * (y - p1y) - (p2y - p1y) * (x - p1x)
+                e1 = (p0x - p2x) * (y - p2y) - (p0y - p2y) * (x - p2x)
+                e2 = (p1x - p0x) * (y - p0y) - (p1y - p0y) * (x - p0x)
+                m = min(e0 * i0n, min(e1 * i1n, e2 * i2n))  # signed distance to the nearest edge, px
+                if m < -eps:
+                    continue  # outside by more than eps: out on any machine
+                apx, apy = x - p0x, y - p0y
+                l1 = (apx * acy - apy * acx) / den
+                l2 = (abx * apy - aby * apx) / den
+                l0 = 1.0 - l1 - l2
+                if perspective:
+                    w = l0 / d0 + l1 / d1 + l2 / d2
+                    if abs(w) > 1e-9:
+                        z = 1.0 / w
+                    else:
+                        z = min(max(l0, 0.0), 1.0) * d0 + min(max(l1, 0.0), 1.0) * d1 + min(max(l2, 0.0), 1.0) * d2
+                else:
+                    z = l0 * d0 + l1 * d1 + l2 * d2
+                # the z-buffer of _rasterize, bit for bit: same box, same depth, and m >= 0 is its inside
+                # test (each e_k / area2 >= 0: the sign of e_k * sgn, which scaling by 1 / length keeps)
+                if drawn and m >= 0.0 and i0x <= i <= i1x and j0x <= j <= j1x and z < zbuf[i, j]:
+                    zbuf[i, j] = z
+                    tri_id[i, j] = t
+                # stability: the nearest certain fragment against everything else within eps
+                if m >= eps and not sliver and z < zwin[i, j]:
+                    if zwin[i, j] < np.inf:
+                        lo[i, j] = min(lo[i, j], zwin[i, j] - tolwin[i, j])
+                    zwin[i, j] = z
+                    tolwin[i, j] = tol
+                else:  # a farther certain fragment, or one that may or may not cover the pixel
+                    lo[i, j] = min(lo[i, j], z - tol)
+
+
+def rasterize_stable(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size, projection: str = "perspective",
+                     cull_backfaces: bool = True, eps_px: float = UNSTABLE_EPS_PX,
+                     eps_mm: float = UNSTABLE_EPS_MM) -> tuple[np.ndarray, np.ndarray]:
+    """``(tri_id, unstable)``: :func:`rasterize`'s triangle-id image (the same ids, bit for bit) and
+    the pixels ``(H, W)`` bool whose id could change if the projected corners moved by up to
+    ``eps_px`` pixels (and the depths by ``eps_mm``), in one pass over the triangles.
+
+    A pixel is stable when the nearest triangle that covers its centre by at least ``eps_px`` (and
+    is no sliver thinner than ``2 eps_px``) is nearer, by more than both depths' tolerances, than
+    every other triangle that covers it or comes within ``eps_px`` of it; a tolerance is ``eps_mm``
+    plus the triangle's depth span times ``2 eps_px`` over its smallest altitude (how far its depth
+    at the pixel can move). Off-mesh pixels with no triangle within ``eps_px`` are stable.
+
+    What it is for: a reader that recomputes the ids from the same parameters on another machine
+    (model arrays and float rounding an ulp apart: ~1e-5 px here) gets the writer's id at every
+    stable pixel, so a shard stores the ids of the unstable ones only (shard layout 6)."""
+    h, w = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
+    uv = np.asarray(uv, np.float64)
+    if uv.ndim != 2 or uv.shape[1] != 2:
+        raise ValueError(f"uv must be (N, 2), got {uv.shape}")
+    d = np.ascontiguousarray(depth, np.float64)
+    if d.shape != (uv.shape[0],):
+        raise ValueError(f"depth must be ({uv.shape[0]},), got {d.shape}")
+    tris = np.ascontiguousarray(triangles, np.int64)
+    if tris.ndim != 2 or tris.shape[1] != 3:
+        raise ValueError(f"triangles must be (T, 3), got {tris.shape}")
+    if not (eps_px > 0 and eps_mm > 0):
+        raise ValueError(f"eps_px and eps_mm must be > 0, got {eps_px}, {eps_mm}")
+    tri_id = np.full((h, w), -1, np.int32)
+    zbuf = np.full((h, w), np.inf)
+    zwin = np.full((h, w), np.inf)
+    tolwin = np.zeros((h, w))
+    lo = np.full((h, w), np.inf)
+    _rasterize_stable(np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1]), d, tris, h, w,
+                      projection == "perspective", bool(cull_backfaces), float(eps_px), float(eps_mm), tri_id, zbuf,
+                      zwin, tolwin, lo)
+    return tri_id, (lo < np.inf) & (lo <= zwin + tolwin)
 
 
 @njit(cache=True, inline="always")

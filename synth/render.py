@@ -73,18 +73,23 @@ class RenderOutput:
     landmarks: np.ndarray  # (68, 2) float32 pixel (u, v)
     landmarks_visible: np.ndarray  # (68,) bool
     tri_id: np.ndarray  # (H, W) int32 triangle index, -1 off-face (stored from layout 3 on)
+    # (H, W) bool: pixels whose id a reader recomputing it might not reproduce (render(stable=True);
+    # synth.kernels.rasterize_stable, and on GL platforms wherever GL's ids differ from the CPU's)
+    tri_unstable: np.ndarray | None = None
 
 
 @dataclasses.dataclass
 class SurfaceMaps:
-    """The per-pixel maps of :meth:`FaceRenderer.surface_maps` (same meanings as :class:`RenderOutput`)."""
+    """The per-pixel maps of :meth:`FaceRenderer.surface_maps` (same meanings as :class:`RenderOutput`;
+    the maps are None when only the ids were asked for)."""
 
-    depth: np.ndarray  # (H, W) float32 mm, 0 off-face
+    depth: np.ndarray | None  # (H, W) float32 mm, 0 off-face
     depth_coarse: np.ndarray | None  # (H, W) float32 mm (detail on)
-    normals: np.ndarray  # (H, W, 3) float32 unit, camera frame
-    pncc: np.ndarray  # (H, W, 3) float32 [0, 1]
-    albedo: np.ndarray  # (H, W, 3) float32 linear RGB
+    normals: np.ndarray | None  # (H, W, 3) float32 unit, camera frame
+    pncc: np.ndarray | None  # (H, W, 3) float32 [0, 1]
+    albedo: np.ndarray | None  # (H, W, 3) float32 linear RGB
     mask: np.ndarray  # (H, W) bool
+    tri_id: np.ndarray | None = None  # (H, W) int32, the ids the maps were computed from
 
 
 @dataclasses.dataclass
@@ -199,9 +204,13 @@ class FaceRenderer:
         uv, d = cam.project(np.asarray(verts_cam, np.float64), k, projection)
         return self._ids(verts_cam, uv, d, k, projection)
 
-    def _ids(self, verts_cam, uv, d, k, projection) -> np.ndarray:
+    @staticmethod
+    def _check_in_front(d: np.ndarray) -> None:
         if d.min() <= 0:
             raise ValueError("every vertex must be in front of the camera (p_z < 0)")
+
+    def _ids(self, verts_cam, uv, d, k, projection) -> np.ndarray:
+        self._check_in_front(d)
         if self.platform == "cpu":
             return kernels.rasterize(uv, d, self.triangles, self.size, projection, cull_backfaces=True)
         from .gl import projection_matrix
@@ -294,20 +303,30 @@ class FaceRenderer:
         return _Geometry(verts_cam, coarse_cam, normals_cam, albedo, occlusion)
 
     def render(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None,
-               maps: bool = True) -> RenderOutput:
+               maps: bool = True, stable: bool = False) -> RenderOutput:
         """All maps of one sample (``arrays``: its :meth:`model_arrays` entry, computed here if None).
 
-        ``maps=False``: only what the shards of layouts 3 to 5 store is computed — the image, the triangle
+        ``maps=False``: only what the shards of layouts 3 to 7 store is computed — the image, the triangle
         ids, the mask, the landmarks (and ``depth``, which the landmarks' visibility needs);
         ``normals``, ``pncc``, ``albedo``, ``specular`` and ``depth_coarse`` are None.
-        :meth:`surface_maps` recomputes the maps from the ids."""
+        :meth:`surface_maps` recomputes the maps from the ids. ``stable=True`` also fills
+        ``tri_unstable`` (what layouts 6 and 7 store the ids of)."""
         size, projection = self.size, params.projection
         t0 = time.perf_counter()
         geo = self._geometry(params, arrays, with_coarse=maps)
         k = np.asarray(params.intrinsics, np.float64)
         uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)  # (N, 2), (N,)
         t1 = time.perf_counter()
-        tri_id = self._ids(geo.verts_cam, uv, d, k, projection)
+        unstable = None
+        if stable:
+            self._check_in_front(d)
+            # the ids a reader recomputes (the compiled rasterizer), and where they could differ
+            cpu_ids, unstable = kernels.rasterize_stable(uv, d, self.triangles, size, projection, cull_backfaces=True)
+            tri_id = cpu_ids if self.platform == "cpu" else self._ids(geo.verts_cam, uv, d, k, projection)
+            if tri_id is not cpu_ids:
+                unstable |= tri_id != cpu_ids  # GL's edge rule and precision differ from the CPU's
+        else:
+            tri_id = self._ids(geo.verts_cam, uv, d, k, projection)
         t2 = time.perf_counter()
         px = self._pixels(geo, tri_id, uv, d, k, projection, pncc=maps, coarse=maps)
         n, alb, pix = px.normals, px.albedo, px.pix
@@ -336,30 +355,49 @@ class FaceRenderer:
                             pncc=None if px.pncc is None else _full(px.pncc, pix, size),
                             albedo=_full(alb, pix, size) if maps else None,
                             specular=None if spec is None or not maps else _full(spec, pix, size),
-                            mask=px.mask, landmarks=lm, landmarks_visible=vis, tri_id=tri_id)
+                            mask=px.mask, landmarks=lm, landmarks_visible=vis, tri_id=tri_id, tri_unstable=unstable)
 
-    def surface_maps(self, params: SampleParams, tri_id: np.ndarray,
-                     arrays: tuple[np.ndarray, np.ndarray] | None = None) -> SurfaceMaps:
+    def surface_maps(self, params: SampleParams, tri_id,
+                     arrays: tuple[np.ndarray, np.ndarray] | None = None, maps: bool = True) -> SurfaceMaps:
         """The per-pixel maps of a sample whose triangle-id image ``tri_id (H, W)`` is known (a shard
         of layout 3 stores the ids, not the maps): the same computation as :meth:`render`, without
         rasterizing, lighting or compositing, so the maps equal ``render(params)``'s bit for bit
-        given the same model arrays (``arrays``, from :meth:`model_arrays`; computed if None)."""
+        given the same model arrays (``arrays``, from :meth:`model_arrays`; computed if None).
+
+        ``tri_id`` may instead be a :class:`synth.codecs.StoredIds` (layouts 6 and 7): the ids are
+        then rasterized here by the compiled rasterizer from the same geometry and completed by
+        :func:`synth.codecs.restore_ids` (which checks them against the writer's CRC).
+        ``maps=False``: only the ids (and the mask) are returned."""
+        from .codecs import StoredIds, restore_ids
+
         size, projection = self.size, params.projection
+        geo = None
+        if isinstance(tri_id, StoredIds):
+            geo = self._geometry(params, arrays, with_coarse=maps)
+            k = np.asarray(params.intrinsics, np.float64)
+            uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)
+            self._check_in_front(d)
+            tri_id = restore_ids(kernels.rasterize(uv, d, self.triangles, size, projection, cull_backfaces=True),
+                                 tri_id)
+            if not maps:
+                return SurfaceMaps(depth=None, depth_coarse=None, normals=None, pncc=None, albedo=None,
+                                   mask=tri_id >= 0, tri_id=tri_id)
         tri_id = np.asarray(tri_id)
         if tri_id.shape != (size, size):
             raise ValueError(f"tri_id must be ({size}, {size}), got {tri_id.shape}")
         if tri_id.size and (int(tri_id.max()) >= self.n_tri or int(tri_id.min()) < -1):
             raise ValueError(f"tri_id must hold -1 or triangle indices < {self.n_tri}, got "
                              f"[{int(tri_id.min())}, {int(tri_id.max())}]")
-        geo = self._geometry(params, arrays)
-        k = np.asarray(params.intrinsics, np.float64)
-        uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)
+        if geo is None:
+            geo = self._geometry(params, arrays)
+            k = np.asarray(params.intrinsics, np.float64)
+            uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)
         px = self._pixels(geo, tri_id, uv, d, k, projection, pncc=True, coarse=True)
         pix = px.pix
         return SurfaceMaps(depth=_full(px.depth.astype(np.float32), pix, size),
                            depth_coarse=None if px.depth_coarse is None else _full(px.depth_coarse, pix, size),
                            normals=_full(px.normals, pix, size), pncc=_full(px.pncc, pix, size),
-                           albedo=_full(px.albedo, pix, size), mask=px.mask)
+                           albedo=_full(px.albedo, pix, size), mask=px.mask, tri_id=tri_id)
 
     def _pixels(self, geo: "_Geometry", tri_id, uv, d, k, projection, pncc: bool, coarse: bool) -> "_Pixels":
         """Per-pixel values at the face pixels of ``tri_id``: barycentric interpolation of the vertex

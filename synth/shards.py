@@ -4,15 +4,20 @@ The per-map encodings are in :mod:`synth.codecs`, the checks in :mod:`synth.veri
 grid in :mod:`synth.preview`; docs/shards.md describes the format for readers in other languages.
 
 One file ``shard-00007.h5`` holds global samples ``[7 * S, min(8 * S, N))`` (S = shard size). Every
-per-sample dataset has shape ``(n, ...)`` (but layout 5's JPEG bytes, below) and fletcher32 checksums;
-the maps (layouts 3 to 5: image, mask, triangle ids) have one sample per chunk and are compressed with
+per-sample dataset has shape ``(n, ...)`` (but the JPEG bytes of layouts 5 and 7, below) and fletcher32
+checksums; the maps (layouts 3 to 5: image, mask, triangle ids; 6 and 7: image, mask and the ids of
+the unstable pixels, ``tri_fix``) have one sample per chunk and are compressed with
 Zstandard level 1 (default; the ``hdf5plugin`` filter: ``import hdf5plugin`` before opening a shard with
 h5py elsewhere), gzip-1 + shuffle or lzf; the small per-sample arrays are one uncompressed chunk per
 dataset (read whole). :data:`DATASETS` lists every stored dataset with its unit, encoding and
 description (also written as dataset attributes and the file's ``keys`` attribute); the full table of
 stored datasets -> decoded keys and the file attributes are in docs/shards.md.
 
-Layout 5 (opt-in, ``synth-cli render --image-codec jpeg``) stores the image as JPEG: the JPEG bytes
+Layout 6 (the default) recomputes the triangle ids on read (:mod:`synth.codecs`: the parameters, the
+model and the compiled rasterizer; the stored ``tri_fix`` and ``tri_crc`` make it exact).
+
+Layouts 7 and 5 (opt-in, ``synth-cli render --image-codec jpeg``: 7, layout 6 with a JPEG image; 5,
+layout 4 with one) store the image as JPEG: the JPEG bytes
 of all the shard's samples back to back in one 1-D uint8 dataset ``image`` (uncompressed,
 checksummed chunks of :data:`JPEG_CHUNK` bytes) and each sample's ``[start, stop)`` in the small
 per-sample dataset ``image_span``; the file attributes ``image_codec`` (``"jpeg"``) and
@@ -29,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import (JPEG_LAYOUT, LAYOUT_VERSION, READABLE_LAYOUTS, SURFACE_KEYS, decode_sample,
-                     stored_for)
+from .codecs import (JPEG_LAYOUT, LAYOUT_VERSION, READABLE_LAYOUTS, SURFACE_KEYS, decode_sample, ids_recomputed,
+                     is_jpeg, stored_for)
 
 __all__ = [
     "surface_renderer",
@@ -59,10 +64,10 @@ __all__ = [
 SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.h5$")
 TEMP_PREFIX = ".tmp-"
 COMPRESSIONS = ("zstd", "gzip", "lzf")
-WRITTEN_LAYOUTS = (2, 3, 4, JPEG_LAYOUT)
-"""Layouts :class:`ShardWriter` writes (4: the default; 5: JPEG image; 2 and 3 for tests of the older readers)."""
+WRITTEN_LAYOUTS = (2, 3, 4, 5, 6, 7)
+"""Layouts :class:`ShardWriter` writes (6: the default; 7: JPEG image; 2 to 5 for tests of the older readers)."""
 JPEG_CHUNK = 16384
-"""Layout 5: chunk size in bytes of the concatenated JPEG ``image`` dataset (a sample spans ~1-2 chunks)."""
+"""Layouts 5 and 7: chunk size in bytes of the concatenated JPEG ``image`` dataset (a sample spans ~1-2 chunks)."""
 
 # name: (unit, encoding, description) of every stored dataset
 DATASETS: dict[str, tuple[str, str, str]] = {
@@ -90,13 +95,19 @@ DATASETS: dict[str, tuple[str, str, str]] = {
     "specular": ("(x light irradiance, exponent)", "raw",
                  "Blinn-Phong (strength, shininess) of the highlight from the SH lighting's dominant light"),
     "index": ("", "raw", "global sample index"),
-    "image_span": ("byte", "raw int64 [start, stop)", "where the sample's JPEG bytes lie in image (layout 5)"),
+    "image_span": ("byte", "raw int64 [start, stop)", "where the sample's JPEG bytes lie in image (layouts 5, 7)"),
     "mask": ("bool", "uint8 0/1", "pixels covered by the face mesh"),
     "tri_id": ("triangle index", "delta2d of int32 tri_id + 1 (0 = off the face)",
                "index of the model triangle seen at each pixel centre; with the parameters and the model it gives "
                "depth, depth_coarse, normals, pncc and albedo (synth.render.FaceRenderer.surface_maps)"),
+    "tri_fix": ("triangle index + 1", "uint32: tri_id + 1 at the unstable face pixels, 0 elsewhere",
+                "the ids a reader recomputing them might not reproduce (synth.kernels.rasterize_stable); the others "
+                "are recomputed from the parameters and the model (synth.codecs.restore_ids)"),
+    "tri_crc": ("", "uint32 CRC-32 of tri_id as little-endian int32, row by row (synth.codecs.ids_crc)",
+                "checks the recomputed triangle ids"),
 }
-MAP_DATASETS = ("image", "depth", "depth_coarse", "depth_detail", "normals", "pncc", "albedo", "mask", "tri_id")
+MAP_DATASETS = ("image", "depth", "depth_coarse", "depth_detail", "normals", "pncc", "albedo", "mask", "tri_id",
+                "tri_fix")
 ENCODINGS_V4 = {
     "image": "delta2d of the uint8 (G, R - G, B - G) modulo 256 (synth.codecs.rct_encode)",
     "tri_id": "uint32 zigzag of (tri_id + 1) minus its left neighbour, per row (synth.codecs.row_delta_encode)",
@@ -106,7 +117,7 @@ ENCODINGS_V5 = {
     "image": "JPEG (Pillow / libjpeg, 4:4:4, quality: the file's image_quality attribute) of the sRGB uint8 image; "
              "sample i is image[image_span[i, 0]:image_span[i, 1]] (all samples' bytes back to back)",
 }
-"""The encodings layout 5 changed from layout 4 (the image only)."""
+"""The encodings layouts 5 and 7 changed from layouts 4 and 6 (the image only)."""
 
 
 def dataset_info(name: str, layout: int = LAYOUT_VERSION) -> tuple[str, str, str]:
@@ -114,7 +125,7 @@ def dataset_info(name: str, layout: int = LAYOUT_VERSION) -> tuple[str, str, str
     unit, encoding, description = DATASETS[name]
     if layout >= 4:
         encoding = ENCODINGS_V4.get(name, encoding)
-    if layout >= JPEG_LAYOUT:
+    if is_jpeg(layout):
         encoding = ENCODINGS_V5.get(name, encoding)
     return unit, encoding, description
 
@@ -147,7 +158,7 @@ class ShardWriter:
     Use as a context manager: leaving the block without :meth:`commit` (an exception) deletes the
     temporary file, so a final ``shard-*.h5`` always holds a complete, checksummed shard.
 
-    Layout 5 (JPEG image): ``image_quality`` (required) is recorded as the file's attribute (the samples
+    Layouts 5 and 7 (JPEG image): ``image_quality`` (required) is recorded as the file's attribute (the samples
     are encoded by :func:`synth.codecs.encode_sample` with the same quality); the JPEG bytes are kept in
     memory and written by :meth:`commit` (~9-25 kB per sample at 128-224 px).
     """
@@ -161,11 +172,11 @@ class ShardWriter:
             raise ValueError(f"--compression must be one of {COMPRESSIONS}, got {compression!r}")
         if layout not in WRITTEN_LAYOUTS:
             raise ValueError(f"layout must be one of {WRITTEN_LAYOUTS} (the writer's), got {layout}")
-        if layout >= JPEG_LAYOUT and not (isinstance(image_quality, (int, np.integer)) and 1 <= image_quality <= 100):
+        if is_jpeg(layout) and not (isinstance(image_quality, (int, np.integer)) and 1 <= image_quality <= 100):
             raise ValueError(f"--jpeg-quality must be an integer in [1, 100], got {image_quality!r}")
         self.path = Path(path)
         self.layout = layout
-        self._jpeg: list[np.ndarray | None] = [None] * int(n_samples) if layout >= JPEG_LAYOUT else []
+        self._jpeg: list[np.ndarray | None] = [None] * int(n_samples) if is_jpeg(layout) else []
         self.tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}.{os.getpid()}")
         self.n = int(n_samples)
         self._written = np.zeros(self.n, bool)
@@ -175,7 +186,7 @@ class ShardWriter:
         self._ds = {}
         keys = {}  # the file's "keys" attribute: dtype, shape, unit and encoding of every dataset
         for name, (shape, dtype) in shapes.items():
-            if shape is None:  # layout 5's JPEG bytes: created by commit(), once their length is known
+            if shape is None:  # the JPEG bytes (layouts 5, 7): created by commit(), once their length is known
                 keys[name] = {"dtype": np.dtype(dtype).str, "shape": None, "unit": dataset_info(name, layout)[0],
                               "encoding": dataset_info(name, layout)[1]}
                 continue
@@ -193,7 +204,7 @@ class ShardWriter:
         # small per-sample arrays are kept here and written in one call per dataset by commit()
         self._small = {name: np.zeros((self.n,) + shape, dtype) for name, (shape, dtype) in shapes.items()
                        if name not in MAP_DATASETS}
-        if layout >= JPEG_LAYOUT:
+        if is_jpeg(layout):
             attrs = {**attrs, "image_codec": "jpeg", "image_quality": int(image_quality)}
         self._f.attrs.update({k: v for k, v in attrs.items()})
         if detail and "detail_bank_version" not in attrs:
@@ -205,7 +216,7 @@ class ShardWriter:
 
     def write(self, i: int, encoded: dict[str, np.ndarray]) -> None:
         """Store the encoded sample (:func:`synth.codecs.encode_sample`) at position ``i`` of the shard."""
-        if self.layout >= JPEG_LAYOUT:
+        if is_jpeg(self.layout):
             data = np.asarray(encoded["image"])
             if data.dtype != np.uint8 or data.ndim != 1:
                 raise ValueError(f"shard {self.path.name}: a layout-{self.layout} image is JPEG bytes (1-D uint8), got "
@@ -213,7 +224,7 @@ class ShardWriter:
             self._jpeg[i] = data
         for name, ds in self._ds.items():
             if name == "image_span":
-                continue  # layout 5: set by commit()
+                continue  # layouts 5, 7: set by commit()
             if name in self._small:
                 self._small[name][i] = encoded[name]
             else:
@@ -225,7 +236,7 @@ class ShardWriter:
         if not self._written.all():
             raise ValueError(f"shard {self.path.name}: samples {np.flatnonzero(~self._written)[:5].tolist()}... "
                              "were never written")
-        if self.layout >= JPEG_LAYOUT:
+        if is_jpeg(self.layout):
             self._write_jpeg()
         for name, values in self._small.items():
             self._ds[name][...] = values
@@ -243,7 +254,7 @@ class ShardWriter:
         return self.path
 
     def _write_jpeg(self) -> None:
-        """Layout 5: the samples' JPEG bytes back to back in ``image``, each one's range in ``image_span``."""
+        """Layouts 5 and 7: the samples' JPEG bytes back to back in ``image``, each one's range in ``image_span``."""
         lengths = np.array([len(b) for b in self._jpeg], np.int64)
         stops = np.cumsum(lengths)
         self._small["image_span"][:] = np.stack([stops - lengths, stops], axis=1)
@@ -283,8 +294,8 @@ def _compression(name: str) -> dict:
 
 
 def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -> dict[str, tuple[tuple | None, type]]:
-    """``{name: (per-sample shape, dtype)}`` of the datasets a shard of ``layout`` (2 to 5) stores; layout 5's
-    ``image`` (the JPEG bytes of all samples, 1-D) has shape ``None``."""
+    """``{name: (per-sample shape, dtype)}`` of the datasets a shard of ``layout`` (2 to 7) stores; the
+    ``image`` of layouts 5 and 7 (the JPEG bytes of all samples, 1-D) has shape ``None``."""
     h = w = size
     shapes = {
         "image": ((h, w, 3), np.uint8), "landmarks": ((68, 2), np.float32), "landmarks_visible": ((68,), np.uint8),
@@ -294,8 +305,12 @@ def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -
         "index": ((), np.int64),
     }
     if layout >= 3:
-        shapes.update({"mask": ((h, w), np.uint8), "tri_id": ((h, w), np.uint32 if layout >= 4 else np.int32)})
-        if layout >= JPEG_LAYOUT:
+        shapes["mask"] = ((h, w), np.uint8)
+        if ids_recomputed(layout):
+            shapes.update({"tri_fix": ((h, w), np.uint32), "tri_crc": ((), np.uint32)})
+        else:
+            shapes["tri_id"] = ((h, w), np.uint32 if layout >= 4 else np.int32)
+        if is_jpeg(layout):
             shapes.update({"image": (None, np.uint8), "image_span": ((2,), np.int64)})
     else:
         shapes.update({"depth_offset": ((), np.float32), "depth_step": ((), np.float32),
@@ -403,7 +418,7 @@ class ShardReader:
         i = self._index(i)
         out = {}
         for name in self.keys if names is None else names:
-            if name == "image" and self.layout >= JPEG_LAYOUT:  # the sample's JPEG bytes
+            if name == "image" and is_jpeg(self.layout):  # the sample's JPEG bytes
                 a, b = (int(v) for v in self._column("image_span")[i])
                 out[name] = self._map(name)[a:b]
             elif name in MAP_DATASETS:
@@ -453,9 +468,10 @@ class ShardReader:
             self._plans[keys] = need
         return need
 
-    def _surface(self, raw: dict[str, np.ndarray], tri_id: np.ndarray):
-        """The maps of one layout-3 sample, recomputed from its triangle ids and parameters."""
-        return self._renderer().surface_maps(self._sample_params(raw), tri_id)
+    def _surface(self, raw: dict[str, np.ndarray], tri_id, maps: bool = True):
+        """The maps of one sample of layout 3 on, recomputed from its triangle ids (layouts 6, 7: a
+        :class:`synth.codecs.StoredIds`, the ids recomputed too) and parameters."""
+        return self._renderer().surface_maps(self._sample_params(raw), tri_id, maps=maps)
 
     def _renderer(self):
         """The renderer that recomputes this shard's layout-3 maps (the model loaded on first use)."""
@@ -512,10 +528,11 @@ def read_samples(requests, keys=None) -> list[dict[str, np.ndarray]]:
 
     keys = None if keys is None else tuple(keys)
     maps = keys is None or bool(set(keys) & set(SURFACE_KEYS))  # recomputed from layout 3 on
+    ids = keys is None or "tri_id" in keys  # recomputed from layout 6 on
     out: list[dict[str, np.ndarray] | None] = [None] * len(requests)
     groups: dict[int, list[int]] = {}  # renderer -> positions in requests whose maps it recomputes
     for n, (reader, i) in enumerate(requests):
-        if maps and reader.layout >= 3:
+        if (maps and reader.layout >= 3) or (ids and ids_recomputed(reader.layout)):
             groups.setdefault(id(reader._renderer()), []).append(n)
         else:
             out[n] = reader.read(i, keys)
@@ -526,8 +543,8 @@ def read_samples(requests, keys=None) -> list[dict[str, np.ndarray]]:
             raws = [requests[n][0]._raw_for(requests[n][1], keys) for n in chunk]
             params = [requests[n][0]._sample_params(raw) for n, raw in zip(chunk, raws)]
             for n, raw, p, arrays in zip(chunk, raws, params, renderer.model_arrays(params)):
-                def surface(raw, tri_id, p=p, arrays=arrays):
-                    return renderer.surface_maps(p, tri_id, arrays=arrays)
+                def surface(raw, tri_id, maps=True, p=p, arrays=arrays):
+                    return renderer.surface_maps(p, tri_id, arrays=arrays, maps=maps)
                 out[n] = decode_sample(raw, keys, requests[n][0].layout, surface=surface)
     return out
 

@@ -2,7 +2,9 @@
 its name and the dataset manifest say, and every chunk passes its checksum and decodes to sane
 values (``synth-cli verify``). Layout 3: the mask equals ``tri_id >= 0`` and, with ``maps=True``, the
 maps recomputed from the triangle ids with the shard's model are checked too (depth > 0 on the
-face, unit normals, PNCC and albedo in [0, 1])."""
+face, unit normals, PNCC and albedo in [0, 1]). Layouts 6 and 7: the ids of the unstable pixels lie
+on the mask, and every sample's triangle ids are recomputed with the shard's model and checked
+against the writer's CRC (:func:`synth.codecs.restore_ids`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import JPEG_LAYOUT, decode_sample
+from .codecs import IdsMismatchError, decode_sample, ids_recomputed, is_jpeg
 from .shards import (LAYOUT_VERSION, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
                      list_shards, plain_attr, shard_bounds, shard_count, shard_name)
 
@@ -57,7 +59,7 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
             layout = int(expected.get("layout_version", LAYOUT_VERSION))
             if int(a.get("layout_version", -1)) != layout or not bool(a.get("complete", False)):
                 return f"not a complete shard of layout {layout}"
-            if layout >= JPEG_LAYOUT and plain_attr(a.get("image_quality")) != expected.get("image_quality"):
+            if is_jpeg(layout) and plain_attr(a.get("image_quality")) != expected.get("image_quality"):
                 return f"attribute image_quality = {plain_attr(a.get('image_quality'))!r}, the dataset has " \
                        f"{expected.get('image_quality')!r}"
             n, k = int(a["n_samples"]), int(a["shard_index"])
@@ -76,7 +78,7 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
             if missing:
                 return f"datasets missing: {', '.join(missing)}"
             for name, ds in f.items():
-                if name == "image" and layout >= JPEG_LAYOUT:  # the JPEG bytes: checked with image_span
+                if name == "image" and is_jpeg(layout):  # the JPEG bytes: checked with image_span
                     span = f["image_span"][...]
                     if span.shape != (n, 2):
                         return f"dataset image_span has shape {span.shape}, expected {(n, 2)}"
@@ -104,12 +106,14 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
 
     Every readable layout (:data:`synth.codecs.READABLE_LAYOUTS`) is checked with its own datasets
     (layout 2 adds ``specular``: strength >= 0, shininess >= 1; layouts 3 to 5 store ``mask`` and
-    ``tri_id`` instead of the maps, and the mask must equal ``tri_id >= 0``; layout 5's JPEG byte
-    ranges must tile ``image`` and each decode to the image size); another layout is a problem.
+    ``tri_id`` instead of the maps, and the mask must equal ``tri_id >= 0``; layouts 6 and 7 store
+    ``tri_fix`` (on the mask only) and ``tri_crc``, and every sample's ids are recomputed with
+    ``model`` and must match the CRC; the JPEG byte ranges of layouts 5 and 7 must tile ``image`` and
+    each decode to the image size); another layout is a problem.
 
     ``expected`` (optional): ``{"n_total", "shard_size", "size", "seed", "model_fingerprint"}`` (and
     ``"layout_version"``, ``"image_quality"``) from the dataset manifest, to check the shard belongs to
-    it. ``maps`` (layouts 3 to 5): also recompute every sample's maps with ``model`` (None: the
+    it. ``maps`` (layouts 3 to 7): also recompute every sample's maps with ``model`` (None: the
     built-in model the shard names) and check their values.
     """
     import h5py
@@ -154,7 +158,7 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             if missing:
                 return ShardReport(path.name, n, problems + [f"missing datasets: {', '.join(missing)}"])
             for name in required:
-                if name == "image" and layout >= JPEG_LAYOUT:
+                if name == "image" and is_jpeg(layout):
                     problems += _check_spans(f, n, a)
                 elif f[name].shape[0] != n:
                     problems.append(f"{name} has {f[name].shape[0]} rows, expected {n}")
@@ -164,12 +168,13 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             return ShardReport(path.name, n, problems)
         size = int(a["size"])
         reader = None
-        if maps and layout >= 3:
+        ids = ids_recomputed(layout)
+        if (maps and layout >= 3) or ids:
             try:
                 reader = ShardReader(path, model=model)
             except ValueError as e:
                 return ShardReport(path.name, n, [str(e)])
-        spans = f["image_span"][...] if layout >= JPEG_LAYOUT else None
+        spans = f["image_span"][...] if is_jpeg(layout) else None
         for i in range(n):
             try:
                 raw = {name: f[name][i] for name in f.keys() if spans is None or name != "image"}
@@ -180,11 +185,17 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
                 if len(problems) >= 10:
                     break
                 continue
-            problems += [f"sample {i}: {p}" for p in _check_sample(raw, start + i, size, layout)]
-            if reader is not None and not problems:
+            own = _check_sample(raw, start + i, size, layout)
+            problems += [f"sample {i}: {p}" for p in own]
+            if reader is not None and not own:
                 try:
-                    problems += [f"sample {i}: {p}" for p in _check_maps(reader.read(i))]
-                except ValueError as e:
+                    if maps:
+                        problems += [f"sample {i}: {p}" for p in _check_maps(reader.read(i))]
+                    else:  # layouts 6, 7: the ids recomputed and checked against the writer's CRC
+                        reader.read(i, keys=("tri_id",))
+                except IdsMismatchError as e:
+                    problems.append(f"sample {i}: {e}")
+                except ValueError as e:  # the model cannot be had: nothing else will work
                     return ShardReport(path.name, n, problems + [str(e)])
             if len(problems) >= 10:
                 problems.append("... (stopped after 10 problems)")
@@ -196,7 +207,7 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, la
     out = []
     if int(raw["index"]) != expected_index:
         out.append(f"index {int(raw['index'])} != expected {expected_index}")
-    if layout >= JPEG_LAYOUT:
+    if is_jpeg(layout):
         try:
             shape = decode_sample(raw, ("image",), layout)["image"].shape
         except (OSError, ValueError) as e:  # Pillow: not a JPEG, truncated data
@@ -210,11 +221,16 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, la
             out.append(f"{key} has NaN/inf")
     if out:
         return out
-    # layouts 3-5: only the mask and the ids are checked below (the image was decoded above for layout 5)
-    d = decode_sample(raw, ("mask", "tri_id") if layout >= 3 else None, layout=layout)
+    # layouts 3-7: only the mask and the ids are checked below (the image was decoded above for layouts 5, 7;
+    # the ids of layouts 6, 7 are recomputed by verify_shard)
+    ids = ids_recomputed(layout)
+    d = decode_sample(raw, ("mask",) if ids else ("mask", "tri_id") if layout >= 3 else None, layout=layout)
     if not d["mask"].any():
         out.append("face mask is empty")
-    if layout >= 3:
+    if ids:
+        if ((np.asarray(raw["tri_fix"]) > 0) & ~d["mask"]).any():
+            out.append("tri_fix holds ids off the face mask")
+    elif layout >= 3:
         if not np.array_equal(d["mask"], d["tri_id"] >= 0):
             out.append("mask differs from tri_id >= 0")
         if d["tri_id"].min() < -1:
@@ -225,7 +241,7 @@ def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, la
 
 
 def _check_spans(f, n: int, a) -> list[str]:
-    """Layout 5: ``image_span`` tiles the ``image`` bytes in sample order; the codec attributes."""
+    """Layouts 5 and 7: ``image_span`` tiles the ``image`` bytes in sample order; the codec attributes."""
     out = []
     quality = plain_attr(a.get("image_quality"))
     if plain_attr(a.get("image_codec")) != "jpeg" or not (isinstance(quality, int) and 1 <= quality <= 100):
@@ -300,7 +316,7 @@ def verify_dir(directory: str | os.PathLike, maps: bool = False, model=None) -> 
             expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}
             if "layout_version" in manifest:
                 expected["layout_version"] = manifest["layout_version"]
-            if manifest.get("image_quality") is not None:  # layout 5
+            if manifest.get("image_quality") is not None:  # layouts 5, 7
                 expected["image_quality"] = manifest["image_quality"]
         except (ValueError, KeyError) as e:
             dataset_problems.append(f"dataset.json unreadable: {e}")

@@ -158,14 +158,14 @@ def tiny_shards(tiny_model, tmp_path_factory) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def write_shard() -> Callable[..., list]:
-    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=4, compression="zstd",
+    """``write_shard(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=6, compression="zstd",
     detail_version=None, cavity=None)``:
     render ``n`` samples of ``model`` (global indices ``k * n + j``, all maps) and write them as shard
-    ``k`` at ``path`` with :class:`synth.shards.ShardWriter` in ``layout`` (4; 5: JPEG quality 95; 3 / 2 to
-    test the older readers), detail bank ``detail_version`` (None: the current one, not written as an attribute, as
+    ``k`` at ``path`` with :class:`synth.shards.ShardWriter` in ``layout`` (6, what synth-cli writes;
+    7 and 5: JPEG quality 95; 4, 3, 2 to test the older readers), detail bank ``detail_version`` (None: the current one, not written as an attribute, as
     the writer then records it), crease darkening ``cavity`` (None: the default); returns the ``(params, render output)`` pairs."""
 
-    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=4, compression="zstd",
+    def write(model, path, n=3, size=32, detail=True, k=0, n_total=None, layout=6, compression="zstd",
               detail_version=None, cavity=None) -> list:
         import json
 
@@ -183,12 +183,12 @@ def write_shard() -> Callable[..., list]:
         dims = {"alpha_id": model.n_id, "alpha_exp": model.n_exp, "beta": model.n_albedo, "detail_weights": 16}
         outs = []
         bank = {} if detail_version is None else {"detail_version": detail_version}
-        quality = {"image_quality": 95} if layout == 5 else {}
+        quality = {"image_quality": 95} if layout in (5, 7) else {}
         with FaceRenderer(model, size, **bank) as r, ShardWriter(path, n, size, dims, detail, attrs, compression,
                                                          layout=layout, **quality) as w:
             for j in range(n):
                 p = sample_params(model, cfg, size, 0, k * n + j)
-                o = r.render(p)
+                o = r.render(p, stable=layout >= 6)
                 w.write(j, encode_sample(p, o, layout=layout, **quality))
                 outs.append((p, o))
             w.commit()

@@ -52,7 +52,7 @@ def test_default_shard_size_in_the_manifest_and_kept_by_a_rerun(tiny_model, tmp_
     manifest.update(detail_bank_version=2, layout_version=3)
     (out / "dataset.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"differs in: layout_version; its shards are layout 3 \(image lossless\), "
-                                         r"this job writes layout 4 \(image lossless\); a dataset is written in one "
+                                         r"this job writes layout 6 \(image lossless\); a dataset is written in one "
                                          r"layout and image codec \(older layouts are read, not extended\)"):
         prepare(DatasetConfig(out=str(out), n=5, size=16, workers=0), tiny_model)
 
@@ -80,25 +80,25 @@ def test_a_dataset_resumed_on_another_cpu_keeps_its_model_identity(tiny_model, t
         prepare(DatasetConfig(out=str(out), n=5, size=16, workers=0), other)
 
 
-def test_jpeg_images_write_layout_5_resume_and_refuse_another_codec(tiny_model, tmp_path):
-    """--image-codec jpeg: layout-5 shards, the quality in the manifest and the shards, a rerun skips
-    the finished shards (their quick check knows layout 5), another codec or quality is refused, and
+def test_jpeg_images_write_layout_7_resume_and_refuse_another_codec(tiny_model, tmp_path):
+    """--image-codec jpeg: layout-7 shards, the quality in the manifest and the shards, a rerun skips
+    the finished shards (their quick check knows layout 7), another codec or quality is refused, and
     every key but the image reads as the lossless job's, bit for bit."""
     jpeg, lossless = tmp_path / "jpeg", tmp_path / "lossless"
     render_dataset(DatasetConfig(out=str(jpeg), n=5, size=24, shard_size=2, workers=0, image_codec="jpeg",
                                  jpeg_quality=90, shard_range=(0, 1)), model=tiny_model)
     manifest = json.loads((jpeg / "dataset.json").read_text())
-    assert (manifest["layout_version"], manifest["image_codec"], manifest["image_quality"]) == (5, "jpeg", 90)
+    assert (manifest["layout_version"], manifest["image_codec"], manifest["image_quality"]) == (7, "jpeg", 90)
     summary = render_dataset(DatasetConfig(out=str(jpeg), n=5, size=24, workers=0, image_codec="jpeg",
                                            jpeg_quality=90), model=tiny_model)
     assert (summary.shards_skipped, summary.shards_rendered) == (1, 2)
-    with pytest.raises(ValueError, match=r"differs in: image_quality; its shards are layout 5 \(image JPEG quality "
-                                         r"90\), this job writes layout 5 \(image JPEG quality 80\)"):
+    with pytest.raises(ValueError, match=r"differs in: image_quality; its shards are layout 7 \(image JPEG quality "
+                                         r"90\), this job writes layout 7 \(image JPEG quality 80\)"):
         prepare(DatasetConfig(out=str(jpeg), n=5, size=24, workers=0, image_codec="jpeg", jpeg_quality=80), tiny_model)
-    with pytest.raises(ValueError, match=r"differs in: layout_version, image_quality; its shards are layout 5 "
-                                         r"\(image JPEG quality 90\), this job writes layout 4 \(image lossless\)"):
+    with pytest.raises(ValueError, match=r"differs in: layout_version, image_quality; its shards are layout 7 "
+                                         r"\(image JPEG quality 90\), this job writes layout 6 \(image lossless\)"):
         prepare(DatasetConfig(out=str(jpeg), n=5, size=24, workers=0), tiny_model)
-    # a finished layout-5 shard whose byte ranges are broken is found by the rerun's quick check and rendered again
+    # a finished layout-7 shard whose byte ranges are broken is found by the rerun's quick check and rendered again
     import h5py
 
     with h5py.File(jpeg / "shard-00001.h5", "r+") as f:
@@ -116,7 +116,7 @@ def test_jpeg_images_write_layout_5_resume_and_refuse_another_codec(tiny_model, 
     assert [r.problems for r in reports if not r.ok] == [["attribute image_quality=80, dataset manifest says 90"]]
     with h5py.File(jpeg / "shard-00002.h5", "r+") as f:
         f.attrs["image_quality"] = 90
-    # the training loader reads layout 5 (in a DataLoader worker too: the readers reopen after pickling)
+    # the training loader reads layout 7 (in a DataLoader worker too: the readers reopen after pickling)
     import torch
 
     from train.data import ShardDataset
@@ -135,7 +135,7 @@ def test_jpeg_images_write_layout_5_resume_and_refuse_another_codec(tiny_model, 
     errors = []
     for a, b in zip(list_shards(jpeg), list_shards(lossless)):
         with ShardReader(a, model=tiny_model) as ra, ShardReader(b, model=tiny_model) as rb:
-            assert (ra.layout, ra.attrs["image_quality"], ra.attrs["image_codec"], rb.layout) == (5, 90, "jpeg", 4)
+            assert (ra.layout, ra.attrs["image_quality"], ra.attrs["image_codec"], rb.layout) == (7, 90, "jpeg", 6)
             for i in range(len(ra)):
                 da, db = ra.read(i), rb.read(i)
                 assert da.keys() == db.keys()

@@ -31,6 +31,65 @@ def test_rasterize_equals_the_reference(tiny_model, projection, cull):
         np.testing.assert_array_equal(ids, ref.tri_id)  # same formulas, same order: identical ids
 
 
+def _projected(model, seed, projection):
+    """``(uv, depth)`` of :func:`_scene`'s vertices (weak perspective: the same image scale)."""
+    verts, k = _scene(model, seed)
+    if projection == "weak_perspective":
+        k[0, 0] /= 600.0
+        k[1, 1] /= 600.0
+    return cam.project(verts, k, projection)
+
+
+def _random_triangles(seed, n=60, size=24):
+    """Overlapping random triangles over a size x size image, with an exact duplicate (a depth tie)."""
+    rng = np.random.default_rng(seed)
+    uv = rng.uniform(-2, size + 2, (3 * n, 2))
+    d = rng.uniform(400, 420, 3 * n)
+    tris = np.arange(3 * n).reshape(n, 3)
+    tris = np.concatenate([tris, tris[:1]])  # triangle n repeats triangle 0
+    return uv, d, tris
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+@pytest.mark.parametrize("cull", [True, False])
+def test_rasterize_stable_gives_rasterizes_ids_bit_for_bit(tiny_model, projection, cull):
+    for seed in range(3):
+        uv, d = _projected(tiny_model, seed, projection)
+        ids = kernels.rasterize(uv, d, tiny_model.triangles, (40, 37), projection, cull_backfaces=cull)
+        assert (ids >= 0).mean() > 0.2
+        got, unstable = kernels.rasterize_stable(uv, d, tiny_model.triangles, (40, 37), projection, cull_backfaces=cull)
+        np.testing.assert_array_equal(got, ids)
+        assert unstable.dtype == bool and unstable.shape == (40, 37) and 0 < unstable.mean() < 0.3
+        uv, d, tris = _random_triangles(seed)
+        got, unstable = kernels.rasterize_stable(uv, d, tris, 24, projection, cull_backfaces=cull)
+        np.testing.assert_array_equal(got, kernels.rasterize(uv, d, tris, 24, projection, cull_backfaces=cull))
+        # where the duplicate would win (its twin triangle 0 is nearest), the tie makes the pixel unstable
+        assert unstable[got == 0].all()
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_an_id_that_a_move_within_eps_changes_is_marked_unstable(tiny_model, projection):
+    """Corners moved by less than eps (pixels, and depths by less than eps mm): the ids change at
+    unstable pixels only — and they do change somewhere, so the test can fail."""
+    eps = 0.05
+    changed = 0
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        for uv, d, tris, size in ((*_projected(tiny_model, seed, projection), tiny_model.triangles, 40),
+                                  (*_random_triangles(seed), 24)):
+            ids, unstable = kernels.rasterize_stable(uv, d, tris, size, projection, eps_px=eps, eps_mm=eps)
+            assert unstable.mean() < 0.5
+            for _ in range(3):
+                uv2 = uv + rng.uniform(-0.7 * eps, 0.7 * eps, uv.shape)  # |move| < eps
+                d2 = d + rng.uniform(-0.9 * eps, 0.9 * eps, d.shape)
+                moved = kernels.rasterize(uv2, d2, tris, size, projection)
+                assert not (moved != ids)[~unstable].any()
+                changed += int((moved != ids).sum())
+    assert changed > 10
+    with pytest.raises(ValueError, match="eps_px and eps_mm must be > 0"):
+        kernels.rasterize_stable(uv, d, tris, 24, eps_px=0.0)
+
+
 def test_rasterize_golden_two_triangles():
     # a unit square at depth 10 in front of a pinhole camera, split along its diagonal, covering 4x4
     # pixel centres; counter-clockwise seen from the camera = front faces

@@ -212,11 +212,18 @@ def test_render_without_maps_has_the_stored_outputs_only(tiny_model, tiny_render
     from synth.codecs import encode_sample
 
     p = sample_params(tiny_model, SamplingConfig(), 64, 1, 5)
-    full, lean = tiny_renderer.render(p), tiny_renderer.render(p, maps=False)
-    for key in ("image", "tri_id", "mask", "depth", "landmarks", "landmarks_visible"):
+    full, lean = tiny_renderer.render(p, stable=True), tiny_renderer.render(p, maps=False, stable=True)
+    for key in ("image", "tri_id", "mask", "depth", "landmarks", "landmarks_visible", "tri_unstable"):
         np.testing.assert_array_equal(getattr(lean, key), getattr(full, key), err_msg=key)
     assert lean.normals is None and lean.albedo is None and lean.pncc is None and lean.depth_coarse is None
-    assert set(encode_sample(p, lean)) == set(encode_sample(p, full))  # layout 4 needs no maps
+    assert set(encode_sample(p, lean)) == set(encode_sample(p, full))  # layout 6 needs no maps
+    assert set(encode_sample(p, lean, layout=4)) == set(encode_sample(p, full, layout=4))
+    plain = tiny_renderer.render(p, maps=False)  # without stable=True: the same ids, not what layout 6 needs
+    np.testing.assert_array_equal(plain.tri_id, lean.tri_id)
+    assert plain.tri_unstable is None and lean.tri_unstable.dtype == bool
+    with pytest.raises(ValueError, match=r"layout 6 stores the ids of the unstable pixels only: encode a "
+                                         r"render\(params, maps=False, stable=True\) output"):
+        encode_sample(p, plain)
     with pytest.raises(ValueError, match="layout 2 stores the maps"):
         encode_sample(p, lean, layout=2)
 

@@ -11,9 +11,9 @@ from synth.color import linear_to_srgb, linear_to_srgb_u8
 from synth.verify import verify_shard
 
 
-@pytest.mark.parametrize("layout", [4, 3])
-def test_roundtrip_layouts_3_4_recompute_the_maps_bit_for_bit(tiny_model, tmp_path, write_shard, layout):
-    """Layout 4 (written) and layout 3 (read): the same decoded keys, bit for bit."""
+@pytest.mark.parametrize("layout", [6, 4, 3])
+def test_roundtrip_layouts_3_4_6_recompute_the_maps_bit_for_bit(tiny_model, tmp_path, write_shard, layout):
+    """Layout 6 (written: the ids recomputed too), 4 and 3 (read): the same decoded keys, bit for bit."""
     path = tmp_path / sh.shard_name(0)
     outs = write_shard(tiny_model, path, layout=layout)
     assert not list(tmp_path.glob(".tmp-*"))
@@ -39,32 +39,42 @@ def test_roundtrip_layouts_3_4_recompute_the_maps_bit_for_bit(tiny_model, tmp_pa
             assert d["index"] == j and d["index"].dtype == np.int64
     with h5py.File(path) as f:  # maps: one sample per chunk, checksummed, Zstandard (filter 32015)
         assert f["image"].chunks == (1, 32, 32, 3) and f["image"].fletcher32 and "32015" in f["image"]._filters
-        assert f["tri_id"].dtype == (np.uint32 if layout == 4 else np.int32) and f["mask"].dtype == np.uint8
-        assert ("rct_encode" in f["image"].attrs["encoding"]) == (layout == 4)
-        assert ("row_delta_encode" in f["tri_id"].attrs["encoding"]) == (layout == 4)
+        assert f["mask"].dtype == np.uint8
+        assert ("rct_encode" in f["image"].attrs["encoding"]) == (layout >= 4)
+        if layout == 6:  # no id image: the ids of the unstable pixels and the CRC of all of them
+            assert "tri_id" not in f and f["tri_fix"].dtype == np.uint32 and f["tri_crc"].dtype == np.uint32
+            assert f["tri_fix"].chunks == (1, 32, 32) and f["tri_crc"].shape == (3,)
+            fix = f["tri_fix"][...]
+            assert ((fix > 0) <= f["mask"][...].astype(bool)).all()  # on the face only
+            assert (fix > 0).mean() < 0.2  # a few pixels near edges, not the ids again
+        else:
+            assert f["tri_id"].dtype == (np.uint32 if layout == 4 else np.int32)
+            assert ("row_delta_encode" in f["tri_id"].attrs["encoding"]) == (layout == 4)
         assert not {"depth", "depth_coarse", "normals", "pncc", "albedo"} & set(f)
         assert f["alpha_id"].chunks == (3, tiny_model.n_id)  # small arrays: one chunk, read whole
     assert verify_shard(path).ok
 
 
-def test_layout_5_stores_the_image_as_jpeg_and_everything_else_as_layout_4(tiny_model, tmp_path, write_shard):
-    """Layout 5: the JPEG bytes of all samples back to back in one checksummed dataset, each sample's
-    range in image_span; the image decodes within the JPEG error, every other key as layout 4 (bit
-    for bit); a keyed read of the image reads its bytes only; verify passes."""
+@pytest.mark.parametrize("jpeg, lossless", [(7, 6), (5, 4)])
+def test_jpeg_layouts_store_the_image_as_jpeg_and_everything_else_as_their_lossless_twin(
+        tiny_model, tmp_path, write_shard, jpeg, lossless):
+    """Layouts 7 and 5: the JPEG bytes of all samples back to back in one checksummed dataset, each
+    sample's range in image_span; the image decodes within the JPEG error, every other key as layout
+    6 / 4 (bit for bit); a keyed read of the image reads its bytes only; verify passes."""
     five, four = tmp_path / "five" / sh.shard_name(0), tmp_path / "four" / sh.shard_name(0)
     five.parent.mkdir()
     four.parent.mkdir()
-    outs = write_shard(tiny_model, five, n=4, size=48, layout=5)
-    write_shard(tiny_model, four, n=4, size=48, layout=4)
+    outs = write_shard(tiny_model, five, n=4, size=48, layout=jpeg)
+    write_shard(tiny_model, four, n=4, size=48, layout=lossless)
     with h5py.File(five) as f:
         span = f["image_span"][...]
         assert f["image"].ndim == 1 and f["image"].dtype == np.uint8 and f["image"].fletcher32
         assert span[0, 0] == 0 and np.array_equal(span[1:, 0], span[:-1, 1]) and span[-1, 1] == f["image"].shape[0]
         assert all(bytes(f["image"][a:a + 2]) == b"\xff\xd8" for a in span[:, 0])  # each a JPEG
-        assert (f.attrs["image_codec"], f.attrs["image_quality"], f.attrs["layout_version"]) == ("jpeg", 95, 5)
+        assert (f.attrs["image_codec"], f.attrs["image_quality"], f.attrs["layout_version"]) == ("jpeg", 95, jpeg)
         assert "JPEG" in f["image"].attrs["encoding"] and "JPEG" in json.loads(f.attrs["keys"])["image"]["encoding"]
     with sh.ShardReader(five, model=tiny_model) as r5, sh.ShardReader(four, model=tiny_model) as r4:
-        assert r5.layout == 5
+        assert r5.layout == jpeg
         for j, (p, o) in enumerate(outs):
             d5, d4 = r5.read(j), r4.read(j)
             assert d5.keys() == d4.keys()
@@ -81,12 +91,12 @@ def test_layout_5_stores_the_image_as_jpeg_and_everything_else_as_layout_4(tiny_
         for j, g in zip([3, 0, 2], got):
             np.testing.assert_array_equal(g["image"], r5.read(j)["image"])
     assert verify_shard(five).ok and verify_shard(five, maps=True, model=tiny_model).ok
-    with pytest.raises(ValueError, match="layout 5 stores the image as JPEG: pass image_quality"):
-        encode_sample(*outs[0], layout=5)
+    with pytest.raises(ValueError, match=f"layout {jpeg} stores the image as JPEG: pass image_quality"):
+        encode_sample(*outs[0], layout=jpeg)
     with pytest.raises(ValueError, match=r"--jpeg-quality must be an integer in \[1, 100\], got 101"):
-        sh.ShardWriter(tmp_path / "x.h5", 1, 8, {}, False, {}, layout=5, image_quality=101)
-    with pytest.raises(ValueError, match=r"layout must be one of \(2, 3, 4, 5\)"):
-        sh.ShardWriter(tmp_path / "x.h5", 1, 8, {}, False, {}, layout=6)
+        sh.ShardWriter(tmp_path / "x.h5", 1, 8, {}, False, {}, layout=jpeg, image_quality=101)
+    with pytest.raises(ValueError, match=r"layout must be one of \(2, 3, 4, 5, 6, 7\)"):
+        sh.ShardWriter(tmp_path / "x.h5", 1, 8, {}, False, {}, layout=8)
 
 
 def test_layout_3_maps_are_recomputed_with_the_shards_own_detail_bank(tiny_model, tmp_path, write_shard):
@@ -139,19 +149,28 @@ def test_layout_2_shards_still_read_at_their_precision(tiny_model, tmp_path, wri
     assert verify_shard(path).ok
 
 
-def test_maps_need_the_shards_model(tiny_model, tmp_path, write_shard):
+@pytest.mark.parametrize("layout", [6, 4])
+def test_maps_need_the_shards_model(tiny_model, tmp_path, write_shard, layout):
+    """The maps (and from layout 6 the ids) are recomputed with the shard's model: another model is
+    refused, and one the reader cannot load is named; the other keys need no model."""
     path = tmp_path / sh.shard_name(0)
-    write_shard(tiny_model, path, n=1)
+    write_shard(tiny_model, path, n=1, layout=layout)
     other = tiny_model.replace(mean_shape=np.asarray(tiny_model.mean_shape) + 1.0)
     with pytest.raises(ValueError, match="was rendered with model"):
         sh.ShardReader(path, model=other)
+    with sh.ShardReader(path, model=tiny_model) as r:
+        ids = r.read(0, keys=["tri_id"])["tri_id"]
     with h5py.File(path, "r+") as f:
         f.attrs["model_source"] = "/data/bfm2017.h5"
     with sh.ShardReader(path) as r:
-        np.testing.assert_array_equal(r.read(0, keys=["mask"])["mask"], r.read(0, keys=["tri_id"])["tri_id"] >= 0)
-        with pytest.raises(ValueError, match=r"/data/bfm2017\.h5.*pass it as ShardReader\(path, model=\.\.\.\)") as e:
-            r.read(0, keys=["depth"])
-        assert "\n" not in str(e.value)
+        np.testing.assert_array_equal(r.read(0, keys=["mask"])["mask"], ids >= 0)
+        needs_model = ["depth", "tri_id"] if layout >= 6 else ["depth"]
+        if layout < 6:
+            np.testing.assert_array_equal(r.read(0, keys=["tri_id"])["tri_id"], ids)
+        for key in needs_model:
+            with pytest.raises(ValueError, match=r"/data/bfm2017\.h5.*pass it as ShardReader\(path, model=\.\.\.\)") as e:
+                r.read(0, keys=[key])
+            assert "\n" not in str(e.value)
 
 
 def test_reader_pickles_and_rejects_missing(tiny_model, tmp_path, write_shard):
@@ -192,9 +211,9 @@ def test_keyed_read_equals_full_decoding_and_reads_only_what_it_needs(tiny_model
     with sh.ShardReader(path, model=tiny_model) as r:
         full = [r.read(j) for j in range(2)]
     with h5py.File(path, "r+") as f:  # drop every map the keys do not need: the keyed read must not notice
-        for name in ("tri_id", "alpha_id"):
-            if name in f:
-                del f[name]
+        dropped = [name for name in ("tri_id", "tri_fix", "alpha_id") if name in f]
+        for name in dropped:
+            del f[name]
     with sh.ShardReader(path, model=tiny_model) as r:
         for j in range(2):
             part = r.read(j, keys=keys)
@@ -203,8 +222,11 @@ def test_keyed_read_equals_full_decoding_and_reads_only_what_it_needs(tiny_model
                 assert part[k].dtype == full[j][k].dtype
                 np.testing.assert_array_equal(part[k], full[j][k])
         assert set(r._columns) == {"landmarks", "landmarks_visible", "intrinsics", "pose", "index"}  # cached once
-        with pytest.raises(ValueError, match=r"lacks the datasets \['tri_id', 'alpha_id'\]"):
+        assert dropped == ["tri_fix", "alpha_id"]  # layout 6
+        with pytest.raises(ValueError, match=r"lacks the datasets \['tri_fix', 'alpha_id'\] \(needed for keys \['normals'\]\)"):
             r.read(0, keys=["normals"])
+        with pytest.raises(ValueError, match=r"lacks the datasets \['tri_fix', 'alpha_id'\] \(needed for keys \['tri_id'\]\)"):
+            r.read(0, keys=["tri_id"])
         with pytest.raises(ValueError, match="unknown key"):
             r.read(0, keys=["colour"])
 
@@ -314,8 +336,70 @@ def test_unknown_layout_is_refused_in_one_line(tiny_model, tmp_path, write_shard
     path = tmp_path / sh.shard_name(0)
     write_shard(tiny_model, path, n=1, detail=False)
     with h5py.File(path, "r+") as f:
-        f.attrs["layout_version"] = 7
-    with pytest.raises(ValueError, match=r"shard-00000\.h5.* has layout_version 7; this reader needs one of 1, 2, 3, 4") as e:
+        f.attrs["layout_version"] = 8
+    with pytest.raises(ValueError, match=r"shard-00000\.h5.* has layout_version 8; this reader needs one of 1, 2, 3, 4") as e:
         sh.ShardReader(path)
     assert "\n" not in str(e.value)
-    assert any("layout_version 7" in p for p in verify_shard(path).problems)
+    assert any("layout_version 8" in p for p in verify_shard(path).problems)
+
+
+def test_layout_6_ids_survive_a_reader_whose_geometry_moves_within_the_tolerance(tiny_model, tmp_path, write_shard,
+                                                                                 monkeypatch):
+    """A reader on another machine (model arrays and rounding an ulp apart) rasterizes slightly moved
+    corners: below the writer's tolerance the ids (and maps) still come back bit for bit; far above it
+    the read fails with a clear error instead of returning other ids."""
+    from synth import kernels, render
+    from synth.codecs import IdsMismatchError
+
+    path = tmp_path / sh.shard_name(0)
+    outs = write_shard(tiny_model, path, n=4, size=64)
+    rasterize = kernels.rasterize
+    rng = np.random.default_rng(0)
+    move = {"px": 0.0}
+
+    def moved(uv, d, *args, **kw):
+        return rasterize(uv + rng.uniform(-move["px"], move["px"], uv.shape), d, *args, **kw)
+
+    monkeypatch.setattr(render.kernels, "rasterize", moved)
+    for px in (0.0, 4e-4):  # |move| < UNSTABLE_EPS_PX = 1e-3
+        move["px"] = px
+        sh._RENDERERS.clear()
+        with sh.ShardReader(path, model=tiny_model) as r:
+            for j, (p, o) in enumerate(outs):
+                np.testing.assert_array_equal(r.read(j, keys=("tri_id",))["tri_id"], o.tri_id)
+                np.testing.assert_array_equal(r.read(j, keys=("depth",))["depth"], o.depth)
+    move["px"] = 0.3
+    with sh.ShardReader(path, model=tiny_model) as r:
+        with pytest.raises(IdsMismatchError, match=r"sample \d: the triangle ids recomputed here do not reproduce "
+                                                   r"the writer's") as e:
+            for j in range(len(outs)):
+                r.read(j, keys=("tri_id",))
+    assert "\n" not in str(e.value)
+
+
+def test_layout_6_from_an_opengl_id_pass_reads_back_the_gl_ids(tiny_model, tmp_path):
+    """Ids drawn by OpenGL (another edge rule than the CPU rasterizer the reader uses): the pixels where
+    the two differ are stored, so the reader gets the GL ids bit for bit."""
+    from synth.codecs import encode_sample
+    from synth.render import FaceRenderer
+    from synth.sampling import SamplingConfig, sample_params
+
+    size, n = 48, 3
+    dims = {"alpha_id": tiny_model.n_id, "alpha_exp": tiny_model.n_exp, "beta": tiny_model.n_albedo, "detail_weights": 16}
+    attrs = {"model_fingerprint": tiny_model.fingerprint, "model_source": tiny_model.source, "projection": "perspective",
+             "size": size, "seed": 0, "shard_index": 0, "shard_size": n, "n_total": n}
+    path = tmp_path / sh.shard_name(0)
+    outs = []
+    with FaceRenderer(tiny_model, size, platform="osmesa") as gl, FaceRenderer(tiny_model, size) as cpu, \
+            sh.ShardWriter(path, n, size, dims, True, attrs) as w:
+        for j in range(n):
+            p = sample_params(tiny_model, SamplingConfig(), size, 0, j)
+            o = gl.render(p, maps=False, stable=True)
+            differ = o.tri_id != cpu.render(p, maps=False).tri_id
+            assert not (differ & ~o.tri_unstable).any()
+            outs.append((o, differ.sum()))
+            w.write(j, encode_sample(p, o))
+        w.commit()
+    with sh.ShardReader(path, model=tiny_model) as r:
+        for j, (o, _) in enumerate(outs):
+            np.testing.assert_array_equal(r.read(j, keys=("tri_id",))["tri_id"], o.tri_id)

@@ -61,7 +61,7 @@ def test_verify_layouts_3_4_check_mask_ids_and_recomputed_maps(tiny_model, tmp_p
     from synth.codecs import row_delta_decode, row_delta_encode
 
     path = tmp_path / shard_name(0)
-    write_shard(tiny_model, path)
+    write_shard(tiny_model, path, layout=4)
     assert verify_shard(path, maps=True, model=tiny_model).ok
     with h5py.File(path, "r+") as f:
         ids = row_delta_decode(f["tri_id"][1])
@@ -76,6 +76,40 @@ def test_verify_layouts_3_4_check_mask_ids_and_recomputed_maps(tiny_model, tmp_p
     assert "sample 2:" in problems and "sample 1:" not in problems
     other = tiny_model.replace(mean_shape=np.asarray(tiny_model.mean_shape) + 1.0)
     assert "was rendered with model" in " ".join(verify_shard(path, maps=True, model=other).problems)
+
+
+def test_verify_layout_6_recomputes_every_samples_ids_and_checks_them(tiny_model, tmp_path, write_shard):
+    """Layout 6: verify recomputes each sample's ids with the model (no --maps needed) and names the
+    samples whose stored unstable ids, CRC or parameters no longer reproduce the writer's ids, and
+    unstable ids off the mask."""
+    path = tmp_path / shard_name(0)
+    write_shard(tiny_model, path, n=4)
+    assert verify_shard(path, model=tiny_model).ok and verify_shard(path, maps=True, model=tiny_model).ok
+    good = path.read_bytes()
+    with h5py.File(path, "r+") as f:
+        crc = f["tri_crc"][...]
+        crc[1] ^= 1
+        f["tri_crc"][...] = crc
+        fix = f["tri_fix"][2]
+        on = np.argwhere(f["mask"][2] > 0)[0]
+        fix[tuple(on)] = fix[tuple(on)] + 1 if fix[tuple(on)] else 1  # a wrong id where one is stored or none was
+        f["tri_fix"][2] = fix
+    problems = verify_shard(path, model=tiny_model).problems
+    assert [p.split(":")[0] for p in problems] == ["sample 1", "sample 2"]
+    assert all("triangle ids recomputed here do not reproduce the writer's" in p for p in problems)
+    path.write_bytes(good)
+    with h5py.File(path, "r+") as f:
+        alpha = f["alpha_id"][...]
+        alpha[3] += 3.0  # other parameters: another geometry, other ids
+        f["alpha_id"][...] = alpha
+        fix = f["tri_fix"][0]
+        off = np.argwhere(f["mask"][0] == 0)[0]
+        fix[tuple(off)] = 5
+        f["tri_fix"][0] = fix
+    problems = " ".join(verify_shard(path, model=tiny_model).problems)
+    assert "sample 0: tri_fix holds ids off the face mask" in problems and "sample 3:" in problems
+    other = tiny_model.replace(mean_shape=np.asarray(tiny_model.mean_shape) + 1.0)
+    assert "was rendered with model" in " ".join(verify_shard(path, model=other).problems)
 
 
 def test_verify_layout_5_checks_the_jpeg_bytes_and_their_ranges(tiny_model, tmp_path, write_shard):
