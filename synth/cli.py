@@ -170,7 +170,8 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
               help="layouts 3 to 7: also recompute every sample's maps from its triangle ids and check them (slower; "
                    "layouts 6 and 7 recompute and check the ids without it)")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-              help="the shards' morphable model for --maps (default: the built-in model they name)")
+              help="the shards' morphable model, to recompute the ids (layouts 6 and 7) and the maps (--maps) "
+                   "(default: the built-in model they name)")
 def verify(directory: Path, maps: bool, model_path: Path | None) -> None:
     """Check every shard in DIRECTORY (checksums, counts, NaNs, value ranges); exit 1 if any is bad."""
     from .verify import verify_dir

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .codecs import IdsMismatchError, decode_sample, ids_recomputed, is_jpeg
+from .render import GEOMETRY_BATCH
 from .shards import (LAYOUT_VERSION, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
                      list_shards, plain_attr, shard_bounds, shard_count, shard_name)
 
@@ -175,6 +176,7 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             except ValueError as e:
                 return ShardReport(path.name, n, [str(e)])
         spans = f["image_span"][...] if is_jpeg(layout) else None
+        pending: list[int] = []  # samples whose recomputed maps / ids are still to be checked
         for i in range(n):
             try:
                 raw = {name: f[name][i] for name in f.keys() if spans is None or name != "image"}
@@ -188,19 +190,38 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             own = _check_sample(raw, start + i, size, layout)
             problems += [f"sample {i}: {p}" for p in own]
             if reader is not None and not own:
-                try:
-                    if maps:
-                        problems += [f"sample {i}: {p}" for p in _check_maps(reader.read(i))]
-                    else:  # layouts 6, 7: the ids recomputed and checked against the writer's CRC
-                        reader.read(i, keys=("tri_id",))
-                except IdsMismatchError as e:
-                    problems.append(f"sample {i}: {e}")
+                pending.append(i)
+            if reader is not None and (len(pending) == GEOMETRY_BATCH or (i == n - 1 and pending)):
+                try:  # the maps / ids of up to 16 samples, one model evaluation for them all
+                    problems += _check_recomputed(reader, pending, maps)
                 except ValueError as e:  # the model cannot be had: nothing else will work
                     return ShardReport(path.name, n, problems + [str(e)])
+                pending = []
             if len(problems) >= 10:
                 problems.append("... (stopped after 10 problems)")
                 break
     return ShardReport(path.name, n, problems)
+
+
+def _check_recomputed(reader: ShardReader, indices: list[int], maps: bool) -> list[str]:
+    """The recomputed maps (``maps``) or, layouts 6 and 7, triangle ids (checked against the writer's
+    CRC by :func:`synth.codecs.restore_ids`) of samples ``indices``, read together
+    (:meth:`ShardReader.read_many`); a sample whose ids do not reproduce is named."""
+    keys = None if maps else ("tri_id",)
+    try:
+        decoded = reader.read_many(indices, keys)
+    except IdsMismatchError:  # one by one, to name every such sample
+        out = []
+        for i in indices:
+            try:
+                d = reader.read(i, keys)
+            except IdsMismatchError as e:
+                out.append(f"sample {i}: {e}")
+                continue
+            if maps:
+                out += [f"sample {i}: {p}" for p in _check_maps(d)]
+        return out
+    return [f"sample {i}: {p}" for i, d in zip(indices, decoded) if maps for p in _check_maps(d)]
 
 
 def _check_sample(raw: dict[str, np.ndarray], expected_index: int, size: int, layout: int) -> list[str]:
