@@ -53,7 +53,7 @@ def read_shards(folder: Path) -> dict[str, np.ndarray]:
     out: dict[str, list] = {"image": [], "landmarks": [], "pose": [], "index": []}
     for path in sorted(folder.glob("shard-*.h5")):
         with h5py.File(path, "r") as f:
-            if int(f.attrs.get("layout_version", 0)) >= 5:  # JPEG bytes, sample i at image[span[i,0]:span[i,1]]
+            if int(f.attrs.get("layout_version", 0)) in (5, 7):  # JPEG bytes, sample i at image[span[i,0]:span[i,1]]
                 data = f["image"][...]
                 out["image"].append(np.stack([np.asarray(Image.open(io.BytesIO(data[a:b].tobytes())).convert("RGB"))
                                               for a, b in f["image_span"][...]]))

@@ -186,7 +186,7 @@ def manifest_for(config: DatasetConfig, model, shard_size_rule: str = "--shard-s
     return {
         "layout_version": config.layout,
         "image_codec": config.image_codec,
-        # JPEG quality of the stored images (layout 5); None: lossless
+        # JPEG quality of the stored images (layouts 7 and 5); None: lossless
         "image_quality": int(config.jpeg_quality) if config.image_codec == "jpeg" else None,
         "n_total": int(config.n),
         "shard_size": int(config.shard_size),

@@ -174,8 +174,9 @@ def _rasterize_stable(u, v, d, tris, height, width, perspective, cull_backfaces,
         h = abs(area2) / np.sqrt(qmax)  # the smallest altitude
         sgn = 1.0 if area2 > 0.0 else -1.0
         i0n, i1n, i2n = sgn / max(l0e, 1e-300), sgn / max(l1e, 1e-300), sgn / max(l2e, 1e-300)
-        # how far a fragment's depth may move when the corners move by eps pixels
-        tol = eps_z + (max(d0, max(d1, d2)) - min(d0, min(d1, d2))) * min(1.0, 2.0 * eps / max(h, 1e-300))
+        # how far a covered fragment's depth may move when the corners move by eps pixels
+        dmin = min(d0, min(d1, d2))
+        tol = eps_z + (max(d0, max(d1, d2)) - dmin) * min(1.0, 2.0 * eps / max(h, 1e-300))
         for i in range(i0, i1 + 1):
             y = i + 0.5
             for j in range(j0, j1 + 1):
@@ -210,8 +211,11 @@ def _rasterize_stable(u, v, d, tris, height, width, perspective, cull_backfaces,
                         lo[i, j] = min(lo[i, j], zwin[i, j] - tolwin[i, j])
                     zwin[i, j] = z
                     tolwin[i, j] = tol
-                else:  # a farther certain fragment, or one that may or may not cover the pixel
+                elif m >= eps and not sliver:  # a farther certain fragment: its depth moves by tol at most
                     lo[i, j] = min(lo[i, j], z - tol)
+                else:  # one that may or may not cover the pixel: z may be extrapolated (a sliver's by far), but
+                    # wherever it covers, its depth lies within its corners' depths
+                    lo[i, j] = min(lo[i, j], dmin - eps_z)
 
 
 def rasterize_stable(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size, projection: str = "perspective",
@@ -222,14 +226,24 @@ def rasterize_stable(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, s
     ``eps_px`` pixels (and the depths by ``eps_mm``), in one pass over the triangles.
 
     A pixel is stable when the nearest triangle that covers its centre by at least ``eps_px`` (and
-    is no sliver thinner than ``2 eps_px``) is nearer, by more than both depths' tolerances, than
-    every other triangle that covers it or comes within ``eps_px`` of it; a tolerance is ``eps_mm``
-    plus the triangle's depth span times ``2 eps_px`` over its smallest altitude (how far its depth
-    at the pixel can move). Off-mesh pixels with no triangle within ``eps_px`` are stable.
+    is no sliver thinner than ``2 eps_px``) is nearer, by more than its tolerance, than every other
+    triangle that covers it by that much (less that one's tolerance) and than the nearest corner
+    (less ``eps_mm``) of every triangle that comes within ``eps_px`` of it or is a sliver; a
+    tolerance is ``eps_mm`` plus the triangle's depth span times ``2 eps_px`` over its smallest
+    altitude (how far its depth at the pixel can move). Off-mesh pixels with no triangle within
+    ``eps_px`` are stable.
+
+    The covering margins are exact (a centre whose ``eps_px``-disc lies inside a triangle stays
+    inside it); the depth tolerances are first-order: for perspective they assume the corner depths
+    of a triangle differ by a small factor (faces hundreds of mm away: a few %), so the rule is for
+    moves well below ``eps_px`` and ``eps_mm`` — what it is for — rather than a worst-case bound at
+    ``eps_px`` itself.
 
     What it is for: a reader that recomputes the ids from the same parameters on another machine
-    (model arrays and float rounding an ulp apart: ~1e-5 px here) gets the writer's id at every
-    stable pixel, so a shard stores the ids of the unstable ones only (shard layout 6)."""
+    (model arrays and float rounding an ulp apart: ~1e-5 px here, 1 % of the default tolerance)
+    gets the writer's id at every stable pixel, so a shard stores the ids of the unstable ones only
+    (shard layout 6); a CRC of all the ids (:func:`synth.codecs.restore_ids`) turns any miss into
+    an error rather than a wrong id."""
     h, w = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
     uv = np.asarray(uv, np.float64)
     if uv.ndim != 2 or uv.shape[1] != 2:

@@ -45,7 +45,7 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
     the end-of-file address in its checksummed superblock, so a truncated file fails here), its
     attributes (``complete``, the layout this version writes, shard index, sample count;
     ``n_total``, ``shard_size``, ``size``, ``seed`` and ``model_fingerprint`` of ``expected``, the
-    dataset manifest; its ``layout_version`` (default: :data:`LAYOUT_VERSION`) and, for layout 5, its
+    dataset manifest; its ``layout_version`` (default: :data:`LAYOUT_VERSION`) and, for layouts 5 and 7, its
     ``image_quality``), the datasets of the layout present, every dataset with ``n`` rows and a
     readable chunk index (``n`` chunks for a map, one for a small per-sample array), and the small per-sample datasets read in full (every chunk
     fletcher32-checked), ``index`` equal to the shard's global range. Not checked: the contents of
@@ -200,6 +200,11 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             if len(problems) >= 10:
                 problems.append("... (stopped after 10 problems)")
                 break
+        if pending and len(problems) < 10:  # the last samples queued (a later sample was unreadable)
+            try:
+                problems += _check_recomputed(reader, pending, maps)
+            except ValueError as e:
+                problems.append(str(e))
     return ShardReport(path.name, n, problems)
 
 

@@ -53,6 +53,7 @@ def _random_triangles(seed, n=60, size=24):
 @pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
 @pytest.mark.parametrize("cull", [True, False])
 def test_rasterize_stable_gives_rasterizes_ids_bit_for_bit(tiny_model, projection, cull):
+    ties = 0
     for seed in range(3):
         uv, d = _projected(tiny_model, seed, projection)
         ids = kernels.rasterize(uv, d, tiny_model.triangles, (40, 37), projection, cull_backfaces=cull)
@@ -65,6 +66,25 @@ def test_rasterize_stable_gives_rasterizes_ids_bit_for_bit(tiny_model, projectio
         np.testing.assert_array_equal(got, kernels.rasterize(uv, d, tris, 24, projection, cull_backfaces=cull))
         # where the duplicate would win (its twin triangle 0 is nearest), the tie makes the pixel unstable
         assert unstable[got == 0].all()
+        ties += int((got == 0).sum())
+    assert ties > 0
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_a_sliver_just_outside_a_pixel_makes_it_unstable(projection):
+    """A thin triangle in front, its base 5e-4 px from a pixel centre that a far triangle covers: its
+    plane, extrapolated to the centre, lies far behind (the sliver's depth changes fast across it),
+    but a move of 6e-4 px makes it cover the centre in front of the far triangle."""
+    y = 1.5 + 5e-4  # the base's line, just below the centre (1.5, 1.5) in the image
+    uv = np.array([[-10, -10], [20, -10], [-10, 20],  # the far triangle, over the whole 4 x 4 image
+                   [0.0, y], [3.0, y], [1.5, y + 1e-4]])  # the sliver: altitude 1e-4 px
+    d = np.array([600.0, 600.0, 600.0, 500.0, 500.0, 400.0])
+    tris = np.array([[0, 1, 2], [3, 4, 5]])
+    ids, unstable = kernels.rasterize_stable(uv, d, tris, 4, projection, cull_backfaces=False)
+    assert ids[1, 1] == 0 and unstable[1, 1]
+    moved = uv.copy()
+    moved[3:5, 1] -= 6e-4  # the base now passes 1e-4 px above the centre
+    assert kernels.rasterize(moved, d, tris, 4, projection, cull_backfaces=False)[1, 1] == 1
 
 
 @pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
