@@ -107,17 +107,8 @@ the triangle ids and the maps are recomputed on read)."""
 JPEG_LAYOUT = 7
 """The layout written when the image is stored lossy (layout 6 with the image as JPEG bytes; opt-in)."""
 
-
-def is_jpeg(layout: int) -> bool:
-    """Whether shards of ``layout`` store the image as JPEG bytes (layouts 5 and 7)."""
-    return layout in (5, 7)
-
-
-def ids_recomputed(layout: int) -> bool:
-    """Whether shards of ``layout`` recompute the triangle ids on read (layouts 6 and 7)."""
-    return layout >= 6
 DEFAULT_JPEG_QUALITY = 95
-"""JPEG quality of layout-5 images unless asked otherwise (``synth-cli render --jpeg-quality``)."""
+"""JPEG quality of the images of layouts 7 and 5 unless asked otherwise (``synth-cli render --jpeg-quality``)."""
 READABLE_LAYOUTS = (1, 2, 3, 4, 5, 6, 7)
 """Layouts :func:`decode_sample` decodes (7: layout 6 with a JPEG image; 6: ids recomputed on read;
 5: layout 4 with a JPEG image; 2: quantised maps; 1: linear image and albedo, no specular; see the
@@ -140,6 +131,16 @@ DECODED_KEYS = ("image", "depth", "depth_coarse", "normals", "pncc", "albedo", "
 ``tri_id``: layouts 3 to 7 only)."""
 _DECODED = frozenset(DECODED_KEYS)
 _NEED_MASK = frozenset(("depth", "depth_coarse", "mask", "normals"))  # decoded from the quantised depth q
+
+
+def is_jpeg(layout: int) -> bool:
+    """Whether shards of ``layout`` store the image as JPEG bytes (layouts 5 and 7)."""
+    return layout in (5, 7)
+
+
+def ids_recomputed(layout: int) -> bool:
+    """Whether shards of ``layout`` recompute the triangle ids on read (layouts 6 and 7)."""
+    return layout >= 6
 
 
 def octahedral_encode(n: np.ndarray) -> np.ndarray:
@@ -257,9 +258,9 @@ class IdsMismatchError(ValueError):
 def restore_ids(recomputed: np.ndarray, stored: StoredIds) -> np.ndarray:
     """The writer's triangle ids ``(H, W)`` int32 from ids ``recomputed`` by the reader (the compiled
     rasterizer on the stored parameters): -1 off the stored mask, the stored id where ``fix`` has one,
-    the recomputed id elsewhere. Raises :class:`IdsMismatchError` (a ``ValueError``) when the result's CRC is not the writer's — the
-    reader's model or arithmetic moved the geometry by more than the writer allowed for (or the shard
-    is damaged) — or a face pixel is left without a triangle."""
+    the recomputed id elsewhere. Raises :class:`IdsMismatchError` (a ``ValueError``) when the result's
+    CRC is not the writer's — the reader's model or arithmetic moved the geometry by more than the
+    writer allowed for (or the shard is damaged) — or a face pixel is left without a triangle."""
     tri = np.array(recomputed, np.int32)
     if tri.shape != stored.mask.shape or stored.fix.shape != stored.mask.shape:
         raise ValueError(f"{stored.where}: recomputed ids {tri.shape}, mask {stored.mask.shape} and fix "
@@ -270,10 +271,10 @@ def restore_ids(recomputed: np.ndarray, stored: StoredIds) -> np.ndarray:
     holes = int(np.count_nonzero(stored.mask & (tri < 0)))
     if holes or ids_crc(tri) != stored.crc:
         why = f"{holes} face pixels without a triangle" if holes else "their CRC-32 differs from the writer's"
-        raise IdsMismatchError(f"{stored.where}: the triangle ids recomputed here do not reproduce the writer's ({why}): "
-                         "this machine's model or geometry differs from the writer's by more than the "
-                         "shard allows for (same model file and detailface version needed), or the shard "
-                         "is damaged (synth-cli verify)")
+        raise IdsMismatchError(f"{stored.where}: the triangle ids recomputed here do not reproduce the writer's "
+                               f"({why}): this machine's model or geometry differs from the writer's by more than "
+                               "the shard allows for (same model file and detailface version needed), or the shard "
+                               "is damaged (synth-cli verify)")
     return tri
 
 

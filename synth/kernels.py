@@ -40,8 +40,8 @@ from numba import njit
 
 from .lighting import C0, C1, C2, C3, C4  # the SH constants of synth.lighting.sh_basis
 
-__all__ = ["rasterize", "rasterize_stable", "interpolate", "plane_depth", "vertex_normals", "shade_pixels", "linear_combination",
-           "srgb_encode_u8", "lookup_channels"]
+__all__ = ["rasterize", "rasterize_stable", "interpolate", "plane_depth", "vertex_normals", "shade_pixels",
+           "linear_combination", "srgb_encode_u8", "lookup_channels"]
 
 _ZNEAR = 1e-6  # perspective: triangles with a corner this close to the camera plane are skipped (reference)
 
