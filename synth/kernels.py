@@ -46,6 +46,23 @@ __all__ = ["rasterize", "rasterize_stable", "interpolate", "plane_depth", "verte
 _ZNEAR = 1e-6  # perspective: triangles with a corner this close to the camera plane are skipped (reference)
 
 
+@njit(cache=True, inline="always")
+def _ray_depth(x, y, p0x, p0y, abx, aby, acx, acy, den, d0, d1, d2, perspective):
+    """Depth where the ray of pixel point ``(x, y)`` meets the plane of a triangle (corner 0 at
+    ``(p0x, p0y)``, edges ``ab``, ``ac``, ``den`` their cross product, corner depths ``d0..d2``):
+    the float64 operations of :func:`synth.raster.barycentrics` with ``clip=False``."""
+    apx, apy = x - p0x, y - p0y
+    l1 = (apx * acy - apy * acx) / den
+    l2 = (abx * apy - aby * apx) / den
+    l0 = 1.0 - l1 - l2
+    if perspective:
+        w = l0 / d0 + l1 / d1 + l2 / d2
+        if abs(w) > 1e-9:
+            return 1.0 / w
+        return min(max(l0, 0.0), 1.0) * d0 + min(max(l1, 0.0), 1.0) * d1 + min(max(l2, 0.0), 1.0) * d2
+    return l0 * d0 + l1 * d1 + l2 * d2
+
+
 @njit(cache=True)
 def _rasterize(u, v, d, tris, height, width, perspective, cull_backfaces, tri_id, zbuf):
     for t in range(tris.shape[0]):
@@ -80,18 +97,7 @@ def _rasterize(u, v, d, tris, height, width, perspective, cull_backfaces, tri_id
                 if ((p1x - p0x) * (y - p0y) - (p1y - p0y) * (x - p0x)) / area2 < 0.0:
                     continue
                 # depth of the pixel ray on the triangle's plane (synth.raster.barycentrics, clip=False)
-                apx, apy = x - p0x, y - p0y
-                l1 = (apx * acy - apy * acx) / den
-                l2 = (abx * apy - aby * apx) / den
-                l0 = 1.0 - l1 - l2
-                if perspective:
-                    w = l0 / d0 + l1 / d1 + l2 / d2
-                    if abs(w) > 1e-9:
-                        z = 1.0 / w
-                    else:
-                        z = min(max(l0, 0.0), 1.0) * d0 + min(max(l1, 0.0), 1.0) * d1 + min(max(l2, 0.0), 1.0) * d2
-                else:
-                    z = l0 * d0 + l1 * d1 + l2 * d2
+                z = _ray_depth(x, y, p0x, p0y, abx, aby, acx, acy, den, d0, d1, d2, perspective)
                 if z < zbuf[i, j]:
                     zbuf[i, j] = z
                     tri_id[i, j] = t
@@ -188,18 +194,7 @@ def _rasterize_stable(u, v, d, tris, height, width, perspective, cull_backfaces,
                 m = min(e0 * i0n, min(e1 * i1n, e2 * i2n))  # signed distance to the nearest edge, px
                 if m < -eps:
                     continue  # outside by more than eps: out on any machine
-                apx, apy = x - p0x, y - p0y
-                l1 = (apx * acy - apy * acx) / den
-                l2 = (abx * apy - aby * apx) / den
-                l0 = 1.0 - l1 - l2
-                if perspective:
-                    w = l0 / d0 + l1 / d1 + l2 / d2
-                    if abs(w) > 1e-9:
-                        z = 1.0 / w
-                    else:
-                        z = min(max(l0, 0.0), 1.0) * d0 + min(max(l1, 0.0), 1.0) * d1 + min(max(l2, 0.0), 1.0) * d2
-                else:
-                    z = l0 * d0 + l1 * d1 + l2 * d2
+                z = _ray_depth(x, y, p0x, p0y, abx, aby, acx, acy, den, d0, d1, d2, perspective)
                 # the z-buffer of _rasterize, bit for bit: same box, same depth, and m >= 0 is its inside
                 # test (each e_k / area2 >= 0: the sign of e_k * sgn, which scaling by 1 / length keeps)
                 if drawn and m >= 0.0 and i0x <= i <= i1x and j0x <= j <= j1x and z < zbuf[i, j]:
