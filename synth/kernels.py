@@ -103,15 +103,9 @@ def _rasterize(u, v, d, tris, height, width, perspective, cull_backfaces, tri_id
                     tri_id[i, j] = t
 
 
-def rasterize(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size, projection: str = "perspective",
-              cull_backfaces: bool = True) -> np.ndarray:
-    """Triangle-id image ``(H, W)`` int32 (-1 off-mesh) of a projected mesh.
-
-    ``uv (N, 2)`` pixel coordinates and ``depth (N,)`` of the vertices (:func:`synth.camera.project`,
-    float64), ``triangles (T, 3)``, ``size`` an int (square) or ``(H, W)``. Same rules as
-    :func:`synth.raster.rasterize_reference` (pixel centres inside or on the edges, back faces culled
-    when ``cull_backfaces``, strictly nearer wins so ties keep the smaller id), and the same ids.
-    """
+def _mesh_args(uv, depth, triangles, size):
+    """``(H, W, u, v, depth, triangles)`` for the rasterizer kernels: the image size (an int: square),
+    contiguous float64 coordinates and depths, int64 triangles; ``ValueError`` naming a bad shape."""
     h, w = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
     uv = np.asarray(uv, np.float64)
     if uv.ndim != 2 or uv.shape[1] != 2:
@@ -122,10 +116,22 @@ def rasterize(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size, pr
     tris = np.ascontiguousarray(triangles, np.int64)
     if tris.ndim != 2 or tris.shape[1] != 3:
         raise ValueError(f"triangles must be (T, 3), got {tris.shape}")
+    return h, w, np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1]), d, tris
+
+
+def rasterize(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size, projection: str = "perspective",
+              cull_backfaces: bool = True) -> np.ndarray:
+    """Triangle-id image ``(H, W)`` int32 (-1 off-mesh) of a projected mesh.
+
+    ``uv (N, 2)`` pixel coordinates and ``depth (N,)`` of the vertices (:func:`synth.camera.project`,
+    float64), ``triangles (T, 3)``, ``size`` an int (square) or ``(H, W)``. Same rules as
+    :func:`synth.raster.rasterize_reference` (pixel centres inside or on the edges, back faces culled
+    when ``cull_backfaces``, strictly nearer wins so ties keep the smaller id), and the same ids.
+    """
+    h, w, u, v, d, tris = _mesh_args(uv, depth, triangles, size)
     tri_id = np.full((h, w), -1, np.int32)
     zbuf = np.full((h, w), np.inf)
-    _rasterize(np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1]), d, tris, h, w,
-               projection == "perspective", bool(cull_backfaces), tri_id, zbuf)
+    _rasterize(u, v, d, tris, h, w, projection == "perspective", bool(cull_backfaces), tri_id, zbuf)
     return tri_id
 
 
@@ -239,16 +245,7 @@ def rasterize_stable(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, s
     gets the writer's id at every stable pixel, so a shard stores the ids of the unstable ones only
     (shard layout 6); a CRC of all the ids (:func:`synth.codecs.restore_ids`) turns any miss into
     an error rather than a wrong id."""
-    h, w = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
-    uv = np.asarray(uv, np.float64)
-    if uv.ndim != 2 or uv.shape[1] != 2:
-        raise ValueError(f"uv must be (N, 2), got {uv.shape}")
-    d = np.ascontiguousarray(depth, np.float64)
-    if d.shape != (uv.shape[0],):
-        raise ValueError(f"depth must be ({uv.shape[0]},), got {d.shape}")
-    tris = np.ascontiguousarray(triangles, np.int64)
-    if tris.ndim != 2 or tris.shape[1] != 3:
-        raise ValueError(f"triangles must be (T, 3), got {tris.shape}")
+    h, w, u, v, d, tris = _mesh_args(uv, depth, triangles, size)
     if not (eps_px > 0 and eps_mm > 0):
         raise ValueError(f"eps_px and eps_mm must be > 0, got {eps_px}, {eps_mm}")
     tri_id = np.full((h, w), -1, np.int32)
@@ -256,9 +253,8 @@ def rasterize_stable(uv: np.ndarray, depth: np.ndarray, triangles: np.ndarray, s
     zwin = np.full((h, w), np.inf)
     tolwin = np.zeros((h, w))
     lo = np.full((h, w), np.inf)
-    _rasterize_stable(np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1]), d, tris, h, w,
-                      projection == "perspective", bool(cull_backfaces), float(eps_px), float(eps_mm), tri_id, zbuf,
-                      zwin, tolwin, lo)
+    _rasterize_stable(u, v, d, tris, h, w, projection == "perspective", bool(cull_backfaces), float(eps_px),
+                      float(eps_mm), tri_id, zbuf, zwin, tolwin, lo)
     return tri_id, (lo < np.inf) & (lo <= zwin + tolwin)
 
 
