@@ -191,7 +191,7 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             problems += [f"sample {i}: {p}" for p in own]
             if reader is not None and not own:
                 pending.append(i)
-            if reader is not None and (len(pending) == GEOMETRY_BATCH or (i == n - 1 and pending)):
+            if len(pending) == GEOMETRY_BATCH:
                 try:  # the maps / ids of up to 16 samples, one model evaluation for them all
                     problems += _check_recomputed(reader, pending, maps)
                 except ValueError as e:  # the model cannot be had: nothing else will work
@@ -200,7 +200,7 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             if len(problems) >= 10:
                 problems.append("... (stopped after 10 problems)")
                 break
-        if pending and len(problems) < 10:  # the last samples queued (a later sample was unreadable)
+        if pending and len(problems) < 10:  # the last samples queued
             try:
                 problems += _check_recomputed(reader, pending, maps)
             except ValueError as e:
