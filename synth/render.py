@@ -112,7 +112,7 @@ class _Geometry:
 
     verts_cam: np.ndarray  # (N, 3) float32, drawn (detailed) surface, camera frame
     coarse_cam: np.ndarray | None  # (N, 3) float32 model-only surface (detail on)
-    normals_cam: np.ndarray  # (N, 3) float32 unit vertex normals of the drawn surface
+    normals_cam: np.ndarray | None  # (N, 3) float32 unit vertex normals of the drawn surface (None: not asked)
     albedo: np.ndarray  # (N, 3) float32 in [0, 1]
     occlusion: np.ndarray | None = None  # (N,) float32 in (0, 1]: crease darkening of the image (cavity > 0)
 
@@ -278,9 +278,11 @@ class FaceRenderer:
         g = self._geometry(params, arrays)
         return g.verts_cam, g.coarse_cam, g.normals_cam, g.albedo
 
-    def _geometry(self, params: SampleParams, arrays=None, with_coarse: bool = True) -> "_Geometry":
+    def _geometry(self, params: SampleParams, arrays=None, with_coarse: bool = True,
+                  with_normals: bool = True) -> "_Geometry":
         """``with_coarse=False``: the model-only surface of a detailed sample is not transformed
-        (``coarse_cam`` None; only ``depth_coarse`` needs it)."""
+        (``coarse_cam`` None; only ``depth_coarse`` needs it); ``with_normals=False``: no vertex
+        normals (``normals_cam`` None; rasterizing alone does not need them)."""
         m = self.model
         coarse, albedo = self.model_arrays([params])[0] if arrays is None else arrays
         detailed = occlusion = None
@@ -293,13 +295,15 @@ class FaceRenderer:
             if params.cavity > 0:
                 occlusion = cavity_occlusion(disp, params.cavity)
         drawn = coarse if detailed is None else detailed
-        # = morphable_model.geometry.vertex_normals bit for bit (tested), ~3x faster
-        normals = kernels.vertex_normals(np.asarray(drawn, np.float32), self.triangles)
         rot = params.rotation.astype(np.float32)
         t = params.translation.astype(np.float32)
         verts_cam = cam.to_camera(drawn, rot, t)  # (N, 3)
         coarse_cam = cam.to_camera(coarse, rot, t) if detailed is not None and with_coarse else None
-        normals_cam = normals @ rot.T  # (N, 3) @ (3, 3)^T: normals rotate, they do not translate
+        normals_cam = None
+        if with_normals:
+            # = morphable_model.geometry.vertex_normals bit for bit (tested), ~3x faster
+            normals = kernels.vertex_normals(np.asarray(drawn, np.float32), self.triangles)
+            normals_cam = normals @ rot.T  # (N, 3) @ (3, 3)^T: normals rotate, they do not translate
         return _Geometry(verts_cam, coarse_cam, normals_cam, albedo, occlusion)
 
     def render(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None,
@@ -373,7 +377,7 @@ class FaceRenderer:
         size, projection = self.size, params.projection
         geo = None
         if isinstance(tri_id, StoredIds):
-            geo = self._geometry(params, arrays, with_coarse=maps)
+            geo = self._geometry(params, arrays, with_coarse=maps, with_normals=maps)
             k = np.asarray(params.intrinsics, np.float64)
             uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)
             self._check_in_front(d)
