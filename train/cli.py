@@ -152,15 +152,27 @@ def evaluate(**kwargs) -> None:
     """Metrics of a checkpoint per iteration, beside the reference estimates, on held-out shards
     (--data) and / or real photos (--photos: landmark NME against the face detector); --json
     writes them all (definitions: docs/training.md, "Metrics")."""
+    from tqdm import tqdm
+
     from .checkpoint import CheckpointError
     from .data import ShardError
     from .evaluate import evaluate_checkpoint
 
+    open_bars: list = []
+
+    def bars(desc: str, total: int | None):
+        bar = tqdm(total=total, desc=desc, unit="sample" if desc == "shards" else "photo")
+        open_bars.append(bar)
+        return bar.update
+
     try:
         config = EvaluateConfig(**kwargs)
-        report = evaluate_checkpoint(config)
+        report = evaluate_checkpoint(config, bars=bars)
     except (ValueError, CheckpointError, ShardError) as e:
         _fail(e)
+    finally:
+        for bar in open_bars:
+            bar.close()
     click.echo(f"checkpoint {report['checkpoint']} (step {report['step']})")
     if "iterations" in report:
         click.echo(f"shards {report['data']}:")
@@ -190,7 +202,10 @@ def evaluate(**kwargs) -> None:
             for sk in ann["skipped"]:
                 click.echo(f"  annotation not used: {sk['reason']}")
     if config.json:
-        _write_json(config.json, report)
+        try:
+            _write_json(config.json, report)
+        except OSError as e:  # the figures are printed above; say why the file is not there
+            _fail(ValueError(f"--json {config.json}: cannot write ({e.strerror or e})"))
         click.echo(f"wrote {config.json}")
 
 
@@ -206,9 +221,14 @@ def _write_json(path: str, obj: Any) -> None:
         return x
 
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(clean(obj), f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(clean(obj), f, indent=2, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 @main.command("reconstruct")
@@ -254,7 +274,8 @@ def reconstruct_cmd(photos, **kwargs) -> None:
     if not run.written:
         raise click.ClickException(f"nothing reconstructed: {len(run.skipped)} input(s) skipped")
     click.echo(run.summary())
-    click.echo(f"open {run.index}")
+    if run.index is not None:
+        click.echo(f"open {run.index}")
 
 
 @main.command()

@@ -487,6 +487,11 @@ class EvaluateConfig:
         _need(self.fit_landmarks in FIT_LANDMARKS, "--fit-landmarks", f"one of {', '.join(FIT_LANDMARKS)}",
               self.fit_landmarks)
         _need(self.workers >= 0, "--workers", ">= 0", self.workers)
+        if self.json is not None:  # checked before the work, which the file would otherwise lose
+            _need(bool(self.json) and not os.path.isdir(self.json), "--json", "a file name, not a folder", self.json)
+            parent = os.path.dirname(os.path.abspath(self.json))
+            _need(os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK), "--json",
+                  "a file in an existing, writable folder", self.json)
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -58,13 +58,27 @@ def load_task(path: str | os.PathLike | None, model=None, model_path: str | None
     return task, ck
 
 
+Bars = Callable[[str, "int | None"], Callable[[int], None]]
+"""A progress-bar factory: ``bars(description, total)`` -> ``update(k)`` (the CLI's tqdm bars)."""
+
+
+def _counted(loader: Iterable[dict], update: Callable[[int], None]) -> Iterator[dict]:
+    """``loader``'s batches, ``update(n)`` called with each batch's sample count once it is used."""
+    for batch in loader:
+        yield batch
+        update(int(batch["image"].shape[0]))
+
+
 def evaluate_shards(task: CoarseTask, data: str | os.PathLike, size: int, samples: int = 512, batch_size: int = 32,
-                    workers: int = 0, amp: bool = False) -> dict[str, float]:
+                    workers: int = 0, amp: bool = False, bars: Bars | None = None) -> dict[str, float]:
     """Sample means of :func:`train.metrics.coarse_metrics` over the first ``samples`` samples of the
-    shards in ``data`` at input ``size`` (flat keys, ``n`` = samples; :func:`train.trainer.validate`)."""
+    shards in ``data`` at input ``size`` (flat keys, ``n`` = samples; :func:`train.trainer.validate`).
+    ``bars``: a progress bar over the samples."""
     device = next(task.model.parameters()).device
     ds = ShardDataset(data, fingerprint=task.morph_model, size=size)
     loader = make_eval_loader(ds, batch_size, samples, workers)
+    if bars is not None:
+        loader = _counted(loader, bars("shards", min(samples, len(ds))))
     return validate(task, task.model, loader, device, amp=amp)
 
 
@@ -92,8 +106,8 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
     "landmark_nme51", "landmark_nme68", "mean_face_pred_pose_nme51"}], "skipped": [{"photo",
     "reason"}], "summary"}``; statistics are None when no face had detector landmarks. Faces
     framed from a box only (the detector gave no landmarks) are listed as skipped. A network with
-    a landmark head (``--landmark-init``) adds ``"landmark_head": {"landmark_nme51_median",
-    "landmark_nme68_median"}`` and per photo ``landmark_head_nme51`` / ``_nme68``: the head's own
+    a landmark head (``--landmark-init``) adds ``"landmark_head": {"nme51_median",
+    "nme68_median"}`` and per photo ``landmark_head_nme51`` / ``_nme68``: the head's own
     points against the detector's.
 
     **Hand-placed landmarks**: a photo with a ``<stem>.pts`` file beside it (68 iBUG points,
@@ -139,8 +153,8 @@ def evaluate_photos(task: CoarseTask, inputs: Iterable[str | os.PathLike], size:
             ests, points = net(img, k, return_landmarks=True, fit_points=ref if fit == "detector" else None)
             scored = {"detector_nme51": ref}
             if points is not None:  # the landmark head's own points (networks with --landmark-init)
-                head = {"landmark_nme51": landmark_nme(points.float(), ref, points=INNER_51).tolist(),
-                        "landmark_nme68": landmark_nme(points.float(), ref).tolist()}
+                head = {"nme51": landmark_nme(points.float(), ref, points=INNER_51).tolist(),
+                        "nme68": landmark_nme(points.float(), ref).tolist()}
                 for name, v in head.items():
                     head_nme.setdefault(name, []).extend(v)
                 scored["landmark_head_nme51"] = points.float()
@@ -237,12 +251,13 @@ def _annotated_report(annotated: dict[str, list[float]], skipped: list[dict[str,
     return out
 
 
-def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> dict[str, Any]:
+def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None, bars: Bars | None = None) -> dict[str, Any]:
     """``train-cli evaluate``: the report of a checkpoint (``config.checkpoint``, default the shipped
     one) on ``config.data`` (:func:`train.metrics.metrics_report` keys at the top level) and / or
     ``config.photos`` (under ``"photos"``: :func:`evaluate_photos`); with ``config.fine`` the detail
     metrics of that FineNet on ``config.data`` under ``"fine"`` (:func:`train.fine_task.evaluate_fine`). ``model`` overrides the
-    morphable model, ``detector`` the face detector (tests)."""
+    morphable model, ``detector`` the face detector (tests); ``bars`` makes the progress bars of
+    the shards and the photos."""
     device = resolve_device(config.device)
     task, ck = load_task(config.checkpoint, model, config.model, device, config.iters, config.flip_test)
     path = config.checkpoint if config.checkpoint is not None else str(shipped_checkpoint())
@@ -250,10 +265,11 @@ def evaluate_checkpoint(config: EvaluateConfig, model=None, detector=None) -> di
     report: dict[str, Any] = {"checkpoint": str(Path(path)), "step": int(ck["step"])}
     if config.data:
         flat = evaluate_shards(task, config.data, size, config.samples, config.batch_size, config.workers,
-                               amp=bool(ck["config"].get("amp", False)))
+                               amp=bool(ck["config"].get("amp", False)), bars=bars)
         report.update({"data": str(config.data), **metrics_report(flat)})
     if config.photos:
         report["photos"] = evaluate_photos(task, config.photos, size, config.batch_size, config.cache_dir, detector,
+                                           progress=None if bars is None else bars("photos", None),
                                            fit_landmarks=config.fit_landmarks)
     if config.fine:
         from .fine_task import evaluate_fine

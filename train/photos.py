@@ -143,20 +143,33 @@ def _to_rgb_array(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest photo file :func:`load_photo` reads: ``max_pixels`` at 8 bytes a pixel (16-bit
+    RGBA, uncompressed) plus 16 MiB of metadata; a larger file is refused unread."""
+    return 8 * int(max_pixels) + (16 << 20)
+
+
 def load_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Decode one photo file -> ``(rgb (H, W, 3) uint8, sha256 hex of the file's bytes)``.
 
     EXIF orientation applied; greyscale, palette, transparent and 16-bit images converted (see the
     module docstring). Raises :class:`PhotoError` (one line) when the file is missing, declares more
-    than ``max_pixels`` pixels, is truncated or corrupt, or is not an image.
+    than ``max_pixels`` pixels or is larger than :func:`max_file_bytes`, is truncated or corrupt, or
+    is not an image.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
+        n_bytes = path.stat().st_size
+        if n_bytes > max_file_bytes(max_pixels):  # not read at all: a video renamed .jpg, a huge scan
+            raise PhotoError(f"{path}: {n_bytes} bytes, more than a photo of at most max_pixels={max_pixels} "
+                             f"pixels takes ({max_file_bytes(max_pixels)} bytes)")
         data = path.read_bytes()
     except OSError as e:
         raise PhotoError(f"{path}: cannot read ({e.strerror or e})") from None
+    except MemoryError:
+        raise PhotoError(f"{path}: too large to read into memory ({n_bytes} bytes)") from None
     digest = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():
@@ -185,22 +198,40 @@ def load_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return np.ascontiguousarray(rgb), digest
 
 
-def list_photos(inputs: Iterable[str | os.PathLike], recursive: bool = False
-                ) -> tuple[list[Path], list[tuple[Path, str]]]:
+def _folder_files(folder: Path, recursive: bool, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The photo files of ``folder`` (sorted), its sub-folders too with ``recursive``; a folder
+    that cannot be listed goes to ``skipped`` with the reason."""
+    def unlisted(e: OSError) -> None:
+        skipped.append((Path(e.filename or folder), f"cannot list this folder ({e.strerror or e})"))
+
+    found: list[Path] = []
+    if recursive:
+        for top, dirs, names in os.walk(folder, onerror=unlisted):
+            found.extend(Path(top, n) for n in names)
+    else:
+        try:
+            found = list(folder.iterdir())
+        except OSError as e:
+            unlisted(e)
+    return sorted(f for f in found if f.suffix.lower() in PHOTO_SUFFIXES and f.is_file())
+
+
+def list_photos(inputs: Iterable[str | os.PathLike], recursive: bool = False,
+                exclude: Callable[[Path], bool] | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Photo files of ``inputs`` (files and folders) -> ``(files, skipped)``.
 
     A folder contributes its files with a suffix in ``PHOTO_SUFFIXES`` (case-insensitive), sorted by
-    name (all sub-folders too with ``recursive``); a file named explicitly is kept whatever its
-    suffix (decoding decides). ``skipped`` holds ``(path, reason)`` for inputs that do not exist.
-    Duplicates are kept once.
+    name (all sub-folders too with ``recursive``), except those ``exclude(path)`` is true of (the
+    pictures ``reconstruct`` wrote into an output folder among the inputs); a file named explicitly
+    is kept whatever its suffix (decoding decides). ``skipped`` holds ``(path, reason)`` for inputs
+    that do not exist and folders that cannot be listed. Duplicates are kept once.
     """
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found = p.rglob("*") if recursive else p.iterdir()
-            files.extend(sorted(f for f in found if f.is_file() and f.suffix.lower() in PHOTO_SUFFIXES))
+            files.extend(f for f in _folder_files(p, recursive, skipped) if exclude is None or not exclude(f))
         elif p.is_file():
             files.append(p)
         else:

@@ -511,6 +511,8 @@ def write_face(result: FaceResult, rgb: np.ndarray, out: Path, name: str, stages
     tri = np.asarray(model.triangles, np.int64)
     times = dict(timings or {})
     times.update(result.timings)
+    # the JSON is written last: until then no <name>.json of an earlier run describes other files
+    (out / f"{name}.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     build_meshes(result, rgb, projection)
     t1 = time.perf_counter()
@@ -628,6 +630,33 @@ class _LazyDetector:
             self._detector = None
 
 
+OUTPUT_PICTURES = ("_depth.png", "_overlay.png", "_compare.png")  # what write_face writes that looks like a photo
+
+
+def _output_folder(path: str) -> Path:
+    """``--out``, created if needed; :class:`ReconstructError` (one line) when it cannot be."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ReconstructError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReconstructError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ReconstructError(f"--out {out}: the folder is not writable")
+    return out
+
+
+def _is_output(path: Path, out: Path) -> bool:
+    """Whether ``path`` is a picture an earlier run wrote into ``out`` (an output folder among or
+    inside the input folders must not feed its overlays back in as photos)."""
+    try:
+        inside = path.resolve().parent.is_relative_to(out.resolve())
+    except OSError:
+        return False
+    return inside and path.name.endswith(OUTPUT_PICTURES)
+
+
 def run_reconstruct(inputs: Iterable[str | os.PathLike], config: ReconstructConfig, stages: Stages | None = None,
                     progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None,
                     on_skip: Callable[[Path, str], None] | None = None, detector=None) -> ReconstructRun:
@@ -642,10 +671,9 @@ def run_reconstruct(inputs: Iterable[str | os.PathLike], config: ReconstructConf
     """
     if config.threads:
         torch.set_num_threads(config.threads)
+    out = _output_folder(config.out)
     stages = load_stages(config) if stages is None else stages
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files, missing = list_photos(inputs, recursive=config.recursive)
+    files, missing = list_photos(inputs, recursive=config.recursive, exclude=lambda p: _is_output(p, out))
     skipped: list[tuple[Path, str]] = []
 
     def skip(path: Path, reason: str) -> None:
@@ -695,6 +723,10 @@ def run_reconstruct(inputs: Iterable[str | os.PathLike], config: ReconstructConf
                     written.append(write_face(res, rgb, out, name, stages, config, renderer, t))
                 except OSError as e:  # a full disk, a name the file system refuses: this face, not the run
                     skip(face.path, f"cannot write its outputs as {name} ({e.strerror or e})")
+                except Exception as e:  # one face's failure (a degenerate mesh, ...) must not stop the folder
+                    log.exception("%s: writing %s failed", face.path, name)
+                    skip(face.path, f"writing its outputs as {name} failed ({type(e).__name__}: "
+                                    f"{' '.join(str(e).split())})")
         if progress:
             progress(len({f.path for f, _ in pending}))
         pending.clear()
@@ -718,7 +750,12 @@ def run_reconstruct(inputs: Iterable[str | os.PathLike], config: ReconstructConf
             own_detector.close()
         if renderer is not None:
             renderer.close()
-    index = report.write_index(out, skipped=skipped) if written or any(out.glob("*.json")) else None
+    index = None
+    if written or any(out.glob("*.json")):
+        try:
+            index = report.write_index(out, skipped=skipped)
+        except OSError as e:  # the faces' files are written; only the page is missing
+            log.warning("cannot write %s (%s)", out / "index.html", e.strerror or e)
     result = ReconstructRun(out=out, written=written, skipped=skipped, index=index)
     log.info("%s", result.summary())
     return result
