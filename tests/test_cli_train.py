@@ -247,6 +247,9 @@ def test_evaluate_defaults_to_the_shipped_checkpoint(shards, tmp_model_h5, tmp_p
     weights = tmp_path / "pkg" / "weights" / "coarse.safetensors"
     weights.parent.mkdir(parents=True)
     assert CliRunner().invoke(main, ["export", str(out / "checkpoints" / "last.pt"), str(weights)]).exit_code == 0
+    (tmp_path / "file").write_text("x")
+    bad = CliRunner().invoke(main, ["export", str(out / "checkpoints" / "last.pt"), str(tmp_path / "file" / "w.safetensors")])
+    assert bad.exit_code == 1 and "cannot write" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
     assert shipped_checkpoint(tmp_path / "pkg") == weights
     args = ["evaluate", "--data", str(shards), "--model", str(tmp_model_h5), "--samples", "6", "--device", "cpu"]
     monkeypatch.setattr(evaluate_module, "shipped_checkpoint", lambda: shipped_checkpoint(tmp_path / "missing"))

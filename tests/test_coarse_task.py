@@ -122,6 +122,10 @@ def test_resume_matches_uninterrupted_run(data, tiny_model, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
     with pytest.raises(CheckpointError, match=r"other settings \{'iters'"):
         train_coarse(_cfg(data, tmp_path / "b", resume=True, iters=3, **kw), model=tiny_model)
+    config_before = (tmp_path / "b" / "config.json").read_text()
+    with pytest.raises(CheckpointError, match=r"other settings \{'landmark_init': \(False, True\)\}"):
+        train_coarse(_cfg(data, tmp_path / "b", resume=True, landmark_init=True, **kw), model=tiny_model)
+    assert (tmp_path / "b" / "config.json").read_text() == config_before  # the refused run wrote nothing
 
 
 def test_ddp_two_processes_gloo_under_torchrun(data, tmp_model_h5, tiny_model, tmp_path):

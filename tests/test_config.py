@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from train.config import CoarseConfig, EvaluateConfig, ReconstructConfig, field_docs
+from train.config import CoarseConfig, EvaluateConfig, FineConfig, ReconstructConfig, field_docs
 
 
 def test_coarse_config_errors_name_the_flag():
@@ -24,6 +24,14 @@ def test_coarse_config_errors_name_the_flag():
         CoarseConfig(data="d", out="o", w_alb=-0.5)
     assert CoarseConfig(data="d", out="o", epochs=2.0, batch_size=10).total_steps(25) == 5
     assert CoarseConfig(data="d", out="o").total_steps(25) == 10000
+
+
+def test_run_folder_that_is_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "f").write_text("x")
+    for cls in (CoarseConfig, FineConfig):
+        kwargs = dict(data="d") if cls is CoarseConfig else dict(synthetic="s")
+        with pytest.raises(ValueError, match="--out must be a folder, not a file"):
+            cls(out=str(tmp_path / "f"), **kwargs)
 
 
 def test_evaluate_config_errors_name_the_flag():

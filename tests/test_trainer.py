@@ -147,6 +147,31 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     assert len(_rows(tmp_path / "train.csv")) == 1  # the row is written (and the file closed) before stopping
 
 
+def test_non_finite_loss_between_log_steps_never_reaches_a_checkpoint(tmp_path):
+    """--ckpt-every not a multiple of --log-every: the checkpoint step checks the loss first, so the
+    last good checkpoint (step 10) is kept, not overwritten by NaN weights at step 20."""
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 20"):
+        _fit(tmp_path, task=ToyTask(nan_after=17), log_every=7, ckpt_every=10)
+    ck = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ck["step"] == 10 and all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_resume_takes_this_runs_lr_and_weight_decay_and_refuses_a_past_stop_at(tmp_path):
+    """The optimizer state restored on --resume carries the old --lr / --weight-decay; the new
+    flags take over (the schedule at each step is the one a run with them from the start has)."""
+    _fit(tmp_path / "a", lr=0.1, weight_decay=0.05)
+    _fit(tmp_path / "b", stop_at=20, lr=0.3, weight_decay=0.0)
+    with pytest.raises(ValueError, match=r"--stop-at 20 is not after the step the run resumes from \(20\)"):
+        _fit(tmp_path / "b", resume=True, stop_at=20)
+    _fit(tmp_path / "b", resume=True, lr=0.1, weight_decay=0.05)
+    a, b = _rows(tmp_path / "a" / "train.csv"), _rows(tmp_path / "b" / "train.csv")
+    lr_a = {r["step"]: float(r["lr"]) for r in a}
+    after = [r for r in b if int(r["step"]) > 20]
+    assert after and all(float(r["lr"]) == pytest.approx(lr_a[r["step"]], rel=1e-12) for r in after)
+    groups = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and groups[0]["initial_lr"] == 0.1
+
+
 def test_loop_settings_come_from_the_job_config(tmp_path):
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(LoopConfig))  # no second defaults
     cfg = CoarseConfig(data="d", out=str(tmp_path), lr=0.5, stop_at=3, progress=False)

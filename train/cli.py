@@ -292,6 +292,8 @@ def export(ckpt, out) -> None:
         path = export_inference(ckpt, out)
     except CheckpointError as e:
         _fail(e)
+    except OSError as e:  # an unwritable or missing folder for OUT
+        _fail(ValueError(f"OUT {out}: cannot write ({e.strerror or e})"))
     click.echo(f"exported {ckpt} -> {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
 
 

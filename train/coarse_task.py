@@ -151,7 +151,7 @@ def _train_coarse(config: CoarseConfig, model, dinfo: DistInfo) -> TrainResult:
         model = load_model(config.model)
     fp = model  # the checks below: its fingerprint, or its sketch for files written on another CPU
     resume_state = resume_state_for(  # runs before --norm existed used one shared BatchNorm
-        config, fp, old_defaults={"norm": "batch"},
+        config, fp, old_defaults={"norm": "batch", "feedback_cell": 0.0, "landmark_init": False},
         check=lambda state, what: refuse_oracle_input(state.get("task_state", {}), what))
 
     workers = config.loader_workers()

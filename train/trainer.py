@@ -187,6 +187,19 @@ def cosine_lambda(total: int, warmup_steps: int, min_ratio: float) -> Callable[[
     return f
 
 
+def _apply_lr_flags(opt: torch.optim.Optimizer, sched, loop: "LoopConfig", step: int) -> None:
+    """After a resume: the optimizer and schedule states restored from the checkpoint carry the
+    old run's --lr and --weight-decay; this run's flags (recorded in its config) take over, as
+    --warmup, --min-lr and --steps do through the rebuilt schedule."""
+    sched.base_lrs = [loop.lr for _ in opt.param_groups]
+    factor = sched.lr_lambdas[0](step)
+    for g in opt.param_groups:
+        g["initial_lr"] = loop.lr
+        g["lr"] = loop.lr * factor
+    opt.param_groups[0]["weight_decay"] = loop.weight_decay  # the decayed group (see _param_groups)
+    sched._last_lr = [g["lr"] for g in opt.param_groups]
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for p in model.parameters():
@@ -366,12 +379,19 @@ class Trainer:
         run = _Run(module=module, model=model, opt=opt, sched=sched)
         if self.resume_state is not None:
             ck = self.resume_state
-            module.load_state_dict(ck["model"])
+            try:
+                module.load_state_dict(ck["model"])
+            except RuntimeError as e:  # names or shapes differ: a setting ARCH_FIELDS does not cover
+                raise CheckpointError(f"checkpoint {self.ckpt_path} does not fit this network ("
+                                      f"{' '.join(str(e).split())[:300]}); use the same flags or a new --out") from None
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
             run.step = int(ck["step"])
             set_rng_state(ck["rng"])
+            _apply_lr_flags(opt, sched, loop, run.step)
             log.info("resumed from %s at step %d", self.ckpt_path, run.step)
+            if 0 < loop.stop_at <= run.step:
+                raise ValueError(f"--stop-at {loop.stop_at} is not after the step the run resumes from ({run.step})")
         if self.dist.is_main:
             truncate_logs(self.out, run.step)
             remove_stale_temporaries(self.ckpt_path)  # a checkpoint write cut short by a kill
@@ -440,10 +460,14 @@ class Trainer:
         """Train from the start or the resume state to ``total_steps`` (or ``stop_at``)."""
         loop, main = self.loop, self.dist.is_main
         if main:
-            (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
+            try:
+                (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"--out {self.out}: cannot create the run folder ({e.strerror or e})") from None
         with cudnn_benchmark(self.device.type == "cuda"):
             run = self._start()
+            if main:  # after the resume state was accepted: a refused resume leaves the old config
+                (self.out / "config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
             loader = self.train_loader_fn(run.step)
             writer = RunLog(self.out, main)
             bar = None
@@ -459,7 +483,8 @@ class Trainer:
                     meter.add(lo, images)
                     run.result.step = run.step
                     last = run.step == loop.total_steps or run.step == loop.stop_at
-                    if run.step % loop.log_every == 0 or last:
+                    # a checkpoint step logs too: a non-finite loss stops the run before it is saved
+                    if run.step % loop.log_every == 0 or run.step % loop.ckpt_every == 0 or last:
                         self._log(run, meter, gnorm, writer, bar)
                     if bar is not None:
                         bar.update(1)
