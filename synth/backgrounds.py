@@ -113,14 +113,32 @@ class ImageFolder:
         self.files = sorted(f for f in p.rglob("*") if f.suffix.lower() in self.EXTENSIONS)
         if not self.files:
             raise ValueError(f"--background-dir {folder!r} holds no images ({', '.join(self.EXTENSIONS)})")
+        self.folder = folder
         self._load = functools.lru_cache(maxsize=32)(self._load_uncached)
 
-    @staticmethod
-    def _load_uncached(path: Path):
+    def _load_uncached(self, path: Path):
         from PIL import Image
 
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's decode errors (UnidentifiedImageError is an OSError)
+            raise ValueError(f"--background-dir {self.folder!r}: {path} cannot be decoded "
+                             f"({' '.join(str(e).split())}); remove or mend it, then rerun") from None
+
+    def check(self) -> None:
+        """Decode every image once (JPEGs at 1/8 scale: the whole stream is still read), so a
+        broken file is a one-line ``ValueError`` before a job starts, not in the middle of it."""
+        from PIL import Image
+
+        for path in self.files:
+            try:
+                with Image.open(path) as im:
+                    im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                    im.load()
+            except (OSError, SyntaxError, ValueError) as e:
+                raise ValueError(f"--background-dir {self.folder!r}: {path} cannot be decoded "
+                                 f"({' '.join(str(e).split())}); remove or mend it") from None
 
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """A random square crop (50-100 % of the shorter side), ``(size, size, 3)`` float32 linear RGB."""

@@ -119,13 +119,13 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
     from tqdm import tqdm
 
     from .codecs import DEFAULT_JPEG_QUALITY
-    from .dataset import DatasetConfig, parse_shard_range, render_dataset
+    from .dataset import DatasetConfig, WorkerDied, parse_shard_range, render_dataset
     from .sampling import SamplingConfig
 
     try:
         sampling = SamplingConfig(
             lights=lights, id_scale=id_scale, exp_scale=exp_scale, albedo_scale=albedo_scale,
-            truncation=truncation if truncation > 0 else None, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
+            truncation=truncation if truncation != 0 else None, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
             projection=projection, distance_mm=_pair(distance, "--distance"), framing_jitter=framing_jitter,
             detail=detail, detail_scale=detail_scale, cavity=cavity,
             background=background or ("images" if background_dir else "photos"),
@@ -159,6 +159,12 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
                 bar.close()
     except ValueError as e:  # includes morphable_model.ModelFileError
         raise click.ClickException(str(e)) from None
+    except WorkerDied as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:  # a full disk, an unwritable --out: the finished shards are kept
+        raise click.ClickException(f"--out {out}: {e.strerror or e}"
+                                   f"{f' ({e.filename})' if getattr(e, 'filename', None) else ''}; "
+                                   "the finished shards are kept, rerun to resume") from None
     rate = summary.samples_rendered / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(f"{summary.samples_rendered} samples in {summary.shards_rendered} shards written to {out} "
                f"({rate:.1f} samples/s); {summary.shards_skipped} shards were already done")
@@ -200,14 +206,23 @@ def verify(directory: Path, maps: bool, model_path: Path | None) -> None:
 @click.argument("shard", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file to write")
 @click.option("--samples", "n_samples", type=int, default=4, show_default=True, help="rows in the grid")
-def preview(shard: Path, out: Path, n_samples: int) -> None:
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="the shard's morphable model, to recompute its maps (default: the built-in model it names)")
+def preview(shard: Path, out: Path, n_samples: int, model_path: Path | None) -> None:
     """Draw a grid (image+landmarks / depth / normals / PNCC / mask) of the first samples of SHARD."""
     from .preview import preview_grid
 
     try:
-        preview_grid(shard, out, n_samples)
+        model = None
+        if model_path is not None:
+            from morphable_model import load_model
+
+            model = load_model(model_path)
+        preview_grid(shard, out, n_samples, model=model)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # not an HDF5 file, an unwritable --out
+        raise click.ClickException(f"{e.filename or shard}: {e.strerror or ' '.join(str(e).split())}") from None
     click.echo(f"wrote {out}")
 
 

@@ -56,6 +56,11 @@ IMAGE_CODECS = ("lossless", "jpeg")
 SHARD_SIZE_RULE = "min(1000, max(32, 16 * ceil(N / 1024)))"
 
 
+class WorkerDied(RuntimeError):
+    """A render worker process ended without reporting an error (killed, out of memory); the
+    shards finished so far are kept and a rerun resumes."""
+
+
 def default_shard_size(n: int) -> int:
     """Samples per shard when ``--shard-size`` is not given: ``min(1000, max(32, 16 ceil(N / 1024)))``.
 
@@ -238,9 +243,13 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except ValueError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); remove it or use another --out") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not a synth-cli dataset manifest (a JSON {type(manifest).__name__}, "
+                         "not an object); remove it or use another --out")
+    return manifest
 
 
 def prepare(config: DatasetConfig, model=None) -> Plan:
@@ -255,7 +264,7 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
     if config.sampling.background == "images":
         from .backgrounds import ImageFolder
 
-        ImageFolder(config.sampling.background_dir)  # raises ValueError on a bad folder
+        ImageFolder(config.sampling.background_dir).check()  # ValueError on a bad folder or image
     model = _load(config.model if model is None else model)
     if model.landmarks is None:
         log.warning("model %s has no landmarks: landmarks are stored as zeros, all invisible", model.source)
@@ -676,5 +685,5 @@ def _render(config, model, manifest, todo, workers: _Workers | None, progress, t
         dead = [p for p in procs if p.exitcode not in (None, 0)]
         if dead and remaining:
             poll()  # its error message may still be in the queue
-            raise RuntimeError(f"a render worker died (exit code {dead[0].exitcode}); rerun to resume")
+            raise WorkerDied(f"a render worker died (exit code {dead[0].exitcode}); rerun to resume")
     poll()

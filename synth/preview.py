@@ -15,15 +15,16 @@ from .shards import ShardReader
 __all__ = ["preview_grid"]
 
 
-def preview_grid(shard: str | os.PathLike, out: str | os.PathLike, n_samples: int = 4) -> Path:
+def preview_grid(shard: str | os.PathLike, out: str | os.PathLike, n_samples: int = 4, model=None) -> Path:
     """PNG grid: one row per sample, columns image (+ visible landmarks green, hidden red),
-    depth, normals, PNCC, mask (and depth_coarse - depth when detail is on)."""
+    depth, normals, PNCC, mask (and depth_coarse - depth when detail is on). ``model``: the
+    shard's morphable model (default: the built-in model it names), which recomputes its maps."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if n_samples < 1:
         raise ValueError(f"--samples must be >= 1, got {n_samples}")
-    with ShardReader(shard) as r:
+    with ShardReader(shard, model=model) as r:
         rows = [r.read(i) for i in range(min(n_samples, len(r)))]
     if not rows:
         raise ValueError(f"shard {str(shard)!r} holds no samples")

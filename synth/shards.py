@@ -580,7 +580,8 @@ def _builtin_for(reader: "ShardReader"):
         model = builtin_model(grid_mm=float(m.group(2)), seed=int(m.group(3)))
     if model is None or not model.matches(want, reader.attrs.get("model_sketch"), f"shard {str(reader.path)!r}"):
         raise ValueError(f"shard {str(reader.path)!r}: its maps are recomputed with the morphable model it was rendered "
-                         f"with ({source or '?'}, fingerprint {want}); pass it as ShardReader(path, model=...)")
+                         f"with ({source or '?'}, fingerprint {want}); give that model file (synth-cli verify / preview "
+                         f"--model, or ShardReader(path, model=...))")
     return model
 
 

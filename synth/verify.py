@@ -331,7 +331,7 @@ def verify_dir(directory: str | os.PathLike, maps: bool = False, model=None) -> 
     """
     d = Path(directory)
     if not d.is_dir():
-        raise ValueError(f"DIR {str(d)!r} is not a directory")
+        raise ValueError(f"DIRECTORY {str(d)!r} is not a directory")
     manifest_path = d / "dataset.json"
     expected = None
     dataset_problems: list[str] = []
@@ -339,6 +339,8 @@ def verify_dir(directory: str | os.PathLike, maps: bool = False, model=None) -> 
     if manifest_path.exists():
         try:
             manifest = json.loads(manifest_path.read_text())
+            if not isinstance(manifest, dict):
+                raise ValueError(f"a JSON {type(manifest).__name__}, not a dataset manifest")
             expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint")}
             if "layout_version" in manifest:
                 expected["layout_version"] = manifest["layout_version"]

@@ -247,7 +247,30 @@ def test_clear_errors_touch_nothing(reference, tmp_path, tmp_model_h5):
     assert res.exit_code == 2 and "--jpeg-quality applies to --image-codec jpeg" in res.output
     res = _run("render", "--out", reference, "--model", tmp_model_h5, "--image-codec", "jpeg", *ARGS)
     assert res.exit_code == 1 and "differs in: layout_version, image_quality" in res.output
+    res = _run("render", "--out", reference, "--model", tmp_model_h5, "--truncation", "-1", *ARGS)
+    assert res.exit_code == 1 and "--truncation must be > 0 (or none), got -1.0" in res.output
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reference.iterdir()} == snapshot
+    # a background folder with a broken image, or given without --background images: refused before
+    # anything is written (a typo'd folder would otherwise be recorded in a new dataset.json)
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "good.png")
+    (folder / "broken.jpg").write_text("not a jpeg")
+    fresh = tmp_path / "fresh"
+    res = _run("render", "--out", fresh, "--model", tmp_model_h5, "--background-dir", folder, *ARGS)
+    assert res.exit_code == 1 and "broken.jpg cannot be decoded" in res.output and "Traceback" not in res.output
+    res = _run("render", "--out", fresh, "--model", tmp_model_h5, "--background", "noise", "--background-dir",
+               tmp_path / "typo", *ARGS)
+    assert res.exit_code == 1 and "--background-dir is used by --background images only" in res.output
+    assert not fresh.exists()
+    # a dataset.json that is not a manifest
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "dataset.json").write_text("[1, 2]")
+    res = _run("render", "--out", other, "--model", tmp_model_h5, *ARGS)
+    assert res.exit_code == 1 and "is not a synth-cli dataset manifest" in res.output
 
 
 def test_photo_colour_flags(tmp_path, tmp_model_h5):
@@ -317,6 +340,17 @@ def test_preview_draws_a_grid(reference, tmp_path):
         assert im.size[0] > 500 and im.size[1] > 300
     res = _run("preview", tmp_path / "none.h5", "--out", tmp_path / "g.png")
     assert res.exit_code == 1 and "does not exist" in res.output
+    res = _run("preview", reference / "dataset.json", "--out", tmp_path / "g.png")  # not an HDF5 file
+    assert res.exit_code == 1 and "dataset.json" in res.output and len(res.output.strip().splitlines()) == 1
+    res = _run("preview", reference / "shard-00000.h5", "--out", tmp_path / "missing" / "g.png")
+    assert res.exit_code == 1 and "g.png" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_preview_and_verify_take_the_shards_model_file(reference, tmp_path, tmp_model_h5):
+    res = _run("preview", reference / "shard-00000.h5", "--out", tmp_path / "grid.png", "--model", tmp_model_h5)
+    assert res.exit_code == 0 and (tmp_path / "grid.png").is_file(), res.output
+    res = _run("verify", reference, "--model", tmp_model_h5)
+    assert res.exit_code == 0, res.output
 
 
 def test_model_group_is_registered():

@@ -168,7 +168,7 @@ def test_maps_need_the_shards_model(tiny_model, tmp_path, write_shard, layout):
         if layout < 6:
             np.testing.assert_array_equal(r.read(0, keys=["tri_id"])["tri_id"], ids)
         for key in needs_model:
-            with pytest.raises(ValueError, match=r"/data/bfm2017\.h5.*pass it as ShardReader\(path, model=\.\.\.\)") \
+            with pytest.raises(ValueError, match=r"/data/bfm2017\.h5.*ShardReader\(path, model=\.\.\.\)") \
                     as e:
                 r.read(0, keys=[key])
             assert "\n" not in str(e.value)
