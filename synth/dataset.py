@@ -305,6 +305,7 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
         raise ValueError(f"--out {str(out)!r} holds shards but no dataset.json; use a new --out")
     expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint", "layout_version",
                                          "image_quality")}
+    expected["generator_config"] = sh.sampling_json(json.loads(json.dumps(manifest["sampling"])))
     todo, skipped, damaged = [], [], {}
     for k in assigned_shards(config):
         path = out / sh.shard_name(k)
@@ -350,7 +351,7 @@ class _ShardRenderer:
             "model_source": manifest["model_source"],
             "projection": c.sampling.projection, "size": c.size, "seed": c.seed, "shard_index": k,
             "shard_size": c.shard_size, "n_total": c.n, "start_index": start,
-            "generator_config": json.dumps(manifest["sampling"], sort_keys=True),
+            "generator_config": sh.sampling_json(manifest["sampling"]),
             "lights": c.sampling.lights,
         }
         if c.sampling.detail:

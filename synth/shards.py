@@ -40,6 +40,7 @@ from .codecs import (JPEG_LAYOUT, LAYOUT_VERSION, READABLE_LAYOUTS, SURFACE_KEYS
 __all__ = [
     "surface_renderer",
     "dataset_shapes",
+    "sampling_json",
     "LAYOUT_VERSION",
     "READABLE_LAYOUTS",
     "JPEG_LAYOUT",
@@ -566,6 +567,12 @@ def surface_renderer(model, size: int, detail_version: int | None = None):
 
         r = _RENDERERS[key] = FaceRenderer(model, int(size), platform="cpu", detail_version=version)
     return r
+
+
+def sampling_json(sampling: dict[str, Any]) -> str:
+    """A shard's ``generator_config`` attribute: its job's sampling settings (the manifest's
+    ``sampling``) as canonical JSON, compared by ``synth-cli verify`` and the resume check."""
+    return json.dumps(sampling, sort_keys=True)
 
 
 def _builtin_for(reader: "ShardReader"):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .codecs import IdsMismatchError, decode_sample, ids_recomputed, is_jpeg
 from .render import GEOMETRY_BATCH
-from .shards import (LAYOUT_VERSION, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
+from .shards import (LAYOUT_VERSION, sampling_json, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
                      list_shards, plain_attr, shard_bounds, shard_count, shard_name)
 
 __all__ = ["ShardReport", "verify_shard", "quick_check_shard", "verify_dir"]
@@ -70,6 +70,8 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
             for key in ("n_total", "shard_size", "size", "seed", "model_fingerprint"):
                 if plain_attr(a.get(key)) != expected[key]:
                     return f"attribute {key} = {plain_attr(a.get(key))!r}, the dataset has {expected[key]!r}"
+            if _other_sampling(a, expected):
+                return "rendered with other sampling settings than the dataset's (attribute generator_config)"
             start, stop = shard_bounds(k, int(a["n_total"]), int(a["shard_size"]))
             if stop - start != n:
                 return f"holds {n} samples, expected {stop - start}"
@@ -99,6 +101,14 @@ def quick_check_shard(path: str | os.PathLike, expected: dict[str, Any]) -> str 
     except (OSError, KeyError, ValueError, TypeError, IndexError) as e:  # unreadable, truncated, checksum, attributes
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
     return None
+
+
+def _other_sampling(attrs, expected: dict[str, Any] | None) -> bool:
+    """Whether a shard's stored sampling settings differ from the dataset's (shards written
+    before the attribute existed, or a manifest without ``sampling``, are not compared)."""
+    if not expected or "generator_config" not in expected or "generator_config" not in attrs:
+        return False
+    return plain_attr(attrs["generator_config"]) != expected["generator_config"]
 
 
 def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None, maps: bool = False,
@@ -150,6 +160,9 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
                         "image_quality"):
                 if key in expected and plain_attr(a.get(key)) != expected[key]:
                     problems.append(f"attribute {key}={plain_attr(a.get(key))!r}, dataset manifest says {expected[key]!r}")
+            if _other_sampling(a, expected):
+                problems.append("rendered with other sampling settings than the dataset manifest's (attribute "
+                                "generator_config; shards of separate jobs merged into one folder?)")
         dims = {"alpha_id": 0, "alpha_exp": 0, "beta": 0, "detail_weights": 0}  # shapes unused here
         required = list(dataset_shapes(max(layout, 2), 8, dims, bool(a.get("detail", False))))
         if layout == 1:
@@ -346,6 +359,8 @@ def verify_dir(directory: str | os.PathLike, maps: bool = False, model=None) -> 
                 expected["layout_version"] = manifest["layout_version"]
             if manifest.get("image_quality") is not None:  # layouts 5, 7
                 expected["image_quality"] = manifest["image_quality"]
+            if isinstance(manifest.get("sampling"), dict):
+                expected["generator_config"] = sampling_json(manifest["sampling"])
         except (ValueError, KeyError) as e:
             dataset_problems.append(f"dataset.json unreadable: {e}")
     reports = [verify_shard(p, expected, maps=maps, model=model) for p in shards]

@@ -223,6 +223,25 @@ def test_shard_range_and_slurm_split_equal_single_run(reference, tmp_path, tmp_m
     assert res.exit_code == 1 and "--shard-range 2:9" in res.output
 
 
+def test_shards_of_a_job_with_other_settings_are_found(reference, tmp_path, tmp_model_h5):
+    """Shard ranges rendered in separate folders and merged by hand: a shard rendered with other
+    sampling flags (same N, size, seed and model) is named by verify and rendered again by a rerun."""
+    import shutil
+
+    other = tmp_path / "other"
+    assert _run("render", "--out", other, "--model", tmp_model_h5, "--shard-range", "0:1", "--yaw", "10",
+                *ARGS).exit_code == 0
+    merged = tmp_path / "merged"
+    shutil.copytree(reference, merged)
+    shutil.copy(other / "shard-00000.h5", merged / "shard-00000.h5")
+    res = _run("verify", merged)
+    assert res.exit_code == 1 and "BAD shard-00000.h5" in res.output and "other sampling settings" in res.output
+    assert "BAD shard-00001.h5" not in res.output
+    res = _run("render", "--out", merged, "--model", tmp_model_h5, *ARGS)
+    assert res.exit_code == 0 and "2 shards were already done" in res.output, res.output
+    _assert_same(_arrays(reference), _arrays(merged))
+
+
 def test_clear_errors_touch_nothing(reference, tmp_path, tmp_model_h5):
     snapshot = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reference.iterdir()}
     res = _run("render", "--out", reference, "--model", tmp_model_h5, "--lights", "laser", *ARGS)
