@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -294,6 +295,16 @@ def test_resume_matches_uninterrupted_run(shards, tmp_model_h5, coarse_ckpt, tmp
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
     changed = CliRunner().invoke(main, _flags(b, shards, tmp_model_h5, ckpt, width_mult=0.25, **kw) + ["--resume"])
     assert changed.exit_code != 0 and "other settings" in changed.output
+    # --coarse names the same file, whose weights changed since (a live run's last.pt): refused
+    live = tmp_path / "live.pt"
+    shutil.copy(ckpt, live)
+    c = tmp_path / "c"
+    assert CliRunner().invoke(main, _flags(c, shards, tmp_model_h5, live, stop_at=2, **kw)).exit_code == 0
+    state = load_checkpoint(live)
+    state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(live, state)
+    moved = CliRunner().invoke(main, _flags(c, shards, tmp_model_h5, live, **kw) + ["--resume"])
+    assert moved.exit_code == 1 and "was trained on another CoarseNet than --coarse holds now" in moved.output
 
 
 def test_synthetic_only_on_ground_truth_coarse(shards, tiny_model, tmp_path):

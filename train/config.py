@@ -427,7 +427,7 @@ class FineConfig(_TrainJob):
 
     # fields that change the networks or their inputs: a resumed run must keep them
     ARCH_FIELDS = ("size", "width_mult", "depth_scale_mm", "residual_scale_mm", "coarse", "end_to_end", "gt_coarse",
-                   "mask_erode", "min_facing")
+                   "mask_erode", "min_facing", "albedo")
 
 
 @dataclasses.dataclass

@@ -27,8 +27,9 @@ or CoarseNet's albedo head when it has one (``auto``: the head when present).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -517,8 +518,34 @@ class FineTask:
         return {"detail_recovered_pooled": 1.0 - err / energy if energy > 0 else float("nan")}
 
     def extra_state(self) -> dict[str, Any]:
-        """Stored in checkpoints (``task_state``) so the model can be rebuilt."""
-        return self.model.hyperparameters()
+        """Stored in checkpoints (``task_state``) so the model can be rebuilt, with the digest of the
+        frozen CoarseNet's weights (a resumed run must refine the same network's depth)."""
+        net = self.model.coarse_net
+        digest = None if net is None or self.model.end_to_end else weights_digest(net)
+        return {**self.model.hyperparameters(), "coarse_weights_sha256": digest}
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and values, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _same_coarse(coarse: IterativeCoarseNet | None, end_to_end: bool) -> Callable[[dict[str, Any], str], None]:
+    """The resume check of ``train-cli fine``: the frozen CoarseNet of ``--coarse`` must be the one
+    the checkpoint was trained on (its file may have changed since: a live run's last.pt)."""
+    def check(state: dict[str, Any], what: str) -> None:
+        saved = (state.get("task_state") or {}).get("coarse_weights_sha256")
+        if saved is None or coarse is None or end_to_end:  # older checkpoints did not record it
+            return
+        if weights_digest(coarse) != saved:
+            raise CheckpointError(f"{what} was trained on another CoarseNet than --coarse holds now (its weights "
+                                  "changed); resume with the same weights or start a new --out")
+    return check
 
 
 # ---------------------------------------------------------------------------- jobs
@@ -561,7 +588,8 @@ def _train_fine(config: FineConfig, model, dinfo: DistInfo) -> TrainResult:
         torch.set_num_threads(config.threads)
     coarse, coarse_size, model = _load_coarse(config.coarse, model, config.model)
     fp = model  # the checks below: its fingerprint, or its sketch for files written on another CPU
-    resume_state = resume_state_for(config, fp)
+    resume_state = resume_state_for(config, fp, old_defaults={"albedo": "auto"},
+                                    check=_same_coarse(coarse, config.end_to_end))
 
     parts, summary = [], []
     photos = synthetic = None
