@@ -633,11 +633,14 @@ class _LazyDetector:
 OUTPUT_PICTURES = ("_depth.png", "_overlay.png", "_compare.png")  # what write_face writes that looks like a photo
 
 
-def _output_folder(path: str) -> Path:
-    """``--out``, created if needed; :class:`ReconstructError` (one line) when it cannot be."""
+def _output_folder(path: str, create: bool = True) -> Path:
+    """``--out``, created if needed (``create``; else only checked that it can be a folder);
+    :class:`ReconstructError` (one line) when it cannot be."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ReconstructError(f"--out {out}: exists and is not a folder")
+    if not create:
+        return out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -671,8 +674,9 @@ def run_reconstruct(inputs: Iterable[str | os.PathLike], config: ReconstructConf
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    out = _output_folder(config.out)
+    _output_folder(config.out, create=False)  # a file in the way: said before the networks load
     stages = load_stages(config) if stages is None else stages
+    out = _output_folder(config.out)  # nothing is written before the checkpoints are accepted
     files, missing = list_photos(inputs, recursive=config.recursive, exclude=lambda p: _is_output(p, out))
     skipped: list[tuple[Path, str]] = []
 
