@@ -122,21 +122,25 @@ class ImageFolder:
         try:
             with Image.open(path) as im:
                 return im.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as e:  # PIL's decode errors (UnidentifiedImageError is an OSError)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's decode errors
             raise ValueError(f"--background-dir {self.folder!r}: {path} cannot be decoded "
                              f"({' '.join(str(e).split())}); remove or mend it, then rerun") from None
 
     def check(self) -> None:
-        """Decode every image once (JPEGs at 1/8 scale: the whole stream is still read), so a
-        broken file is a one-line ``ValueError`` before a job starts, not in the middle of it."""
+        """Read every image once — PNGs' chunk checksums, other formats decoded (JPEGs at 1/8 scale:
+        the whole stream is still read) — so a broken file is a one-line ``ValueError`` before a
+        job starts, not in the middle of it."""
         from PIL import Image
 
         for path in self.files:
             try:
                 with Image.open(path) as im:
-                    im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-                    im.load()
-            except (OSError, SyntaxError, ValueError) as e:
+                    if im.format == "PNG":
+                        im.verify()  # every chunk's CRC, nothing decompressed
+                    else:
+                        im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                        im.load()
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
                 raise ValueError(f"--background-dir {self.folder!r}: {path} cannot be decoded "
                                  f"({' '.join(str(e).split())}); remove or mend it") from None
 

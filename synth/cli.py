@@ -162,9 +162,9 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
     except WorkerDied as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk, an unwritable --out: the finished shards are kept
-        raise click.ClickException(f"--out {out}: {e.strerror or e}"
-                                   f"{f' ({e.filename})' if getattr(e, 'filename', None) else ''}; "
-                                   "the finished shards are kept, rerun to resume") from None
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        raise click.ClickException(f"{where}{e.strerror or ' '.join(str(e).split())}; the finished shards "
+                                   f"in {out} are kept, rerun to resume") from None
     rate = summary.samples_rendered / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(f"{summary.samples_rendered} samples in {summary.shards_rendered} shards written to {out} "
                f"({rate:.1f} samples/s); {summary.shards_skipped} shards were already done")

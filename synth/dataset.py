@@ -265,6 +265,9 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
         from .backgrounds import ImageFolder
 
         ImageFolder(config.sampling.background_dir).check()  # ValueError on a bad folder or image
+    elif config.sampling.background_dir:
+        log.warning("--background-dir %s is not used: --background is %s (not images)",
+                    config.sampling.background_dir, config.sampling.background)
     model = _load(config.model if model is None else model)
     if model.landmarks is None:
         log.warning("model %s has no landmarks: landmarks are stored as zeros, all invisible", model.source)
@@ -331,8 +334,8 @@ class _ShardRenderer:
         self.config = config
         self.model = model
         self.frame = face_framing(model)
-        self.renderer = FaceRenderer(model, config.size, platform=config.platform,
-                                     background_dir=config.sampling.background_dir)
+        images = config.sampling.background_dir if config.sampling.background == "images" else None
+        self.renderer = FaceRenderer(model, config.size, platform=config.platform, background_dir=images)
         self.renderer.warm_up(detail=config.sampling.detail)  # set-up cost outside the per-sample timings
         if config.sampling.background == "photos" or config.sampling.occluders > 0:
             from .backgrounds import default_bank

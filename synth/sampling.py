@@ -86,8 +86,6 @@ class SamplingConfig:
             raise ValueError(f"--background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
         if self.background == "images" and not self.background_dir:
             raise ValueError("--background images needs --background-dir DIR")
-        if self.background_dir and self.background != "images":
-            raise ValueError(f"--background-dir is used by --background images only, got --background {self.background}")
         if not 0 <= self.occluders <= 1:
             raise ValueError(f"--occluders must be a probability in [0, 1], got {self.occluders}")
         self.specular_strength = tuple(float(x) for x in self.specular_strength)

@@ -27,11 +27,14 @@ def test_coarse_config_errors_name_the_flag():
 
 
 def test_run_folder_that_is_a_file_is_refused_before_any_work(tmp_path):
+    from train.trainer import resume_state_for
+
     (tmp_path / "f").write_text("x")
     for cls in (CoarseConfig, FineConfig):
         kwargs = dict(data="d") if cls is CoarseConfig else dict(synthetic="s")
-        with pytest.raises(ValueError, match="--out must be a folder, not a file"):
-            cls(out=str(tmp_path / "f"), **kwargs)
+        config = cls(out=str(tmp_path / "f"), **kwargs)  # a saved config naming such a path still loads
+        with pytest.raises(ValueError, match=f"--out {tmp_path / 'f'} is a file, expected a run folder"):
+            resume_state_for(config, "fingerprint")
 
 
 def test_evaluate_config_errors_name_the_flag():

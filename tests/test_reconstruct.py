@@ -412,6 +412,15 @@ def test_output_folder_beside_the_photos_is_not_read_back(photos, tiny_coarse_we
         assert sorted(p.name for p in out.glob("*.json")) == ["astronaut.json"]
 
 
+def test_only_the_output_folders_own_pictures_are_left_out(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    assert rc._is_output(out / "a_overlay.png", out) and rc._is_output(out / "a_depth.png", out)
+    assert not rc._is_output(out / "a.png", out)
+    assert not rc._is_output(out / "sub" / "a_overlay.png", out)  # write_face writes into out itself
+    assert not rc._is_output(tmp_path / "a_overlay.png", out)  # the user's own file
+
+
 def test_output_folder_that_cannot_be_one_is_a_one_line_error(tmp_path):
     (tmp_path / "file").write_text("x")
     for out, words in ((tmp_path / "file", "exists and is not a folder"),

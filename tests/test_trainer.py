@@ -156,6 +156,25 @@ def test_non_finite_loss_between_log_steps_never_reaches_a_checkpoint(tmp_path):
     assert ck["step"] == 10 and all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
+class NanGradTask(ToyTask):
+    """A finite loss whose gradient is NaN from step 20 on (d sqrt(x)/dx at 0 is inf, times 0)."""
+
+    def loss(self, out, batch):
+        lo = super().loss(out, batch)
+        if self.calls > 19:
+            w = self.model.weight
+            lo = LossOutput(total=lo.total + 0.0 * torch.sqrt((w - w.detach()).abs().sum()), terms=lo.terms,
+                            per_iter=lo.per_iter)
+        return lo
+
+
+def test_non_finite_gradient_with_a_finite_loss_never_reaches_a_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match="gradient norm is nan at step 20"):
+        _fit(tmp_path, task=NanGradTask(), log_every=7, ckpt_every=10)
+    ck = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ck["step"] == 10 and all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
 def test_resume_takes_this_runs_lr_and_weight_decay_and_refuses_a_past_stop_at(tmp_path):
     """The optimizer state restored on --resume carries the old --lr / --weight-decay; the new
     flags take over (the schedule at each step is the one a run with them from the start has)."""
@@ -170,6 +189,32 @@ def test_resume_takes_this_runs_lr_and_weight_decay_and_refuses_a_past_stop_at(t
     assert after and all(float(r["lr"]) == pytest.approx(lr_a[r["step"]], rel=1e-12) for r in after)
     groups = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and groups[0]["initial_lr"] == 0.1
+
+
+def test_apply_lr_flags_sets_the_rates_of_the_resumed_step_and_the_next():
+    from train.trainer import _apply_lr_flags, _param_groups
+
+    def make(lr, wd):
+        model = torch.nn.Linear(3, 1)
+        opt = torch.optim.AdamW(_param_groups(model, wd), lr=lr)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(40, 4, 0.1))
+
+    old_opt, old_sched = make(0.3, 0.0)
+    for _ in range(20):
+        old_opt.step()
+        old_sched.step()
+    opt, sched = make(0.3, 0.0)
+    opt.load_state_dict(old_opt.state_dict())
+    sched.load_state_dict(old_sched.state_dict())
+    loop = _loop("o", lr=0.1, weight_decay=0.05, total_steps=40, warmup=0.1)
+    _apply_lr_flags(opt, sched, loop, 20)
+    lam = cosine_lambda(40, 4, 0.1)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1 * lam(20)] * 2)  # the first resumed step's
+    assert sched.get_last_lr() == pytest.approx([0.1 * lam(20)] * 2)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    opt.step()
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1 * lam(21)] * 2)
 
 
 def test_loop_settings_come_from_the_job_config(tmp_path):

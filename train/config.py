@@ -86,8 +86,6 @@ class _TrainJob:
             _need(self.workers >= 0, "--workers", ">= 0", self.workers)
         _need(self.width_mult > 0, "--width-mult", "> 0", self.width_mult)
         _need(self.stop_at >= 0, "--stop-at", ">= 0", self.stop_at)
-        # checked before the data is loaded; an unwritable folder fails at its creation, also one line
-        _need(not os.path.exists(self.out) or os.path.isdir(self.out), "--out", "a folder, not a file", self.out)
         for name in ("val_every", "val_samples", "log_every", "ckpt_every"):
             _need(getattr(self, name) >= 1, "--" + name.replace("_", "-"), ">= 1", getattr(self, name))
 

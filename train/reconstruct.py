@@ -652,9 +652,10 @@ def _output_folder(path: str, create: bool = True) -> Path:
 
 def _is_output(path: Path, out: Path) -> bool:
     """Whether ``path`` is a picture an earlier run wrote into ``out`` (an output folder among or
-    inside the input folders must not feed its overlays back in as photos)."""
+    inside the input folders must not feed its overlays back in as photos; a file of that name in
+    any other folder is the user's)."""
     try:
-        inside = path.resolve().parent.is_relative_to(out.resolve())
+        inside = path.resolve().parent == out.resolve()  # write_face writes into out itself
     except OSError:
         return False
     return inside and path.name.endswith(OUTPUT_PICTURES)

@@ -62,20 +62,26 @@ def resume_state_for(config, fingerprint: MorphableModel | str, old_defaults: di
     (safe loader, ``fingerprint`` checked), None for a new run. ``config`` is a job config with
     ``out``, ``resume`` and ``ARCH_FIELDS``. ``check(state, what)`` may refuse the checkpoint
     first (e.g. an oracle input); ``old_defaults`` fill settings older runs did not record.
-    ``CheckpointError`` when an architecture setting differs from the checkpoint's; ``ValueError``
-    when a new run would overwrite one."""
+    ``CheckpointError`` when an architecture setting differs from the checkpoint's (then ``check``
+    runs); ``ValueError`` when a new run would overwrite one or ``--out`` is a file."""
+    if os.path.exists(config.out) and not os.path.isdir(config.out):  # said before any data is loaded
+        raise ValueError(f"--out {config.out} is a file, expected a run folder")
     path = Path(config.out) / "checkpoints" / "last.pt"
     if not config.resume:
         if path.exists():
             raise ValueError(f"--out {config.out} already holds a run ({path}); pass --resume or choose a new --out")
         return None
     state = load_checkpoint(path, map_location="cpu", fingerprint=fingerprint)
-    if check is not None:
-        check(state, f"checkpoint {path}")
     old = {**(old_defaults or {}), **state["config"]}
     diff = {k: (old.get(k), getattr(config, k)) for k in config.ARCH_FIELDS if old.get(k) != getattr(config, k)}
     if diff:
         raise CheckpointError(f"checkpoint {path} was trained with other settings {diff}; use the same flags or a new --out")
+    if check is not None:
+        check(state, f"checkpoint {path}")
+    for flag, key in (("--lr", "lr"), ("--weight-decay", "weight_decay")):
+        if key in state["config"] and state["config"][key] != getattr(config, key, state["config"][key]):
+            log.warning("resuming with %s %s (the checkpoint's run had %s): the new value applies from step %d",
+                        flag, getattr(config, key), state["config"][key], int(state["step"]))
     return state
 
 
@@ -434,6 +440,10 @@ class Trainer:
             raise FloatingPointError(
                 f"training loss is {row['loss']} at step {run.step}; the last good checkpoint is {self.ckpt_path} "
                 "(try a lower --lr or --grad-clip)")
+        if not math.isfinite(row["grad_norm"]):  # a finite loss with a NaN gradient: the weights are NaN now
+            raise FloatingPointError(
+                f"gradient norm is {row['grad_norm']} at step {run.step}; the last good checkpoint is "
+                f"{self.ckpt_path} (try a lower --lr or --grad-clip)")
         if bar is not None:
             bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.1f}")
         meter.reset()
