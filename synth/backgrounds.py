@@ -123,8 +123,11 @@ class ImageFolder:
             with Image.open(path) as im:
                 return im.convert("RGB")
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's decode errors
-            raise ValueError(f"--background-dir {self.folder!r}: {path} cannot be decoded "
-                             f"({' '.join(str(e).split())}); remove or mend it, then rerun") from None
+            raise self._broken(path, e) from None
+
+    def _broken(self, path: Path, e: Exception) -> ValueError:
+        return ValueError(f"--background-dir {self.folder!r}: {path} cannot be decoded "
+                          f"({' '.join(str(e).split())}); remove or mend it, then rerun")
 
     def check(self) -> None:
         """Read every image once — PNGs' chunk checksums, other formats decoded (JPEGs at 1/8 scale:
@@ -141,8 +144,7 @@ class ImageFolder:
                         im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
                         im.load()
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-                raise ValueError(f"--background-dir {self.folder!r}: {path} cannot be decoded "
-                                 f"({' '.join(str(e).split())}); remove or mend it") from None
+                raise self._broken(path, e) from None
 
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """A random square crop (50-100 % of the shorter side), ``(size, size, 3)`` float32 linear RGB."""

@@ -308,7 +308,7 @@ def prepare(config: DatasetConfig, model=None) -> Plan:
         raise ValueError(f"--out {str(out)!r} holds shards but no dataset.json; use a new --out")
     expected = {k: manifest[k] for k in ("n_total", "shard_size", "size", "seed", "model_fingerprint", "layout_version",
                                          "image_quality")}
-    expected["generator_config"] = sh.sampling_json(json.loads(json.dumps(manifest["sampling"])))
+    expected["generator_config"] = sh.sampling_json(manifest["sampling"])
     todo, skipped, damaged = [], [], {}
     for k in assigned_shards(config):
         path = out / sh.shard_name(k)

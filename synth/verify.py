@@ -18,8 +18,8 @@ import numpy as np
 
 from .codecs import IdsMismatchError, decode_sample, ids_recomputed, is_jpeg
 from .render import GEOMETRY_BATCH
-from .shards import (LAYOUT_VERSION, sampling_json, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
-                     list_shards, plain_attr, shard_bounds, shard_count, shard_name)
+from .shards import (LAYOUT_VERSION, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
+                     list_shards, plain_attr, sampling_json, shard_bounds, shard_count, shard_name)
 
 __all__ = ["ShardReport", "verify_shard", "quick_check_shard", "verify_dir"]
 
