@@ -8,7 +8,7 @@ per-sample dataset has shape ``(n, ...)`` (but the JPEG bytes of layouts 5 and 7
 checksums; the maps (layouts 3 to 5: image, mask, triangle ids; 6 and 7: image, mask and the ids of
 the unstable pixels, ``tri_fix``) have one sample per chunk and are compressed with
 Zstandard level 1 (default; the ``hdf5plugin`` filter: ``import hdf5plugin`` before opening a shard with
-h5py elsewhere), gzip-1 + shuffle or lzf; the small per-sample arrays are one uncompressed chunk per
+h5py elsewhere), gzip-1 + shuffle or lzf (these two need only h5py); the small per-sample arrays are one uncompressed chunk per
 dataset (read whole). :data:`DATASETS` lists every stored dataset with its unit, encoding and
 description (also written as dataset attributes and the file's ``keys`` attribute); the full table of
 stored datasets -> decoded keys and the file attributes are in docs/shards.md.
@@ -289,9 +289,38 @@ def _compression(name: str) -> dict:
         return {"compression": "lzf"}
     if name == "gzip":
         return {"compression": "gzip", "compression_opts": 1}
-    import hdf5plugin
-
+    try:
+        import hdf5plugin
+    except ImportError:
+        raise ValueError("--compression zstd needs the package hdf5plugin (pip install hdf5plugin); "
+                         "gzip and lzf need only h5py") from None
     return dict(hdf5plugin.Zstd(clevel=1))
+
+
+ZSTD_FILTER = 32015  # the registered HDF5 filter id of Zstandard (hdf5plugin's)
+
+
+def register_filters() -> None:
+    """Register hdf5plugin's filters with HDF5 when the package is installed (it is a dependency of
+    this project; a machine without it still reads and writes gzip / lzf shards)."""
+    try:
+        import hdf5plugin  # noqa: F401  (registering is the import's side effect)
+    except ImportError:
+        pass
+
+
+def missing_filter(f) -> str | None:
+    """A one-line reason when a dataset of the open HDF5 file ``f`` is compressed with Zstandard and
+    this HDF5 has no Zstandard filter (hdf5plugin not installed), else None."""
+    import h5py
+
+    if h5py.h5z.filter_avail(ZSTD_FILTER):
+        return None
+    for name, ds in f.items():
+        if isinstance(ds, h5py.Dataset) and str(ZSTD_FILTER) in ds._filters:
+            return (f"dataset {name!r} is Zstandard-compressed and HDF5 has no Zstandard filter here: "
+                    "pip install hdf5plugin (or render with --compression gzip)")
+    return None
 
 
 def dataset_shapes(layout: int, size: int, dims: dict[str, int], detail: bool) -> dict[str, tuple[tuple | None, type]]:
@@ -393,10 +422,15 @@ class ShardReader:
 
     def _file(self):
         import h5py
-        import hdf5plugin  # noqa: F401  (registers the Zstandard filter of layout-3 shards)
 
         if self._f is None:
-            self._f = h5py.File(self.path, "r")
+            register_filters()  # the Zstandard filter of the default shards
+            f = h5py.File(self.path, "r")
+            missing = missing_filter(f)
+            if missing:
+                f.close()
+                raise ValueError(f"shard {str(self.path)!r}: {missing}")
+            self._f = f
         return self._f
 
     def __getstate__(self):

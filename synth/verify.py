@@ -19,7 +19,8 @@ import numpy as np
 from .codecs import IdsMismatchError, decode_sample, ids_recomputed, is_jpeg
 from .render import GEOMETRY_BATCH
 from .shards import (LAYOUT_VERSION, MAP_DATASETS, READABLE_LAYOUTS, SHARD_PATTERN, ShardReader, dataset_shapes,
-                     list_shards, plain_attr, sampling_json, shard_bounds, shard_count, shard_name)
+                     list_shards, missing_filter, plain_attr, register_filters, sampling_json, shard_bounds, shard_count,
+                     shard_name)
 
 __all__ = ["ShardReport", "verify_shard", "quick_check_shard", "verify_dir"]
 
@@ -128,8 +129,8 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
     built-in model the shard names) and check their values.
     """
     import h5py
-    import hdf5plugin  # noqa: F401  (the Zstandard filter)
 
+    register_filters()  # the Zstandard filter
     path = Path(path)
     problems: list[str] = []
     n = 0
@@ -138,6 +139,9 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
     except OSError as e:
         return ShardReport(path.name, 0, [f"cannot open as HDF5: {e}"])
     with f:
+        missing = missing_filter(f)
+        if missing:
+            return ShardReport(path.name, 0, [missing])
         a = f.attrs
         try:
             layout = int(a.get("layout_version", -1))

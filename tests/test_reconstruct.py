@@ -428,3 +428,13 @@ def test_output_folder_that_cannot_be_one_is_a_one_line_error(tmp_path):
         res = CliRunner().invoke(main, ["reconstruct", str(tmp_path), "--out", str(out), *FAST])
         assert res.exit_code == 1 and f"--out {out}: {words}" in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1
+
+
+def test_atomic_write_fits_every_name_the_file_system_takes(tmp_path):
+    """The temporary name of a write is short: a 250-byte output name (a long photo stem plus
+    ``_overlay.png``) is written, not refused for its temporary name's length."""
+    from train.reconstruct import _atomic
+
+    path = tmp_path / ("x" * 246 + ".png")
+    assert _atomic(path, lambda tmp: tmp.write_bytes(b"data")) == path
+    assert path.read_bytes() == b"data" and not list(tmp_path.glob(".tmp-*"))

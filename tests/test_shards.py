@@ -1,5 +1,6 @@
 """synth.shards: write/read round trip, the keyed (partial) read, atomic commit."""
 import json
+import sys
 
 import h5py
 import numpy as np
@@ -408,3 +409,29 @@ def test_layout_6_from_an_opengl_id_pass_reads_back_the_gl_ids(tiny_model, tmp_p
     with sh.ShardReader(path, model=tiny_model) as r:
         for j, (o, _) in enumerate(outs):
             np.testing.assert_array_equal(r.read(j, keys=("tri_id",))["tri_id"], o.tri_id)
+
+
+def test_gzip_shards_need_no_hdf5plugin_and_zstd_ones_say_what_is_missing(tiny_model, tmp_path, write_shard,
+                                                                         monkeypatch):
+    """A machine without hdf5plugin (a lent GPU machine, say) reads and writes gzip shards; a
+    Zstandard shard there is a one-line error naming the package, from the reader and from verify."""
+    from synth.dataset import DatasetConfig
+
+    gz, zs = tmp_path / "gz" / sh.shard_name(0), tmp_path / "zs" / sh.shard_name(0)
+    gz.parent.mkdir()
+    zs.parent.mkdir()
+    outs = write_shard(tiny_model, gz, n=2, compression="gzip")
+    write_shard(tiny_model, zs, n=2)
+    # HDF5 without the Zstandard filter (the filter of hdf5plugin, once imported, cannot be unregistered)
+    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda fid: fid != sh.ZSTD_FILTER)
+    monkeypatch.setitem(sys.modules, "hdf5plugin", None)  # `import hdf5plugin` raises ImportError
+    with sh.ShardReader(gz, model=tiny_model) as r:
+        np.testing.assert_array_equal(r.read(1)["image"], outs[1][1].image)
+    assert verify_shard(gz).ok
+    with pytest.raises(ValueError, match=r"shard .*shard-00000.h5.*Zstandard.*pip install hdf5plugin"):
+        sh.ShardReader(zs)
+    report = verify_shard(zs)
+    assert not report.ok and "pip install hdf5plugin" in report.problems[0]
+    with pytest.raises(ValueError, match="--compression zstd .* needs the package hdf5plugin"):
+        DatasetConfig(out=str(tmp_path / "d"), n=4)
+    DatasetConfig(out=str(tmp_path / "d"), n=4, compression="gzip")  # fine without it

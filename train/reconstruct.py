@@ -39,6 +39,7 @@ photo (docs/DESIGN.md's continuous convention).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -412,8 +413,10 @@ def build_meshes(result: FaceResult, rgb: np.ndarray, projection: str = "perspec
 # ------------------------------------------------------------------------------ files
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Write through ``write(tmp)`` to a temporary name in ``path``'s folder (same suffix, so
-    writers that go by it pick the format), then rename over ``path``."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.stem}{path.suffix}")
+    writers that go by it pick the format), then rename over ``path``. The temporary name is short
+    (a digest of the name), so any name that fits the file system has one that fits too."""
+    digest = hashlib.sha1(path.name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    tmp = path.with_name(f".tmp-{os.getpid()}-{digest}{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)
