@@ -121,3 +121,15 @@ def test_layers_flow_one_way():
             assert not {t for t in targets if t.split(".")[0] in ("synth", "train")}, m
         if m.startswith("synth"):
             assert not {t for t in targets if t.startswith("train")}, m
+
+
+def test_shell_scripts_parse():
+    """The shell scripts run where nothing can be fixed on the spot (scripts/gpu_leg.sh on a lent
+    GPU machine): at least their syntax is checked here."""
+    import subprocess
+
+    scripts = sorted((ROOT / "scripts").glob("*.sh"))
+    assert scripts
+    for path in scripts:
+        r = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{path.name}: {r.stderr.strip()}"
