@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import h5py
-import hdf5plugin  # noqa: F401  (the Zstandard filter of the shards, docs/shards.md)
 import numpy as np
 from PIL import Image
 
@@ -50,6 +49,9 @@ def render(out: Path, n: int, seed: int, size: int, workers: int) -> None:
 
 def read_shards(folder: Path) -> dict[str, np.ndarray]:
     """Images, landmarks, poses and indices of every sample (h5py alone: the README's shard layout)."""
+    from synth.shards import register_filters
+
+    register_filters()  # the Zstandard filter of the default shards (hdf5plugin, when installed)
     out: dict[str, list] = {"image": [], "landmarks": [], "pose": [], "index": []}
     for path in sorted(folder.glob("shard-*.h5")):
         with h5py.File(path, "r") as f:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One CoarseNet training leg on a lent GPU machine, inside one device `run` call (<= 10 minutes):
 # fresh renders on the machine's CPU cores, a short calibration of the step rate, then a leg from the
-# shipped weights whose cosine schedule is sized to the time left, exported to $OUT.
+# shipped weights whose cosine schedule is sized to the time left, exported to $OUT (7 files:
+# leg.log, last.pt, coarse_gpu.safetensors, the leg's config / train / val logs, the calibration's
+# train log).
 #
 #   device `run`:  command "bash scripts/gpu_leg.sh", timeout_s 600 (nothing to carry)
 #   then here:     train-cli evaluate --checkpoint <files_at>/last.pt --data val128 --samples 1000 ...
@@ -9,8 +11,8 @@
 # Every setting is an environment variable (defaults in brackets): BUDGET_S [540] seconds for the
 # whole script, RENDER_S [150] seconds of rendering, RENDER_WORKERS [CPUs - 1], SEED [30] (the
 # renders' and the leg's seed: never one of a held-out set's), BATCH [128], LR [2e-3], INIT
-# [train/weights/coarse.safetensors], TRAIN_WORKERS [12], CALIB_STEPS [60], VAL_N [256] held-out
-# renders, THREADS [0: torch's default] CPU threads of the trainer, DEVICE [cuda], WORK [/tmp/gpu_leg],
+# [train/weights/coarse.safetensors], TRAIN_WORKERS [12], CALIB_STEPS [240], VAL_N [256] held-out
+# renders, THREADS [0: torch's default] CPU threads of the trainer, STEPS [sized to the time left], DEVICE [cuda], WORK [/tmp/gpu_leg],
 # OUT [$OUT, else /tmp/gpu_leg_out]. The architecture and losses are the shipped CoarseNet's
 # (docs/experiments.md: 64 px input, --width-mult 0.5, 2 iterations, landmark initialisation).
 # On the CPU the same script is a smoke test (one core): OMP_NUM_THREADS=1 THREADS=1 DEVICE=cpu
@@ -26,7 +28,7 @@ BATCH=${BATCH:-128}
 LR=${LR:-2e-3}
 INIT=${INIT:-train/weights/coarse.safetensors}
 TRAIN_WORKERS=${TRAIN_WORKERS:-12}
-CALIB_STEPS=${CALIB_STEPS:-60}
+CALIB_STEPS=${CALIB_STEPS:-240}
 VAL_N=${VAL_N:-256}
 THREADS=${THREADS:-0}
 DEVICE=${DEVICE:-cuda}
@@ -34,6 +36,7 @@ WORK=${WORK:-/tmp/gpu_leg}
 OUT=${OUT:-/tmp/gpu_leg_out}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK"
+rm -rf "$WORK/calib" "$WORK/leg"  # a rerun on a warm machine: new runs (the renders are kept and extended)
 log() { echo "[$((SECONDS - T0)) s] $*" | tee -a "$OUT/leg.log"; }
 left() { echo $((BUDGET_S - (SECONDS - T0))); }
 
@@ -67,44 +70,50 @@ python3 -m synth.cli render --out "$WORK/val" --n "$VAL_N" --size 128 --workers 
 # 3. Fresh training renders for RENDER_S seconds: timeout interrupts the job's whole process group;
 # finished shards are complete files (a shard is renamed into place when written), the rest is dropped.
 log "rendering training data for ${RENDER_S} s with ${RENDER_WORKERS} workers"
-timeout -s INT "$RENDER_S" python3 -m synth.cli render --out "$WORK/train" --n 2000000 --size 128 \
+timeout -s INT -k 15 "$RENDER_S" python3 -m synth.cli render --out "$WORK/train" --n 2000000 --size 128 \
   --workers "$RENDER_WORKERS" --seed "$SEED" --shard-size 250 --compression gzip > "$WORK/render_train.log" 2>&1
 sleep 2
 SHARDS=$(compgen -G "$WORK/train/shard-*.h5" | wc -l)
-log "$SHARDS shards ($((SHARDS * 250)) renders)"
+log "$SHARDS shards ($((SHARDS * 250)) renders): $(tr '\r' '\n' < "$WORK/render_train.log" | grep 'sample/s' | tail -n 1)"
 [ "$SHARDS" -ge 1 ] || { tail -c 600 "$WORK/render_train.log"; log "no shard finished in RENDER_S seconds"; exit 1; }
 
 COMMON=(--data "$WORK/train" --size 64 --width-mult 0.5 --batch-size "$BATCH" --lr "$LR" --iters 2
         --feedback-cell 2 --norm iter_batch --w-param 1.0 --landmark-init --w-lmk 4 --init "$INIT"
         --device "$DEVICE" --threads "$THREADS" --workers "$TRAIN_WORKERS" --seed "$SEED" --no-progress)
 
-# 4. Calibration: the step rate of this machine (the last two thirds of a throw-away run's steps).
+# 4. Calibration: the step rate of this machine, from the second half of a throw-away run's steps
+# (the first ones are served from the loader's prefetch queue, 4 batches per worker, and flatter it).
 log "calibrating (${CALIB_STEPS} steps)"
-timeout -s INT $(( $(left) / 3 )) python3 -m train.cli coarse "${COMMON[@]}" --out "$WORK/calib" \
-  --steps "$CALIB_STEPS" --log-every $(( CALIB_STEPS / 6 )) --ckpt-every 100000 --stats-samples 500 \
-  > "$WORK/calib.log" 2>&1 || { tail -n 20 "$WORK/calib.log"; log "calibration failed or took a third of the time left"; exit 1; }
+timeout -s INT -k 15 $(( $(left) / 3 )) python3 -m train.cli coarse "${COMMON[@]}" --out "$WORK/calib" \
+  --steps "$CALIB_STEPS" --log-every $(( CALIB_STEPS / 12 > 0 ? CALIB_STEPS / 12 : 1 )) --ckpt-every 100000 \
+  --stats-samples 500 > "$WORK/calib.log" 2>&1 || log "calibration stopped early (rc $?): its logged steps decide"
+[ -f "$WORK/calib/train.csv" ] && cp "$WORK/calib/train.csv" "$OUT/calib_train.csv"
 RATE=$(python3 - "$WORK/calib/train.csv" "$CALIB_STEPS" <<'EOF'
 import csv, sys
-rows = [r for r in csv.DictReader(open(sys.argv[1])) if int(r["step"]) > int(sys.argv[2]) // 3]
-print(sum(float(r["img_per_s"]) for r in rows) / len(rows))
+try:
+    rows = list(csv.DictReader(open(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+late = [r for r in rows if int(r["step"]) > int(sys.argv[2]) // 2] or rows[1:]
+if not late:
+    sys.exit(1)
+print(sum(float(r["img_per_s"]) for r in late) / len(late))
 EOF
-)
+) || { tail -n 20 "$WORK/calib.log"; log "calibration logged too few steps to measure a rate"; exit 1; }
 # what is left, less the start-up (~the calibration's own), the validation and the export
 TRAIN_S=$(( $(left) - 60 ))
 [ "$TRAIN_S" -ge 60 ] || { log "only ${TRAIN_S} s left for the leg: raise BUDGET_S or lower RENDER_S"; exit 1; }
-STEPS=$(python3 -c "print(max(20, int($RATE * $TRAIN_S * 0.85 / $BATCH)))")
+STEPS=${STEPS:-$(python3 -c "print(max(20, int($RATE * $TRAIN_S * 0.8 / $BATCH)))")}
 log "rate ${RATE} img/s; ${TRAIN_S} s left for training: --steps ${STEPS}"
 
-# 5. The leg. timeout (SIGINT) is the safety net: the last checkpoint (every 100 steps) stays.
-python3 -m train.cli coarse "${COMMON[@]}" --out "$WORK/leg" --steps "$STEPS" --val-data "$WORK/val" \
-  --val-every "$STEPS" --val-samples "$VAL_N" --ckpt-every 100 > "$WORK/leg.log" 2>&1 &
-TRAIN_PID=$!
-( sleep $(( $(left) - 25 )); kill -INT "$TRAIN_PID" 2>/dev/null ) &
-WATCH_PID=$!
-wait "$TRAIN_PID"; RC=$?
-kill "$WATCH_PID" 2>/dev/null
+# 5. The leg, in the foreground under timeout (which, unlike a background job of a script, gets
+# SIGINT delivered): 25 s before the budget it is interrupted, and the checkpoint of every 100 steps stays.
+timeout -s INT -k 20 $(( $(left) - 25 )) python3 -m train.cli coarse "${COMMON[@]}" --out "$WORK/leg" \
+  --steps "$STEPS" --val-data "$WORK/val" --val-every "$STEPS" --val-samples "$VAL_N" --ckpt-every 100 \
+  > "$WORK/leg.log" 2>&1
+RC=$?
 tail -n 12 "$WORK/leg.log" | tee -a "$OUT/leg.log"
-log "training exited with $RC"
+log "training exited with $RC (124: interrupted at the time limit)"
 
 # 6. What comes back (at most 8 files, none deeper than $OUT/a/b).
 CK="$WORK/leg/checkpoints/last.pt"

@@ -181,8 +181,8 @@ class ShardWriter:
         self.tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}.{os.getpid()}")
         self.n = int(n_samples)
         self._written = np.zeros(self.n, bool)
+        comp = _compression(compression)  # before the file: a missing filter leaves nothing behind
         self._f = h5py.File(self.tmp, "w", libver="latest")
-        comp = _compression(compression)
         shapes = dataset_shapes(layout, size, dims, detail)
         self._ds = {}
         keys = {}  # the file's "keys" attribute: dtype, shape, unit and encoding of every dataset
@@ -317,9 +317,11 @@ def missing_filter(f) -> str | None:
     if h5py.h5z.filter_avail(ZSTD_FILTER):
         return None
     for name, ds in f.items():
-        if isinstance(ds, h5py.Dataset) and str(ZSTD_FILTER) in ds._filters:
-            return (f"dataset {name!r} is Zstandard-compressed and HDF5 has no Zstandard filter here: "
-                    "pip install hdf5plugin (or render with --compression gzip)")
+        if isinstance(ds, h5py.Dataset):
+            plist = ds.id.get_create_plist()
+            if any(plist.get_filter(i)[0] == ZSTD_FILTER for i in range(plist.get_nfilters())):
+                return (f"dataset {name!r} is Zstandard-compressed and HDF5 has no Zstandard filter here: "
+                        "pip install hdf5plugin (or render with --compression gzip)")
     return None
 
 
@@ -426,7 +428,11 @@ class ShardReader:
         if self._f is None:
             register_filters()  # the Zstandard filter of the default shards
             f = h5py.File(self.path, "r")
-            missing = missing_filter(f)
+            try:
+                missing = missing_filter(f)
+            except BaseException:
+                f.close()
+                raise
             if missing:
                 f.close()
                 raise ValueError(f"shard {str(self.path)!r}: {missing}")

@@ -139,7 +139,10 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
     except OSError as e:
         return ShardReport(path.name, 0, [f"cannot open as HDF5: {e}"])
     with f:
-        missing = missing_filter(f)
+        try:
+            missing = missing_filter(f)
+        except (OSError, RuntimeError) as e:  # h5py: a corrupt object header or link table
+            return ShardReport(path.name, 0, [f"corrupt HDF5 structure ({str(e).splitlines()[0]})"])
         if missing:
             return ShardReport(path.name, 0, [missing])
         a = f.attrs

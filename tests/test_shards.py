@@ -420,11 +420,11 @@ def test_gzip_shards_need_no_hdf5plugin_and_zstd_ones_say_what_is_missing(tiny_m
     gz, zs = tmp_path / "gz" / sh.shard_name(0), tmp_path / "zs" / sh.shard_name(0)
     gz.parent.mkdir()
     zs.parent.mkdir()
-    outs = write_shard(tiny_model, gz, n=2, compression="gzip")
     write_shard(tiny_model, zs, n=2)
     # HDF5 without the Zstandard filter (the filter of hdf5plugin, once imported, cannot be unregistered)
     monkeypatch.setattr(h5py.h5z, "filter_avail", lambda fid: fid != sh.ZSTD_FILTER)
     monkeypatch.setitem(sys.modules, "hdf5plugin", None)  # `import hdf5plugin` raises ImportError
+    outs = write_shard(tiny_model, gz, n=2, compression="gzip")  # written without it
     with sh.ShardReader(gz, model=tiny_model) as r:
         np.testing.assert_array_equal(r.read(1)["image"], outs[1][1].image)
     assert verify_shard(gz).ok
@@ -435,3 +435,7 @@ def test_gzip_shards_need_no_hdf5plugin_and_zstd_ones_say_what_is_missing(tiny_m
     with pytest.raises(ValueError, match="--compression zstd .* needs the package hdf5plugin"):
         DatasetConfig(out=str(tmp_path / "d"), n=4)
     DatasetConfig(out=str(tmp_path / "d"), n=4, compression="gzip")  # fine without it
+    (tmp_path / "zs2").mkdir()
+    with pytest.raises(ValueError, match="--compression zstd needs the package hdf5plugin"):
+        write_shard(tiny_model, tmp_path / "zs2" / sh.shard_name(0), n=1)
+    assert not list((tmp_path / "zs2").glob("*"))  # no temporary file left behind
