@@ -12,9 +12,11 @@
 # whole script, RENDER_S [150] seconds of rendering, RENDER_WORKERS [CPUs - 1], SEED [30] (the
 # renders' and the leg's seed: never one of a held-out set's), BATCH [128], LR [2e-3], INIT
 # [train/weights/coarse.safetensors], TRAIN_WORKERS [12], CALIB_STEPS [240], VAL_N [256] held-out
-# renders, THREADS [0: torch's default] CPU threads of the trainer, STEPS [sized to the time left], DEVICE [cuda], WORK [/tmp/gpu_leg],
-# OUT [$OUT, else /tmp/gpu_leg_out]. The architecture and losses are the shipped CoarseNet's
-# (docs/experiments.md: 64 px input, --width-mult 0.5, 2 iterations, landmark initialisation).
+# renders, THREADS [0: torch's default] CPU threads of the trainer, STEPS [sized to the time left],
+# AMP [--no-amp: float32 like the CPU legs; bf16 heatmap logits may coarsen the landmark head (not measured),
+# whose precision is the bottleneck], DEVICE [cuda], WORK [/tmp/gpu_leg], OUT [$OUT, else
+# /tmp/gpu_leg_out]. The architecture and losses are the shipped CoarseNet's (docs/experiments.md:
+# 64 px input, --width-mult 0.5, 2 iterations, landmark initialisation).
 # On the CPU the same script is a smoke test (one core): OMP_NUM_THREADS=1 THREADS=1 DEVICE=cpu
 # BUDGET_S=300 RENDER_S=40 RENDER_WORKERS=1 TRAIN_WORKERS=0 BATCH=2 CALIB_STEPS=12 VAL_N=16.
 set -uo pipefail
@@ -31,6 +33,7 @@ TRAIN_WORKERS=${TRAIN_WORKERS:-12}
 CALIB_STEPS=${CALIB_STEPS:-240}
 VAL_N=${VAL_N:-256}
 THREADS=${THREADS:-0}
+AMP=${AMP:---no-amp}
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/gpu_leg}
 OUT=${OUT:-/tmp/gpu_leg_out}
@@ -79,7 +82,7 @@ log "$SHARDS shards ($((SHARDS * 250)) renders): $(tr '\r' '\n' < "$WORK/render_
 
 COMMON=(--data "$WORK/train" --size 64 --width-mult 0.5 --batch-size "$BATCH" --lr "$LR" --iters 2
         --feedback-cell 2 --norm iter_batch --w-param 1.0 --landmark-init --w-lmk 4 --init "$INIT"
-        --device "$DEVICE" --threads "$THREADS" --workers "$TRAIN_WORKERS" --seed "$SEED" --no-progress)
+        --device "$DEVICE" "$AMP" --threads "$THREADS" --workers "$TRAIN_WORKERS" --seed "$SEED" --no-progress)
 
 # 4. Calibration: the step rate of this machine, from the second half of a throw-away run's steps
 # (the first ones are served from the loader's prefetch queue, 4 batches per worker, and flatter it).
