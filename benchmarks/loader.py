@@ -36,13 +36,10 @@ import torch
 def render_tmp(n: int, size: int, out: str) -> str:
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
     from synth.dataset import DatasetConfig, render_dataset
+    from synth.shards import register_filters
 
-    try:  # the default Zstandard shards; gzip (plain h5py) where hdf5plugin is missing (a lent GPU machine)
-        import hdf5plugin  # noqa: F401
-
-        compression = "zstd"
-    except ImportError:
-        compression = "gzip"
+    # the default Zstandard shards; gzip (plain h5py) where hdf5plugin is missing (a lent GPU machine)
+    compression = "zstd" if register_filters() else "gzip"
     render_dataset(DatasetConfig(out=out, n=n, size=size, seed=0, shard_size=max(1, n // 4), workers=0,
                                  compression=compression))
     return out

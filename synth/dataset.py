@@ -106,12 +106,9 @@ class DatasetConfig:
             raise ValueError(f"--seed must be an integer >= 0, got {self.seed!r}")
         if self.compression not in sh.COMPRESSIONS:
             raise ValueError(f"--compression must be one of {', '.join(sh.COMPRESSIONS)}, got {self.compression!r}")
-        if self.compression == "zstd":
-            try:
-                import hdf5plugin  # noqa: F401
-            except ImportError:
-                raise ValueError("--compression zstd (the default) needs the package hdf5plugin (pip install "
-                                 "hdf5plugin); --compression gzip or lzf need only h5py") from None
+        if self.compression == "zstd" and not sh.register_filters():
+            raise ValueError("--compression zstd (the default) needs the package hdf5plugin (pip install "
+                             "hdf5plugin); --compression gzip or lzf need only h5py")
         if self.image_codec not in IMAGE_CODECS:
             raise ValueError(f"--image-codec must be one of {', '.join(IMAGE_CODECS)}, got {self.image_codec!r}")
         if not isinstance(self.jpeg_quality, (int, np.integer)) or not 1 <= self.jpeg_quality <= 100:

@@ -8,8 +8,8 @@ per-sample dataset has shape ``(n, ...)`` (but the JPEG bytes of layouts 5 and 7
 checksums; the maps (layouts 3 to 5: image, mask, triangle ids; 6 and 7: image, mask and the ids of
 the unstable pixels, ``tri_fix``) have one sample per chunk and are compressed with
 Zstandard level 1 (default; the ``hdf5plugin`` filter: ``import hdf5plugin`` before opening a shard with
-h5py elsewhere), gzip-1 + shuffle or lzf (these two need only h5py); the small per-sample arrays are one uncompressed chunk per
-dataset (read whole). :data:`DATASETS` lists every stored dataset with its unit, encoding and
+h5py elsewhere), gzip-1 + shuffle or lzf (these two need only h5py); the small per-sample arrays are
+one uncompressed chunk per dataset (read whole). :data:`DATASETS` lists every stored dataset with its unit, encoding and
 description (also written as dataset attributes and the file's ``keys`` attribute); the full table of
 stored datasets -> decoded keys and the file attributes are in docs/shards.md.
 
@@ -289,24 +289,25 @@ def _compression(name: str) -> dict:
         return {"compression": "lzf"}
     if name == "gzip":
         return {"compression": "gzip", "compression_opts": 1}
-    try:
-        import hdf5plugin
-    except ImportError:
+    if not register_filters():
         raise ValueError("--compression zstd needs the package hdf5plugin (pip install hdf5plugin); "
-                         "gzip and lzf need only h5py") from None
+                         "gzip and lzf need only h5py")
+    import hdf5plugin
+
     return dict(hdf5plugin.Zstd(clevel=1))
 
 
 ZSTD_FILTER = 32015  # the registered HDF5 filter id of Zstandard (hdf5plugin's)
 
 
-def register_filters() -> None:
+def register_filters() -> bool:
     """Register hdf5plugin's filters with HDF5 when the package is installed (it is a dependency of
-    this project; a machine without it still reads and writes gzip / lzf shards)."""
+    this project; a machine without it still reads and writes gzip / lzf shards); returns whether it is."""
     try:
         import hdf5plugin  # noqa: F401  (registering is the import's side effect)
     except ImportError:
-        pass
+        return False
+    return True
 
 
 def missing_filter(f) -> str | None:
