@@ -141,6 +141,7 @@ def _entry_points(evil, shards, model_h5, tmp_path):
                      "--samples", "6", "--device", "cpu"],
         "coarse": _coarse_flags(shards, model_h5, resume_out, "--resume"),
         "export": ["export", str(evil), str(tmp_path / "out.safetensors")],
+        "average": ["average", str(evil), str(evil), "--out", str(tmp_path / "avg.safetensors"), "--no-progress"],
         "convert-checkpoint": ["convert-checkpoint", str(evil), str(tmp_path / "new.pt")],  # without the trust flag
         "fine": ["fine", "--out", str(tmp_path / "fine_run"), "--synthetic", str(shards), "--model", str(model_h5),
                  "--coarse", str(evil), "--size", "48", "--steps", "1", "--no-progress"],
@@ -163,6 +164,7 @@ def test_every_cli_entry_point_refuses_code(shards, tmp_model_h5, tmp_path):
             assert f"checkpoint {where} may contain code and was not loaded" in msg, (name, msg)
         assert not marker.exists(), name
     assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "new.pt").exists()
+    assert not (tmp_path / "avg.safetensors").exists()
     assert not (tmp_path / "recon").exists()  # reconstruct stopped before writing anything
 
 

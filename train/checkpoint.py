@@ -52,7 +52,7 @@ from morphable_model.model import MorphableModel, fingerprint_of, model_matches
 
 __all__ = [
     "FORMAT_VERSION", "INFERENCE_FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint",
-    "load_checkpoint", "load_inference_checkpoint", "export_inference", "convert_checkpoint",
+    "load_checkpoint", "load_inference_checkpoint", "export_inference", "write_inference", "convert_checkpoint",
     "remove_stale_temporaries", "rng_state", "set_rng_state",
 ]
 
@@ -305,23 +305,36 @@ def load_inference_checkpoint(path: str | os.PathLike, fingerprint: "MorphableMo
 def export_inference(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Write the network weights of checkpoint ``src`` (either kind) to ``dst`` as safetensors,
     with config, task_state, fingerprint, task, step and format version as JSON/string metadata."""
+    ckpt = load_inference_checkpoint(src)
+    path = write_inference(ckpt, dst, source=f"checkpoint {src}")
+    log.info("exported %s (step %s, %d tensors) to %s", src, ckpt["step"], len(ckpt["model"]), path)
+    return path
+
+
+def write_inference(ckpt: dict[str, Any], dst: str | os.PathLike, source: str = "the weights",
+                    extra: dict[str, str] | None = None) -> Path:
+    """Write an inference checkpoint dict (:func:`load_inference_checkpoint`'s keys) to ``dst`` as
+    safetensors (what :func:`export_inference` writes); ``extra``: more string metadata (e.g. where
+    the weights came from; not the keys above), ignored by the loader. ``source`` names the weights
+    in errors."""
     from safetensors.torch import save as st_save
 
-    ckpt = load_inference_checkpoint(src)
     tensors = {}
     for k, v in ckpt["model"].items():
         if not torch.is_tensor(v):
-            raise CheckpointError(f"checkpoint {src}: model entry {k!r} is a {type(v).__name__}, not a tensor")
+            raise CheckpointError(f"{source}: model entry {k!r} is a {type(v).__name__}, not a tensor")
         tensors[k] = v.detach().to("cpu", copy=True).contiguous()  # own storage: safetensors refuses shared ones
     meta = {"format": INFERENCE_FORMAT, "format_version": str(FORMAT_VERSION), "task": str(ckpt["task"]),
             "step": str(int(ckpt["step"])), "model_fingerprint": str(ckpt["model_fingerprint"]),
             **({"model_sketch": str(ckpt["model_sketch"])} if ckpt.get("model_sketch") else {}),
             "config": json.dumps(ckpt["config"], sort_keys=True),
             "task_state": json.dumps(ckpt["task_state"], sort_keys=True)}
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra metadata may not replace {clash}")
+    meta.update(extra or {})
     data = st_save(tensors, metadata=meta)
-    path = _atomic_write(Path(dst), lambda f: f.write(data))
-    log.info("exported %s (step %s, %d tensors) to %s", src, ckpt["step"], len(tensors), path)
-    return path
+    return _atomic_write(Path(dst), lambda f: f.write(data))
 
 
 def _rng_to_plain(state: dict[str, Any]) -> dict[str, Any]:

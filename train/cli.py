@@ -1,5 +1,6 @@
-"""``train-cli``: train CoarseNet on synthetic shards (phase 1), evaluate checkpoints, export
-inference weights (safetensors) and convert old pickled checkpoints.
+"""``train-cli``: train CoarseNet on synthetic shards (phase 1) and FineNet (phase 2), evaluate
+checkpoints, reconstruct photos, export inference weights (safetensors), average the weights of
+several runs and convert old pickled checkpoints.
 
 The options of each command are generated from its job config (:func:`options_from`): every
 field of :class:`train.config.CoarseConfig` is one ``coarse`` flag, every field of
@@ -26,6 +27,8 @@ from .config import CoarseConfig, EvaluateConfig, FineConfig, ReconstructConfig,
 from .metrics import metrics_report, metrics_table
 
 __all__ = ["main", "options_from"]
+
+log = logging.getLogger(__name__)
 
 _SCALARS = {str: click.STRING, int: click.INT, float: click.FLOAT}
 
@@ -295,6 +298,76 @@ def export(ckpt, out) -> None:
     except OSError as e:  # an unwritable or missing folder for OUT
         _fail(ValueError(f"OUT {out}: cannot write ({e.strerror or e})"))
     click.echo(f"exported {ckpt} -> {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+
+
+@main.command()
+@click.argument("ckpts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The averaged weights, written as OUT.safetensors (the format of train-cli export).")
+@click.option("--data", type=click.Path(), default=None,
+              help="Training shards to recompute the BatchNorm statistics on (required when the network has "
+                   "BatchNorm and --bn-batches > 0).")
+@click.option("--bn-batches", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Batches (of the last checkpoint's --batch-size, augmented as it was trained) the "
+                   "BatchNorm statistics are averaged over; 0 keeps the average of the checkpoints' statistics.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batches' order and augmentation.")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu or cuda.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch CPU threads (0: torch's default).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data-loader processes.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar over the batches.")
+def average(ckpts, out, data, bn_batches, seed, device, threads, workers, progress) -> None:
+    """Average the weights of CoarseNet checkpoints CKPTS (the end points of runs that restart from
+    one another: stochastic weight averaging) and recompute the BatchNorm statistics on training
+    shards. The result keeps the last checkpoint's config and normalisation; evaluate it like any
+    checkpoint (train-cli evaluate --checkpoint OUT.safetensors)."""
+    import torch
+    from tqdm import tqdm
+
+    from .averaging import average_checkpoints, batchnorm_layers, recompute_batchnorm
+    from .checkpoint import CheckpointError, write_inference
+    from .coarse_task import build_task_from_state
+    from .config import CoarseConfig
+    from .data import Augment, ShardDataset, ShardError, make_train_loader
+    from .trainer import resolve_device
+
+    if not out.endswith(".safetensors"):
+        raise click.BadParameter(f"must end in .safetensors, got {out}", param_hint="--out")
+    try:
+        dev = resolve_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        ck, morph = average_checkpoints(ckpts)
+        config = CoarseConfig.from_dict(ck["config"])
+        task = build_task_from_state(morph, ck["task_state"], config, f"checkpoint {ckpts[-1]}")
+        task.model.load_state_dict(ck["model"])
+        task.to(dev)
+        used = 0
+        if bn_batches and batchnorm_layers(task.model):
+            if data is None:
+                raise ValueError("--data: the network has BatchNorm layers; give training shards to recompute "
+                                 "their statistics on (or --bn-batches 0 to keep the checkpoints' average)")
+            ds = ShardDataset(data, fingerprint=morph, size=config.size, augment=Augment.from_config(config), seed=seed)
+            if ds.projection != task.projection:
+                raise ValueError(f"--data {data}: its shards use {ds.projection} projection, the network "
+                                 f"{task.projection} ({ckpts[-1]})")
+            loader = make_train_loader(ds, range(len(ds)), config.batch_size, seed, bn_batches, workers=workers)
+            bar = tqdm(total=bn_batches, desc="BatchNorm statistics", unit="batch", disable=not progress)
+            with bar:
+                used = recompute_batchnorm(task.model, loader,
+                                           lambda b: task.forward(task.model, task.prepare_batch(b, dev)), bar.update)
+            ck["model"] = {k: v.detach().cpu() for k, v in task.model.state_dict().items()}
+        elif data is not None:
+            log.info("--data %s not used: %s", data, "--bn-batches 0" if not bn_batches else "no BatchNorm layer")
+    except (ValueError, CheckpointError, ShardError) as e:
+        _fail(e)
+    try:
+        path = write_inference(ck, out, source=f"checkpoint {ckpts[-1]}",
+                               extra={"averaged_from": json.dumps(list(ckpts)), "batchnorm_batches": str(used)})
+    except OSError as e:
+        _fail(ValueError(f"--out {out}: cannot write ({e.strerror or e})"))
+    stats = f", BatchNorm statistics from {used} batches of {data}" if used else ""
+    click.echo(f"averaged {len(ckpts)} checkpoints -> {path}{stats}")
 
 
 @main.command("convert-checkpoint")

@@ -56,10 +56,14 @@ __all__ = [
     "FeedbackRenderer",
     "refuse_oracle_input",
     "IterativeCoarseNet",
+    "HYPERPARAMETER_DEFAULTS",
 ]
 
 log = logging.getLogger(__name__)
 
+HYPERPARAMETER_DEFAULTS = {"feedback_cell": 0.0, "norm": "batch", "landmark_init": False}
+"""What :meth:`IterativeCoarseNet.from_hyperparameters` assumes for the keys older checkpoints lack
+(written before ``--feedback-cell``, ``--norm`` and ``--landmark-init`` existed)."""
 FIT_CLAMP = 6.0
 """Bound (prior stds) on each entry of a landmark-fitted estimate (:meth:`IterativeCoarseNet.fit_estimate`)."""
 FIT_SIGMA = 0.02
@@ -406,10 +410,11 @@ class IterativeCoarseNet(nn.Module):
         ``CheckpointError`` naming ``source`` for a network trained with an oracle input
         (:func:`refuse_oracle_input`)."""
         refuse_oracle_input(hp, source)
+        hp = {**HYPERPARAMETER_DEFAULTS, **hp}
         return cls(model, ParamLayout.from_dict(hp["layout"]), ParamStats.from_dict(hp["stats"]),
                    iters=int(hp["iters"]), width_mult=float(hp["width_mult"]), projection=hp["projection"],
-                   feedback_cell=float(hp.get("feedback_cell", 0.0)), norm=str(hp.get("norm", "batch")),
-                   landmark_init=bool(hp.get("landmark_init", False)))
+                   feedback_cell=float(hp["feedback_cell"]), norm=str(hp["norm"]),
+                   landmark_init=bool(hp["landmark_init"]))
 
     @torch.no_grad()
     def fit_estimate(self, points: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int],

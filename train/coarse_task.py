@@ -19,7 +19,7 @@ import torch.nn as nn
 from morphable_model import load_model
 
 from .checkpoint import CheckpointError
-from .coarse_net import IterativeCoarseNet, refuse_oracle_input
+from .coarse_net import HYPERPARAMETER_DEFAULTS, IterativeCoarseNet, refuse_oracle_input
 from .config import CoarseConfig
 from .data import Augment, ShardDataset, image_to_float, make_eval_loader, make_train_loader, rank_indices
 from .inference import load_checkpoint_and_model
@@ -151,7 +151,7 @@ def _train_coarse(config: CoarseConfig, model, dinfo: DistInfo) -> TrainResult:
         model = load_model(config.model)
     fp = model  # the checks below: its fingerprint, or its sketch for files written on another CPU
     resume_state = resume_state_for(  # runs before --norm existed used one shared BatchNorm
-        config, fp, old_defaults={"norm": "batch", "feedback_cell": 0.0, "landmark_init": False},
+        config, fp, old_defaults=HYPERPARAMETER_DEFAULTS,
         check=lambda state, what: refuse_oracle_input(state.get("task_state", {}), what))
 
     workers = config.loader_workers()
