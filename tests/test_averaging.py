@@ -5,6 +5,7 @@ BatchNorm statistics are the plain average of the batches' statistics."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -36,8 +37,16 @@ def three(tiny_coarse_weights, tmp_path_factory):
     return [str(tiny_coarse_weights), str(a), str(b)]
 
 
-def test_average_is_the_mean_and_keeps_the_last_checkpoints_state(three, tiny_model):
-    avg, model = average_checkpoints(three, tiny_model)
+def test_average_is_the_mean_and_keeps_the_last_checkpoints_state(three, tiny_model, caplog):
+    with caplog.at_level(logging.WARNING, logger="train.averaging"):
+        avg, model = average_checkpoints(three, tiny_model)
+    # b's pose_std is twice the others': both earlier checkpoints are named, by 0.50 (1 - 1/2)
+    warned = [r.getMessage() for r in caplog.records if "parameter normalisation differs" in r.getMessage()]
+    assert len(warned) == 2 and all("by 0.50 (pose_std)" in m for m in warned), warned
+    with caplog.at_level(logging.WARNING, logger="train.averaging"):
+        caplog.clear()
+        average_checkpoints(three[:2], tiny_model)
+    assert not caplog.records  # the same statistics: no warning
     cks = [load_inference_checkpoint(p) for p in three]
     n_float = 0
     for k, v in avg["model"].items():

@@ -2,8 +2,9 @@
 
 Stochastic weight averaging (Izmailov et al., "Averaging Weights Leads to Wider Optima and Better
 Generalization", UAI 2018): the end points of training runs that restart from one another with a
-warm-up then a cosine decay (the project's legs, ``--init``) lie in one basin; their mean is a
-flatter point of it than any of them. The BatchNorm running statistics of averaged weights are not
+warm-up then a cosine decay (the project's legs, ``--init``) lie in one basin, and the paper found
+their mean flatter and better at generalising than any of them (measured on the legs:
+docs/experiments.md, "Weight averaging of the legs"). The BatchNorm running statistics of averaged weights are not
 the average of the runs' statistics, so they are recomputed on training batches afterwards
 (:func:`recompute_batchnorm`): the networks' running means and variances are reset and replaced by
 the plain average over ``batches`` forward passes in training mode, without gradients, on the
@@ -12,9 +13,9 @@ shards augmented as the last checkpoint's job config augments them.
 What must agree between the checkpoints (else :class:`train.checkpoint.CheckpointError` naming the
 file): the task (``coarse``), the morphable model (fingerprint) and the network (every
 hyperparameter of its ``task_state`` but the normalisation statistics, every tensor's name and
-shape). The parameter normalisation statistics are computed by each run from its own shards and
-differ in the third decimal between legs; the average keeps the **last** checkpoint's, with its
-config, step and task state.
+shape; each checkpoint once). The parameter normalisation statistics are computed by each run
+from its own shards and differ by a few percent between legs (:data:`STATS_WARN`); the average
+keeps the **last** checkpoint's, with its config, step and task state.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], model=None) -> tuple
         name, rel = _stats_difference(ck["task_state"].get("stats", {}), last["task_state"].get("stats", {}))
         if rel > STATS_WARN:
             log.warning("checkpoint %s: its parameter normalisation differs from %s's by %.2f (%s); the average "
-                        "keeps %s's, which suits weights trained on similar shards only", p, last_path, 100 * rel,
+                        "keeps %s's, which suits weights trained on similar shards only", p, last_path, rel,
                         name, last_path)
         for k, v in own.items():
             if tuple(v.shape) != tuple(ref[k].shape):
