@@ -326,8 +326,7 @@ def average(ckpts, out, data, bn_batches, seed, device, threads, workers, progre
 
     from .averaging import average_checkpoints, batchnorm_layers, recompute_batchnorm
     from .checkpoint import CheckpointError, write_inference
-    from .coarse_task import build_task_from_state
-    from .config import CoarseConfig
+    from .coarse_task import task_from_checkpoint
     from .data import Augment, ShardDataset, ShardError, make_train_loader
     from .trainer import resolve_device
 
@@ -339,9 +338,7 @@ def average(ckpts, out, data, bn_batches, seed, device, threads, workers, progre
             torch.set_num_threads(threads)
         ck, morph = average_checkpoints(ckpts)
         config = CoarseConfig.from_dict(ck["config"])
-        task = build_task_from_state(morph, ck["task_state"], config, f"checkpoint {ckpts[-1]}")
-        task.model.load_state_dict(ck["model"])
-        task.to(dev)
+        task = task_from_checkpoint(morph, ck, f"checkpoint {ckpts[-1]}").to(dev)
         used = 0
         if bn_batches and batchnorm_layers(task.model):
             if data is None:

@@ -133,6 +133,14 @@ def build_task_from_state(morph_model, task_state: dict[str, Any], config: Coars
     return CoarseTask(morph_model, net, LossWeights.from_config(config))
 
 
+def task_from_checkpoint(morph_model, ckpt: dict[str, Any], source: str = "the checkpoint") -> CoarseTask:
+    """The :class:`CoarseTask` of a loaded CoarseNet checkpoint dict (``task_state``, ``config``,
+    ``model``: :func:`train.inference.load_checkpoint_and_model`) with its weights, on the CPU."""
+    task = build_task_from_state(morph_model, ckpt["task_state"], CoarseConfig.from_dict(ckpt["config"]), source)
+    task.model.load_state_dict(ckpt["model"])
+    return task
+
+
 def train_coarse(config: CoarseConfig, model=None) -> TrainResult:
     """Train CoarseNet as configured by a :class:`train.config.CoarseConfig`.
 

@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .coarse_task import CoarseTask, build_task_from_state
-from .config import FIT_LANDMARKS, CoarseConfig, EvaluateConfig
+from .coarse_task import CoarseTask, task_from_checkpoint
+from .config import FIT_LANDMARKS, EvaluateConfig
 from .data import ShardDataset, image_to_float, make_eval_loader
 from .inference import load_checkpoint_and_model, shipped_checkpoint
 from .metrics import INNER_51, landmark_nme, metrics_report, project_landmarks
@@ -48,8 +48,7 @@ def load_task(path: str | os.PathLike | None, model=None, model_path: str | None
     iterations the network runs, ``flip_test`` is the network's (as ``reconstruct``'s)."""
     path = shipped_checkpoint() if path is None else path
     ck, model = load_checkpoint_and_model(path, model, model_path)
-    task = build_task_from_state(model, ck["task_state"], CoarseConfig.from_dict(ck["config"]), f"checkpoint {path}")
-    task.model.load_state_dict(ck["model"])
+    task = task_from_checkpoint(model, ck, f"checkpoint {path}")
     if iters is not None:
         task.model.iters = task.iters = int(iters)
     task.model.flip_test = flip_test
