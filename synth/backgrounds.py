@@ -29,6 +29,14 @@ Occluders
 ---------
 1-3 ellipses / rectangles (:class:`synth.sampling.Occluder`) with a one-pixel anti-aliased edge,
 filled with a texture cut from the photo bank (``texture_seed``; 80 % of them) or a flat colour.
+
+Line occluders
+--------------
+Thin dark lines with no geometry (:class:`synth.sampling.LineOccluder`, ``--line-occluders``):
+glasses rims, brows and hair strands, placed by the sample's projected landmarks
+(:func:`line_polylines`) and painted as anti-aliased strokes (:func:`paint_lines`) before the
+occluders. A network that learned "a dark line is a crease" from the renders' crease darkening sees
+here dark lines whose depth is smooth.
 """
 from __future__ import annotations
 
@@ -42,7 +50,8 @@ import numpy as np
 from .color import srgb_to_linear, srgb_u8_to_linear, srgb_u8_to_linear_gained
 
 __all__ = ["BACKGROUNDS", "draw_background", "noise_texture", "ImageFolder", "PhotoBank", "BANK_IMAGES",
-           "EXCLUDED_IMAGES", "MAX_SIDE", "bank_image", "default_bank", "paint_occluders"]
+           "EXCLUDED_IMAGES", "MAX_SIDE", "bank_image", "default_bank", "paint_occluders",
+           "face_frame", "line_polylines", "paint_lines", "LINE_SEGMENTS", "CHIN_UNITS"]
 
 BACKGROUNDS = ("photos", "images", "noise", "solid", "none")
 
@@ -312,3 +321,112 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
         w = cover[..., None]
         window *= 1.0 - w
         window += w * fill
+
+
+LINE_SEGMENTS = 32  # polyline points of a glasses rim (closed) and of a strand's Bezier curve
+CHIN_UNITS = 2.0  # eye-centres-to-chin distance in face units (built-in mean face: 123 mm / eye distance 60 mm)
+
+
+def face_frame(landmarks: np.ndarray):
+    """``(origin, x_axis, y_axis)`` pixel vectors of the face coordinates of
+    :class:`synth.sampling.LineOccluder` from the 68 projected landmarks ``(68, 2)``: the origin midway
+    between the eye centres (mean of points 36-41 and 42-47), ``x_axis`` from the first eye centre to
+    the second (foreshortened with the yaw), ``y_axis`` perpendicular to it toward the chin (point 8),
+    its length the eye-to-chin distance / :data:`CHIN_UNITS` (both about the eye distance on a
+    frontal face of the built-in model: 60 mm; the y unit keeps its size when the face turns)."""
+    lm = np.asarray(landmarks, np.float64)
+    e0, e1 = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
+    origin = (e0 + e1) / 2.0
+    x_axis = e1 - e0
+    down = lm[8] - origin
+    unit = float(np.hypot(*down)) / CHIN_UNITS
+    norm = float(np.hypot(*x_axis))
+    perp = np.array([-x_axis[1], x_axis[0]]) / norm if norm > 1e-9 else down / max(float(np.hypot(*down)), 1e-9)
+    if perp @ down < 0:
+        perp = -perp
+    return origin, x_axis, perp * unit
+
+
+def line_polylines(line, landmarks: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """The pixel polylines ``[(points (K, 2), closed), ...]`` of one
+    :class:`synth.sampling.LineOccluder` on a face with projected ``landmarks (68, 2)``."""
+    origin, xa, ya = face_frame(landmarks)
+
+    def at(ab):  # face coordinates (..., 2) -> pixels
+        ab = np.asarray(ab, np.float64)
+        return origin + ab[..., :1] * xa + ab[..., 1:2] * ya
+
+    lm = np.asarray(landmarks, np.float64)
+    if line.kind == "glasses":
+        ha, hb, dy, temples = (float(x) for x in line.shape[:4])
+        t = np.linspace(0.0, 2.0 * np.pi, LINE_SEGMENTS, endpoint=False)
+        out = []
+        for side in (-1.0, 1.0):
+            rim = np.stack([side * 0.5 + ha * np.cos(t), dy + hb * np.sin(t)], axis=1)
+            out.append((at(rim), True))
+        top = dy - 0.3 * hb
+        out.append((at([[-0.5 + ha, top], [0.5 - ha, top]]), False))  # the bridge
+        if temples > 0:
+            for side, jaw in ((-1.0, lm[0]), (1.0, lm[16])):
+                start = at([side * (0.5 + ha), top])
+                out.append((np.stack([start, start + temples * (jaw - start)]), False))
+        return out
+    if line.kind == "brows":
+        up = float(line.shape[0]) * ya
+        return [(lm[17:22] - up, False), (lm[22:27] - up, False)]
+    if line.kind == "strands":
+        t = np.linspace(0.0, 1.0, LINE_SEGMENTS)[:, None]
+        out = []
+        for p0, p1, p2 in np.asarray(line.points, np.float64):
+            curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+            out.append((at(curve), False))
+        return out
+    raise ValueError(f"line occluder kind must be glasses, brows or strands, got {line.kind!r}")
+
+
+def _segment_distance(px: np.ndarray, py: np.ndarray, pts: np.ndarray, closed: bool) -> np.ndarray:
+    """Distance of the points ``(px, py)`` (any shape) to the polyline ``pts (K, 2)``."""
+    a, b = (pts, np.roll(pts, -1, axis=0)) if closed else (pts[:-1], pts[1:])
+    best = np.full(px.shape, np.inf)
+    for (ax, ay), (bx, by) in zip(a, b):
+        dx, dy = bx - ax, by - ay
+        den = dx * dx + dy * dy
+        s = np.zeros(px.shape) if den <= 0 else np.clip(((px - ax) * dx + (py - ay) * dy) / den, 0.0, 1.0)
+        np.minimum(best, np.hypot(px - ax - s * dx, py - ay - s * dy), out=best)
+    return best
+
+
+def paint_lines(image: np.ndarray, lines, landmarks: np.ndarray | None) -> np.ndarray | None:
+    """Paint :class:`synth.sampling.LineOccluder` strokes into the linear-RGB ``image (H, W, 3)``
+    float32 in place: per polyline of :func:`line_polylines`, coverage ``clip(width / 2 - distance
+    + 0.5, 0, 1) x opacity`` of the pixel centre (width in pixels = the face-unit width x the frame's
+    y unit), blended toward the sRGB ``color`` decoded to linear light. Returns the painted coverage
+    ``(H, W)`` float32 (the largest per pixel; None when nothing was painted: no lines, or no landmarks)."""
+    if not lines or landmarks is None:
+        return None
+    size = image.shape[0]
+    covered = np.zeros(image.shape[:2], np.float32)
+    _, _, ya = face_frame(landmarks)
+    unit = float(np.hypot(*ya))
+    for line in lines:
+        half = 0.5 * float(line.width) * unit
+        colour = srgb_to_linear(np.asarray(line.color, np.float32))
+        for pts, closed in line_polylines(line, landmarks):
+            if not np.isfinite(pts).all():
+                continue
+            reach = half + 1.0
+            r0, r1 = max(int(math.floor(pts[:, 1].min() - reach)), 0), min(int(math.ceil(pts[:, 1].max() + reach)), size)
+            c0, c1 = max(int(math.floor(pts[:, 0].min() - reach)), 0), min(int(math.ceil(pts[:, 0].max() + reach)), size)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
+            dist = _segment_distance(uu, vv, pts, closed)
+            cover = (np.clip(half - dist + 0.5, 0.0, 1.0) * float(line.opacity)).astype(np.float32)
+            if not cover.any():
+                continue
+            w = cover[..., None]
+            window = image[r0:r1, c0:c1]  # a view: painted in place
+            window *= 1.0 - w
+            window += w * colour
+            np.maximum(covered[r0:r1, c0:c1], cover, out=covered[r0:r1, c0:c1])
+    return covered

@@ -76,6 +76,9 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
               help="image folder for --background images")
 @click.option("--occluders", type=float, default=0.2, show_default=True,
               help="probability of 1-3 occluding shapes (photo-textured or flat)")
+@click.option("--line-occluders", type=float, default=0.0, show_default=True,
+              help="probability of thin dark lines with no geometry, placed by the landmarks: glasses rims, "
+                   "brows, hair strands (so a detail network does not read every dark line as a crease)")
 @click.option("--specular/--no-specular", default=True, show_default=True,
               help="Blinn-Phong highlight from the SH lighting's dominant light")
 @click.option("--specular-strength", default="0,0.5", show_default=True,
@@ -99,8 +102,8 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--platform", type=click.Choice(["cpu", "osmesa", "egl"]), default="cpu", show_default=True,
               help="triangle-id rasterizer: cpu (compiled, no OpenGL), osmesa (software OpenGL), egl (GPU OpenGL)")
 def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, cavity, shard_size, shard_range,
-           compression, image_codec, jpeg_quality, projection, background, background_dir, occluders, specular,
-           specular_strength, shininess,
+           compression, image_codec, jpeg_quality, projection, background, background_dir, occluders, line_occluders,
+           specular, specular_strength, shininess,
            yaw, pitch, roll, distance,
            framing_jitter, retired_fov, retired_face_fraction, retired_jitter, id_scale, exp_scale, albedo_scale,
            truncation, platform) -> None:
@@ -130,7 +133,7 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
             detail=detail, detail_scale=detail_scale, cavity=cavity,
             background=background or ("images" if background_dir else "photos"),
             background_dir=str(background_dir) if background_dir else None, occluders=occluders,
-            specular=specular, specular_strength=_pair(specular_strength, "--specular-strength"),
+            line_occluders=line_occluders, specular=specular, specular_strength=_pair(specular_strength, "--specular-strength"),
             shininess=_pair(shininess, "--shininess"))
         config = DatasetConfig(out=str(out), n=n, size=size, seed=seed, shard_size=shard_size, workers=workers,
                                compression=compression, image_codec=image_codec,

@@ -21,8 +21,9 @@ How a sample is rendered
    Blinn-Phong highlight :func:`synth.lighting.blinn_phong` of the SH lighting's dominant light,
    :func:`synth.lighting.dominant_light`, with the sample's strength and shininess, 0 when the
    strength is 0) in one compiled pass (:func:`synth.kernels.shade_pixels`) over the linear-light
-   background (:mod:`synth.backgrounds`); occluders are painted and the image is encoded to sRGB
-   uint8 (:func:`synth.color.linear_to_srgb_u8`), like a photo.
+   background (:mod:`synth.backgrounds`); line occluders (glasses, brows, strands placed by the
+   landmarks, :func:`synth.backgrounds.paint_lines`) and occluders are painted and the image is
+   encoded to sRGB uint8 (:func:`synth.color.linear_to_srgb_u8`), like a photo.
 
 Depth is camera-space ``-p_z`` in millimetres, 0 off the face. ``depth_coarse`` (detail on) is the
 depth of the model-only (coarse) version of the triangle hit by the pixel ray. Images have hard
@@ -38,7 +39,7 @@ import numpy as np
 
 from . import camera as cam
 from . import kernels
-from .backgrounds import ImageFolder, draw_background, paint_occluders
+from .backgrounds import ImageFolder, draw_background, paint_lines, paint_occluders
 from .color import linear_to_srgb_u8
 from .detail import (BANK_VERSION, CREASE_WIDTH, DetailBank, apply_detail, build_detail_bank, cavity_occlusion,
                      displacement)
@@ -345,10 +346,12 @@ class FaceRenderer:
         # linear = clip(albedo * (sh_basis(n) @ sh) * occlusion + blinn_phong(...), 0, 1) at the face
         # pixels, in one compiled pass (the twin of synth.lighting.shade / blinn_phong, tested)
         spec = kernels.shade_pixels(image, pix, n, alb, sh, px.occlusion, highlight, k, projection)
-        paint_occluders(image, params.occluders)
-        image_u8 = linear_to_srgb_u8(image)  # encoded like a photo
         depth = _full(px.depth.astype(np.float32), pix, size)
         lm, vis = self._landmarks_2d(geo.verts_cam, k, projection, depth)
+        # glasses, brows, strands: placed by the landmarks, no geometry (none without landmarks)
+        paint_lines(image, params.line_occluders, lm if self._landmarks is not None else None)
+        paint_occluders(image, params.occluders)
+        image_u8 = linear_to_srgb_u8(image)  # encoded like a photo
         t3 = time.perf_counter()
         self.timings["geometry"] += t1 - t0
         self.timings["render"] += t2 - t1

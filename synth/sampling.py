@@ -1,4 +1,5 @@
-"""Per-sample parameter priors: model coefficients, pose, camera, lighting, specular, detail, background.
+"""Per-sample parameter priors: model coefficients, pose, camera, lighting, specular, detail, background,
+occluders and line occluders.
 
 Every draw for global sample ``index`` comes from ``numpy.random.default_rng([seed, stream, index])``
 with one stream per purpose (:data:`STREAMS`), so sample ``i`` is the same whatever the shard size,
@@ -20,7 +21,13 @@ from .detail import N_FIELDS, sample_detail_weights
 from .lighting import LIGHT_MODES, LightingConfig, sample_sh
 
 STREAMS = {"coefficients": 0, "pose": 1, "camera": 2, "lighting": 3, "detail": 4, "background": 5, "occluders": 6,
-           "specular": 7}
+           "specular": 7, "lines": 8}
+
+NEUTRAL_ADDED = {"line_occluders": 0.0}
+"""Sampling settings added after datasets were first written, with the value that renders what the
+code did before they existed. :meth:`SamplingConfig.to_dict` leaves a setting out while it has that
+value, so the manifests and shards of older datasets still match (resume, ``synth-cli verify``) and
+read back (``SamplingConfig(**d)``) to the same renders."""
 
 
 def sample_rng(seed: int, stream: str, index: int) -> np.random.Generator:
@@ -49,6 +56,7 @@ class SamplingConfig:
     background: str = "photos"  # --background: photos (bundled real photos) | images | noise | solid | none
     background_dir: str | None = None  # --background-dir: folder of images for --background images
     occluders: float = 0.2  # --occluders: probability that a sample gets 1-3 occluding shapes
+    line_occluders: float = 0.0  # --line-occluders: probability of thin dark lines without geometry (glasses, brows, strands)
     specular: bool = True  # --specular/--no-specular: Blinn-Phong highlight from the SH lighting's dominant light
     specular_strength: tuple[float, float] = (0.0, 0.5)  # --specular-strength: strength ~ U(lo, hi) x light irradiance
     shininess: tuple[float, float] = (4.0, 64.0)  # --shininess: Blinn-Phong exponent, log-uniform in lo, hi
@@ -88,6 +96,8 @@ class SamplingConfig:
             raise ValueError("--background images needs --background-dir DIR")
         if not 0 <= self.occluders <= 1:
             raise ValueError(f"--occluders must be a probability in [0, 1], got {self.occluders}")
+        if not 0 <= self.line_occluders <= 1:
+            raise ValueError(f"--line-occluders must be a probability in [0, 1], got {self.line_occluders}")
         self.specular_strength = tuple(float(x) for x in self.specular_strength)
         self.shininess = tuple(float(x) for x in self.shininess)
         if not (len(self.specular_strength) == 2 and 0 <= self.specular_strength[0] <= self.specular_strength[1] <= 10):
@@ -96,8 +106,13 @@ class SamplingConfig:
             raise ValueError(f"--shininess must be lo,hi with 1 <= lo <= hi <= 10000, got {self.shininess}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (round-trips through ``SamplingConfig(**d)``)."""
-        return dataclasses.asdict(self)
+        """JSON-ready dict (round-trips through ``SamplingConfig(**d)``); the settings of
+        :data:`NEUTRAL_ADDED` are left out while they have their neutral value."""
+        d = dataclasses.asdict(self)
+        for key, neutral in NEUTRAL_ADDED.items():
+            if d[key] == neutral:
+                del d[key]
+        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +183,27 @@ class Occluder:
 
 
 @dataclasses.dataclass
+class LineOccluder:
+    """Thin dark lines painted over the image with no geometry (RGB only), placed on the face by the
+    rendered landmarks: see :func:`synth.backgrounds.line_polylines` / :func:`~synth.backgrounds.paint_lines`.
+
+    ``kind`` "glasses": a rim around each eye (half axes ``shape[0:2]`` and downward offset
+    ``shape[2]``, face units), the bridge and, when ``shape[3] > 0``, the temples out to that fraction
+    of the way to the jaw's ends; "brows": a stroke along each brow's five landmarks, moved up by
+    ``shape[0]`` face units; "strands": ``points`` ``(S, 3, 2)`` quadratic Bezier control points in
+    face coordinates (hair across the face). Face coordinates: the origin midway between the eye
+    centres, x along the eye line (1 = the projected eye distance), y down (1 = eye-to-chin / 2; both
+    about 60 mm on a frontal face, :func:`synth.backgrounds.face_frame`)."""
+
+    kind: str  # "glasses" | "brows" | "strands"
+    width: float  # stroke width, face units
+    color: np.ndarray  # (3,) sRGB in [0, 1]
+    opacity: float  # in (0, 1]
+    shape: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4))  # kind-specific (see above)
+    points: np.ndarray | None = None  # (S, 3, 2) strands' control points
+
+
+@dataclasses.dataclass
 class SampleParams:
     """Everything that defines one synthetic sample (all arrays float32 unless noted)."""
 
@@ -188,6 +224,7 @@ class SampleParams:
     specular_strength: float = 0.0  # Blinn-Phong strength (x the dominant light's irradiance); 0 = none
     shininess: float = 16.0  # Blinn-Phong exponent
     cavity: float = 0.0  # crease darkening per mm of detail depth (synth.detail.cavity_occlusion); 0 = none
+    line_occluders: list[LineOccluder] = dataclasses.field(default_factory=list)  # painted before ``occluders``
 
     @property
     def rotation(self) -> np.ndarray:
@@ -303,6 +340,48 @@ def sample_occluders(rng: np.random.Generator, config: SamplingConfig, size: int
     return out
 
 
+LINE_KINDS = ("glasses", "brows", "strands")
+
+
+def _dark_colour(rng: np.random.Generator) -> np.ndarray:
+    """A dark sRGB colour: grey U(0.02, 0.3), green and blue x U(0.75, 1) (neutral to brown)."""
+    v = rng.uniform(0.02, 0.3)
+    return np.array([v, v * rng.uniform(0.75, 1.0), v * rng.uniform(0.75, 1.0)])
+
+
+def sample_line_occluders(rng: np.random.Generator, config: SamplingConfig) -> list[LineOccluder]:
+    """With probability ``line_occluders``, one to three of :data:`LINE_KINDS` (each kept with
+    probability 1/2, at least one), all dark and thin (face units, ~60 mm; ~27 px on a default
+    render at 128 px): glasses (width U(0.02, 0.07), rims 0.28-0.42 x 0.18-0.3 half axes,
+    opacity U(0.7, 1), temples in 70 %), brows (width U(0.06, 0.16), opacity U(0.3, 0.8)), 1-6
+    strands (width U(0.01, 0.04), opacity U(0.5, 1), control points spread over the face)."""
+    if config.line_occluders <= 0 or rng.uniform() >= config.line_occluders:
+        return []
+    keep = rng.uniform(size=len(LINE_KINDS)) < 0.5
+    if not keep.any():
+        keep[int(rng.integers(0, len(LINE_KINDS)))] = True
+    out = []
+    for kind, on in zip(LINE_KINDS, keep):
+        if not on:
+            continue
+        if kind == "glasses":
+            temples = rng.uniform(0.6, 1.0) if rng.uniform() < 0.7 else 0.0
+            shape = np.array([rng.uniform(0.28, 0.42), rng.uniform(0.18, 0.3), rng.uniform(-0.02, 0.1), temples])
+            out.append(LineOccluder(kind, float(rng.uniform(0.02, 0.07)), _dark_colour(rng),
+                                    float(rng.uniform(0.7, 1.0)), shape))
+        elif kind == "brows":
+            out.append(LineOccluder(kind, float(rng.uniform(0.06, 0.16)), _dark_colour(rng),
+                                    float(rng.uniform(0.3, 0.8)), np.array([rng.uniform(0.0, 0.06), 0, 0, 0])))
+        else:
+            n = int(rng.integers(1, 7))
+            start = rng.uniform([-1.0, -0.9], [1.0, 0.6], (n, 2))
+            end = start + rng.normal(0.0, 0.6, (n, 2))
+            mid = (start + end) / 2 + rng.normal(0.0, 0.25, (n, 2))
+            out.append(LineOccluder(kind, float(rng.uniform(0.01, 0.04)), _dark_colour(rng),
+                                    float(rng.uniform(0.5, 1.0)), points=np.stack([start, mid, end], axis=1)))
+    return out
+
+
 def sample_specular(rng: np.random.Generator, config: SamplingConfig) -> tuple[float, float]:
     """Blinn-Phong ``(strength, shininess)``: strength ~ U(``specular_strength``) (0 with
     ``specular`` off), shininess log-uniform in ``shininess`` (drawn either way)."""
@@ -329,10 +408,12 @@ def sample_params(model, config: SamplingConfig, size: int, seed: int, index: in
     background_seed = int(bg.integers(0, 2**31 - 1))
     occluders = sample_occluders(sample_rng(seed, "occluders", index), config, size)
     strength, shininess = sample_specular(sample_rng(seed, "specular", index), config)
+    lines = sample_line_occluders(sample_rng(seed, "lines", index), config)
     return SampleParams(
         index=int(index), alpha_id=alpha_id, alpha_exp=alpha_exp, beta=beta, pose=pose,
         translation=translation, intrinsics=intrinsics, projection=config.projection, sh=sh,
         detail_weights=detail_weights, background_kind=config.background,
         background_color=background_color, background_seed=background_seed, occluders=occluders,
         specular_strength=strength, shininess=shininess, cavity=config.cavity if config.detail else 0.0,
+        line_occluders=lines,
     )

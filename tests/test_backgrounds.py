@@ -1,11 +1,14 @@
 """synth.backgrounds: the background kinds (linear light), the photo bank (no faces), noise texture, image folder, occluders."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from synth.backgrounds import (BACKGROUNDS, BANK_IMAGES, EXCLUDED_IMAGES, MAX_SIDE, ImageFolder, PhotoBank, bank_image,
-                               default_bank, draw_background, noise_texture, paint_occluders)
+                               default_bank, draw_background, face_frame, line_polylines, noise_texture,
+                               paint_lines, paint_occluders)
 from synth.color import srgb_to_linear
-from synth.sampling import Occluder
+from synth.sampling import LineOccluder, Occluder, SamplingConfig, sample_line_occluders
 
 
 def test_kinds_and_determinism(tmp_path):
@@ -168,3 +171,79 @@ def test_occluders_are_painted_on_a_window_with_the_whole_image_values():
         paint_occluders(got, [o])
         _paint_whole_image(ref, o)
         np.testing.assert_array_equal(got, ref)
+
+
+def _frontal_landmarks(eye_y=40.0, chin_y=120.0):
+    """68 points of an upright face: eyes 36-41 around (40, eye_y), 42-47 around (80, eye_y), chin
+    (point 8) at (60, chin_y), brows 10 px above the eyes, jaw ends at x 20 / 100."""
+    lm = np.zeros((68, 2))
+    ring = np.stack([np.cos(np.arange(6) * np.pi / 3) * 6, np.sin(np.arange(6) * np.pi / 3) * 3], axis=1)
+    lm[36:42], lm[42:48] = ring + [40.0, eye_y], ring + [80.0, eye_y]
+    lm[8] = [60.0, chin_y]
+    lm[17:22] = np.stack([np.linspace(30, 50, 5), np.full(5, eye_y - 10)], axis=1)
+    lm[22:27] = np.stack([np.linspace(70, 90, 5), np.full(5, eye_y - 10)], axis=1)
+    lm[0], lm[16] = [20.0, eye_y + 5], [100.0, eye_y + 5]
+    return lm
+
+
+def test_face_frame_and_line_polylines():
+    lm = _frontal_landmarks()
+    origin, xa, ya = face_frame(lm)
+    np.testing.assert_allclose(origin, [60, 40])
+    np.testing.assert_allclose(xa, [40, 0])  # eye to eye
+    np.testing.assert_allclose(ya, [0, 40])  # down, eye-to-chin (80) / 2
+    c, s = np.cos(0.5), np.sin(0.5)  # a rolled face: the frame turns with it
+    rot = np.array([[c, -s], [s, c]])
+    turned = face_frame(lm @ rot.T)
+    for got, want in zip(turned, (origin, xa, ya)):
+        np.testing.assert_allclose(got, rot @ want, atol=1e-9)
+    glasses = LineOccluder("glasses", 0.05, np.zeros(3), 1.0, np.array([0.3, 0.2, 0.1, 0.5]))
+    polys = line_polylines(glasses, lm)
+    assert [c for _, c in polys] == [True, True, False, False, False]  # two rims, bridge, two temples
+    np.testing.assert_allclose(polys[0][0].mean(axis=0), [40, 44], atol=1e-9)  # rim around the eye, 0.1 down
+    np.testing.assert_allclose(np.ptp(polys[1][0], axis=0), [24, 16], rtol=0.02)  # half axes 0.3 x 40, 0.2 x 40
+    np.testing.assert_allclose(polys[3][0][1], (polys[3][0][0] + lm[0]) / 2)  # temple half way to the jaw's end
+    brows = line_polylines(LineOccluder("brows", 0.1, np.zeros(3), 1.0, np.array([0.05, 0, 0, 0])), lm)
+    np.testing.assert_allclose(brows[0][0], lm[17:22] - [0, 2])
+    pts = np.array([[[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]])
+    (strand, closed), = line_polylines(LineOccluder("strands", 0.02, np.zeros(3), 1.0, points=pts), lm)
+    assert not closed
+    np.testing.assert_allclose(strand[[0, -1]], [[20, 40], [100, 40]])
+    with pytest.raises(ValueError, match="glasses, brows or strands"):
+        line_polylines(LineOccluder("hat", 0.1, np.zeros(3), 1.0), lm)
+
+
+def test_paint_lines_coverage():
+    lm = _frontal_landmarks()
+    img = np.ones((128, 128, 3), np.float32)
+    # a horizontal strand along y = 40.0 (the eye line) from x 20 to 100, 3 px wide, black, opaque
+    line = LineOccluder("strands", 3 / 40, np.zeros(3), 1.0, points=np.array([[[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]]))
+    cover = paint_lines(img, [line], lm)
+    # pixel centres 39.5 and 40.5 are 0.5 px from the line: covered; 38.5 and 41.5 (1.5 px): half; 37.5 none
+    np.testing.assert_allclose(cover[37:43, 60], [0, 0.5, 1, 1, 0.5, 0], atol=1e-6)
+    np.testing.assert_allclose(img[[38, 39], 60, 0], [0.5, 0.0], atol=1e-6)
+    assert (img[cover == 0] == 1).all() and cover[:, :18].max() == 0 and cover[:, 102:].max() == 0  # round caps
+    assert cover[39, 18] > 0 and cover[39, 101] > 0
+    half = np.ones_like(img)
+    paint_lines(half, [dataclasses.replace(line, opacity=0.5, color=np.ones(3) * 0.5)], lm)
+    np.testing.assert_allclose(half[39, 60], 1 - 0.5 * (1 - srgb_to_linear(np.float32(0.5))), atol=1e-6)
+    untouched = img.copy()
+    assert paint_lines(untouched, [], lm) is None and paint_lines(untouched, [line], None) is None
+    np.testing.assert_array_equal(untouched, img)
+
+
+def test_sample_line_occluders():
+    rng = np.random.default_rng
+    assert sample_line_occluders(rng(0), SamplingConfig()) == []  # off by default
+    kinds = [tuple(o.kind for o in sample_line_occluders(rng(i), SamplingConfig(line_occluders=1.0)))
+             for i in range(200)]
+    assert all(kinds) and {k for ks in kinds for k in ks} == {"glasses", "brows", "strands"}
+    assert 0.4 < np.mean(["glasses" in k for k in kinds]) < 0.75
+    for o in sample_line_occluders(rng(1), SamplingConfig(line_occluders=1.0)):
+        assert 0 < o.width < 0.2 and 0 < o.opacity <= 1 and (np.asarray(o.color) <= 0.3).all()
+    with pytest.raises(ValueError, match="--line-occluders"):
+        SamplingConfig(line_occluders=1.5)
+    # added after datasets were written: left out of the manifest while off (older datasets still match)
+    assert "line_occluders" not in SamplingConfig().to_dict()
+    d = SamplingConfig(line_occluders=0.3).to_dict()
+    assert d["line_occluders"] == 0.3 and SamplingConfig(**d) == SamplingConfig(line_occluders=0.3)
