@@ -18,6 +18,8 @@ Per FineNet checkpoint it prints, over the refined pixels where the two images d
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -62,13 +64,18 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
+    for flag, folder in (("--on", args.on), ("--off", args.off)):
+        path = Path(folder) / "dataset.json"
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        if manifest.get("image_quality"):  # a lossy image differs in whole blocks, not only under the lines
+            raise SystemExit(f"{flag} {folder!r} was rendered with --image-codec jpeg; render both folders lossless")
     print(f"{'FineNet':<48} {'false relief mean / p99 mm':>27} {'true detail there mm':>21} "
           f"{'detail_recovered pooled on / off':>33}")
     for fine in args.fine:
         diffs, truth, pooled = [], [], {"on": [0.0, 0.0], "off": [0.0, 0.0]}
-        for (o_on, b_on, m_on), (o_off, b_off, m_off) in zip(
-                refined_depths(fine, args.on, args.samples, args.batch_size),
-                refined_depths(fine, args.off, args.samples, args.batch_size)):
+        pairs = zip(refined_depths(fine, args.on, args.samples, args.batch_size),
+                    refined_depths(fine, args.off, args.samples, args.batch_size), strict=True)
+        for (o_on, b_on, m_on), (o_off, b_off, m_off) in pairs:
             if not np.array_equal(b_on["depth"], b_off["depth"]):
                 raise SystemExit(f"--on {args.on!r} and --off {args.off!r} hold different samples "
                                  "(render both with the same seed, size and settings)")
@@ -80,6 +87,8 @@ def main() -> None:
                 pooled[key][0] += float(m["detail_error_energy"][ok].sum())
                 pooled[key][1] += float(m["detail_energy"][ok].sum())
         d, t = np.concatenate(diffs), np.concatenate(truth)
+        if not d.size:
+            raise SystemExit("no refined pixel lies under a line: render --on with --line-occluders 1")
         rec = {k: 1.0 - e / n if n > 0 else float("nan") for k, (e, n) in pooled.items()}
         print(f"{fine:<48} {d.mean():>13.4f} / {np.percentile(d, 99):<11.4f} {t.mean():>21.4f} "
               f"{rec['on']:>16.3f} / {rec['off']:<.3f}   ({d.size} line pixels)")

@@ -351,8 +351,8 @@ def _dark_colour(rng: np.random.Generator) -> np.ndarray:
 
 def sample_line_occluders(rng: np.random.Generator, config: SamplingConfig) -> list[LineOccluder]:
     """With probability ``line_occluders``, one to three of :data:`LINE_KINDS` (each kept with
-    probability 1/2, at least one), all dark and thin (face units, ~60 mm; ~27 px on a default
-    render at 128 px): glasses (width U(0.02, 0.07), rims 0.28-0.42 x 0.18-0.3 half axes,
+    probability 1/2, at least one), all dark and thin (face units, ~60 mm; ~27 px on a render
+    at 128 px with the default camera): glasses (width U(0.02, 0.07), rims 0.28-0.42 x 0.18-0.3 half axes,
     opacity U(0.7, 1), temples in 70 %), brows (width U(0.06, 0.16), opacity U(0.3, 0.8)), 1-6
     strands (width U(0.01, 0.04), opacity U(0.5, 1), control points spread over the face)."""
     if config.line_occluders <= 0 or rng.uniform() >= config.line_occluders:
