@@ -347,10 +347,11 @@ def face_frame(landmarks: np.ndarray):
     return origin, x_axis, perp * unit
 
 
-def line_polylines(line, landmarks: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+def line_polylines(line, landmarks: np.ndarray, frame=None) -> list[tuple[np.ndarray, bool]]:
     """The pixel polylines ``[(points (K, 2), closed), ...]`` of one
-    :class:`synth.sampling.LineOccluder` on a face with projected ``landmarks (68, 2)``."""
-    origin, xa, ya = face_frame(landmarks)
+    :class:`synth.sampling.LineOccluder` on a face with projected ``landmarks (68, 2)``
+    (``frame``: their :func:`face_frame`, computed here when None)."""
+    origin, xa, ya = face_frame(landmarks) if frame is None else frame
 
     def at(ab):  # face coordinates (..., 2) -> pixels
         ab = np.asarray(ab, np.float64)
@@ -406,12 +407,12 @@ def paint_lines(image: np.ndarray, lines, landmarks: np.ndarray | None) -> np.nd
         return None
     size = image.shape[0]
     covered = np.zeros(image.shape[:2], np.float32)
-    _, _, ya = face_frame(landmarks)
-    unit = float(np.hypot(*ya))
+    frame = face_frame(landmarks)
+    unit = float(np.hypot(*frame[2]))
     for line in lines:
         half = 0.5 * float(line.width) * unit
         colour = srgb_to_linear(np.asarray(line.color, np.float32))
-        for pts, closed in line_polylines(line, landmarks):
+        for pts, closed in line_polylines(line, landmarks, frame):
             if not np.isfinite(pts).all():
                 continue
             reach = half + 1.0
