@@ -318,13 +318,29 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
             fill = default_bank().draw(np.random.default_rng(seed), size)[r0:r1, c0:c1]
         else:
             fill = np.broadcast_to(srgb_to_linear(np.asarray(o.color, np.float32)), window.shape)
-        w = cover[..., None]
-        window *= 1.0 - w
-        window += w * fill
+        _blend(window, cover, fill)
+
+
+def _blend(window: np.ndarray, cover: np.ndarray, fill) -> None:
+    """``window <- (1 - cover) window + cover fill`` in place (``cover (h, w)``, ``fill`` broadcast to
+    ``window (h, w, 3)``): the one over-blend of the painted occluders and lines."""
+    w = cover[..., None]
+    window *= 1.0 - w
+    window += w * fill
+
+
+def stroke_coverage(half: float, dist: np.ndarray) -> np.ndarray:
+    """Coverage of a pixel whose centre lies ``dist`` pixels from the axis of a stroke ``2 half`` pixels
+    wide: ``clip(min(half + 0.5 - dist, 2 half, 1), 0, 1)``, a one-pixel ramp across each edge. Across
+    the stroke it sums to the width (the ink of a line ``2 half`` px wide) for any width, so sub-pixel
+    strokes come out faint, not as dark as a one-pixel line (without the ``2 half`` cap a 0.4-px
+    line would paint 0.9 at its centre)."""
+    return np.clip(np.minimum(half + 0.5 - dist, min(2.0 * half, 1.0)), 0.0, 1.0)
 
 
 LINE_SEGMENTS = 32  # polyline points of a glasses rim (closed) and of a strand's Bezier curve
 CHIN_UNITS = 2.0  # eye-centres-to-chin distance in face units (built-in mean face: 123 mm / eye distance 60 mm)
+RIM_JOINT = 0.3  # height of the glasses' bridge and temples above the rim centre, in rim half-heights
 
 
 def face_frame(landmarks: np.ndarray):
@@ -365,11 +381,14 @@ def line_polylines(line, landmarks: np.ndarray, frame=None) -> list[tuple[np.nda
         for side in (-1.0, 1.0):
             rim = np.stack([side * 0.5 + ha * np.cos(t), dy + hb * np.sin(t)], axis=1)
             out.append((at(rim), True))
-        top = dy - 0.3 * hb
-        out.append((at([[-0.5 + ha, top], [0.5 - ha, top]]), False))  # the bridge
+        # bridge and temples leave the rims at the height of their upper part, where the rim's
+        # half-width is ha sqrt(1 - RIM_JOINT^2) (not ha: they would stick out past the rim)
+        top = dy - RIM_JOINT * hb
+        reach = ha * math.sqrt(1.0 - RIM_JOINT ** 2)
+        out.append((at([[-0.5 + reach, top], [0.5 - reach, top]]), False))  # the bridge
         if temples > 0:
             for side, jaw in ((-1.0, lm[0]), (1.0, lm[16])):
-                start = at([side * (0.5 + ha), top])
+                start = at([side * (0.5 + reach), top])
                 out.append((np.stack([start, start + temples * (jaw - start)]), False))
         return out
     if line.kind == "brows":
@@ -399,10 +418,12 @@ def _segment_distance(px: np.ndarray, py: np.ndarray, pts: np.ndarray, closed: b
 
 def paint_lines(image: np.ndarray, lines, landmarks: np.ndarray | None) -> np.ndarray | None:
     """Paint :class:`synth.sampling.LineOccluder` strokes into the linear-RGB ``image (H, W, 3)``
-    float32 in place: per polyline of :func:`line_polylines`, coverage ``clip(width / 2 - distance
-    + 0.5, 0, 1) x opacity`` of the pixel centre (width in pixels = the face-unit width x the frame's
-    y unit), blended toward the sRGB ``color`` decoded to linear light. Returns the painted coverage
-    ``(H, W)`` float32 (the largest per pixel; None when nothing was painted: no lines, or no landmarks)."""
+    float32 in place. Per line: the distance of each pixel centre to the nearest of its polylines
+    (:func:`line_polylines`), coverage :func:`stroke_coverage` of it (width in pixels = the face-unit
+    width x the frame's y unit) x opacity, blended once toward the sRGB ``color`` decoded to linear
+    light, so that where a line's polylines meet (a rim and its bridge) the pixels are painted once.
+    Returns the painted coverage ``(H, W)`` float32 (the largest per pixel; None when nothing was
+    painted: no lines, or no landmarks)."""
     if not lines or landmarks is None:
         return None
     size = image.shape[0]
@@ -411,23 +432,29 @@ def paint_lines(image: np.ndarray, lines, landmarks: np.ndarray | None) -> np.nd
     unit = float(np.hypot(*frame[2]))
     for line in lines:
         half = 0.5 * float(line.width) * unit
-        colour = srgb_to_linear(np.asarray(line.color, np.float32))
+        reach = half + 1.0  # no pixel centre further than this from a polyline gets coverage
+        polys = []  # (points, closed, window rows, window columns)
         for pts, closed in line_polylines(line, landmarks, frame):
             if not np.isfinite(pts).all():
                 continue
-            reach = half + 1.0
             r0, r1 = max(int(math.floor(pts[:, 1].min() - reach)), 0), min(int(math.ceil(pts[:, 1].max() + reach)), size)
             c0, c1 = max(int(math.floor(pts[:, 0].min() - reach)), 0), min(int(math.ceil(pts[:, 0].max() + reach)), size)
-            if r0 >= r1 or c0 >= c1:
-                continue
+            if r0 < r1 and c0 < c1:
+                polys.append((pts, closed, r0, r1, c0, c1))
+        if not polys:
+            continue
+        # the line's window: the union of its polylines' windows; each polyline's distances are
+        # computed on its own window only
+        R0, R1 = min(p[2] for p in polys), max(p[3] for p in polys)
+        C0, C1 = min(p[4] for p in polys), max(p[5] for p in polys)
+        dist = np.full((R1 - R0, C1 - C0), np.inf)
+        for pts, closed, r0, r1, c0, c1 in polys:
             uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
-            dist = _segment_distance(uu, vv, pts, closed)
-            cover = (np.clip(half - dist + 0.5, 0.0, 1.0) * float(line.opacity)).astype(np.float32)
-            if not cover.any():
-                continue
-            w = cover[..., None]
-            window = image[r0:r1, c0:c1]  # a view: painted in place
-            window *= 1.0 - w
-            window += w * colour
-            np.maximum(covered[r0:r1, c0:c1], cover, out=covered[r0:r1, c0:c1])
+            sub = dist[r0 - R0:r1 - R0, c0 - C0:c1 - C0]
+            np.minimum(sub, _segment_distance(uu, vv, pts, closed), out=sub)
+        cover = (stroke_coverage(half, dist) * float(line.opacity)).astype(np.float32)
+        if not cover.any():
+            continue
+        _blend(image[R0:R1, C0:C1], cover, srgb_to_linear(np.asarray(line.color, np.float32)))
+        np.maximum(covered[R0:R1, C0:C1], cover, out=covered[R0:R1, C0:C1])
     return covered

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from synth.backgrounds import (BACKGROUNDS, BANK_IMAGES, EXCLUDED_IMAGES, MAX_SIDE, ImageFolder, PhotoBank, bank_image,
-                               default_bank, draw_background, face_frame, line_polylines, noise_texture,
-                               paint_lines, paint_occluders)
+                               _segment_distance, default_bank, draw_background, face_frame, line_polylines,
+                               noise_texture, paint_lines, paint_occluders)
 from synth.color import srgb_to_linear
 from synth.sampling import LineOccluder, Occluder, SamplingConfig, sample_line_occluders
 
@@ -230,6 +230,37 @@ def test_paint_lines_coverage():
     untouched = img.copy()
     assert paint_lines(untouched, [], lm) is None and paint_lines(untouched, [line], None) is None
     np.testing.assert_array_equal(untouched, img)
+
+
+@pytest.mark.parametrize("width", [0.3, 0.7, 1.0, 2.5])
+@pytest.mark.parametrize("offset", [0.0, 0.25, 0.5])
+def test_paint_lines_ink_is_the_width(width, offset):
+    # across a straight stroke the coverage sums to its width in pixels, wherever it lies between
+    # pixel centres, sub-pixel widths included (a 0.3-px strand is faint, not a dark 1-px line)
+    lm = _frontal_landmarks()
+    y = offset / 40  # face units (40 px): the strand's axis at y = 40 + offset px
+    line = LineOccluder("strands", width / 40, np.zeros(3), 1.0,
+                        points=np.array([[[-1.0, y], [0.0, y], [1.0, y]]]))
+    cover = paint_lines(np.ones((128, 128, 3), np.float32), [line], lm)
+    np.testing.assert_allclose(cover[:, 40:80].sum(axis=0), width, rtol=1e-5)
+    assert cover.max() <= min(width, 1.0) + 1e-6
+
+
+def test_paint_lines_glasses_joints_painted_once():
+    lm = _frontal_landmarks()
+    glasses = LineOccluder("glasses", 2 / 40, np.zeros(3), 0.5, np.array([0.3, 0.2, 0.1, 0.5]))
+    img = np.ones((128, 128, 3), np.float32)
+    cover = paint_lines(img, [glasses], lm)
+    # half-opaque black: one blend leaves 0.5 where covered, also where a rim meets its bridge or temple
+    np.testing.assert_allclose(img.min(), 0.5, atol=1e-6)
+    np.testing.assert_allclose(img[..., 0], 1 - cover, atol=1e-6)
+    (left, _), (right, _), (bridge, _), (temple0, _), (temple1, _) = line_polylines(glasses, lm)
+
+    def to_rim(p, rim):  # distance of the point p (2,) to the closed rim polyline
+        return float(_segment_distance(np.array([p[0]]), np.array([p[1]]), rim, True)[0])
+    # the bridge and temples start on the rims (within the 32-gon's sag, < 0.1 px here), not past them
+    for p, rim in ((bridge[0], left), (bridge[-1], right), (temple0[0], left), (temple1[0], right)):
+        assert to_rim(p, rim) < 0.1
 
 
 def test_sample_line_occluders():
