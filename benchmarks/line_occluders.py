@@ -14,6 +14,9 @@ Per FineNet checkpoint it prints, over the refined pixels where the two images d
     synth-cli render --out lines_off --n 256 --size 128 --seed 26
     python benchmarks/line_occluders.py --on lines_on --off lines_off \\
         --fine train/weights/fine.safetensors runs/fine_lines/checkpoints/last.pt
+
+The same for facial hair (or anything else painted without geometry from its own stream): render
+``--on`` with ``--facial-hair 1`` instead; the pixels measured are those where the images differ.
 """
 from __future__ import annotations
 
@@ -58,8 +61,8 @@ def refined_depths(fine: str, data: str, samples: int, batch_size: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--on", required=True, help="shards rendered with --line-occluders 1")
-    ap.add_argument("--off", required=True, help="the same seed and settings without line occluders")
+    ap.add_argument("--on", required=True, help="shards rendered with --line-occluders 1 (or --facial-hair 1)")
+    ap.add_argument("--off", required=True, help="the same seed and settings without them")
     ap.add_argument("--fine", nargs="+", default=["train/weights/fine.safetensors"], help="FineNet checkpoints")
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -88,10 +91,11 @@ def main() -> None:
                 pooled[key][1] += float(m["detail_energy"][ok].sum())
         d, t = np.concatenate(diffs), np.concatenate(truth)
         if not d.size:
-            raise SystemExit("no refined pixel lies under a line: render --on with --line-occluders 1")
+            raise SystemExit("no refined pixel lies under a painted pixel: render --on with --line-occluders 1 "
+                             "or --facial-hair 1")
         rec = {k: 1.0 - e / n if n > 0 else float("nan") for k, (e, n) in pooled.items()}
         print(f"{fine:<48} {d.mean():>13.4f} / {np.percentile(d, 99):<11.4f} {t.mean():>21.4f} "
-              f"{rec['on']:>16.3f} / {rec['off']:<.3f}   ({d.size} line pixels)")
+              f"{rec['on']:>16.3f} / {rec['off']:<.3f}   ({d.size} painted pixels)")
 
 
 if __name__ == "__main__":

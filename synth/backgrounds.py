@@ -37,6 +37,14 @@ glasses rims, brows and hair strands, placed by the sample's projected landmarks
 (:func:`line_polylines`) and painted as anti-aliased strokes (:func:`paint_lines`) before the
 occluders. A network that learned "a dark line is a crease" from the renders' crease darkening sees
 here dark lines whose depth is smooth.
+
+Facial hair
+-----------
+Stubble, moustache, goatee or beard with no geometry (:class:`synth.sampling.FacialHair`,
+``--facial-hair``): regions placed by the landmarks (:func:`facial_hair_polygons`) filled with
+streaks of a seeded white-noise field on the face's pixels (:func:`paint_facial_hair`), painted
+before the lines. Hair texture is dark and high-frequency like the darkened creases, and has no
+relief.
 """
 from __future__ import annotations
 
@@ -51,7 +59,8 @@ from .color import srgb_to_linear, srgb_u8_to_linear, srgb_u8_to_linear_gained
 
 __all__ = ["BACKGROUNDS", "draw_background", "noise_texture", "ImageFolder", "PhotoBank", "BANK_IMAGES",
            "EXCLUDED_IMAGES", "MAX_SIDE", "bank_image", "default_bank", "paint_occluders",
-           "face_frame", "line_polylines", "paint_lines", "LINE_SEGMENTS", "CHIN_UNITS"]
+           "face_frame", "line_polylines", "paint_lines", "stroke_coverage", "LINE_SEGMENTS", "CHIN_UNITS",
+           "RIM_JOINT", "facial_hair_polygons", "polygon_coverage", "paint_facial_hair", "HAIR_FEATHER", "HAIR_LENGTH"]
 
 BACKGROUNDS = ("photos", "images", "noise", "solid", "none")
 
@@ -293,8 +302,7 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
             reach = max(hx, hy) * 0.5 * (inv + math.sqrt(inv * inv + 4.0)) + 1.0
         else:
             reach = math.hypot(hx + 0.5, hy + 0.5) + 1.0
-        r0, r1 = max(int(math.floor(o.center[1] - reach)), 0), min(int(math.ceil(o.center[1] + reach)), size)
-        c0, c1 = max(int(math.floor(o.center[0] - reach)), 0), min(int(math.ceil(o.center[0] + reach)), size)
+        r0, r1, c0, c1 = _window(np.asarray(o.center, np.float64)[None], reach, size)
         if r0 >= r1 or c0 >= c1:
             continue
         uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
@@ -319,6 +327,15 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
         else:
             fill = np.broadcast_to(srgb_to_linear(np.asarray(o.color, np.float32)), window.shape)
         _blend(window, cover, fill)
+
+
+def _window(pts: np.ndarray, reach: float, size: int) -> tuple[int, int, int, int]:
+    """``(r0, r1, c0, c1)``: the rows and columns of a ``size`` x ``size`` image within ``reach`` pixels
+    of the bounding box of the points ``pts (K, 2)`` (x, y), clipped to the image (empty when
+    ``r0 >= r1`` or ``c0 >= c1``): where a painted shape can have coverage."""
+    r0, r1 = max(int(math.floor(pts[:, 1].min() - reach)), 0), min(int(math.ceil(pts[:, 1].max() + reach)), size)
+    c0, c1 = max(int(math.floor(pts[:, 0].min() - reach)), 0), min(int(math.ceil(pts[:, 0].max() + reach)), size)
+    return r0, r1, c0, c1
 
 
 def _blend(window: np.ndarray, cover: np.ndarray, fill) -> None:
@@ -437,8 +454,7 @@ def paint_lines(image: np.ndarray, lines, landmarks: np.ndarray | None) -> np.nd
         for pts, closed in line_polylines(line, landmarks, frame):
             if not np.isfinite(pts).all():
                 continue
-            r0, r1 = max(int(math.floor(pts[:, 1].min() - reach)), 0), min(int(math.ceil(pts[:, 1].max() + reach)), size)
-            c0, c1 = max(int(math.floor(pts[:, 0].min() - reach)), 0), min(int(math.ceil(pts[:, 0].max() + reach)), size)
+            r0, r1, c0, c1 = _window(pts, reach, size)
             if r0 < r1 and c0 < c1:
                 polys.append((pts, closed, r0, r1, c0, c1))
         if not polys:
@@ -457,4 +473,105 @@ def paint_lines(image: np.ndarray, lines, landmarks: np.ndarray | None) -> np.nd
             continue
         _blend(image[R0:R1, C0:C1], cover, srgb_to_linear(np.asarray(line.color, np.float32)))
         np.maximum(covered[R0:R1, C0:C1], cover, out=covered[R0:R1, C0:C1])
+    return covered
+
+
+HAIR_FEATHER = 0.06  # soft edge of a facial-hair region, face units (~1.6 px at 128 px)
+HAIR_LENGTH = {"stubble": 0.0, "moustache": 0.1, "goatee": 0.1, "beard": 0.18}  # one hair's streak, face units
+# (0.1 / 0.18 are 3 / 5 px at 128 px with the default camera; a stubble hair is one pixel)
+
+
+def facial_hair_polygons(kind: str, landmarks: np.ndarray, frame=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(regions, holes)``: the pixel polygons ``(K, 2)`` of facial hair ``kind``
+    (:class:`synth.sampling.FacialHair`) on a face with projected ``landmarks (68, 2)`` (``frame``:
+    their :func:`face_frame`): the hair covers the union of the regions less the holes. Moustache:
+    the nose's base (31-35) to the upper lip (49-53), its tips 0.12 face units past the mouth corners
+    and 0.08 lower. Goatee: the moustache and the chin between the lower lip (55-59) and the jaw
+    (6-10). Stubble and beard: the jaw (1-15) up to the nose's base, the cheek edge from the
+    sideburn to half way between the nose's wing and the jaw point 3 / 13, 0.15 higher; the lips
+    (48-59) are a hole."""
+    origin, xa, ya = face_frame(landmarks) if frame is None else frame
+    lm = np.asarray(landmarks, np.float64)
+    unit = float(np.hypot(*ya))
+    ex = xa / max(float(np.hypot(*xa)), 1e-9) * unit  # one face unit along the eye line (y's length)
+    ey = ya
+    left, right = lm[48] - 0.12 * ex + 0.08 * ey, lm[54] + 0.12 * ex + 0.08 * ey
+    moustache = np.concatenate([lm[31:36], [right], lm[53:48:-1], [left]])
+    if kind == "moustache":
+        return [moustache], []
+    if kind == "goatee":
+        chin = np.concatenate([[lm[48] - 0.05 * ex], lm[59:54:-1], [lm[54] + 0.05 * ex], lm[10:5:-1]])
+        return [moustache, chin], []
+    if kind in ("stubble", "beard"):
+        cheek_l = lm[31] + 0.5 * (lm[3] - lm[31]) - 0.15 * ey
+        cheek_r = lm[35] + 0.5 * (lm[13] - lm[35]) - 0.15 * ey
+        region = np.concatenate([lm[1:16], [cheek_r], lm[35:30:-1], [cheek_l]])
+        return [region], [lm[48:60]]
+    raise ValueError(f"facial hair kind must be stubble, moustache, goatee or beard, got {kind!r}")
+
+
+def _inside_polygon(px: np.ndarray, py: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd test of the points ``(px, py)`` (any shape) against the closed polygon ``poly (K, 2)``."""
+    inside = np.zeros(px.shape, bool)
+    for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0)):
+        if ay == by:
+            continue
+        crosses = (ay > py) != (by > py)
+        inside ^= crosses & (px < ax + (py - ay) * (bx - ax) / (by - ay))
+    return inside
+
+
+def polygon_coverage(px: np.ndarray, py: np.ndarray, poly: np.ndarray, feather: float = 1.0) -> np.ndarray:
+    """Coverage of the closed polygon ``poly (K, 2)`` at the pixel centres ``(px, py)``: 1/2 on the
+    outline, linear in the signed distance to it, 1 from ``feather / 2`` pixels inside and 0 from
+    ``feather / 2`` outside (a ramp ``feather`` pixels wide across the outline)."""
+    d = _segment_distance(px, py, poly, True)
+    return np.clip(0.5 + np.where(_inside_polygon(px, py, poly), d, -d) / feather, 0.0, 1.0)
+
+
+def paint_facial_hair(image: np.ndarray, hair, landmarks: np.ndarray | None,
+                      face: np.ndarray | None = None) -> np.ndarray | None:
+    """Paint :class:`synth.sampling.FacialHair` into the linear-RGB ``image (H, W, 3)`` float32 in
+    place: coverage = region (:func:`facial_hair_polygons`, edges feathered over :data:`HAIR_FEATHER`
+    face units, lips cut out with a one-pixel edge) x ``face`` (the face's pixels, bool ``(H, W)``;
+    None: everywhere) x hairs x opacity, blended toward the sRGB ``color`` decoded to linear light.
+    The hairs: the pixels of a white-noise field over the whole image (seeded by ``texture_seed``)
+    below ``density``, averaged along the hair's direction over its :data:`HAIR_LENGTH` (an odd number
+    of pixels, at least one). Returns the
+    painted coverage ``(H, W)`` float32, or None when nothing was painted (no hair, no landmarks)."""
+    if hair is None or landmarks is None:
+        return None
+    size = image.shape[0]
+    frame = face_frame(landmarks)
+    unit = float(np.hypot(*frame[2]))
+    regions, holes = facial_hair_polygons(hair.kind, landmarks, frame)
+    pts = np.concatenate(regions)
+    if not (np.isfinite(pts).all() and all(np.isfinite(h).all() for h in holes)):
+        return None
+    feather = max(1.0, HAIR_FEATHER * unit)
+    reach = feather + 1.0
+    r0, r1, c0, c1 = _window(pts, reach, size)
+    if r0 >= r1 or c0 >= c1:
+        return None
+    uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
+    region = np.max([polygon_coverage(uu, vv, poly, feather) for poly in regions], axis=0)
+    for hole in holes:
+        region *= 1.0 - polygon_coverage(uu, vv, hole)
+    if face is not None:
+        region *= face[r0:r1, c0:c1]
+    dots = (np.random.default_rng(hair.texture_seed).random((size, size)) < hair.density).astype(np.float32)
+    taps = 1 + 2 * int(round(HAIR_LENGTH[hair.kind] * unit / 2))
+    if taps > 1:  # streaks: the mean of the dots shifted by whole pixels along the hair's direction
+        ex = frame[1] / max(float(np.hypot(*frame[1])), 1e-9)
+        ey = frame[2] / max(unit, 1e-9)
+        d = math.sin(hair.angle) * ex + math.cos(hair.angle) * ey
+        d = d / np.abs(d).max()  # one whole pixel along the direction's dominant axis
+        dots = np.mean([np.roll(dots, (int(round(k * d[1])), int(round(k * d[0]))), axis=(0, 1))
+                        for k in range(-(taps // 2), taps // 2 + 1)], axis=0)
+    cover = (region * dots[r0:r1, c0:c1] * float(hair.opacity)).astype(np.float32)
+    if not cover.any():
+        return None
+    _blend(image[r0:r1, c0:c1], cover, srgb_to_linear(np.asarray(hair.color, np.float32)))
+    covered = np.zeros(image.shape[:2], np.float32)
+    covered[r0:r1, c0:c1] = cover
     return covered

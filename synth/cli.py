@@ -79,6 +79,9 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
 @click.option("--line-occluders", type=float, default=0.0, show_default=True,
               help="probability of thin dark lines with no geometry, placed by the landmarks: glasses rims, "
                    "brows, hair strands (so a detail network does not read every dark line as a crease)")
+@click.option("--facial-hair", type=float, default=0.0, show_default=True,
+              help="probability of facial hair painted on the face with no geometry, placed by the landmarks: "
+                   "stubble, moustache, goatee or beard (so a detail network does not read hair texture as relief)")
 @click.option("--specular/--no-specular", default=True, show_default=True,
               help="Blinn-Phong highlight from the SH lighting's dominant light")
 @click.option("--specular-strength", default="0,0.5", show_default=True,
@@ -103,7 +106,7 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
               help="triangle-id rasterizer: cpu (compiled, no OpenGL), osmesa (software OpenGL), egl (GPU OpenGL)")
 def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale, cavity, shard_size, shard_range,
            compression, image_codec, jpeg_quality, projection, background, background_dir, occluders, line_occluders,
-           specular, specular_strength, shininess,
+           facial_hair, specular, specular_strength, shininess,
            yaw, pitch, roll, distance,
            framing_jitter, retired_fov, retired_face_fraction, retired_jitter, id_scale, exp_scale, albedo_scale,
            truncation, platform) -> None:
@@ -133,7 +136,8 @@ def render(out, n, lights, size, workers, seed, model_path, detail, detail_scale
             detail=detail, detail_scale=detail_scale, cavity=cavity,
             background=background or ("images" if background_dir else "photos"),
             background_dir=str(background_dir) if background_dir else None, occluders=occluders,
-            line_occluders=line_occluders, specular=specular, specular_strength=_pair(specular_strength, "--specular-strength"),
+            line_occluders=line_occluders, facial_hair=facial_hair, specular=specular,
+            specular_strength=_pair(specular_strength, "--specular-strength"),
             shininess=_pair(shininess, "--shininess"))
         config = DatasetConfig(out=str(out), n=n, size=size, seed=seed, shard_size=shard_size, workers=workers,
                                compression=compression, image_codec=image_codec,

@@ -21,8 +21,9 @@ How a sample is rendered
    Blinn-Phong highlight :func:`synth.lighting.blinn_phong` of the SH lighting's dominant light,
    :func:`synth.lighting.dominant_light`, with the sample's strength and shininess, 0 when the
    strength is 0) in one compiled pass (:func:`synth.kernels.shade_pixels`) over the linear-light
-   background (:mod:`synth.backgrounds`); line occluders (glasses, brows, strands placed by the
-   landmarks, :func:`synth.backgrounds.paint_lines`) and occluders are painted and the image is
+   background (:mod:`synth.backgrounds`); facial hair (:func:`synth.backgrounds.paint_facial_hair`,
+   on the face's pixels), line occluders (glasses, brows, strands; :func:`synth.backgrounds.paint_lines`),
+   both placed by the landmarks, and occluders are painted and the image is
    encoded to sRGB uint8 (:func:`synth.color.linear_to_srgb_u8`), like a photo.
 
 Depth is camera-space ``-p_z`` in millimetres, 0 off the face. ``depth_coarse`` (detail on) is the
@@ -39,7 +40,7 @@ import numpy as np
 
 from . import camera as cam
 from . import kernels
-from .backgrounds import ImageFolder, draw_background, paint_lines, paint_occluders
+from .backgrounds import ImageFolder, draw_background, paint_facial_hair, paint_lines, paint_occluders
 from .color import linear_to_srgb_u8
 from .detail import (BANK_VERSION, CREASE_WIDTH, DetailBank, apply_detail, build_detail_bank, cavity_occlusion,
                      displacement)
@@ -348,7 +349,9 @@ class FaceRenderer:
         spec = kernels.shade_pixels(image, pix, n, alb, sh, px.occlusion, highlight, k, projection)
         depth = _full(px.depth.astype(np.float32), pix, size)
         lm, vis = self._landmarks_2d(geo.verts_cam, k, projection, depth)
-        # glasses, brows, strands: placed by the landmarks, no geometry (none without landmarks)
+        # facial hair on the face's pixels, then glasses, brows, strands: placed by the landmarks, no
+        # geometry (none without landmarks)
+        paint_facial_hair(image, params.facial_hair, lm if self._landmarks is not None else None, depth > 0)
         paint_lines(image, params.line_occluders, lm if self._landmarks is not None else None)
         paint_occluders(image, params.occluders)
         image_u8 = linear_to_srgb_u8(image)  # encoded like a photo

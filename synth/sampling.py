@@ -1,5 +1,5 @@
 """Per-sample parameter priors: model coefficients, pose, camera, lighting, specular, detail, background,
-occluders and line occluders.
+occluders, line occluders and facial hair.
 
 Every draw for global sample ``index`` comes from ``numpy.random.default_rng([seed, stream, index])``
 with one stream per purpose (:data:`STREAMS`), so sample ``i`` is the same whatever the shard size,
@@ -21,9 +21,9 @@ from .detail import N_FIELDS, sample_detail_weights
 from .lighting import LIGHT_MODES, LightingConfig, sample_sh
 
 STREAMS = {"coefficients": 0, "pose": 1, "camera": 2, "lighting": 3, "detail": 4, "background": 5, "occluders": 6,
-           "specular": 7, "lines": 8}
+           "specular": 7, "lines": 8, "hair": 9}
 
-NEUTRAL_ADDED = {"line_occluders": 0.0}
+NEUTRAL_ADDED = {"line_occluders": 0.0, "facial_hair": 0.0}
 """Sampling settings added after datasets were first written, with the value that renders what the
 code did before they existed. :meth:`SamplingConfig.to_dict` leaves a setting out while it has that
 value, so the manifests and shards of older datasets still match (resume, ``synth-cli verify``) and
@@ -57,6 +57,7 @@ class SamplingConfig:
     background_dir: str | None = None  # --background-dir: folder of images for --background images
     occluders: float = 0.2  # --occluders: probability that a sample gets 1-3 occluding shapes
     line_occluders: float = 0.0  # --line-occluders: probability of thin dark lines without geometry (glasses, brows, strands)
+    facial_hair: float = 0.0  # --facial-hair: probability of painted facial hair without geometry (stubble, moustache, goatee, beard)
     specular: bool = True  # --specular/--no-specular: Blinn-Phong highlight from the SH lighting's dominant light
     specular_strength: tuple[float, float] = (0.0, 0.5)  # --specular-strength: strength ~ U(lo, hi) x light irradiance
     shininess: tuple[float, float] = (4.0, 64.0)  # --shininess: Blinn-Phong exponent, log-uniform in lo, hi
@@ -98,6 +99,8 @@ class SamplingConfig:
             raise ValueError(f"--occluders must be a probability in [0, 1], got {self.occluders}")
         if not 0 <= self.line_occluders <= 1:
             raise ValueError(f"--line-occluders must be a probability in [0, 1], got {self.line_occluders}")
+        if not 0 <= self.facial_hair <= 1:
+            raise ValueError(f"--facial-hair must be a probability in [0, 1], got {self.facial_hair}")
         self.specular_strength = tuple(float(x) for x in self.specular_strength)
         self.shininess = tuple(float(x) for x in self.shininess)
         if not (len(self.specular_strength) == 2 and 0 <= self.specular_strength[0] <= self.specular_strength[1] <= 10):
@@ -204,6 +207,25 @@ class LineOccluder:
 
 
 @dataclasses.dataclass
+class FacialHair:
+    """Facial hair painted over the face's pixels with no geometry (RGB only), placed by the rendered
+    landmarks: see :func:`synth.backgrounds.facial_hair_polygons` / :func:`~synth.backgrounds.paint_facial_hair`.
+
+    ``kind`` (:data:`HAIR_KINDS`): "stubble" (cheeks, chin and upper lip; sparse, short),
+    "moustache" (between the nose and the upper lip), "goatee" (moustache and chin), "beard" (cheeks,
+    chin and upper lip; dense, longer hairs). The hairs are the pixels of a white-noise field
+    (``texture_seed``) below ``density``, drawn as streaks along ``angle`` (radians from the face's
+    downward axis), in ``color`` at ``opacity``."""
+
+    kind: str
+    color: np.ndarray  # (3,) sRGB in [0, 1]
+    opacity: float  # in (0, 1]
+    density: float  # fraction of the region's pixels a hair is centred on
+    angle: float  # hair direction, radians from the face frame's y axis (down), toward its x axis
+    texture_seed: int
+
+
+@dataclasses.dataclass
 class SampleParams:
     """Everything that defines one synthetic sample (all arrays float32 unless noted)."""
 
@@ -225,6 +247,7 @@ class SampleParams:
     shininess: float = 16.0  # Blinn-Phong exponent
     cavity: float = 0.0  # crease darkening per mm of detail depth (synth.detail.cavity_occlusion); 0 = none
     line_occluders: list[LineOccluder] = dataclasses.field(default_factory=list)  # painted before ``occluders``
+    facial_hair: FacialHair | None = None  # painted before the line occluders
 
     @property
     def rotation(self) -> np.ndarray:
@@ -382,6 +405,28 @@ def sample_line_occluders(rng: np.random.Generator, config: SamplingConfig) -> l
     return out
 
 
+HAIR_KINDS = ("stubble", "moustache", "goatee", "beard")
+
+
+def sample_facial_hair(rng: np.random.Generator, config: SamplingConfig) -> FacialHair | None:
+    """With probability ``facial_hair``, one of :data:`HAIR_KINDS` (uniform): dark (75 %, as the
+    line occluders' colours) or grey to white hair; stubble density U(0.15, 0.45) and opacity
+    U(0.3, 0.7), the others U(0.4, 0.85) and U(0.6, 1); direction N(0, 0.35) rad from straight down."""
+    if config.facial_hair <= 0 or rng.uniform() >= config.facial_hair:
+        return None
+    kind = HAIR_KINDS[int(rng.integers(0, len(HAIR_KINDS)))]
+    if rng.uniform() < 0.75:
+        color = _dark_colour(rng)
+    else:
+        v = rng.uniform(0.45, 0.85)
+        color = np.array([v, v * rng.uniform(0.9, 1.0), v * rng.uniform(0.85, 1.0)])
+    stubble = kind == "stubble"
+    density = rng.uniform(0.15, 0.45) if stubble else rng.uniform(0.4, 0.85)
+    opacity = rng.uniform(0.3, 0.7) if stubble else rng.uniform(0.6, 1.0)
+    return FacialHair(kind, color, float(opacity), float(density), float(rng.normal(0.0, 0.35)),
+                      int(rng.integers(0, 2**31 - 1)))
+
+
 def sample_specular(rng: np.random.Generator, config: SamplingConfig) -> tuple[float, float]:
     """Blinn-Phong ``(strength, shininess)``: strength ~ U(``specular_strength``) (0 with
     ``specular`` off), shininess log-uniform in ``shininess`` (drawn either way)."""
@@ -409,11 +454,12 @@ def sample_params(model, config: SamplingConfig, size: int, seed: int, index: in
     occluders = sample_occluders(sample_rng(seed, "occluders", index), config, size)
     strength, shininess = sample_specular(sample_rng(seed, "specular", index), config)
     lines = sample_line_occluders(sample_rng(seed, "lines", index), config)
+    hair = sample_facial_hair(sample_rng(seed, "hair", index), config)
     return SampleParams(
         index=int(index), alpha_id=alpha_id, alpha_exp=alpha_exp, beta=beta, pose=pose,
         translation=translation, intrinsics=intrinsics, projection=config.projection, sh=sh,
         detail_weights=detail_weights, background_kind=config.background,
         background_color=background_color, background_seed=background_seed, occluders=occluders,
         specular_strength=strength, shininess=shininess, cavity=config.cavity if config.detail else 0.0,
-        line_occluders=lines,
+        line_occluders=lines, facial_hair=hair,
     )

@@ -6,9 +6,11 @@ import pytest
 
 from synth.backgrounds import (BACKGROUNDS, BANK_IMAGES, EXCLUDED_IMAGES, MAX_SIDE, ImageFolder, PhotoBank, bank_image,
                                _segment_distance, default_bank, draw_background, face_frame, line_polylines,
-                               noise_texture, paint_lines, paint_occluders)
+                               facial_hair_polygons, noise_texture, paint_facial_hair, paint_lines, paint_occluders,
+                               polygon_coverage)
 from synth.color import srgb_to_linear
-from synth.sampling import LineOccluder, Occluder, SamplingConfig, sample_line_occluders
+from synth.sampling import (FacialHair, LineOccluder, Occluder, SamplingConfig, sample_facial_hair,
+                            sample_line_occluders)
 
 
 def test_kinds_and_determinism(tmp_path):
@@ -261,6 +263,90 @@ def test_paint_lines_glasses_joints_painted_once():
     # the bridge and temples start on the rims (within the 32-gon's sag, < 0.1 px here), not past them
     for p, rim in ((bridge[0], left), (bridge[-1], right), (temple0[0], left), (temple1[0], right)):
         assert to_rim(p, rim) < 0.1
+
+
+def _full_landmarks():
+    """_frontal_landmarks plus a U-shaped jaw (0-16), the nose's base (31-35, y 72) and the mouth's
+    outline (48-59 around (60, 88), half axes 12 x 5; 48 and 54 the corners)."""
+    lm = _frontal_landmarks()
+    t = np.linspace(np.pi, 0.0, 17)
+    lm[0:17] = np.stack([60 + 40 * np.cos(t), 45 + 75 * np.sin(t)], axis=1)  # 8 at (60, 120)
+    lm[31:36] = np.stack([np.linspace(52, 68, 5), np.full(5, 72.0)], axis=1)
+    a = np.pi + np.arange(12) * np.pi / 6  # 48 at the left corner, 49-53 along the top, 55-59 the bottom
+    lm[48:60] = np.stack([60 + 12 * np.cos(a), 88 + 5 * np.sin(a)], axis=1)
+    return lm
+
+
+def test_polygon_coverage():
+    square = np.array([[10.0, 10.0], [20.0, 10.0], [20.0, 20.0], [10.0, 20.0]])
+    px, py = np.array([15.0, 10.0, 9.0, 21.5, 19.5]), np.array([15.0, 15.0, 15.0, 15.0, 15.0])
+    np.testing.assert_allclose(polygon_coverage(px, py, square), [1.0, 0.5, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(polygon_coverage(px, py, square, feather=4.0), [1.0, 0.5, 0.25, 0.125, 0.625])
+
+
+def test_facial_hair_regions():
+    lm = _full_landmarks()
+
+    def covers(kind, x, y):  # inside the union of the regions, outside the holes
+        regions, holes = facial_hair_polygons(kind, lm)
+        p = (np.array([x + 0.0]), np.array([y + 0.0]))
+        inside = max(polygon_coverage(*p, r)[0] for r in regions)
+        return inside * np.prod([1 - polygon_coverage(*p, h)[0] for h in holes]) > 0.5
+
+    lip, upper_lip, chin, cheek, eye = (60, 88), (60, 78), (60, 108), (32, 85), (40, 40)
+    assert covers("moustache", *upper_lip) and not any(covers("moustache", *q) for q in (lip, chin, cheek, eye))
+    assert covers("moustache", 45.5, 88) and covers("moustache", 74.5, 88)  # tips past the corners (48, 88), (72, 88)
+    assert covers("goatee", *upper_lip) and covers("goatee", *chin)
+    assert not any(covers("goatee", *q) for q in (lip, cheek, eye))
+    for kind in ("beard", "stubble"):
+        assert all(covers(kind, *q) for q in (upper_lip, chin, cheek)) and not any(covers(kind, *q) for q in (lip, eye))
+    with pytest.raises(ValueError, match="stubble, moustache, goatee or beard"):
+        facial_hair_polygons("sideburns", lm)
+
+
+def test_paint_facial_hair():
+    lm = _full_landmarks()
+    img = np.ones((128, 128, 3), np.float32)
+    solid = FacialHair("stubble", np.zeros(3), 1.0, 1.0, 0.0, 7)  # every pixel a hair, black, opaque
+    cover = paint_facial_hair(img, solid, lm)
+    np.testing.assert_allclose(img[..., 0], 1 - cover, atol=1e-6)
+    assert cover[108, 60] == 1 and cover[88, 60] == 0 and cover[40, 40] == 0  # chin, lips, eye
+    face = np.zeros((128, 128), bool)
+    face[:, :60] = True  # only the left half is face
+    half = paint_facial_hair(np.ones_like(img), solid, lm, face)
+    assert half[:, 60:].max() == 0 and half[108, 50] == 1
+    untouched = np.ones_like(img)
+    assert paint_facial_hair(untouched, None, lm) is None and paint_facial_hair(untouched, solid, None) is None
+    assert paint_facial_hair(untouched, dataclasses.replace(solid, density=0.0), lm) is None
+    assert paint_facial_hair(untouched, solid, lm, np.zeros((128, 128), bool)) is None
+    np.testing.assert_array_equal(untouched, 1)
+    # a beard's hairs are streaks along their direction: down (angle 0) or across (pi / 2)
+    for angle, along, across in ((0.0, 0, 1), (np.pi / 2, 1, 0)):
+        c = paint_facial_hair(np.ones_like(img), FacialHair("beard", np.zeros(3), 1.0, 0.3, angle, 3), lm)
+        patch = c[98:112, 40:56]  # inside the region (chin and cheek, below the mouth)
+        assert patch.std() > 0.1
+
+        def corr(axis):
+            a = patch - patch.mean()
+            b = np.roll(a, 1, axis=axis)
+            return float((a * b)[1:, 1:].mean() / (a * a).mean())
+        assert corr(along) > 0.5 and abs(corr(across)) < 0.3
+
+
+def test_sample_facial_hair():
+    rng = np.random.default_rng
+    assert sample_facial_hair(rng(0), SamplingConfig()) is None  # off by default
+    hairs = [sample_facial_hair(rng(i), SamplingConfig(facial_hair=1.0)) for i in range(200)]
+    assert {h.kind for h in hairs} == {"stubble", "moustache", "goatee", "beard"}
+    assert all(0 < h.density < 1 and 0 < h.opacity <= 1 for h in hairs)
+    assert 0.1 < np.mean([np.asarray(h.color).min() > 0.4 for h in hairs]) < 0.4  # grey to white ones
+    assert 0.3 < np.mean([sample_facial_hair(rng(i), SamplingConfig(facial_hair=0.5)) is not None
+                          for i in range(200)]) < 0.7
+    with pytest.raises(ValueError, match="--facial-hair"):
+        SamplingConfig(facial_hair=1.5)
+    assert "facial_hair" not in SamplingConfig().to_dict()
+    d = SamplingConfig(facial_hair=0.3).to_dict()
+    assert d["facial_hair"] == 0.3 and SamplingConfig(**d) == SamplingConfig(facial_hair=0.3)
 
 
 def test_sample_line_occluders():

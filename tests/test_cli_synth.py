@@ -329,17 +329,17 @@ def test_photo_colour_flags(tmp_path, tmp_model_h5):
     assert json.loads((tmp_path / "s4" / "dataset.json").read_text())["sampling"]["cavity"] == 0.0
     res = _run("render", "--out", tmp_path / "s5", "--n", "2", "--cavity", "-1")
     assert res.exit_code == 1 and "--cavity must be finite and >= 0, got -1.0" in res.output
-    # --line-occluders: in the manifest only when on (datasets written before it still resume), and
-    # the shards verify
-    assert "line_occluders" not in sampling
-    res = _run("render", "--out", tmp_path / "s6", "--model", tmp_model_h5, "--n", "2", "--size", "32",
-               "--line-occluders", "1")
-    assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "s6" / "dataset.json").read_text())["sampling"]["line_occluders"] == 1.0
-    res = _run("verify", tmp_path / "s6", "--maps", "--model", tmp_model_h5)
-    assert res.exit_code == 0, res.output
-    res = _run("render", "--out", tmp_path / "s7", "--n", "2", "--line-occluders", "2")
-    assert res.exit_code == 1 and "--line-occluders must be a probability in [0, 1], got 2.0" in res.output
+    # --line-occluders, --facial-hair: in the manifest only when on (datasets written before them still
+    # resume), and the shards verify
+    for flag, key, bad in (("--line-occluders", "line_occluders", "2"), ("--facial-hair", "facial_hair", "-0.5")):
+        assert key not in sampling
+        res = _run("render", "--out", tmp_path / key, "--model", tmp_model_h5, "--n", "2", "--size", "32", flag, "1")
+        assert res.exit_code == 0, res.output
+        assert json.loads((tmp_path / key / "dataset.json").read_text())["sampling"][key] == 1.0
+        res = _run("verify", tmp_path / key, "--maps", "--model", tmp_model_h5)
+        assert res.exit_code == 0, res.output
+        res = _run("render", "--out", tmp_path / f"{key}_bad", "--n", "2", flag, bad)
+        assert res.exit_code == 1 and f"{flag} must be a probability in [0, 1], got {float(bad)}" in res.output
 
 
 def test_verify_names_the_corrupted_shard(reference, tmp_path):

@@ -509,22 +509,29 @@ def test_mesh_renderer_bad_arguments(tiny_model):
         MeshRenderer(np.array([[0, 1, 5]]), 3)
 
 
-def test_line_occluders_paint_the_image_only(tiny_model, tiny_renderer):
-    """--line-occluders draws from its own stream: switching it on changes the image where lines
-    were painted and nothing else (not the depth, not the other draws)."""
-    from synth.backgrounds import paint_lines
+@pytest.mark.parametrize("field", ["line_occluders", "facial_hair"])
+def test_painted_without_geometry_changes_the_image_only(tiny_model, tiny_renderer, field):
+    """--line-occluders and --facial-hair draw from their own streams: switching one on changes the
+    image where it was painted and nothing else (not the depth, not the landmarks, not the other
+    draws); facial hair only on the face's pixels."""
+    from synth.backgrounds import paint_facial_hair, paint_lines
 
     off = SamplingConfig(background="solid", occluders=0)
-    on = dataclasses.replace(off, line_occluders=1.0)
+    on = dataclasses.replace(off, **{field: 1.0})
     for i in range(4):
         p0, p1 = sample_params(tiny_model, off, 64, 0, i), sample_params(tiny_model, on, 64, 0, i)
-        assert p0.line_occluders == [] and p1.line_occluders
+        assert not getattr(p0, field) and getattr(p1, field)
         for f in dataclasses.fields(p0):  # every other draw kept
-            if f.name != "line_occluders":
+            if f.name != field:
                 np.testing.assert_equal(getattr(p1, f.name), getattr(p0, f.name))
         a, b = tiny_renderer.render(p0), tiny_renderer.render(p1)
         np.testing.assert_array_equal(a.depth, b.depth)
         np.testing.assert_array_equal(a.landmarks, b.landmarks)
         changed = (a.image != b.image).any(axis=-1)
-        cover = paint_lines(np.zeros((64, 64, 3), np.float32), p1.line_occluders, b.landmarks)
-        assert changed.any() and not (changed & (cover == 0)).any()  # only where the strokes are
+        blank = np.zeros((64, 64, 3), np.float32)
+        if field == "line_occluders":
+            cover = paint_lines(blank, p1.line_occluders, b.landmarks)
+        else:
+            cover = paint_facial_hair(blank, p1.facial_hair, b.landmarks, b.depth > 0)
+            assert not (changed & (b.depth == 0)).any()
+        assert changed.any() and not (changed & (cover == 0)).any()  # only where it was painted
