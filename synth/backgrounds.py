@@ -305,7 +305,7 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
         r0, r1, c0, c1 = _window(np.asarray(o.center, np.float64)[None], reach, size)
         if r0 >= r1 or c0 >= c1:
             continue
-        uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
+        uu, vv = _pixel_centres(r0, r1, c0, c1)
         du, dv = uu - o.center[0], vv - o.center[1]
         ca, sa = np.cos(o.angle), np.sin(o.angle)
         a = (ca * du + sa * dv) / hx  # shape coordinates: the outline is a^2 + b^2 = 1 or max(|a|, |b|) = 1
@@ -336,6 +336,12 @@ def _window(pts: np.ndarray, reach: float, size: int) -> tuple[int, int, int, in
     r0, r1 = max(int(math.floor(pts[:, 1].min() - reach)), 0), min(int(math.ceil(pts[:, 1].max() + reach)), size)
     c0, c1 = max(int(math.floor(pts[:, 0].min() - reach)), 0), min(int(math.ceil(pts[:, 0].max() + reach)), size)
     return r0, r1, c0, c1
+
+
+def _pixel_centres(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(uu, vv)``: the x and y of the pixel centres of rows ``r0:r1`` and columns ``c0:c1``, float64."""
+    uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
+    return uu, vv
 
 
 def _blend(window: np.ndarray, cover: np.ndarray, fill) -> None:
@@ -465,7 +471,7 @@ def paint_lines(image: np.ndarray, lines, landmarks: np.ndarray | None) -> np.nd
         C0, C1 = min(p[4] for p in polys), max(p[5] for p in polys)
         dist = np.full((R1 - R0, C1 - C0), np.inf)
         for pts, closed, r0, r1, c0, c1 in polys:
-            uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
+            uu, vv = _pixel_centres(r0, r1, c0, c1)
             sub = dist[r0 - R0:r1 - R0, c0 - C0:c1 - C0]
             np.minimum(sub, _segment_distance(uu, vv, pts, closed), out=sub)
         cover = (stroke_coverage(half, dist) * float(line.opacity)).astype(np.float32)
@@ -537,8 +543,8 @@ def paint_facial_hair(image: np.ndarray, hair, landmarks: np.ndarray | None,
     None: everywhere) x hairs x opacity, blended toward the sRGB ``color`` decoded to linear light.
     The hairs: the pixels of a white-noise field over the whole image (seeded by ``texture_seed``)
     below ``density``, averaged along the hair's direction over its :data:`HAIR_LENGTH` (an odd number
-    of pixels, at least one). Returns the
-    painted coverage ``(H, W)`` float32, or None when nothing was painted (no hair, no landmarks)."""
+    of pixels, at least one). Returns the painted coverage ``(H, W)`` float32, or None when nothing
+    was painted (no hair, no landmarks)."""
     if hair is None or landmarks is None:
         return None
     size = image.shape[0]
@@ -553,7 +559,7 @@ def paint_facial_hair(image: np.ndarray, hair, landmarks: np.ndarray | None,
     r0, r1, c0, c1 = _window(pts, reach, size)
     if r0 >= r1 or c0 >= c1:
         return None
-    uu, vv = np.meshgrid(np.arange(c0, c1, dtype=np.float64) + 0.5, np.arange(r0, r1, dtype=np.float64) + 0.5)
+    uu, vv = _pixel_centres(r0, r1, c0, c1)
     region = np.max([polygon_coverage(uu, vv, poly, feather) for poly in regions], axis=0)
     for hole in holes:
         region *= 1.0 - polygon_coverage(uu, vv, hole)
