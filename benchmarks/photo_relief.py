@@ -32,17 +32,13 @@ import numpy as np
 
 def region_masks(landmarks_crop: np.ndarray, crop_size: int, depth_size: int, face: np.ndarray) -> dict[str, np.ndarray]:
     """Boolean ``(D, D)`` masks of the regions above, from the crop's landmarks ``(68, 2)``."""
-    from synth.backgrounds import facial_hair_polygons, polygon_coverage
+    from synth.backgrounds import facial_hair_polygons, region_coverage
 
     lm = np.asarray(landmarks_crop, np.float64) * (depth_size / crop_size)
-    uu, vv = np.meshgrid(np.arange(depth_size) + 0.5, np.arange(depth_size) + 0.5)
+    uu, vv = np.meshgrid(np.arange(depth_size) + 0.5, np.arange(depth_size) + 0.5)  # pixel centres
 
     def inside(kind: str) -> np.ndarray:
-        regions, holes = facial_hair_polygons(kind, lm)
-        cover = np.max([polygon_coverage(uu, vv, r) for r in regions], axis=0)
-        for h in holes:
-            cover = cover * (1.0 - polygon_coverage(uu, vv, h))
-        return cover > 0.5
+        return region_coverage(uu, vv, *facial_hair_polygons(kind, lm)) > 0.5
 
     beard = inside("beard")
     return {"moustache": inside("moustache") & face, "beard": beard & face, "rest": face & ~beard}

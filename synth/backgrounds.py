@@ -60,7 +60,7 @@ from .color import srgb_to_linear, srgb_u8_to_linear, srgb_u8_to_linear_gained
 __all__ = ["BACKGROUNDS", "draw_background", "noise_texture", "ImageFolder", "PhotoBank", "BANK_IMAGES",
            "EXCLUDED_IMAGES", "MAX_SIDE", "bank_image", "default_bank", "paint_occluders",
            "face_frame", "line_polylines", "paint_lines", "stroke_coverage", "LINE_SEGMENTS", "CHIN_UNITS",
-           "RIM_JOINT", "facial_hair_polygons", "polygon_coverage", "paint_facial_hair", "HAIR_FEATHER", "HAIR_LENGTH"]
+           "RIM_JOINT", "facial_hair_polygons", "polygon_coverage", "region_coverage", "paint_facial_hair", "HAIR_FEATHER", "HAIR_LENGTH"]
 
 BACKGROUNDS = ("photos", "images", "noise", "solid", "none")
 
@@ -535,6 +535,16 @@ def polygon_coverage(px: np.ndarray, py: np.ndarray, poly: np.ndarray, feather: 
     return np.clip(0.5 + np.where(_inside_polygon(px, py, poly), d, -d) / feather, 0.0, 1.0)
 
 
+def region_coverage(px: np.ndarray, py: np.ndarray, regions, holes, feather: float = 1.0) -> np.ndarray:
+    """Coverage of the union of the polygons ``regions`` less the polygons ``holes`` (as
+    :func:`facial_hair_polygons` gives them) at the pixel centres ``(px, py)``: the largest
+    :func:`polygon_coverage` of a region (edges ``feather`` pixels wide) x (1 - each hole's, one-pixel edges)."""
+    cover = np.max([polygon_coverage(px, py, poly, feather) for poly in regions], axis=0)
+    for hole in holes:
+        cover = cover * (1.0 - polygon_coverage(px, py, hole))
+    return cover
+
+
 def paint_facial_hair(image: np.ndarray, hair, landmarks: np.ndarray | None,
                       face: np.ndarray | None = None) -> np.ndarray | None:
     """Paint :class:`synth.sampling.FacialHair` into the linear-RGB ``image (H, W, 3)`` float32 in
@@ -560,9 +570,7 @@ def paint_facial_hair(image: np.ndarray, hair, landmarks: np.ndarray | None,
     if r0 >= r1 or c0 >= c1:
         return None
     uu, vv = _pixel_centres(r0, r1, c0, c1)
-    region = np.max([polygon_coverage(uu, vv, poly, feather) for poly in regions], axis=0)
-    for hole in holes:
-        region *= 1.0 - polygon_coverage(uu, vv, hole)
+    region = region_coverage(uu, vv, regions, holes, feather)
     if face is not None:
         region *= face[r0:r1, c0:c1]
     dots = (np.random.default_rng(hair.texture_seed).random((size, size)) < hair.density).astype(np.float32)

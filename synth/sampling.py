@@ -95,12 +95,10 @@ class SamplingConfig:
             raise ValueError(f"--background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
         if self.background == "images" and not self.background_dir:
             raise ValueError("--background images needs --background-dir DIR")
-        if not 0 <= self.occluders <= 1:
-            raise ValueError(f"--occluders must be a probability in [0, 1], got {self.occluders}")
-        if not 0 <= self.line_occluders <= 1:
-            raise ValueError(f"--line-occluders must be a probability in [0, 1], got {self.line_occluders}")
-        if not 0 <= self.facial_hair <= 1:
-            raise ValueError(f"--facial-hair must be a probability in [0, 1], got {self.facial_hair}")
+        for flag, value in (("--occluders", self.occluders), ("--line-occluders", self.line_occluders),
+                            ("--facial-hair", self.facial_hair)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{flag} must be a probability in [0, 1], got {value}")
         self.specular_strength = tuple(float(x) for x in self.specular_strength)
         self.shininess = tuple(float(x) for x in self.shininess)
         if not (len(self.specular_strength) == 2 and 0 <= self.specular_strength[0] <= self.specular_strength[1] <= 10):
