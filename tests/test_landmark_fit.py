@@ -290,3 +290,39 @@ def test_init_loads_matching_tensors_and_leaves_the_head_fresh(tiny_model, tiny_
     other = IterativeCoarseNet.from_hyperparameters(model, dict(hp, width_mult=0.25, layout={"n_id": 3, "n_exp": 2}))
     with pytest.raises(CheckpointError, match="--init .*no tensor of the checkpoint matches"):
         load_initial_weights(other, str(tiny_coarse_weights), model)
+
+
+def test_init_with_more_iterations_starts_them_from_the_last_iterations_norms(tiny_coarse_weights, tmp_model_h5,
+                                                                              tmp_path):
+    """``--iters 3 --init`` a 2-iteration ``iter_batch`` run: the third iteration's norms start as the
+    second's, so the new network computes what the checkpoint computes with ``--iters 3``."""
+    from morphable_model import load_model
+    from train.checkpoint import load_inference_checkpoint, write_inference
+
+    model = load_model(str(tmp_model_h5))
+    ck = load_inference_checkpoint(tiny_coarse_weights)
+    hp = dict(ck["task_state"], norm="iter_batch", iters=2)
+    src = IterativeCoarseNet.from_hyperparameters(model, hp)
+    gen = torch.Generator().manual_seed(0)
+    for name, t in src.state_dict().items():  # distinct norms per iteration, an output layer that is not 0
+        if ".bns." in name and t.is_floating_point():
+            t.copy_(torch.rand(t.shape, generator=gen) * 0.5 + (0.75 if name.endswith(("weight", "running_var")) else 0))
+        elif name.startswith("net.fc.") and t.is_floating_point():
+            t.copy_(torch.randn(t.shape, generator=gen) * 0.05)
+    path = write_inference(dict(ck, model=src.state_dict(), task_state=hp), tmp_path / "two.safetensors")
+    net = IterativeCoarseNet.from_hyperparameters(model, dict(hp, iters=3))
+    assert load_initial_weights(net, str(path), model) == []
+    src.eval(), net.eval()
+    image = torch.rand(2, 3, 32, 32, generator=gen)
+    k = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]).expand(2, 3, 3).clone()
+    with torch.no_grad():
+        want, got = src(image, k, iters=3), net(image, k)
+        assert not torch.allclose(want[2], src(image, k, iters=2)[1])  # a third iteration does change it
+    assert len(got) == 3
+    for a, b in zip(want, got):
+        torch.testing.assert_close(a, b)
+    fresh = IterativeCoarseNet.from_hyperparameters(model, dict(hp, iters=3))  # the copy is what made them equal
+    fresh.load_state_dict(src.state_dict(), strict=False)
+    fresh.eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(image, k)[2], want[2])

@@ -168,7 +168,8 @@ class CoarseConfig(_TrainJob):
     init: str | None = None
     """start from the network weights of this checkpoint (.pt or .safetensors, e.g. the shipped
     CoarseNet): tensors whose names and shapes match are loaded, new parts (the landmark head)
-    start fresh; the optimiser and schedule start fresh (not with --resume)."""
+    start fresh, the norms of iterations the checkpoint lacks (more --iters, --norm iter_batch)
+    start as its last iteration's; the optimiser and schedule start fresh (not with --resume)."""
     color_jitter: float = 0.1
     """colour augmentation strength (0 = off)."""
     crop_jitter: float = 0.02
