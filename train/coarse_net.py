@@ -25,6 +25,7 @@ in :mod:`train.coarse_task`, inference (``reconstruct``, ``load_coarse``) in :mo
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, get_args
 
 import numpy as np
@@ -124,6 +125,30 @@ class IterationBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor, iteration: int = 0) -> torch.Tensor:
         return self.bns[min(iteration, len(self.bns) - 1)](x)
+
+    # a tensor of this layer in a state dict: <layer>.bns.<iteration>.<name>
+    STATE_KEY = re.compile(r"(?P<layer>.+)\.bns\.(?P<it>\d+)\.(?P<name>[^.]+)$")
+
+    @classmethod
+    def norms_for_extra_iterations(cls, own: dict[str, torch.Tensor],
+                                   theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """For a network's state dict ``own`` with more iterations than the checkpoint's ``theirs``
+        (``--init`` a 2-iteration run into ``--iters 3``): the per-iteration norm tensors ``theirs``
+        lacks, copied from its last iteration's, which is what the checkpoint itself runs for the
+        extra iterations (:meth:`forward`)."""
+        last: dict[str, int] = {}
+        for k in theirs:
+            m = cls.STATE_KEY.match(k)
+            if m:
+                last[m["layer"]] = max(last.get(m["layer"], -1), int(m["it"]))
+        extra = {}
+        for k, v in own.items():
+            m = cls.STATE_KEY.match(k)
+            if m and k not in theirs and m["layer"] in last and int(m["it"]) > last[m["layer"]]:
+                src = theirs.get(f"{m['layer']}.bns.{last[m['layer']]}.{m['name']}")
+                if src is not None and tuple(src.shape) == tuple(v.shape):
+                    extra[k] = src
+        return extra
 
 
 def group_count(channels: int, max_groups: int = 16) -> int:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ import torch.nn as nn
 from morphable_model import load_model
 
 from .checkpoint import CheckpointError
-from .coarse_net import HYPERPARAMETER_DEFAULTS, IterativeCoarseNet, refuse_oracle_input
+from .coarse_net import HYPERPARAMETER_DEFAULTS, IterationBatchNorm2d, IterativeCoarseNet, refuse_oracle_input
 from .config import CoarseConfig
 from .data import Augment, ShardDataset, image_to_float, make_eval_loader, make_train_loader, rank_indices
 from .inference import load_checkpoint_and_model
@@ -115,7 +114,11 @@ def load_initial_weights(net: IterativeCoarseNet, path: str, morph_model) -> lis
     ck, _ = load_checkpoint_and_model(path, morph_model)
     own = net.state_dict()
     take = {k: v for k, v in ck["model"].items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    take.update(_extra_iteration_norms(own, ck["model"], path))
+    extra = IterationBatchNorm2d.norms_for_extra_iterations(own, ck["model"])
+    if extra:
+        log.info("--init %s: %d per-iteration norm tensors of the iterations it lacks copied from its last "
+                 "iteration's", path, len(extra))
+    take.update(extra)
     if not any(v.ndim for v in take.values()):  # only BatchNorm step counters (scalars) in common
         raise CheckpointError(f"--init {path}: no tensor of the checkpoint matches this network (its architecture "
                               "differs: --width-mult, --n-id, --n-exp, ...)")
@@ -124,33 +127,6 @@ def load_initial_weights(net: IterativeCoarseNet, path: str, morph_model) -> lis
     log.info("--init %s: %d tensors loaded, %d start fresh%s", path, len(take), len(fresh),
              f" ({', '.join(sorted({k.rsplit('.', 2)[0] for k in fresh})[:6])}, ...)" if fresh else "")
     return fresh
-
-
-_ITER_NORM = re.compile(r"(?P<layer>.+)\.bns\.(?P<it>\d+)\.(?P<name>[^.]+)$")  # IterationBatchNorm2d tensors
-
-
-def _extra_iteration_norms(own: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor],
-                           path: str) -> dict[str, torch.Tensor]:
-    """For a network with more iterations than the checkpoint (``--iters 3`` from a 2-iteration
-    run, ``--norm iter_batch``): the per-iteration norms the checkpoint lacks, copied from its last
-    iteration's, which is what that checkpoint itself runs for extra iterations at inference
-    (:class:`train.coarse_net.IterationBatchNorm2d`)."""
-    last: dict[str, int] = {}
-    for k in theirs:
-        m = _ITER_NORM.match(k)
-        if m:
-            last[m["layer"]] = max(last.get(m["layer"], -1), int(m["it"]))
-    extra = {}
-    for k, v in own.items():
-        m = _ITER_NORM.match(k)
-        if m and k not in theirs and m["layer"] in last and int(m["it"]) > last[m["layer"]]:
-            src = theirs.get(f"{m['layer']}.bns.{last[m['layer']]}.{m['name']}")
-            if src is not None and tuple(src.shape) == tuple(v.shape):
-                extra[k] = src
-    if extra:
-        log.info("--init %s: %d per-iteration norm tensors of the iterations it lacks copied from its last "
-                 "iteration's", path, len(extra))
-    return extra
 
 
 def build_task_from_state(morph_model, task_state: dict[str, Any], config: CoarseConfig,
