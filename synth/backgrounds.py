@@ -257,8 +257,12 @@ class PhotoBank:
             bank_image(name)
         return self
 
-    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """A ``(size, size, 3)`` float32 linear-RGB background (every choice from ``rng``)."""
+    def draw(self, rng: np.random.Generator, size: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """A ``(size, size, 3)`` float32 linear-RGB background (every choice from ``rng``).
+
+        ``window = (r0, r1, c0, c1)``: only the window ``[r0:r1, c0:c1]`` of that draw is computed
+        (what an occluder covers; the same choices from ``rng``): PIL resamples the crop over the
+        window's box alone, which rounds to within 2 levels of cutting the whole draw (tested)."""
         from PIL import Image
 
         img = bank_image(self.names[int(rng.integers(len(self.names)))])
@@ -269,12 +273,38 @@ class PhotoBank:
         flip, turns = bool(rng.uniform() < 0.5), int(rng.integers(4))
         spread = GREY_GAIN_LOG if img.grey else GAIN_LOG
         gains = np.exp(rng.uniform(-spread, spread, 3) + rng.uniform(*EXPOSURE_LOG)).astype(np.float32)
-        crop = Image.fromarray(img.pixels[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR)
-        a = np.asarray(crop)
+        crop = Image.fromarray(img.pixels[y0:y0 + side, x0:x0 + side])
+        if window is None:
+            a = np.asarray(crop.resize((size, size), Image.BILINEAR))
+        else:
+            r0, r1, c0, c1 = (int(x) for x in window)
+            if not (0 <= r0 < r1 <= size and 0 <= c0 < c1 <= size):
+                raise ValueError(f"window must be (r0, r1, c0, c1) with 0 <= r0 < r1 <= {size}, "
+                                 f"0 <= c0 < c1 <= {size}, got {window}")
+            # the window's rows and columns in the resized crop, before the flip and the quarter turns
+            rows, cols = _unturned_box(r0, r1, c0, c1, size, turns)
+            if flip:
+                cols = (size - cols[1], size - cols[0])
+            scale = side / size  # crop pixels per output pixel
+            box = (cols[0] * scale, rows[0] * scale, cols[1] * scale, rows[1] * scale)
+            a = np.asarray(crop.resize((cols[1] - cols[0], rows[1] - rows[0]), Image.BILINEAR, box=box))
         if flip:
             a = a[:, ::-1]
         a = np.rot90(a, turns)
-        return srgb_u8_to_linear_gained(a, gains)  # (size, size, 3) float32, a new array
+        return srgb_u8_to_linear_gained(a, gains)  # (size, size, 3) or the window's, float32, a new array
+
+
+def _unturned_box(r0: int, r1: int, c0: int, c1: int, size: int, turns: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((rows), (cols))``: the half-open box of a ``size`` x ``size`` array ``a`` whose
+    ``np.rot90(a, turns)`` is the window ``[r0:r1, c0:c1]`` (``rot90(a)[i, j] = a[j, size - 1 - i]``)."""
+    turns %= 4
+    if turns == 0:
+        return (r0, r1), (c0, c1)
+    if turns == 1:
+        return (c0, c1), (size - r1, size - r0)
+    if turns == 2:
+        return (size - r1, size - r0), (size - c1, size - c0)
+    return (size - c1, size - c0), (r0, r1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -322,8 +352,8 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
             continue
         seed = getattr(o, "texture_seed", None)
         window = image[r0:r1, c0:c1]  # a view: painted in place
-        if seed is not None:
-            fill = default_bank().draw(np.random.default_rng(seed), size)[r0:r1, c0:c1]
+        if seed is not None:  # the bank texture of the whole image, computed on the window only
+            fill = default_bank().draw(np.random.default_rng(seed), size, window=(r0, r1, c0, c1))
         else:
             fill = np.broadcast_to(srgb_to_linear(np.asarray(o.color, np.float32)), window.shape)
         _blend(window, cover, fill)

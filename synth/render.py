@@ -117,6 +117,12 @@ class _Geometry:
     normals_cam: np.ndarray | None  # (N, 3) float32 unit vertex normals of the drawn surface (None: not asked)
     albedo: np.ndarray  # (N, 3) float32 in [0, 1]
     occlusion: np.ndarray | None = None  # (N,) float32 in (0, 1]: crease darkening of the image (cavity > 0)
+    drawn: np.ndarray | None = None  # (N, 3) float32 drawn surface, model frame (for normals at some vertices)
+    rotation: np.ndarray | None = None  # (3, 3) float32 model -> camera rotation
+    uv: np.ndarray | None = None  # (N, 2) float64 pixel coordinates of verts_cam (synth.camera.project)
+    depth: np.ndarray | None = None  # (N,) float64 their depths
+    uv_coarse: np.ndarray | None = None  # the same of coarse_cam (None with it)
+    depth_coarse: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -284,7 +290,7 @@ class FaceRenderer:
                   with_normals: bool = True) -> "_Geometry":
         """``with_coarse=False``: the model-only surface of a detailed sample is not transformed
         (``coarse_cam`` None; only ``depth_coarse`` needs it); ``with_normals=False``: no vertex
-        normals (``normals_cam`` None; rasterizing alone does not need them)."""
+        normals (``normals_cam`` None: :meth:`_pixels` computes them at the face pixels' corners)."""
         m = self.model
         coarse, albedo = self.model_arrays([params])[0] if arrays is None else arrays
         detailed = occlusion = None
@@ -296,17 +302,20 @@ class FaceRenderer:
             detailed = apply_detail(coarse, self._mean_normals, disp)
             if params.cavity > 0:
                 occlusion = cavity_occlusion(disp, params.cavity)
-        drawn = coarse if detailed is None else detailed
+        drawn = np.asarray(coarse if detailed is None else detailed, np.float32)
         rot = params.rotation.astype(np.float32)
         t = params.translation.astype(np.float32)
-        verts_cam = cam.to_camera(drawn, rot, t)  # (N, 3)
-        coarse_cam = cam.to_camera(coarse, rot, t) if detailed is not None and with_coarse else None
-        normals_cam = None
-        if with_normals:
-            # = morphable_model.geometry.vertex_normals bit for bit (tested), ~3x faster
-            normals = kernels.vertex_normals(np.asarray(drawn, np.float32), self.triangles)
-            normals_cam = normals @ rot.T  # (N, 3) @ (3, 3)^T: normals rotate, they do not translate
-        return _Geometry(verts_cam, coarse_cam, normals_cam, albedo, occlusion)
+        k = np.asarray(params.intrinsics, np.float64)
+        # camera frame (float32) and exactly synth.camera.project of it, in one compiled pass
+        verts_cam, uv, d = kernels.camera_project(drawn, rot, t, k, params.projection)
+        coarse_cam = uv_c = d_c = None
+        if detailed is not None and with_coarse:
+            coarse_cam, uv_c, d_c = kernels.camera_project(np.asarray(coarse, np.float32), rot, t, k, params.projection)
+        # morphable_model.geometry.vertex_normals bit for bit (tested), rotated in float32 (normals
+        # rotate, they do not translate); without with_normals, _pixels computes them at the face
+        # pixels' corners only
+        normals_cam = kernels.vertex_normals_at(drawn, self.triangles, rot) if with_normals else None
+        return _Geometry(verts_cam, coarse_cam, normals_cam, albedo, occlusion, drawn, rot, uv, d, uv_c, d_c)
 
     def render(self, params: SampleParams, arrays: tuple[np.ndarray, np.ndarray] | None = None,
                maps: bool = True, stable: bool = False) -> RenderOutput:
@@ -319,9 +328,9 @@ class FaceRenderer:
         ``tri_unstable`` (what layouts 6 and 7 store the ids of)."""
         size, projection = self.size, params.projection
         t0 = time.perf_counter()
-        geo = self._geometry(params, arrays, with_coarse=maps)
+        geo = self._geometry(params, arrays, with_coarse=maps, with_normals=False)
         k = np.asarray(params.intrinsics, np.float64)
-        uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)  # (N, 2), (N,)
+        uv, d = geo.uv, geo.depth  # (N, 2), (N,)
         t1 = time.perf_counter()
         unstable = None
         if stable:
@@ -383,9 +392,9 @@ class FaceRenderer:
         size, projection = self.size, params.projection
         geo = None
         if isinstance(tri_id, StoredIds):
-            geo = self._geometry(params, arrays, with_coarse=maps, with_normals=maps)
+            geo = self._geometry(params, arrays, with_coarse=maps, with_normals=False)
             k = np.asarray(params.intrinsics, np.float64)
-            uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)
+            uv, d = geo.uv, geo.depth
             self._check_in_front(d)
             tri_id = restore_ids(kernels.rasterize(uv, d, self.triangles, size, projection, cull_backfaces=True),
                                  tri_id)
@@ -399,9 +408,9 @@ class FaceRenderer:
             raise ValueError(f"tri_id must hold -1 or triangle indices < {self.n_tri}, got "
                              f"[{int(tri_id.min())}, {int(tri_id.max())}]")
         if geo is None:
-            geo = self._geometry(params, arrays)
+            geo = self._geometry(params, arrays, with_normals=False)
             k = np.asarray(params.intrinsics, np.float64)
-            uv, d = cam.project(geo.verts_cam.astype(np.float64), k, projection)
+            uv, d = geo.uv, geo.depth
         px = self._pixels(geo, tri_id, uv, d, k, projection, pncc=True, coarse=True)
         pix = px.pix
         return SurfaceMaps(depth=_full(px.depth.astype(np.float32), pix, size),
@@ -418,20 +427,21 @@ class FaceRenderer:
         mask = np.zeros(size * size, bool)
         mask[pix] = True
         tid = flat_ids[pix]
-        # columns: normal 0:3, albedo 3:6, then the crease darkening and the PNCC when present / asked
-        attrs = [geo.normals_cam, geo.albedo] + ([] if geo.occlusion is None else [geo.occlusion])
-        values, z = kernels.interpolate(pix, tid, size, uv, d, self.triangles, attrs + ([self._pncc] if pncc else []),
-                                        projection)  # (P, C), (P,)
-        n = values[:, 0:3]
-        norm = np.sqrt(np.einsum("pc,pc->p", n, n))  # (P,)
-        n /= np.maximum(norm, 1e-12)[:, None]
-        alb = np.clip(values[:, 3:6], 0.0, 1.0)
+        # the vertex normals at the corners of the face pixels' triangles only, packed with the albedo
+        # and the crease darkening: columns normal 0:3, albedo 3:6, darkening 6 (when present), padding
+        packed = kernels.vertex_normals_at(geo.drawn, self.triangles, geo.rotation, tid,
+                                           pack=[geo.albedo] + ([] if geo.occlusion is None else [geo.occlusion]))
+        attrs = [packed] + ([self._pncc] if pncc else [])
+        values, z = kernels.interpolate(pix, tid, size, uv, d, self.triangles, attrs, projection)  # (P, C), (P,)
+        first = packed.shape[1]  # the PNCC's first column
+        # unit normals, albedo and PNCC clipped to [0, 1], in place
+        kernels.unit_and_clip(values, True, (3, 6), (first, first + 3) if pncc else ())
+        n, alb = values[:, 0:3], values[:, 3:6]
         occ = None if geo.occlusion is None else values[:, 6]
-        first = 6 if geo.occlusion is None else 7  # the PNCC's first column
-        pncc_v = np.clip(values[:, first:first + 3], 0.0, 1.0) if pncc else None
+        pncc_v = values[:, first:first + 3] if pncc else None
         zc = None
         if coarse and geo.coarse_cam is not None:
-            uv_c, d_c = cam.project(geo.coarse_cam.astype(np.float64), k, projection)
+            uv_c, d_c = geo.uv_coarse, geo.depth_coarse
             # the coarse triangle's plane, cut by the same pixel ray (no clipping of the weights)
             zc = kernels.plane_depth(pix, tid, size, uv_c, d_c, self.triangles, projection).astype(np.float32)
         return _Pixels(pix=pix, mask=mask.reshape(size, size), depth=z, normals=n, albedo=alb,

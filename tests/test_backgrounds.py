@@ -4,8 +4,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from synth.backgrounds import (BACKGROUNDS, BANK_IMAGES, EXCLUDED_IMAGES, MAX_SIDE, ImageFolder, PhotoBank, bank_image,
-                               _segment_distance, default_bank, draw_background, face_frame, line_polylines,
+from synth.backgrounds import (BACKGROUNDS, BANK_IMAGES, EXCLUDED_IMAGES, EXPOSURE_LOG, GAIN_LOG, MAX_SIDE,
+                               ImageFolder, PhotoBank, _segment_distance, bank_image, default_bank, draw_background,
+                               face_frame, line_polylines,
                                facial_hair_polygons, noise_texture, paint_facial_hair, paint_lines, paint_occluders,
                                polygon_coverage, region_coverage)
 from synth.color import srgb_to_linear
@@ -77,6 +78,31 @@ def test_occluder_colour_is_srgb_and_textures_come_from_the_bank():
     paint_occluders(tex, [Occluder("rectangle", np.array([8.0, 8.0]), np.array([8.0, 8.0]), 0.0,
                                    np.array([0.5, 0.5, 0.5]), texture_seed=7)])
     np.testing.assert_allclose(tex, default_bank().draw(np.random.default_rng(7), 16), atol=1e-6)
+
+
+def test_a_window_of_a_draw_is_computed_on_the_window_alone():
+    """draw(rng, size, window): the same choices from rng, PIL resampling the window's box only —
+    within two levels of cutting the whole draw (the whole image as a window: the same bits)."""
+    bank = default_bank()
+    rng = np.random.default_rng(8)
+    diffs, same = [], 0
+    for k in range(60):
+        size = int(rng.choice([16, 48, 224]))
+        r0, c0 = int(rng.integers(0, size)), int(rng.integers(0, size))
+        r1, c1 = int(rng.integers(r0 + 1, size + 1)), int(rng.integers(c0 + 1, size + 1))
+        whole = bank.draw(np.random.default_rng([1, k]), size)
+        win = bank.draw(np.random.default_rng([1, k]), size, window=(r0, r1, c0, c1))
+        assert win.shape == (r1 - r0, c1 - c0, 3) and win.dtype == np.float32
+        d = np.abs(win - whole[r0:r1, c0:c1])
+        diffs.append(d.max())
+        same += (d == 0).mean()
+    # two sRGB levels at the brightest (linear slope ~2.4 / 255 per level near 1) times the largest gain
+    assert max(diffs) < 2 * 2.4 / 255 * np.exp(GAIN_LOG + EXPOSURE_LOG[1])
+    assert same / 60 > 0.9  # most values are the very same
+    np.testing.assert_array_equal(bank.draw(np.random.default_rng(3), 40, window=(0, 40, 0, 40)),
+                                  bank.draw(np.random.default_rng(3), 40))
+    with pytest.raises(ValueError, match="window must be"):
+        bank.draw(np.random.default_rng(3), 40, window=(5, 5, 0, 40))
 
 
 def test_bank_images_load_as_rgb_uint8():

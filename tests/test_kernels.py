@@ -181,6 +181,79 @@ def test_vertex_normals_equal_the_numpy_version(tiny_model):
         kernels.vertex_normals(v[None], tiny_model.triangles)
 
 
+def test_vertex_normals_at_are_vertex_normals_at_the_corners_asked_for(tiny_model):
+    """The normals of the vertices of some triangles only: vertex_normals's bits there (unrotated),
+    rotated in float32, the packed attributes beside them, zeros elsewhere."""
+    rng = np.random.default_rng(2)
+    v = (np.asarray(tiny_model.mean_shape) + rng.normal(0, 0.3, (tiny_model.n_vertices, 3))).astype(np.float32)
+    tris = tiny_model.triangles
+    full = kernels.vertex_normals(v, tris)
+    np.testing.assert_array_equal(kernels.vertex_normals_at(v, tris), full)  # every vertex
+    tid = rng.choice(len(tris), 40)
+    asked = np.unique(np.asarray(tris)[tid])
+    other = np.setdiff1d(np.arange(len(v)), asked)
+    assert 0 < asked.size < len(v) // 2
+    part = kernels.vertex_normals_at(v, tris, None, tid)
+    np.testing.assert_array_equal(part[asked], full[asked])
+    assert not part[other].any()
+    rot = cam.rotation_matrix(0.3, -0.5, 0.2).astype(np.float32)
+    albedo = rng.uniform(0, 1, (len(v), 3)).astype(np.float32)
+    occ = rng.uniform(0.5, 1, len(v)).astype(np.float32)
+    packed = kernels.vertex_normals_at(v, tris, rot, tid, pack=[albedo, occ])
+    assert packed.shape == (len(v), 8) and packed.dtype == np.float32  # 3 + 3 + 1, padded to 4-float rows
+    np.testing.assert_allclose(packed[asked, :3], full[asked] @ rot.T, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(packed[asked, 3:6], albedo[asked])
+    np.testing.assert_array_equal(packed[asked, 6], occ[asked])
+    assert not packed[other].any() and not packed[:, 7].any()
+    with pytest.raises(ValueError, match="vertices must be"):
+        kernels.vertex_normals_at(v.astype(np.float64), tris)
+    with pytest.raises(ValueError, match="triangle_ids must index"):
+        kernels.vertex_normals_at(v, tris, None, [len(tris)])
+    with pytest.raises(ValueError, match="pack must be"):
+        kernels.vertex_normals_at(v, tris, None, tid, pack=[albedo[:-1]])
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
+def test_camera_project_is_to_camera_then_exactly_project(tiny_model, projection):
+    rng = np.random.default_rng(4)
+    v = (np.asarray(tiny_model.mean_shape) + rng.normal(0, 1.0, (tiny_model.n_vertices, 3))).astype(np.float32)
+    rot = cam.rotation_matrix(0.4, 0.3, -0.1).astype(np.float32)
+    t = np.array([3.0, -5.0, -600.0], np.float32)
+    k = np.array([[900.0, 0, 111.7], [0, 905.0, 113.2], [0, 0, 1]])
+    if projection == "weak_perspective":
+        k[:2, :2] /= 600.0
+    verts_cam, uv, d = kernels.camera_project(v, rot, t, k, projection)
+    assert verts_cam.dtype == np.float32 and uv.dtype == d.dtype == np.float64
+    np.testing.assert_allclose(verts_cam, cam.to_camera(v, rot, t), rtol=0, atol=1e-4)  # float32 rounding (mm)
+    ref_uv, ref_d = cam.project(verts_cam.astype(np.float64), k, projection)
+    np.testing.assert_array_equal(uv, ref_uv)
+    np.testing.assert_array_equal(d, ref_d)
+    with pytest.raises(ValueError, match="projection"):
+        kernels.camera_project(v, rot, t, k, "orthographic")
+    with pytest.raises(ValueError, match="vertices must be"):
+        kernels.camera_project(v.astype(np.float64), rot, t, k, projection)
+
+
+def test_unit_and_clip_equals_the_numpy_formula():
+    rng = np.random.default_rng(5)
+    values = rng.normal(0, 1, (500, 10)).astype(np.float32)
+    values[7, :3] = 0.0  # a zero normal stays zero
+    ref = values.copy()
+    n = ref[:, :3]
+    norm = np.sqrt((n[:, 0] * n[:, 0] + n[:, 1] * n[:, 1]) + n[:, 2] * n[:, 2])  # float32
+    n /= np.maximum(norm, np.float32(1e-12))[:, None]
+    ref[:, 3:6] = np.clip(ref[:, 3:6], 0, 1)
+    ref[:, 7:10] = np.clip(ref[:, 7:10], 0, 1)
+    out = values.copy()
+    kernels.unit_and_clip(out, True, (3, 6), (7, 10))
+    np.testing.assert_array_equal(out, ref)  # column 6 untouched
+    assert not out[7, :3].any()
+    with pytest.raises(ValueError, match="clip ranges"):
+        kernels.unit_and_clip(values.copy(), True, (3, 11))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        kernels.unit_and_clip(values[:, :6], True)
+
+
 @pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
 def test_shade_pixels_equals_the_numpy_lighting(projection):
     """kernels.shade_pixels = clip(albedo * (sh_basis(n) @ sh) * occlusion + blinn_phong(n, view, ...), 0, 1)

@@ -412,7 +412,7 @@ def test_linear_combination_rows_depend_on_their_own_coefficients_only():
         np.testing.assert_array_equal(linear_combination(coef[b:b + 1], basis, mean)[0], out[b])
     np.testing.assert_array_equal(linear_combination(coef[::-1], basis, mean)[::-1], out)
     # the exact sums: products rounded to float32, added in the order k = 0, 1, ..., then + mean,
-    # whatever the tiling (4 rows x 4 terms, remainders of rows and terms, column blocks)
+    # whatever the tiling (4 rows x 8 terms, then 4, remainders of rows and terms, column blocks)
     for rows in (out.shape[0], 7, 1):
         acc = np.zeros((rows, basis.shape[1]), np.float32)
         for k in range(basis.shape[0]):
