@@ -54,13 +54,12 @@ import numpy as np  # noqa: E402  (after the thread variables: OpenBLAS reads th
 
 def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, workers: int, sampling=None,
             platform: str = "cpu") -> dict:
-    from synth.dataset import DatasetConfig, render_dataset
-    from synth.render import GEOMETRY_BATCH
+    from synth.dataset import DatasetConfig, default_shard_size, render_dataset
     from synth.sampling import SamplingConfig
 
-    # ~8 shards, a multiple of the model-evaluation block like synth-cli's default shard size (a
-    # shard that cuts blocks evaluates the cut blocks twice: +2 ms/sample at 12 samples per shard)
-    shard = max(GEOMETRY_BATCH, (n // 8) // GEOMETRY_BATCH * GEOMETRY_BATCH)
+    # synth-cli's default shard size for N (32 samples up to N = 32768; each shard costs ~10 CPU ms
+    # to open and commit)
+    shard = default_shard_size(n)
     cfg = DatasetConfig(out=str(out), n=n, size=size, shard_size=shard, workers=workers, model=model_path,
                         platform=platform, sampling=SamplingConfig(detail=detail, **(sampling or {})))
     stamps = []
@@ -244,7 +243,7 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=128, help="samples per configuration (~8 shards of a multiple of 16)")
+    ap.add_argument("--n", type=int, default=128, help="samples per configuration (in synth-cli's default shards: 32 samples up to 32768)")
     ap.add_argument("--model", default=None, help="BFM file (default: the built-in model)")
     ap.add_argument("--sizes", default="128,224")
     ap.add_argument("--workers", default="1,2")

@@ -66,8 +66,8 @@ def default_shard_size(n: int) -> int:
 
     43 to 64 shards for 2048 <= N <= 64000 (fewer, of 32 samples, below; 1000-sample shards from
     N ~ 63500 on), so up to dozens of workers all get shards for any N worth parallelising.
-    Multiples of ``GEOMETRY_BATCH`` = 16 (except the 1000 cap) keep the model-evaluation blocks
-    whole. Depends on N only: the files are identical for any worker count.
+    Multiples of 16 (except the 1000 cap). Depends on N only: the files are identical for any
+    worker count.
     """
     return min(1000, max(32, 16 * math.ceil(int(n) / 1024)))
 
@@ -371,8 +371,8 @@ class _ShardRenderer:
                             c.compression, layout=c.layout, image_quality=c.jpeg_quality) as writer:
             batch: dict[int, tuple] = {}
             for j, index in enumerate(range(start, stop)):
-                if index not in batch:  # parameters and model arrays of the next aligned block
-                    batch = self._model_batch(index, timings)
+                if index not in batch:  # parameters and model arrays of the next block
+                    batch = self._model_batch(index, stop, timings)
                 params, arrays = batch.pop(index)
                 t1 = time.perf_counter()
                 # layouts 3 to 7 store no maps; 6 and 7 the ids of the unstable pixels only
@@ -393,17 +393,17 @@ class _ShardRenderer:
         timings["cpu"] = time.process_time() - cpu0  # this process's CPU seconds for the shard
         return timings
 
-    def _model_batch(self, index: int, timings: dict[str, float]) -> dict[int, tuple]:
-        """``{i: (params, model arrays)}`` for the aligned block of ``GEOMETRY_BATCH`` global indices
-        holding ``index``. Blocks ignore shard bounds (a boundary block is evaluated whole by both
-        shards), so a sample's values never depend on the shard size."""
+    def _model_batch(self, index: int, stop: int, timings: dict[str, float]) -> dict[int, tuple]:
+        """``{i: (params, model arrays)}`` for the global indices from ``index`` to the end of its
+        aligned block of ``GEOMETRY_BATCH`` or the shard's ``stop``, whichever comes first. A
+        sample's values do not depend on the batch it is evaluated in
+        (:meth:`~synth.render.FaceRenderer.model_arrays`), so they never depend on the shard size."""
         from .render import GEOMETRY_BATCH
 
         c = self.config
-        first = index - index % GEOMETRY_BATCH
+        last = min(index - index % GEOMETRY_BATCH + GEOMETRY_BATCH, stop)
         t0 = time.perf_counter()
-        params = [sample_params(self.model, c.sampling, c.size, c.seed, i, self.frame)
-                  for i in range(first, first + GEOMETRY_BATCH)]
+        params = [sample_params(self.model, c.sampling, c.size, c.seed, i, self.frame) for i in range(index, last)]
         t1 = time.perf_counter()
         arrays = self.renderer.model_arrays(params)
         timings["sampling"] += t1 - t0

@@ -436,9 +436,13 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _camera_project(v, rot, t, fx, fy, cx, cy, perspective, out, uv, depth):
+def _camera_project(v, normals, disp, rot, t, fx, fy, cx, cy, perspective, drawn, out, uv, depth):
+    displace = disp.shape[0] > 0
     for i in range(v.shape[0]):
         x, y, z = v[i, 0], v[i, 1], v[i, 2]
+        if displace:  # synth.detail.apply_detail: v + disp * n, in float32
+            x, y, z = x + disp[i] * normals[i, 0], y + disp[i] * normals[i, 1], z + disp[i] * normals[i, 2]
+            drawn[i, 0], drawn[i, 1], drawn[i, 2] = x, y, z
         for k in range(3):  # R v + t in float32, summed in column order
             out[i, k] = ((rot[k, 0] * x + rot[k, 1] * y) + rot[k, 2] * z) + t[k]
         px, py, d = np.float64(out[i, 0]), np.float64(out[i, 1]), -np.float64(out[i, 2])
@@ -452,14 +456,26 @@ def _camera_project(v, rot, t, fx, fy, cx, cy, perspective, out, uv, depth):
 
 
 def camera_project(vertices: np.ndarray, rotation: np.ndarray, translation: np.ndarray, intrinsics: np.ndarray,
-                   projection: str = "perspective") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   projection: str = "perspective", displace: tuple[np.ndarray, np.ndarray] | None = None):
     """``(verts_cam (N, 3) float32, uv (N, 2) float64, depth (N,) float64)`` of model-frame
     ``vertices (N, 3)`` float32: :func:`synth.camera.to_camera` (``R v + t`` in float32, each sum in
     column order, so it may differ from numpy's BLAS product by float32 rounding) and then exactly
-    :func:`synth.camera.project` of ``verts_cam`` in float64, in one pass (no temporaries)."""
+    :func:`synth.camera.project` of ``verts_cam`` in float64, in one pass (no temporaries).
+
+    ``displace = (normals (N, 3), disp (N,))`` float32: the vertices are first moved along the
+    normals, exactly :func:`synth.detail.apply_detail`, and the moved model-frame vertices are
+    returned first: ``(drawn, verts_cam, uv, depth)``."""
     v = np.asarray(vertices)
     if v.ndim != 2 or v.shape[1] != 3 or v.dtype != np.float32:
         raise ValueError(f"vertices must be (N, 3) float32, got {v.dtype} {v.shape}")
+    if displace is None:
+        normals, disp, drawn = np.zeros((1, 3), np.float32), np.zeros(0, np.float32), np.zeros((1, 3), np.float32)
+    else:
+        normals, disp = np.asarray(displace[0]), np.asarray(displace[1])
+        if normals.shape != v.shape or disp.shape != v.shape[:1] or normals.dtype != np.float32 or disp.dtype != np.float32:
+            raise ValueError(f"displace must be float32 normals {v.shape} and disp ({v.shape[0]},), got "
+                             f"{normals.dtype} {normals.shape}, {disp.dtype} {disp.shape}")
+        drawn = np.empty(v.shape, np.float32)
     rot = np.ascontiguousarray(rotation, np.float32)
     t = np.ascontiguousarray(translation, np.float32).reshape(-1)
     k = np.asarray(intrinsics, np.float64)
@@ -470,15 +486,19 @@ def camera_project(vertices: np.ndarray, rotation: np.ndarray, translation: np.n
     out = np.empty(v.shape, np.float32)
     uv = np.empty((v.shape[0], 2), np.float64)
     depth = np.empty(v.shape[0], np.float64)
-    _camera_project(v, rot, t, float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]),
-                    projection == "perspective", out, uv, depth)
-    return out, uv, depth
+    _camera_project(v, normals, disp, rot, t, float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]),
+                    projection == "perspective", drawn, out, uv, depth)
+    return (out, uv, depth) if displace is None else (drawn, out, uv, depth)
 
 
 @njit(cache=True)
 def _mark_corners(tris, tid, need):
+    last = -1
     for p in range(tid.shape[0]):
         t = tid[p]
+        if t == last:
+            continue  # neighbouring pixels of one triangle
+        last = t
         need[tris[t, 0]] = True
         need[tris[t, 1]] = True
         need[tris[t, 2]] = True

@@ -5,6 +5,7 @@ import pytest
 from morphable_model.geometry import vertex_normals as vertex_normals_numpy
 from synth import camera as cam
 from synth import kernels
+from synth.detail import apply_detail
 from synth.raster import barycentrics, rasterize_reference
 
 
@@ -228,6 +229,15 @@ def test_camera_project_is_to_camera_then_exactly_project(tiny_model, projection
     ref_uv, ref_d = cam.project(verts_cam.astype(np.float64), k, projection)
     np.testing.assert_array_equal(uv, ref_uv)
     np.testing.assert_array_equal(d, ref_d)
+    # displaced along normals first: exactly synth.detail.apply_detail, then the same pass
+    normals = kernels.vertex_normals(v, tiny_model.triangles)
+    disp = rng.normal(0, 0.5, len(v)).astype(np.float32)
+    drawn, verts_cam2, uv2, d2 = kernels.camera_project(v, rot, t, k, projection, displace=(normals, disp))
+    np.testing.assert_array_equal(drawn, apply_detail(v, normals, disp))
+    for a, b in zip((verts_cam2, uv2, d2), kernels.camera_project(drawn, rot, t, k, projection)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="displace must be"):
+        kernels.camera_project(v, rot, t, k, projection, displace=(normals, disp[:-1]))
     with pytest.raises(ValueError, match="projection"):
         kernels.camera_project(v, rot, t, k, "orthographic")
     with pytest.raises(ValueError, match="vertices must be"):
