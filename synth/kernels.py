@@ -795,17 +795,15 @@ def srgb_encode_u8(x, thresholds, start_levels, shift, out):
     1-D, NaN and values <= 0 -> 0, >= 1 -> 255; ``start_levels`` the level of the first float32 of
     each bin ``bits >> shift`` (``synth.color._encode_start_levels``), from which the level steps up."""
     bits = x.view(np.uint32)
+    top = np.uint32(0x3F800000)  # the bits of 1.0: larger patterns (> 1, negatives, NaN) are set below
     for i in range(x.shape[0]):
         v = x[i]
-        if not v > 0.0:
-            out[i] = 0
-        elif v >= 1.0:
-            out[i] = 255
-        else:
-            level = np.int64(start_levels[bits[i] >> shift])
-            while level < 255 and v >= thresholds[level]:
-                level += 1
-            out[i] = level
+        level = np.int64(start_levels[min(bits[i], top) >> shift])
+        # a bin holds at most one threshold (tested), so one step up at most: no branch to mispredict,
+        # ~2x faster than stepping in a loop (the same levels for every float32 in [0, 1], checked)
+        level += (level < 255) and (v >= thresholds[min(level, 254)])
+        level = 255 if v >= 1.0 else level
+        out[i] = level if v > 0.0 else 0
 
 
 @njit(cache=True)
