@@ -406,7 +406,9 @@ def _encode_v3(params, out, layout: int, image_quality: int | None) -> dict[str,
         if not np.array_equal(np.asarray(out.mask, bool), tri >= 0):
             raise ValueError("the render's mask differs from its triangle ids >= 0")
         keep = np.asarray(unstable, bool) & (tri >= 0)
-        enc["tri_fix"] = np.where(keep, tri.astype(np.int64) + 1, 0).astype(np.uint32)
+        fix = np.zeros(tri.shape, np.uint32)  # id + 1 at the unstable face pixels (~1 %), 0 elsewhere
+        fix[keep] = tri[keep] + 1
+        enc["tri_fix"] = fix
         enc["tri_crc"] = np.uint32(ids_crc(tri))
     else:  # layout 3: 0 off the face
         enc["tri_id"] = row_delta_encode(tri) if layout >= 4 else delta2d_encode((tri + 1).astype(np.int32))
