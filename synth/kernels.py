@@ -448,11 +448,11 @@ def _camera_project(v, normals, disp, rot, t, fx, fy, cx, cy, perspective, drawn
         px, py, d = np.float64(out[i, 0]), np.float64(out[i, 1]), -np.float64(out[i, 2])
         depth[i] = d
         if perspective:  # synth.camera.project's float64 operations, in its order
-            uv[i, 0] = cx + fx * px / d
-            uv[i, 1] = cy - fy * py / d
+            uv[0, i] = cx + fx * px / d
+            uv[1, i] = cy - fy * py / d
         else:
-            uv[i, 0] = cx + fx * px
-            uv[i, 1] = cy - fy * py
+            uv[0, i] = cx + fx * px
+            uv[1, i] = cy - fy * py
 
 
 def camera_project(vertices: np.ndarray, rotation: np.ndarray, translation: np.ndarray, intrinsics: np.ndarray,
@@ -484,11 +484,12 @@ def camera_project(vertices: np.ndarray, rotation: np.ndarray, translation: np.n
                          f"{rot.shape}, {t.shape}, {k.shape}")
     check_projection(projection)
     out = np.empty(v.shape, np.float32)
-    uv = np.empty((v.shape[0], 2), np.float64)
+    uv = np.empty((2, v.shape[0]), np.float64)  # returned as its (N, 2) transpose: u and v each contiguous,
+    # so the rasterizer and the interpolation take them without a copy
     depth = np.empty(v.shape[0], np.float64)
     _camera_project(v, normals, disp, rot, t, float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]),
                     projection == "perspective", drawn, out, uv, depth)
-    return (out, uv, depth) if displace is None else (drawn, out, uv, depth)
+    return (out, uv.T, depth) if displace is None else (drawn, out, uv.T, depth)
 
 
 @njit(cache=True)
