@@ -405,9 +405,13 @@ def plane_depth(pix: np.ndarray, tri: np.ndarray, width: int, uv: np.ndarray, de
 
 
 @njit(cache=True)
-def _vertex_normals(x, y, z, tris, acc):
+def _vertex_normals(x, y, z, tris, need, acc):
+    # need: (N,) bool, the vertices asked for (a triangle with no such corner is skipped); empty: all
+    some = need.shape[0] > 0
     for t in range(tris.shape[0]):
         i0, i1, i2 = tris[t, 0], tris[t, 1], tris[t, 2]
+        if some and not (need[i0] or need[i1] or need[i2]):
+            continue  # adds to no vertex asked for
         ax, ay, az = x[i1] - x[i0], y[i1] - y[i0], z[i1] - z[i0]  # v1 - v0 (input precision)
         bx, by, bz = x[i2] - x[i0], y[i2] - y[i0], z[i2] - z[i0]  # v2 - v0
         nx = np.float64(ay * bz - az * by)
@@ -429,7 +433,7 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
         raise ValueError(f"vertices must be (N, 3), got {v.shape}")
     acc = np.zeros(v.shape, np.float64)
     _vertex_normals(np.ascontiguousarray(v[:, 0]), np.ascontiguousarray(v[:, 1]), np.ascontiguousarray(v[:, 2]),
-                    np.ascontiguousarray(triangles, np.int64), acc)
+                    np.ascontiguousarray(triangles, np.int64), np.zeros(0, np.bool_), acc)
     out = np.empty(v.shape, v.dtype if v.dtype in (np.float32, np.float64) else np.float64)
     _normalize_rows(acc, out)
     return out
@@ -507,19 +511,7 @@ def _mark_corners(tris, tid, need):
 
 @njit(cache=True)
 def _vertex_normals_at(x, y, z, tris, rot, need, acc, out, pack):
-    for t in range(tris.shape[0]):
-        i0, i1, i2 = tris[t, 0], tris[t, 1], tris[t, 2]
-        if not (need[i0] or need[i1] or need[i2]):
-            continue  # adds to no vertex asked for
-        ax, ay, az = x[i1] - x[i0], y[i1] - y[i0], z[i1] - z[i0]  # _vertex_normals, bit for bit
-        bx, by, bz = x[i2] - x[i0], y[i2] - y[i0], z[i2] - z[i0]
-        nx = np.float64(ay * bz - az * by)
-        ny = np.float64(az * bx - ax * bz)
-        nz = np.float64(ax * by - ay * bx)
-        for i in (i0, i1, i2):
-            acc[i, 0] += nx
-            acc[i, 1] += ny
-            acc[i, 2] += nz
+    _vertex_normals(x, y, z, tris, need, acc)  # the sums of the vertices asked for, bit for bit
     for i in range(need.shape[0]):
         if not need[i]:
             continue
