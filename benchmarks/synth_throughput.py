@@ -57,8 +57,8 @@ def run_job(model, model_path, out: Path, n: int, size: int, detail: bool, worke
     from synth.dataset import DatasetConfig, default_shard_size, render_dataset
     from synth.sampling import SamplingConfig
 
-    # synth-cli's default shard size for N (32 samples up to N = 32768; each shard costs ~10 CPU ms
-    # to open and commit)
+    # synth-cli's default shard size for N (32 samples up to N = 2048, then 16 ceil(N / 1024); each
+    # shard costs ~10 CPU ms to open and commit)
     shard = default_shard_size(n)
     cfg = DatasetConfig(out=str(out), n=n, size=size, shard_size=shard, workers=workers, model=model_path,
                         platform=platform, sampling=SamplingConfig(detail=detail, **(sampling or {})))
@@ -243,7 +243,8 @@ def read_rates(model, out: Path, size: int, n: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=128, help="samples per configuration (in synth-cli's default shards: 32 samples up to 32768)")
+    ap.add_argument("--n", type=int, default=128,
+                    help="samples per configuration (in synth-cli's default shards: 32 samples up to 2048)")
     ap.add_argument("--model", default=None, help="BFM file (default: the built-in model)")
     ap.add_argument("--sizes", default="128,224")
     ap.add_argument("--workers", default="1,2")

@@ -353,7 +353,7 @@ def paint_occluders(image: np.ndarray, occluders) -> None:
             continue
         seed = getattr(o, "texture_seed", None)
         window = image[r0:r1, c0:c1]  # a view: painted in place
-        if seed is not None:  # the bank texture of the whole image, computed on the window only
+        if seed is not None:  # a bank texture for the whole image, resampled on the window only
             fill = default_bank().draw(np.random.default_rng(seed), size, window=(r0, r1, c0, c1))
         else:
             fill = np.broadcast_to(srgb_to_linear(np.asarray(o.color, np.float32)), window.shape)

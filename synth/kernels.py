@@ -555,6 +555,8 @@ def vertex_normals_at(vertices: np.ndarray, triangles: np.ndarray, rotation: np.
     if rot.shape != (3, 3):
         raise ValueError(f"rotation must be (3, 3), got {rot.shape}")
     parts = tuple(np.ascontiguousarray(a, np.float32).reshape(np.shape(a)[0], -1) for a in pack)
+    # one array type for the compiled loop over the tuple (a read-only input is copied)
+    parts = tuple(a if a.flags.writeable else a.copy() for a in parts)
     if any(a.shape[0] != v.shape[0] for a in parts):
         raise ValueError(f"pack must be ({v.shape[0]}, C) arrays, got {[a.shape for a in parts]}")
     if triangle_ids is None:

@@ -3,18 +3,18 @@ EGL optional) + exact per-pixel maps and shading.
 
 How a sample is rendered
 ------------------------
-1. Geometry (numpy + compiled kernels): coarse vertices and albedo from the model (one GEMM per
-   block of samples, :meth:`FaceRenderer.model_arrays`), optional detail displacement along the
-   mean shape's vertex normals, vertex normals (:func:`synth.kernels.vertex_normals`, the twin of
-   :func:`morphable_model.geometry.vertex_normals`), transform to the camera frame ``p = R v + t``
-   (:func:`synth.camera.to_camera`).
+1. Geometry (numpy + compiled kernels): coarse vertices and albedo from the model (one pass over
+   the bases per block of samples, :meth:`FaceRenderer.model_arrays`), then the optional detail
+   displacement along the mean shape's vertex normals, the transform to the camera frame
+   ``p = R v + t`` and the projection in one compiled pass (:func:`synth.kernels.camera_project`).
 2. ONE triangle-id pass: :func:`synth.kernels.rasterize` on ``platform="cpu"``, or the indexed mesh
    drawn in a headless GL context (:mod:`synth.gl`) by a two-line GLSL program writing
    ``gl_PrimitiveID + 1`` into an ``R32UI`` target; back faces culled, nearest wins.
 3. Per pixel: exact barycentrics of the pixel centre in its triangle (perspective-correct,
    equivalent to the ray-triangle intersection of the camera model; :func:`synth.kernels.interpolate`,
-   the twin of :func:`synth.raster.barycentrics`), then depth, normals, PNCC and albedo are
-   interpolated **per pixel**, and the radiance is computed in linear light:
+   the twin of :func:`synth.raster.barycentrics`), then depth, normals (the vertex normals computed
+   at the corners of the face pixels' triangles only, :func:`synth.kernels.vertex_normals_at`), PNCC
+   and albedo are interpolated **per pixel**, and the radiance is computed in linear light:
    ``linear = clip(albedo * (sh_basis(normal) @ sh) * occlusion + specular, 0, 1)`` (the Lambertian
    SH term is :func:`synth.lighting.shade`, the same formula the training loss uses; ``occlusion``
    the crease darkening :func:`synth.detail.cavity_occlusion`, 1 without; ``specular`` is the

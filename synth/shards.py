@@ -563,9 +563,9 @@ def read_samples(requests, keys=None) -> list[dict[str, np.ndarray]]:
     ``pncc``, ``albedo``): readers of one model and image size share the recomputing renderer
     (:func:`surface_renderer`), and its model evaluation gives values that do not depend on the
     batching (:meth:`synth.render.FaceRenderer.model_arrays`, a fixed-order kernel; it is memory
-    bound, so one call for 16 samples costs a few times one call for one). A training batch draws
+    bound, so one call for a block of samples costs a few times one call for one). A training batch draws
     from many shards: this is what the loaders use (``train.data.ShardDataset.__getitems__``). Raw
-    arrays are read 16 samples at a time."""
+    arrays are read ``GEOMETRY_BATCH`` samples at a time."""
     from .render import GEOMETRY_BATCH
 
     keys = None if keys is None else tuple(keys)

@@ -212,7 +212,7 @@ def verify_shard(path: str | os.PathLike, expected: dict[str, Any] | None = None
             if reader is not None and not own:
                 pending.append(i)
             if len(pending) == GEOMETRY_BATCH:
-                try:  # the maps / ids of up to 16 samples, one model evaluation for them all
+                try:  # the maps / ids of a block of samples, one model evaluation for them all
                     problems += _check_recomputed(reader, pending, maps)
                 except ValueError as e:  # the model cannot be had: nothing else will work
                     return ShardReport(path.name, n, problems + [str(e)])

@@ -206,6 +206,9 @@ def test_vertex_normals_at_are_vertex_normals_at_the_corners_asked_for(tiny_mode
     np.testing.assert_array_equal(packed[asked, 3:6], albedo[asked])
     np.testing.assert_array_equal(packed[asked, 6], occ[asked])
     assert not packed[other].any() and not packed[:, 7].any()
+    frozen = albedo.copy()
+    frozen.setflags(write=False)  # a read-only array packed beside a writeable one (copied for the kernel)
+    np.testing.assert_array_equal(kernels.vertex_normals_at(v, tris, rot, tid, pack=[frozen, occ]), packed)
     with pytest.raises(ValueError, match="vertices must be"):
         kernels.vertex_normals_at(v.astype(np.float64), tris)
     with pytest.raises(ValueError, match="triangle_ids must index"):

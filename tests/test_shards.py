@@ -234,11 +234,14 @@ def test_keyed_read_equals_full_decoding_and_reads_only_what_it_needs(tiny_model
 
 
 def test_read_many_equals_read_bit_for_bit(tiny_model, tmp_path, write_shard):
-    """read_many evaluates the model once per 16 samples (layout-3 maps): the same bits as read,
-    in any order, with repeats, across more than one 16-sample group, for any keys."""
+    """read_many evaluates the model once per GEOMETRY_BATCH samples (layout-3 maps): the same bits
+    as read, in any order, with repeats, across more than one group, for any keys."""
+    from synth.render import GEOMETRY_BATCH
+
     path = tmp_path / sh.shard_name(0)
-    write_shard(tiny_model, path, n=20)
-    order = [19, 3, 3, 0, 7, 18, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]  # 21: two groups
+    write_shard(tiny_model, path, n=40)
+    order = [39, 3, 3, 0, 7, 38] + [j for j in range(1, 38) if j not in (3, 7)]
+    assert GEOMETRY_BATCH < len(order) <= 2 * GEOMETRY_BATCH  # two groups
     with sh.ShardReader(path, model=tiny_model) as r:
         for keys in (None, ("image", "depth", "depth_coarse", "albedo", "mask"), ("normals",), ("image", "pose")):
             want = [r.read(j, keys) for j in order]

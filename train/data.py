@@ -206,7 +206,7 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def read_many(self, positions: Sequence[int]) -> list[dict[str, np.ndarray]]:
         """:meth:`read_raw` of each global position, read together across shards
-        (:func:`synth.shards.read_samples`: one model evaluation per 16 samples when layout-3 maps
+        (:func:`synth.shards.read_samples`: one model evaluation per ``GEOMETRY_BATCH`` samples when layout-3 maps
         are read). A failure is reported as :meth:`read_raw` reports it, naming the sample."""
         from synth.shards import read_samples
 
