@@ -574,8 +574,9 @@ class MeshRenderer:
         albedo = np.ones((self.n_vertices, 3), np.float32) if colors is None else np.asarray(colors, np.float32)
         attrs = np.concatenate([normals, albedo], axis=1)  # (N, 6)
         values, z = kernels.interpolate(pix, ids[pix], w, uv, d, self.triangles, attrs, projection)  # (P, 6), (P,)
-        n = values[:, :3] / np.maximum(np.linalg.norm(values[:, :3], axis=1, keepdims=True), 1e-12)
-        rgb = shade(np.clip(values[:, 3:], 0.0, 1.0), n, np.asarray(sh, np.float32))  # (P, 3)
+        kernels.unit_and_clip(values, True, (3, 6))  # unit normals, albedo in [0, 1] (as FaceRenderer's)
+        n = values[:, :3]
+        rgb = shade(values[:, 3:], n, np.asarray(sh, np.float32))  # (P, 3)
 
         def full(x: np.ndarray) -> np.ndarray:  # (P, C) -> (H, W, C), 0 off the mesh
             out = np.zeros((h * w,) + x.shape[1:], np.float32)
