@@ -394,14 +394,14 @@ class _ShardRenderer:
         return timings
 
     def _model_batch(self, index: int, stop: int, timings: dict[str, float]) -> dict[int, tuple]:
-        """``{i: (params, model arrays)}`` for the global indices from ``index`` to the end of its
-        aligned block of ``GEOMETRY_BATCH`` or the shard's ``stop``, whichever comes first. A
-        sample's values do not depend on the batch it is evaluated in
-        (:meth:`~synth.render.FaceRenderer.model_arrays`), so they never depend on the shard size."""
+        """``{i: (params, model arrays)}`` for the next ``GEOMETRY_BATCH`` global indices from
+        ``index`` (fewer at the shard's ``stop``). A sample's values do not depend on the batch it
+        is evaluated in (:meth:`~synth.render.FaceRenderer.model_arrays`), so blocks need no
+        alignment and the values never depend on the shard size."""
         from .render import GEOMETRY_BATCH
 
         c = self.config
-        last = min(index - index % GEOMETRY_BATCH + GEOMETRY_BATCH, stop)
+        last = min(index + GEOMETRY_BATCH, stop)
         t0 = time.perf_counter()
         params = [sample_params(self.model, c.sampling, c.size, c.seed, i, self.frame) for i in range(index, last)]
         t1 = time.perf_counter()

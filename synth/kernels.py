@@ -334,32 +334,31 @@ def interpolate(pix: np.ndarray, tri: np.ndarray, width: int, uv: np.ndarray, de
 
 
 @njit(cache=True)
-def _unit_and_clip(values, n_cols, clip_from, clip_to, clip2_from, clip2_to):
+def _unit_and_clip(values, clip_from, clip_to, clip2_from, clip2_to):
     for p in range(values.shape[0]):
-        if n_cols:
-            x, y, z = values[p, 0], values[p, 1], values[p, 2]
-            norm = np.sqrt((x * x + y * y) + z * z)  # float32, as the rows' dtype
-            norm = max(norm, np.float32(1e-12))
-            values[p, 0], values[p, 1], values[p, 2] = x / norm, y / norm, z / norm
+        x, y, z = values[p, 0], values[p, 1], values[p, 2]
+        norm = np.sqrt((x * x + y * y) + z * z)  # float32, as the rows' dtype
+        norm = max(norm, np.float32(1e-12))
+        values[p, 0], values[p, 1], values[p, 2] = x / norm, y / norm, z / norm
         for c in range(clip_from, clip_to):
             values[p, c] = min(max(values[p, c], np.float32(0.0)), np.float32(1.0))
         for c in range(clip2_from, clip2_to):
             values[p, c] = min(max(values[p, c], np.float32(0.0)), np.float32(1.0))
 
 
-def unit_and_clip(values: np.ndarray, unit: bool = True, clip=(), clip2=()) -> None:
+def unit_and_clip(values: np.ndarray, clip=(), clip2=()) -> None:
     """In place on interpolated values ``(P, C)`` float32: columns 0-2 scaled to unit length (``x /
-    max(sqrt((x0^2 + x1^2) + x2^2), 1e-12)`` in float32) when ``unit``, and the columns ``range(*clip)``
+    max(sqrt((x0^2 + x1^2) + x2^2), 1e-12)`` in float32), and the columns ``range(*clip)``
     and ``range(*clip2)`` clipped to [0, 1] — the normalised normals, clipped albedo and PNCC of the
     renderer's face pixels in one pass."""
     if values.dtype != np.float32 or values.ndim != 2 or not values.flags.c_contiguous:
         raise ValueError(f"values must be (P, C) C-contiguous float32, got {values.dtype} {values.shape}")
-    if unit and values.shape[1] < 3:
-        raise ValueError(f"unit needs 3 columns, got {values.shape[1]}")
+    if values.shape[1] < 3:
+        raise ValueError(f"values need 3 normal columns first, got {values.shape[1]} columns")
     (a, b), (c, d) = (tuple(clip) or (0, 0)), (tuple(clip2) or (0, 0))
     if not (0 <= a <= b <= values.shape[1] and 0 <= c <= d <= values.shape[1]):
         raise ValueError(f"clip ranges must lie within the {values.shape[1]} columns, got {clip}, {clip2}")
-    _unit_and_clip(values, bool(unit), a, b, c, d)
+    _unit_and_clip(values, a, b, c, d)
 
 
 # plane_depth's default clamp: above the deepest synth.detail fold (2.4 mm x --detail-scale, up to
@@ -515,12 +514,8 @@ def _vertex_normals_at(x, y, z, tris, rot, need, acc, out, pack):
     for i in range(need.shape[0]):
         if not need[i]:
             continue
-        sx, sy, sz = acc[i, 0], acc[i, 1], acc[i, 2]
-        norm = np.sqrt((sx * sx + sy * sy) + sz * sz)  # _normalize_rows
-        if norm > 0.0:
-            nx32, ny32, nz32 = np.float32(sx / norm), np.float32(sy / norm), np.float32(sz / norm)
-        else:
-            nx32, ny32, nz32 = np.float32(0.0), np.float32(0.0), np.float32(0.0)
+        nx, ny, nz = _unit(acc[i, 0], acc[i, 1], acc[i, 2])  # as _normalize_rows
+        nx32, ny32, nz32 = np.float32(nx), np.float32(ny), np.float32(nz)
         for k in range(3):  # R n in float32, summed in column order
             out[i, k] = (rot[k, 0] * nx32 + rot[k, 1] * ny32) + rot[k, 2] * nz32
         col = 3
@@ -575,17 +570,21 @@ def vertex_normals_at(vertices: np.ndarray, triangles: np.ndarray, rotation: np.
     return out
 
 
+@njit(cache=True, inline="always")
+def _unit(x, y, z):
+    # morphable_model.geometry._normalize: sqrt((x^2 + y^2) + z^2) in float64, a zero vector stays zero
+    # (no fast-math: the same IEEE operations, the same bits)
+    norm = np.sqrt((x * x + y * y) + z * z)
+    if norm > 0.0:
+        return x / norm, y / norm, z / norm
+    return 0.0, 0.0, 0.0
+
+
 @njit(cache=True)
 def _normalize_rows(acc, out):
-    # morphable_model.geometry._normalize: sqrt((x^2 + y^2) + z^2) in float64, zero rows stay zero,
-    # then rounded to out's dtype (no fast-math: the same IEEE operations, the same bits)
+    # _unit of each row, then rounded to out's dtype
     for i in range(acc.shape[0]):
-        x, y, z = acc[i, 0], acc[i, 1], acc[i, 2]
-        norm = np.sqrt((x * x + y * y) + z * z)
-        if norm > 0.0:
-            out[i, 0], out[i, 1], out[i, 2] = x / norm, y / norm, z / norm
-        else:
-            out[i, 0], out[i, 1], out[i, 2] = 0.0, 0.0, 0.0
+        out[i, 0], out[i, 1], out[i, 2] = _unit(acc[i, 0], acc[i, 1], acc[i, 2])
 
 
 @njit(cache=True)

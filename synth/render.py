@@ -440,7 +440,7 @@ class FaceRenderer:
         values, z = kernels.interpolate(pix, tid, size, uv, d, self.triangles, attrs, projection)  # (P, C), (P,)
         first = packed.shape[1]  # the PNCC's first column
         # unit normals, albedo and PNCC clipped to [0, 1], in place
-        kernels.unit_and_clip(values, True, (3, 6), (first, first + 3) if pncc else ())
+        kernels.unit_and_clip(values, (3, 6), (first, first + 3) if pncc else ())
         n, alb = values[:, 0:3], values[:, 3:6]
         occ = None if geo.occlusion is None else values[:, 6]
         pncc_v = values[:, first:first + 3] if pncc else None
@@ -574,7 +574,7 @@ class MeshRenderer:
         albedo = np.ones((self.n_vertices, 3), np.float32) if colors is None else np.asarray(colors, np.float32)
         attrs = np.concatenate([normals, albedo], axis=1)  # (N, 6)
         values, z = kernels.interpolate(pix, ids[pix], w, uv, d, self.triangles, attrs, projection)  # (P, 6), (P,)
-        kernels.unit_and_clip(values, True, (3, 6))  # unit normals, albedo in [0, 1] (as FaceRenderer's)
+        kernels.unit_and_clip(values, (3, 6))  # unit normals, albedo in [0, 1] (as FaceRenderer's)
         n = values[:, :3]
         rgb = shade(values[:, 3:], n, np.asarray(sh, np.float32))  # (P, 3)
 

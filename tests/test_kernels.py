@@ -258,13 +258,13 @@ def test_unit_and_clip_equals_the_numpy_formula():
     ref[:, 3:6] = np.clip(ref[:, 3:6], 0, 1)
     ref[:, 7:10] = np.clip(ref[:, 7:10], 0, 1)
     out = values.copy()
-    kernels.unit_and_clip(out, True, (3, 6), (7, 10))
+    kernels.unit_and_clip(out, (3, 6), (7, 10))
     np.testing.assert_array_equal(out, ref)  # column 6 untouched
     assert not out[7, :3].any()
     with pytest.raises(ValueError, match="clip ranges"):
-        kernels.unit_and_clip(values.copy(), True, (3, 11))
+        kernels.unit_and_clip(values.copy(), (3, 11))
     with pytest.raises(ValueError, match="C-contiguous float32"):
-        kernels.unit_and_clip(values[:, :6], True)
+        kernels.unit_and_clip(values[:, :6])
 
 
 @pytest.mark.parametrize("projection", ["perspective", "weak_perspective"])
